@@ -1,0 +1,1 @@
+"""SWIM membership, wire-compatible with HashiCorp memberlist."""

@@ -1,0 +1,175 @@
+"""memberlist configuration with Go's LAN, WAN and LOCAL profiles, plus FAST for tests.
+
+Names follow Go's `memberlist.Config` in snake_case so a reader of the Go
+documentation finds each knob; durations are float seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Config", "failure_detection_bound", "retransmit_limit", "push_pull_scale", "suspicion_timeout"]
+
+
+@dataclass
+class Config:
+    name: str = ""
+    bind_addr: str = "0.0.0.0"
+    bind_port: int = 7946
+    advertise_addr: str = ""  # "" = derive from bind_addr (or the first non-loopback IP when binding 0.0.0.0)
+    advertise_port: int = 0  # 0 = the port actually bound
+
+    protocol_version: int = 2
+    protocol_min: int = 1
+    protocol_max: int = 5
+    delegate_protocol_min: int = 2
+    delegate_protocol_max: int = 5
+    delegate_protocol_version: int = 5
+
+    tcp_timeout: float = 10.0
+    indirect_checks: int = 3
+    retransmit_mult: int = 4
+    suspicion_mult: int = 4
+    suspicion_max_timeout_mult: int = 6
+    push_pull_interval: float = 30.0
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    disable_tcp_pings: bool = False
+    awareness_max_multiplier: int = 8
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    gossip_to_the_dead_time: float = 30.0
+    gossip_verify_incoming: bool = True
+    gossip_verify_outgoing: bool = True
+    enable_compression: bool = True
+    udp_buffer_size: int = 1400
+    handoff_queue_depth: int = 1024
+    dead_node_reclaim_time: float = 0.0
+    label: str = ""
+    skip_inbound_label_check: bool = False
+
+    #: AES keys (16, 24 or 32 bytes); the first is the primary.  Empty = no encryption.
+    secret_keys: list[bytes] = dataclasses.field(default_factory=list)
+
+    #: Bounds on untrusted input (memberlist master's limits).
+    max_stream_size: int = 20 * 1024 * 1024
+    max_decompressed_size: int = 40 * 1024 * 1024
+    max_push_pull_nodes: int = 1 << 20
+    max_concurrent_push_pulls: int = 128
+
+    @property
+    def vsn(self) -> bytes:
+        return bytes(
+            [
+                self.protocol_min,
+                self.protocol_max,
+                self.protocol_version,
+                self.delegate_protocol_min,
+                self.delegate_protocol_max,
+                self.delegate_protocol_version,
+            ]
+        )
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    # -- profiles ------------------------------------------------------------------------------
+
+    @classmethod
+    def lan(cls, **overrides: Any) -> "Config":
+        """Go's DefaultLANConfig (what `serf agent` uses by default)."""
+        return cls(**overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> "Config":
+        base: dict[str, Any] = dict(
+            tcp_timeout=30.0,
+            suspicion_mult=6,
+            push_pull_interval=60.0,
+            probe_interval=5.0,
+            probe_timeout=3.0,
+            gossip_interval=0.5,
+            gossip_nodes=4,
+            gossip_to_the_dead_time=60.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> "Config":
+        base: dict[str, Any] = dict(
+            tcp_timeout=1.0,
+            indirect_checks=1,
+            retransmit_mult=2,
+            suspicion_mult=3,
+            push_pull_interval=15.0,
+            probe_timeout=0.2,
+            gossip_interval=0.1,
+            gossip_to_the_dead_time=15.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> "Config":
+        """For tests: the LAN algorithm with every period shrunk about 5x, so failure detection
+        takes ~1-2 s of real time while tolerating a loaded 2-core machine."""
+        base: dict[str, Any] = dict(
+            tcp_timeout=2.0,
+            suspicion_mult=3,
+            push_pull_interval=3.0,
+            probe_interval=0.2,
+            probe_timeout=0.1,
+            gossip_interval=0.04,
+            gossip_to_the_dead_time=3.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> "Config":
+        makers = {"lan": cls.lan, "wan": cls.wan, "local": cls.local, "fast": cls.fast}
+        try:
+            return makers[name](**overrides)
+        except KeyError:
+            raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(makers)}") from None
+
+
+def retransmit_limit(mult: int, n: int) -> int:
+    """How many times a broadcast is sent: mult x ceil(log10(n + 1))."""
+    return mult * math.ceil(math.log10(n + 1))
+
+
+def push_pull_scale(interval: float, n: int) -> float:
+    """Slow anti-entropy down in large clusters (Go's pushPullScale, threshold 32 nodes)."""
+    if n <= 32:
+        return interval
+    return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+
+def suspicion_timeout(cfg: Config, n: int) -> tuple[float, float, int]:
+    """(min, max, expected confirmations k) of Lifeguard's suspicion timer for a table of n nodes."""
+    node_scale = max(1.0, math.log10(max(1, n)))
+    lo = math.floor(cfg.suspicion_mult * node_scale * cfg.probe_interval * 1000) / 1000
+    hi = cfg.suspicion_max_timeout_mult * lo
+    k = cfg.suspicion_mult - 2
+    if n - 2 < k:
+        k = 0
+    return lo, hi, k
+
+
+def failure_detection_bound(cfg: Config, n: int) -> float:
+    """Worst time from a node going silent to every other node declaring it dead, when no one confirms.
+
+    One full probe round (n-1 probes, each up to the max awareness-stretched interval is too
+    pessimistic; we take the healthy interval) to notice, the longest suspicion timeout, and the
+    gossip retransmissions to spread the death.
+    """
+    lo, hi, k = suspicion_timeout(cfg, n)
+    suspicion = hi if k >= 1 else lo
+    notice = max(1, n - 1) * cfg.probe_interval + cfg.probe_interval
+    spread = retransmit_limit(cfg.retransmit_mult, n) * cfg.gossip_interval
+    return notice + suspicion + spread

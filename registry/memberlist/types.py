@@ -1,0 +1,167 @@
+"""Plain data shared by the sans-I/O core, its drivers and the layers above.
+
+The core never touches a socket: it takes bytes and time in and hands back
+`Output` values for a driver (asyncio transport or the in-memory simulator)
+to carry out.  Everything here is therefore small, immutable where it can be,
+and free of I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+__all__ = [
+    "Address",
+    "NodeState",
+    "Node",
+    "SendPacket",
+    "OpenStream",
+    "Output",
+    "Machine",
+    "DEFAULT_VSN",
+    "META_MAX_SIZE",
+    "ip_to_bytes",
+    "ip_from_bytes",
+]
+
+#: `[pmin, pmax, pcur, dmin, dmax, dcur]` as a stock `serf agent` advertises it.
+DEFAULT_VSN = bytes([1, 5, 2, 2, 5, 5])
+
+#: memberlist's MetaMaxSize: larger node metadata is refused (Go panics on send).
+META_MAX_SIZE = 512
+
+
+def ip_to_bytes(host: str) -> bytes:
+    """Wire form of an IP: 4 bytes for IPv4 (also for IPv4-mapped IPv6), 16 for IPv6."""
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.packed
+
+
+def ip_from_bytes(raw: bytes) -> str:
+    """Text form of a wire IP; a 16-byte IPv4-mapped address comes back as dotted IPv4."""
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw))
+    if len(raw) == 16:
+        ip6 = ipaddress.IPv6Address(raw)
+        return str(ip6.ipv4_mapped) if ip6.ipv4_mapped is not None else str(ip6)
+    raise ValueError(f"an IP address has 4 or 16 bytes, not {len(raw)}")
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """A UDP/TCP endpoint; `host` is always a literal IP (drivers resolve names first)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class NodeState(enum.IntEnum):
+    """memberlist's node states; the values are the wire values of `pushNodeState.State`."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass
+class Node:
+    """One row of the membership table, as the layers above see it."""
+
+    name: str
+    addr: str
+    port: int
+    meta: bytes = b""
+    vsn: bytes = DEFAULT_VSN
+    state: NodeState = NodeState.ALIVE
+    incarnation: int = 0
+    state_change: float = 0.0
+
+    @property
+    def address(self) -> Address:
+        return Address(self.addr, self.port)
+
+    @property
+    def pmin(self) -> int:
+        return self.vsn[0] if len(self.vsn) > 0 else 0
+
+    @property
+    def pmax(self) -> int:
+        return self.vsn[1] if len(self.vsn) > 1 else 0
+
+    @property
+    def pcur(self) -> int:
+        return self.vsn[2] if len(self.vsn) > 2 else 0
+
+    @property
+    def dmin(self) -> int:
+        return self.vsn[3] if len(self.vsn) > 3 else 0
+
+    @property
+    def dmax(self) -> int:
+        return self.vsn[4] if len(self.vsn) > 4 else 0
+
+    @property
+    def dcur(self) -> int:
+        return self.vsn[5] if len(self.vsn) > 5 else 0
+
+
+@dataclass(frozen=True)
+class SendPacket:
+    """Send `data` as one UDP datagram to `addr`."""
+
+    addr: Address
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """Dial `addr` over TCP, write `data`, and (if `expect_reply`) read one framed
+    stream message back within `timeout` seconds; report it with
+    `Machine.stream_result(stream_id, reply_or_None, now)`.
+    A stream with `expect_reply=False` is still reported (reply b"" on success)."""
+
+    stream_id: int
+    addr: Address
+    data: bytes
+    timeout: float
+    expect_reply: bool = True
+    kind: str = field(default="push_pull")
+
+
+Output = Union[SendPacket, OpenStream]
+
+
+class Machine(Protocol):
+    """What a driver needs from a sans-I/O gossip core (memberlist alone, or Serf on top)."""
+
+    def receive_packet(self, data: bytes, source: Address, now: float) -> None: ...
+
+    def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+        """A complete inbound stream message (as framed by `StreamFramer`); returns the reply to write, if any."""
+        ...
+
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+        """Outcome of an `OpenStream`: the framed reply, or None on connect error/timeout/EOF.
+        Returns True when the reply was accepted (for a join: a valid push/pull that merged)."""
+        ...
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at or before `now`."""
+        ...
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has work to do, or None when no timer is armed."""
+        ...
+
+    def drain(self) -> list[Output]:
+        """Take (and clear) everything the machine wants sent."""
+        ...

@@ -1,0 +1,1 @@
+"""Serf membership (tags, Lamport clocks, intents, events, queries) on top of memberlist."""
