@@ -1,0 +1,444 @@
+"""The `registry` command: a registry server (Go-style flags) plus a few ops subcommands.
+
+`registry -id registry-1 -bind :7370 -addr :9800 -registries 10.0.0.1:7370` runs a
+server exactly like the Go original; flags take one dash or two and `-flag=value`
+works too.  When the first argument does not start with "-" it names a subcommand
+that talks gRPC to a running server, in the spirit of `serf members`:
+
+    registry members [-rpc ADDR] [-group G]
+    registry groups  [-rpc ADDR]
+    registry match GROUP KEY [-n N] [-rpc ADDR]
+    registry keygen
+
+Every failure ends in ONE line on stderr and a non-zero status: 2 for a usage error
+(missing -id, bad address, bad key), 1 for a runtime error (port taken, registry
+unreachable).  SIGINT/SIGTERM make a server leave the pool gracefully and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import ipaddress
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
+
+if TYPE_CHECKING:
+    from registry.server import ServerConfig
+
+__all__ = ["main", "UsageError", "HostPort", "parse_hostport", "parse_server_args", "SUBCOMMANDS"]
+
+PROG = "registry"
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+DEFAULT_GOSSIP_PORT = 7370
+DEFAULT_RPC_PORT = 9800
+PROFILES = ("lan", "wan", "local", "fast")
+HASHES = ("consistent", "chash")
+SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+class UsageError(Exception):
+    """Bad command line: exit status 2."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A parsed `host:port`; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_hostport(text: str, flag: str, *, default_port: int | None = None, resolve: bool = False) -> HostPort:
+    """Parse `host:port`, `:port`, `[v6]:port` (and `host` alone when a default port is given).
+
+    Raises UsageError naming `flag` for anything a socket call would choke on later,
+    so the operator sees the mistake at once instead of a traceback from deep inside.
+    """
+    raw = text.strip()
+    if not raw:
+        raise UsageError(f"{flag}: empty address")
+    host: str
+    port_text: str | None
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise UsageError(f"{flag}: bad address {text!r}: missing ']'")
+        host, rest = raw[1:end], raw[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{flag}: bad address {text!r}")
+        port_text = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise UsageError(f"{flag}: bad address {text!r}: {host!r} is not an IPv6 address") from None
+    elif raw.count(":") > 1:
+        raise UsageError(f"{flag}: bad address {text!r}: write IPv6 addresses as [addr]:port")
+    elif ":" in raw:
+        host, port_text = raw.split(":", 1)
+    else:
+        host, port_text = raw, None
+    if port_text is None:
+        if default_port is None:
+            raise UsageError(f"{flag}: bad address {text!r}: missing port (host:port)")
+        port = default_port
+    else:
+        if not port_text.isdigit():
+            raise UsageError(f"{flag}: bad address {text!r}: port {port_text!r} is not a number")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag}: bad address {text!r}: port {port} out of range 0-65535")
+    if host and not raw.startswith("["):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOSTNAME.match(host):
+                raise UsageError(f"{flag}: bad address {text!r}: {host!r} is not a host name or IP") from None
+            if resolve:
+                try:
+                    socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+                except socket.gaierror as exc:
+                    raise UsageError(f"{flag}: cannot resolve {host!r}: {exc.strerror or exc}") from None
+                except UnicodeError:
+                    raise UsageError(f"{flag}: cannot resolve {host!r}") from None
+    return HostPort(host, port)
+
+
+def decode_key(text: str) -> bytes:
+    """A Serf keygen key: standard base64 of 16, 24 or 32 bytes."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError("-encrypt: key is not valid base64 (make one with `registry keygen`)") from None
+    if len(key) not in (16, 24, 32):
+        raise UsageError(f"-encrypt: key must decode to 16, 24 or 32 bytes, not {len(key)}")
+    return key
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """Accept `-name`, `--name` and (argparse does it) `-name=value`, like Go's flag package."""
+    parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        allow_abbrev=False,
+        description="Run a registry server. Subcommands (first argument): " + ", ".join(SUBCOMMANDS) + ".",
+    )
+    _flag(p, "id", default="", help="server id, unique in the pool (required)")
+    _flag(p, "bind", default=f":{DEFAULT_GOSSIP_PORT}", help="gossip bind address (default :7370)")
+    _flag(p, "bind-advertise", default="", help="gossip address told to the pool (default: derived from -bind)")
+    _flag(p, "addr", default=f":{DEFAULT_RPC_PORT}", help="gRPC listen address (default :9800)")
+    _flag(p, "advertise", default="", help="gRPC address told to clients (default: derived from -addr)")
+    _flag(p, "registries", default="", help="comma-separated gossip addresses of other registries")
+    _flag(p, "hash", default="consistent", choices=HASHES, help="ring algorithm (chash = Go original's)")
+    _flag(p, "encrypt", default="", help="gossip encryption key (base64, from `registry keygen`)")
+    _flag(p, "log-format", default="", choices=("", *LOG_FORMATS), help="console or json (default: console on a tty)")
+    _flag(p, "log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default info")
+    _flag(p, "metrics-addr", default="", help="serve Prometheus metrics on this address")
+    _flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
+    _flag(p, "tls-key", default="", help="gRPC server private key (PEM)")
+    _flag(p, "tls-ca", default="", help="CA bundle: require and verify client certificates")
+    _flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
+    _flag(p, "leave-timeout", default=5.0, type=float, help="seconds to spend leaving on SIGTERM (default 5)")
+    return p
+
+
+@dataclass
+class ServerArgs:
+    """Validated server flags (what `registry.server.ServerConfig` is built from)."""
+
+    id: str
+    bind: HostPort
+    bind_advertise: HostPort | None
+    addr: HostPort
+    advertise: HostPort | None
+    registries: list[str]
+    hash: str = "consistent"
+    encrypt_key: str | None = None
+    log_format: str = "json"
+    log_level: str = "info"
+    metrics_addr: HostPort | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    profile: str = "lan"
+    leave_timeout: float = 5.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _readable(path: str, flag: str) -> str:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise UsageError(f"{flag}: cannot read {path!r}")
+    return path
+
+
+def parse_server_args(argv: Sequence[str]) -> ServerArgs:
+    """Parse and validate every server flag; raises UsageError with a one-line message."""
+    ns = _server_parser().parse_args(list(argv))
+    if not ns.id.strip():
+        raise UsageError("-id is required (the server's unique name in the pool)")
+    if any(c.isspace() for c in ns.id):
+        raise UsageError(f"-id: {ns.id!r} must not contain spaces")
+    bind = parse_hostport(ns.bind, "-bind", default_port=DEFAULT_GOSSIP_PORT, resolve=True)
+    bind_adv = (
+        parse_hostport(ns.bind_advertise, "-bind-advertise", default_port=bind.port, resolve=True)
+        if ns.bind_advertise
+        else None
+    )
+    if bind_adv is not None and not bind_adv.host:
+        bind_adv = None if bind_adv.port == bind.port else bind_adv
+    addr = parse_hostport(ns.addr, "-addr", default_port=DEFAULT_RPC_PORT, resolve=True)
+    adv = parse_hostport(ns.advertise, "-advertise", default_port=addr.port) if ns.advertise else None
+    seeds: list[str] = []
+    for part in ns.registries.split(","):
+        if part.strip():
+            seeds.append(str(parse_hostport(part, "-registries", default_port=DEFAULT_GOSSIP_PORT)))
+    key = None
+    if ns.encrypt:
+        decode_key(ns.encrypt)
+        key = ns.encrypt.strip()
+    metrics = parse_hostport(ns.metrics_addr, "-metrics-addr", resolve=True) if ns.metrics_addr else None
+    if bool(ns.tls_cert) != bool(ns.tls_key):
+        raise UsageError("-tls-cert and -tls-key go together")
+    if ns.tls_ca and not ns.tls_cert:
+        raise UsageError("-tls-ca needs -tls-cert and -tls-key")
+    for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
+        if path:
+            _readable(path, flag)
+    if not ns.leave_timeout > 0:
+        raise UsageError("-leave-timeout must be positive")
+    return ServerArgs(
+        id=ns.id.strip(),
+        bind=bind,
+        bind_advertise=bind_adv,
+        addr=addr,
+        advertise=adv,
+        registries=seeds,
+        hash=ns.hash,
+        encrypt_key=key,
+        log_format=ns.log_format or default_format(),
+        log_level=ns.log_level,
+        metrics_addr=metrics,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_ca=ns.tls_ca,
+        profile=ns.profile,
+        leave_timeout=ns.leave_timeout,
+    )
+
+
+def _server_config(args: ServerArgs) -> "ServerConfig":
+    from registry.server import ServerConfig
+
+    return ServerConfig(
+        id=args.id,
+        bind=(args.bind.host, args.bind.port),
+        bind_advertise=(args.bind_advertise.host, args.bind_advertise.port) if args.bind_advertise else None,
+        addr=(args.addr.host, args.addr.port),
+        advertise=str(args.advertise) if args.advertise else "",
+        registries=list(args.registries),
+        hash=args.hash,
+        encrypt_key=args.encrypt_key,
+        metrics_addr=(args.metrics_addr.host, args.metrics_addr.port) if args.metrics_addr else None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        profile=args.profile,
+        leave_timeout=args.leave_timeout,
+    )
+
+
+async def _serve(args: ServerArgs) -> int:
+    """Run until SIGINT/SIGTERM, then leave gracefully within the leave timeout."""
+    import structlog
+
+    from registry.server import RegistryServer
+
+    log = structlog.get_logger("registry.cli")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = RegistryServer(_server_config(args))
+    try:
+        await server.start()
+    except BaseException:
+        await server.close()
+        raise
+    log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address)
+    await stop.wait()
+    log.info("leaving the pool", timeout=args.leave_timeout)
+    await server.stop()
+    log.info("registry stopped")
+    return EXIT_OK
+
+
+def _run_server(argv: Sequence[str]) -> int:
+    args = parse_server_args(argv)
+    from registry.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    from registry.server import StartError
+
+    try:
+        return asyncio.run(_serve(args))
+    except StartError as exc:
+        _fail(str(exc))
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return EXIT_OK
+
+
+# -- ops subcommands ----------------------------------------------------------------------
+
+
+def _ops_parser(name: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} {name}", allow_abbrev=False)
+    _flag(p, "rpc", default=f"127.0.0.1:{DEFAULT_RPC_PORT}", help="gRPC address of a registry (default 127.0.0.1:9800)")
+    _flag(p, "timeout", default=5.0, type=float, help="seconds per call (default 5)")
+    _flag(p, "tls-ca", default="", help="verify the registry's certificate with this CA bundle")
+    _flag(p, "tls-cert", default="", help="client certificate (PEM), for servers started with -tls-ca")
+    _flag(p, "tls-key", default="", help="client key (PEM)")
+    return p
+
+
+def _client(ns: argparse.Namespace) -> Any:
+    parse_hostport(ns.rpc, "-rpc", default_port=DEFAULT_RPC_PORT)
+    from client import RpcClient
+
+    kwargs: dict[str, Any] = {"timeout": ns.timeout}
+    if ns.tls_ca or ns.tls_cert:
+        kwargs["tls"] = _client_tls(ns)
+    return RpcClient(ns.rpc, **kwargs)
+
+
+def _client_tls(ns: argparse.Namespace) -> Any:
+    import client
+
+    maker = getattr(client, "TlsConfig", None) or getattr(client, "ClientTls", None)
+    if maker is None:
+        raise UsageError("this build's client has no TLS support")
+    return maker(
+        ca=_readable(ns.tls_ca, "-tls-ca") if ns.tls_ca else None,
+        cert=_readable(ns.tls_cert, "-tls-cert") if ns.tls_cert else None,
+        key=_readable(ns.tls_key, "-tls-key") if ns.tls_key else None,
+    )
+
+
+def _print_services(services: Sequence[Any]) -> None:
+    rows = [(s.id, getattr(s, "group", ""), s.addr, "alive", _tags_text(s)) for s in services]
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+
+
+def _tags_text(s: Any) -> str:
+    tags = dict(getattr(s, "tags", None) or {})
+    if not tags:
+        tags = {"group": getattr(s, "group", ""), "addr": s.addr}
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def _run_ops(name: str, argv: Sequence[str]) -> int:
+    if name == "keygen":
+        _Parser(prog=f"{PROG} keygen", allow_abbrev=False).parse_args(list(argv))
+        print(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+        return EXIT_OK
+    if name == "version":
+        from registry import __version__
+
+        print(f"registry {__version__}")
+        return EXIT_OK
+    p = _ops_parser(name)
+    if name == "members":
+        _flag(p, "group", default="", help="only this group (default: every group)")
+    elif name == "match":
+        p.add_argument("group")
+        p.add_argument("key")
+        _flag(p, "n", default=1, type=int, help="how many distinct services, in ring order (default 1)")
+    ns = p.parse_args(list(argv))
+    if name == "match" and ns.n < 1:
+        raise UsageError("-n must be at least 1")
+    try:
+        from client import RegistryError
+    except ImportError as exc:
+        _fail(f"the gRPC client is not available: {exc}")
+        return EXIT_RUNTIME
+    try:
+        with _client(ns) as c:
+            if name == "groups":
+                for g in c.groups():
+                    print(g)
+            elif name == "members":
+                groups = [ns.group] if ns.group else list(c.groups())
+                services: list[Any] = []
+                for g in groups:
+                    services.extend(c.members(g))
+                _print_services(services)
+            else:
+                if ns.n == 1:
+                    found = [c.match(ns.group, ns.key)]
+                else:
+                    found = list(c.match_n(ns.group, ns.key, ns.n))
+                _print_services(found)
+    except RegistryError as exc:
+        _fail(f"{name}: {exc}")
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    line = " ".join(message.split())
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and not args[0].startswith("-"):
+            if args[0] not in SUBCOMMANDS:
+                raise UsageError(f"unknown subcommand {args[0]!r} (one of: {', '.join(SUBCOMMANDS)})")
+            return _run_ops(args[0], args[1:])
+        return _run_server(args)
+    except UsageError as exc:
+        _fail(f"{exc} (see `registry -h`)")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # last resort: still one line, never a traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())
