@@ -1,0 +1,185 @@
+"""An in-memory network with a virtual clock for driving many sans-I/O Machines.
+
+Lets tests run minutes of cluster life in seconds of CPU, deterministically
+for a given seed, with loss, delay jitter (reordering), duplication,
+partitions and silenced nodes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from typing import Callable, Iterable
+
+from .types import Address, Machine, OpenStream, SendPacket
+
+__all__ = ["SimNetwork"]
+
+
+class SimNetwork:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        delay: float = 0.001,
+        jitter: float = 0.0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        now: float = 0.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.delay = delay
+        self.jitter = jitter
+        self.loss = loss
+        self.duplicate = duplicate
+        self.now = now
+        self.machines: dict[Address, Machine] = {}
+        self.stopped: set[Address] = set()
+        self._groups: list[frozenset[Address]] = []
+        self._events: list[tuple[float, int, Callable[[float], None]]] = []
+        self._seq = 0
+        self._armed: dict[Address, float] = {}
+        self.packets_sent = 0
+        self.packets_dropped = 0
+        self.streams_opened = 0
+
+    # -- topology ------------------------------------------------------------------------------
+
+    def add(self, machine: Machine, address: Address) -> None:
+        self.machines[address] = machine
+        self.stopped.discard(address)
+        self.kick(address)
+
+    def stop(self, address: Address) -> None:
+        """Make a node silent: it gets nothing, sends nothing, its timers stop."""
+        self.stopped.add(address)
+
+    def remove(self, address: Address) -> None:
+        self.machines.pop(address, None)
+        self.stopped.discard(address)
+
+    def partition(self, *groups: Iterable[Address]) -> None:
+        """Addresses in different groups cannot reach each other (addresses in no group reach everyone)."""
+        self._groups = [frozenset(g) for g in groups]
+
+    def heal(self) -> None:
+        self._groups = []
+
+    def reachable(self, a: Address, b: Address) -> bool:
+        if a in self.stopped or b in self.stopped or b not in self.machines:
+            return False
+        ga = next((g for g in self._groups if a in g), None)
+        gb = next((g for g in self._groups if b in g), None)
+        return ga is None or gb is None or ga is gb
+
+    # -- clock ---------------------------------------------------------------------------------
+
+    def kick(self, address: Address | None = None) -> None:
+        """Collect outputs and re-arm timers after API calls made directly on machines."""
+        for addr in [address] if address is not None else list(self.machines):
+            self._after(addr)
+
+    def run_until(self, t: float) -> None:
+        self.kick()
+        events = self._events
+        while events and events[0][0] <= t:
+            at, _, fn = heapq.heappop(events)
+            self.now = max(self.now, at)
+            fn(self.now)
+        self.now = max(self.now, t)
+
+    def run_for(self, dt: float) -> None:
+        self.run_until(self.now + dt)
+
+    def run_until_true(self, pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+        """Advance virtual time in `step`s until `pred()` holds; False if `timeout` virtual seconds passed."""
+        end = self.now + timeout
+        while True:
+            if pred():
+                return True
+            if self.now >= end:
+                return False
+            self.run_until(min(end, self.now + step))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _push(self, at: float, fn: Callable[[float], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, fn))
+
+    def _latency(self) -> float:
+        return self.delay + (self.rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0)
+
+    def _after(self, addr: Address) -> None:
+        """Route a machine's outputs and make sure a tick event is queued for its next deadline."""
+        m = self.machines.get(addr)
+        if m is None or addr in self.stopped:
+            return
+        for out in m.drain():
+            if isinstance(out, SendPacket):
+                self._send_packet(addr, out)
+            else:
+                self._open_stream(addr, out)
+        deadline = m.next_deadline()
+        if deadline is not None:
+            armed = self._armed.get(addr)
+            if armed is None or deadline < armed or armed < self.now:
+                self._armed[addr] = deadline
+                self._push(max(deadline, self.now), lambda now, a=addr: self._tick(a, now))
+
+    def _tick(self, addr: Address, now: float) -> None:
+        if self._armed.get(addr) is not None and self._armed[addr] <= now:
+            del self._armed[addr]
+        m = self.machines.get(addr)
+        if m is None or addr in self.stopped:
+            return
+        deadline = m.next_deadline()
+        if deadline is not None and deadline <= now:
+            m.tick(now)
+        self._after(addr)
+
+    def _send_packet(self, src: Address, out: SendPacket) -> None:
+        self.packets_sent += 1
+        copies = 1
+        if self.loss > 0 and self.rng.random() < self.loss:
+            copies = 0
+        elif self.duplicate > 0 and self.rng.random() < self.duplicate:
+            copies = 2
+        if copies == 0:
+            self.packets_dropped += 1
+        for _ in range(copies):
+            self._push(self.now + self._latency(), lambda now, s=src, o=out: self._deliver(s, o, now))
+
+    def _deliver(self, src: Address, out: SendPacket, now: float) -> None:
+        if not self.reachable(src, out.addr):
+            self.packets_dropped += 1
+            return
+        self.machines[out.addr].receive_packet(out.data, src, now)
+        self._after(out.addr)
+
+    def _open_stream(self, src: Address, out: OpenStream) -> None:
+        self.streams_opened += 1
+        if not self.reachable(src, out.addr):
+            self._push(self.now + out.timeout, lambda now: self._stream_done(src, out.stream_id, None, now))
+            return
+        self._push(self.now + self._latency(), lambda now: self._stream_arrive(src, out, now))
+
+    def _stream_arrive(self, src: Address, out: OpenStream, now: float) -> None:
+        if not self.reachable(src, out.addr):
+            self._push(now + out.timeout, lambda t: self._stream_done(src, out.stream_id, None, t))
+            return
+        target = self.machines[out.addr]
+        reply = target.receive_stream(out.data, src, now)
+        self._after(out.addr)
+        if not out.expect_reply:
+            result: bytes | None = b""
+        else:
+            result = reply
+        self._push(now + self._latency(), lambda t: self._stream_done(src, out.stream_id, result, t))
+
+    def _stream_done(self, src: Address, stream_id: int, reply: bytes | None, now: float) -> None:
+        m = self.machines.get(src)
+        if m is None or src in self.stopped:
+            return
+        m.stream_result(stream_id, reply, now)
+        self._after(src)
