@@ -7,6 +7,7 @@ partitions and silenced nodes.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from typing import Callable, Iterable
@@ -125,7 +126,7 @@ class SimNetwork:
             armed = self._armed.get(addr)
             if armed is None or deadline < armed or armed < self.now:
                 self._armed[addr] = deadline
-                self._push(max(deadline, self.now), lambda now, a=addr: self._tick(a, now))
+                self._push(max(deadline, self.now), functools.partial(self._tick, addr))
 
     def _tick(self, addr: Address, now: float) -> None:
         if self._armed.get(addr) is not None and self._armed[addr] <= now:
@@ -148,7 +149,7 @@ class SimNetwork:
         if copies == 0:
             self.packets_dropped += 1
         for _ in range(copies):
-            self._push(self.now + self._latency(), lambda now, s=src, o=out: self._deliver(s, o, now))
+            self._push(self.now + self._latency(), functools.partial(self._deliver, src, out))
 
     def _deliver(self, src: Address, out: SendPacket, now: float) -> None:
         if not self.reachable(src, out.addr):
