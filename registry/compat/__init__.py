@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC modules (python proto/generate.py)."""
