@@ -1,0 +1,269 @@
+"""Socket plumbing for a gossip node: one UDP and one TCP socket on the same port, and
+bounded-time TCP exchanges.
+
+memberlist peers send UDP and open TCP to the single `Addr:Port` a node advertises, so both
+sockets must share one port.  Every TCP exchange here runs under one deadline so that a
+slow or silent peer can only cost a task for `timeout` seconds, never block the node.
+Framing (where a stream message ends) is delegated to `StreamFramer`, which knows the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from .types import Address
+
+__all__ = [
+    "StreamOutcome",
+    "UdpProtocol",
+    "bind_sockets",
+    "dial_stream",
+    "read_framed",
+    "family_of",
+    "UDP_RECV_MAX",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest datagram we accept (Go reads UDP with a 64 KiB buffer).
+UDP_RECV_MAX = 65536
+
+#: How many times to retry when port 0 gave a UDP port whose TCP twin is taken (or vice versa).
+_BIND_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class StreamOutcome:
+    """Result of one outbound stream, as the machine judged it (`accepted`) plus why it failed."""
+
+    accepted: bool
+    error: str = ""
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for IPv6 literals, AF_INET otherwise (hosts here are always IP literals)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return socket.AF_INET
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    fam = family_of(host)
+    tcp = socket.socket(fam, socket.SOCK_STREAM)
+    udp = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        for s in (tcp, udp):
+            s.setblocking(False)
+            if fam == socket.AF_INET6:
+                # Bind exactly the family asked for; "::" then means IPv6 only.
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((host, port))
+        actual = tcp.getsockname()[1]
+        udp.bind((host, actual))
+        tcp.listen(128)
+    except BaseException:
+        tcp.close()
+        udp.close()
+        raise
+    for size in (4 << 20, 2 << 20, 1 << 20):
+        # A larger receive buffer absorbs gossip bursts; fall back quietly if the OS refuses.
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            break
+        except OSError:
+            continue
+    return tcp, udp
+
+
+def bind_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A listening TCP socket and a UDP socket bound to the same `host:port`.
+
+    With port 0 the OS picks the TCP port and UDP takes the same number; if that UDP port
+    is busy we try again with a fresh pick.
+    """
+    attempts = _BIND_ATTEMPTS if port == 0 else 1
+    last: OSError | None = None
+    for _ in range(attempts):
+        try:
+            return _bind_pair(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+    assert last is not None
+    raise OSError(last.errno, f"could not bind UDP and TCP on {Address(host, port)}: {last.strerror}")
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    """Hands every datagram to `on_packet`; never lets an error reach asyncio."""
+
+    def __init__(self, on_packet: Callable[[bytes, Address], None], stats: Counter[str]) -> None:
+        self._on_packet = on_packet
+        self._stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._stats["udp.in.packets"] += 1
+        self._stats["udp.in.bytes"] += len(data)
+        try:
+            source = Address(str(addr[0]), int(addr[1]))
+        except (IndexError, TypeError, ValueError):
+            self._stats["udp.drop.source"] += 1
+            return
+        self._on_packet(data, source)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: normal when a peer has died.
+        self._stats["udp.error"] += 1
+        log.debug("udp error: %s", exc)
+
+    def send(self, data: bytes, addr: Address) -> None:
+        if self.transport is None or self.transport.is_closing():
+            self._stats["udp.drop.closed"] += 1
+            return
+        try:
+            self.transport.sendto(data, (addr.host, addr.port))
+        except (OSError, ValueError, TypeError) as exc:
+            self._stats["udp.error"] += 1
+            log.debug("udp send to %s failed: %s", addr, exc)
+            return
+        self._stats["udp.out.packets"] += 1
+        self._stats["udp.out.bytes"] += len(data)
+
+
+class FramerLike:
+    """The part of `StreamFramer` used here (kept structural so this module imports nothing heavy)."""
+
+    def feed(self, data: bytes) -> bytes | None:  # pragma: no cover - interface only
+        raise NotImplementedError
+
+
+async def read_framed(
+    reader: asyncio.StreamReader, framer: FramerLike, stats: Counter[str], chunk: int = 65536
+) -> bytes | None:
+    """Read until `framer` reports one complete stream message; None on EOF before that.
+
+    Reads whatever is available (never waits for EOF or a full buffer): the peer keeps
+    the connection open until it gets our reply.  DecodeError from the framer propagates.
+    """
+    while True:
+        data = await reader.read(chunk)
+        if not data:
+            return None
+        stats["tcp.in.bytes"] += len(data)
+        msg = framer.feed(data)
+        if msg is not None:
+            return msg
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (OSError, asyncio.TimeoutError, ConnectionError):
+        pass
+
+
+async def dial_stream(
+    addr: Address,
+    data: bytes,
+    *,
+    timeout: float,
+    expect_reply: bool,
+    framer: FramerLike | None,
+    stats: Counter[str],
+) -> tuple[bytes | None, str]:
+    """Connect, write `data`, optionally read one framed reply: all within `timeout` seconds.
+
+    Returns (reply, "") on success (reply b"" when none was expected) or (None, why).
+    """
+    writer: asyncio.StreamWriter | None = None
+
+    async def exchange() -> bytes | None:
+        nonlocal writer
+        reader, writer = await asyncio.open_connection(addr.host, addr.port)
+        writer.write(data)
+        await writer.drain()
+        stats["tcp.out.bytes"] += len(data)
+        if not expect_reply:
+            return b""
+        assert framer is not None
+        return await read_framed(reader, framer, stats)
+
+    try:
+        reply = await asyncio.wait_for(exchange(), timeout)
+    except asyncio.TimeoutError:
+        stats["tcp.dial.timeout"] += 1
+        return None, f"timed out after {timeout:g}s"
+    except (OSError, ConnectionError) as exc:
+        stats["tcp.dial.error"] += 1
+        return None, exc.strerror or str(exc) or type(exc).__name__
+    except ValueError as exc:  # DecodeError from the framer, or a bad address
+        stats["tcp.dial.bad_reply"] += 1
+        return None, f"bad reply: {exc}"
+    finally:
+        if writer is not None:
+            await _close_writer(writer)
+    if reply is None:
+        stats["tcp.dial.eof"] += 1
+        return None, "connection closed before a reply"
+    return reply, ""
+
+
+async def answer_stream(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    framer: FramerLike,
+    handle: Callable[[bytes, Address], bytes | None],
+    timeout: float,
+    stats: Counter[str],
+) -> None:
+    """Serve one inbound connection: read one framed message, hand it to `handle`, write its
+    reply (if any), close.  Everything, including a peer that never sends or never reads,
+    is bounded by `timeout`; no error escapes.
+    """
+    peer = writer.get_extra_info("peername")
+    try:
+        source = Address(str(peer[0]), int(peer[1]))
+    except (IndexError, TypeError, ValueError):
+        source = Address("0.0.0.0", 0)
+
+    async def exchange() -> None:
+        msg = await read_framed(reader, framer, stats)
+        if msg is None:
+            stats["tcp.in.eof"] += 1
+            return
+        reply = handle(msg, source)
+        if reply:
+            writer.write(reply)
+            await writer.drain()
+            stats["tcp.out.bytes"] += len(reply)
+
+    try:
+        await asyncio.wait_for(exchange(), timeout)
+    except asyncio.TimeoutError:
+        stats["tcp.in.timeout"] += 1
+        log.debug("inbound stream from %s timed out after %gs", source, timeout)
+    except (OSError, ConnectionError) as exc:
+        stats["tcp.in.error"] += 1
+        log.debug("inbound stream from %s failed: %s", source, exc)
+    except ValueError as exc:  # DecodeError from the framer
+        stats["tcp.in.drop." + str(getattr(exc, "reason", "malformed"))] += 1
+        log.debug("inbound stream from %s dropped: %s", source, exc)
+    finally:
+        await _close_writer(writer)
