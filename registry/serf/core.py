@@ -1,0 +1,815 @@
+"""The sans-I/O Serf machine: tags, Lamport-ordered intents, user events and queries on top of
+a `Memberlist`, wire-compatible with hashicorp/serf (protocol 2..5).
+
+`Serf` owns a `Memberlist`, is its `Delegate`, and is itself a `Machine`: a driver (asyncio
+runner or `SimNetwork`) feeds it packets, streams and time and carries out what `drain()`
+returns.  Rules follow serf.go / delegate.go / query.go (wire reference §11-§15).  Events for
+the application wait in a bounded queue (`drain_events`); when it is full the oldest event is
+dropped and counted in `stats["events.dropped"]`, so a slow consumer never stalls gossip.
+Malformed input is counted in `stats["serf.drop.<reason>"]`, never raised.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from registry.memberlist.broadcast import TransmitLimitedQueue
+from registry.memberlist.core import Memberlist
+from registry.memberlist.delegate import Delegate
+from registry.memberlist.timers import TimerHeap
+from registry.memberlist.types import Address, Node, Output, ip_from_bytes, ip_to_bytes
+
+from . import keyring as keys
+from . import messages as msgs
+from .clock import LamportClock
+from .config import SerfConfig
+from .events import Event, EventType, MemberEvent, QueryEvent, UserEvent
+from .member import Member, MemberState, MemberStatus
+from .query import QueryHandle, QueryParams, default_query_timeout, encode_filters, filters_pass
+from .tags import check_tags, decode_tags, encode_tags
+
+__all__ = ["Serf", "SerfState", "USER_EVENT_HARD_LIMIT", "INTERNAL_QUERY_PREFIX"]
+
+USER_EVENT_HARD_LIMIT = 9 * 1024
+INTERNAL_QUERY_PREFIX = "_serf_"
+
+
+class SerfState(enum.Enum):
+    ALIVE = "alive"
+    LEAVING = "leaving"
+    LEFT = "left"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass
+class _Intent:
+    kind: msgs.SerfMessageType
+    ltime: int
+    when: float
+
+
+@dataclass
+class _QuerySlot:
+    ltime: int
+    ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _PendingJoin:
+    pending: set[int]
+    ignore_old: bool
+    ok: int = 0
+
+
+class Serf(Delegate):
+    """One Serf node's protocol state (see module docstring)."""
+
+    def __init__(
+        self,
+        config: SerfConfig,
+        advertise: Address,
+        *,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+    ) -> None:
+        if not config.name and not config.memberlist.name:
+            raise ValueError("SerfConfig.name must be set")
+        self.config = config
+        self.rng = rng if rng is not None else random.Random()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.state = SerfState.ALIVE
+        self._start = now
+        self.clock = LamportClock()
+        self.event_clock = LamportClock()
+        self.query_clock = LamportClock()
+        self.clock.increment()
+        self.event_clock.increment()
+        self.query_clock.increment()
+        self._tags = dict(config.tags)
+        check_tags(self._tags, config.protocol_version)
+        self._members: dict[str, MemberState] = {}
+        self._intents: dict[str, _Intent] = {}
+        self._event_buffer: list[msgs.UserEventSlot | None] = [None] * config.event_buffer
+        self._event_min_time = 0
+        self._query_buffer: list[_QuerySlot | None] = [None] * config.query_buffer
+        self._query_min_time = 0
+        self._queries: dict[int, QueryHandle] = {}
+        mult = config.memberlist.retransmit_mult
+        self._broadcasts = TransmitLimitedQueue(mult)
+        self._event_broadcasts = TransmitLimitedQueue(mult)
+        self._query_broadcasts = TransmitLimitedQueue(mult)
+        self._events: collections.deque[Event] = collections.deque()
+        self._timers = TimerHeap()
+        self._joins: dict[int, _PendingJoin] = {}
+        self._join_ignore = False
+        self.join_results: dict[int, bool] = {}
+        self._leave_intent_sent = False
+        self._leave_stage = 0  # 0 none, 1 intent queued, 2 memberlist leave, 3 propagating
+        self._leave_deadline = 0.0
+        #: called whenever an event is queued or a query/leave/join makes progress (drivers wake up)
+        self.wakeup: Callable[[], None] | None = None
+        #: set when a name conflict was lost (Go shuts the node down)
+        self.conflict_lost = False
+        self._conflict_query: QueryHandle | None = None
+
+        ml_config = config.memberlist_config()
+        self.keyring_file = config.keyring_file
+        key_list = self._initial_keys(config)
+        if key_list:
+            ml_config = ml_config.replace(secret_keys=key_list)
+        self.name = ml_config.name
+        self.memberlist = Memberlist(ml_config, advertise, self, rng=self.rng, now=now)
+        self._timers.schedule(now + config.reap_interval, self._reap_tick)
+        self._timers.schedule(now + config.reconnect_interval, self._reconnect_tick)
+
+    @staticmethod
+    def _initial_keys(config: SerfConfig) -> list[bytes]:
+        key_list = list(config.memberlist.secret_keys)
+        if config.keyring_file:
+            for k in keys.load_keyring_file(config.keyring_file):
+                if k not in key_list:
+                    key_list.append(k)
+        if config.encrypt_key:
+            primary = keys.decode_key(config.encrypt_key)
+            key_list = [primary] + [k for k in key_list if k != primary]
+        if config.keyring_file and key_list:
+            keys.write_keyring_file(config.keyring_file, key_list)
+        return key_list
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def now(self) -> float:
+        ml = getattr(self, "memberlist", None)
+        return ml.now if ml is not None else self._start
+
+    # ------------------------------------------------------------------ public API
+
+    def members(self) -> list[Member]:
+        """Every member Serf knows, in any status (like `serf members`)."""
+        return [ms.member.copy() for ms in self._members.values()]
+
+    def member(self, name: str) -> Member | None:
+        ms = self._members.get(name)
+        return ms.member.copy() if ms is not None else None
+
+    def local_member(self) -> Member:
+        ms = self._members.get(self.name)
+        if ms is not None:
+            return ms.member.copy()
+        node = self.memberlist.local_node
+        return Member(node.name, node.addr, node.port, dict(self._tags), MemberStatus.ALIVE, node.vsn)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    def status_ltime(self, name: str) -> int | None:
+        ms = self._members.get(name)
+        return ms.status_ltime if ms is not None else None
+
+    def set_tags(self, tags: dict[str, str], now: float) -> None:
+        """Replace our tags and gossip them (memberlist alive, incarnation + 1); TagsTooLarge if
+        the encoded set exceeds 512 bytes (nothing changes then)."""
+        check_tags(tags, self.config.protocol_version)
+        self._tags = dict(tags)
+        self.memberlist.update_meta(now)
+        self._wake()
+
+    def join(self, addresses: list[Address], now: float, ignore_old: bool = True) -> list[int]:
+        """Push/pull with each address; when at least one succeeds, gossip our join intent.
+        Outcomes land in `join_results[stream_id]`."""
+        ids = self.memberlist.join(addresses, now)
+        pj = _PendingJoin(set(ids), ignore_old)
+        for sid in ids:
+            self._joins[sid] = pj
+        return ids
+
+    def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
+        """Send a user event (Serf's size checks raise ValueError)."""
+        self.memberlist.now = max(self.memberlist.now, now)
+        limit = self.config.user_event_size_limit
+        size = len(name.encode()) + len(payload)
+        if size > limit:
+            raise ValueError(f"user event exceeds configured limit of {limit} bytes before encoding")
+        if size > USER_EVENT_HARD_LIMIT:
+            raise ValueError(f"user event exceeds sane limit of {USER_EVENT_HARD_LIMIT} bytes before encoding")
+        msg = msgs.UserEventMsg(self.event_clock.time(), name, bytes(payload), coalesce)
+        raw = msgs.encode(msg)
+        if len(raw) > limit:
+            raise ValueError(f"encoded user event exceeds configured limit of {limit} bytes after encoding")
+        self.event_clock.increment()
+        self._handle_user_event(msg)
+        self._queue(self._event_broadcasts, raw)
+
+    def default_query_timeout(self) -> float:
+        return default_query_timeout(
+            self.memberlist.config.gossip_interval, self.config.query_timeout_mult, self.memberlist.num_members()
+        )
+
+    def query(self, name: str, payload: bytes, now: float, params: QueryParams | None = None) -> QueryHandle:
+        """Start a query; responses accumulate on the returned handle until its deadline."""
+        self.memberlist.now = max(self.memberlist.now, now)
+        if self.config.protocol_version < 4:
+            raise ValueError("queries need Serf protocol 4 or newer")
+        params = params or QueryParams()
+        timeout = params.timeout if params.timeout > 0 else self.default_query_timeout()
+        local = self.memberlist.local_node
+        q = msgs.QueryMsg(
+            ltime=self.query_clock.time(),
+            id=self.rng.getrandbits(31),
+            addr=ip_to_bytes(local.addr),
+            port=local.port,
+            source_node=self.name,
+            filters=encode_filters(params),
+            flags=msgs.QUERY_FLAG_ACK if params.request_ack else 0,
+            relay_factor=params.relay_factor,
+            timeout=int(round(timeout * 1e9)),
+            name=name,
+            payload=bytes(payload),
+        )
+        raw = msgs.encode(q)
+        if len(raw) > self.config.query_size_limit:
+            raise ValueError(f"query exceeds limit of {self.config.query_size_limit} bytes")
+        handle = QueryHandle(q.ltime, q.id, name, self.now + timeout, self.memberlist.num_members())
+        self._queries[q.ltime] = handle
+
+        def expire(_now: float) -> None:
+            if self._queries.get(handle.ltime) is handle:
+                del self._queries[handle.ltime]
+            handle.close()
+            self._wake()
+
+        self._timers.schedule(handle.deadline, expire)
+        self._handle_query(q, raw)
+        self._queue(self._query_broadcasts, raw)
+        return handle
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: gossip our leave intent first, then memberlist's dead{me, From=me},
+        then wait LeavePropagateDelay; `state` becomes LEFT at the end."""
+        self.memberlist.now = max(self.memberlist.now, now)
+        if self.state != SerfState.ALIVE:
+            return
+        self.state = SerfState.LEAVING
+        msg = msgs.Leave(self.clock.time(), self.name, False)
+        self.clock.increment()
+        self._handle_leave_intent(msg)
+        self._leave_stage = 1
+        self._leave_deadline = self.now + self.config.broadcast_timeout
+        if self._has_alive_members():
+            self._queue(self._broadcasts, msgs.encode(msg), self._on_leave_intent_sent)
+            self._timers.schedule(self._leave_deadline, self._leave_step)
+        else:
+            self._timers.schedule(self.now, self._leave_step)
+
+    @property
+    def left(self) -> bool:
+        return self.state in (SerfState.LEFT, SerfState.SHUTDOWN)
+
+    def shutdown(self) -> None:
+        if self.state == SerfState.SHUTDOWN:
+            return
+        self.state = SerfState.SHUTDOWN
+        self.memberlist.shutdown()
+        self._timers.clear()
+        for h in list(self._queries.values()):
+            h.close()
+        self._queries.clear()
+        self._wake()
+
+    def drain_events(self) -> list[Event]:
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    @property
+    def keyring(self):  # type: ignore[no-untyped-def]
+        """memberlist's live keyring (None when encryption is off)."""
+        return self.memberlist.codec.keyring
+
+    def encryption_enabled(self) -> bool:
+        kr = self.memberlist.codec.keyring
+        return kr is not None and bool(kr.keys)
+
+    # ------------------------------------------------------------------ Machine
+
+    def receive_packet(self, data: bytes, source: Address, now: float) -> None:
+        self.memberlist.receive_packet(data, source, now)
+
+    def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
+        return self.memberlist.receive_stream(data, source, now)
+
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+        pj = self._joins.pop(stream_id, None)
+        if pj is not None:
+            self._join_ignore = pj.ignore_old
+        try:
+            ok = self.memberlist.stream_result(stream_id, reply, now)
+        finally:
+            self._join_ignore = False
+        if pj is not None:
+            pj.pending.discard(stream_id)
+            if ok:
+                pj.ok += 1
+            self.join_results[stream_id] = ok
+            if not pj.pending and pj.ok > 0 and self.state == SerfState.ALIVE:
+                self._broadcast_join(self.clock.time())
+            self._wake()
+        return ok
+
+    def tick(self, now: float) -> None:
+        if self.state == SerfState.SHUTDOWN:
+            return
+        self.memberlist.tick(now)
+        self._timers.run_due(now)
+
+    def next_deadline(self) -> float | None:
+        if self.state == SerfState.SHUTDOWN:
+            return None
+        a = self.memberlist.next_deadline()
+        b = self._timers.next_deadline()
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return min(a, b)
+
+    def drain(self) -> list[Output]:
+        return self.memberlist.drain()
+
+    # ------------------------------------------------------------------ memberlist Delegate
+
+    def node_meta(self, limit: int) -> bytes:
+        meta = encode_tags(self._tags, self.config.protocol_version)
+        if len(meta) > limit:
+            # set_tags refuses this up front; never hand memberlist an oversize Meta
+            self.stats["tags.too_large"] += 1
+            return meta[:0]
+        return meta
+
+    def notify_msg(self, msg: bytes) -> None:
+        if not msg or self.state == SerfState.SHUTDOWN:
+            return
+        kind = msg[0]
+        try:
+            if kind == msgs.SerfMessageType.RELAY:
+                self._handle_relay(msg)
+                return
+            decoded = msgs.decode(msg)
+        except msgs.SerfDecodeError as e:
+            self.stats["serf.drop." + e.reason] += 1
+            return
+        if isinstance(decoded, msgs.Leave):
+            if self._handle_leave_intent(decoded):
+                self._queue(self._broadcasts, bytes(msg))
+        elif isinstance(decoded, msgs.Join):
+            if self._handle_join_intent(decoded):
+                self._queue(self._broadcasts, bytes(msg))
+        elif isinstance(decoded, msgs.UserEventMsg):
+            if self._handle_user_event(decoded):
+                self._queue(self._event_broadcasts, bytes(msg))
+        elif isinstance(decoded, msgs.QueryMsg):
+            if self._handle_query(decoded, bytes(msg)):
+                self._queue(self._query_broadcasts, bytes(msg))
+        elif isinstance(decoded, msgs.QueryResponseMsg):
+            self._handle_query_response(decoded)
+        else:
+            self.stats["serf.drop.unexpected_type"] += 1
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        n = len(self._members)
+        out: list[bytes] = []
+        for q in (self._broadcasts, self._query_broadcasts, self._event_broadcasts):
+            used = sum(len(m) + overhead for m in out)
+            if limit - used <= overhead:
+                break
+            out.extend(q.get_broadcasts(overhead, limit - used, n))
+        return out
+
+    def local_state(self, join: bool) -> bytes:
+        state = msgs.PushPullState(
+            ltime=self.clock.time(),
+            status_ltimes={name: ms.status_ltime for name, ms in self._members.items()},
+            left_members=[name for name, ms in self._members.items() if ms.member.status == MemberStatus.LEFT],
+            event_ltime=self.event_clock.time(),
+            events=list(self._event_buffer),
+            query_ltime=self.query_clock.time(),
+        )
+        return msgs.encode(state)
+
+    def merge_remote_state(self, buf: bytes, join: bool) -> None:
+        if not buf or buf[0] != msgs.SerfMessageType.PUSH_PULL:
+            self.stats["serf.drop.bad_remote_state"] += 1
+            return
+        try:
+            pp = msgs.decode(buf)
+        except msgs.SerfDecodeError as e:
+            self.stats["serf.drop." + e.reason] += 1
+            return
+        if not isinstance(pp, msgs.PushPullState):
+            return
+        if pp.ltime > 0:
+            self.clock.witness(pp.ltime - 1)
+        if pp.event_ltime > 0:
+            self.event_clock.witness(pp.event_ltime - 1)
+        if pp.query_ltime > 0:
+            self.query_clock.witness(pp.query_ltime - 1)
+        left = set(pp.left_members)
+        for name in pp.left_members:
+            # Go uses the member's status LTime itself (not +1) for this artificial intent
+            self._handle_leave_intent(msgs.Leave(pp.status_ltimes.get(name, 0), name))
+        for name, lt in pp.status_ltimes.items():
+            if name not in left:
+                self._handle_join_intent(msgs.Join(lt, name))
+        if join and self._join_ignore and pp.event_ltime > self._event_min_time:
+            self._event_min_time = pp.event_ltime
+        for slot in pp.events:
+            if slot is None:
+                continue
+            for e in slot.events:
+                self._handle_user_event(msgs.UserEventMsg(slot.ltime, e.name, e.payload, False))
+
+    def notify_join(self, node: Node) -> None:
+        ms = self._members.get(node.name)
+        tags = decode_tags(node.meta)
+        if ms is None:
+            status = MemberStatus.ALIVE
+            ltime = 0
+            intent = self._intents.get(node.name)
+            if intent is not None:
+                ltime = intent.ltime
+                if intent.kind == msgs.SerfMessageType.LEAVE:
+                    status = MemberStatus.LEAVING
+            ms = MemberState(Member(node.name, node.addr, node.port, tags, status, node.vsn), ltime)
+            self._members[node.name] = ms
+        else:
+            m = ms.member
+            m.status = MemberStatus.ALIVE
+            ms.leave_time = 0.0
+            m.addr, m.port, m.tags, m.vsn = node.addr, node.port, tags, node.vsn
+        self._emit(MemberEvent(EventType.MEMBER_JOIN, [ms.member.copy()]))
+
+    def notify_leave(self, node: Node) -> None:
+        ms = self._members.get(node.name)
+        if ms is None:
+            return
+        if ms.member.status == MemberStatus.LEAVING:
+            ms.member.status = MemberStatus.LEFT
+            kind = EventType.MEMBER_LEAVE
+        elif ms.member.status == MemberStatus.ALIVE:
+            ms.member.status = MemberStatus.FAILED
+            kind = EventType.MEMBER_FAILED
+        else:
+            return
+        ms.leave_time = self.now
+        self._emit(MemberEvent(kind, [ms.member.copy()]))
+
+    def notify_update(self, node: Node) -> None:
+        ms = self._members.get(node.name)
+        if ms is None:
+            return
+        m = ms.member
+        m.addr, m.port, m.tags, m.vsn = node.addr, node.port, decode_tags(node.meta), node.vsn
+        self._emit(MemberEvent(EventType.MEMBER_UPDATE, [m.copy()]))
+
+    def notify_conflict(self, existing: Node, other: Node) -> None:
+        self.stats["conflict.seen"] += 1
+        if existing.name != self.name or not self.config.enable_name_conflict_resolution:
+            return
+        if self.state != SerfState.ALIVE or self._conflict_query is not None:
+            return
+        self._resolve_conflict()
+
+    # ------------------------------------------------------------------ intents
+
+    def _has_alive_members(self) -> bool:
+        return any(ms.member.status == MemberStatus.ALIVE and n != self.name for n, ms in self._members.items())
+
+    def _broadcast_join(self, ltime: int) -> None:
+        msg = msgs.Join(ltime, self.name)
+        self.clock.witness(ltime)
+        self._handle_join_intent(msg)
+        self._queue(self._broadcasts, msgs.encode(msg))
+
+    def _upsert_intent(self, name: str, kind: msgs.SerfMessageType, ltime: int) -> bool:
+        cur = self._intents.get(name)
+        if cur is None or ltime > cur.ltime:
+            self._intents[name] = _Intent(kind, ltime, self.now)
+            return True
+        return False
+
+    def _handle_join_intent(self, msg: msgs.Join) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self._members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, msgs.SerfMessageType.JOIN, msg.ltime)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        ms.status_ltime = msg.ltime
+        if ms.member.status == MemberStatus.LEAVING:
+            ms.member.status = MemberStatus.ALIVE
+        return True
+
+    def _handle_leave_intent(self, msg: msgs.Leave) -> bool:
+        self.clock.witness(msg.ltime)
+        ms = self._members.get(msg.node)
+        if ms is None:
+            return self._upsert_intent(msg.node, msgs.SerfMessageType.LEAVE, msg.ltime)
+        if msg.ltime <= ms.status_ltime:
+            return False
+        if msg.node == self.name and self.state == SerfState.ALIVE:
+            # someone thinks we are leaving: refute with a fresh join intent
+            self.stats["intent.refuted"] += 1
+            self._broadcast_join(self.clock.time())
+            return False
+        ms.status_ltime = msg.ltime
+        status = ms.member.status
+        if status == MemberStatus.ALIVE:
+            ms.member.status = MemberStatus.LEAVING
+        elif status == MemberStatus.FAILED:
+            ms.member.status = MemberStatus.LEFT
+            self._emit(MemberEvent(EventType.MEMBER_LEAVE, [ms.member.copy()]))
+        elif status not in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            return False
+        if msg.prune:
+            self._prune(ms)
+        return True
+
+    def _prune(self, ms: MemberState) -> None:
+        if ms.member.status == MemberStatus.LEAVING:
+            self._timers.schedule(
+                self.now + self.config.broadcast_timeout + self.config.leave_propagate_delay,
+                lambda _now: self._erase(ms.member.name),
+            )
+        else:
+            self._erase(ms.member.name)
+
+    def _erase(self, name: str) -> None:
+        ms = self._members.get(name)
+        if ms is None or ms.member.status not in (MemberStatus.LEFT, MemberStatus.LEAVING, MemberStatus.FAILED):
+            return
+        del self._members[name]
+        self._emit(MemberEvent(EventType.MEMBER_REAP, [ms.member.copy()]))
+
+    # ------------------------------------------------------------------ leave sequencing
+
+    def _on_leave_intent_sent(self) -> None:
+        self._leave_intent_sent = True
+        self._timers.schedule(self.now, self._leave_step)
+
+    def _leave_step(self, now: float) -> None:
+        if self.state != SerfState.LEAVING:
+            return
+        if self._leave_stage == 1:
+            self._leave_stage = 2
+            self.memberlist.leave(now)
+            self._leave_deadline = now + self.config.broadcast_timeout
+            self._timers.schedule(now, self._leave_step)
+        elif self._leave_stage == 2:
+            if self.memberlist.leave_done() or now >= self._leave_deadline:
+                self._leave_stage = 3
+                self._timers.schedule(now + self.config.leave_propagate_delay, self._leave_step)
+            else:
+                self._timers.schedule(now + self.memberlist.config.gossip_interval, self._leave_step)
+        elif self._leave_stage == 3:
+            self.state = SerfState.LEFT
+            self._wake()
+
+    # ------------------------------------------------------------------ user events
+
+    def _handle_user_event(self, msg: msgs.UserEventMsg) -> bool:
+        self.event_clock.witness(msg.ltime)
+        if msg.ltime < self._event_min_time:
+            return False
+        size = len(self._event_buffer)
+        cur = self.event_clock.time()
+        if cur > size and msg.ltime < cur - size:
+            self.stats["events.too_old"] += 1
+            return False
+        idx = msg.ltime % size
+        slot = self._event_buffer[idx]
+        entry = msgs.UserEventEntry(msg.name, msg.payload)
+        if slot is not None and slot.ltime == msg.ltime:
+            if entry in slot.events:
+                return False
+        else:
+            slot = msgs.UserEventSlot(msg.ltime, [])
+            self._event_buffer[idx] = slot
+        slot.events.append(entry)
+        self._emit(UserEvent(msg.ltime, msg.name, msg.payload, msg.cc))
+        return True
+
+    # ------------------------------------------------------------------ queries
+
+    def _handle_query(self, q: msgs.QueryMsg, raw: bytes) -> bool:
+        self.query_clock.witness(q.ltime)
+        if q.ltime < self._query_min_time:
+            return False
+        size = len(self._query_buffer)
+        cur = self.query_clock.time()
+        if cur > size and q.ltime < cur - size:
+            self.stats["queries.too_old"] += 1
+            return False
+        idx = q.ltime % size
+        slot = self._query_buffer[idx]
+        if slot is not None and slot.ltime == q.ltime:
+            if q.id in slot.ids:
+                return False
+        else:
+            slot = _QuerySlot(q.ltime)
+            self._query_buffer[idx] = slot
+        slot.ids.append(q.id)
+        rebroadcast = not q.no_broadcast
+        if not filters_pass(q.filters, self.name, self._tags):
+            return rebroadcast
+        try:
+            dest = Address(ip_from_bytes(q.addr), q.port)
+        except ValueError:
+            self.stats["serf.drop.bad_query_addr"] += 1
+            return rebroadcast
+        if q.ack:
+            ack = msgs.encode(msgs.QueryResponseMsg(q.ltime, q.id, self.name, msgs.QUERY_FLAG_ACK, None))
+            self._send_response(dest, ack)
+            self._relay_response(q.relay_factor, dest, q.source_node, ack)
+        deadline = self.now + q.timeout / 1e9
+        responded = [False]
+
+        def respond(payload: bytes) -> bool:
+            if self.state == SerfState.SHUTDOWN or self.now > deadline or responded[0]:
+                self.stats["query.respond_refused"] += 1
+                return False
+            out = msgs.encode(msgs.QueryResponseMsg(q.ltime, q.id, self.name, 0, bytes(payload)))
+            if len(out) > self.config.query_response_size_limit:
+                self.stats["query.response_too_large"] += 1
+                return False
+            responded[0] = True
+            self._send_response(dest, out)
+            self._relay_response(q.relay_factor, dest, q.source_node, out)
+            return True
+
+        event = QueryEvent(q.ltime, q.id, q.name, q.payload, q.source_node, deadline, respond)
+        if q.name.startswith(INTERNAL_QUERY_PREFIX):
+            self._handle_internal_query(event)
+        else:
+            self._emit(event)
+        return rebroadcast
+
+    def _send_response(self, dest: Address, raw: bytes) -> None:
+        if dest == self.memberlist.advertise:
+            self.notify_msg(raw)  # a query we sent ourselves: no need for the network
+        else:
+            self.memberlist.send_best_effort(dest, raw, self.now)
+
+    def _relay_response(self, factor: int, dest: Address, dest_name: str, raw: bytes) -> None:
+        if factor <= 0:
+            return
+        if len(self._members) < factor + 1:
+            return
+        candidates = [
+            ms.member
+            for ms in self._members.values()
+            if ms.member.status == MemberStatus.ALIVE and ms.member.name != self.name and (ms.member.vsn[1:2] or b"\0")[0] >= 5
+        ]
+        self.rng.shuffle(candidates)
+        header = msgs.RelayHeader(ip_to_bytes(dest.host), dest.port, dest_name)
+        frame = msgs.encode_relay(header, raw)
+        for m in candidates[:factor]:
+            self.memberlist.send_best_effort(Address(m.addr, m.port), frame, self.now)
+            self.stats["query.relayed"] += 1
+
+    def _handle_relay(self, msg: bytes) -> None:
+        header, inner = msgs.decode_relay(msg)
+        try:
+            dest = Address(ip_from_bytes(header.dest_ip), header.dest_port)
+        except ValueError:
+            self.stats["serf.drop.bad_relay_addr"] += 1
+            return
+        self._send_response(dest, inner)
+
+    def _handle_query_response(self, resp: msgs.QueryResponseMsg) -> None:
+        handle = self._queries.get(resp.ltime)
+        if handle is None:
+            self.stats["query.response_unknown"] += 1
+            return
+        if handle.add(resp):
+            self._wake()
+
+    def _handle_internal_query(self, event: QueryEvent) -> None:
+        op = event.name[len(INTERNAL_QUERY_PREFIX) :]
+        if op == "ping":
+            return
+        if op == "conflict":
+            node = event.payload.decode("utf-8", errors="replace")
+            if node == self.name:
+                return
+            ms = self._members.get(node)
+            cm = None
+            if ms is not None:
+                m = ms.member
+                cm = msgs.ConflictMember(m.name, ip_to_bytes(m.addr), m.port, dict(m.tags), int(m.status), m.vsn)
+            event.respond(msgs.encode_conflict_response(cm))
+            return
+        key_ops = {"install-key": "install", "use-key": "use", "remove-key": "remove", "list-keys": "list"}
+        if op not in key_ops:
+            self.stats["query.internal_unknown"] += 1
+            return
+        kr = self.memberlist.codec.keyring if self.encryption_enabled() else None
+        resp = keys.answer_key_query(key_ops[op], event.payload, kr, self.keyring_file)
+        if key_ops[op] == "list" and resp.result:
+
+            def wrapped(p: bytes) -> int:
+                return len(msgs.encode(msgs.QueryResponseMsg(event.ltime, event.id, self.name, 0, p)))
+
+            resp = keys.fit_list_response(resp, self.config.query_response_size_limit, wrapped)
+        event.respond(msgs.encode_key_response(resp))
+        self._wake()
+
+    def _resolve_conflict(self) -> None:
+        self.stats["conflict.resolving"] += 1
+        handle = self.query(INTERNAL_QUERY_PREFIX + "conflict", self.name.encode(), self.now)
+        self._conflict_query = handle
+        local = self.memberlist.local_node
+
+        def on_item(item: object) -> None:
+            if item is not None:
+                return
+            self._conflict_query = None
+            responses = matching = 0
+            for r in handle.responses:
+                try:
+                    cm = msgs.decode_conflict_response(r.payload)
+                except msgs.SerfDecodeError:
+                    continue
+                if cm is None:
+                    continue
+                responses += 1
+                if cm.addr == ip_to_bytes(local.addr) and cm.port == local.port:
+                    matching += 1
+            if matching >= responses // 2 + 1:
+                self.stats["conflict.won"] += 1
+                return
+            self.stats["conflict.lost"] += 1
+            self.conflict_lost = True
+            self.shutdown()
+
+        handle.listener = on_item  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ timers
+
+    def _reap_tick(self, now: float) -> None:
+        self._timers.schedule(now + self.config.reap_interval, self._reap_tick)
+        for name, ms in list(self._members.items()):
+            st = ms.member.status
+            if st == MemberStatus.FAILED and now - ms.leave_time > self.config.reconnect_timeout:
+                pass
+            elif st == MemberStatus.LEFT and now - ms.leave_time > self.config.tombstone_timeout:
+                pass
+            else:
+                continue
+            del self._members[name]
+            self.stats["members.reaped"] += 1
+            self._emit(MemberEvent(EventType.MEMBER_REAP, [ms.member.copy()]))
+        horizon = now - self.config.recent_intent_timeout
+        for name, intent in list(self._intents.items()):
+            if intent.when < horizon:
+                del self._intents[name]
+
+    def _reconnect_tick(self, now: float) -> None:
+        self._timers.schedule(now + self.config.reconnect_interval, self._reconnect_tick)
+        if self.state != SerfState.ALIVE:
+            return
+        failed = [ms.member for ms in self._members.values() if ms.member.status == MemberStatus.FAILED]
+        if not failed:
+            return
+        left = sum(1 for ms in self._members.values() if ms.member.status == MemberStatus.LEFT)
+        alive = max(1, len(self._members) - len(failed) - left)
+        if self.rng.random() > len(failed) / alive:
+            return
+        m = self.rng.choice(failed)
+        self.stats["reconnect.attempts"] += 1
+        self.memberlist.join([Address(m.addr, m.port)], now)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _queue(self, q: TransmitLimitedQueue, raw: bytes, on_done: Callable[[], None] | None = None) -> None:
+        q.queue(None, raw, on_done)
+        if len(q) > self.config.max_queue_depth:
+            self.stats["broadcasts.pruned"] += len(q) - self.config.max_queue_depth
+            q.prune(self.config.max_queue_depth)
+
+    def _emit(self, event: Event) -> None:
+        if len(self._events) >= self.config.event_queue_size:
+            self._events.popleft()
+            self.stats["events.dropped"] += 1
+        self._events.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup()
+

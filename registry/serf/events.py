@@ -1,0 +1,58 @@
+"""What the Serf layer tells the application: member changes, user events, queries."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from .member import Member
+
+__all__ = ["EventType", "MemberEvent", "UserEvent", "QueryEvent", "Event"]
+
+
+class EventType(enum.Enum):
+    MEMBER_JOIN = "member-join"
+    MEMBER_LEAVE = "member-leave"
+    MEMBER_FAILED = "member-failed"
+    MEMBER_UPDATE = "member-update"
+    MEMBER_REAP = "member-reap"
+    USER = "user"
+    QUERY = "query"
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    type: EventType
+    members: list[Member]
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool
+    type: EventType = EventType.USER
+
+
+@dataclass
+class QueryEvent:
+    """A query to answer.  `respond` may be called once, before `deadline` (core clock);
+    it returns False (and sends nothing) when the deadline passed, a response was already
+    sent, or the response is too large."""
+
+    ltime: int
+    id: int
+    name: str
+    payload: bytes
+    source_node: str
+    deadline: float
+    _respond: Callable[[bytes], bool] = field(repr=False, compare=False)
+    type: EventType = EventType.QUERY
+
+    def respond(self, payload: bytes) -> bool:
+        return self._respond(payload)
+
+
+Event = Union[MemberEvent, UserEvent, QueryEvent]

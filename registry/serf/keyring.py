@@ -1,0 +1,163 @@
+"""Keyring management the Serf way: internal `_serf_*-key` queries answered with Serf's
+messages, results aggregated like Go's KeyManager, and the optional JSON keyring file."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from . import messages as msgs
+from .query import QueryItem
+
+if TYPE_CHECKING:
+    from registry.memberlist.crypto import Keyring
+
+__all__ = [
+    "KeyOpResult",
+    "decode_key",
+    "encode_key",
+    "load_keyring_file",
+    "write_keyring_file",
+    "answer_key_query",
+    "aggregate_key_responses",
+    "KEY_QUERIES",
+]
+
+KEY_QUERIES = {
+    "install": "_serf_install-key",
+    "use": "_serf_use-key",
+    "remove": "_serf_remove-key",
+    "list": "_serf_list-keys",
+}
+
+#: a base64-encoded 16-byte key is 24 characters; Go sizes the truncation loop with 25
+MIN_ENCODED_KEY_LENGTH = 25
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def decode_key(text: str) -> bytes:
+    """`serf keygen` format -> key bytes; ValueError for bad base64 or a bad length."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"invalid key {text!r}: not base64") from None
+    if len(raw) not in (16, 24, 32):
+        raise ValueError(f"invalid key: {len(raw)} bytes, a key must be 16, 24 or 32 bytes")
+    return raw
+
+
+def load_keyring_file(path: str) -> list[bytes]:
+    """Keys from a Serf keyring file (JSON list of base64 strings, primary first); [] if absent."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"keyring file {path}: expected a JSON list of base64 keys")
+    return [decode_key(k) for k in data]
+
+
+def write_keyring_file(path: str, keys: list[bytes]) -> None:
+    """Atomically rewrite the keyring file (0600, like Serf)."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump([encode_key(k) for k in keys], fh, indent=2)
+    os.replace(tmp, path)
+
+
+def answer_key_query(
+    op: str, payload: bytes, keyring: "Keyring | None", keyring_file: str | None
+) -> msgs.KeyResponse:
+    """Apply one key query to our keyring and build the answer Serf would send."""
+    if op == "list":
+        if keyring is None:
+            return msgs.KeyResponse(False, "Keyring is empty (encryption not enabled)")
+        return msgs.KeyResponse(True, "", [encode_key(k) for k in keyring.keys], encode_key(keyring.primary))
+    try:
+        req = msgs.decode_key_request(payload)
+    except msgs.SerfDecodeError:
+        return msgs.KeyResponse(False, "")
+    if keyring is None:
+        return msgs.KeyResponse(False, "No keyring to modify (encryption not enabled)")
+    try:
+        if op == "install":
+            keyring.add(req.key)
+        elif op == "use":
+            keyring.use(req.key)
+        elif op == "remove":
+            keyring.remove(req.key)
+        else:
+            return msgs.KeyResponse(False, f"unknown key operation {op}")
+    except ValueError as exc:
+        return msgs.KeyResponse(False, str(exc))
+    if keyring_file:
+        try:
+            write_keyring_file(keyring_file, list(keyring.keys))
+        except OSError as exc:
+            return msgs.KeyResponse(False, str(exc))
+    return msgs.KeyResponse(True, "")
+
+
+def fit_list_response(resp: msgs.KeyResponse, limit: int, wrap: Callable[[bytes], int]) -> msgs.KeyResponse:
+    """Truncate a list-keys answer until `wrap(encoded payload)` (the size of the full query
+    response) fits `limit`, with Serf's message."""
+    keys = list(resp.keys or [])
+    actual = len(keys)
+    n = min(actual, limit // MIN_ENCODED_KEY_LENGTH)
+    cur = resp if n == actual else msgs.KeyResponse(resp.result, f"truncated key list response, showing first {n} of {actual} keys", keys[:n], resp.primary_key)
+    while True:
+        if wrap(msgs.encode_key_response(cur)) <= limit or n == 0:
+            return cur
+        n -= 1
+        cur = msgs.KeyResponse(resp.result, f"truncated key list response, showing first {n} of {actual} keys", keys[:n], resp.primary_key)
+
+
+@dataclass
+class KeyOpResult:
+    """Go's KeyResponse: what a cluster-wide key command found."""
+
+    messages: dict[str, str] = field(default_factory=dict)
+    num_nodes: int = 0
+    num_resp: int = 0
+    num_err: int = 0
+    keys: dict[str, int] = field(default_factory=dict)
+    primary_keys: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.num_err == 0 and self.num_resp >= self.num_nodes
+
+    def error_text(self) -> str:
+        return f"{self.num_resp - self.num_err}/{self.num_nodes} nodes reported success"
+
+
+def aggregate_key_responses(items: list[QueryItem], num_nodes: int) -> KeyOpResult:
+    out = KeyOpResult(num_nodes=num_nodes)
+    for item in items:
+        if item.ack:
+            continue
+        out.num_resp += 1
+        try:
+            resp = msgs.decode_key_response(item.payload)
+        except msgs.SerfDecodeError:
+            out.messages[item.from_] = "Failed to decode key response"
+            out.num_err += 1
+            continue
+        if not resp.result:
+            out.messages[item.from_] = resp.message
+            out.num_err += 1
+        elif resp.message:
+            out.messages[item.from_] = resp.message
+        for k in resp.keys or []:
+            out.keys[k] = out.keys.get(k, 0) + 1
+        if resp.primary_key:
+            out.primary_keys[resp.primary_key] = out.primary_keys.get(resp.primary_key, 0) + 1
+    return out
