@@ -49,7 +49,7 @@ SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Bad command line: exit status 2."""
 
 
@@ -328,24 +328,15 @@ def _ops_parser(name: str) -> argparse.ArgumentParser:
 
 def _client(ns: argparse.Namespace) -> Any:
     parse_hostport(ns.rpc, "-rpc", default_port=DEFAULT_RPC_PORT)
+    for flag, path in (("-tls-ca", ns.tls_ca), ("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key)):
+        if path:
+            _readable(path, flag)
+    if bool(ns.tls_cert) != bool(ns.tls_key):
+        raise UsageError("-tls-cert and -tls-key go together")
     from client import RpcClient
 
-    kwargs: dict[str, Any] = {"timeout": ns.timeout}
-    if ns.tls_ca or ns.tls_cert:
-        kwargs["tls"] = _client_tls(ns)
-    return RpcClient(ns.rpc, **kwargs)
-
-
-def _client_tls(ns: argparse.Namespace) -> Any:
-    import client
-
-    maker = getattr(client, "TlsConfig", None) or getattr(client, "ClientTls", None)
-    if maker is None:
-        raise UsageError("this build's client has no TLS support")
-    return maker(
-        ca=_readable(ns.tls_ca, "-tls-ca") if ns.tls_ca else None,
-        cert=_readable(ns.tls_cert, "-tls-cert") if ns.tls_cert else None,
-        key=_readable(ns.tls_key, "-tls-key") if ns.tls_key else None,
+    return RpcClient(
+        ns.rpc, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None, tls_key=ns.tls_key or None
     )
 
 

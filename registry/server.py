@@ -1,0 +1,358 @@
+"""A registry server: a Serf member, a Catalog fed by its membership events, and the
+gRPC API answering from that Catalog, all on one asyncio loop.
+
+The server is itself a member of group "registry-group" (tags group, addr = the gRPC
+address clients should dial, id), so clients and other registries can discover every
+registry through any one of them.  Membership events update the catalog as they arrive;
+a periodic reconcile against the member table repairs anything an event queue overflow
+could have dropped, so the catalog never drifts for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from registry.memberlist.config import Config
+from registry.metrics import Metric, MetricsServer
+
+__all__ = ["REGISTRY_GROUP", "ServerConfig", "RegistryServer", "StartError"]
+
+REGISTRY_GROUP = "registry-group"
+
+log = structlog.get_logger("registry.server")
+
+
+class StartError(RuntimeError):
+    """The server could not start (port taken, bad TLS files, ...); the message is one line for the operator."""
+
+
+@dataclass
+class ServerConfig:
+    id: str
+    bind: tuple[str, int] = ("", 7370)
+    bind_advertise: tuple[str, int] | None = None
+    addr: tuple[str, int] = ("", 9800)
+    advertise: str = ""
+    registries: list[str] = field(default_factory=list)
+    hash: str = "consistent"
+    encrypt_key: str | None = None
+    metrics_addr: tuple[str, int] | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    profile: str = "lan"
+    leave_timeout: float = 5.0
+    #: Extra tags for this server's member (group/addr/id always win).
+    tags: dict[str, str] = field(default_factory=dict)
+    #: Seconds between retries when no seed answered the join (0 = derive from the profile).
+    rejoin_interval: float = 0.0
+    #: Seconds between catalog/member-table reconciles (0 = derive from the profile).
+    reconcile_interval: float = 0.0
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_wildcard(host: str) -> bool:
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _check_tcp_free(host: str, port: int, what: str) -> int:
+    """Fail early, with a readable message, if host:port is taken; returns the port (picked if 0).
+
+    gRPC binds with SO_REUSEPORT, so a second registry on the same -addr would silently
+    share the port; a plain bind first makes that a clear start error instead.
+    """
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            raise StartError(f"cannot listen for {what} on {_fmt(host, port)}: {exc.strerror or exc}") from None
+        return int(s.getsockname()[1])
+
+
+class RegistryServer:
+    """Owns the gossip agent, the catalog, the gRPC server and the optional metrics listener."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        from registry.catalog import Catalog
+
+        self.catalog = Catalog(algorithm=config.hash)
+        self.agent: Any = None
+        self._grpc: Any = None
+        self._metrics: MetricsServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grpc_port = config.addr[1]
+        self._joined = not config.registries
+        self._stopping = False
+        self.started_at = 0.0
+        self.gossip_address = ""
+        self.grpc_address = ""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _memberlist_config(self) -> Config:
+        c = self.config
+        overrides: dict[str, Any] = {
+            "name": c.id,
+            "bind_addr": c.bind[0] or "0.0.0.0",
+            "bind_port": c.bind[1],
+        }
+        if c.bind_advertise is not None:
+            if c.bind_advertise[0]:
+                overrides["advertise_addr"] = c.bind_advertise[0]
+            overrides["advertise_port"] = c.bind_advertise[1]
+        try:
+            return Config.profile(c.profile, **overrides)
+        except ValueError as exc:
+            raise StartError(str(exc)) from None
+
+    def _advertised_rpc(self, gossip_host: str) -> str:
+        c = self.config
+        if c.advertise:
+            return c.advertise
+        host = c.addr[0]
+        if _is_wildcard(host):
+            host = gossip_host
+        return _fmt(host, self._grpc_port)
+
+    def _tags(self, rpc_addr: str) -> dict[str, str]:
+        tags = dict(self.config.tags)
+        tags.update({"group": REGISTRY_GROUP, "addr": rpc_addr, "id": self.config.id})
+        return tags
+
+    async def start(self) -> None:
+        """Bind gRPC and gossip, join the seeds (retrying in the background), serve metrics."""
+        c = self.config
+        from registry.serf.agent import SerfAgent
+        from registry.serf.config import SerfConfig
+
+        self._grpc_port = _check_tcp_free(c.addr[0], c.addr[1], "gRPC")
+        guess_host = c.bind_advertise[0] if c.bind_advertise and c.bind_advertise[0] else c.bind[0]
+        serf_cfg = SerfConfig(
+            name=c.id,
+            tags=self._tags(self._advertised_rpc(guess_host or "127.0.0.1")),
+            memberlist=self._memberlist_config(),
+            encrypt_key=c.encrypt_key,
+        )
+        if c.profile == "fast":
+            # tests: reap departed members quickly too, so a restarted service comes back at once
+            serf_cfg = serf_cfg.replace(reap_interval=1.0, reconnect_interval=2.0, leave_propagate_delay=0.2)
+        self.agent = SerfAgent(serf_cfg)
+        self.agent.add_handler(self._on_event)
+        try:
+            await self.agent.start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot bind gossip on {_fmt(c.bind[0], c.bind[1])}: {exc.strerror or exc}"
+            ) from None
+        except ValueError as exc:
+            raise StartError(f"gossip: {exc}") from None
+        local = self.agent.local_member()
+        self.gossip_address = _fmt(local.addr, local.port)
+        rpc_addr = self._advertised_rpc(local.addr)
+        if local.tags.get("addr") != rpc_addr:
+            await self.agent.set_tags(self._tags(rpc_addr))
+        self._reconcile()
+
+        bind_rpc = _fmt(c.addr[0] or ("0.0.0.0"), self._grpc_port)
+        try:
+            from registry.rpc import serve_grpc
+
+            self._grpc = await serve_grpc(self.catalog, bind_rpc, tls=self._tls())
+        except StartError:
+            raise
+        except OSError as exc:
+            raise StartError(str(exc)) from None
+        except Exception as exc:
+            raise StartError(f"cannot listen for gRPC on {bind_rpc}: {exc}") from None
+        self.grpc_address = rpc_addr
+
+        if c.metrics_addr is not None:
+            self._metrics = MetricsServer(self._collect)
+            try:
+                await self._metrics.start(c.metrics_addr[0], c.metrics_addr[1])
+            except OSError as exc:
+                raise StartError(
+                    f"cannot listen for metrics on {_fmt(*c.metrics_addr)}: {exc.strerror or exc}"
+                ) from None
+
+        self.started_at = time.monotonic()
+        if c.registries:
+            await self._try_join()
+            if not self._joined:
+                self._tasks.append(asyncio.create_task(self._rejoin_loop()))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+
+    def _tls(self) -> Any:
+        c = self.config
+        if not c.tls_cert:
+            return None
+        try:
+            import registry.rpc as rpc
+
+            maker = getattr(rpc, "TlsFiles")
+            return maker(cert=c.tls_cert, key=c.tls_key, ca=c.tls_ca or None)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise StartError(f"TLS: {exc}") from None
+
+    async def _try_join(self) -> None:
+        try:
+            n = await self.agent.join(list(self.config.registries))
+        except Exception as exc:
+            log.warning("join failed; will retry", seeds=self.config.registries, error=str(exc))
+            return
+        if n and n > 0:
+            self._joined = True
+            log.info("joined the pool", contacted=n)
+        else:
+            log.warning("no seed answered; will retry", seeds=self.config.registries)
+
+    def _interval(self, configured: float, default_lan: float) -> float:
+        if configured > 0:
+            return configured
+        return 1.0 if self.config.profile == "fast" else default_lan
+
+    async def _rejoin_loop(self) -> None:
+        delay = self._interval(self.config.rejoin_interval, 5.0)
+        while not self._joined and not self._stopping:
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            await self._try_join()
+
+    async def _reconcile_loop(self) -> None:
+        delay = self._interval(self.config.reconcile_interval, 5.0)
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                self._reconcile()
+            except Exception:  # never let a bookkeeping bug stop the server
+                log.exception("reconcile failed")
+
+    async def stop(self) -> None:
+        """Leave the pool gracefully (bounded by leave_timeout), then shut everything down."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        if self.agent is not None:
+            try:
+                await asyncio.wait_for(self.agent.leave(self.config.leave_timeout), self.config.leave_timeout + 1.0)
+            except Exception as exc:
+                log.warning("leave did not finish cleanly", error=str(exc) or type(exc).__name__)
+        await self.close()
+
+    async def close(self) -> None:
+        """Shut down without leaving (also used to clean up after a failed start)."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()
+        if self._grpc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._grpc.stop(0.5), 5.0)
+            self._grpc = None
+        if self._metrics is not None:
+            with contextlib.suppress(Exception):
+                await self._metrics.close()
+            self._metrics = None
+        if self.agent is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.agent.shutdown(), 5.0)
+            self.agent = None
+
+    # -- membership -> catalog ------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        from registry.serf.events import EventType, MemberEvent
+
+        if not isinstance(event, MemberEvent):
+            return
+        present = event.type in (EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE)
+        for m in event.members:
+            try:
+                self.catalog.apply(m.name, dict(m.tags) if present else None)
+            except Exception:
+                log.exception("catalog rejected a member", member=m.name)
+        log.debug("membership", event=event.type.value, members=[m.name for m in event.members])
+
+    def _reconcile(self) -> None:
+        """Make the catalog agree with the member table (repairs dropped events)."""
+        from registry.serf.member import MemberStatus
+
+        if self.agent is None:
+            return
+        alive = {m.name: dict(m.tags) for m in self.agent.members() if m.status == MemberStatus.ALIVE}
+        known: dict[str, Mapping[str, str]] = {}
+        for g in self.catalog.groups():
+            for s in self.catalog.members(g):
+                known[s.id] = s.tags
+        for name in known.keys() - alive.keys():
+            self.catalog.apply(name, None)
+        for name, tags in alive.items():
+            if "group" in tags and dict(known.get(name, {})) != tags:
+                self.catalog.apply(name, tags)
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _collect(self) -> Iterable[Metric]:
+        groups = self.catalog.groups()
+        yield Metric(
+            "registry_members",
+            "Live services per group in this registry's catalog.",
+            "gauge",
+            [({"group": g}, float(len(self.catalog.members(g)))) for g in groups],
+        )
+        yield Metric("registry_groups", "Groups with at least one live service.", "gauge", [({}, float(len(groups)))])
+        yield Metric(
+            "registry_group_version",
+            "Ring version per group (bumps on every membership change).",
+            "counter",
+            [({"group": g}, float(self.catalog.version(g))) for g in groups],
+        )
+        if self.agent is not None:
+            by_status: dict[str, int] = {}
+            for m in self.agent.members():
+                by_status[str(m.status)] = by_status.get(str(m.status), 0) + 1
+            yield Metric(
+                "registry_gossip_members",
+                "Gossip pool members by Serf status.",
+                "gauge",
+                [({"status": k}, float(v)) for k, v in sorted(by_status.items())],
+            )
+            stats = getattr(self.agent, "stats", None)
+            if isinstance(stats, Mapping) and stats:
+                yield Metric(
+                    "registry_gossip_events_total",
+                    "Gossip layer counters (drops per reason, messages, ...).",
+                    "counter",
+                    [({"key": str(k)}, float(v)) for k, v in sorted(stats.items()) if isinstance(v, (int, float))],
+                )
+        yield Metric(
+            "registry_uptime_seconds",
+            "Seconds since the server finished starting.",
+            "gauge",
+            [({}, time.monotonic() - self.started_at if self.started_at else 0.0)],
+        )
+        yield Metric("registry_joined", "1 once a seed answered (or none was given).", "gauge", [({}, float(self._joined))])
+
