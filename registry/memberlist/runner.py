@@ -185,10 +185,12 @@ class MachineRunner:
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
             return True
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            if fut.cancelled() and not self._closed:
-                raise
-            return predicate()
+        except asyncio.TimeoutError:
+            return bool(predicate())
+        except asyncio.CancelledError:
+            if fut.cancelled() and self._closed:  # woken by close(), not cancelled ourselves
+                return bool(predicate())
+            raise
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)

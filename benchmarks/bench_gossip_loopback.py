@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Idle cost of Python memberlist nodes: N MemberlistNodes (default 100) on real loopback
+UDP+TCP sockets in ONE process and one asyncio loop, LAN profile (Go's default timings).
+
+    python benchmarks/bench_gossip_loopback.py --quick        # 100 nodes, 10 s idle window
+    python benchmarks/bench_gossip_loopback.py --nodes 50 --window 60
+
+Method: start the nodes, have each join node 0, wait until every node lists all N alive
+(convergence), then take time.process_time() (user+system CPU of this whole process) and
+the transport byte counters at the start and end of an idle window of wall time W.
+CPU per node = delta CPU / W / N (reported in ms of CPU per second of wall time); bytes per
+node = delta(UDP+TCP bytes sent by all nodes) / W / N.  Everything (all N nodes, the loop,
+the kernel loopback path charged to this process) is in the one process, so the figure is
+an upper bound for a node running alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+common.setup_path()
+
+
+def out_bytes(nodes: list[Any]) -> int:
+    return sum(n.runner.stats["udp.out.bytes"] + n.runner.stats["tcp.out.bytes"] for n in nodes)
+
+
+def out_packets(nodes: list[Any]) -> int:
+    return sum(n.runner.stats["udp.out.packets"] for n in nodes)
+
+
+async def run(args: Any) -> list[common.Record]:
+    from registry.memberlist.config import Config
+    from registry.memberlist.node import MemberlistNode
+    from registry.memberlist.types import NodeState
+
+    n = args.nodes
+    nodes: list[Any] = []
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            cfg = Config.lan(name=f"bench-{i:03d}", bind_addr="127.0.0.1", bind_port=0)
+            nodes.append(await MemberlistNode.create(cfg))
+        seed = str(nodes[0].address)
+        for batch in common.chunks(nodes[1:], 10):
+            await asyncio.gather(*(node.join([seed]) for node in batch))
+        joined = time.monotonic()
+
+        def converged() -> bool:
+            return all(node.core.num_members() == n for node in nodes)
+
+        deadline = time.monotonic() + args.converge_timeout
+        while not converged():
+            if time.monotonic() > deadline:
+                counts = sorted(node.core.num_members() for node in nodes)
+                raise SystemExit(f"no convergence in {args.converge_timeout}s (member counts {counts[:5]}..{counts[-5:]})")
+            await asyncio.sleep(0.05)
+        conv = time.monotonic()
+        print(f"   {n} nodes up in {joined - t0:.1f}s (joins), all list all {n} after {conv - joined:.1f}s more")
+
+        cpu0, wall0, bytes0, pk0 = time.process_time(), time.monotonic(), out_bytes(nodes), out_packets(nodes)
+        await asyncio.sleep(args.window)  # the measured idle window (the nodes run meanwhile)
+        cpu1, wall1, bytes1, pk1 = time.process_time(), time.monotonic(), out_bytes(nodes), out_packets(nodes)
+        wall = wall1 - wall0
+        not_alive = sum(1 for node in nodes for m in node.core.all_nodes() if m.state != NodeState.ALIVE)
+        exceptions = sum(v for node in nodes for k, v in node.stats.items() if k.startswith("runner.exception"))
+    finally:
+        for node in nodes:
+            await node.shutdown()
+
+    how = (
+        f"{n} MemberlistNodes (LAN profile) on 127.0.0.1 UDP+TCP in one Python process/asyncio loop, "
+        f"after all {n} listed all {n} alive; time.process_time() delta over a {wall:.1f}s idle window, "
+        f"divided by window and node count"
+    )
+    how_b = (
+        f"sum of the transport's UDP+TCP bytes-sent counters of all {n} nodes over the same {wall:.1f}s "
+        f"window, divided by window and node count (payload bytes, no IP/UDP headers)"
+    )
+    return [
+        common.record("gossip_loopback.cpu_per_node", (cpu1 - cpu0) / wall / n * 1000.0, "ms CPU/s", how),
+        common.record("gossip_loopback.cpu_process", (cpu1 - cpu0) / wall * 100.0, "% of one core", how),
+        common.record("gossip_loopback.bytes_out_per_node", (bytes1 - bytes0) / wall / n, "B/s", how_b),
+        common.record("gossip_loopback.packets_out_per_node", (pk1 - pk0) / wall / n, "packets/s", how_b),
+        common.record(
+            "gossip_loopback.convergence", conv - joined, "s",
+            f"from the last join() returning until all {n} nodes list {n} alive members",
+        ),
+        common.record(
+            "gossip_loopback.non_alive_entries_at_end", not_alive, "entries",
+            f"suspect/dead entries summed over all {n} views at the end of the window (false alarms; 0 is healthy)",
+        ),
+        common.record("gossip_loopback.exceptions", exceptions, "count", "runner.exception.* counters, all nodes"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.base_parser(__doc__ or "")
+    p.add_argument("--nodes", type=int, default=100)
+    p.add_argument("--window", type=float, default=0.0, help="idle window in seconds (default 10 quick, 60 full)")
+    p.add_argument("--converge-timeout", type=float, default=180.0)
+    args = p.parse_args(argv)
+    if not args.window:
+        args.window = 10.0 if args.quick else 60.0
+    common.require_import("registry.memberlist.node", args)
+    logging.basicConfig(level=logging.ERROR)
+    common.print_header(f"gossip loopback: {args.nodes} Python memberlist nodes in one process", args.quick)
+    records = asyncio.run(run(args))
+    common.emit(records, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

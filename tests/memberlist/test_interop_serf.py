@@ -1,0 +1,124 @@
+"""A Python MemberlistNode against a real HashiCorp `serf agent` (Debian's /usr/bin/serf) on loopback.
+
+The Python node speaks plain memberlist with Serf's identity: Vsn 01 05 02 02 05 05 and
+Meta = Serf's tag encoding (0xff + msgpack map; b"\\xff\\x80" = no tags), LAN timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import msgpack
+import pytest
+
+from registry.memberlist.config import Config, failure_detection_bound
+from registry.memberlist.delegate import Delegate
+from registry.memberlist.node import MemberlistNode
+from registry.memberlist.types import DEFAULT_VSN, NodeState
+
+from serfagent import SerfAgent  # noqa: E402  (tests/ is on sys.path via the rootdir conftest)
+from serfagent import serf_agent  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.serf
+
+LOOP4 = "127.0.0.1"
+
+
+class SerfTags(Delegate):
+    """Advertise Serf tags the way a Serf node does."""
+
+    def __init__(self, tags: dict[str, str] | None = None) -> None:
+        self.meta = b"\xff" + msgpack.packb(tags or {}, use_bin_type=False)
+
+    def node_meta(self, limit: int) -> bytes:
+        return self.meta
+
+
+async def eventually(pred: Callable[[], bool], timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not pred():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[MemberlistNode]]:
+    made: list[MemberlistNode] = []
+    yield made
+    for n in made:
+        await n.shutdown()
+
+
+async def start_py(nodes: list[MemberlistNode], name: str, port: int = 0, tags: dict[str, str] | None = None) -> MemberlistNode:
+    cfg = Config.lan(name=name, bind_addr=LOOP4, bind_port=port)
+    assert cfg.vsn == DEFAULT_VSN == bytes([1, 5, 2, 2, 5, 5])
+    node = await MemberlistNode.create(cfg, SerfTags(tags))
+    nodes.append(node)
+    return node
+
+
+async def test_agent_accepts_python_node_and_python_detects_agent_death(
+    serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]
+) -> None:
+    agent = serf_agent("go1", tags={"role": "db"})
+    node = await start_py(nodes, "py1", tags={"role": "web"})
+    assert await node.join([agent.bind]) == 1
+    m = await agent.await_member("py1", "alive", timeout=30)
+    assert m["addr"] == f"{LOOP4}:{node.address.port}"
+    assert m["tags"] == {"role": "web"}
+    assert (m["protocol"]["min"], m["protocol"]["max"], m["protocol"]["version"]) == (2, 5, 5)
+    go1 = node.get("go1")
+    assert go1 is not None and go1.state == NodeState.ALIVE and go1.meta.startswith(b"\xff")
+    assert {x.name for x in node.members()} == {"py1", "go1"}
+
+    # The agent probes us every second: we must stay alive across several rounds.
+    end = time.monotonic() + 4 * node.config.probe_interval
+    while time.monotonic() < end:
+        assert (await agent.amember("py1") or {}).get("status") == "alive", agent.log_text()[-3000:]
+        await asyncio.sleep(0.2)
+    assert "Suspect py1" not in agent.log_text()
+
+    # SIGKILL the agent: no leave, it just goes silent.
+    bound = failure_detection_bound(node.config, 2)
+    agent.kill()
+    killed = time.monotonic()
+    await eventually(lambda: (node.get("go1") or go1).state == NodeState.DEAD, 3 * bound + 10, "go1 dead")
+    took = time.monotonic() - killed
+    print(f"serf agent SIGKILLed: declared dead after {took:.2f}s (LAN bound for 2 nodes {bound:.2f}s)")
+    assert took <= bound, f"took {took:.2f}s, bound {bound:.2f}s"
+    assert {x.name for x in node.members()} == {"py1"}
+
+
+async def test_agent_joins_python_node(serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]) -> None:
+    """Inbound direction: the Go agent dials our TCP port (compressed push/pull) and gossips to us."""
+    node = await start_py(nodes, "py1")
+    agent = serf_agent("go1")
+    await agent.arun("join", str(node.address))
+    await agent.await_member("py1", "alive", timeout=30)
+    await eventually(lambda: node.get("go1") is not None and node.get("go1").state == NodeState.ALIVE, 30, "py sees go1")  # type: ignore[union-attr]
+    assert node.stats["tcp.accept"] >= 1
+
+
+async def test_stale_dead_record_is_refuted_after_restart(
+    serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]
+) -> None:
+    agent = serf_agent("go1")
+    first = await start_py(nodes, "py1")
+    port = first.address.port
+    assert await first.join([agent.bind]) == 1
+    await agent.await_member("py1", "alive", timeout=30)
+    old_incarnation = first.local_node.incarnation
+
+    await first.shutdown()  # vanish without leaving
+    await agent.await_member("py1", "failed", timeout=60)
+
+    # Same name, same address: the agent's table says py1 is dead at our old incarnation.
+    second = await start_py(nodes, "py1", port=port)
+    assert await second.join([agent.bind]) == 1
+    await agent.await_member("py1", "alive", timeout=30)
+    assert second.local_node.incarnation > old_incarnation, "alive again only by refuting the stale record"
+    assert second.get("go1") is not None
