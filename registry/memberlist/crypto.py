@@ -1,0 +1,143 @@
+"""memberlist's AES-GCM envelope and keyring.
+
+Envelope: version byte (0 = PKCS#7-padded plaintext, 1 = plain), 12-byte
+nonce, ciphertext + 16-byte tag.  The primary (first) key encrypts; every key
+is tried to decrypt, so keys can be rotated cluster-wide without a flag day.
+``cryptography`` is imported only when a keyring is actually used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from typing import TYPE_CHECKING, Sequence
+
+from .codec import DecodeError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = ["Keyring", "encode_key", "decode_key", "validate_key", "NONCE_SIZE", "TAG_SIZE"]
+
+NONCE_SIZE = 12
+TAG_SIZE = 16
+_BLOCK = 16
+_MAX_VERSION = 1
+
+
+def validate_key(key: bytes) -> None:
+    """AES-128/192/256 only, with memberlist's error text."""
+    if len(key) not in (16, 24, 32):
+        raise ValueError("key size must be 16, 24 or 32 bytes")
+
+
+def encode_key(key: bytes) -> str:
+    """Standard base64, as ``serf keygen`` prints and ``-encrypt`` takes."""
+    return base64.b64encode(key).decode("ascii")
+
+
+def decode_key(text: str) -> bytes:
+    """Parse a base64 key (16, 24 or 32 bytes once decoded)."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"invalid base64 key: {e}") from None
+    validate_key(key)
+    return key
+
+
+class Keyring:
+    """Ordered keys, primary first; edited in place by Serf key management."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self._keys: list[bytes] = []
+        self._ciphers: dict[bytes, AESGCM] = {}
+        for k in keys:
+            self.add(bytes(k))
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Installed keys, primary first (a copy)."""
+        return list(self._keys)
+
+    @property
+    def primary(self) -> bytes | None:
+        return self._keys[0] if self._keys else None
+
+    def add(self, key: bytes) -> None:
+        """Install a key for decryption; the first key ever added becomes primary. No-op if present."""
+        key = bytes(key)
+        validate_key(key)
+        if key not in self._keys:
+            self._keys.append(key)
+
+    def use(self, key: bytes) -> None:
+        """Make an installed key the primary (the one used to encrypt)."""
+        key = bytes(key)
+        if key not in self._keys:
+            raise ValueError("Requested key is not in the keyring")
+        self._keys.remove(key)
+        self._keys.insert(0, key)
+
+    def remove(self, key: bytes) -> None:
+        """Drop a non-primary key (absent keys are ignored, like Go)."""
+        key = bytes(key)
+        if self._keys and key == self._keys[0]:
+            raise ValueError("Removing the primary key is not allowed")
+        if key in self._keys:
+            self._keys.remove(key)
+            self._ciphers.pop(key, None)
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        c = self._ciphers.get(key)
+        if c is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: optional dependency
+
+            c = self._ciphers[key] = AESGCM(key)
+        return c
+
+    def encrypt(self, plain: bytes, aad: bytes, version: int = 1, *, nonce: bytes | None = None) -> bytes:
+        """Envelope for ``plain`` under the primary key; ``nonce`` is for test vectors only."""
+        if not self._keys:
+            raise ValueError("the keyring is empty")
+        if version not in (0, 1):
+            raise ValueError(f"unsupported encryption version {version}")
+        if nonce is None:
+            nonce = os.urandom(NONCE_SIZE)
+        elif len(nonce) != NONCE_SIZE:
+            raise ValueError("nonce must be 12 bytes")
+        if version == 0:
+            pad = _BLOCK - len(plain) % _BLOCK
+            plain = plain + bytes((pad,)) * pad
+        ct = self._cipher(self._keys[0]).encrypt(nonce, plain, aad or None)
+        return bytes((version,)) + nonce + ct
+
+    def decrypt(self, env: bytes, aad: bytes) -> bytes:
+        """Open an envelope with any installed key; ``DecodeError`` if none fits."""
+        if not env:
+            raise DecodeError("truncated", "empty encrypted payload")
+        ver = env[0]
+        if ver > _MAX_VERSION:
+            raise DecodeError("version", f"unsupported encryption version {ver}")
+        minimum = 1 + NONCE_SIZE + TAG_SIZE + (_BLOCK if ver == 0 else 0)
+        if len(env) < minimum:
+            raise DecodeError("truncated", "encrypted payload too small")
+        if not self._keys:
+            raise DecodeError("decrypt", "no keys installed")
+        from cryptography.exceptions import InvalidTag
+
+        nonce = env[1 : 1 + NONCE_SIZE]
+        ct = env[1 + NONCE_SIZE :]
+        for key in self._keys:
+            try:
+                plain = self._cipher(key).decrypt(nonce, ct, aad or None)
+            except InvalidTag:
+                continue
+            if ver == 0:
+                pad = plain[-1] if plain else 0
+                if not 0 < pad <= min(_BLOCK, len(plain)):
+                    raise DecodeError("decrypt", "bad padding")
+                plain = plain[:-pad]
+            return plain
+        raise DecodeError("decrypt", "no installed key decrypts the payload")

@@ -1,0 +1,175 @@
+"""Go ``compress/lzw`` (LSB order, 8-bit literals), the only compression memberlist uses.
+
+Generic LZW libraries differ in bit order, code-width switching and the EOF
+code, so both directions are written here to match Go's reader and writer
+exactly: CLEAR = 256, EOF = 257, first table entry 258, codes 9 to 12 bits,
+bits packed least significant first, a CLEAR at the start of every stream.
+"""
+
+from __future__ import annotations
+
+__all__ = ["compress", "decompress", "LZWError"]
+
+_CLEAR = 256
+_EOF = 257
+_MAX_CODE = 4095
+
+
+class LZWError(ValueError):
+    """Corrupt, truncated or oversized LZW input; ``reason`` is "decompress" or "too_large"."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+def compress(data: bytes) -> bytes:
+    """Compress like Go's ``lzw.NewWriter(w, lzw.LSB, 8)`` followed by one Write and Close."""
+    out = bytearray()
+    bits = 0
+    nbits = 0
+    width = 9
+    # Starting CLEAR code (Go's writer always sends one first).
+    bits |= _CLEAR << nbits
+    nbits += width
+    while nbits >= 8:
+        out.append(bits & 0xFF)
+        bits >>= 8
+        nbits -= 8
+    if data:
+        hi = 257
+        overflow = 512
+        table: dict[int, int] = {}
+        get = table.get
+        code = data[0]
+        it = iter(data)
+        next(it)
+        for lit in it:
+            key = (code << 8) | lit
+            hit = get(key)
+            if hit is not None:
+                code = hit
+                continue
+            bits |= code << nbits
+            nbits += width
+            while nbits >= 8:
+                out.append(bits & 0xFF)
+                bits >>= 8
+                nbits -= 8
+            code = lit
+            hi += 1
+            if hi == overflow:
+                width += 1
+                overflow <<= 1
+            if hi == _MAX_CODE:
+                bits |= _CLEAR << nbits
+                nbits += width
+                while nbits >= 8:
+                    out.append(bits & 0xFF)
+                    bits >>= 8
+                    nbits -= 8
+                width = 9
+                hi = 257
+                overflow = 512
+                table.clear()
+                continue
+            table[key] = hi
+        # Final pending code, then the same hi bump Close() performs (it may widen the EOF code).
+        bits |= code << nbits
+        nbits += width
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+        hi += 1
+        if hi == overflow:
+            width += 1
+            overflow <<= 1
+        if hi == _MAX_CODE:
+            bits |= _CLEAR << nbits
+            nbits += width
+            while nbits >= 8:
+                out.append(bits & 0xFF)
+                bits >>= 8
+                nbits -= 8
+            width = 9
+    bits |= _EOF << nbits
+    nbits += width
+    while nbits >= 8:
+        out.append(bits & 0xFF)
+        bits >>= 8
+        nbits -= 8
+    if nbits > 0:
+        out.append(bits & 0xFF)
+    return bytes(out)
+
+
+def decompress(data: bytes, limit: int) -> bytes:
+    """Decompress Go LZW data; the stream must end with the EOF code.
+
+    Raises ``LZWError("too_large")`` once the output would exceed ``limit``
+    bytes, ``LZWError("decompress")`` on an invalid code or missing EOF.
+    """
+    out = bytearray()
+    table: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (4096 - 256)
+    width = 9
+    mask = 0x1FF
+    hi = 257
+    overflow = 512
+    last = -1
+    bits = 0
+    nbits = 0
+    pos = 0
+    n = len(data)
+    while True:
+        while nbits < width:
+            if pos >= n:
+                raise LZWError("decompress", "lzw: input ends before the EOF code")
+            bits |= data[pos] << nbits
+            pos += 1
+            nbits += 8
+        code = bits & mask
+        bits >>= width
+        nbits -= width
+        if code < _CLEAR:
+            entry = table[code]
+            out += entry
+            if last >= 0:
+                table[hi] = table[last] + entry
+        elif code == _CLEAR:
+            width = 9
+            mask = 0x1FF
+            hi = 257
+            overflow = 512
+            last = -1
+            continue
+        elif code == _EOF:
+            break
+        elif code <= hi:
+            if code == hi and last >= 0:
+                prev = table[last]
+                entry = prev + prev[:1]
+            else:
+                entry = table[code]
+                if not entry:
+                    raise LZWError("decompress", "lzw: invalid code")
+            out += entry
+            if last >= 0:
+                table[hi] = table[last] + entry[:1]
+            if len(out) > limit:
+                raise LZWError("too_large", "lzw: decompressed data exceeds the limit")
+        else:
+            raise LZWError("decompress", "lzw: invalid code")
+        last = code
+        hi += 1
+        if hi >= overflow:
+            if width == 12:
+                last = -1
+                hi -= 1
+            else:
+                width += 1
+                mask = (1 << width) - 1
+                overflow <<= 1
+    if len(out) > limit:
+        raise LZWError("too_large", "lzw: decompressed data exceeds the limit")
+    return bytes(out)
