@@ -425,3 +425,59 @@ def chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
             buf = []
     if buf:
         yield buf
+
+
+# -- a service process embedding register.Register (bench_discovery, bench_memory) ---------
+
+#: Source of a tiny service: argv = id, gossip bind, registries, group, addr, profile.
+#: Prints `BASE rss=..`, `IMPORTED rss=.. modules=<json>`, `T_START <monotonic>`,
+#: `STARTED <monotonic> rss=.. modules=<json>`; then obeys stdin: `stop` (graceful).
+SERVICE_SRC = r'''
+import json, os, sys, time
+sys.path.insert(0, os.environ.get("REGISTRY_REPO", "."))
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+def tops(names):
+    return sorted({n.split(".")[0] for n in names})
+sid, bind, registries, group, addr, profile = sys.argv[1:7]
+before = set(sys.modules)
+print("BASE rss=%d" % rss(), flush=True)
+from register import Register
+imported = set(sys.modules)
+print("IMPORTED rss=%d modules=%s" % (rss(), json.dumps(tops(imported - before))), flush=True)
+reg = Register(sid, bind, "", registries, group, addr, profile=profile)
+t = time.monotonic()
+print("T_START %.6f" % t, flush=True)
+n = reg.start()
+print("STARTED %.6f rss=%d n=%d modules=%s" % (time.monotonic(), rss(), n,
+      json.dumps(tops(set(sys.modules) - imported))), flush=True)
+print("ALLMODULES " + json.dumps(tops(set(sys.modules) - before)), flush=True)
+for line in sys.stdin:
+    if line.strip() == "stop":
+        print("STOPPING %.6f" % time.monotonic(), flush=True)
+        reg.stop()
+        print("STOPPED %.6f" % time.monotonic(), flush=True)
+        break
+'''
+
+
+def service_argv(sid: str, bind: str, registries: str, group: str, addr: str, profile: str = "lan") -> list[str]:
+    return [sys.executable, "-c", SERVICE_SRC, sid, bind, registries, group, addr, profile]
+
+
+def registry_argv(rid: str, gossip_port: int, rpc_port: int, join: str = "", profile: str = "lan") -> list[str]:
+    """A `registry` server process (W7's CLI), run as `python -m registry.cli`."""
+    argv = [sys.executable, "-m", "registry.cli", "-id", rid, "-bind", f"127.0.0.1:{gossip_port}",
+            "-addr", f"127.0.0.1:{rpc_port}", "-profile", profile, "-log-level", "warning"]
+    if join:
+        argv += ["-registries", join]
+    return argv
+
+
+def repo_env() -> dict[str, str]:
+    """Environment for child processes that import the product from this checkout."""
+    pp = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(REPO_ROOT) + (os.pathsep + pp if pp else ""), "REGISTRY_REPO": str(REPO_ROOT)}

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Memory: RSS of a `registry` server process idle and after an RPC run, and what
+embedding `register.Register` costs a service process (RSS, imported top-level modules,
+and whether grpc is among them — it must not be).
+
+RSS is VmRSS from /proc/<pid>/status.  Reference (the project owners, Go): 21 MB per
+registry, 17 MB per service process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+common.setup_path()
+MiB = float(1 << 20)
+
+
+def field(line: str, key: str) -> str:
+    for part in line.split():
+        if part.startswith(key + "="):
+            return part[len(key) + 1 :]
+    raise KeyError(key)
+
+
+def main() -> int:
+    p = common.base_parser(__doc__ or "")
+    p.add_argument("--calls", type=int, default=0, help="Match calls in the RPC run (default 20000; quick 3000)")
+    p.add_argument("--profile", default="lan")
+    args = p.parse_args()
+    for mod in ("registry.cli", "registry.server", "register", "client"):
+        common.require_import(mod, args)
+    calls = args.calls or (3000 if args.quick else 20000)
+    common.print_header("memory: registry server RSS, Register cost in a service", args.quick)
+    env = common.repo_env()
+    records: list[common.Record] = []
+    with common.ProcGroup() as group:
+        g1, r1 = common.free_ports(2)
+        reg = group.add(common.Proc("R1", common.registry_argv("mem-r1", g1, r1, profile=args.profile), env=env))
+        try:
+            common.wait_port("127.0.0.1", r1, 30)
+        except TimeoutError:
+            print(f"   registry did not serve gRPC:\n{reg.tail()}")
+            common.missing("the registry server did not start (see its output above)", args)
+        time.sleep(3.0)  # idle: let start-up allocations settle
+        idle = common.rss_bytes(reg.pid)
+        records.append(common.record("memory: registry server RSS, idle", idle / MiB, "MiB",
+                                     "VmRSS of one `python -m registry.cli` process 3 s after its gRPC port opened, alone in its pool",
+                                     reference="Go 21 MB (owners)"))
+
+        # a service embedding Register: RSS before import, after import, after start
+        svc = group.add(common.Proc("svc", common.service_argv("mem-svc", f"127.0.0.1:{common.free_port()}",
+                                                                f"127.0.0.1:{g1}", "mem-group", "127.0.0.1:8080",
+                                                                args.profile), env=env, stdin=True))
+        try:
+            common.wait_for(lambda: any(l.startswith("ALLMODULES") for _, l in list(svc.lines)) or not svc.alive(),
+                            60, 0.01, "the service to start")
+        except TimeoutError:
+            pass
+        lines = {l.split()[0]: l for _, l in list(svc.lines) if l and l.split()[0].isupper()}
+        if "ALLMODULES" not in lines:
+            print(f"   service did not start:\n{svc.tail()}")
+        else:
+            base = int(field(lines["BASE"], "rss"))
+            imported = int(field(lines["IMPORTED"], "rss"))
+            started = int(field(lines["STARTED"], "rss"))
+            mods = json.loads(lines["ALLMODULES"].split(" ", 1)[1])
+            grpc_loaded = any(m == "grpc" or m.startswith("grpc") for m in mods)
+            records += [
+                common.record("memory: service process RSS with Register started", started / MiB, "MiB",
+                              "VmRSS of a bare `python -c` service after Register.start() returned",
+                              reference="Go 17 MB per service (owners)"),
+                common.record("memory: RSS added by `from register import Register`", (imported - base) / MiB, "MiB",
+                              "VmRSS after the import minus before it, in the service process"),
+                common.record("memory: RSS added by Register.start()", (started - imported) / MiB, "MiB",
+                              "VmRSS after start() (joined, gossiping) minus after the import"),
+                common.record("memory: RSS added by Register in total", (started - base) / MiB, "MiB",
+                              "VmRSS after start() minus a bare interpreter's at the same point"),
+                common.record("memory: top-level modules Register loads", len(mods), "modules",
+                              "new top-level names in sys.modules after import + start: " + " ".join(mods)),
+                common.record("memory: grpc loaded by Register", "YES (bad)" if grpc_loaded else "no", "",
+                              "whether any grpc* top-level module is in sys.modules after import + start"),
+            ]
+            print(f"   Register loads {len(mods)} top-level modules: {' '.join(mods)}")
+            print(f"   ASSERT grpc not loaded by Register: {'FAILED - grpc is loaded' if grpc_loaded else 'ok'}")
+
+        # RPC run: Match (and Members) calls against the registry, then RSS again
+        from client import RegistryError, RpcClient
+
+        with RpcClient(f"127.0.0.1:{r1}") as c:
+            try:
+                common.wait_for(lambda: len(c.members("mem-group")) >= 1, 30, 0.05, "the service in Members")
+            except (TimeoutError, RegistryError) as e:
+                print(f"   note: service not listed ({e}); Match calls will answer NotFound")
+            t0 = time.monotonic()
+            errors = 0
+            for i in range(calls):
+                try:
+                    c.match("mem-group", f"user-{i}")
+                    if i % 10 == 0:
+                        c.members("mem-group")
+                except RegistryError:
+                    errors += 1
+            dt = time.monotonic() - t0
+        time.sleep(1.0)
+        after = common.rss_bytes(reg.pid)
+        records.append(common.record("memory: registry server RSS after an RPC run", after / MiB, "MiB",
+                                     f"VmRSS 1 s after {calls} sequential Match (+{calls // 10} Members) calls over one "
+                                     f"connection ({dt:.1f} s, {errors} errors), one service registered",
+                                     reference="Go 21 MB (owners)"))
+        records.append(common.record("memory: registry RSS growth over the RPC run", (after - idle) / MiB, "MiB",
+                                     "the two figures above, subtracted"))
+        if svc.alive():
+            try:
+                svc.send("stop")
+                common.wait_for(lambda: not svc.alive(), 15, 0.05, "the service to leave")
+            except (OSError, TimeoutError):
+                pass
+    common.emit(records, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
