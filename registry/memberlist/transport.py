@@ -13,6 +13,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -170,6 +171,14 @@ async def read_framed(
             return msg
 
 
+def _os_error_text(exc: BaseException) -> str:
+    """"Connection refused" rather than asyncio's "Connect call failed (...)"."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return str(exc) or type(exc).__name__
+
+
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
     try:
         writer.close()
@@ -211,7 +220,7 @@ async def dial_stream(
         return None, f"timed out after {timeout:g}s"
     except (OSError, ConnectionError) as exc:
         stats["tcp.dial.error"] += 1
-        return None, exc.strerror or str(exc) or type(exc).__name__
+        return None, _os_error_text(exc)
     except ValueError as exc:  # DecodeError from the framer, or a bad address
         stats["tcp.dial.bad_reply"] += 1
         return None, f"bad reply: {exc}"
