@@ -9,8 +9,6 @@ at a time both stay close to linear.
 
 from __future__ import annotations
 
-import struct
-
 import msgpack
 
 from .codec import MAX_PUSH_NODES, DecodeError
@@ -176,7 +174,7 @@ class StreamFramer:
         if t == MessageType.ENCRYPT:
             if n < pos + 4:
                 raise _Short(pos + 4)
-            (ln,) = struct.unpack_from(">I", buf, pos)
+            ln = int.from_bytes(buf[pos : pos + 4], "big")
             if ln > self._max:
                 raise DecodeError("too_large", "encrypted stream length")
             end = pos + 4 + ln
