@@ -1,0 +1,120 @@
+"""Cluster behaviour on the simulated network (virtual clock, no real sleeping)."""
+
+from __future__ import annotations
+
+import time
+
+from memberlist_sim import make_cluster
+
+from registry.memberlist.config import Config, failure_detection_bound
+from registry.memberlist.types import NodeState
+from registry.memberlist.codec import encode
+from registry.memberlist.messages import Suspect
+
+
+def test_100_nodes_join_through_one_seed() -> None:
+    t0 = time.process_time()
+    c = make_cluster(100, Config.lan(), seed=7)
+    names = {f"n{i}" for i in range(100)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=120, step=1.0)
+    print(f"100-node LAN join converged at virtual t={c.net.now:.1f}s in {time.process_time() - t0:.1f}s CPU")
+
+
+def test_stopped_node_declared_dead_within_bound() -> None:
+    cfg = Config.fast()
+    n = 30
+    c = make_cluster(n, cfg, seed=3)
+    names = {f"n{i}" for i in range(n)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    c.net.stop(c.addrs[5])
+    t_stop = c.net.now
+    bound = failure_detection_bound(cfg, n)
+    others = [i for i in range(n) if i != 5]
+
+    def all_dead() -> bool:
+        for i in others:
+            nd = c.nodes[i].get("n5")
+            if nd is not None and nd.state not in (NodeState.DEAD,):
+                return False
+        return True
+
+    assert c.net.run_until_true(all_dead, timeout=bound, step=0.05), f"not dead everywhere within {bound:.2f}s"
+    took = c.net.now - t_stop
+    print(f"n={n} fast: detected everywhere after {took:.2f}s (bound {bound:.2f}s)")
+    assert all(("n5", NodeState.DEAD) in c.delegates[i].leaves for i in others)
+
+
+def test_lossy_network_no_false_deaths() -> None:
+    n = 20
+    cfg = Config.fast()
+    c = make_cluster(n, cfg, seed=11)
+    names = {f"n{i}" for i in range(n)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    for d in c.delegates:
+        d.leaves.clear()
+    c.net.loss = 0.10
+    # 10 virtual minutes of the fast profile ~ 50 virtual minutes of LAN probing
+    c.net.run_for(600.0)
+    assert [d.leaves for d in c.delegates] == [[] for _ in range(n)]
+    c.net.loss = 0.0
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+
+
+def test_false_suspicion_is_refuted() -> None:
+    n = 8
+    c = make_cluster(n, Config.fast(), seed=5)
+    names = {f"n{i}" for i in range(n)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    victim = c.nodes[3]
+    inc = victim.incarnation
+    # n1 accuses n3 by gossip: inject the suspect as if received from the network
+    c.nodes[1].receive_packet(
+        c.nodes[1].codec.encode_packet(encode(Suspect(inc, "n3", "n2"))), c.addrs[2], c.net.now
+    )
+    c.net.kick()
+    assert c.nodes[1].get("n3").state == NodeState.SUSPECT  # type: ignore[union-attr]
+
+    def refuted() -> bool:
+        return all(
+            (nd := m.get("n3")) is not None and nd.state == NodeState.ALIVE and nd.incarnation > inc for m in c.nodes
+        )
+
+    assert c.net.run_until_true(refuted, timeout=10, step=0.05)
+    assert victim.incarnation > inc
+    assert all(d.leaves == [] for d in c.delegates)
+
+
+def test_partition_heals_within_two_push_pull_rounds() -> None:
+    """A 40/60 split: each side declares the other dead.  memberlist alone never dials dead
+    nodes again, so (as Serf's reconnector does) one node re-joins one address of the other
+    side once the partition is lifted; the views must then merge within two push/pull rounds."""
+    n = 20
+    cfg = Config.fast()
+    c = make_cluster(n, cfg, seed=9)
+    names = {f"n{i}" for i in range(n)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    a = list(range(8))
+    b = list(range(8, n))
+    c.net.partition({c.addrs[i] for i in a}, {c.addrs[i] for i in b})
+    na = {f"n{i}" for i in a}
+    nb = {f"n{i}" for i in b}
+    assert c.net.run_until_true(lambda: c.alive_views(na, a) and c.alive_views(nb, b), timeout=120, step=0.5)
+    c.net.heal()
+    t_heal = c.net.now
+    c.nodes[0].join([c.addrs[n - 1]], c.net.now)
+    c.net.kick()
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=2 * cfg.push_pull_interval, step=0.05)
+    print(f"healed after {c.net.now - t_heal:.2f}s (push/pull interval {cfg.push_pull_interval}s)")
+
+
+def test_short_partition_heals_without_rejoin() -> None:
+    """Lifted before the sides finish declaring each other dead: push/pull and refutation heal it."""
+    n = 20
+    cfg = Config.fast()
+    c = make_cluster(n, cfg, seed=13)
+    names = {f"n{i}" for i in range(n)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    c.net.partition({c.addrs[i] for i in range(8)}, {c.addrs[i] for i in range(8, n)})
+    c.net.run_for(1.5)
+    c.net.heal()
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=2 * cfg.push_pull_interval + 5, step=0.05)
