@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
@@ -56,6 +58,20 @@ def _split(text: str, what: str, default_port: int | None) -> tuple[str, int]:
     except UsageError as exc:
         raise RegisterError(str(exc)) from None
     return hp.host, hp.port
+
+
+def _literal(host: str) -> str:
+    """An IP literal for `host` ("" = every interface); the gossip layer binds literal IPs only."""
+    if not host:
+        return "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
+    except (OSError, UnicodeError) as exc:
+        raise RegisterError(f"cannot resolve {host!r}: {exc}") from None
 
 
 def _seeds(registries: str | Iterable[str]) -> list[str]:
@@ -145,13 +161,13 @@ class AsyncRegister:
         from registry.serf.agent import SerfAgent
         from registry.serf.config import SerfConfig
 
-        overrides: dict[str, Any] = {"name": self.id, "bind_addr": self._bind[0] or "0.0.0.0", "bind_port": self._bind[1]}
+        overrides: dict[str, Any] = {"name": self.id, "bind_addr": _literal(self._bind[0]), "bind_port": self._bind[1]}
         if self._advertise is not None:
             if self._advertise[0]:
-                overrides["advertise_addr"] = self._advertise[0]
+                overrides["advertise_addr"] = _literal(self._advertise[0])
             overrides["advertise_port"] = self._advertise[1]
         cfg = SerfConfig(
-            name=self.id, tags=dict(self._tags), memberlist=Config.profile(self.profile, **overrides), encrypt_key=self.encrypt
+            name=self.id, tags=dict(self._tags), memberlist=Config.profile(self.profile).replace(**overrides), encrypt_key=self.encrypt
         )
         if self.profile == "fast":
             cfg = cfg.replace(leave_propagate_delay=0.2)
@@ -163,8 +179,12 @@ class AsyncRegister:
         except (OSError, ValueError) as exc:
             raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
         self.agent = agent
+        timeout = 2 * cfg.memberlist.tcp_timeout + 5.0
         try:
-            n = await agent.join(list(self._seeds))
+            n = await asyncio.wait_for(agent.join(list(self._seeds)), timeout)
+        except asyncio.TimeoutError:
+            await self._abort()
+            raise RegisterError(f"no registry answered at {','.join(self._seeds)} within {timeout:.0f}s") from None
         except Exception as exc:
             await self._abort()
             raise RegisterError(f"no registry answered at {','.join(self._seeds)}: {exc}") from None

@@ -72,6 +72,21 @@ def _is_wildcard(host: str) -> bool:
         return False
 
 
+def _literal(host: str) -> str:
+    """The IP literal for `host` (the gossip layer takes literal IPs only)."""
+    if not host:
+        return host
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise StartError(f"cannot resolve {host!r}: {exc}") from None
+    return str(infos[0][4][0])
+
+
 def _check_tcp_free(host: str, port: int, what: str) -> int:
     """Fail early, with a readable message, if host:port is taken; returns the port (picked if 0).
 
@@ -112,15 +127,15 @@ class RegistryServer:
         c = self.config
         overrides: dict[str, Any] = {
             "name": c.id,
-            "bind_addr": c.bind[0] or "0.0.0.0",
+            "bind_addr": _literal(c.bind[0]) or "0.0.0.0",
             "bind_port": c.bind[1],
         }
         if c.bind_advertise is not None:
             if c.bind_advertise[0]:
-                overrides["advertise_addr"] = c.bind_advertise[0]
+                overrides["advertise_addr"] = _literal(c.bind_advertise[0])
             overrides["advertise_port"] = c.bind_advertise[1]
         try:
-            return Config.profile(c.profile, **overrides)
+            return Config.profile(c.profile).replace(**overrides)
         except ValueError as exc:
             raise StartError(str(exc)) from None
 
@@ -215,9 +230,10 @@ class RegistryServer:
 
     async def _try_join(self) -> None:
         try:
-            n = await self.agent.join(list(self.config.registries))
+            timeout = 2 * self.agent.config.memberlist.tcp_timeout + 5.0
+            n = await asyncio.wait_for(self.agent.join(list(self.config.registries)), timeout)
         except Exception as exc:
-            log.warning("join failed; will retry", seeds=self.config.registries, error=str(exc))
+            log.warning("join failed; will retry", seeds=self.config.registries, error=str(exc) or type(exc).__name__)
             return
         if n and n > 0:
             self._joined = True
