@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""gRPC load: Match and Members throughput and latency, MatchBatch keys/s.
+
+Processes: one registry gRPC server (a real Catalog with 10 services of 160 replicas in
+one group, `registry.rpc.start_rpc` on 127.0.0.1) and, for each measurement, one load
+process (this script with `--load`), so the generator and the server each get a core.
+Each load process opens ONE channel (one HTTP/2 connection) and keeps `c` calls in
+flight (c asyncio tasks for the asyncio client, c threads for the blocking RpcClient),
+runs a warm-up, then counts calls finished in a fixed window and records every call's
+latency; p50/p99 are over all calls in the window. MatchBatch sends batches of 100 keys.
+Targets (brief): Match c=64 >= 5000 req/s, c=1 p50 <= 400 us, MatchBatch >= 100k keys/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+common.setup_path()
+GROUP = "bench"
+TARGETS = {"Match c=64": "target >= 5000 req/s", "Match c=1 p50": "target <= 400 us",
+           "MatchBatch": "target >= 100000 keys/s"}
+
+
+def serve(port: int) -> None:
+    from registry.catalog import Catalog
+    from registry.rpc import start_rpc
+
+    async def main() -> None:
+        catalog = Catalog()
+        for i in range(10):
+            catalog.apply(f"svc-{i}", {"group": GROUP, "addr": f"10.0.0.{i}:80", "replicas": "160"})
+        rpc = await start_rpc(catalog, f"127.0.0.1:{port}")
+        print(f"READY {rpc.port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def _aio_load(addr: str, method: str, conc: int, seconds: float, warmup: float) -> dict[str, Any]:
+    from client import AsyncRpcClient
+
+    lat: list[float] = []
+    calls = 0
+    keys_per_call = 100 if method == "MatchBatch" else 1
+    async with AsyncRpcClient(addr, timeout=30) as c:
+        stop_at = time.perf_counter() + warmup + seconds
+        start_at = time.perf_counter() + warmup
+
+        async def worker(w: int) -> None:
+            nonlocal calls
+            i = 0
+            while True:
+                batch = [f"user-{w}-{i + j}" for j in range(keys_per_call)]
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                if method == "Match":
+                    await c.match(GROUP, batch[0])
+                elif method == "Members":
+                    await c.members(GROUP)
+                else:
+                    await c.match_batch(GROUP, batch)
+                t1 = time.perf_counter()
+                if t0 >= start_at and t1 <= stop_at:
+                    lat.append(t1 - t0)
+                    calls += 1
+                i += keys_per_call
+
+        await asyncio.gather(*(worker(w) for w in range(conc)))
+    return {"calls": calls, "lat": lat, "keys_per_call": keys_per_call}
+
+
+def _sync_load(addr: str, method: str, conc: int, seconds: float, warmup: float) -> dict[str, Any]:
+    from client import RpcClient
+
+    lat: list[float] = []
+    lock = threading.Lock()
+    keys_per_call = 100 if method == "MatchBatch" else 1
+    with RpcClient(addr, timeout=30) as c:
+        start_at = time.perf_counter() + warmup
+        stop_at = start_at + seconds
+
+        def worker(w: int) -> None:
+            mine: list[float] = []
+            i = 0
+            while True:
+                batch = [f"user-{w}-{i + j}" for j in range(keys_per_call)]
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    break
+                if method == "Match":
+                    c.match(GROUP, batch[0])
+                elif method == "Members":
+                    c.members(GROUP)
+                else:
+                    c.match_batch(GROUP, batch)
+                t1 = time.perf_counter()
+                if t0 >= start_at and t1 <= stop_at:
+                    mine.append(t1 - t0)
+                i += keys_per_call
+            with lock:
+                lat.extend(mine)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(conc)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return {"calls": len(lat), "lat": lat, "keys_per_call": keys_per_call}
+
+
+def load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: float) -> None:
+    if kind == "aio":
+        out = asyncio.run(_aio_load(addr, method, conc, seconds, warmup))
+    else:
+        out = _sync_load(addr, method, conc, seconds, warmup)
+    lat = out["lat"]
+    print(json.dumps({"calls": out["calls"], "seconds": seconds, "keys_per_call": out["keys_per_call"],
+                      "p50": common.percentile(lat, 50), "p99": common.percentile(lat, 99)}), flush=True)
+
+
+def run_load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: float) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--load", addr, kind, method, str(conc), str(seconds), str(warmup)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 120)
+    if res.returncode != 0:
+        raise RuntimeError(f"load process failed: {res.stderr[-2000:]}")
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    p = common.base_parser(__doc__ or "")
+    args = p.parse_args()
+    common.require_import("registry.rpc", args)
+    common.require_import("client", args)
+    common.print_header("gRPC API load (bench_rpc)", args.quick)
+    seconds, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
+    records: list[common.Record] = []
+    port = common.free_port()
+    with common.ProcGroup() as procs:
+        srv = procs.add(common.Proc("server", [sys.executable, __file__, "--serve", str(port)]))
+        common.wait_for(lambda: any(line.startswith("READY") for _, line in srv.lines), 60, what="server ready")
+        addr = f"127.0.0.1:{port}"
+        plan = [("aio", "Match", c) for c in (1, 8, 64)] + [("sync", "Match", c) for c in (1, 8)]
+        plan += [("aio", "Members", c) for c in (1, 8, 64)]
+        plan += [("aio", "MatchBatch", c) for c in (1, 8)] + [("sync", "MatchBatch", 1)]
+        for kind, method, conc in plan:
+            r = run_load(addr, kind, method, conc, seconds, warmup)
+            how = (f"{kind} client, one connection, c={conc} in flight, {seconds}s window after {warmup}s "
+                   f"warm-up, server and load generator in separate processes; 10 services x 160 replicas")
+            name = f"{method} {kind} c={conc}"
+            if method == "MatchBatch":
+                records.append(common.record(f"{name} keys/s (batch 100)", r["calls"] * 100 / seconds, "keys/s",
+                                             how, reference=TARGETS["MatchBatch"] if kind == "aio" else ""))
+            else:
+                ref = TARGETS["Match c=64"] if (method, kind, conc) == ("Match", "aio", 64) else ""
+                records.append(common.record(f"{name} throughput", r["calls"] / seconds, "req/s", how,
+                                             reference=ref))
+            ref50 = TARGETS["Match c=1 p50"] if (method, conc) == ("Match", 1) else ""
+            records.append(common.record(f"{name} p50", r["p50"] * 1e6, "us", how, reference=ref50))
+            records.append(common.record(f"{name} p99", r["p99"] * 1e6, "us", how))
+            print(f"  {name}: {r['calls'] / seconds:,.0f} calls/s p50={r['p50'] * 1e6:.0f}us "
+                  f"p99={r['p99'] * 1e6:.0f}us", flush=True)
+    common.emit(records, args)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--load":
+        a = sys.argv[2:]
+        load(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5]))
+    else:
+        main()

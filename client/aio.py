@@ -1,0 +1,211 @@
+"""asyncio client: `await AsyncRpcClient("h:p").match(group, key)`; same behaviour as RpcClient.
+
+With `cache=True`, one task per group keeps a ring current from a Watch stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar, overload
+
+import grpc
+import grpc.aio
+
+from client.common import (
+    DEFAULT_TIMEOUT,
+    FAILOVER_CODES,
+    channel_options,
+    check_match,
+    describe,
+    parse_addresses,
+    tls_from,
+    to_service,
+    unavailable,
+)
+from client.errors import RegistryError, from_rpc_error
+from client.types import Service, TlsConfig
+from registry.v1 import registry_pb2 as pb
+from registry.v1 import registry_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from client.cache import GroupView
+
+__all__ = ["AsyncRpcClient"]
+
+_R = TypeVar("_R")
+_WATCH_BACKOFF_MAX = 2.0
+
+
+class AsyncRpcClient:
+    """asyncio registry client; use `async with` or `await close()`. Bound to the loop that first uses it."""
+
+    def __init__(
+        self,
+        addrs: str | Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: TlsConfig | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        cache: bool = False,
+    ) -> None:
+        self.addresses = parse_addresses(addrs)
+        self.timeout = timeout
+        self.cache = cache
+        self._tls = tls_from(tls, tls_cert, tls_key, tls_ca)
+        self._channels: list[grpc.aio.Channel | None] = [None] * len(self.addresses)
+        self._stubs: list[pb_grpc.RegistryStub | None] = [None] * len(self.addresses)
+        self._current = 0
+        self._closed = False
+        self._views: dict[str, GroupView] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+
+    def _stub(self, i: int) -> pb_grpc.RegistryStub:
+        stub = self._stubs[i]
+        if stub is None:
+            if self._closed:
+                raise RegistryError("client is closed")
+            addr = self.addresses[i]
+            opts = channel_options(self._tls)
+            if self._tls is not None:
+                ch = grpc.aio.secure_channel(addr, self._tls.credentials(), options=opts)
+            else:
+                ch = grpc.aio.insecure_channel(addr, options=opts)
+            self._channels[i] = ch
+            stub = self._stubs[i] = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+        return stub
+
+    async def _call(self, method: str, group: str, fn: Callable[[pb_grpc.RegistryStub], Awaitable[_R]]) -> _R:
+        tried: list[tuple[str, str]] = []
+        start = self._current
+        n = len(self.addresses)
+        for step in range(n):
+            i = (start + step) % n
+            try:
+                result = await fn(self._stub(i))
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FAILOVER_CODES:
+                    tried.append((self.addresses[i], describe(err)))
+                    continue
+                raise from_rpc_error(method, group, self.addresses[i], err) from None
+            if i != start:
+                self._current = i
+            return result
+        raise unavailable(method, group, tried)
+
+    @overload
+    async def match(self, group: str, key: str) -> Service: ...
+    @overload
+    async def match(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]: ...
+    @overload
+    async def match(self, group: str, key: str, *, timeout: float | None = None) -> Service: ...
+
+    async def match(self, group: str, key: str, n: int | None = None, *,
+                    timeout: float | None = None) -> Service | list[Service]:
+        """The service owning `key` in `group`; with `n`, the n distinct owners in ring order."""
+        count = 1 if n is None else n
+        if self.cache:
+            check_match(group, key, count)
+            found = (await self._view(group, timeout)).match(key, count)
+        else:
+            t = self.timeout if timeout is None else timeout
+            req = pb.MatchRequest(group=group, key=key, n=count)
+            resp = await self._call("Match", group, lambda s: s.Match(req, timeout=t))
+            found = [to_service(s) for s in resp.services]
+        return found[0] if n is None else found
+
+    async def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]:
+        return await self.match(group, key, n, timeout=timeout)
+
+    async def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None) -> list[Service]:
+        if self.cache:
+            for k in keys:
+                check_match(group, k, 1)
+            return (await self._view(group, timeout)).match_batch(keys)
+        t = self.timeout if timeout is None else timeout
+        req = pb.MatchBatchRequest(group=group, keys=list(keys))
+        resp = await self._call("MatchBatch", group, lambda s: s.MatchBatch(req, timeout=t))
+        cache: dict[str, Service] = {}
+        out = []
+        for s in resp.services:
+            svc = cache.get(s.id)
+            if svc is None:
+                svc = cache[s.id] = to_service(s)
+            out.append(svc)
+        return out
+
+    async def members(self, group: str, *, timeout: float | None = None) -> list[Service]:
+        t = self.timeout if timeout is None else timeout
+        req = pb.MembersRequest(group=group)
+        resp = await self._call("Members", group, lambda s: s.Members(req, timeout=t))
+        return [to_service(s) for s in resp.services]
+
+    async def groups(self, *, timeout: float | None = None) -> list[str]:
+        t = self.timeout if timeout is None else timeout
+        resp = await self._call("Groups", "", lambda s: s.Groups(pb.GroupsRequest(), timeout=t))
+        return list(resp.groups)
+
+    def cache_version(self, group: str) -> int:
+        view = self._views.get(group)
+        return -1 if view is None else view.version
+
+    async def _view(self, group: str, timeout: float | None) -> GroupView:
+        view = self._views.get(group)
+        if view is None:
+            if self._closed:
+                raise RegistryError("client is closed")
+            from client.cache import GroupView  # lazy: only caching clients need the ring code
+
+            view = self._views[group] = GroupView(group)
+            ready = self._ready[group] = asyncio.Event()
+            self._tasks[group] = asyncio.create_task(self._watch(view, ready), name=f"registry-watch-{group}")
+        if not view.ready.is_set():
+            t = self.timeout if timeout is None else timeout
+            try:
+                await asyncio.wait_for(self._ready[group].wait(), t)
+            except asyncio.TimeoutError:
+                raise unavailable("Watch", group, [(",".join(self.addresses), view.error or f"no snapshot within {t}s")]) from None
+        return view
+
+    async def _watch(self, view: GroupView, ready: asyncio.Event) -> None:
+        backoff = 0.05
+        i = self._current
+        while not self._closed:
+            addr = self.addresses[i]
+            try:
+                async for event in self._stub(i).Watch(pb.WatchRequest(group=view.group)):
+                    view.apply(event)
+                    ready.set()
+                    backoff = 0.05
+                view.error = f"{addr}: stream ended"
+            except grpc.aio.AioRpcError as err:
+                view.error = f"{addr}: {describe(err)}"
+            except RegistryError:
+                return
+            i = (i + 1) % len(self.addresses)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for ch in self._channels:
+            if ch is not None:
+                await ch.close()
+
+    async def __aenter__(self) -> AsyncRpcClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

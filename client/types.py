@@ -1,0 +1,45 @@
+"""Plain values the client hands out and takes in (no protobuf types leak to callers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+__all__ = ["Service", "TlsConfig"]
+
+
+@dataclass(frozen=True)
+class Service:
+    """One live service. Hashable on (id, group, addr); equality also compares tags."""
+
+    id: str
+    group: str
+    addr: str
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM file paths. `ca` verifies the server (system roots when None); cert+key for mutual TLS."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None  # override the name checked against the server certificate
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("TLS client certificate and key go together")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca), private_key=read(self.key), certificate_chain=read(self.cert)
+        )
