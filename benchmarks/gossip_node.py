@@ -42,7 +42,7 @@ async def run_serf(args: argparse.Namespace) -> None:
     from registry.serf.events import EventType, MemberEvent
 
     host, port = split_hostport(args.bind)
-    ml = Config.profile(args.profile, name=args.name, bind_addr=host, bind_port=port)
+    ml = Config.profile(args.profile).replace(name=args.name, bind_addr=host, bind_port=port)
     agent: Any = SerfAgent(SerfConfig(name=args.name, memberlist=ml))
     words = {
         EventType.MEMBER_JOIN: "EventMemberJoin",
@@ -81,7 +81,7 @@ async def run_memberlist(args: argparse.Namespace) -> None:
             say(f"serf: {word}: {node.name} {node.addr}")
 
     host, port = split_hostport(args.bind)
-    cfg = Config.profile(args.profile, name=args.name, bind_addr=host, bind_port=port)
+    cfg = Config.profile(args.profile).replace(name=args.name, bind_addr=host, bind_port=port)
     node: Any = await MemberlistNode.create(cfg, Printer())
     say(f"READY {args.name} {args.bind} memberlist")
 
