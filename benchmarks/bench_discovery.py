@@ -80,6 +80,11 @@ def both(pollers: list[Poller], want: Callable[[str | None], bool], timeout: flo
     return [float(r) for r in results]
 
 
+def answers(sid: str, present: bool) -> Callable[[str | None], bool]:
+    """Predicate on a Match answer: it is `sid` (present=True) or it is not."""
+    return lambda a: (a == sid) == present
+
+
 def line_value(proc: common.Proc, prefix: str, timeout: float) -> str:
     def find() -> str | None:
         for _, line in list(proc.lines):
@@ -132,7 +137,7 @@ def main() -> int:
                         sid, f"127.0.0.1:{common.free_port()}", f"127.0.0.1:{g1}", GROUP, "127.0.0.1:8080",
                         args.profile), env=env, stdin=True))
                     t_start = float(line_value(svc, "T_START", 60).split()[1])
-                    seen = both(pollers, lambda a, s=sid: a == s, 60)
+                    seen = both(pollers, answers(sid, True), 60)
                     figures["start_r1"].append(seen[0] - t_start)
                     figures["start_r2"].append(seen[1] - t_start)
                     line_value(svc, "STARTED", 60)
@@ -143,7 +148,7 @@ def main() -> int:
                     else:
                         svc.send("stop")
                         t0 = float(line_value(svc, "STOPPING", 30).split()[1])
-                    gone = both(pollers, lambda a, s=sid: a != s, 120)
+                    gone = both(pollers, answers(sid, False), 120)
                     figures[f"{mode}_r1"].append(gone[0] - t0)
                     figures[f"{mode}_r2"].append(gone[1] - t0)
                     svc.stop(10)
