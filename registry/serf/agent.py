@@ -79,6 +79,8 @@ class QueryStream:
         self._buf: deque[QueryItem] = deque()
         self._wake = asyncio.Event()
         self._stop_when_all = stop_when_all
+        # our own answer (and ack) is recorded while the query starts, before we listen
+        self._buf.extend(handle.responses)
         handle.listener = self._on_item
 
     def _on_item(self, item: QueryItem | None) -> None:

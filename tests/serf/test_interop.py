@@ -1,0 +1,191 @@
+"""Python SerfAgent against Debian's real `serf agent` processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import stat
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from registry.memberlist.config import Config
+from registry.serf.agent import JoinError, SerfAgent
+from registry.serf.config import SerfConfig
+from registry.serf.events import QueryEvent, UserEvent
+from registry.serf.member import MemberStatus
+from serfagent import SerfAgent as GoAgent
+
+pytestmark = [pytest.mark.serf, pytest.mark.timeout(120)]
+
+KEY1 = base64.b64encode(bytes(range(32))).decode()
+KEY2 = base64.b64encode(bytes(range(50, 66))).decode()
+
+
+async def py_node(name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
+    cfg = SerfConfig(name=name, tags=tags or {}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0), **kw)
+    a = SerfAgent(cfg)
+    await a.start()
+    return a
+
+
+async def wait(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return True
+        await asyncio.sleep(0.05)
+    return pred()
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[SerfAgent]]:
+    made: list[SerfAgent] = []
+    yield made
+    for n in made:
+        await n.shutdown()
+
+
+async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
+    py = await py_node("py1", {"role": "web", "zone": "a"})
+    nodes.append(py)
+    assert await py.join([go.bind]) == 1
+    m = await go.await_member("py1", "alive", timeout=20)
+    assert m["tags"] == {"role": "web", "zone": "a"}
+    assert m["protocol"]["version"] == 5 if "protocol" in m else True
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE)
+    assert py.core.member("go1").tags == {"role": "db"}
+    await py.set_tags({"role": "web", "zone": "b"})
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while loop.time() < end:
+        m = await go.amember("py1")
+        if m and m["tags"].get("zone") == "b":
+            break
+        await asyncio.sleep(0.2)
+    assert m and m["tags"] == {"role": "web", "zone": "b"}
+    assert await py.leave(15.0)
+    m = await go.await_member("py1", "left", timeout=20)
+    assert m["status"] == "left"
+
+
+async def test_killed_python_node_shows_failed(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go: GoAgent = serf_agent(name="go1")
+    py = await py_node("py-dead")
+    nodes.append(py)
+    await py.join([go.bind])
+    await go.await_member("py-dead", "alive", timeout=20)
+    await py.shutdown()  # no leave: sockets closed, the node vanishes
+    m = await go.await_member("py-dead", "failed", timeout=40)
+    assert m["status"] == "failed"
+
+
+async def test_python_sees_go_leave_and_failure(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go1: GoAgent = serf_agent(name="go1")
+    go2: GoAgent = serf_agent(name="go2")
+    py = await py_node("py1")
+    nodes.append(py)
+    await py.join([go1.bind, go2.bind])
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE and py.status_of("go2") == MemberStatus.ALIVE)
+    await asyncio.get_running_loop().run_in_executor(None, go1.leave)
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.LEFT, 30)
+    go2.kill()
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 40)
+
+
+async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+    out = tmp_path / "events.txt"
+    script = tmp_path / "handler.sh"
+    script.write_text(f'#!/bin/sh\necho "$SERF_EVENT $SERF_USER_EVENT $(cat)" >> {out}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    go: GoAgent = serf_agent(name="go1", event_handlers=[f"user={script}"])
+    py = await py_node("py1")
+    nodes.append(py)
+    got: list[UserEvent] = []
+    py.add_handler(lambda e: got.append(e) if isinstance(e, UserEvent) else None)
+    await py.join([go.bind])
+    await go.await_member("py1", "alive", timeout=20)
+    await go.arun("event", "deploy", "v1-payload")
+    assert await wait(lambda: any(e.name == "deploy" for e in got), 20)
+    ev = next(e for e in got if e.name == "deploy")
+    assert ev.payload == b"v1-payload" and ev.coalesce
+    await py.user_event("from-py", b"hello-go", coalesce=False)
+    assert await wait(lambda: out.exists() and "user from-py hello-go" in out.read_text(), 20)
+
+
+async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
+    py = await py_node("py1", {"role": "web"})
+    nodes.append(py)
+
+    def answer(e: Any) -> None:
+        if isinstance(e, QueryEvent) and e.name == "who":
+            e.respond(b"py-answer:" + e.payload)
+
+    py.add_handler(answer)
+    await py.join([go.bind])
+    await go.await_member("py1", "alive", timeout=20)
+    text = await go.arun("query", "-format=json", "-timeout=5s", "who", "hi", timeout=30)
+    data = json.loads(text)
+    assert "py1" in data["Acks"]
+    assert data["Responses"]["py1"] == "py-answer:hi"
+    # the Go agent has no query handler script: it acks, and responds with nothing
+    stream = py.query("ping-go", b"x", request_ack=True, timeout=3.0)
+    await stream.collect()
+    assert "go1" in stream.acks
+    # tag filter that only the Go node passes
+    stream = py.query("only-db", b"", request_ack=True, filter_tags={"role": "d.*"}, timeout=3.0)
+    await stream.collect()
+    assert stream.acks == ["go1"]
+
+
+async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+    go1: GoAgent = serf_agent(name="go1", encrypt=KEY1)
+    go2: GoAgent = serf_agent(name="go2", encrypt=KEY1)
+    kr = str(tmp_path / "py1.keyring")
+    py = await py_node("py1", encrypt_key=KEY1, keyring_file=kr)
+    nodes.append(py)
+    await py.join([go1.bind])
+    await go2.arun("join", go1.bind)
+    await go1.await_member("py1", "alive", timeout=20)
+    await go2.await_member("py1", "alive", timeout=20)
+    # a node without the key, and one with a wrong key, stay out
+    nokey = await py_node("nokey")
+    nodes.append(nokey)
+    with pytest.raises(JoinError):
+        await nokey.join([go1.bind])
+    wrong = await py_node("wrong", encrypt_key=KEY2)
+    nodes.append(wrong)
+    with pytest.raises(JoinError):
+        await wrong.join([go1.bind])
+    assert await go1.amember("nokey") is None and await go1.amember("wrong") is None
+    # `serf keys` run against a Go agent manages the Python node too
+    out = await go1.arun("keys", "-list", timeout=30)
+    assert KEY1 in out and "[3/3]" in out
+    await go1.arun("keys", "-install", KEY2, timeout=30)
+    assert set(py.core.keyring.keys) == {base64.b64decode(KEY1), base64.b64decode(KEY2)}
+    # a Python node rotates the whole mixed cluster
+    res = await py.use_key(KEY2)
+    assert res.ok, res.messages
+    res = await py.remove_key(KEY1)
+    assert res.ok, res.messages
+    res = await py.list_keys()
+    assert res.keys == {KEY2: 3} and res.primary_keys == {KEY2: 3}
+    with open(kr) as fh:
+        assert json.load(fh) == [KEY2]
+    # and back again, driven by `serf keys` on the Go side
+    for args in (["-install", KEY1], ["-use", KEY1], ["-remove", KEY2]):
+        out = await go2.arun("keys", *args, timeout=30)
+        assert "[3/3]" in out or "Successfully" in out, out
+    assert py.core.keyring.keys == [base64.b64decode(KEY1)]
+    with open(kr) as fh:
+        assert json.load(fh) == [KEY1]
+    for _ in range(10):
+        ms = await go1.amembers()
+        assert all(m["status"] == "alive" for m in ms), ms
+        await asyncio.sleep(0.3)
+    assert all(m.status == MemberStatus.ALIVE for m in py.members() if m.name in ("go1", "go2", "py1"))
