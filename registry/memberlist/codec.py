@@ -234,8 +234,9 @@ def _obj(body: bytes) -> Any:
         return msgpack.unpackb(body, raw=True)
     except msgpack.ExtraData as e:
         return e.unpacked
-    except (msgpack.OutOfData, ValueError) as e:  # FormatError/StackError/UnicodeError are ValueErrors
-        raise DecodeError("truncated" if isinstance(e, msgpack.OutOfData) else "malformed", str(e)) from None
+    except ValueError as e:  # FormatError/StackError/OutOfData are ValueErrors too
+        short = isinstance(e, msgpack.OutOfData) or "incomplete" in str(e)
+        raise DecodeError("truncated" if short else "malformed", str(e)) from None
 
 
 def _map(body: bytes) -> dict[Any, Any]:

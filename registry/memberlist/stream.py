@@ -40,7 +40,7 @@ def _skip(buf: bytes | bytearray, pos: int, limit: int) -> int:
             pending -= 1
             size = 0
             children = 0
-            if b <= 0x7F or b >= 0xE0 or 0xC0 <= b <= 0xC3:
+            if b <= 0x7F or b >= 0xE0 or b == 0xC0 or b == 0xC2 or b == 0xC3:
                 pass
             elif 0xA0 <= b <= 0xBF:
                 size = b & 0x1F
