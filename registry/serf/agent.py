@@ -49,7 +49,7 @@ class EventStream:
         if len(self._buf) >= self._size:
             self._buf.popleft()
             self.dropped += 1
-            self._agent.stats["events.dropped"] += 1
+            self._agent._agent_stats["events.dropped"] += 1
         self._buf.append(ev)
         self._wake.set()
 
@@ -144,9 +144,9 @@ class SerfAgent:
             cfg = self.config.replace(memberlist=ml.replace(bind_port=bound.port))
             core = Serf(cfg, adv, now=runner.now())
             holder.append(core)
-            return core  # type: ignore[return-value]
+            return core
 
-        await runner.start(Address(ml.bind_addr, ml.bind_port), factory)  # type: ignore[arg-type]
+        await runner.start(Address(ml.bind_addr, ml.bind_port), factory)
         self._runner = runner
         self._core = holder[0]
         self._core.wakeup = self._schedule_dispatch

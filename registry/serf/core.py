@@ -15,7 +15,7 @@ import collections
 import enum
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
@@ -31,6 +31,9 @@ from .events import Event, EventType, MemberEvent, QueryEvent, UserEvent
 from .member import Member, MemberState, MemberStatus
 from .query import QueryHandle, QueryParams, default_query_timeout, encode_filters, filters_pass
 from .tags import check_tags, decode_tags, encode_tags
+
+if TYPE_CHECKING:
+    from registry.memberlist.crypto import Keyring
 
 __all__ = ["Serf", "SerfState", "USER_EVENT_HARD_LIMIT", "INTERNAL_QUERY_PREFIX"]
 
@@ -288,7 +291,7 @@ class Serf(Delegate):
         return out
 
     @property
-    def keyring(self):  # type: ignore[no-untyped-def]
+    def keyring(self) -> "Keyring | None":
         """memberlist's live keyring (None when encryption is off)."""
         return self.memberlist.codec.keyring
 
@@ -431,8 +434,8 @@ class Serf(Delegate):
         for slot in pp.events:
             if slot is None:
                 continue
-            for e in slot.events:
-                self._handle_user_event(msgs.UserEventMsg(slot.ltime, e.name, e.payload, False))
+            for entry in slot.events:
+                self._handle_user_event(msgs.UserEventMsg(slot.ltime, entry.name, entry.payload, False))
 
     def notify_join(self, node: Node) -> None:
         ms = self._members.get(node.name)
@@ -757,7 +760,7 @@ class Serf(Delegate):
             self.conflict_lost = True
             self.shutdown()
 
-        handle.listener = on_item  # type: ignore[assignment]
+        handle.listener = on_item
 
     # ------------------------------------------------------------------ timers
 

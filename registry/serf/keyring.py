@@ -78,7 +78,7 @@ def answer_key_query(
 ) -> msgs.KeyResponse:
     """Apply one key query to our keyring and build the answer Serf would send."""
     if op == "list":
-        if keyring is None:
+        if keyring is None or keyring.primary is None:
             return msgs.KeyResponse(False, "Keyring is empty (encryption not enabled)")
         return msgs.KeyResponse(True, "", [encode_key(k) for k in keyring.keys], encode_key(keyring.primary))
     try:

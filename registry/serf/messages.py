@@ -197,7 +197,8 @@ SerfMessage = Union[Leave, Join, UserEventMsg, QueryMsg, QueryResponseMsg]
 
 
 def _pack(body: dict[str, Any]) -> bytes:
-    return msgpack.packb(dict(sorted(body.items())), use_bin_type=False)
+    out: bytes = msgpack.packb(dict(sorted(body.items())), use_bin_type=False)
+    return out
 
 
 def _unpack_map(data: bytes) -> dict[str, Any]:
@@ -452,7 +453,8 @@ def decode_relay(data: bytes) -> tuple[RelayHeader, bytes]:
 
 
 def encode_node_filter(nodes: list[str]) -> bytes:
-    return bytes([FILTER_NODE]) + msgpack.packb(list(nodes), use_bin_type=False)
+    body: bytes = msgpack.packb(list(nodes), use_bin_type=False)
+    return bytes([FILTER_NODE]) + body
 
 
 def encode_tag_filter(tag: str, expr: str) -> bytes:
@@ -512,7 +514,7 @@ def decode_key_response(data: bytes) -> KeyResponse:
 
 def encode_conflict_response(member: ConflictMember | None) -> bytes:
     if member is None:
-        return bytes([SerfMessageType.CONFLICT_RESPONSE]) + msgpack.packb(None)
+        return bytes([SerfMessageType.CONFLICT_RESPONSE, 0xC0])
     v = (list(member.vsn) + [0] * 6)[:6]
     body = {
         "Name": member.name,

@@ -29,7 +29,7 @@ def encode_tags(tags: Mapping[str, str], protocol: int = 5) -> bytes:
     """The `Meta` bytes Serf would send for `tags` (no size check, see `check_tags`)."""
     if protocol < 3:
         return tags.get("role", "").encode()
-    body = msgpack.packb({str(k): str(v) for k, v in tags.items()}, use_bin_type=False)
+    body: bytes = msgpack.packb({str(k): str(v) for k, v in tags.items()}, use_bin_type=False)
     return bytes([TAG_MAGIC]) + body
 
 
