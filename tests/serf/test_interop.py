@@ -117,8 +117,11 @@ async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tm
     assert await wait(lambda: out.exists() and "user from-py hello-go" in out.read_text(), 20)
 
 
-async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent]) -> None:
-    go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
+async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+    script = tmp_path / "answer.sh"
+    script.write_text('#!/bin/sh\necho "go-answer:$(cat)"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    go: GoAgent = serf_agent(name="go1", tags={"role": "db"}, event_handlers=[f"query:ask-go={script}"])
     py = await py_node("py1", {"role": "web"})
     nodes.append(py)
 
@@ -137,6 +140,10 @@ async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent]) -> Non
     stream = py.query("ping-go", b"x", request_ack=True, timeout=3.0)
     await stream.collect()
     assert "go1" in stream.acks
+    # a query the Go agent answers through its handler script
+    stream = py.query("ask-go", b"q1", timeout=4.0)
+    got = {item.from_: item.payload async for item in stream}
+    assert got.get("go1", b"").strip() == b"go-answer:q1"
     # tag filter that only the Go node passes
     stream = py.query("only-db", b"", request_ack=True, filter_tags={"role": "d.*"}, timeout=3.0)
     await stream.collect()

@@ -70,3 +70,18 @@ def test_node_with_wrong_key_stays_out() -> None:
     c.run_until(lambda: False, 5.0)
     assert c.nodes[0].member("s2") is None
     assert c.nodes[0].memberlist.stats["drop.decrypt"] > 0
+
+
+def test_keyring_file_survives_restart(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "keyring.json")
+    with open(path, "w") as fh:
+        json.dump([K2, K1], fh)
+    c = make_cluster(1, keyring_file=path)
+    kr = c.nodes[0].keyring
+    assert kr is not None and kr.keys == [decode_key(K2), decode_key(K1)]
+    # an explicit encrypt key becomes primary and the file is rewritten
+    c2 = make_cluster(1, seed=5, keyring_file=path, encrypt_key=K1)
+    kr2 = c2.nodes[0].keyring
+    assert kr2 is not None and kr2.primary == decode_key(K1)
+    with open(path) as fh:
+        assert json.load(fh) == [K1, K2]
