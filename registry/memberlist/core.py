@@ -99,6 +99,7 @@ class Memberlist:
         self.stats: collections.Counter[str] = collections.Counter()
         self.codec = self._make_codec(config)
         self.awareness = Awareness(config.awareness_max_multiplier)
+        self._advertise_ip = ip_to_bytes(advertise.host)
         self.broadcasts = TransmitLimitedQueue(config.retransmit_mult)
 
         self._nodes: dict[str, Node] = {}
@@ -317,7 +318,7 @@ class Memberlist:
         return Alive(
             incarnation=incarnation,
             node=self.name,
-            addr=ip_to_bytes(self.advertise.host),
+            addr=self._advertise_ip,
             port=self.advertise.port,
             meta=meta,
             vsn=self.config.vsn,
@@ -337,11 +338,27 @@ class Memberlist:
         return self._seq
 
     def _random_nodes(self, k: int, exclude: Callable[[Node], bool]) -> list[Node]:
-        pool = [n for n in self._nodes.values() if not exclude(n)]
-        if len(pool) <= k:
-            self.rng.shuffle(pool)
-            return pool
-        return self.rng.sample(pool, k)
+        """Up to k distinct random nodes not excluded (Go's kRandomNodes).
+
+        Small tables are filtered exhaustively; large ones are sampled with up to 3n random
+        draws, so a gossip tick costs O(k), not O(n)."""
+        order = self._order
+        n = len(order)
+        if n <= 3 * k + 3:
+            pool = [nd for name in order if (nd := self._nodes.get(name)) is not None and not exclude(nd)]
+            if len(pool) <= k:
+                self.rng.shuffle(pool)
+                return pool
+            return self.rng.sample(pool, k)
+        picked: dict[str, Node] = {}
+        for _ in range(3 * n):
+            if len(picked) >= k:
+                break
+            nd = self._nodes.get(order[self.rng.randrange(n)])
+            if nd is None or nd.name in picked or exclude(nd):
+                continue
+            picked[nd.name] = nd
+        return list(picked.values())
 
     def _stream_reply(self, msg: Message) -> bytes:
         return self.codec.encode_stream(wire.encode(msg), dialer=False)
@@ -472,7 +489,7 @@ class Memberlist:
         return Ping(
             seq_no=seq,
             node=target,
-            source_addr=ip_to_bytes(self.advertise.host),
+            source_addr=self._advertise_ip,
             source_port=self.advertise.port,
             source_node=self.name,
         )
@@ -499,7 +516,7 @@ class Memberlist:
                 port=node.port,
                 node=node.name,
                 nack=want_nack,
-                source_addr=ip_to_bytes(self.advertise.host),
+                source_addr=self._advertise_ip,
                 source_port=self.advertise.port,
                 source_node=self.name,
             )
@@ -709,6 +726,8 @@ class Memberlist:
     # ------------------------------------------------------------------ gossip
 
     def _gossip(self) -> None:
+        if self.delegate is None and not len(self.broadcasts):
+            return  # nothing could be sent: skip picking targets
         horizon = self.config.gossip_to_the_dead_time
 
         def exclude(n: Node) -> bool:
