@@ -310,7 +310,7 @@ class RegistryServer:
                 self.catalog.apply(m.name, dict(m.tags) if present else None)
             except Exception:
                 log.exception("catalog rejected a member", member=m.name)
-        log.debug("membership", event=event.type.value, members=[m.name for m in event.members])
+        log.debug("membership", kind=event.type.value, members=[m.name for m in event.members])
 
     def _reconcile(self) -> None:
         """Make the catalog agree with the member table (repairs dropped events)."""

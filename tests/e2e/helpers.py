@@ -102,3 +102,69 @@ def procs() -> Iterator[list[Proc]]:
     finally:
         for p in reversed(started):
             p.stop()
+
+
+class Registry:
+    """A `registry` server subprocess on free loopback ports, fast gossip profile."""
+
+    def __init__(self, ps: list[Proc], tmp: Path, ident: str, seeds: Sequence[str] = (), *extra: str,
+                 gossip: int = 0, rpc: int = 0) -> None:
+        self.id = ident
+        self.gossip_port = gossip or free_port()
+        self.rpc_port = rpc or free_port()
+        self.gossip = f"127.0.0.1:{self.gossip_port}"
+        self.rpc = f"127.0.0.1:{self.rpc_port}"
+        args = ["-id", ident, "-bind", self.gossip, "-addr", self.rpc, "-profile", "fast", "-log-format", "json",
+                "-log-level", "debug"]
+        if seeds:
+            args += ["-registries", ",".join(seeds)]
+        self.proc = Proc(registry_cmd(*args, *extra), tmp / f"{ident}-{self.gossip_port}.log")
+        ps.append(self.proc)
+
+    def client(self, **kw: object) -> "object":
+        from client import RpcClient
+
+        return RpcClient(self.rpc, timeout=10.0, **kw)  # type: ignore[arg-type]
+
+    def ids(self, group: str) -> set[str]:
+        """Ids of the group's members on this registry (empty if the group is unknown)."""
+        from client import NotFound, RpcClient
+
+        with RpcClient(self.rpc, timeout=10.0) as c:
+            try:
+                return {s.id for s in c.members(group)}
+            except NotFound:
+                return set()
+
+    def wait_ready(self, timeout: float = 60.0) -> "Registry":
+        wait_for(lambda: self.id in self.ids("registry-group"), timeout, what=f"{self.id} serving",
+                 interval=0.1)
+        assert self.proc.alive(), self.proc.output()
+        return self
+
+
+class Service:
+    """examples/webservice.py (or async_webservice.py) as a subprocess."""
+
+    def __init__(self, ps: list[Proc], tmp: Path, ident: str, seeds: Sequence[str], group: str = "webservice",
+                 script: str = "webservice.py") -> None:
+        self.id = ident
+        self.group = group
+        self.gossip_port = free_port()
+        self.http_port = free_port()
+        self.addr = f"127.0.0.1:{self.http_port}"
+        self.proc = Proc(
+            [sys.executable, str(ROOT / "examples" / script), "-id", ident, "-bind", f"127.0.0.1:{self.gossip_port}",
+             "-registries", ",".join(seeds), "-group", group, "-addr", self.addr, "-profile", "fast"],
+            tmp / f"{ident}.log",
+        )
+        ps.append(self.proc)
+
+    def registered(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"{self.id} exited: {self.proc.output()}")
+        return "registered" in self.proc.output()
+
+    def wait_registered(self, timeout: float = 60.0) -> "Service":
+        wait_for(self.registered, timeout, what=f"{self.id} registered", interval=0.02)
+        return self

@@ -142,3 +142,46 @@ def test_signal_leaves_and_exits_0(tmp_path: Path, sig: int) -> None:
         out = p.output()
         assert "leaving the pool" in out and "registry stopped" in out
         assert "Traceback" not in out
+
+
+def test_metrics_render_text_format() -> None:
+    from registry.metrics import Metric, render
+
+    text = render(
+        [
+            Metric("registry_members", "Live services.", "gauge", [({"group": 'a"b\\'}, 3.0), ({"group": "c"}, 0.5)]),
+            Metric("registry_groups", "Groups.", "gauge", [({}, 2)]),
+        ]
+    )
+    assert text.splitlines() == [
+        "# HELP registry_members Live services.",
+        "# TYPE registry_members gauge",
+        'registry_members{group="a\\"b\\\\"} 3',
+        'registry_members{group="c"} 0.5',
+        "# HELP registry_groups Groups.",
+        "# TYPE registry_groups gauge",
+        "registry_groups 2",
+    ]
+
+
+def test_json_logs_one_object_per_line() -> None:
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from registry.logs import setup_logging
+
+    buf = io.StringIO()
+    try:
+        setup_logging("json", "info", stream=buf)
+        structlog.get_logger("t").info("hello", n=1)
+        logging.getLogger("lib").warning("from %s", "stdlib")
+        logging.getLogger("lib").debug("hidden")
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
+    rows = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(r["event"], r["level"]) for r in rows] == [("hello", "info"), ("from stdlib", "warning")]
+    assert rows[0]["n"] == 1
