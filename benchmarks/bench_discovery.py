@@ -114,13 +114,13 @@ def main() -> int:
         g1, r1, g2, r2 = common.free_ports(4)
         reg1 = group.add(common.Proc("R1", common.registry_argv("bench-r1", g1, r1, profile=args.profile), env=env))
         try:
-            common.wait_port("127.0.0.1", r1, 30)
-        except TimeoutError:
+            common.wait_server(reg1, "127.0.0.1", r1, 30)
+        except (TimeoutError, RuntimeError):
             print(f"   R1 did not serve gRPC:\n{reg1.tail()}")
             common.missing("the registry server did not start (see its output above)", args)
         reg2 = group.add(common.Proc("R2", common.registry_argv("bench-r2", g2, r2, join=f"127.0.0.1:{g1}",
                                                                profile=args.profile), env=env))
-        common.wait_port("127.0.0.1", r2, 30)
+        common.wait_server(reg2, "127.0.0.1", r2, 30)
         pollers = [Poller(f"127.0.0.1:{r1}"), Poller(f"127.0.0.1:{r2}")]
         try:
             from client import RpcClient

@@ -43,8 +43,8 @@ def main() -> int:
         g1, r1 = common.free_ports(2)
         reg = group.add(common.Proc("R1", common.registry_argv("mem-r1", g1, r1, profile=args.profile), env=env))
         try:
-            common.wait_port("127.0.0.1", r1, 30)
-        except TimeoutError:
+            common.wait_server(reg, "127.0.0.1", r1, 30)
+        except (TimeoutError, RuntimeError):
             print(f"   registry did not serve gRPC:\n{reg.tail()}")
             common.missing("the registry server did not start (see its output above)", args)
         time.sleep(3.0)  # idle: let start-up allocations settle

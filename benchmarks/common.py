@@ -231,6 +231,19 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
     wait_for(up, timeout, 0.05, f"{host}:{port} to accept TCP")
 
 
+def wait_server(proc: "Proc", host: str, port: int, timeout: float = 30.0) -> None:
+    """Wait for `proc` to accept TCP on host:port; RuntimeError (with its output) if it exits first."""
+
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited (status {proc.popen.returncode if proc.popen else '?'}):\n{proc.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        return False
+
+    wait_for(up, timeout, 0.05, f"{proc.name} to accept TCP on {host}:{port}")
+
+
 # -- processes -----------------------------------------------------------------------------
 
 
