@@ -40,3 +40,12 @@ def test_lamport_clock() -> None:
     assert c.time() == 11
     c.witness(5)
     assert c.time() == 11
+
+
+def test_lamport_clock_wraps_like_go_uint64() -> None:
+    c = LamportClock()
+    c.witness(2**64 - 1)
+    assert c.time() == 0
+    c.witness(2**64 - 2)
+    assert c.time() == 2**64 - 1
+    assert c.increment() == 0
