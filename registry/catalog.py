@@ -1,0 +1,278 @@
+"""The catalog: live services per group, one ring per group, versioned.
+
+Fed by membership events (``apply``), read by the gRPC server and the
+client's cache.  Each group's state is one immutable ``_GroupState``
+replaced as a whole on every change, so readers on other threads see either
+the old or the new group (never a ring that disagrees with its members);
+writers are serialised by a lock.  A join/leave rebuilds only its own
+group's ring, incrementally (see ``registry.ring``).
+
+Go registry behaviour kept on purpose: the service id is the member name,
+``addr`` comes from the ``addr`` tag, and with ``algorithm="chash"`` a
+group's replica count is fixed by the first member that ever joined it
+(Go's ``chash.CreateGroup`` keeps an existing group), even after the group
+emptied.  Differences: an unknown or empty group raises ``UnknownGroup`` on
+``match`` (Go returns an error too; ``members`` returns ``[]`` like Go), a
+member whose ``group`` tag disappears leaves its group, and bad
+``replicas``/``weight`` tags fall back to the default and are counted in
+``stats`` instead of rejecting the member (Go drops it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, Ring, RingNode
+
+__all__ = [
+    "Service",
+    "GroupChange",
+    "UnknownGroup",
+    "Catalog",
+    "REGISTRY_GROUP",
+    "TAG_GROUP",
+    "TAG_ADDR",
+    "TAG_REPLICAS",
+    "TAG_WEIGHT",
+    "MAX_WEIGHT",
+]
+
+#: Group of the registry servers themselves (Go: registryName).
+REGISTRY_GROUP = "registry-group"
+TAG_GROUP = "group"
+TAG_ADDR = "addr"
+TAG_REPLICAS = "replicas"
+TAG_WEIGHT = "weight"
+#: Largest accepted weight: points grow linearly with it (memory, join cost).
+MAX_WEIGHT = 64
+#: Largest accepted replicas tag (ring.MAX_REPLICAS caps "consistent" further).
+MAX_REPLICAS_TAG = 1_000_000
+
+
+@dataclass(frozen=True)
+class Service:
+    """One registered service instance, as the catalog knows it."""
+
+    id: str
+    group: str
+    addr: str
+    replicas: int
+    weight: int
+    tags: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """One change of one group; ``version`` is the group's version after it."""
+
+    group: str
+    version: int
+    added: list[Service]
+    removed: list[Service]
+    updated: list[Service]
+
+
+class UnknownGroup(LookupError):
+    """The group has no live services (or never had any)."""
+
+    def __init__(self, group: str) -> None:
+        super().__init__(f"unknown group {group!r}: no live services")
+        self.group = group
+
+
+@dataclass(frozen=True)
+class _GroupState:
+    """Immutable state of one group; replaced whole on each change."""
+
+    name: str
+    version: int
+    replicas: int | None  # chash: fixed by the group's first member
+    services: Mapping[str, Service]
+    ring: Ring
+
+
+def _parse_int(raw: str | None, default: int, low: int, high: int) -> tuple[int, bool]:
+    """(value, ok): ``default`` when absent; ``(default, False)`` when not an int in range."""
+    if raw is None:
+        return default, True
+    text = raw.strip()
+    if not text.isascii() or len(text) > 12:
+        return default, False
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return default, False
+    if value < low or value > high:
+        return default, False
+    return value, True
+
+
+class Catalog:
+    """Services per group and their rings; the registry server's state."""
+
+    def __init__(self, algorithm: str = "consistent", default_replicas: int | None = None) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown ring algorithm {algorithm!r} (expected one of {ALGORITHMS})")
+        if default_replicas is None:
+            default_replicas = CHASH_DEFAULT_REPLICAS if algorithm == "chash" else DEFAULT_REPLICAS
+        if default_replicas < 1:
+            raise ValueError("default_replicas must be >= 1")
+        self.algorithm = algorithm
+        self.default_replicas = default_replicas
+        #: Counters: "bad_replicas", "bad_weight", "ignored_no_group", "listener_error", ...
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._groups: dict[str, _GroupState] = {}
+        self._where: dict[str, str] = {}  # service id -> group
+        self._listeners: tuple[Callable[[GroupChange], None], ...] = ()
+
+    # ---------------------------------------------------------------- writes
+
+    def apply(self, name: str, tags: Mapping[str, str] | None) -> None:
+        """Upsert (``tags``) or remove (``None``) member ``name``; never raises on bad tags."""
+        changes: list[GroupChange] = []
+        # Listeners run under the (re-entrant) lock so they see changes in order.
+        with self._lock:
+            group = tags.get(TAG_GROUP, "") if tags is not None else ""
+            previous = self._where.get(name)
+            if previous is not None and previous != group:
+                changes.append(self._remove(previous, name))
+            if tags is None:
+                pass
+            elif not group:
+                self.stats["ignored_no_group"] += 1
+            else:
+                change = self._upsert(group, name, tags)
+                if change is not None:
+                    changes.append(change)
+            self._notify(changes)
+
+    def _service(self, group: str, name: str, tags: Mapping[str, str]) -> Service:
+        replicas, ok = _parse_int(tags.get(TAG_REPLICAS), self.default_replicas, 1, MAX_REPLICAS_TAG)
+        if not ok:
+            self.stats["bad_replicas"] += 1
+        weight, ok = _parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
+        if not ok:
+            self.stats["bad_weight"] += 1
+        return Service(
+            id=name,
+            group=group,
+            addr=tags.get(TAG_ADDR, ""),
+            replicas=replicas,
+            weight=weight,
+            tags=MappingProxyType(dict(tags)),
+        )
+
+    def _upsert(self, group: str, name: str, tags: Mapping[str, str]) -> GroupChange | None:
+        state = self._groups.get(group)
+        service = self._service(group, name, tags)
+        if state is None:
+            state = _GroupState(group, 0, None, MappingProxyType({}), Ring(self.algorithm))
+        old = state.services.get(name)
+        if old == service:
+            return None
+        group_replicas = state.replicas
+        if self.algorithm == "chash":
+            if group_replicas is None:
+                group_replicas = service.replicas
+            node = RingNode(group_replicas, service.weight)
+        else:
+            node = RingNode(service.replicas, service.weight)
+        ring = state.ring
+        if old is None or self.algorithm == "chash" or ring.nodes.get(name) != node:
+            ring = ring.with_node(name, node)
+        services = dict(state.services)
+        services[name] = service
+        new = _GroupState(group, state.version + 1, group_replicas, MappingProxyType(services), ring)
+        self._groups[group] = new
+        self._where[name] = group
+        if old is None:
+            return GroupChange(group, new.version, [service], [], [])
+        return GroupChange(group, new.version, [], [], [service])
+
+    def _remove(self, group: str, name: str) -> GroupChange:
+        state = self._groups[group]
+        services = dict(state.services)
+        service = services.pop(name)
+        del self._where[name]
+        new = _GroupState(
+            group, state.version + 1, state.replicas, MappingProxyType(services), state.ring.without(name)
+        )
+        self._groups[group] = new
+        return GroupChange(group, new.version, [], [service], [])
+
+    def subscribe(self, callback: Callable[[GroupChange], None]) -> Callable[[], None]:
+        """Call ``callback`` after every change (on the applying thread); returns unsubscribe."""
+        with self._lock:
+            self._listeners = (*self._listeners, callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                listeners = list(self._listeners)
+                if callback in listeners:
+                    listeners.remove(callback)
+                self._listeners = tuple(listeners)
+
+        return unsubscribe
+
+    def _notify(self, changes: list[GroupChange]) -> None:
+        listeners = self._listeners
+        for change in changes:
+            for callback in listeners:
+                try:
+                    callback(change)
+                except Exception:  # a listener must not break membership handling
+                    self.stats["listener_error"] += 1
+
+    # ----------------------------------------------------------------- reads
+
+    def _live(self, group: str) -> _GroupState:
+        state = self._groups.get(group)
+        if state is None or not state.services:
+            raise UnknownGroup(group)
+        return state
+
+    def match(self, group: str, key: str, n: int = 1) -> list[Service]:
+        """The ``n`` services (distinct, ring order) for ``key``; ``UnknownGroup`` if none.
+
+        Fewer than ``n`` when the group is smaller; ``ValueError`` if ``n < 1``.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        state = self._live(group)
+        services = state.services
+        return [services[i] for i in state.ring.get_n(key, n)]
+
+    def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
+        """One service per key, all from the same snapshot of the group."""
+        state = self._live(group)
+        services, get = state.services, state.ring.get
+        return [services[get(k)] for k in keys]
+
+    def members(self, group: str) -> list[Service]:
+        """Live services of ``group`` sorted by id; ``[]`` for an unknown group (as Go)."""
+        state = self._groups.get(group)
+        if state is None:
+            return []
+        return [state.services[k] for k in sorted(state.services)]
+
+    def groups(self) -> list[str]:
+        """Groups with at least one live service, sorted."""
+        return sorted(name for name, state in list(self._groups.items()) if state.services)
+
+    def version(self, group: str) -> int:
+        """Number of changes ``group`` has seen (0 if never); never goes back."""
+        state = self._groups.get(group)
+        return 0 if state is None else state.version
+
+    def ring(self, group: str) -> Ring:
+        """The current ring snapshot of ``group`` (``UnknownGroup`` if empty)."""
+        return self._live(group).ring
+
+    def group_of(self, name: str) -> str | None:
+        """Group a member currently belongs to, if any."""
+        return self._where.get(name)
