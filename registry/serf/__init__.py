@@ -1,1 +1,7 @@
-"""Serf membership (tags, Lamport clocks, intents, events, queries) on top of memberlist."""
+"""Serf membership (tags, Lamport clocks, intents, events, queries, keyring) on top of memberlist,
+wire-compatible with hashicorp/serf protocol 2..5.
+
+`core.Serf` is the sans-I/O machine (drive it with `SimNetwork` or a `MachineRunner`);
+`agent.SerfAgent` runs it on asyncio sockets.  Import those modules directly; this package
+init stays light so embedding services load only what they use.
+"""

@@ -118,6 +118,9 @@ class Serf(Delegate):
         #: set when a name conflict was lost (Go shuts the node down)
         self.conflict_lost = False
         self._conflict_query: QueryHandle | None = None
+        self._coalesced: dict[str, list[UserEvent]] = {}
+        self._coalesce_end: int | None = None
+        self._quiet_end: int | None = None
 
         ml_config = config.memberlist_config()
         self.keyring_file = config.keyring_file
@@ -604,8 +607,37 @@ class Serf(Delegate):
             slot = msgs.UserEventSlot(msg.ltime, [])
             self._event_buffer[idx] = slot
         slot.events.append(entry)
-        self._emit(UserEvent(msg.ltime, msg.name, msg.payload, msg.cc))
+        ev = UserEvent(msg.ltime, msg.name, msg.payload, msg.cc)
+        if msg.cc and self.config.user_coalesce_period > 0:
+            self._coalesce(ev)
+        else:
+            self._emit(ev)
         return True
+
+    def _coalesce(self, ev: UserEvent) -> None:
+        """Keep only the newest LTime per event name until the period ends or all goes quiet."""
+        held = self._coalesced.get(ev.name)
+        if held is None or ev.ltime > held[0].ltime:
+            self._coalesced[ev.name] = [ev]
+        elif ev.ltime == held[0].ltime:
+            held.append(ev)
+        else:
+            self.stats["events.coalesced"] += 1
+            return
+        if self._coalesce_end is None:
+            self._coalesce_end = self._timers.schedule(self.now + self.config.user_coalesce_period, self._flush_coalesced)
+        self._timers.cancel(self._quiet_end)
+        quiet = self.config.user_quiescent_period or self.config.user_coalesce_period
+        self._quiet_end = self._timers.schedule(self.now + quiet, self._flush_coalesced)
+
+    def _flush_coalesced(self, _now: float) -> None:
+        self._timers.cancel(self._coalesce_end)
+        self._timers.cancel(self._quiet_end)
+        self._coalesce_end = self._quiet_end = None
+        held, self._coalesced = self._coalesced, {}
+        for events in held.values():
+            for ev in events:
+                self._emit(ev)
 
     # ------------------------------------------------------------------ queries
 

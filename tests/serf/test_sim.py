@@ -234,3 +234,18 @@ def test_conflicting_newcomer_loses_and_shuts_down() -> None:
     assert c.run_until(lambda: imp.conflict_lost or c.nodes[1].conflict_lost, 30.0)
     assert imp.conflict_lost and not c.nodes[1].conflict_lost
     _ = Address
+
+
+def test_user_event_coalescing_keeps_newest_per_name() -> None:
+    c = make_cluster(2, user_coalesce_period=3.0, user_quiescent_period=1.0)
+    for i in range(4):
+        c.nodes[0].user_event("deploy", b"v%d" % i, True, c.net.now)
+    c.nodes[0].user_event("other", b"x", True, c.net.now)
+    c.nodes[0].user_event("plain", b"p", False, c.net.now)
+    c.net.kick()
+
+    def got(i: int) -> list[tuple[str, bytes]]:
+        return sorted((e.name, e.payload) for e in c.events[i] if isinstance(e, UserEvent))
+
+    assert c.run_until(lambda: got(1) == [("deploy", b"v3"), ("other", b"x"), ("plain", b"p")], 10.0)
+    assert got(0) == got(1)
