@@ -41,6 +41,7 @@ class SimNetwork:
         self._seq = 0
         self._armed: dict[Address, float] = {}
         self.packets_sent = 0
+        self.max_packet = 0
         self.packets_dropped = 0
         self.streams_opened = 0
 
@@ -141,6 +142,7 @@ class SimNetwork:
 
     def _send_packet(self, src: Address, out: SendPacket) -> None:
         self.packets_sent += 1
+        self.max_packet = max(self.max_packet, len(out.data))
         copies = 1
         if self.loss > 0 and self.rng.random() < self.loss:
             copies = 0

@@ -226,3 +226,45 @@ def test_join_unreachable_fails() -> None:
     outs = c.nodes[0].drain()
     assert any(isinstance(o, OpenStream) and o.stream_id == sid for o in outs)
     assert c.nodes[0].stream_result(sid, None, 1.0) is False
+
+
+def test_indirect_probe_through_helper_and_nacks() -> None:
+    c = make_cluster(4, Config.fast(), seed=6)
+    names = {f"n{i}" for i in range(4)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=20)
+    # n0 cannot reach n1 directly (nor by TCP), but n2 and n3 reach both
+    c.net.partition({c.addrs[0]}, {c.addrs[1]})
+    c.net.run_for(20.0)
+    assert c.alive_views(names)
+    assert c.nodes[0].stats["probe.indirect"] > 0 and c.nodes[0].stats["probe.failed"] == 0
+    # n1 silent: helpers answer with nacks, so n0 is not penalised for a failure that is not its own
+    c.net.heal()
+    c.net.run_for(3.0)
+    c.net.stop(c.addrs[1])
+    assert c.net.run_until_true(lambda: c.nodes[0].get("n1").state == NodeState.DEAD, timeout=20)  # type: ignore[union-attr]
+    assert c.nodes[0].stats["probe.failed"] >= 1
+    assert c.nodes[0].health_score == 0
+
+
+def test_missing_nacks_raise_health_score() -> None:
+    c = make_cluster(4, Config.fast(), seed=6)
+    names = {f"n{i}" for i in range(4)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=20)
+    c.net.partition({c.addrs[0]}, {c.addrs[1], c.addrs[2], c.addrs[3]})  # n0 is the broken one
+    c.net.run_for(0.8)
+    assert c.nodes[0].health_score >= 1
+
+
+def test_delegate_broadcasts_are_piggybacked() -> None:
+    c = make_cluster(3, Config.fast(), seed=12)
+    names = {"n0", "n1", "n2"}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=20)
+    pending = [b"serf-1", b"serf-2"]
+
+    def give(overhead: int, limit: int) -> list[bytes]:
+        out = [m for m in pending if len(m) + overhead <= limit]
+        pending.clear()
+        return out
+
+    c.delegates[0].get_broadcasts = give  # type: ignore[method-assign]
+    assert c.net.run_until_true(lambda: b"serf-1" in c.delegates[1].msgs or b"serf-1" in c.delegates[2].msgs, timeout=5)
