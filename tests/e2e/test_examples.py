@@ -1,0 +1,47 @@
+"""Each example runs against a real registry: two services (sync and asyncio) and the client."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from .helpers import ROOT, Registry, Service, env, procs, wait_for
+
+
+def test_examples_end_to_end(tmp_path: Path) -> None:
+    with procs() as ps:
+        reg = Registry(ps, tmp_path, "registry-ex").wait_ready()
+        web = Service(ps, tmp_path, "example-sync", [reg.gossip])
+        aweb = Service(ps, tmp_path, "example-async", [reg.gossip], script="async_webservice.py")
+        web.wait_registered()
+        aweb.wait_registered()
+        for s in (web, aweb):
+            body = urllib.request.urlopen(f"http://{s.addr}/", timeout=10).read().decode().strip()
+            assert body == s.id
+        wait_for(lambda: reg.ids("webservice") == {"example-sync", "example-async"}, 30)
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "client.py"), "-registries", reg.rpc, "-fetch"],
+            capture_output=True, text=True, env=env(), timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "total 1000 keys over 2 services" in out.stdout
+        assert "GET / -> example-sync" in out.stdout and "GET / -> example-async" in out.stdout
+        for s in (web, aweb):
+            s.proc.signal(signal.SIGTERM)
+            assert s.proc.wait(30) == 0, s.proc.output()
+            assert "left" in s.proc.output()
+        wait_for(lambda: not reg.ids("webservice"), 10)
+
+
+def test_example_service_without_registry_fails(tmp_path: Path) -> None:
+    from .helpers import free_port
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "webservice.py"), "-id", "x", "-bind", "127.0.0.1:0",
+         "-registries", f"127.0.0.1:{free_port()}", "-addr", f"127.0.0.1:{free_port()}", "-profile", "fast"],
+        capture_output=True, text=True, env=env(), timeout=120,
+    )
+    assert out.returncode == 1 and "no registry answered" in out.stderr, out
