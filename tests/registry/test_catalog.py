@@ -1,0 +1,203 @@
+"""Catalog: membership events -> groups, rings, versions, change notifications."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
+from registry.ring import DEFAULT_REPLICAS, Ring, RingNode
+
+
+def tags(group: str, addr: str = "", **extra: str) -> dict[str, str]:
+    out = {"group": group, "addr": addr}
+    out.update(extra)
+    return out
+
+
+def record(catalog: Catalog) -> list[GroupChange]:
+    seen: list[GroupChange] = []
+    catalog.subscribe(seen.append)
+    return seen
+
+
+def test_join_update_leave_versions_and_changes() -> None:
+    cat = Catalog(default_replicas=64)
+    seen = record(cat)
+    cat.apply("a", tags("web", "10.0.0.1:80"))
+    cat.apply("b", tags("web", "10.0.0.2:80"))
+    assert cat.version("web") == 2
+    assert [s.id for s in cat.members("web")] == ["a", "b"]
+    assert seen[0].added[0].addr == "10.0.0.1:80" and seen[0].version == 1
+    cat.apply("a", tags("web", "10.0.0.9:80"))
+    assert seen[-1].updated[0].addr == "10.0.0.9:80" and seen[-1].version == 3
+    cat.apply("a", tags("web", "10.0.0.9:80"))  # same tags: no change
+    assert cat.version("web") == 3 and len(seen) == 3
+    cat.apply("b", None)
+    assert seen[-1].removed[0].id == "b" and seen[-1].version == 4
+    assert [s.id for s in cat.members("web")] == ["a"]
+    assert cat.match("web", "anything")[0].id == "a"
+    cat.apply("nobody", None)  # unknown leave: ignored
+    assert cat.version("web") == 4
+    assert [c.version for c in seen] == [1, 2, 3, 4]
+
+
+def test_member_without_group_is_ignored_and_losing_the_tag_leaves() -> None:
+    cat = Catalog(default_replicas=16)
+    cat.apply("agent", {"role": "x"})
+    assert cat.groups() == [] and cat.stats["ignored_no_group"] == 1
+    cat.apply("a", tags("web"))
+    cat.apply("a", {"addr": "x"})
+    assert cat.groups() == [] and cat.members("web") == []
+
+
+def test_group_move() -> None:
+    cat = Catalog(default_replicas=16)
+    seen = record(cat)
+    cat.apply("a", tags("old"))
+    cat.apply("b", tags("old"))
+    cat.apply("a", tags("new"))
+    assert [s.id for s in cat.members("old")] == ["b"]
+    assert [s.id for s in cat.members("new")] == ["a"]
+    assert (seen[-2].group, seen[-2].removed[0].id) == ("old", "a")
+    assert (seen[-1].group, seen[-1].added[0].id) == ("new", "a")
+    assert cat.version("old") == 3 and cat.version("new") == 1
+    assert cat.group_of("a") == "new"
+    assert "a" not in cat.ring("old").nodes
+
+
+def test_unknown_and_empty_groups() -> None:
+    cat = Catalog(default_replicas=16)
+    with pytest.raises(UnknownGroup, match="'ghost'"):
+        cat.match("ghost", "k")
+    cat.apply("a", tags("web"))
+    cat.apply("a", None)
+    with pytest.raises(UnknownGroup, match="'web'") as info:
+        cat.match_batch("web", ["k"])
+    assert info.value.group == "web"
+    assert isinstance(info.value, LookupError)
+    assert cat.groups() == [] and cat.members("web") == []
+    cat.apply("b", tags("web"))
+    assert cat.version("web") == 3  # versions never go back, even across emptiness
+
+
+def test_bad_replicas_and_weight_fall_back_and_are_counted() -> None:
+    cat = Catalog()
+    for bad in ("abc", "", "-5", "0", "--5", "1e3", "99999999999999999"):
+        cat.apply("a", tags("web", replicas=bad, weight="0"))
+        svc = cat.members("web")[0]
+        assert svc.replicas == DEFAULT_REPLICAS and svc.weight == 1
+    assert cat.stats["bad_replicas"] == 7
+    assert cat.stats["bad_weight"] == 7
+    cat.apply("a", tags("web", replicas=" 128 ", weight="3"))
+    svc = cat.members("web")[0]
+    assert (svc.replicas, svc.weight) == (128, 3)
+    assert cat.ring("web").nodes["a"] == RingNode(128, 3)
+
+
+def test_ring_follows_replicas_and_weight_updates() -> None:
+    cat = Catalog()
+    cat.apply("a", tags("web", replicas="50"))
+    cat.apply("b", tags("web", replicas="50"))
+    ring1 = cat.ring("web")
+    cat.apply("a", tags("web", "new-addr", replicas="50"))  # addr only: same ring object
+    assert cat.ring("web") is ring1
+    cat.apply("a", tags("web", replicas="50", weight="4"))
+    shares = cat.ring("web").shares()
+    assert shares["a"] > 0.6  # weight 4 of 5 points-units
+
+
+def test_match_n_batch_and_consistency_with_ring() -> None:
+    cat = Catalog(default_replicas=64)
+    for i in range(5):
+        cat.apply(f"s{i}", tags("web", f"10.0.0.{i}:80"))
+    ring = Ring.build("consistent", {f"s{i}": RingNode(64) for i in range(5)})
+    keys = [f"user-{i}" for i in range(200)]
+    assert [s.id for s in cat.match_batch("web", keys)] == [ring.get(k) for k in keys]
+    three = cat.match("web", "user-1", n=3)
+    assert [s.id for s in three] == ring.get_n("user-1", 3)
+    assert len(cat.match("web", "user-1", n=99)) == 5
+    with pytest.raises(ValueError):
+        cat.match("web", "user-1", n=0)
+    assert isinstance(three[0], Service) and three[0].tags["group"] == "web"
+
+
+def test_chash_go_answers_and_group_replicas_fixed_by_first_member() -> None:
+    cat = Catalog(algorithm="chash")
+    for i in (1, 2, 3):
+        cat.apply(f"webservice-{i}", tags("webservice-group", replicas="10000"))
+    got = [cat.match("webservice-group", f"user-id-{i}")[0].id for i in range(5)]
+    assert got == ["webservice-2", "webservice-3", "webservice-3", "webservice-1", "webservice-1"]
+
+    small = Catalog(algorithm="chash")
+    small.apply("x", tags("g", replicas="20"))
+    small.apply("y", tags("g", replicas="500"))  # ignored for placement, like Go
+    assert small.ring("g").nodes["y"].replicas == 20
+    small.apply("x", None)
+    small.apply("y", None)
+    small.apply("z", tags("g", replicas="500"))  # Go keeps the emptied group's replicas
+    assert small.ring("g").nodes["z"].replicas == 20
+    assert Catalog(algorithm="chash").default_replicas == 10000
+
+
+def test_listener_errors_are_counted_and_unsubscribe_works() -> None:
+    cat = Catalog(default_replicas=8)
+
+    def boom(change: GroupChange) -> None:
+        raise RuntimeError("listener bug")
+
+    cat.subscribe(boom)
+    seen: list[GroupChange] = []
+    unsubscribe = cat.subscribe(seen.append)
+    cat.apply("a", tags("web"))
+    assert cat.stats["listener_error"] == 1 and len(seen) == 1
+    unsubscribe()
+    cat.apply("b", tags("web"))
+    assert len(seen) == 1 and cat.version("web") == 2
+
+
+def test_unknown_algorithm() -> None:
+    with pytest.raises(ValueError):
+        Catalog(algorithm="md5")
+
+
+def test_concurrent_readers_during_joins_and_leaves() -> None:
+    cat = Catalog(default_replicas=200)
+    permanent = [f"svc-{i}" for i in range(5)]
+    temporary = [f"tmp-{i}" for i in range(3)]
+    for name in permanent:
+        cat.apply(name, tags("web"))
+    allowed = set(permanent) | set(temporary)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for i in range(50):
+                    svc = cat.match("web", f"k{i}")[0]
+                    assert svc.id in allowed
+                    batch = cat.match_batch("web", [f"k{i}", f"j{i}"])
+                    assert len(batch) == 2
+                reads[0] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(10):
+            for name in temporary:
+                cat.apply(name, tags("web"))
+            for name in temporary:
+                cat.apply(name, None)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors
+    assert reads[0] > 0
+    assert cat.version("web") == 5 + 60
