@@ -72,8 +72,8 @@ class Cluster:
         return True
 
 
-def make_cluster(n: int, cfg: Config, *, seed: int = 1, join: bool = True, **net_kw: float) -> Cluster:
-    net = SimNetwork(seed=seed, **net_kw)  # type: ignore[arg-type]
+def make_cluster(n: int, cfg: Config, *, seed: int = 1, join: bool = True, delay: float = 0.001) -> Cluster:
+    net = SimNetwork(seed=seed, delay=delay)
     c = Cluster(net, [], [], [])
     for i in range(n):
         c.add(cfg, i, seed)

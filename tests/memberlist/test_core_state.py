@@ -9,7 +9,7 @@ from memberlist_sim import Recorder, addr, make_cluster
 from registry.memberlist.codec import WireCodec, decode, encode
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
-from registry.memberlist.messages import Ack, Alive, Dead, Ping, PushNodeState, PushPull, Suspect
+from registry.memberlist.messages import Ack, Alive, Message, Dead, Ping, PushNodeState, PushPull, Suspect
 from registry.memberlist.types import DEFAULT_VSN, Address, NodeState, OpenStream, SendPacket, ip_to_bytes
 
 SRC = Address("10.9.9.9", 7946)
@@ -30,8 +30,8 @@ def alive(name: str, inc: int, host: str = "10.0.0.2", meta: bytes = b"") -> Ali
     return Alive(inc, name, ip_to_bytes(host), 7946, meta, DEFAULT_VSN)
 
 
-def packets(m: Memberlist) -> list[tuple[Address, list[object]]]:
-    out = []
+def packets(m: Memberlist) -> list[tuple[Address, list[Message]]]:
+    out: list[tuple[Address, list[Message]]] = []
     codec = WireCodec()
     for o in m.drain():
         if isinstance(o, SendPacket):
@@ -268,3 +268,14 @@ def test_delegate_broadcasts_are_piggybacked() -> None:
 
     c.delegates[0].get_broadcasts = give  # type: ignore[method-assign]
     assert c.net.run_until_true(lambda: b"serf-1" in c.delegates[1].msgs or b"serf-1" in c.delegates[2].msgs, timeout=5)
+
+
+def test_crc_on_gossip_to_pmax5_nodes() -> None:
+    m, _ = solo()
+    feed(m, alive("x", 1))
+    m.drain()
+    m.tick(1.0)  # gossip tick: the alive about x goes to x, with a CRC header as x advertises pmax 5
+    sends = [o for o in m.drain() if isinstance(o, SendPacket) and o.addr == Address("10.0.0.2", 7946)]
+    assert sends and all(o.data[0] == 12 for o in sends)
+    msgs, drops = WireCodec().decode_packet(sends[0].data)
+    assert drops == [] and msgs

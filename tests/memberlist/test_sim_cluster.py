@@ -131,3 +131,19 @@ def test_short_partition_heals_without_rejoin() -> None:
     c.net.run_for(1.5)
     c.net.heal()
     assert c.net.run_until_true(lambda: c.alive_views(names), timeout=2 * cfg.push_pull_interval + 5, step=0.05)
+
+
+def test_encrypted_labelled_cluster_converges_and_rejects_strangers() -> None:
+    key = bytes(range(16))
+    cfg = Config.fast(secret_keys=[key], label="prod")
+    c = make_cluster(6, cfg, seed=17)
+    names = {f"n{i}" for i in range(6)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=30)
+    # a node with another key cannot join: its push/pull is refused and it learns nobody
+    stranger = c.add(Config.fast(secret_keys=[bytes(16)], label="prod"), 6, seed=17)
+    stranger.join([c.addrs[0]], c.net.now)
+    c.net.kick()
+    c.net.run_for(5.0)
+    assert {n.name for n in stranger.members()} == {"n6"}
+    assert c.nodes[0].get("n6") is None
+    assert any(k.startswith("drop.") for k in c.nodes[0].stats)
