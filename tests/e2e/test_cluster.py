@@ -162,3 +162,41 @@ def test_ops_subcommands(cluster: Cluster) -> None:
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "nosuchgroup" in bad.stderr, bad
     down = run("groups", "-rpc", "127.0.0.1:1", "-timeout", "2")
     assert down.returncode == 1 and down.stderr.startswith("registry: "), down
+
+
+KEY = "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s="
+
+
+@pytest.mark.serf
+def test_go_serf_agent_as_service_and_peer_with_encryption(tmp_path: Path) -> None:
+    """Debian's Go `serf agent` joins an encrypted registry as a service (tags group/addr, as a
+    Go Register would send); a Python Register joins *through* the Go agent; `serf members`
+    shows the registry with its tags; a Register with the wrong key is refused."""
+    from serfagent import SerfAgent
+
+    from register import Register, RegisterError
+
+    with procs() as ps:
+        r = Registry(ps, tmp_path, "registry-enc", (), "-encrypt", KEY).wait_ready()
+        go = SerfAgent("go-svc", tags={"group": "gosvc", "addr": "10.1.1.1:80", "replicas": "10000"},
+                       encrypt=KEY, log_level="info")
+        try:
+            go.start()
+            go.run("join", r.gossip)
+            wait_for(lambda: r.ids("gosvc") == {"go-svc"}, 30, what="Go serf agent in the catalog")
+            reg_row = go.wait_member("registry-enc", "alive", timeout=30)
+            assert reg_row["tags"]["group"] == "registry-group"
+            assert reg_row["tags"]["addr"] == r.rpc and reg_row["tags"]["id"] == "registry-enc"
+            with Register("py-svc", "127.0.0.1:0", "", go.bind, "gosvc", "10.1.1.2:80", profile="fast",
+                          encrypt=KEY):
+                wait_for(lambda: r.ids("gosvc") == {"go-svc", "py-svc"}, 30, what="Register joined via Go agent")
+                go.wait_member("py-svc", "alive", timeout=30)
+            wait_for(lambda: r.ids("gosvc") == {"go-svc"}, 30, what="py-svc left")
+            wrong = Register("py-bad", "127.0.0.1:0", "", r.gossip, "gosvc", "10.1.1.3:80", profile="fast",
+                             encrypt="AAAAAAAAAAAAAAAAAAAAAA==")
+            with pytest.raises(RegisterError):
+                wrong.start()
+            go.leave()
+            wait_for(lambda: not r.ids("gosvc"), 30, what="Go agent left")
+        finally:
+            go.close()
