@@ -525,3 +525,19 @@ def test_crc_of_compressed_payload() -> None:
     pkt = codec.encode_packet(compound, crc=True)
     assert pkt[0] == 12 and pkt[5] == 9
     assert zlib.crc32(pkt[5:]) == int.from_bytes(pkt[1:5], "big")
+
+
+@pytest.mark.timeout(60)
+def test_framer_work_is_linear_when_fed_byte_by_byte() -> None:
+    # A 30 000-element array inside a ping: re-scanning the buffer on every byte would take
+    # ~450M steps; resuming where the walk stopped takes 30 000.
+    body = b"\x81\xa1X\xdd" + (30_000).to_bytes(4, "big") + b"\xc0" * 30_000
+    raw = b"\x00" + body
+    fr = StreamFramer(expect_label=False, max_size=1 << 20)
+    for i in range(len(raw) - 1):
+        assert fr.feed(raw[i : i + 1]) is None
+    assert fr.feed(raw[-1:]) == raw
+    pp = encode(PushPull(False, [NODE_A] * 2000, b"s" * 1000))
+    fr = StreamFramer(expect_label=False, max_size=1 << 20)
+    out = [fr.feed(pp[i : i + 3]) for i in range(0, len(pp), 3)]
+    assert out[-1] == pp and not any(out[:-1])
