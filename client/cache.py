@@ -1,9 +1,11 @@
 """A client-side copy of one group's ring, fed by the server's Watch stream.
 
 The copy is a real `registry.catalog.Catalog`, built with the algorithm and default
-replica count the server reports, and fed the same member tags the server's catalog
-holds; it therefore answers Match exactly as the server does, with no RPC and with no
-second implementation of the Service -> ring node mapping to drift apart.
+replica count the server reports, and fed the member tags the server's catalog holds
+(with replicas/weight set to the ring parameters the server's ring uses); it therefore
+answers Match exactly as the server does, with no RPC and with no second
+implementation of the Service -> ring node mapping to drift apart. The Service values
+handed out are the server's own (tags exactly as the server sent them).
 
 Thread safety: the sync client's watch thread applies events while callers match; a
 lock around both keeps the catalog consistent (it is uncontended almost always).
@@ -25,13 +27,17 @@ __all__ = ["GroupView"]
 
 
 def _member_tags(s: pb.Service) -> dict[str, str]:
-    """The gossip tags that make the catalog rebuild exactly this service."""
+    """Tags that make our catalog give `s` the ring node the server's ring has.
+
+    The server sends the ring parameters it really uses (for chash the group's
+    replica count, fixed by its first member), so they override the raw tags.
+    """
     tags = dict(s.tags)
-    tags.setdefault("group", s.group)
-    tags.setdefault("addr", s.addr)
-    if s.replicas and "replicas" not in tags:
+    tags["group"] = s.group
+    tags["addr"] = s.addr
+    if s.replicas > 0:
         tags["replicas"] = str(s.replicas)
-    if s.weight and "weight" not in tags:
+    if s.weight > 0:
         tags["weight"] = str(s.weight)
     return tags
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from grpc_tools import protoc  # type: ignore[import-untyped]
+from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTOS = ("registry/v1/registry.proto", "registry/compat/rpcserver.proto")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
+from registry.ring import RingNode
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.v1 import registry_pb2 as pb
 
@@ -96,20 +97,24 @@ def _field1(payload: bytes) -> bytes:
     return b"\x0a" + _varint(len(payload)) + payload
 
 
-def service_pb(s: Service) -> pb.Service:
-    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=s.replicas, weight=s.weight)
+def service_pb(s: Service, nodes: Mapping[str, RingNode]) -> pb.Service:
+    """`s` with the ring parameters the server's ring really uses for it (`nodes`: the ring's)."""
+    node = nodes.get(s.id)
+    replicas, weight = (node.replicas, node.weight) if node is not None else (s.replicas, s.weight)
+    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=replicas, weight=weight)
 
 
 def ring_info(catalog: Catalog) -> pb.RingInfo:
     """How `catalog` builds rings, so caching clients build identical ones."""
-    return pb.RingInfo(
-        algorithm=str(getattr(catalog, "algorithm", "consistent")),
-        default_replicas=int(getattr(catalog, "default_replicas", 0)),
-    )
+    return pb.RingInfo(algorithm=catalog.algorithm, default_replicas=catalog.default_replicas)
 
 
 class _Encoded:
-    """One service's pre-serialized forms (v1 Service and compat MatchResponse, field-1 framed)."""
+    """One service's pre-serialized forms (v1 Service and compat MatchResponse, field-1 framed).
+
+    Valid as long as the catalog hands out the same Service object: a service's ring
+    parameters depend only on itself and its group's fixed replica count (chash).
+    """
 
     __slots__ = ("source", "v1", "compat", "compat_bare")
     source: Service
@@ -117,22 +122,25 @@ class _Encoded:
     compat: bytes
     compat_bare: bytes
 
-    def __init__(self, s: Service) -> None:
+    def __init__(self, s: Service, nodes: Mapping[str, RingNode]) -> None:
         self.source = s
-        self.v1 = _field1(service_pb(s).SerializeToString())
+        self.v1 = _field1(service_pb(s, nodes).SerializeToString())
         self.compat_bare = compat_pb2.MatchResponse(id=s.id, group=s.group, addr=s.addr).SerializeToString()
         self.compat = _field1(self.compat_bare)
+
+
+_Item = tuple[int, bytes] | None  # (version, serialized WatchEvent) or None = resync
 
 
 class _Watcher:
     __slots__ = ("queue",)
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[GroupChange | None] = asyncio.Queue(WATCH_QUEUE_SIZE)  # None = resync
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(WATCH_QUEUE_SIZE)
 
-    def offer(self, change: GroupChange) -> None:
+    def offer(self, item: tuple[int, bytes]) -> None:
         try:
-            self.queue.put_nowait(change)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             while not self.queue.empty():
                 self.queue.get_nowait()
@@ -167,16 +175,34 @@ class RegistryCore:
             group = self._encoded[s.group] = {}
         e = group.get(s.id)
         if e is None or e.source is not s:
-            e = group[s.id] = _Encoded(s)
+            e = group[s.id] = _Encoded(s, self.ring_nodes(s.group))
         return e
 
+    def ring_nodes(self, group: str) -> Mapping[str, RingNode]:
+        try:
+            return self.catalog.ring(group).nodes
+        except UnknownGroup:
+            return {}
+
     def _on_change(self, change: GroupChange) -> None:
+        """Catalog callback (runs right after the change, on the applying thread)."""
         cached = self._encoded.get(change.group)
         if cached is not None:
             for s in change.removed:
                 cached.pop(s.id, None)
-        for w in self._watchers.get(change.group, ()):
-            w.offer(change)
+        watchers = self._watchers.get(change.group)
+        if watchers:
+            # Serialized once for every watcher, with the ring as it is right after the change.
+            nodes = self.ring_nodes(change.group)
+            event = pb.WatchEvent(
+                group=change.group,
+                version=change.version,
+                added=[service_pb(s, nodes) for s in change.added],
+                removed=[service_pb(s, nodes) for s in change.removed],
+                updated=[service_pb(s, nodes) for s in change.updated],
+            ).SerializeToString()
+            for w in watchers:
+                w.offer((change.version, event))
 
     # -- queries -------------------------------------------------------------------------
 
@@ -230,51 +256,37 @@ class RegistryCore:
         return found
 
     def version(self, group: str) -> int:
-        try:
-            return self.catalog.version(group)
-        except UnknownGroup:
-            return 0
+        return self.catalog.version(group)
 
-    def snapshot(self, group: str) -> pb.WatchEvent:
-        try:
-            services = self.catalog.members(group)
-        except UnknownGroup:
-            services = []
-        return pb.WatchEvent(
+    def snapshot(self, group: str) -> tuple[int, bytes]:
+        version = self.version(group)
+        nodes = self.ring_nodes(group)
+        event = pb.WatchEvent(
             group=group,
-            version=self.version(group),
+            version=version,
             snapshot=True,
-            services=[service_pb(s) for s in services],
+            services=[service_pb(s, nodes) for s in self.catalog.members(group)],
             ring=ring_info(self.catalog),
         )
+        return version, event.SerializeToString()
 
-    async def watch(self, group: str) -> AsyncIterator[pb.WatchEvent]:
+    async def watch(self, group: str) -> AsyncIterator[bytes]:
         """Snapshot, then every change; see the module docstring for slow watchers."""
         if not group:
             raise _Invalid("group is empty")
         w = _Watcher()
         self._watchers.setdefault(group, set()).add(w)
         try:
-            first = self.snapshot(group)
-            sent = first.version
-            yield first
+            sent, data = self.snapshot(group)
+            yield data
             while True:
-                change = await w.queue.get()
-                if change is None:
-                    first = self.snapshot(group)
-                    sent = first.version
-                    yield first
-                    continue
-                if change.version <= sent:
-                    continue
-                sent = change.version
-                yield pb.WatchEvent(
-                    group=group,
-                    version=change.version,
-                    added=[service_pb(s) for s in change.added],
-                    removed=[service_pb(s) for s in change.removed],
-                    updated=[service_pb(s) for s in change.updated],
-                )
+                item = await w.queue.get()
+                if item is None:
+                    sent, data = self.snapshot(group)
+                    yield data
+                elif item[0] > sent:
+                    sent = item[0]
+                    yield item[1]
         finally:
             watchers = self._watchers.get(group)
             if watchers is not None:
@@ -337,7 +349,7 @@ def _v1_handlers(core: RegistryCore) -> grpc.GenericRpcHandler:
     async def groups(req: pb.GroupsRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GroupsResponse:
         return pb.GroupsResponse(groups=core.catalog.groups(), ring=ring_info(core.catalog))
 
-    async def watch(req: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.WatchEvent]:
+    async def watch(req: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         try:
             core.check_group(req.group)
         except _Invalid as exc:
@@ -356,9 +368,7 @@ def _v1_handlers(core: RegistryCore) -> grpc.GenericRpcHandler:
             "Groups": grpc.unary_unary_rpc_method_handler(
                 groups, pb.GroupsRequest.FromString, pb.GroupsResponse.SerializeToString
             ),
-            "Watch": grpc.unary_stream_rpc_method_handler(
-                watch, pb.WatchRequest.FromString, pb.WatchEvent.SerializeToString
-            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, pb.WatchRequest.FromString, raw),
         },
     )
 

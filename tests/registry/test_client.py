@@ -227,3 +227,30 @@ def test_tls_and_mutual_tls(tmp_path: Path) -> None:
 def test_client_errors_carry_status() -> None:
     err = NotFound("x", code=grpc.StatusCode.NOT_FOUND, group="g", addresses=["a:1"])
     assert err.code == grpc.StatusCode.NOT_FOUND and err.group == "g" and err.addresses == ("a:1",)
+
+
+@pytest.mark.parametrize("algorithm", ["consistent", "chash"])
+def test_cache_uses_the_servers_ring_parameters(algorithm: str) -> None:
+    """Mixed/absent replicas tags and weights: the cache must still build the server's ring
+    (chash fixes a group's replicas by its first member; absent tags use the server default)."""
+    s = ServerThread(Catalog(algorithm=algorithm, default_replicas=64))
+    try:
+        def fill() -> None:
+            s.catalog.apply("first", tags(GROUP, "10.0.0.1:1", replicas=30))
+            s.catalog.apply("heavy", tags(GROUP, "10.0.0.2:1", replicas=90, weight="3"))
+            s.catalog.apply("plain", {"group": GROUP, "addr": "10.0.0.3:1"})  # no replicas tag
+            s.catalog.apply("bad", {"group": GROUP, "addr": "10.0.0.4:1", "replicas": "lots"})
+
+        s.call(fill)
+        keys = [f"key-{i}" for i in range(5000)]
+        with RpcClient(s.addr) as plain, RpcClient(s.addr, cache=True) as cached:
+            want = plain.match_batch(GROUP, keys)
+            assert len({x.id for x in want}) == 4
+            assert cached.match_batch(GROUP, keys) == want
+            s.apply("first", None)  # chash keeps the group's replicas even so
+            s.apply("late", tags(GROUP, "10.0.0.5:1", replicas=200))
+            v = s.call(s.catalog.version, GROUP)
+            wait_for(lambda: cached.cache_version(GROUP) >= v, what="cache caught up")
+            assert cached.match_batch(GROUP, keys) == plain.match_batch(GROUP, keys)
+    finally:
+        s.stop()
