@@ -314,6 +314,10 @@ class MachineRunner:
                 timeout=self.config.tcp_timeout,
                 stats=self.stats,
             )
+        except asyncio.CancelledError:
+            # close() cancels us; end normally (asyncio 3.11's stream callback would
+            # otherwise log the cancellation as an error).
+            writer.close()
         except Exception as exc:  # noqa: BLE001 - never let a connection kill the server
             self.stats["runner.exception.connection"] += 1
             log.warning("inbound connection failed: %r", exc)
