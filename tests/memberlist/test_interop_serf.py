@@ -30,7 +30,8 @@ class SerfTags(Delegate):
     """Advertise Serf tags the way a Serf node does."""
 
     def __init__(self, tags: dict[str, str] | None = None) -> None:
-        self.meta = b"\xff" + msgpack.packb(tags or {}, use_bin_type=False)
+        packed: bytes = msgpack.packb(tags or {}, use_bin_type=False)
+        self.meta = b"\xff" + packed
 
     def node_meta(self, limit: int) -> bytes:
         return self.meta

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -17,6 +17,8 @@ from registry.memberlist.types import Address, Node, NodeState
 
 LOOP4 = "127.0.0.1"
 LOOP6 = "::1"
+
+Spawn = Callable[..., Awaitable[MemberlistNode]]
 
 
 class Recorder(Delegate):
@@ -59,7 +61,7 @@ def names(node: MemberlistNode) -> set[str]:
 
 
 @pytest.fixture
-async def spawn() -> AsyncIterator[Callable[..., object]]:
+async def spawn() -> AsyncIterator[Spawn]:
     nodes: list[MemberlistNode] = []
 
     async def make(name: str, host: str = LOOP4, delegate: Delegate | None = None, **cfg: object) -> MemberlistNode:
@@ -73,7 +75,7 @@ async def spawn() -> AsyncIterator[Callable[..., object]]:
         await n.shutdown()
 
 
-async def make_cluster(spawn, count: int, host: str = LOOP4) -> list[MemberlistNode]:
+async def make_cluster(spawn: Spawn, count: int, host: str = LOOP4) -> list[MemberlistNode]:
     nodes = [await spawn(f"n{i}", host) for i in range(count)]
     for n in nodes[1:]:
         assert await n.join([str(nodes[0].address)]) == 1
@@ -118,7 +120,7 @@ def test_parse_address_rejects(text: str) -> None:
 # -- cluster behaviour --------------------------------------------------------------------
 
 
-async def test_port_zero_binds_and_advertises_actual_port(spawn) -> None:
+async def test_port_zero_binds_and_advertises_actual_port(spawn: Spawn) -> None:
     a = await spawn("a")
     assert a.address.port != 0 and a.address.host == LOOP4
     assert a.local_node.port == a.address.port
@@ -126,7 +128,7 @@ async def test_port_zero_binds_and_advertises_actual_port(spawn) -> None:
     assert names(a) == {"a"}
 
 
-async def test_cluster_of_four_converges_then_detects_kill_and_leave(spawn) -> None:
+async def test_cluster_of_four_converges_then_detects_kill_and_leave(spawn: Spawn) -> None:
     nodes = await make_cluster(spawn, 4)
     n0, n1, n2, n3 = nodes
     # Kill n3: no leave, it just stops answering.
@@ -145,7 +147,7 @@ async def test_cluster_of_four_converges_then_detects_kill_and_leave(spawn) -> N
     assert names(n0) == {"n0", "n1"}
 
 
-async def test_ipv6_cluster(spawn) -> None:
+async def test_ipv6_cluster(spawn: Spawn) -> None:
     nodes = await make_cluster(spawn, 3, LOOP6)
     assert all(m.addr == LOOP6 for m in nodes[0].members())
     await nodes[2].shutdown()
@@ -154,7 +156,7 @@ async def test_ipv6_cluster(spawn) -> None:
     )
 
 
-async def test_join_counts_and_errors(spawn) -> None:
+async def test_join_counts_and_errors(spawn: Spawn) -> None:
     a = await spawn("a")
     b = await spawn("b")
     c = await spawn("c")
@@ -173,7 +175,7 @@ async def test_join_counts_and_errors(spawn) -> None:
     assert await d.join([closed, str(a.address)]) == 1
 
 
-async def test_join_resolves_names_and_default_port(spawn) -> None:
+async def test_join_resolves_names_and_default_port(spawn: Spawn) -> None:
     a = await spawn("a")
     b = await spawn("b")
     # "localhost" resolves to 127.0.0.1 (and maybe ::1, where nobody listens): at least one answers.
@@ -184,7 +186,7 @@ async def test_join_resolves_names_and_default_port(spawn) -> None:
     assert await c.join([f":{a.address.port}"]) == 1
 
 
-async def test_advertise_address_distinct_from_bind(spawn) -> None:
+async def test_advertise_address_distinct_from_bind(spawn: Spawn) -> None:
     a = await spawn("a")
     b = await spawn("b", advertise_addr="127.0.0.2", advertise_port=12345)
     assert b.runner.bound.host == LOOP4 and b.address == Address("127.0.0.2", 12345)
@@ -195,7 +197,7 @@ async def test_advertise_address_distinct_from_bind(spawn) -> None:
     assert got is not None and (got.addr, got.port) == ("127.0.0.2", 12345)
 
 
-async def test_meta_update_and_limit(spawn) -> None:
+async def test_meta_update_and_limit(spawn: Spawn) -> None:
     ra = Recorder(meta=b"v1")
     a = await spawn("a", delegate=ra)
     b = await spawn("b")
@@ -207,7 +209,7 @@ async def test_meta_update_and_limit(spawn) -> None:
     await eventually(lambda: (b.get("a") or Node("", "", 0)).meta == b"v2", 10, "b sees v2")
 
 
-async def test_user_messages(spawn) -> None:
+async def test_user_messages(spawn: Spawn) -> None:
     rb = Recorder()
     a = await spawn("a")
     b = await spawn("b", delegate=rb)
@@ -223,7 +225,7 @@ async def test_user_messages(spawn) -> None:
             await a.send_reliable(Address(LOOP4, s.getsockname()[1]), b"x")
 
 
-async def test_hostile_input_is_dropped_and_counted(spawn) -> None:
+async def test_hostile_input_is_dropped_and_counted(spawn: Spawn) -> None:
     nodes = await make_cluster(spawn, 3)
     target = nodes[1]
     loop = asyncio.get_running_loop()
@@ -237,9 +239,10 @@ async def test_hostile_input_is_dropped_and_counted(spawn) -> None:
     w_garbage.write(b"\xee\x00\x01" * 50)
     r_slow, w_slow = await asyncio.open_connection(LOOP4, target.address.port)
     w_slow.write(b"\x06")  # a push/pull that never completes
-    drops = lambda: sum(v for k, v in target.stats.items() if k.startswith("drop.")) - sum(  # noqa: E731
-        v for k, v in before.items() if k.startswith("drop.")
-    )
+    def drops() -> int:
+        now = sum(v for k, v in target.stats.items() if k.startswith("drop."))
+        return now - sum(v for k, v in before.items() if k.startswith("drop."))
+
     await eventually(lambda: drops() >= 4, 10, "udp garbage counted")
     start = loop.time()
     assert await asyncio.wait_for(r_slow.read(), 30) == b""
@@ -253,7 +256,7 @@ async def test_hostile_input_is_dropped_and_counted(spawn) -> None:
     assert not any(k.startswith("runner.exception") for k in target.stats)
 
 
-async def test_leave_then_shutdown_with_no_peers(spawn) -> None:
+async def test_leave_then_shutdown_with_no_peers(spawn: Spawn) -> None:
     a = await spawn("a")
     assert await a.leave(1.0)
     await a.shutdown()

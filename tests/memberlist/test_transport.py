@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgpack
 import pytest
@@ -22,10 +22,13 @@ from registry.memberlist.types import Address, OpenStream, Output, SendPacket
 LOOP4 = "127.0.0.1"
 LOOP6 = "::1"
 
+MakeRunner = Callable[..., Awaitable[tuple[MachineRunner, "PingPong"]]]
+
 
 def user_frame(payload: bytes) -> bytes:
     """memberlist's TCP user message: 0x08, {UserMsgLen: n}, n raw bytes."""
-    return b"\x08" + msgpack.packb({"UserMsgLen": len(payload)}) + payload
+    header: bytes = msgpack.packb({"UserMsgLen": len(payload)})
+    return b"\x08" + header + payload
 
 
 def frame_payload(frame: bytes) -> bytes:
@@ -103,7 +106,7 @@ async def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def make_runner() -> AsyncIterator[Callable[..., object]]:
+async def make_runner() -> AsyncIterator[MakeRunner]:
     runners: list[MachineRunner] = []
 
     async def make(host: str = LOOP4, config: Config | None = None) -> tuple[MachineRunner, PingPong]:
@@ -119,7 +122,7 @@ async def make_runner() -> AsyncIterator[Callable[..., object]]:
 
 
 @pytest.mark.parametrize("host", [LOOP4, LOOP6])
-async def test_udp_ping_pong_port_zero(make_runner, host: str) -> None:
+async def test_udp_ping_pong_port_zero(make_runner: MakeRunner, host: str) -> None:
     a, ma = await make_runner(host)
     b, mb = await make_runner(host)
     assert a.bound.port != 0 and a.bound.port != b.bound.port
@@ -132,7 +135,7 @@ async def test_udp_ping_pong_port_zero(make_runner, host: str) -> None:
     assert a.stats["udp.out.packets"] >= 1 and a.stats["udp.in.bytes"] >= 6
 
 
-async def test_udp_and_tcp_share_the_port(make_runner) -> None:
+async def test_udp_and_tcp_share_the_port(make_runner: MakeRunner) -> None:
     a, _ = await make_runner()
     # Both protocols are bound: binding either again on the same port must fail.
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
@@ -143,7 +146,7 @@ async def test_udp_and_tcp_share_the_port(make_runner) -> None:
 
 
 @pytest.mark.parametrize("host", [LOOP4, LOOP6])
-async def test_stream_request_reply(make_runner, host: str) -> None:
+async def test_stream_request_reply(make_runner: MakeRunner, host: str) -> None:
     a, ma = await make_runner(host)
     b, mb = await make_runner(host)
     sid = ma.open(b.bound, b"hello")
@@ -155,7 +158,7 @@ async def test_stream_request_reply(make_runner, host: str) -> None:
     assert mb.streams[0][0] == b"hello"
 
 
-async def test_stream_without_reply_reports_empty(make_runner) -> None:
+async def test_stream_without_reply_reports_empty(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     b, mb = await make_runner()
     sid = ma.open(b.bound, b"noreply", expect_reply=False)
@@ -166,7 +169,7 @@ async def test_stream_without_reply_reports_empty(make_runner) -> None:
     await wait_for(lambda: mb.streams == [(b"noreply", mb.streams[0][1])] if mb.streams else False)
 
 
-async def test_stream_to_closed_port_fails_with_reason(make_runner) -> None:
+async def test_stream_to_closed_port_fails_with_reason(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     with socket.socket() as s:
         s.bind((LOOP4, 0))
@@ -180,7 +183,7 @@ async def test_stream_to_closed_port_fails_with_reason(make_runner) -> None:
     assert ma.results[sid] is None
 
 
-async def test_stream_to_silent_peer_times_out(make_runner) -> None:
+async def test_stream_to_silent_peer_times_out(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     accepted: list[asyncio.StreamWriter] = []
 
@@ -204,7 +207,7 @@ async def test_stream_to_silent_peer_times_out(make_runner) -> None:
         server.close()
 
 
-async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner) -> None:
+async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner: MakeRunner) -> None:
     b, mb = await make_runner(config=Config.fast(tcp_timeout=0.5))
     a, ma = await make_runner()
     # A silent client: the node must close it after tcp_timeout.
@@ -231,7 +234,7 @@ async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner) -
     w2.close()
 
 
-async def test_machine_exceptions_are_contained(make_runner) -> None:
+async def test_machine_exceptions_are_contained(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     b, mb = await make_runner()
     ma.send(b.bound, b"boom")
@@ -248,7 +251,7 @@ async def test_machine_exceptions_are_contained(make_runner) -> None:
     await wait_for(lambda: any(d == b"pong:after" for d, _ in ma.packets))
 
 
-async def test_udp_garbage_does_not_hurt(make_runner) -> None:
+async def test_udp_garbage_does_not_hurt(make_runner: MakeRunner) -> None:
     b, mb = await make_runner()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOOP4, 0))
@@ -261,7 +264,7 @@ async def test_udp_garbage_does_not_hurt(make_runner) -> None:
     assert b.stats["udp.in.packets"] == 2
 
 
-async def test_timer_armed_at_next_deadline_and_rearmed(make_runner) -> None:
+async def test_timer_armed_at_next_deadline_and_rearmed(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     b, mb = await make_runner()
     # An input that creates a deadline must re-arm the runner's timer.
@@ -282,7 +285,7 @@ async def test_timer_armed_at_next_deadline_and_rearmed(make_runner) -> None:
     await wait_for(lambda: len(mb.ticks) == 3)
 
 
-async def test_inbound_concurrency_is_capped(make_runner) -> None:
+async def test_inbound_concurrency_is_capped(make_runner: MakeRunner) -> None:
     b, mb = await make_runner(config=Config.fast(tcp_timeout=5.0, max_concurrent_push_pulls=2))
     conns = [await asyncio.open_connection(LOOP4, b.bound.port) for _ in range(2)]
     await wait_for(lambda: b.stats["tcp.accept"] == 2)
