@@ -147,6 +147,13 @@ class _Watcher:
             self.queue.put_nowait(None)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class _Invalid(Exception):
     pass
 
@@ -156,12 +163,17 @@ class _Missing(Exception):
 
 
 class RegistryCore:
-    """Request handling shared by the v1 and compat services (no gRPC types inside)."""
+    """Request handling shared by the v1 and compat services (no gRPC types inside).
+
+    Made on the serving loop. The catalog should be changed on that loop too (the
+    registry server does); a change from another thread is handed to the loop.
+    """
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._encoded: dict[str, dict[str, _Encoded]] = {}
         self._watchers: dict[str, set[_Watcher]] = {}
+        self._loop = asyncio.get_running_loop()
         self._unsubscribe = catalog.subscribe(self._on_change)
 
     def close(self) -> None:
@@ -201,8 +213,15 @@ class RegistryCore:
                 removed=[service_pb(s, nodes) for s in change.removed],
                 updated=[service_pb(s, nodes) for s in change.updated],
             ).SerializeToString()
-            for w in watchers:
-                w.offer((change.version, event))
+            item = (change.version, event)
+            if _running_loop() is self._loop:
+                self._fan_out(change.group, item)
+            else:  # the catalog was changed from another thread: queues belong to our loop
+                self._loop.call_soon_threadsafe(self._fan_out, change.group, item)
+
+    def _fan_out(self, group: str, item: tuple[int, bytes]) -> None:
+        for w in tuple(self._watchers.get(group, ())):
+            w.offer(item)
 
     # -- queries -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -180,6 +181,15 @@ async def test_watch_snapshot_then_changes(stub: pb_grpc.RegistryStub, catalog: 
     assert ids(ev4.removed) == ["web-0"] and ev4.group == GROUP
     call.cancel()
     await async_wait_for(lambda: server.core.watcher_count(GROUP) == 0, what="watcher unregistered")
+
+
+async def test_watch_change_from_another_thread(stub: pb_grpc.RegistryStub, catalog: Catalog) -> None:
+    call = stub.Watch(pb.WatchRequest(group=GROUP))
+    await call.read()
+    await asyncio.to_thread(catalog.apply, "threaded", tags(GROUP, "10.4.4.4:4"))
+    ev = await asyncio.wait_for(call.read(), 30)
+    assert ids(ev.added) == ["threaded"] and ev.version == catalog.version(GROUP)
+    call.cancel()
 
 
 async def test_watch_unknown_group_starts_empty(stub: pb_grpc.RegistryStub, catalog: Catalog) -> None:
