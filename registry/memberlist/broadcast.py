@@ -10,8 +10,8 @@ this queue for its own broadcasts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["TransmitLimitedQueue", "retransmit_limit"]
 

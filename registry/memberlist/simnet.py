@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import heapq
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .types import Address, Machine, OpenStream, SendPacket
 

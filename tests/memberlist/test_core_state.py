@@ -6,11 +6,27 @@ import random
 
 from memberlist_sim import Recorder, addr, make_cluster
 
-from registry.memberlist.codec import WireCodec, decode, encode
+from registry.memberlist.codec import WireCodec, encode
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
-from registry.memberlist.messages import Ack, Alive, Message, Dead, Ping, PushNodeState, PushPull, Suspect
-from registry.memberlist.types import DEFAULT_VSN, Address, NodeState, OpenStream, SendPacket, ip_to_bytes
+from registry.memberlist.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Message,
+    Ping,
+    PushNodeState,
+    PushPull,
+    Suspect,
+)
+from registry.memberlist.types import (
+    DEFAULT_VSN,
+    Address,
+    NodeState,
+    OpenStream,
+    SendPacket,
+    ip_to_bytes,
+)
 
 SRC = Address("10.9.9.9", 7946)
 

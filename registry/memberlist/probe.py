@@ -1,0 +1,222 @@
+"""SWIM probing with Lifeguard (reference §8.3, §8.6), and answering pings.
+
+One node per (awareness-scaled) probe interval, round-robin over a shuffled
+list; no ack within probe_timeout -> indirect pings through random helpers
+(asking for nacks) and a TCP fallback ping; nothing by the interval's end ->
+suspect.  We also serve as the helper for other nodes' indirect probes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from . import codec as wire
+from .base import StreamCtx
+from .messages import (
+    Ack,
+    IndirectPing,
+    Message,
+    Nack,
+    Ping,
+    Suspect,
+)
+from .state import StateRules
+from .types import (
+    Address,
+    Node,
+    NodeState,
+    ip_from_bytes,
+    ip_to_bytes,
+)
+
+__all__ = ["Prober"]
+
+
+@dataclass
+class _Probe:
+    """An outstanding probe of `target` (direct, then indirect + TCP fallback)."""
+
+    target: str
+    start: float
+    deadline: float
+    expected_nacks: int = 0
+    nacks: int = 0
+    tcp_ok: bool = False
+    done: bool = False
+    timers: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Relay:
+    """We forward an indirect ping for `requester`; ack/nack goes back to `reply_to`."""
+
+    orig_seq: int
+    reply_to: Address
+    want_nack: bool
+    timer: int = 0
+
+
+
+class Prober(StateRules):
+    _probes: dict[int, _Probe]
+    _relays: dict[int, _Relay]
+
+    def _probe_tick(self, now: float) -> None:
+        interval = self.awareness.scale(self.config.probe_interval)
+        self._probe_next(now, interval)
+        self._timers.schedule(now + interval, self._probe_tick)
+
+    # ------------------------------------------------------------------ probing
+
+    def _probe_next(self, now: float, interval: float) -> None:
+        checked = 0
+        while checked <= len(self._order):
+            if self._probe_index >= len(self._order):
+                self._reset_nodes(now)
+                self._probe_index = 0
+                checked += 1
+                continue
+            node = self._nodes.get(self._order[self._probe_index])
+            self._probe_index += 1
+            if node is None or node.name == self.name or node.state in (NodeState.DEAD, NodeState.LEFT):
+                checked += 1
+                continue
+            self._probe_node(node, now, interval)
+            return
+
+    def _reset_nodes(self, now: float) -> None:
+        """On wrap: reap dead/left nodes older than gossip_to_the_dead_time, reshuffle."""
+        horizon = self.config.gossip_to_the_dead_time
+        for name in list(self._order):
+            n = self._nodes[name]
+            if n.state in (NodeState.DEAD, NodeState.LEFT) and now - n.state_change > horizon and name != self.name:
+                del self._nodes[name]
+                self._cancel_suspicion(name)
+                self.stats["nodes.reaped"] += 1
+        self._order = list(self._nodes)
+        self.rng.shuffle(self._order)
+
+    def _probe_node(self, node: Node, now: float, interval: float) -> None:
+        seq = self._next_seq()
+        probe = _Probe(node.name, now, now + interval)
+        self._probes[seq] = probe
+        ping = wire.encode(self._ping(seq, node.name))
+        if node.state == NodeState.ALIVE:
+            self._emit(node.address, ping, node=node, piggyback=True)
+        else:
+            sus = wire.encode(Suspect(node.incarnation, node.name, self.name))
+            self._emit(node.address, wire.make_compound([ping, sus]), node=node)
+        self.stats["probe.sent"] += 1
+        probe.timers.append(self._timers.schedule(now + self.config.probe_timeout, lambda t: self._probe_indirect(seq, t)))
+        probe.timers.append(self._timers.schedule(probe.deadline, lambda t: self._probe_finish(seq, t)))
+
+    def _ping(self, seq: int, target: str) -> Ping:
+        return Ping(
+            seq_no=seq,
+            node=target,
+            source_addr=self._advertise_ip,
+            source_port=self.advertise.port,
+            source_node=self.name,
+        )
+
+    def _probe_indirect(self, seq: int, now: float) -> None:
+        probe = self._probes.get(seq)
+        if probe is None or probe.done:
+            return
+        node = self._nodes.get(probe.target)
+        if node is None:
+            return
+        helpers = self._random_nodes(
+            self.config.indirect_checks,
+            lambda n: n.name in (self.name, probe.target) or n.state != NodeState.ALIVE,
+        )
+        addr = ip_to_bytes(node.addr)
+        for h in helpers:
+            want_nack = h.pmax >= 4
+            if want_nack:
+                probe.expected_nacks += 1
+            req = IndirectPing(
+                seq_no=seq,
+                target=addr,
+                port=node.port,
+                node=node.name,
+                nack=want_nack,
+                source_addr=self._advertise_ip,
+                source_port=self.advertise.port,
+                source_node=self.name,
+            )
+            self._emit(h.address, wire.encode(req), node=h, piggyback=True)
+        self.stats["probe.indirect"] += 1
+        if not self.config.disable_tcp_pings and node.pmax >= 3:
+            data = self.codec.encode_stream(wire.encode(self._ping(seq, node.name)), dialer=True)
+            self._open(node.address, data, StreamCtx("ping", seq=seq), timeout=max(0.001, probe.deadline - now))
+
+    def _probe_finish(self, seq: int, now: float) -> None:
+        probe = self._probes.pop(seq, None)
+        if probe is None or probe.done:
+            return
+        probe.done = True
+        if probe.tcp_ok:
+            self.stats["probe.tcp_fallback_ok"] += 1
+            self.awareness.apply_delta(-1)
+            return
+        self.stats["probe.failed"] += 1
+        if probe.expected_nacks > 0:
+            self.awareness.apply_delta(probe.expected_nacks - probe.nacks)
+        else:
+            self.awareness.apply_delta(1)
+        node = self._nodes.get(probe.target)
+        if node is not None and node.state not in (NodeState.DEAD, NodeState.LEFT):
+            self._on_suspect(Suspect(node.incarnation, node.name, self.name))
+
+    def _probe_acked(self, seq: int, payload: bytes | None, now: float) -> bool:
+        probe = self._probes.get(seq)
+        if probe is None or probe.done:
+            return False
+        probe.done = True
+        del self._probes[seq]
+        for t in probe.timers:
+            self._timers.cancel(t)
+        self.awareness.apply_delta(-1)
+        self.stats["probe.ok"] += 1
+        node = self._nodes.get(probe.target)
+        if node is not None and self.delegate is not None:
+            self.delegate.notify_ping_complete(dataclasses.replace(node), now - probe.start, payload or b"")
+        return True
+
+    def _tcp_ping_result(self, seq: int, msg: Message) -> bool:
+        probe = self._probes.get(seq)
+        if isinstance(msg, Ack) and msg.seq_no == seq:
+            if probe is not None:
+                probe.tcp_ok = True
+            return True
+        self.stats["drop.bad_tcp_ack"] += 1
+        return False
+
+    def _on_ping(self, ping: Ping, source: Address) -> None:
+        if ping.node and ping.node != self.name:
+            self.stats["drop.ping_wrong_node"] += 1
+            return
+        payload = (self.delegate.ack_payload() or None) if self.delegate is not None else None
+        dest = self._reply_addr(ping.source_addr, ping.source_port, source)
+        self._emit(dest, wire.encode(Ack(ping.seq_no, payload)), piggyback=True)
+
+    def _on_indirect_ping(self, req: IndirectPing, source: Address) -> None:
+        try:
+            target = Address(ip_from_bytes(req.target), req.port or self.advertise.port)
+        except ValueError:
+            self.stats["drop.bad_target"] += 1
+            return
+        reply_to = self._reply_addr(req.source_addr, req.source_port, source)
+        seq = self._next_seq()
+        relay = _Relay(req.seq_no, reply_to, req.nack)
+        self._relays[seq] = relay
+        relay.timer = self._timers.schedule(self.now + self.config.probe_timeout, lambda t: self._relay_expired(seq))
+        self._emit(target, wire.encode(self._ping(seq, req.node)), node=self._nodes.get(req.node), piggyback=True)
+
+    def _relay_expired(self, seq: int) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None and relay.want_nack:
+            self._emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=True)
+

@@ -1,0 +1,115 @@
+"""Push/pull anti-entropy and joining (reference §6.2, §7, §9.2, §9.3).
+
+Each side sends its whole table; the receiver merges it through the normal
+state rules, after checking that every node's protocol versions are
+compatible with the whole cluster (Go's verifyProtocol).
+"""
+
+from __future__ import annotations
+
+from . import codec as wire
+from .base import StreamCtx
+from .config import push_pull_scale
+from .messages import (
+    Alive,
+    Dead,
+    PushNodeState,
+    PushPull,
+    Suspect,
+)
+from .state import StateRules
+from .types import (
+    Address,
+    Node,
+    NodeState,
+    ip_from_bytes,
+    ip_to_bytes,
+)
+
+__all__ = ["PushPuller", "verify_protocol"]
+
+
+def verify_protocol(local: list[tuple[bytes, bool]], remote: list[tuple[bytes, bool]]) -> bool:
+    """Go's verifyProtocol over (vsn, is_alive) pairs: every node's current versions must lie
+    inside the range that all alive nodes support."""
+    ranged = [v for v, alive in local + remote if alive and len(v) >= 5]
+    if not ranged:
+        return True
+    p_lo = max(v[0] for v in ranged)
+    p_hi = min(v[1] for v in ranged)
+    d_lo = max(v[3] for v in ranged)
+    d_hi = min(v[4] for v in ranged)
+    for v, _ in local + remote:
+        pcur = v[2] if len(v) >= 6 else 0
+        dcur = v[5] if len(v) >= 6 else 0
+        if not (p_lo <= pcur <= p_hi and d_lo <= dcur <= d_hi):
+            return False
+    return True
+
+
+class PushPuller(StateRules):
+    def _push_pull_tick(self, now: float) -> None:
+        peers = self._random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
+        if peers:
+            self._open_push_pull(peers[0].address, join=False)
+        self._timers.schedule(now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick)
+
+    def _open_push_pull(self, addr: Address, join: bool) -> int:
+        data = self.codec.encode_stream(wire.encode(self._local_state(join)), dialer=True)
+        self.stats["push_pull.sent"] += 1
+        return self._open(addr, data, StreamCtx("push_pull", join=join))
+
+    def _local_state(self, join: bool) -> PushPull:
+        nodes = [
+            PushNodeState(
+                name=n.name,
+                addr=ip_to_bytes(n.addr),
+                port=n.port,
+                meta=n.meta,
+                incarnation=n.incarnation,
+                state=int(n.state),
+                vsn=n.vsn,
+            )
+            for n in self._nodes.values()
+        ]
+        user = self.delegate.local_state(join) if self.delegate is not None else b""
+        return PushPull(join=join, nodes=nodes, user_state=user)
+
+    def _verify_protocol(self, remote: list[PushNodeState]) -> bool:
+        local = [(n.vsn, n.state == NodeState.ALIVE) for n in self._nodes.values()]
+        return verify_protocol(local, [(r.vsn, r.state == int(NodeState.ALIVE)) for r in remote])
+
+    def _merge_remote(self, pp: PushPull, join: bool) -> bool:
+        if not self._verify_protocol(pp.nodes):
+            self.stats["drop.incompatible_version"] += 1
+            return False
+        if join and self.delegate is not None:
+            peers = [self._node_from_state(r) for r in pp.nodes]
+            err = self.delegate.notify_merge(peers)
+            if err:
+                self.stats["drop.merge_vetoed"] += 1
+                return False
+        for r in pp.nodes:
+            try:
+                st = NodeState(r.state)
+            except ValueError:
+                self.stats["drop.bad_state"] += 1
+                continue
+            if st == NodeState.ALIVE:
+                self._on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn))
+            elif st == NodeState.LEFT:
+                self._on_dead(Dead(r.incarnation, r.name, r.name))
+            else:
+                self._on_suspect(Suspect(r.incarnation, r.name, self.name))
+        if pp.user_state and self.delegate is not None:
+            self.delegate.merge_remote_state(pp.user_state, join)
+        return True
+
+    @staticmethod
+    def _node_from_state(r: PushNodeState) -> Node:
+        try:
+            host = ip_from_bytes(r.addr)
+        except ValueError:
+            host = ""
+        return Node(r.name, host, r.port, r.meta or b"", r.vsn, NodeState(r.state) if 0 <= r.state <= 3 else NodeState.DEAD, r.incarnation)
+

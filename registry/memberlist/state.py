@@ -1,0 +1,172 @@
+"""memberlist's node state rules (reference §8.2, §8.4): alive, suspect, dead, refutation.
+
+Incarnation numbers order the claims about a node; only the node itself raises
+its own (refutation), which is how a wrongly accused node clears its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import codec as wire
+from .base import CoreBase
+from .config import suspicion_timeout
+from .messages import (
+    Alive,
+    Dead,
+    Suspect,
+)
+from .suspicion import Suspicion
+from .types import (
+    Node,
+    NodeState,
+    ip_from_bytes,
+    ip_to_bytes,
+)
+
+__all__ = ["StateRules"]
+
+
+class StateRules(CoreBase):
+    def _cancel_suspicion(self, name: str) -> None:
+        entry = self._suspicions.pop(name, None)
+        if entry is not None:
+            self._timers.cancel(entry[1])
+
+    def _refute(self, me: Node, accused: int) -> None:
+        inc = self._incarnation + 1
+        if accused >= inc:
+            inc = accused + 1
+        self._incarnation = inc
+        me.incarnation = inc
+        self.awareness.apply_delta(1)
+        self.stats["refute"] += 1
+        alive = Alive(inc, me.name, ip_to_bytes(me.addr), me.port, me.meta, me.vsn)
+        self.broadcasts.queue(me.name, wire.encode(alive))
+
+    def _on_alive(self, a: Alive, *, bootstrap: bool = False) -> None:
+        is_local = a.node == self.name
+        if self._leaving and is_local:
+            return
+        if len(a.vsn) >= 3 and (a.vsn[0] == 0 or a.vsn[1] == 0 or a.vsn[0] > a.vsn[1]):
+            self.stats["drop.bad_vsn"] += 1
+            return
+        try:
+            host = ip_from_bytes(a.addr)
+        except ValueError:
+            self.stats["drop.bad_addr"] += 1
+            return
+        port = a.port or self.advertise.port
+        meta = a.meta or b""
+        if self.delegate is not None and not bootstrap:
+            err = self.delegate.notify_alive(Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation))
+            if err:
+                self.stats["drop.alive_vetoed"] += 1
+                return
+        state = self._nodes.get(a.node)
+        updates_node = False
+        if state is None:
+            state = Node(a.node, host, port, meta, a.vsn, NodeState.DEAD, 0, self.now)
+            self._nodes[a.node] = state
+            pos = self.rng.randint(0, len(self._order))
+            self._order.insert(pos, a.node)
+            if pos < self._probe_index:
+                self._probe_index += 1
+        elif state.addr != host or state.port != port:
+            reclaim = self.config.dead_node_reclaim_time
+            can_reclaim = reclaim > 0 and self.now - state.state_change > reclaim
+            if state.state == NodeState.LEFT or (state.state == NodeState.DEAD and can_reclaim):
+                updates_node = True
+            else:
+                self.stats["drop.name_conflict"] += 1
+                if self.delegate is not None:
+                    other = Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation)
+                    self.delegate.notify_conflict(dataclasses.replace(state), other)
+                return
+        if a.incarnation <= state.incarnation and not is_local and not updates_node:
+            return
+        if a.incarnation < state.incarnation and is_local:
+            return
+        self._cancel_suspicion(a.node)
+        if is_local and not bootstrap:
+            if a.incarnation == state.incarnation and meta == state.meta and a.vsn == state.vsn:
+                return
+            self._refute(state, a.incarnation)
+            return
+        self.broadcasts.queue(a.node, wire.encode(a))
+        old_state, old_meta = state.state, state.meta
+        state.incarnation = a.incarnation
+        state.meta = meta
+        state.addr = host
+        state.port = port
+        if a.vsn:
+            state.vsn = a.vsn
+        if state.state != NodeState.ALIVE:
+            state.state = NodeState.ALIVE
+            state.state_change = self.now
+        if self.delegate is not None:
+            if old_state in (NodeState.DEAD, NodeState.LEFT):
+                self.delegate.notify_join(dataclasses.replace(state))
+            elif old_meta != state.meta or updates_node:
+                self.delegate.notify_update(dataclasses.replace(state))
+
+    def _on_suspect(self, s: Suspect) -> None:
+        state = self._nodes.get(s.node)
+        if state is None or s.incarnation < state.incarnation:
+            return
+        entry = self._suspicions.get(s.node)
+        if entry is not None:
+            sus, handle = entry
+            if sus.confirm(s.sender):
+                self.broadcasts.queue(s.node, wire.encode(s))
+                self._timers.cancel(handle)
+                self._arm_suspicion(s.node, sus, state.state_change)
+            return
+        if state.state != NodeState.ALIVE:
+            return
+        if s.node == self.name:
+            self._refute(state, s.incarnation)
+            return
+        self.broadcasts.queue(s.node, wire.encode(s))
+        state.incarnation = s.incarnation
+        state.state = NodeState.SUSPECT
+        state.state_change = self.now
+        n = len(self._nodes)
+        lo, hi, k = suspicion_timeout(self.config, n)
+        sus = Suspicion(s.sender, k, lo, hi, self.now)
+        self._arm_suspicion(s.node, sus, state.state_change)
+
+    def _arm_suspicion(self, name: str, sus: Suspicion, change: float) -> None:
+        def fire(now: float) -> None:
+            self._suspicions.pop(name, None)
+            st = self._nodes.get(name)
+            if st is not None and st.state == NodeState.SUSPECT and st.state_change == change:
+                self.stats["suspicion.timeout"] += 1
+                self._on_dead(Dead(st.incarnation, name, self.name))
+
+        handle = self._timers.schedule(max(sus.deadline, self.now), fire)
+        self._suspicions[name] = (sus, handle)
+
+    def _on_dead(self, d: Dead) -> None:
+        state = self._nodes.get(d.node)
+        if state is None or d.incarnation < state.incarnation:
+            return
+        self._cancel_suspicion(d.node)
+        if state.state in (NodeState.DEAD, NodeState.LEFT):
+            return
+        if d.node == self.name:
+            if not self._leaving:
+                self._refute(state, d.incarnation)
+                return
+            self.broadcasts.queue(d.node, wire.encode(d), self._leave_transmitted)
+        else:
+            self.broadcasts.queue(d.node, wire.encode(d))
+        state.incarnation = d.incarnation
+        state.state = NodeState.LEFT if d.node == d.sender else NodeState.DEAD
+        state.state_change = self.now
+        if self.delegate is not None:
+            self.delegate.notify_leave(dataclasses.replace(state))
+
+    def _leave_transmitted(self) -> None:
+        self._leave_sent = True
+
