@@ -27,6 +27,7 @@ from . import keyring as keys
 from . import messages as msgs
 from .clock import LamportClock
 from .config import SerfConfig
+from .coordinate import Coordinate, VivaldiClient, decode_ack_payload, encode_ack_payload
 from .events import Event, EventType, MemberEvent, QueryEvent, UserEvent
 from .member import Member, MemberState, MemberStatus
 from .query import QueryHandle, QueryParams, default_query_timeout, encode_filters, filters_pass
@@ -118,6 +119,9 @@ class Serf(Delegate):
         #: set when a name conflict was lost (Go shuts the node down)
         self.conflict_lost = False
         self._conflict_query: QueryHandle | None = None
+        self.coord_client = VivaldiClient(rng=self.rng)
+        #: latest coordinate each peer reported in its acks (ours under our own name)
+        self.coord_cache: dict[str, Coordinate] = {}
         self._coalesced: dict[str, list[UserEvent]] = {}
         self._coalesce_end: int | None = None
         self._quiet_end: int | None = None
@@ -483,6 +487,24 @@ class Serf(Delegate):
         m.addr, m.port, m.tags, m.vsn = node.addr, node.port, decode_tags(node.meta), node.vsn
         self._emit(MemberEvent(EventType.MEMBER_UPDATE, [m.copy()]))
 
+    def ack_payload(self) -> bytes:
+        if self.config.disable_coordinates:
+            return b""
+        return encode_ack_payload(self.coord_client.coord)
+
+    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
+        if self.config.disable_coordinates or not payload:
+            return
+        coord = decode_ack_payload(payload)
+        if coord is None or not self.coord_client.update(node.name, coord, rtt):
+            self.stats["coordinate.rejected"] += 1
+            return
+        self.coord_cache[node.name] = coord
+        self.coord_cache[self.name] = self.coord_client.coord.copy()
+
+    def get_coordinate(self) -> Coordinate:
+        return self.coord_client.coord.copy()
+
     def notify_conflict(self, existing: Node, other: Node) -> None:
         self.stats["conflict.seen"] += 1
         if existing.name != self.name or not self.config.enable_name_conflict_resolution:
@@ -560,7 +582,12 @@ class Serf(Delegate):
         if ms is None or ms.member.status not in (MemberStatus.LEFT, MemberStatus.LEAVING, MemberStatus.FAILED):
             return
         del self._members[name]
+        self._forget_coordinate(name)
         self._emit(MemberEvent(EventType.MEMBER_REAP, [ms.member.copy()]))
+
+    def _forget_coordinate(self, name: str) -> None:
+        self.coord_cache.pop(name, None)
+        self.coord_client.forget(name)
 
     # ------------------------------------------------------------------ leave sequencing
 
@@ -807,6 +834,7 @@ class Serf(Delegate):
             else:
                 continue
             del self._members[name]
+            self._forget_coordinate(name)
             self.stats["members.reaped"] += 1
             self._emit(MemberEvent(EventType.MEMBER_REAP, [ms.member.copy()]))
         horizon = now - self.config.recent_intent_timeout

@@ -59,6 +59,14 @@ async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAg
     assert m["protocol"]["version"] == 5 if "protocol" in m else True
     assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE)
     assert py.core.member("go1").tags == {"role": "db"}
+    # our acks carry a Vivaldi coordinate, so `serf rtt` can estimate the distance to us
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    rtt = ""
+    while loop.time() < end and "Estimated" not in rtt:
+        rtt = await go.arun("rtt", "py1", check=False)
+        await asyncio.sleep(0.3)
+    assert "Estimated py1 <-> go1 rtt" in rtt
     await py.set_tags({"role": "web", "zone": "b"})
     loop = asyncio.get_running_loop()
     end = loop.time() + 20
