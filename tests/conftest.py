@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("serf") is None:
         return

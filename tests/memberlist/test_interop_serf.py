@@ -7,6 +7,7 @@ Meta = Serf's tag encoding (0xff + msgpack map; b"\\xff\\x80" = no tags), LAN ti
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,7 +17,7 @@ import pytest
 from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.node import MemberlistNode
-from registry.memberlist.types import DEFAULT_VSN, NodeState
+from registry.memberlist.types import DEFAULT_VSN, Node, NodeState
 
 from serfagent import SerfAgent  # noqa: E402  (tests/ is on sys.path via the rootdir conftest)
 from serfagent import serf_agent  # noqa: F401  (fixture)
@@ -124,3 +125,21 @@ async def test_stale_dead_record_is_refuted_after_restart(
     await agent.await_member("py1", "alive", timeout=30)
     assert second.local_node.incarnation > old_incarnation, "alive again only by refuting the stale record"
     assert second.get("go1") is not None
+
+
+async def test_encrypted_join(serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]) -> None:
+    """`serf agent -encrypt KEY`: our UDP and TCP traffic is AES-GCM encrypted with the same key."""
+    key = bytes(range(32))
+    agent = serf_agent("go1", encrypt=base64.b64encode(key).decode())
+    cfg = Config.lan(name="py1", bind_addr=LOOP4, bind_port=0, secret_keys=[key])
+    node = await MemberlistNode.create(cfg, SerfTags())
+    nodes.append(node)
+    assert await node.join([agent.bind]) == 1
+    await agent.await_member("py1", "alive", timeout=30)
+    # Probes in both directions keep working encrypted: the agent must not suspect us.
+    end = time.monotonic() + 3 * node.config.probe_interval
+    while time.monotonic() < end:
+        assert (await agent.amember("py1") or {}).get("status") == "alive"
+        await asyncio.sleep(0.2)
+    assert (node.get("go1") or Node("", "", 0)).state == NodeState.ALIVE
+    assert not any(k.startswith("drop.decrypt") for k in node.stats)
