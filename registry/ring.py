@@ -156,7 +156,8 @@ _DECIMALS: tuple[bytes, ...] = _decimals(16384)
 class Ring:
     """Immutable consistent-hash ring snapshot.
 
-    Storage: ``_NBUCKETS`` pairs of arrays (points ascending, owner index);
+    Storage: ``_NBUCKETS`` pairs of arrays (points ascending, owner index:
+    16-bit until a ring has more than 65536 members, then 32-bit);
     ``_nonempty`` lists the buckets holding points, for the wrap-around step.
     Snapshots share bucket arrays; an array is never modified once a ring
     that holds it has been returned.
@@ -193,7 +194,7 @@ class Ring:
         self._ids = []
         self._index = {}
         empty_p: array[int] = array(_POINT_CODE[algorithm])
-        empty_o: array[int] = array("I")
+        empty_o: array[int] = array("H")
         self._pts = [empty_p] * _NBUCKETS
         self._own = [empty_o] * _NBUCKETS
         self._nonempty = array("I")
@@ -245,6 +246,8 @@ class Ring:
             ids.append(node_id)
         new._index[node_id] = idx
         new._nodes[node_id] = node
+        if idx > 0xFFFF and new._own[0].typecode == "H":
+            new._own = [array("I", a) for a in new._own]  # > 65536 members: widen owners once
         new._insert_points(idx, node_points(self.algorithm, node_id, node))
         return new
 

@@ -350,3 +350,19 @@ def test_readers_never_see_a_half_built_ring(algorithm: str) -> None:
             t.join(timeout=60)
     assert not errors, errors
     assert reads[0] > 0
+
+
+def test_owner_index_widens_past_65536_members() -> None:
+    ring = Ring("chash")
+    base = ring._clone()
+    base._ids = [None] * 0x10000  # pretend 65536 slots are taken (ids are free slots)
+    base._ids[0] = "first"
+    base._index["first"] = 0
+    base._nodes["first"] = RingNode(2)
+    base._insert_points(0, node_points("chash", "first", RingNode(2)))
+    big = base
+    big._ids = ["first"] + [f"x{i}" for i in range(1, 0x10000)]
+    grown = big.with_node("last", RingNode(3))
+    assert grown._own[0].typecode == "I"
+    assert set(grown.get_n("k", 2)) <= {"first", "last"}
+    assert any(grown.get(f"k{i}") == "last" for i in range(200))

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Benchmark the hash rings (registry.ring): join/leave cost, balance, key movement, lookups, memory.
+
+Run:  python benchmarks/bench_ring.py [--quick]
+
+How each figure is measured (printed again with the results):
+
+* insert/delete ms: a ring holding k-1 members ("service-0".."service-{k-2}")
+  is built incrementally; then ``with_node`` of a fresh member is timed
+  (``time.perf_counter``), ``--repeat`` times with different names, and the
+  median reported; delete = ``without`` of one member of a k-member ring,
+  median over the same number of members.  Includes hashing the member's
+  points.  Wall time on a shared machine: medians, not minima.
+* balance: ``Ring.shares()`` sums every arc of the ring exactly (integer
+  arithmetic over all points; no key sampling); reported as max/mean and
+  min/mean of the per-service share.
+* moved on join: fraction of 200k sampled keys whose owner changed when one
+  member joins an n-member ring, next to the exact value (the joiner's
+  exact share) and the ideal 1/(n+1); leave: one member of n+1 leaves.
+* lookups/s: ``get()`` over 200k distinct precomputed keys, best of 3.
+* memory: bytes held by one snapshot (``sys.getsizeof`` of its point and
+  owner arrays, bucket lists, node tables), at 1000 services; snapshots
+  share unchanged buckets, so a second snapshot costs only what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from registry.ring import (  # noqa: E402
+    CHASH_DEFAULT_REPLICAS,
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    Ring,
+    RingNode,
+)
+
+KEYS = 200_000
+
+
+def ms(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def ring_bytes(ring: Ring) -> int:
+    seen: set[int] = set()
+    total = sys.getsizeof(ring)
+    for container in (ring._pts, ring._own):
+        total += sys.getsizeof(container)
+        for arr in container:
+            if id(arr) not in seen:
+                seen.add(id(arr))
+                total += sys.getsizeof(arr)
+    total += sys.getsizeof(ring._nonempty) + sys.getsizeof(ring._ids) + sys.getsizeof(ring._index)
+    total += sys.getsizeof(ring._nodes)
+    total += sum(sys.getsizeof(n) for n in ring._ids if n is not None)
+    return total
+
+
+def moved(a: Ring, b: Ring, keys: list[str]) -> float:
+    return sum(1 for k in keys if a.get(k) != b.get(k)) / len(keys)
+
+
+def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list[str]) -> dict[str, object]:
+    node = RingNode(replicas)
+    snapshots: dict[int, Ring] = {}
+    ring = Ring(algorithm)
+    steps = [k for k in (1, 10, 100, 1000) if k <= max(sizes)]
+    checkpoints = {k - 1 for k in steps} | set(steps) | set(sizes) | {n + 1 for n in sizes}
+    insert: dict[int, float] = {}
+    delete: dict[int, float] = {}
+    t_build = time.perf_counter()
+    count = 0
+    top = max(checkpoints)
+    while True:
+        if count in checkpoints:
+            snapshots[count] = ring
+            k = count + 1
+            if k in (1, 10, 100, 1000):
+                base = ring
+                insert[k] = statistics.median(
+                    ms(lambda j=j: base.with_node(f"fresh-{j}", node)) for j in range(repeat)  # type: ignore[misc]
+                )
+        if count >= top:
+            break
+        ring = ring.with_node(f"service-{count}", node)
+        count += 1
+    build_s = time.perf_counter() - t_build
+    for k in (1, 10, 100, 1000):
+        if k in snapshots:
+            full = snapshots[k]
+            names = [f"service-{i}" for i in range(k)][:repeat]
+            delete[k] = statistics.median(ms(lambda n=n: full.without(n)) for n in names)  # type: ignore[misc]
+
+    balance: dict[int, tuple[float, float]] = {}
+    join: dict[int, tuple[float, float, float]] = {}
+    leave: dict[int, tuple[float, float, float]] = {}
+    for n in sizes:
+        shares = snapshots[n].shares()
+        mean = 1.0 / n
+        balance[n] = (max(shares.values()) / mean, min(shares.values()) / mean)
+        ideal = 1.0 / (n + 1)
+        bigger = snapshots[n + 1]
+        joiner = f"service-{n}"
+        exact = bigger.shares()[joiner]
+        join[n] = (moved(snapshots[n], bigger, keys), exact, ideal)
+        # leave: a member in the middle of the list leaves the n+1 ring
+        leaver = f"service-{n // 2}"
+        smaller = bigger.without(leaver)
+        leave[n] = (moved(bigger, smaller, keys), bigger.shares()[leaver], ideal)
+
+    lookups: dict[int, float] = {}
+    for n in sizes:
+        r = snapshots[n]
+        get = r.get
+        best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))  # type: ignore[misc]
+        lookups[n] = len(keys) / (best / 1000)
+    memory = {n: ring_bytes(snapshots[n]) for n in sizes}
+    points = {n: snapshots[n].point_count for n in sizes}
+    return {
+        "insert": insert,
+        "delete": delete,
+        "balance": balance,
+        "join": join,
+        "leave": leave,
+        "lookups": lookups,
+        "memory": memory,
+        "points": points,
+        "build_s": build_s,
+        "members": top,
+    }
+
+
+def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
+    """Median ms for uhashring.HashRing.add_node of the n-th member (xxh3, same vnodes)."""
+    import uhashring
+    import xxhash
+
+    def h(key: str) -> int:
+        return xxhash.xxh3_64_intdigest(key.encode())
+
+    times = []
+    for j in range(repeat):
+        ring = uhashring.HashRing({f"service-{i}": {"vnodes": vnodes} for i in range(n - 1)}, hash_fn=h)
+        times.append(ms(lambda: ring.add_node(f"fresh-{j}", {"vnodes": vnodes})))  # type: ignore[misc]
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller groups for chash, fewer repeats")
+    parser.add_argument("--repeat", type=int, default=0, help="trials per insert/delete figure")
+    args = parser.parse_args()
+    repeat = args.repeat or (3 if args.quick else 7)
+    keys = [f"user-{i}" for i in range(KEYS // (4 if args.quick else 1))]
+    gc.collect()
+
+    configs = [
+        ("consistent", DEFAULT_REPLICAS, "default (tag absent)", [10, 100, 1000]),
+        ("consistent", 10000, 'replicas="10000" (capped)', [10, 100] if args.quick else [10, 100, 1000]),
+        ("chash", CHASH_DEFAULT_REPLICAS, 'default = replicas="10000"', [10, 100] if args.quick else [10, 100, 1000]),
+    ]
+    print("How each figure" + __doc__.split("How each figure", 1)[1].rstrip())
+    print()
+    print(f"python {sys.version.split()[0]}; DEFAULT_REPLICAS={DEFAULT_REPLICAS}, MAX_REPLICAS={MAX_REPLICAS}")
+    print(f"sampled keys: {len(keys)}; repeats per timing: {repeat}")
+    for algorithm, replicas, label, sizes in configs:
+        res = run(algorithm, replicas, sizes, repeat, keys)
+        print()
+        print(f"== {algorithm}, {label}: {RingNode(replicas)} "
+              f"(built {res['members']} members in {res['build_s']:.1f} s)")
+        ins, dele = res["insert"], res["delete"]
+        assert isinstance(ins, dict) and isinstance(dele, dict)
+        print("  member k           " + "".join(f"{k:>10}" for k in sorted(ins)))
+        print("  insert ms (median) " + "".join(f"{ins[k]:>10.2f}" for k in sorted(ins)))
+        print("  delete ms (median) " + "".join(f"{dele[k]:>10.2f}" for k in sorted(dele)))
+        print(f"  {'services':>9} {'points':>10} {'max/mean':>9} {'min/mean':>9} {'join moved':>11} "
+              f"{'exact':>8} {'ideal':>8} {'x ideal':>8} {'leave moved':>12} {'exact':>8} {'x ideal':>8} "
+              f"{'lookups/s':>10} {'MB':>7}")
+        for n in sizes:
+            bmax, bmin = res["balance"][n]  # type: ignore[index]
+            jm, je, ideal = res["join"][n]  # type: ignore[index]
+            lm, le, _ = res["leave"][n]  # type: ignore[index]
+            print(f"  {n:>9} {res['points'][n]:>10} {bmax:>9.4f} {bmin:>9.4f} {jm:>11.5f} {je:>8.5f} "  # type: ignore[index]
+                  f"{ideal:>8.5f} {je / ideal:>8.3f} {lm:>12.5f} {le:>8.5f} {le / ideal:>8.3f} "
+                  f"{res['lookups'][n]:>10.0f} {res['memory'][n] / 1e6:>7.1f}")  # type: ignore[index]
+        del res
+        gc.collect()
+    print()
+    ref_n = 100
+    print(f"reference: uhashring.HashRing.add_node of member {ref_n} (xxh3 hash_fn), median of {repeat}:")
+    for vnodes in (160, DEFAULT_REPLICAS):
+        print(f"  vnodes={vnodes}: {uhashring_reference(ref_n, vnodes, repeat):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
