@@ -9,16 +9,12 @@ this queue for its own broadcasts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import retransmit_limit
+
 __all__ = ["TransmitLimitedQueue", "retransmit_limit"]
-
-
-def retransmit_limit(mult: int, n: int) -> int:
-    """How many times a broadcast is sent in a cluster of n nodes."""
-    return mult * math.ceil(math.log10(n + 1))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from registry.memberlist.messages import (
 from registry.memberlist.types import (
     DEFAULT_VSN,
     Address,
+    Node,
     NodeState,
     OpenStream,
     SendPacket,
@@ -295,3 +296,21 @@ def test_crc_on_gossip_to_pmax5_nodes() -> None:
     assert sends and all(o.data[0] == 12 for o in sends)
     msgs, drops = WireCodec().decode_packet(sends[0].data)
     assert drops == [] and msgs
+
+
+def test_merge_and_alive_vetoes() -> None:
+    class Picky(Recorder):
+        def notify_merge(self, peers: list[Node]) -> str | None:
+            return "no strangers" if any(p.name.startswith("evil") for p in peers) else None
+
+        def notify_alive(self, peer: Node) -> str | None:
+            return "blocked" if peer.name == "blocked" else None
+
+    m = Memberlist(Config.fast(name="me"), Address("10.0.0.1", 7946), Picky(), rng=random.Random(3))
+    peer = WireCodec()
+    evil = PushPull(True, [PushNodeState("evil1", ip_to_bytes("10.0.0.5"), 7946, b"", 1, 0, DEFAULT_VSN)], b"")
+    m.receive_stream(peer.encode_stream(encode(evil), dialer=True), SRC, 0.0)
+    assert m.get("evil1") is None and m.stats["drop.merge_vetoed"] == 1
+    feed(m, alive("blocked", 1), alive("fine", 1))
+    assert m.get("blocked") is None and m.get("fine") is not None
+    assert m.stats["drop.alive_vetoed"] == 1
