@@ -2,8 +2,14 @@
 
 Several registry addresses may be given; a call that gets UNAVAILABLE or
 DEADLINE_EXCEEDED is retried on the next address, and the address that answered
-is tried first next time. With `cache=True`, Match is answered from a ring kept
-current by a Watch stream in a daemon thread (one per group, started on first use).
+is tried first next time. `timeout` (per client, or per call) bounds each attempt,
+so a call that fails over to k addresses can take up to k * timeout.
+
+With `cache=True`, Match/MatchBatch are answered from a ring kept current by a Watch
+stream in a daemon thread (one per group, started on first use; the first call waits
+up to `timeout` for the snapshot). If every registry is unreachable the cache keeps
+answering from the last state it saw while the thread keeps reconnecting; a new
+connection starts with a full snapshot, so nothing missed in between is lost.
 """
 
 from __future__ import annotations

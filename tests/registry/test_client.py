@@ -79,6 +79,20 @@ def test_failover_to_second_address(server: ServerThread) -> None:
         assert sorted(s.id for s in c.members(GROUP)) == [f"{GROUP}-{i}" for i in range(5)]
 
 
+def test_failover_when_first_address_hangs(server: ServerThread) -> None:
+    """A registry that accepts TCP but never answers: DEADLINE_EXCEEDED, then the next one."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        hung = f"127.0.0.1:{silent.getsockname()[1]}"
+        with RpcClient([hung, server.addr], timeout=0.5) as c:
+            assert c.match(GROUP, "user-4").id == server_answer(server, "user-4")[0][0]
+        with RpcClient([hung], timeout=0.5) as c:
+            with pytest.raises(Unavailable) as info:
+                c.members(GROUP)
+            assert hung in str(info.value) and "DEADLINE_EXCEEDED" in str(info.value)
+
+
 def test_all_down_is_unavailable_naming_addresses() -> None:
     a, b = dead_addr(), dead_addr()
     with RpcClient([a, b], timeout=2) as c:

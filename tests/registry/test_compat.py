@@ -32,7 +32,7 @@ def raw(server: ServerThread) -> Iterator[grpc.Channel]:
 
 
 def test_compat_match_and_members_equal_rpc_client(server: ServerThread, raw: grpc.Channel) -> None:
-    r = compat_grpc.RStub(raw)
+    r = compat_grpc.RStub(raw)  # type: ignore[no-untyped-call]
     with RpcClient(server.addr) as c:
         for key in KEYS:
             got = r.Match(compat_pb2.MatchRequest(group=GROUP, key=key), timeout=10)

@@ -44,7 +44,7 @@ async def channel(server: RpcServer) -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> pb_grpc.RegistryStub:
-    return pb_grpc.RegistryStub(channel)
+    return pb_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]
 
 
 def ids(services: object) -> list[str]:
@@ -251,7 +251,7 @@ async def test_taken_port_raises(server: RpcServer, catalog: Catalog) -> None:
 async def test_compat_wire_names() -> None:
     # What the Go original's generated code uses; a mismatch breaks its clients.
     assert COMPAT_SERVICE == "R"
-    assert compat_grpc.RStub  # generated from registry/compat/rpcserver.proto
+    assert callable(compat_grpc.RStub)  # generated from registry/compat/rpcserver.proto
     fields = {m: {f.name: f.number for f in compat_pb2.DESCRIPTOR.message_types_by_name[m].fields}
               for m in ("MatchRequest", "MatchResponse", "MembersRequest", "MembersResponse")}
     assert fields == {
