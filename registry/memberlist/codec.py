@@ -45,6 +45,8 @@ __all__ = [
     "make_compound",
     "split_compound",
     "WireCodec",
+    "label_header",
+    "strip_label",
     "MAX_PUSH_NODES",
     "VSN_LEN",
 ]

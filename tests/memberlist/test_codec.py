@@ -103,6 +103,11 @@ def test_golden_encode_and_decode(name: str, msg: Message, hexed: str) -> None:
     assert decode(H(hexed)) == msg
 
 
+def test_serf_tags_meta_golden() -> None:
+    # Serf protocol >= 3 meta: 0xff + msgpack map, written with raw strings like go-msgpack 0.5.x.
+    assert b"\xff" + msgpack.packb({"role": "web"}, use_bin_type=False) == META
+
+
 def test_push_pull_golden() -> None:
     pp = PushPull(True, [NODE_A, NODE_A], b"u" * 300)
     raw = encode(pp)

@@ -75,3 +75,13 @@ def test_corrupt_input() -> None:
     with pytest.raises(lzw.LZWError) as ei:
         lzw.decompress(bad, 1000)
     assert ei.value.reason == "decompress"
+
+
+def test_round_trip_around_table_reset() -> None:
+    # Random bytes emit about one code per byte, so these lengths put the 4095-code reset
+    # (CLEAR emitted by the writer) at and around the final code written by close.
+    rng = random.Random(5)
+    base = bytes(rng.getrandbits(8) for _ in range(3900))
+    for length in range(3800, 3900):
+        data = base[:length]
+        assert lzw.decompress(lzw.compress(data), length) == data
