@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,7 +72,21 @@ def moved(a: Ring, b: Ring, keys: list[str]) -> float:
     return sum(1 for k in keys if a.get(k) != b.get(k)) / len(keys)
 
 
-def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list[str]) -> dict[str, object]:
+@dataclass
+class Result:
+    insert: dict[int, float]
+    delete: dict[int, float]
+    balance: dict[int, tuple[float, float]]
+    join: dict[int, tuple[float, float, float]]
+    leave: dict[int, tuple[float, float, float]]
+    lookups: dict[int, float]
+    memory: dict[int, int]
+    points: dict[int, int]
+    build_s: float
+    members: int
+
+
+def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list[str]) -> Result:
     node = RingNode(replicas)
     snapshots: dict[int, Ring] = {}
     ring = Ring(algorithm)
@@ -123,22 +138,11 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
     for n in sizes:
         r = snapshots[n]
         get = r.get
-        best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))  # type: ignore[misc]
+        best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))
         lookups[n] = len(keys) / (best / 1000)
     memory = {n: ring_bytes(snapshots[n]) for n in sizes}
     points = {n: snapshots[n].point_count for n in sizes}
-    return {
-        "insert": insert,
-        "delete": delete,
-        "balance": balance,
-        "join": join,
-        "leave": leave,
-        "lookups": lookups,
-        "memory": memory,
-        "points": points,
-        "build_s": build_s,
-        "members": top,
-    }
+    return Result(insert, delete, balance, join, leave, lookups, memory, points, build_s, top)
 
 
 def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
@@ -152,7 +156,7 @@ def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
     times = []
     for j in range(repeat):
         ring = uhashring.HashRing({f"service-{i}": {"vnodes": vnodes} for i in range(n - 1)}, hash_fn=h)
-        times.append(ms(lambda: ring.add_node(f"fresh-{j}", {"vnodes": vnodes})))  # type: ignore[misc]
+        times.append(ms(lambda: ring.add_node(f"fresh-{j}", {"vnodes": vnodes})))
     return statistics.median(times)
 
 
@@ -178,9 +182,8 @@ def main() -> None:
         res = run(algorithm, replicas, sizes, repeat, keys)
         print()
         print(f"== {algorithm}, {label}: {RingNode(replicas)} "
-              f"(built {res['members']} members in {res['build_s']:.1f} s)")
-        ins, dele = res["insert"], res["delete"]
-        assert isinstance(ins, dict) and isinstance(dele, dict)
+              f"(built {res.members} members in {res.build_s:.1f} s)")
+        ins, dele = res.insert, res.delete
         print("  member k           " + "".join(f"{k:>10}" for k in sorted(ins)))
         print("  insert ms (median) " + "".join(f"{ins[k]:>10.2f}" for k in sorted(ins)))
         print("  delete ms (median) " + "".join(f"{dele[k]:>10.2f}" for k in sorted(dele)))
@@ -188,12 +191,12 @@ def main() -> None:
               f"{'exact':>8} {'ideal':>8} {'x ideal':>8} {'leave moved':>12} {'exact':>8} {'x ideal':>8} "
               f"{'lookups/s':>10} {'MB':>7}")
         for n in sizes:
-            bmax, bmin = res["balance"][n]  # type: ignore[index]
-            jm, je, ideal = res["join"][n]  # type: ignore[index]
-            lm, le, _ = res["leave"][n]  # type: ignore[index]
-            print(f"  {n:>9} {res['points'][n]:>10} {bmax:>9.4f} {bmin:>9.4f} {jm:>11.5f} {je:>8.5f} "  # type: ignore[index]
+            bmax, bmin = res.balance[n]
+            jm, je, ideal = res.join[n]
+            lm, le, _ = res.leave[n]
+            print(f"  {n:>9} {res.points[n]:>10} {bmax:>9.4f} {bmin:>9.4f} {jm:>11.5f} {je:>8.5f} "
                   f"{ideal:>8.5f} {je / ideal:>8.3f} {lm:>12.5f} {le:>8.5f} {le / ideal:>8.3f} "
-                  f"{res['lookups'][n]:>10.0f} {res['memory'][n] / 1e6:>7.1f}")  # type: ignore[index]
+                  f"{res.lookups[n]:>10.0f} {res.memory[n] / 1e6:>7.1f}")
         del res
         gc.collect()
     print()

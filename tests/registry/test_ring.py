@@ -361,7 +361,9 @@ def test_owner_index_widens_past_65536_members() -> None:
     base._nodes["first"] = RingNode(2)
     base._insert_points(0, node_points("chash", "first", RingNode(2)))
     big = base
-    big._ids = ["first"] + [f"x{i}" for i in range(1, 0x10000)]
+    ids: list[str | None] = ["first"]
+    ids.extend(f"x{i}" for i in range(1, 0x10000))
+    big._ids = ids
     grown = big.with_node("last", RingNode(3))
     assert grown._own[0].typecode == "I"
     assert set(grown.get_n("k", 2)) <= {"first", "last"}
