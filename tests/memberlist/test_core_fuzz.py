@@ -10,7 +10,17 @@ from hypothesis import strategies as st
 from registry.memberlist.codec import encode, make_compound
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
-from registry.memberlist.messages import Ack, Alive, Dead, Message, Nack, Ping, PushNodeState, PushPull, Suspect
+from registry.memberlist.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Message,
+    Nack,
+    Ping,
+    PushNodeState,
+    PushPull,
+    Suspect,
+)
 from registry.memberlist.types import DEFAULT_VSN, Address, NodeState, ip_to_bytes
 
 SRC = Address("10.9.9.9", 7946)
