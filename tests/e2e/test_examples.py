@@ -20,20 +20,20 @@ def test_examples_end_to_end(tmp_path: Path) -> None:
         aweb.wait_registered()
         for s in (web, aweb):
             body = urllib.request.urlopen(f"http://{s.addr}/", timeout=10).read().decode().strip()
-            assert body == s.id
-        wait_for(lambda: reg.ids("webservice") == {"example-sync", "example-async"}, 30)
+            assert body == s.id, s.proc.output()
+        wait_for(lambda: reg.ids("webservice") == {"example-sync", "example-async"}, 30, what="both examples listed")
         out = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "client.py"), "-registries", reg.rpc, "-fetch"],
             capture_output=True, text=True, env=env(), timeout=120,
         )
         assert out.returncode == 0, out.stderr
-        assert "total 1000 keys over 2 services" in out.stdout
+        assert "total 1000 keys over 2 services" in out.stdout, (out.stdout, reg.proc.output())
         assert "GET / -> example-sync" in out.stdout and "GET / -> example-async" in out.stdout
         for s in (web, aweb):
             s.proc.signal(signal.SIGTERM)
             assert s.proc.wait(30) == 0, s.proc.output()
             assert "left" in s.proc.output()
-        wait_for(lambda: not reg.ids("webservice"), 10)
+        wait_for(lambda: not reg.ids("webservice"), 30, what="both examples gone from the registry")
 
 
 def test_example_service_without_registry_fails(tmp_path: Path) -> None:
