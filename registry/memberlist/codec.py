@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -38,17 +39,17 @@ if TYPE_CHECKING:
     from .crypto import Keyring
 
 __all__ = [
-    "DecodeError",
-    "encode",
-    "encode_user_stream",
-    "decode",
-    "make_compound",
-    "split_compound",
-    "WireCodec",
-    "label_header",
-    "strip_label",
     "MAX_PUSH_NODES",
     "VSN_LEN",
+    "DecodeError",
+    "WireCodec",
+    "decode",
+    "encode",
+    "encode_user_stream",
+    "label_header",
+    "make_compound",
+    "split_compound",
+    "strip_label",
 ]
 
 #: Upper bound on ``pushPullHeader.Nodes`` (Go master's limit).
@@ -103,7 +104,12 @@ def _enc_ping(m: Ping) -> bytes:
 
 
 def _enc_indirect(m: IndirectPing) -> bytes:
-    d: dict[bytes, Any] = {b"Nack": m.nack, b"Node": _t(m.node), b"Port": m.port, b"SeqNo": m.seq_no}
+    d: dict[bytes, Any] = {
+        b"Nack": m.nack,
+        b"Node": _t(m.node),
+        b"Port": m.port,
+        b"SeqNo": m.seq_no,
+    }
     if m.source_addr:
         d[b"SourceAddr"] = m.source_addr
     if m.source_node:
@@ -123,11 +129,15 @@ def _enc_nack(m: Nack) -> bytes:
 
 
 def _enc_suspect(m: Suspect) -> bytes:
-    return b"\x03" + _packb({b"From": _t(m.sender), b"Incarnation": m.incarnation, b"Node": _t(m.node)})
+    return b"\x03" + _packb(
+        {b"From": _t(m.sender), b"Incarnation": m.incarnation, b"Node": _t(m.node)}
+    )
 
 
 def _enc_dead(m: Dead) -> bytes:
-    return b"\x05" + _packb({b"From": _t(m.sender), b"Incarnation": m.incarnation, b"Node": _t(m.node)})
+    return b"\x05" + _packb(
+        {b"From": _t(m.sender), b"Incarnation": m.incarnation, b"Node": _t(m.node)}
+    )
 
 
 def _check_vsn(vsn: bytes) -> bytes:
@@ -164,7 +174,9 @@ def _enc_push_node(n: PushNodeState) -> bytes:
 
 
 def _enc_push_pull(m: PushPull) -> bytes:
-    head = _packb({b"Join": m.join, b"Nodes": len(m.nodes), b"UserStateLen": len(m.user_state)})
+    head = _packb(
+        {b"Join": m.join, b"Nodes": len(m.nodes), b"UserStateLen": len(m.user_state)}
+    )
     return b"".join([b"\x06", head, *map(_enc_push_node, m.nodes), m.user_state])
 
 
@@ -211,7 +223,9 @@ def make_compound(parts: list[bytes]) -> bytes:
     lengths = [len(p) for p in parts]
     if max(lengths) > 0xFFFF:
         raise ValueError("a compound part is limited to 65535 bytes")
-    return b"".join([bytes((7, len(parts))), struct.pack(f">{len(parts)}H", *lengths), *parts])
+    return b"".join(
+        [bytes((7, len(parts))), struct.pack(f">{len(parts)}H", *lengths), *parts]
+    )
 
 
 def split_compound(data: bytes) -> tuple[list[bytes], bool]:
@@ -221,7 +235,9 @@ def split_compound(data: bytes) -> tuple[list[bytes], bool]:
     dropped together with all later ones, earlier parts are kept.
     """
     if len(data) < 2 or data[0] != MessageType.COMPOUND:
-        raise DecodeError("truncated" if len(data) < 2 else "malformed", "compound header")
+        raise DecodeError(
+            "truncated" if len(data) < 2 else "malformed", "compound header"
+        )
     n = data[1]
     pos = 2 + 2 * n
     if len(data) < pos:
@@ -320,12 +336,20 @@ def _bool(d: dict[Any, Any], key: bytes) -> bool:
 def _dec_ping(body: bytes) -> Ping:
     d = _map(body)
     g = d.get
-    seq, node, sa, sp, sn = g(b"SeqNo", 0), g(b"Node"), g(b"SourceAddr", b""), g(b"SourcePort", 0), g(b"SourceNode")
+    seq, node, sa, sp, sn = (
+        g(b"SeqNo", 0),
+        g(b"Node"),
+        g(b"SourceAddr", b""),
+        g(b"SourcePort", 0),
+        g(b"SourceNode"),
+    )
     if (  # fast path for well-formed input; anything unusual takes the checked path below
         type(seq) is int and 0 <= seq <= _U32 and type(node) is bytes and type(sa) is bytes
         and type(sp) is int and 0 <= sp <= _U16 and (sn is None or type(sn) is bytes)
     ):  # fmt: skip
-        return Ping(seq, node.decode(_TEXT, _ESC), sa, sp, sn.decode(_TEXT, _ESC) if sn else "")
+        return Ping(
+            seq, node.decode(_TEXT, _ESC), sa, sp, sn.decode(_TEXT, _ESC) if sn else ""
+        )
     return Ping(
         _uint(d, b"SeqNo", 32),
         _str(d, b"Node"),
@@ -352,7 +376,11 @@ def _dec_indirect(body: bytes) -> IndirectPing:
 def _dec_ack(body: bytes) -> Ack:
     d = _map(body)
     seq, payload = d.get(b"SeqNo", 0), d.get(b"Payload")
-    if type(seq) is int and 0 <= seq <= _U32 and (payload is None or type(payload) is bytes):
+    if (
+        type(seq) is int
+        and 0 <= seq <= _U32
+        and (payload is None or type(payload) is bytes)
+    ):
         return Ack(seq, payload)
     return Ack(_uint(d, b"SeqNo", 32), _opt_bin(d, b"Payload"))
 
@@ -374,7 +402,14 @@ def _dec_dead(body: bytes) -> Dead:
 def _dec_alive(body: bytes) -> Alive:
     d = _map(body)
     g = d.get
-    inc, node, addr, port, meta, vsn = g(b"Incarnation", 0), g(b"Node"), g(b"Addr"), g(b"Port", 0), g(b"Meta"), g(b"Vsn")
+    inc, node, addr, port, meta, vsn = (
+        g(b"Incarnation", 0),
+        g(b"Node"),
+        g(b"Addr"),
+        g(b"Port", 0),
+        g(b"Meta"),
+        g(b"Vsn"),
+    )
     if (
         type(inc) is int and 0 <= inc <= _U32 and type(node) is bytes and type(addr) is bytes
         and type(port) is int and 0 <= port <= _U16 and (meta is None or type(meta) is bytes) and type(vsn) is bytes
@@ -508,7 +543,13 @@ _UDP_TYPES = frozenset(
     }
 )
 _STREAM_TYPES = frozenset(
-    {MessageType.PING, MessageType.ACK, MessageType.PUSH_PULL, MessageType.USER, MessageType.ERR}
+    {
+        MessageType.PING,
+        MessageType.ACK,
+        MessageType.PUSH_PULL,
+        MessageType.USER,
+        MessageType.ERR,
+    }
 )
 _COMPRESS_ALGO_LZW = 0
 
@@ -660,7 +701,9 @@ class WireCodec:
         except Exception as e:  # noqa: BLE001 - untrusted input
             raise DecodeError("malformed", f"{type(e).__name__}: {e}") from None
 
-    def _handle(self, buf: bytes, out: list[Message], drops: list[str], depth: int) -> None:
+    def _handle(
+        self, buf: bytes, out: list[Message], drops: list[str], depth: int
+    ) -> None:
         if not buf:
             raise DecodeError("truncated", "empty message")
         if depth > _MAX_DEPTH:
@@ -676,7 +719,9 @@ class WireCodec:
             if truncated:
                 drops.append("truncated")
         elif t == _COMPRESS:
-            self._handle(_decompress_msg(buf[1:], self.max_decompressed), out, drops, depth + 1)
+            self._handle(
+                _decompress_msg(buf[1:], self.max_decompressed), out, drops, depth + 1
+            )
         elif t in _UDP_TYPES:
             out.append(decode(buf))
         else:
@@ -713,7 +758,9 @@ class WireCodec:
             encrypted = kr is not None and bool(kr.keys)
             if buf[0] == _ENCRYPT:
                 if kr is None or not encrypted:
-                    raise DecodeError("decrypt", "encrypted stream but no key configured")
+                    raise DecodeError(
+                        "decrypt", "encrypted stream but no key configured"
+                    )
                 if len(buf) < 5:
                     raise DecodeError("truncated", "encrypted stream header")
                 (n,) = struct.unpack_from(">I", buf, 1)
@@ -725,7 +772,10 @@ class WireCodec:
                 if not buf:
                     raise DecodeError("truncated", "empty plaintext")
             elif encrypted and self.verify_incoming:
-                raise DecodeError("plaintext", "encryption is configured but the stream is not encrypted")
+                raise DecodeError(
+                    "plaintext",
+                    "encryption is configured but the stream is not encrypted",
+                )
             if buf[0] == _COMPRESS:
                 buf = _decompress_msg(buf[1:], self.max_decompressed)
             t = buf[0]

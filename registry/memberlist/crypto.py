@@ -11,14 +11,22 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .codec import DecodeError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["Keyring", "encode_key", "decode_key", "validate_key", "NONCE_SIZE", "TAG_SIZE"]
+__all__ = [
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "Keyring",
+    "decode_key",
+    "encode_key",
+    "validate_key",
+]
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -92,12 +100,16 @@ class Keyring:
     def _cipher(self, key: bytes) -> AESGCM:
         c = self._ciphers.get(key)
         if c is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: optional dependency
+            from cryptography.hazmat.primitives.ciphers.aead import (
+                AESGCM,  # lazy: optional dependency
+            )
 
             c = self._ciphers[key] = AESGCM(key)
         return c
 
-    def encrypt(self, plain: bytes, aad: bytes, version: int = 1, *, nonce: bytes | None = None) -> bytes:
+    def encrypt(
+        self, plain: bytes, aad: bytes, version: int = 1, *, nonce: bytes | None = None
+    ) -> bytes:
         """Envelope for ``plain`` under the primary key; ``nonce`` is for test vectors only."""
         if not self._keys:
             raise ValueError("the keyring is empty")

@@ -8,7 +8,7 @@ bits packed least significant first, a CLEAR at the start of every stream.
 
 from __future__ import annotations
 
-__all__ = ["compress", "decompress", "LZWError"]
+__all__ = ["LZWError", "compress", "decompress"]
 
 _CLEAR = 256
 _EOF = 257

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 __all__ = [
-    "MessageType",
-    "Ping",
-    "IndirectPing",
     "Ack",
-    "Nack",
-    "Suspect",
     "Alive",
     "Dead",
+    "ErrResp",
+    "IndirectPing",
+    "Message",
+    "MessageType",
+    "Nack",
+    "Ping",
     "PushNodeState",
     "PushPull",
+    "Suspect",
     "UserMsg",
-    "ErrResp",
-    "Message",
 ]
 
 
@@ -175,4 +175,15 @@ class ErrResp:
     error: str
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, PushPull, UserMsg, ErrResp]
+Message = (
+    Ping
+    | IndirectPing
+    | Ack
+    | Nack
+    | Suspect
+    | Alive
+    | Dead
+    | PushPull
+    | UserMsg
+    | ErrResp
+)

@@ -42,7 +42,7 @@ class _Short(Exception):
 class _Skipper:
     """Finds the end of one msgpack object; resumable after running out of bytes."""
 
-    __slots__ = ("pos", "pending", "stack")
+    __slots__ = ("pending", "pos", "stack")
 
     def __init__(self, pos: int) -> None:
         self.pos = pos
@@ -89,8 +89,12 @@ class _Skipper:
                         p += ln
                 else:  # 0xc1 is never used
                     raise DecodeError("malformed", f"msgpack byte {b:#x}")
-                if p > limit or p + children > limit:  # every child takes at least one byte
-                    raise DecodeError("too_large", "stream message exceeds the size limit")
+                if (
+                    p > limit or p + children > limit
+                ):  # every child takes at least one byte
+                    raise DecodeError(
+                        "too_large", "stream message exceeds the size limit"
+                    )
                 if p > n:
                     self.pos, self.pending = pos, pending
                     raise _Short(p)
@@ -145,7 +149,9 @@ class StreamFramer:
         self._start = -1  # offset of the type byte once the label header is past
         self._skipper: _Skipper | None = None
         self._objects_left = 0  # push/pull node maps still to skip
-        self._tail = 0  # raw bytes after the msgpack objects (user state / user message)
+        self._tail = (
+            0  # raw bytes after the msgpack objects (user state / user message)
+        )
         self._in_header = True
 
     def feed(self, data: bytes) -> bytes | None:
@@ -219,7 +225,9 @@ class StreamFramer:
                     if self._objects_left > MAX_PUSH_NODES:
                         raise DecodeError("too_large", "push/pull node count")
                 if end + self._objects_left + self._tail > limit:
-                    raise DecodeError("too_large", "stream message exceeds the size limit")
+                    raise DecodeError(
+                        "too_large", "stream message exceeds the size limit"
+                    )
             elif self._objects_left:
                 self._objects_left -= 1
             if not self._objects_left:

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Datagram", "TcpStream", "Capture", "read_pcap"]
+__all__ = ["Capture", "Datagram", "TcpStream", "read_pcap"]
 
 Endpoint = tuple[str, int]
 
@@ -144,7 +144,9 @@ def read_pcap(path: str | Path) -> Capture:
         src, dst = key
         base = isn.get(key, min(s for s, _ in segs[key]))
         buf = bytearray()
-        for seq, payload in sorted(segs[key], key=lambda sp: (sp[0] - base) % (1 << 32)):
+        for seq, payload in sorted(
+            segs[key], key=lambda sp: (sp[0] - base) % (1 << 32)
+        ):
             rel = (seq - base) % (1 << 32)
             if rel + len(payload) <= len(buf):
                 continue  # retransmission
@@ -153,6 +155,8 @@ def read_pcap(path: str | Path) -> Capture:
             buf += payload[len(buf) - rel :]
         conn = frozenset(key)
         cap.tcp.append(
-            TcpStream(src, dst, dialer.get(conn) == src, bytes(buf), conn_index.get(conn, -1))
+            TcpStream(
+                src, dst, dialer.get(conn) == src, bytes(buf), conn_index.get(conn, -1)
+            )
         )
     return cap

@@ -12,13 +12,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pcap import (  # tests/memberlist is on sys.path (rootdir import mode)
+    Capture,
+    read_pcap,
+)
 
 from registry.memberlist import lzw
 from registry.memberlist.codec import WireCodec, decode, encode, split_compound
 from registry.memberlist.messages import PushPull, UserMsg
 from registry.memberlist.stream import StreamFramer
-
-from pcap import Capture, read_pcap  # tests/memberlist is on sys.path (rootdir import mode)
 
 CAPTURES = Path("/work/shared/protocol/captures")
 NAMES = ["serf_plain", "serf_default", "registry_service"]
@@ -50,7 +52,14 @@ def _leaves(buf: bytes) -> list[bytes]:
 EXPECTED_UDP = {
     "serf_plain": {"Alive": 24, "UserMsg": 16, "Ping": 8, "Ack": 8},
     "serf_default": {"Alive": 24, "UserMsg": 16, "Ping": 8, "Ack": 8},
-    "registry_service": {"Alive": 16, "Ping": 10, "UserMsg": 8, "Dead": 8, "Ack": 7, "Suspect": 6},
+    "registry_service": {
+        "Alive": 16,
+        "Ping": 10,
+        "UserMsg": 8,
+        "Dead": 8,
+        "Ack": 7,
+        "Suspect": 6,
+    },
 }
 
 
@@ -75,7 +84,9 @@ def test_every_udp_packet_decodes_and_reencodes(name: str) -> None:
         wrappers[12] += crc
         if inner[0] == 9:
             # Go compresses UDP only when it helps; re-wrapping reproduces its bytes exactly.
-            assert codec.encode_packet(_unwrap_compress(inner), crc=crc) == dgram.payload
+            assert (
+                codec.encode_packet(_unwrap_compress(inner), crc=crc) == dgram.payload
+            )
         else:
             assert codec.encode_packet(inner, crc=crc) == dgram.payload
     assert dict(kinds) == EXPECTED_UDP[name]
@@ -111,7 +122,9 @@ def test_every_tcp_stream_message_decodes_and_reencodes(name: str) -> None:
         msg = codec.decode_stream(st.data, from_dialer=st.from_dialer)
         assert isinstance(msg, PushPull)
         assert msg.join is True
-        assert msg.user_state[:1] == b"\x02" or msg.user_state == b""  # Serf pushPull user state
+        assert (
+            msg.user_state[:1] == b"\x02" or msg.user_state == b""
+        )  # Serf pushPull user state
         # Re-encode: same plaintext, same compressed wire bytes as Go.
         assert codec.encode_stream(encode(msg), dialer=st.from_dialer) == st.data
         if not plain:
@@ -121,5 +134,12 @@ def test_every_tcp_stream_message_decodes_and_reencodes(name: str) -> None:
 def test_serf_user_messages_carry_serf_payloads() -> None:
     cap = _load("serf_plain")
     codec = WireCodec()
-    users = [m for d in cap.udp for m in codec.decode_packet(d.payload)[0] if isinstance(m, UserMsg)]
-    assert users and all(u.payload[:1] in (b"\x00", b"\x01", b"\x02", b"\x03") for u in users)
+    users = [
+        m
+        for d in cap.udp
+        for m in codec.decode_packet(d.payload)[0]
+        if isinstance(m, UserMsg)
+    ]
+    assert users and all(
+        u.payload[:1] in (b"\x00", b"\x01", b"\x02", b"\x03") for u in users
+    )

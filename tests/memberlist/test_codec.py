@@ -44,8 +44,10 @@ GOLDEN: list[tuple[str, Message, str]] = [
     (
         "ping full",
         Ping(7, "node-b", IP1, 7946, "node-a"),
-        "0085a44e6f6465a66e6f64652d62a55365714e6f07aa536f7572636541646472a40a000001aa536f757263654e6f6465"
-        "a66e6f64652d61aa536f75726365506f7274cd1f0a",
+        (
+            "0085a44e6f6465a66e6f64652d62a55365714e6f07aa536f7572636541646472a40a000001aa536f757263654e6f6465"
+            "a66e6f64652d61aa536f75726365506f7274cd1f0a"
+        ),
     ),
     ("ping minimal", Ping(7, "node-b"), "0082a44e6f6465a66e6f64652d62a55365714e6f07"),
     ("ack nil", Ack(7), "0282a75061796c6f6164c0a55365714e6f07"),
@@ -55,20 +57,26 @@ GOLDEN: list[tuple[str, Message, str]] = [
     (
         "indirect ping",
         IndirectPing(9, H("0a000003"), 7946, "node-c", True, IP1, 7946, "node-a"),
-        "0188a44e61636bc3a44e6f6465a66e6f64652d63a4506f7274cd1f0aa55365714e6f09aa536f7572636541646472"
-        "a40a000001aa536f757263654e6f6465a66e6f64652d61aa536f75726365506f7274cd1f0aa6546172676574a40a000003",
+        (
+            "0188a44e61636bc3a44e6f6465a66e6f64652d63a4506f7274cd1f0aa55365714e6f09aa536f7572636541646472"
+            "a40a000001aa536f757263654e6f6465a66e6f64652d61aa536f75726365506f7274cd1f0aa6546172676574a40a000003"
+        ),
     ),
     (
         "alive",
         Alive(1, "node-a", IP1, 7946, META, VSN),
-        "0486a441646472a40a000001ab496e6361726e6174696f6e01a44d657461abff81a4726f6c65a3776562a44e6f6465"
-        "a66e6f64652d61a4506f7274cd1f0aa356736ea6010502020505",
+        (
+            "0486a441646472a40a000001ab496e6361726e6174696f6e01a44d657461abff81a4726f6c65a3776562a44e6f6465"
+            "a66e6f64652d61a4506f7274cd1f0aa356736ea6010502020505"
+        ),
     ),
     (
         "alive mapped v6, nil meta",
         Alive(1, "node-a", H("00000000000000000000ffff0a000001"), 7946, None, VSN),
-        "0486a441646472b000000000000000000000ffff0a000001ab496e6361726e6174696f6e01a44d657461c0a44e6f6465"
-        "a66e6f64652d61a4506f7274cd1f0aa356736ea6010502020505",
+        (
+            "0486a441646472b000000000000000000000ffff0a000001ab496e6361726e6174696f6e01a44d657461c0a44e6f6465"
+            "a66e6f64652d61a4506f7274cd1f0aa356736ea6010502020505"
+        ),
     ),
     (
         "suspect",
@@ -116,13 +124,21 @@ def test_push_pull_golden() -> None:
     big = "0683a44a6f696ec2a54e6f646573ccc8ac5573657253746174654c656ece00011170"
     head = msgpack.unpackb(H(big)[1:], raw=True)
     assert head == {b"Join": False, b"Nodes": 200, b"UserStateLen": 70000}
-    assert encode(PushPull(False, [NODE_A] * 200, bytes(70000))).startswith(H(big) + H(PUSH_NODE))
+    assert encode(PushPull(False, [NODE_A] * 200, bytes(70000))).startswith(
+        H(big) + H(PUSH_NODE)
+    )
 
 
 def test_v2_signed_integer_forms_are_accepted() -> None:
-    v2 = H("0683a44a6f696ec3a54e6f646573d10001ac5573657253746174654c656ed10003") + H(PUSH_NODE) + b"abc"
+    v2 = (
+        H("0683a44a6f696ec3a54e6f646573d10001ac5573657253746174654c656ed10003")
+        + H(PUSH_NODE)
+        + b"abc"
+    )
     assert decode(v2) == PushPull(True, [NODE_A], b"abc")
-    assert decode(H("0881aa557365724d73674c656ed10002") + b"hi", stream=True) == UserMsg(b"hi")
+    assert decode(
+        H("0881aa557365724d73674c656ed10002") + b"hi", stream=True
+    ) == UserMsg(b"hi")
 
 
 def test_user_stream_form() -> None:
@@ -135,7 +151,10 @@ def test_user_stream_form() -> None:
 def test_compound_golden_and_split() -> None:
     parts = [encode(Ping(1, "x")), encode(Ack(1))]
     raw = make_compound(parts)
-    assert raw.hex() == "0702001000120082a44e6f6465a178a55365714e6f010282a75061796c6f6164c0a55365714e6f01"
+    assert (
+        raw.hex()
+        == "0702001000120082a44e6f6465a178a55365714e6f010282a75061796c6f6164c0a55365714e6f01"
+    )
     assert split_compound(raw) == (parts, False)
     assert split_compound(raw[:-1]) == (parts[:1], True)
     with pytest.raises(ValueError):
@@ -147,14 +166,23 @@ def test_compound_golden_and_split() -> None:
 def test_compress_wrapper_golden() -> None:
     codec = WireCodec()
     wrapped = codec.encode_stream(b"hello hello hello hello", dialer=True)
-    assert wrapped.hex() == "0982a4416c676f00a3427566b200d19461c3e60d0881040d222c787060c180"
+    assert (
+        wrapped.hex()
+        == "0982a4416c676f00a3427566b200d19461c3e60d0881040d222c787060c180"
+    )
 
 
 def test_crc_golden() -> None:
     codec = WireCodec(compress=False)
     ack = encode(Ack(7))
-    assert codec.encode_packet(ack, crc=True).hex() == "0ca8cb2def0282a75061796c6f6164c0a55365714e6f07"
-    assert codec.decode_packet(H("0ca8cb2def0282a75061796c6f6164c0a55365714e6f07")) == ([Ack(7)], [])
+    assert (
+        codec.encode_packet(ack, crc=True).hex()
+        == "0ca8cb2def0282a75061796c6f6164c0a55365714e6f07"
+    )
+    assert codec.decode_packet(H("0ca8cb2def0282a75061796c6f6164c0a55365714e6f07")) == (
+        [Ack(7)],
+        [],
+    )
     bad = bytearray(H("0ca8cb2def0282a75061796c6f6164c0a55365714e6f07"))
     bad[-1] ^= 1
     with pytest.raises(DecodeError) as ei:
@@ -172,12 +200,17 @@ def test_encryption_vectors_through_codec() -> None:
         "d4c034195dadf7"
     )
     codec = WireCodec(keyring=Keyring([KEY]), compress=False)
-    assert codec.decode_stream(H("0a00000032") + tcp, from_dialer=True) == Ping(7, "node-b")
+    assert codec.decode_stream(H("0a00000032") + tcp, from_dialer=True) == Ping(
+        7, "node-b"
+    )
     labeled = H(
         "f40470726f6401a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d678487092a8bcef65c1792"
         "9f65ae0074cfe2"
     )
-    assert WireCodec(keyring=Keyring([KEY]), label="prod").decode_packet(labeled) == ([Ping(7, "node-b")], [])
+    assert WireCodec(keyring=Keyring([KEY]), label="prod").decode_packet(labeled) == (
+        [Ping(7, "node-b")],
+        [],
+    )
     with pytest.raises(DecodeError) as ei:
         WireCodec(keyring=Keyring([KEY]), label="test").decode_packet(labeled)
     assert ei.value.reason == "label"
@@ -193,11 +226,15 @@ def test_vsn_must_be_six_bytes() -> None:
 def test_vsn_as_int_array_is_accepted() -> None:
     body = dict(msgpack.unpackb(encode(Alive(1, "a", IP1, 1, None, VSN))[1:], raw=True))
     body[b"Vsn"] = [1, 5, 2, 2, 5, 5]
-    assert decode(b"\x04" + msgpack.packb(body, use_bin_type=True)) == Alive(1, "a", IP1, 1, None, VSN)
+    assert decode(b"\x04" + msgpack.packb(body, use_bin_type=True)) == Alive(
+        1, "a", IP1, 1, None, VSN
+    )
 
 
 def test_bin_and_str8_are_accepted_and_missing_fields_are_zero() -> None:
-    body = msgpack.packb({"Node": "n" * 40, "SeqNo": 5, "SourceAddr": IP1}, use_bin_type=True)
+    body = msgpack.packb(
+        {"Node": "n" * 40, "SeqNo": 5, "SourceAddr": IP1}, use_bin_type=True
+    )
     assert body[6] == 0xD9  # str8
     assert decode(b"\x00" + body) == Ping(5, "n" * 40, IP1)
     assert decode(b"\x00" + msgpack.packb({}, use_bin_type=False)) == Ping(0, "")
@@ -205,7 +242,9 @@ def test_bin_and_str8_are_accepted_and_missing_fields_are_zero() -> None:
 
 
 def test_non_utf8_names_round_trip() -> None:
-    raw = b"\x03" + msgpack.packb({b"From": b"\xff\xfe", b"Incarnation": 1, b"Node": b"ok"}, use_bin_type=False)
+    raw = b"\x03" + msgpack.packb(
+        {b"From": b"\xff\xfe", b"Incarnation": 1, b"Node": b"ok"}, use_bin_type=False
+    )
     msg = decode(raw)
     assert encode(msg) == raw
 
@@ -221,16 +260,28 @@ def test_non_utf8_names_round_trip() -> None:
         (b"\x00\x01", "malformed"),  # body is not a map
         (b"\x00\xc1", "malformed"),
         (b"\x00\x81\xa5SeqNo\xa1x", "malformed"),  # SeqNo as string
-        (b"\x00\x81\xa5SeqNo\xcf\x00\x00\x00\x01\x00\x00\x00\x00", "malformed"),  # > uint32
+        (
+            b"\x00\x81\xa5SeqNo\xcf\x00\x00\x00\x01\x00\x00\x00\x00",
+            "malformed",
+        ),  # > uint32
         (b"\x00\x81\xa5SeqNo\xff", "malformed"),  # negative
         (b"\x00\x81\xa4Node\x05", "malformed"),  # Node as int
         (b"\x01\x81\xa4Nack\x01", "malformed"),  # Nack as int
-        (b"\x04\x81\xa3Vsn\x92\x01\xcd\x01\x00", "malformed"),  # Vsn array element > 255
+        (
+            b"\x04\x81\xa3Vsn\x92\x01\xcd\x01\x00",
+            "malformed",
+        ),  # Vsn array element > 255
         (b"\x06\x83\xa4Join\xc3\xa5Nodes\x05\xacUserStateLen\x00", "truncated"),
-        (b"\x06\x83\xa4Join\xc3\xa5Nodes\xce\x10\x00\x00\x00\xacUserStateLen\x00", "too_large"),
+        (
+            b"\x06\x83\xa4Join\xc3\xa5Nodes\xce\x10\x00\x00\x00\xacUserStateLen\x00",
+            "too_large",
+        ),
         (b"\x06\x83\xa4Join\xc3\xa5Nodes\xff\xacUserStateLen\x00", "malformed"),
         (b"\x06\x83\xa4Join\xc3\xa5Nodes\x00\xacUserStateLen\x05ab", "truncated"),
-        (b"\x06\x83\xa4Join\xc3\xa5Nodes\x01\xacUserStateLen\x00\x05", "malformed"),  # node not a map
+        (
+            b"\x06\x83\xa4Join\xc3\xa5Nodes\x01\xacUserStateLen\x00\x05",
+            "malformed",
+        ),  # node not a map
     ],
 )
 def test_decode_rejections(raw: bytes, reason: str) -> None:
@@ -255,7 +306,9 @@ def test_user_stream_rejections() -> None:
 
 
 def test_packet_round_trip_all_layers() -> None:
-    msgs: list[Message] = [Alive(i, f"node-{i}", IP1, 7946, META, VSN) for i in range(10)]
+    msgs: list[Message] = [
+        Alive(i, f"node-{i}", IP1, 7946, META, VSN) for i in range(10)
+    ]
     compound = make_compound([encode(m) for m in msgs])
     for kw in [
         {},
@@ -278,7 +331,9 @@ def test_overhead() -> None:
     assert WireCodec().overhead == 0
     assert WireCodec(label="prod").overhead == 6
     assert WireCodec(keyring=Keyring([KEY])).overhead == 29
-    assert WireCodec(keyring=Keyring([KEY]), protocol_version=1, label="x").overhead == 48
+    assert (
+        WireCodec(keyring=Keyring([KEY]), protocol_version=1, label="x").overhead == 48
+    )
     c = WireCodec(keyring=Keyring([KEY]), label="prod")
     pkt = c.encode_packet(encode(Nack(1)))
     assert len(pkt) == len(encode(Nack(1))) + c.overhead
@@ -291,7 +346,11 @@ def test_compound_with_bad_and_truncated_parts_keeps_good_ones() -> None:
     assert msgs == [Ping(1, "a"), Ping(1, "a")]
     assert drops == ["unknown_type", "malformed"]
     msgs, drops = WireCodec().decode_packet(raw[:-1])
-    assert msgs == [Ping(1, "a")] and drops == ["unknown_type", "malformed", "truncated"]
+    assert msgs == [Ping(1, "a")] and drops == [
+        "unknown_type",
+        "malformed",
+        "truncated",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -380,7 +439,9 @@ def test_encryption_policy() -> None:
 # ---------------------------------------------------------------- streams
 
 
-def _frame(data: bytes, *, expect_label: bool, step: int = 0, max_size: int = 1 << 20) -> bytes:
+def _frame(
+    data: bytes, *, expect_label: bool, step: int = 0, max_size: int = 1 << 20
+) -> bytes:
     fr = StreamFramer(expect_label=expect_label, max_size=max_size)
     if not step:
         out = fr.feed(data)
@@ -423,18 +484,26 @@ STREAM_MSGS: list[Message] = [
 def test_stream_round_trip_and_framing(kw: dict[str, object]) -> None:
     codec = WireCodec(**kw)  # type: ignore[arg-type]
     for msg in STREAM_MSGS:
-        body = encode_user_stream(msg.payload) if isinstance(msg, UserMsg) else encode(msg)
+        body = (
+            encode_user_stream(msg.payload) if isinstance(msg, UserMsg) else encode(msg)
+        )
         for dialer in (True, False):
             wire = codec.encode_stream(body, dialer=dialer)
             trailing = b"\x00garbage"
             for step in (0, 1, 7, 4096):
-                framed = _frame(wire + (trailing if step == 0 else b""), expect_label=dialer, step=step)
+                framed = _frame(
+                    wire + (trailing if step == 0 else b""),
+                    expect_label=dialer,
+                    step=step,
+                )
                 assert framed == wire
                 assert codec.decode_stream(framed, from_dialer=dialer) == msg
 
 
 def test_framer_never_completes_early() -> None:
-    wire = WireCodec(compress=False).encode_stream(encode(PushPull(True, [NODE_A] * 2, b"abc")), dialer=True)
+    wire = WireCodec(compress=False).encode_stream(
+        encode(PushPull(True, [NODE_A] * 2, b"abc")), dialer=True
+    )
     fr = StreamFramer(expect_label=True, max_size=1 << 20)
     for i in range(len(wire) - 1):
         assert fr.feed(wire[i : i + 1]) is None
@@ -454,11 +523,23 @@ def test_framer_leftover_starts_next_message() -> None:
     [
         (b"\x05", "unknown_type", False),
         (b"\xf4\x04prod\x05", "unknown_type", True),
-        (b"\xf4", "unknown_type", False),  # a label header from the accepting side is not expected
+        (
+            b"\xf4",
+            "unknown_type",
+            False,
+        ),  # a label header from the accepting side is not expected
         (b"\xf4\x00", "label", True),
         (b"\x0a\x7f\xff\xff\xff", "too_large", False),
-        (b"\x06\x83\xa4Join\xc3\xa5Nodes\xce\x7f\x00\x00\x00\xacUserStateLen\x00", "too_large", False),
-        (b"\x06\x83\xa4Join\xc3\xa5Nodes\x00\xacUserStateLen\xce\x7f\x00\x00\x00", "too_large", False),
+        (
+            b"\x06\x83\xa4Join\xc3\xa5Nodes\xce\x7f\x00\x00\x00\xacUserStateLen\x00",
+            "too_large",
+            False,
+        ),
+        (
+            b"\x06\x83\xa4Join\xc3\xa5Nodes\x00\xacUserStateLen\xce\x7f\x00\x00\x00",
+            "too_large",
+            False,
+        ),
         (b"\x06\x83\xa4Join\xc3\xa5Nodes\xff\xacUserStateLen\x00", "malformed", False),
         (b"\x08\x81\xaaUserMsgLen\xce\x7f\x00\x00\x00", "too_large", False),
         (b"\x08\x05", "malformed", False),
@@ -492,14 +573,34 @@ def test_stream_policy_rejections() -> None:
     cases: list[tuple[WireCodec, bytes, bool, str]] = [
         (enc, plain.encode_stream(ack, dialer=True), True, "plaintext"),
         (plain, enc.encode_stream(ack, dialer=True), True, "decrypt"),
-        (WireCodec(keyring=Keyring([bytes(16)])), enc.encode_stream(ack, dialer=True), True, "decrypt"),
+        (
+            WireCodec(keyring=Keyring([bytes(16)])),
+            enc.encode_stream(ack, dialer=True),
+            True,
+            "decrypt",
+        ),
         (WireCodec(label="prod"), plain.encode_stream(ack, dialer=True), True, "label"),
         (plain, WireCodec(label="prod").encode_stream(ack, dialer=True), True, "label"),
-        (plain, plain.encode_stream(encode(Nack(1)), dialer=True), True, "unknown_type"),
-        (plain, plain.encode_stream(encode(Alive(1, "a", IP1, 1, None, VSN)), dialer=True), True, "unknown_type"),
+        (
+            plain,
+            plain.encode_stream(encode(Nack(1)), dialer=True),
+            True,
+            "unknown_type",
+        ),
+        (
+            plain,
+            plain.encode_stream(encode(Alive(1, "a", IP1, 1, None, VSN)), dialer=True),
+            True,
+            "unknown_type",
+        ),
         (plain, b"", True, "truncated"),
         (enc, b"\x0a\x00\x00", False, "truncated"),
-        (WireCodec(keyring=Keyring([KEY]), max_stream=10), b"\x0a\x00\x00\x01\x00", False, "too_large"),
+        (
+            WireCodec(keyring=Keyring([KEY]), max_stream=10),
+            b"\x0a\x00\x00\x01\x00",
+            False,
+            "too_large",
+        ),
         (plain, b"\x09\x82\xa4Algo\x00\xa3Buf\xa1\x00", True, "decompress"),
     ]
     for codec, raw, from_dialer, reason in cases:
@@ -518,7 +619,7 @@ def test_stream_policy_rejections() -> None:
 def test_encrypted_stream_length_field() -> None:
     for ver in (1, 2):
         codec = WireCodec(keyring=Keyring([KEY]), protocol_version=ver, compress=False)
-        for n in range(0, 40):
+        for n in range(40):
             wire = codec.encode_stream(bytes([2]) + bytes(n), dialer=False)
             (ln,) = struct.unpack(">I", wire[1:5])
             assert ln == len(wire) - 5
@@ -526,7 +627,9 @@ def test_encrypted_stream_length_field() -> None:
 
 def test_crc_of_compressed_payload() -> None:
     codec = WireCodec()
-    compound = make_compound([encode(Alive(i, "n", IP1, 1, META, VSN)) for i in range(5)])
+    compound = make_compound(
+        [encode(Alive(i, "n", IP1, 1, META, VSN)) for i in range(5)]
+    )
     pkt = codec.encode_packet(compound, crc=True)
     assert pkt[0] == 12 and pkt[5] == 9
     assert zlib.crc32(pkt[5:]) == int.from_bytes(pkt[1:5], "big")

@@ -13,14 +13,24 @@ NONCE = H("a0a1a2a3a4a5a6a7a8a9aaab")
 PING = H("0082a44e6f6465a66e6f64652d62a55365714e6f07")
 
 VECTORS = [
-    (1, b"", "01a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d6784baf11adddf6ca001149a9596794aff75"),
+    (
+        1,
+        b"",
+        "01a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d6784baf11adddf6ca001149a9596794aff75",
+    ),
     (
         0,
         b"",
-        "00a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d67841c36a42e1b7a90498684a347c7a420d934efde6c"
-        "133f3464da93cd",
+        (
+            "00a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d67841c36a42e1b7a90498684a347c7a420d934efde6c"
+            "133f3464da93cd"
+        ),
     ),
-    (1, b"prod", "01a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d678487092a8bcef65c17929f65ae0074cfe2"),
+    (
+        1,
+        b"prod",
+        "01a0a1a2a3a4a5a6a7a8a9aaabaa049cf511ed56ace417d1656b701533369f6d678487092a8bcef65c17929f65ae0074cfe2",
+    ),
     (
         1,
         H("0a00000032"),
@@ -40,7 +50,7 @@ def test_random_nonce_and_overhead() -> None:
     kr = Keyring([KEY])
     a, b = kr.encrypt(PING, b""), kr.encrypt(PING, b"")
     assert a != b and len(a) == len(PING) + 29
-    for n in range(0, 40):
+    for n in range(40):
         env = kr.encrypt(bytes(n), b"", 0)
         assert len(env) == 29 + (n // 16 + 1) * 16
         assert kr.decrypt(env, b"") == bytes(n)

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pcap import read_pcap  # tests/memberlist is on sys.path (rootdir import mode)
 
-from registry.memberlist.codec import DecodeError, WireCodec, decode, encode, make_compound
+from registry.memberlist.codec import (
+    DecodeError,
+    WireCodec,
+    decode,
+    encode,
+    make_compound,
+)
 from registry.memberlist.crypto import Keyring
 from registry.memberlist.messages import Ack, Alive, Ping, PushNodeState, PushPull
 from registry.memberlist.stream import StreamFramer
@@ -37,11 +43,23 @@ def _corpus() -> tuple[list[bytes], list[bytes]]:
     ping = encode(Ping(1, "node-b", b"\x7f\x00\x00\x01", 7946, "node-a"))
     alive = encode(Alive(3, "node-a", b"\x7f\x00\x00\x01", 7946, b"\xff\x80", VSN))
     compound = make_compound([ping, alive, encode(Ack(1, b"coord"))])
-    pp = encode(PushPull(True, [PushNodeState("a", b"\x7f\x00\x00\x01", 1, None, 1, 0, VSN)] * 3, b"\x02x"))
-    for codec in (WireCodec(), WireCodec(keyring=Keyring([KEY]), label="prod"), WireCodec(protocol_version=1,
-                                                                                          keyring=Keyring([KEY]))):
+    pp = encode(
+        PushPull(
+            True,
+            [PushNodeState("a", b"\x7f\x00\x00\x01", 1, None, 1, 0, VSN)] * 3,
+            b"\x02x",
+        )
+    )
+    for codec in (
+        WireCodec(),
+        WireCodec(keyring=Keyring([KEY]), label="prod"),
+        WireCodec(protocol_version=1, keyring=Keyring([KEY])),
+    ):
         packets += [codec.encode_packet(compound, crc=True), codec.encode_packet(ping)]
-        streams += [codec.encode_stream(pp, dialer=True), codec.encode_stream(ping, dialer=False)]
+        streams += [
+            codec.encode_stream(pp, dialer=True),
+            codec.encode_stream(ping, dialer=False),
+        ]
     streams.append(WireCodec(compress=False).encode_stream(pp, dialer=True))
     return packets, streams
 
@@ -50,9 +68,24 @@ PACKETS, STREAMS = _corpus()
 
 CODECS = [
     WireCodec(max_decompressed=1 << 16, max_stream=1 << 16),
-    WireCodec(keyring=Keyring([KEY]), label="prod", max_decompressed=1 << 16, max_stream=1 << 16),
-    WireCodec(keyring=Keyring([KEY]), verify_incoming=False, max_decompressed=1 << 16, max_stream=1 << 16),
-    WireCodec(label="prod", skip_inbound_label_check=True, max_decompressed=1 << 16, max_stream=1 << 16),
+    WireCodec(
+        keyring=Keyring([KEY]),
+        label="prod",
+        max_decompressed=1 << 16,
+        max_stream=1 << 16,
+    ),
+    WireCodec(
+        keyring=Keyring([KEY]),
+        verify_incoming=False,
+        max_decompressed=1 << 16,
+        max_stream=1 << 16,
+    ),
+    WireCodec(
+        label="prod",
+        skip_inbound_label_check=True,
+        max_decompressed=1 << 16,
+        max_stream=1 << 16,
+    ),
 ]
 
 
@@ -77,7 +110,11 @@ def mutated(draw: st.DrawFn, corpus: list[bytes]) -> bytes:
             data[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif data:  # overwrite a byte with an interesting value
             i = draw(st.integers(0, len(data) - 1))
-            data[i] = draw(st.sampled_from([0x00, 0x7F, 0x80, 0xC1, 0xCE, 0xDA, 0xDB, 0xDD, 0xDF, 0xF4, 0xFF]))
+            data[i] = draw(
+                st.sampled_from(
+                    [0x00, 0x7F, 0x80, 0xC1, 0xCE, 0xDA, 0xDB, 0xDD, 0xDF, 0xF4, 0xFF]
+                )
+            )
     return bytes(data)
 
 

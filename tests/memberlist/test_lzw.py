@@ -24,7 +24,9 @@ def test_empty_input_is_clear_then_eof() -> None:
     assert lzw.decompress(lzw.compress(b""), 10) == b""
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 255, 256, 257, 1000, 4093, 4094, 4095, 4096, 10_000, 100_000])
+@pytest.mark.parametrize(
+    "size", [1, 2, 3, 255, 256, 257, 1000, 4093, 4094, 4095, 4096, 10_000, 100_000]
+)
 def test_round_trip_sizes(size: int) -> None:
     rng = random.Random(size)
     samples = [
