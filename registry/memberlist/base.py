@@ -85,7 +85,7 @@ class CoreBase:
         return None
 
     def _any_alive_peer(self) -> bool:
-        return any(n.name != self.name and n.state == NodeState.ALIVE for n in self._nodes.values())
+        return any(n.name != self.name and n.state in (NodeState.ALIVE, NodeState.SUSPECT) for n in self._nodes.values())
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF

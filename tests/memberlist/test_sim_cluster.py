@@ -146,3 +146,17 @@ def test_encrypted_labelled_cluster_converges_and_rejects_strangers() -> None:
     assert {n.name for n in stranger.members()} == {"n6"}
     assert c.nodes[0].get("n6") is None
     assert any(k.startswith("drop.") for k in c.nodes[0].stats)
+
+
+def test_seeded_runs_are_deterministic() -> None:
+    def run() -> tuple[int, list[dict[str, int]]]:
+        c = make_cluster(8, Config.fast(), seed=23)
+        c.net.loss = 0.2
+        c.net.jitter = 0.05
+        c.net.duplicate = 0.05
+        c.net.run_for(20.0)
+        return c.net.packets_sent, [dict(m.stats) for m in c.nodes]
+
+    first = run()
+    assert first[0] > 100
+    assert run() == first
