@@ -242,25 +242,29 @@ class RegistryCore:
         try:
             found = self.catalog.match(group, key, n)
         except UnknownGroup:
-            raise _Missing(f"group {group!r} not found") from None
+            raise self._missing(group) from None
         if not found:
-            raise _Missing(f"group {group!r} has no live member")
+            raise self._missing(group)
         return found
+
+    def _missing(self, group: str) -> _Missing:
+        if self.catalog.version(group) > 0:
+            return _Missing(f"group {group!r} has no live member")
+        return _Missing(f"group {group!r} not found")
 
     def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
         if not group:
             raise _Invalid("group is empty")
         if len(keys) > MAX_BATCH_KEYS:
             raise _Invalid(f"{len(keys)} keys, at most {MAX_BATCH_KEYS} per batch (group {group!r})")
-        for i, k in enumerate(keys):
-            if not k:
-                raise _Invalid(f"key #{i} is empty (group {group!r})")
+        if "" in keys:
+            raise _Invalid(f"key #{list(keys).index('')} is empty (group {group!r})")
         try:
-            found = self.catalog.match_batch(group, list(keys))
+            found = self.catalog.match_batch(group, keys)
         except UnknownGroup:
-            raise _Missing(f"group {group!r} not found") from None
+            raise self._missing(group) from None
         if len(found) != len(keys):
-            raise _Missing(f"group {group!r} has no live member")
+            raise self._missing(group)
         return found
 
     def members(self, group: str) -> list[Service]:
@@ -269,9 +273,9 @@ class RegistryCore:
         try:
             found = self.catalog.members(group)
         except UnknownGroup:
-            raise _Missing(f"group {group!r} not found") from None
+            raise self._missing(group) from None
         if not found:
-            raise _Missing(f"group {group!r} has no live member")
+            raise self._missing(group)
         return found
 
     def version(self, group: str) -> int:
