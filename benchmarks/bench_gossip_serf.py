@@ -272,7 +272,8 @@ FIGURES = [
      "median of rounds"),
     ("fail_s", "SIGKILL -> failed by all (max)", "s", "fail", "time from SIGKILL of a member to the last EventMemberFailed among the others"),
     ("fail_p50_s", "SIGKILL -> failed (p50 over nodes)", "s", "", "median over the other nodes of the time to declare it failed"),
-    ("cpu_pct", "idle CPU per node", "% of a core", "", "utime+stime from /proc/<pid>/stat over the idle window, mean per node"),
+    ("cpu_pct", "idle CPU per node", "% of a core", "", "utime+stime from /proc/<pid>/stat over the idle window, mean per node "
+     "(clock ticks of 10 ms: coarse for short windows)"),
     ("rss_mb", "RSS per node", "MiB", "rss", "VmRSS from /proc/<pid>/status after the idle window, mean per node"),
     ("bytes_s", "idle bytes sent per node", "B/s", "", "tx bytes of lo in a private netns (unshare -rn) over the idle window / nodes; "
      "frames incl. headers, all protocols"),
