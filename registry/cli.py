@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import ipaddress
 import os
 import re
@@ -292,7 +293,19 @@ async def _serve(args: ServerArgs) -> int:
     log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address)
     await stop.wait()
     log.info("leaving the pool", timeout=args.leave_timeout)
-    await server.stop()
+    again = asyncio.Event()  # a second signal skips the graceful leave
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, again.set)
+    leaving = asyncio.ensure_future(server.stop())
+    forced = asyncio.ensure_future(again.wait())
+    await asyncio.wait({leaving, forced}, return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    if not leaving.done():
+        log.warning("second signal: stopping without finishing the leave")
+        leaving.cancel()
+        with contextlib.suppress(BaseException):
+            await leaving
+        await server.close()
     log.info("registry stopped")
     return EXIT_OK
 

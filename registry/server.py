@@ -364,6 +364,14 @@ class RegistryServer:
                     "counter",
                     [({"key": str(k)}, float(v)) for k, v in sorted(stats.items()) if isinstance(v, (int, float))],
                 )
+        cstats = getattr(self.catalog, "stats", None)
+        if isinstance(cstats, Mapping) and cstats:
+            yield Metric(
+                "registry_catalog_events_total",
+                "Catalog counters (tags ignored or rejected, listener errors, ...).",
+                "counter",
+                [({"key": str(k)}, float(v)) for k, v in sorted(cstats.items()) if isinstance(v, (int, float))],
+            )
         yield Metric(
             "registry_uptime_seconds",
             "Seconds since the server finished starting.",

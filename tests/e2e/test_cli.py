@@ -185,3 +185,57 @@ def test_json_logs_one_object_per_line() -> None:
     rows = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(r["event"], r["level"]) for r in rows] == [("hello", "info"), ("from stdlib", "warning")]
     assert rows[0]["n"] == 1
+
+
+def _write_certs(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = d / "ca.pem", d / "server.pem", d / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def test_tls_grpc_and_ops_client(tmp_path: Path) -> None:
+    ca, cert, key = _write_certs(tmp_path)
+    gossip, rpc = free_port(), free_port()
+    with procs() as ps:
+        p = Proc(_server_args(tmp_path, gossip, rpc, "-tls-cert", str(cert), "-tls-key", str(key)), tmp_path / "t.log")
+        ps.append(p)
+        wait_for(lambda: _listening(rpc), 60, what="gRPC listening")
+
+        def groups(*extra: str) -> subprocess.CompletedProcess[str]:
+            return run("groups", "-rpc", f"127.0.0.1:{rpc}", "-timeout", "3", *extra)
+
+        ok = wait_for(lambda: (r := groups("-tls-ca", str(ca))).returncode == 0 and r, 30, what="TLS groups")
+        assert "registry-group" in ok.stdout
+        plain = groups()
+        assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain
