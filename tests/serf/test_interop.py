@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import stat
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -204,3 +205,76 @@ async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[S
         assert all(m["status"] == "alive" for m in ms), ms
         await asyncio.sleep(0.3)
     assert all(m.status == MemberStatus.ALIVE for m in py.members() if m.name in ("go1", "go2", "py1"))
+
+
+@pytest.mark.parametrize("proto", [2, 3, 4])
+async def test_older_serf_protocols(serf_agent: Any, nodes: list[SerfAgent], proto: int) -> None:
+    go: GoAgent = serf_agent(name="go1", tags={"role": "db"}, extra_args=[f"-protocol={proto}"])
+    py = await py_node("py1", {"role": "web", "x": "y"}, protocol_version=proto)
+    nodes.append(py)
+    await py.join([go.bind])
+    m = await go.await_member("py1", "alive", timeout=20)
+    # protocol 2 carries only the role, as the raw Meta
+    assert m["tags"] == ({"role": "web"} if proto == 2 else {"role": "web", "x": "y"})
+    assert m["protocol"]["version"] == proto
+    assert py.core.member("go1").tags == {"role": "db"}
+
+
+async def test_relayed_query_responses(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go1: GoAgent = serf_agent(name="go1")
+    go2: GoAgent = serf_agent(name="go2")
+    py = await py_node("py1")
+    nodes.append(py)
+    py.add_handler(lambda e: e.respond(b"py") if isinstance(e, QueryEvent) else None)
+    await py.join([go1.bind, go2.bind])
+    await go1.await_member("py1", "alive", timeout=20)
+    await go1.await_member("go2", "alive", timeout=20)
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE)
+    stream = py.query("relayed", b"", request_ack=True, relay_factor=2, timeout=3.0)
+    got = {i.from_: i.payload async for i in stream}
+    assert got == {"py1": b"py"} and sorted(stream.acks) == ["go1", "go2", "py1"]
+    text = await go1.arun("query", "-format=json", "-relay-factor=2", "-timeout=3s", "relayed", "x", timeout=30)
+    data = json.loads(text)
+    assert data["Responses"].get("py1") == "py" and sorted(data["Acks"]) == ["go1", "go2", "py1"]
+    assert py.stats["query.relayed"] >= 1
+
+
+KILL_SCRIPT = """
+import asyncio, sys
+from registry.memberlist.config import Config
+from registry.serf.agent import SerfAgent
+from registry.serf.config import SerfConfig
+
+async def main():
+    a = SerfAgent(SerfConfig(name="py-proc", memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0)))
+    await a.start()
+    await a.join([sys.argv[1]])
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
+    import sys
+
+    go: GoAgent = serf_agent(name="go1")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILL_SCRIPT, go.bind, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.strip() == b"ready"
+        await go.await_member("py-proc", "alive", timeout=20)
+        proc.kill()
+        await proc.wait()
+        m = await go.await_member("py-proc", "failed", timeout=40)
+        assert m["status"] == "failed"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
