@@ -31,6 +31,7 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.enable_retries", 0),  # we fail over ourselves, to another registry
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # keep pinging idle Watch streams
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),

@@ -57,6 +57,7 @@ _SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.so_reuseport", 0),  # a taken port must fail, not be shared
     ("grpc.keepalive_time_ms", 30_000),  # keep idle Watch streams alive through NATs
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # keep pinging idle Watch streams
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_receive_message_length", 16 << 20),
     ("grpc.max_send_message_length", 64 << 20),
