@@ -279,6 +279,22 @@ class SerfAgent:
             await asyncio.sleep(0.1)
         raise SerfAgentError(f"{name} not {status} in {self.name}'s view after {timeout}s (last: {last})")
 
+    # -- common commands -----------------------------------------------------------------------
+
+    def join(self, *addrs: str) -> str:
+        """`serf join ADDR...` (the agent dials out to a Python node, for instance)."""
+        return self.run("join", *addrs)
+
+    async def ajoin(self, *addrs: str) -> str:
+        return await self.arun("join", *addrs)
+
+    def event(self, name: str, payload: str = "", coalesce: bool = True) -> str:
+        """`serf event [-coalesce=false] NAME [PAYLOAD]`: a Serf user event from this agent."""
+        return self.run("event", f"-coalesce={str(coalesce).lower()}", name, *([payload] if payload else []))
+
+    async def aevent(self, name: str, payload: str = "", coalesce: bool = True) -> str:
+        return await self.arun("event", f"-coalesce={str(coalesce).lower()}", name, *([payload] if payload else []))
+
     def __enter__(self) -> "SerfAgent":
         return self.start() if self.proc is None else self
 
