@@ -99,3 +99,16 @@ print("GRPC" if loaded else "CLEAN", loaded)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("CLEAN"), out.stdout
+
+
+def test_one_dead_seed_is_tolerated(registry: Registry) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    reg = Register("svc-seeds", "127.0.0.1:0", "", f"{dead},{registry.gossip}", "reg-seeds", "127.0.0.1:8200",
+                   profile="fast", replicas=None)
+    assert reg.start() == 1
+    try:
+        assert "replicas" not in reg.tags
+        wait_for(lambda: "svc-seeds" in registry.ids("reg-seeds"), 10)
+    finally:
+        reg.stop()
+    assert reg.members() == []  # stopped: no gossip thread left
