@@ -70,9 +70,9 @@ def test_go_answers_our_ping_and_push_pull(
                        ("127.0.0.1", agent.port))  # fmt: skip
 
         me = PushNodeState("py-codec", LOCAL, my_port, b"\xff\x80", 1, 0, VSN)
-        request = codec.encode_stream(encode(PushPull(True, [me], b"")), dialer=True)
+        push = codec.encode_stream(encode(PushPull(True, [me], b"")), dialer=True)
         with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as tcp:
-            tcp.sendall(request)
+            tcp.sendall(push)
             framer = StreamFramer(expect_label=False, max_size=1 << 20)
             reply = None
             while reply is None:
