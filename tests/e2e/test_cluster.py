@@ -198,5 +198,16 @@ def test_go_serf_agent_as_service_and_peer_with_encryption(tmp_path: Path) -> No
                 wrong.start()
             go.leave()
             wait_for(lambda: not r.ids("gosvc"), 30, what="Go agent left")
+            # and the registry itself leaves (not fails) on SIGTERM, as a Go peer sees it
+            watch = SerfAgent("go-watch", encrypt=KEY, log_level="info")
+            try:
+                watch.start()
+                watch.run("join", r.gossip)
+                watch.wait_member("registry-enc", "alive", timeout=30)
+                r.proc.signal(signal.SIGTERM)
+                assert r.proc.wait(30) == 0
+                watch.wait_member("registry-enc", "left", timeout=30)
+            finally:
+                watch.close()
         finally:
             go.close()
