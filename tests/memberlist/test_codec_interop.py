@@ -27,22 +27,30 @@ VSN = bytes([1, 5, 2, 2, 5, 5])
 LOCAL = bytes([127, 0, 0, 1])
 
 
-def _codec(encrypted: bool) -> WireCodec:
-    return WireCodec(keyring=Keyring([KEY]) if encrypted else None)
+def _codec(encrypted: bool, envelope_v0: bool = False) -> WireCodec:
+    # protocol_version 1 makes the codec send version-0 (PKCS#7-padded) envelopes.
+    return WireCodec(
+        keyring=Keyring([KEY]) if encrypted else None,
+        protocol_version=1 if envelope_v0 else 2,
+    )
 
 
 @pytest.mark.serf
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(
+    ("encrypted", "envelope_v0"),
+    [(False, False), (True, False), (True, True)],
+    ids=["plain", "encrypted", "enc-v0"],
+)
 def test_go_answers_our_ping_and_push_pull(
-    request: pytest.FixtureRequest, encrypted: bool
+    request: pytest.FixtureRequest, encrypted: bool, envelope_v0: bool
 ) -> None:
     make: Callable[..., SerfAgent] = request.getfixturevalue("serf_agent")
     kw: dict[str, Any] = (
         {"encrypt": base64.b64encode(KEY).decode()} if encrypted else {}
     )
     agent = make(name="go-codec", **kw)
-    codec = _codec(encrypted)
+    codec = _codec(encrypted, envelope_v0)
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
@@ -68,6 +76,9 @@ def test_go_answers_our_ping_and_push_pull(
         if encrypted:
             udp.sendto(WireCodec().encode_packet(encode(Ping(78, agent.name, LOCAL, my_port, "x"))),
                        ("127.0.0.1", agent.port))  # fmt: skip
+
+        if encrypted:  # the envelope version byte we made Go accept
+            assert codec.encode_packet(encode(ping))[0] == (0 if envelope_v0 else 1)
 
         me = PushNodeState("py-codec", LOCAL, my_port, b"\xff\x80", 1, 0, VSN)
         push = codec.encode_stream(encode(PushPull(True, [me], b"")), dialer=True)
