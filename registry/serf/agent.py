@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from registry.memberlist.node import JoinError, advertise_address, parse_address, resolve
@@ -31,7 +31,8 @@ __all__ = ["SerfAgent", "QueryStream", "EventStream", "JoinError"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Event], "None | Awaitable[None]"]
+#: an event callback; if it returns an awaitable, that is run as a task
+Handler = Callable[[Event], object]
 
 
 class EventStream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from registry.memberlist.config import Config
 from registry.memberlist.simnet import SimNetwork
@@ -40,7 +41,7 @@ class SerfCluster:
             self.events.append([])
         self.nodes[i] = s
         self.events[i] = []
-        self.net.add(s, addr(i))  # type: ignore[arg-type]
+        self.net.add(s, addr(i))
         return s
 
     def pump_events(self) -> None:
@@ -55,10 +56,10 @@ class SerfCluster:
     def all_see(self, name: str, status: MemberStatus, viewers: list[int]) -> bool:
         return all(self.status(v, name) == status for v in viewers)
 
-    def run_until(self, pred: "callable[[], bool]", timeout: float) -> bool:  # type: ignore[valid-type]
+    def run_until(self, pred: Callable[[], bool], timeout: float) -> bool:
         def wrapped() -> bool:
             self.pump_events()
-            return bool(pred())  # type: ignore[misc]
+            return bool(pred())
 
         return self.net.run_until_true(wrapped, timeout)
 

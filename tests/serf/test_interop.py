@@ -16,13 +16,25 @@ from registry.memberlist.config import Config
 from registry.serf.agent import JoinError, SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import QueryEvent, UserEvent
-from registry.serf.member import MemberStatus
+from registry.memberlist.crypto import Keyring
+from registry.serf.member import Member, MemberStatus
 from serfagent import SerfAgent as GoAgent
 
 pytestmark = [pytest.mark.serf, pytest.mark.timeout(120)]
 
 KEY1 = base64.b64encode(bytes(range(32))).decode()
 KEY2 = base64.b64encode(bytes(range(50, 66))).decode()
+
+
+def must(m: Member | None) -> Member:
+    assert m is not None
+    return m
+
+
+def must_kr(a: SerfAgent) -> Keyring:
+    kr = a.core.keyring
+    assert kr is not None
+    return kr
 
 
 async def py_node(name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
@@ -59,7 +71,7 @@ async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAg
     assert m["tags"] == {"role": "web", "zone": "a"}
     assert m["protocol"]["version"] == 5 if "protocol" in m else True
     assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE)
-    assert py.core.member("go1").tags == {"role": "db"}
+    assert must(py.core.member("go1")).tags == {"role": "db"}
     # our acks carry a Vivaldi coordinate, so `serf rtt` can estimate the distance to us
     loop = asyncio.get_running_loop()
     end = loop.time() + 20
@@ -183,7 +195,7 @@ async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[S
     out = await go1.arun("keys", "-list", timeout=30)
     assert KEY1 in out and "[3/3]" in out
     await go1.arun("keys", "-install", KEY2, timeout=30)
-    assert set(py.core.keyring.keys) == {base64.b64decode(KEY1), base64.b64decode(KEY2)}
+    assert set(must_kr(py).keys) == {base64.b64decode(KEY1), base64.b64decode(KEY2)}
     # a Python node rotates the whole mixed cluster
     res = await py.use_key(KEY2)
     assert res.ok, res.messages
@@ -197,7 +209,7 @@ async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[S
     for args in (["-install", KEY1], ["-use", KEY1], ["-remove", KEY2]):
         out = await go2.arun("keys", *args, timeout=30)
         assert "[3/3]" in out or "Successfully" in out, out
-    assert py.core.keyring.keys == [base64.b64decode(KEY1)]
+    assert must_kr(py).keys == [base64.b64decode(KEY1)]
     with open(kr) as fh:
         assert json.load(fh) == [KEY1]
     for _ in range(10):
@@ -217,7 +229,7 @@ async def test_older_serf_protocols(serf_agent: Any, nodes: list[SerfAgent], pro
     # protocol 2 carries only the role, as the raw Meta
     assert m["tags"] == ({"role": "web"} if proto == 2 else {"role": "web", "x": "y"})
     assert m["protocol"]["version"] == proto
-    assert py.core.member("go1").tags == {"role": "db"}
+    assert must(py.core.member("go1")).tags == {"role": "db"}
 
 
 async def test_relayed_query_responses(serf_agent: Any, nodes: list[SerfAgent]) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from registry.serf import messages as M
 
-GOLDEN = {
+GOLDEN: dict[str, tuple[M.SerfMessage | M.PushPullState, str]] = {
     "join": (M.Join(5, "node-a"), "0182a54c54696d6505a44e6f6465a66e6f64652d61"),
     "leave": (M.Leave(6, "node-a"), "0083a54c54696d6506a44e6f6465a66e6f64652d61a55072756e65c2"),
     "user_event": (

@@ -7,7 +7,13 @@ from registry.serf import messages as M
 from registry.serf.events import EventType, MemberEvent, QueryEvent, UserEvent
 from registry.serf.member import MemberStatus
 from registry.serf.query import QueryParams, default_query_timeout
+from registry.serf.member import Member
 from serf_sim import addr, make_cluster
+
+
+def must(m: Member | None) -> Member:
+    assert m is not None
+    return m
 
 
 def test_join_status_ltimes_and_tags() -> None:
@@ -60,29 +66,29 @@ def test_intents_out_of_lamport_order() -> None:
     s0.notify_msg(M.encode(M.Leave(50, "ghost")))
     s0.notify_msg(M.encode(M.Join(40, "ghost")))
     s0.notify_join(Node("ghost", "10.9.9.9", 7946))
-    assert s0.member("ghost").status == MemberStatus.LEAVING
+    assert must(s0.member("ghost")).status == MemberStatus.LEAVING
     assert s0.status_ltime("ghost") == 50
     # known member: an older join after a newer leave changes nothing; a newer one revives
-    lt = s0.status_ltime("s1")
-    s0.notify_msg(M.encode(M.Leave(lt + 10, "s1")))
-    assert s0.member("s1").status == MemberStatus.LEAVING
-    s0.notify_msg(M.encode(M.Join(lt + 5, "s1")))
-    assert s0.member("s1").status == MemberStatus.LEAVING
-    s0.notify_msg(M.encode(M.Join(lt + 11, "s1")))
-    assert s0.member("s1").status == MemberStatus.ALIVE
-    assert s0.clock.time() > lt + 11
+    lt0 = s0.status_ltime("s1") or 0
+    s0.notify_msg(M.encode(M.Leave(lt0 + 10, "s1")))
+    assert must(s0.member("s1")).status == MemberStatus.LEAVING
+    s0.notify_msg(M.encode(M.Join(lt0 + 5, "s1")))
+    assert must(s0.member("s1")).status == MemberStatus.LEAVING
+    s0.notify_msg(M.encode(M.Join(lt0 + 11, "s1")))
+    assert must(s0.member("s1")).status == MemberStatus.ALIVE
+    assert s0.clock.time() > lt0 + 11
 
 
 def test_stale_leave_intent_about_self_is_refuted() -> None:
     c = make_cluster(2)
     s1 = c.nodes[1]
-    lt = c.nodes[0].status_ltime("s1")
-    c.nodes[0].notify_msg(M.encode(M.Leave(lt + 100, "s1")))  # s0 wrongly believes s1 leaves
-    c.nodes[0]._broadcasts.queue(None, M.encode(M.Leave(lt + 100, "s1")))
+    lt0 = c.nodes[0].status_ltime("s1") or 0
+    c.nodes[0].notify_msg(M.encode(M.Leave(lt0 + 100, "s1")))  # s0 wrongly believes s1 leaves
+    c.nodes[0]._broadcasts.queue(None, M.encode(M.Leave(lt0 + 100, "s1")))
     c.net.kick()
     assert c.run_until(lambda: s1.stats["intent.refuted"] > 0, 10.0)
     assert c.run_until(lambda: c.status(0, "s1") == MemberStatus.ALIVE, 10.0)
-    assert s1.member("s1").status == MemberStatus.ALIVE
+    assert must(s1.member("s1")).status == MemberStatus.ALIVE
 
 
 def test_user_events_delivered_once_everywhere() -> None:
@@ -129,7 +135,7 @@ def test_tag_change_propagates_as_update() -> None:
     c = make_cluster(3)
     c.nodes[1].set_tags({"role": "new", "dc": "x"}, c.net.now)
     c.net.kick()
-    assert c.run_until(lambda: all(s.member("s1").tags == {"role": "new", "dc": "x"} for s in c.nodes), 10.0)
+    assert c.run_until(lambda: all(must(s.member("s1")).tags == {"role": "new", "dc": "x"} for s in c.nodes), 10.0)
     assert any(isinstance(e, MemberEvent) and e.type == EventType.MEMBER_UPDATE for e in c.events[0])
 
 
@@ -137,13 +143,13 @@ def test_queries_filters_acks_responses() -> None:
     c = make_cluster(4)
     h = c.nodes[0].query("q", b"hi", c.net.now, QueryParams(request_ack=True, timeout=5.0))
     c.net.kick()
-    answered: set[int] = set()
+    answered: set[tuple[int, int]] = set()
 
     def answer() -> bool:
         for i in range(4):
             for e in c.events[i]:
                 if isinstance(e, QueryEvent) and e.name == "q" and (i, e.id) not in answered:
-                    answered.add((i, e.id))  # type: ignore[arg-type]
+                    answered.add((i, e.id))
                     assert e.respond(b"r" + str(i).encode())
                     assert not e.respond(b"again")
         c.net.kick()
@@ -192,16 +198,16 @@ def test_push_pull_state_roundtrip_merges_left_members() -> None:
     s0.notify_join(Node("gone", "10.9.9.8", 7946))
     s0.notify_msg(M.encode(M.Leave(s0.clock.time() + 3, "gone")))
     s0.notify_leave(Node("gone", "10.9.9.8", 7946))
-    assert s0.member("gone").status == MemberStatus.LEFT
+    assert must(s0.member("gone")).status == MemberStatus.LEFT
     state = M.decode(s0.local_state(False))
     assert isinstance(state, M.PushPullState)
     assert state.left_members == ["gone"] and len(state.events) == 512
     s1 = c.nodes[1]
     s1.notify_join(Node("gone", "10.9.9.8", 7946))
     s1.notify_leave(Node("gone", "10.9.9.8", 7946))
-    assert s1.member("gone").status == MemberStatus.FAILED
+    assert must(s1.member("gone")).status == MemberStatus.FAILED
     s1.merge_remote_state(s0.local_state(False), False)
-    assert s1.member("gone").status == MemberStatus.LEFT
+    assert must(s1.member("gone")).status == MemberStatus.LEFT
 
 
 def test_malformed_serf_messages_are_counted_not_raised() -> None:
