@@ -25,10 +25,10 @@ import common  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--only", default="", help="comma-separated substrings of script names to run")
-    p.add_argument("--timeout", type=float, default=0.0, help="per-script limit in seconds (default 240 quick, 3600 full)")
+    p.add_argument("--timeout", type=float, default=0.0, help="per-script limit in seconds (default 300 quick, 3600 full)")
     p.add_argument("--out", default="", help="results file (default benchmarks/results/<date>.json)")
     args = p.parse_args(argv)
-    limit = args.timeout or (240.0 if args.quick else 3600.0)
+    limit = args.timeout or (300.0 if args.quick else 3600.0)
     scripts = sorted(common.BENCH_DIR.glob("bench_*.py"))
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
