@@ -174,6 +174,10 @@ class SerfAgent:
         return self.core.name
 
     @property
+    def is_shutdown(self) -> bool:
+        return self._shut
+
+    @property
     def stats(self) -> Counter[str]:
         total: Counter[str] = Counter(self.core.stats)
         total.update(self.core.memberlist.stats)
@@ -244,8 +248,10 @@ class SerfAgent:
             s.close()
         if self._runner is not None:
             await self._runner.close()
+        current = asyncio.current_task()
         for t in list(self._tasks):
-            t.cancel()
+            if t is not current:
+                t.cancel()
 
     # -- tags and events ---------------------------------------------------------------------
 
@@ -293,14 +299,21 @@ class SerfAgent:
                 try:
                     res = cb(ev)
                     if inspect.isawaitable(res):
-                        task = asyncio.ensure_future(res)
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        self._spawn(res)
                 except Exception:  # noqa: BLE001 - an application bug must not stop the node
                     self._agent_stats["handler.errors"] += 1
                     log.exception("serf event handler failed")
         if self._runner is not None:
             self._runner.kick()  # query responses sent from handlers
+        if self._core.conflict_lost and not self._shut:
+            # another node holds our name and the cluster sided with it: stop, as Go's Serf does
+            log.error("serf: name %r is taken by another node; shutting down", self._core.name)
+            self._spawn(self.shutdown())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- queries -----------------------------------------------------------------------------
 

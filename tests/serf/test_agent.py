@@ -103,3 +103,16 @@ async def test_graceful_leave_between_python_nodes(pair: tuple[SerfAgent, SerfAg
     a, b = pair
     assert await b.leave(10.0)
     assert await a.wait_for(lambda: a.status_of("b") == MemberStatus.LEFT, 20)
+
+
+async def test_name_conflict_newcomer_shuts_down(pair: tuple[SerfAgent, SerfAgent]) -> None:
+    a, b = pair
+    imp = await make("a")  # same name as the running node `a`, another port
+    try:
+        await imp.join([str(b.address)])
+        assert await b.wait_for(lambda: imp.is_shutdown, 20) or imp.is_shutdown
+        assert imp.core.conflict_lost and not a.core.conflict_lost
+        assert b.status_of("a") == MemberStatus.ALIVE
+        assert b.core.member("a") is not None and b.core.member("a").port == a.address.port  # type: ignore[union-attr]
+    finally:
+        await imp.shutdown()
