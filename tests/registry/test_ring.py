@@ -368,3 +368,27 @@ def test_owner_index_widens_past_65536_members() -> None:
     assert grown._own[0].typecode == "I"
     assert set(grown.get_n("k", 2)) <= {"first", "last"}
     assert any(grown.get(f"k{i}") == "last" for i in range(200))
+
+
+@pytest.mark.parametrize("algorithm", ["consistent", "chash"])
+def test_bulk_build_equals_one_by_one(algorithm: str) -> None:
+    groups = [
+        {str(i): RingNode(40) for i in range(1, 21)},  # chash: shared points, order matters
+        {f"s{i}": RingNode(300, 1 + i % 2) for i in range(30)},
+        {"b": RingNode(5), "a": RingNode(5)},
+    ]
+    for nodes in groups:
+        bulk = Ring.build(algorithm, nodes)
+        one = Ring(algorithm)
+        for name, node in nodes.items():
+            one = one.with_node(name, node)
+        assert [list(a) for a in bulk._pts] == [list(a) for a in one._pts]
+        assert [list(a) for a in bulk._own] == [list(a) for a in one._own]
+        assert list(bulk._nonempty) == list(one._nonempty)
+        assert bulk.point_count == one.point_count and dict(bulk.nodes) == dict(one.nodes)
+        # and it keeps working incrementally
+        later = bulk.with_node("late", RingNode(7)).without(next(iter(nodes)))
+        ref = one.with_node("late", RingNode(7)).without(next(iter(nodes)))
+        assert [later.get(f"k{i}") for i in range(500)] == [ref.get(f"k{i}") for i in range(500)]
+    with pytest.raises(TypeError):
+        Ring.build(algorithm, {"a": 3})  # type: ignore[dict-item]
