@@ -85,7 +85,9 @@ class CoreBase:
         return None
 
     def _any_alive_peer(self) -> bool:
-        return any(n.name != self.name and n.state in (NodeState.ALIVE, NodeState.SUSPECT) for n in self._nodes.values())
+        return any(
+            n.name != self.name and n.state in (NodeState.ALIVE, NodeState.SUSPECT) for n in self._nodes.values()
+        )
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
@@ -117,7 +119,9 @@ class CoreBase:
     def _stream_reply(self, msg: Message) -> bytes:
         return self.codec.encode_stream(wire.encode(msg), dialer=False)
 
-    def _open(self, addr: Address, data: bytes, st: StreamCtx, *, expect_reply: bool = True, timeout: float | None = None) -> int:
+    def _open(
+        self, addr: Address, data: bytes, st: StreamCtx, *, expect_reply: bool = True, timeout: float | None = None
+    ) -> int:
         self._stream_seq += 1
         sid = self._stream_seq
         self._streams[sid] = st
@@ -167,4 +171,3 @@ class CoreBase:
             except ValueError:
                 self.stats["drop.bad_source_addr"] += 1
         return source
-

@@ -385,4 +385,3 @@ class Memberlist(Prober, PushPuller):
             else:
                 for i in range(0, len(msgs), MAX_PARTS):
                     self._emit_raw(node.address, wire.make_compound(msgs[i : i + MAX_PARTS]), node)
-

@@ -57,7 +57,6 @@ class _Relay:
     timer: int = 0
 
 
-
 class Prober(StateRules):
     _probes: dict[int, _Probe]
     _relays: dict[int, _Relay]
@@ -108,7 +107,9 @@ class Prober(StateRules):
             sus = wire.encode(Suspect(node.incarnation, node.name, self.name))
             self._emit(node.address, wire.make_compound([ping, sus]), node=node)
         self.stats["probe.sent"] += 1
-        probe.timers.append(self._timers.schedule(now + self.config.probe_timeout, lambda t: self._probe_indirect(seq, t)))
+        probe.timers.append(
+            self._timers.schedule(now + self.config.probe_timeout, lambda t: self._probe_indirect(seq, t))
+        )
         probe.timers.append(self._timers.schedule(probe.deadline, lambda t: self._probe_finish(seq, t)))
 
     def _ping(self, seq: int, target: str) -> Ping:
@@ -219,4 +220,3 @@ class Prober(StateRules):
         relay = self._relays.pop(seq, None)
         if relay is not None and relay.want_nack:
             self._emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=True)
-

@@ -52,7 +52,9 @@ class PushPuller(StateRules):
         peers = self._random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
         if peers:
             self._open_push_pull(peers[0].address, join=False)
-        self._timers.schedule(now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick)
+        self._timers.schedule(
+            now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick
+        )
 
     def _open_push_pull(self, addr: Address, join: bool) -> int:
         data = self.codec.encode_stream(wire.encode(self._local_state(join)), dialer=True)
@@ -111,5 +113,12 @@ class PushPuller(StateRules):
             host = ip_from_bytes(r.addr)
         except ValueError:
             host = ""
-        return Node(r.name, host, r.port, r.meta or b"", r.vsn, NodeState(r.state) if 0 <= r.state <= 3 else NodeState.DEAD, r.incarnation)
-
+        return Node(
+            r.name,
+            host,
+            r.port,
+            r.meta or b"",
+            r.vsn,
+            NodeState(r.state) if 0 <= r.state <= 3 else NodeState.DEAD,
+            r.incarnation,
+        )

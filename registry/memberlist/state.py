@@ -169,4 +169,3 @@ class StateRules(CoreBase):
 
     def _leave_transmitted(self) -> None:
         self._leave_sent = True
-

@@ -154,7 +154,8 @@ def test_leave_marks_left_everywhere() -> None:
     assert not leaver.leave_done()
     assert c.net.run_until_true(leaver.leave_done, timeout=5, step=0.01)
     assert c.net.run_until_true(
-        lambda: all(c.nodes[i].get("n2").state == NodeState.LEFT for i in (0, 1, 3, 4)), timeout=5  # type: ignore[union-attr]
+        lambda: all(getattr(c.nodes[i].get("n2"), "state", None) == NodeState.LEFT for i in (0, 1, 3, 4)),
+        timeout=5,
     )
     assert all(("n2", NodeState.LEFT) in c.delegates[i].leaves for i in (0, 1, 3, 4))
 

@@ -62,7 +62,9 @@ def test_lossy_network_no_false_deaths(tcp_pings: bool) -> None:
     suspicions = sum(m.stats["probe.failed"] for m in c.nodes)
     refutes = sum(m.stats["refute"] for m in c.nodes)
     rescued = sum(m.stats["probe.tcp_fallback_ok"] for m in c.nodes)
-    print(f"10% loss, 10 min, tcp={tcp_pings}: {suspicions} failed probes, {refutes} refutations, {rescued} TCP rescues")
+    print(
+        f"10% loss, 10 min, tcp={tcp_pings}: {suspicions} failed probes, {refutes} refutations, {rescued} TCP rescues"
+    )
     if tcp_pings:
         assert rescued > 0
     else:
@@ -80,9 +82,7 @@ def test_false_suspicion_is_refuted() -> None:
     victim = c.nodes[3]
     inc = victim.incarnation
     # n1 accuses n3 by gossip: inject the suspect as if received from the network
-    c.nodes[1].receive_packet(
-        c.nodes[1].codec.encode_packet(encode(Suspect(inc, "n3", "n2"))), c.addrs[2], c.net.now
-    )
+    c.nodes[1].receive_packet(c.nodes[1].codec.encode_packet(encode(Suspect(inc, "n3", "n2"))), c.addrs[2], c.net.now)
     c.net.kick()
     assert c.nodes[1].get("n3").state == NodeState.SUSPECT  # type: ignore[union-attr]
 
