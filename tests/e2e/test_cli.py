@@ -235,7 +235,10 @@ def test_tls_grpc_and_ops_client(tmp_path: Path) -> None:
         def groups(*extra: str) -> subprocess.CompletedProcess[str]:
             return run("groups", "-rpc", f"127.0.0.1:{rpc}", "-timeout", "3", *extra)
 
-        ok = wait_for(lambda: (r := groups("-tls-ca", str(ca))).returncode == 0 and r, 30, what="TLS groups")
-        assert "registry-group" in ok.stdout
+        def tls_ok() -> bool:
+            r = groups("-tls-ca", str(ca))
+            return r.returncode == 0 and "registry-group" in r.stdout.split()
+
+        wait_for(tls_ok, 30, what="groups over TLS")
         plain = groups()
         assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain
