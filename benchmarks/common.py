@@ -126,7 +126,18 @@ def print_table(records: Sequence[Record], *, show_how: bool = True) -> None:
     sys.stdout.flush()
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks stop the child processes
+    (run_all sends SIGTERM to a script that overran its time limit)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes; a few tens of seconds")
     p.add_argument("--json", metavar="PATH", help="write the list of records to PATH")
@@ -413,8 +424,15 @@ def reexec_in_private_netns(argv: Sequence[str]) -> None:
     script = "ip link set lo up && exec \"$@\""
     cmd = ["unshare", "-rn", "sh", "-c", script, "sh", sys.executable, *argv]
     sys.stdout.flush()
-    rc = subprocess.call(cmd, env=env)
-    sys.exit(rc)
+    child = subprocess.Popen(cmd, env=env)  # unshare and sh exec: child.pid is the inner python
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    sys.exit(child.wait())
 
 
 def python_argv(script: str | Path, *args: str) -> list[str]:

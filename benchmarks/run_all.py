@@ -45,12 +45,18 @@ def main(argv: list[str] | None = None) -> int:
                 cmd.append("--quick")
             print(f"\n---- {script.name} (limit {limit:.0f}s)", flush=True)
             t0 = time.monotonic()
+            proc = subprocess.Popen(cmd, cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL)
             try:
-                proc = subprocess.run(cmd, cwd=str(common.REPO_ROOT), timeout=limit, stdin=subprocess.DEVNULL)
-                rc = proc.returncode
+                rc = proc.wait(limit)
                 state = {0: "ok", common.EXIT_MISSING: "missing piece"}.get(rc, f"failed (exit {rc})")
             except subprocess.TimeoutExpired:
                 state = f"timed out after {limit:.0f}s"
+                proc.terminate()  # SIGTERM: the script's finally blocks stop its child processes
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             dt = time.monotonic() - t0
             recs: list[common.Record] = []
             if out.exists():
