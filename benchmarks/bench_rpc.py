@@ -154,7 +154,11 @@ def main() -> None:
         plan += [("aio", "Members", c) for c in (1, 8, 64)]
         plan += [("aio", "MatchBatch", c) for c in (1, 8)] + [("sync", "MatchBatch", 1)]
         for kind, method, conc in plan:
+            cpu0 = common.cpu_seconds(srv.pid)
             r = run_load(addr, kind, method, conc, seconds, warmup)
+            # Server CPU per call (warm-up calls included in both counts' span: an estimate of
+            # what one dedicated core could serve, less sensitive to other load on the machine).
+            cpu_per_call = (common.cpu_seconds(srv.pid) - cpu0) / max(r["calls"], 1) * seconds / (seconds + warmup)
             how = (f"{kind} client, one connection, c={conc} in flight, {seconds}s window after {warmup}s "
                    f"warm-up, server and load generator in separate processes; 10 services x 160 replicas")
             name = f"{method} {kind} c={conc}"
@@ -168,8 +172,11 @@ def main() -> None:
             ref50 = TARGETS["Match c=1 p50"] if (method, conc) == ("Match", 1) else ""
             records.append(common.record(f"{name} p50", r["p50"] * 1e6, "us", how, reference=ref50))
             records.append(common.record(f"{name} p99", r["p99"] * 1e6, "us", how))
+            records.append(common.record(f"{name} server CPU per call", cpu_per_call * 1e6, "us",
+                                         how + "; server utime+stime over the run / calls in the window,"
+                                         " scaled by window/(window+warm-up)"))
             print(f"  {name}: {r['calls'] / seconds:,.0f} calls/s p50={r['p50'] * 1e6:.0f}us "
-                  f"p99={r['p99'] * 1e6:.0f}us", flush=True)
+                  f"p99={r['p99'] * 1e6:.0f}us server-cpu/call={cpu_per_call * 1e6:.0f}us", flush=True)
     common.emit(records, args)
 
 
