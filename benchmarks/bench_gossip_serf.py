@@ -84,9 +84,10 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, impl: str, profile: str) -> None:
+    def __init__(self, impl: str, profile: str, py_impl: str = "auto") -> None:
         self.impl = impl  # "python" or "serf"
         self.profile = profile
+        self.py_impl_wanted = py_impl
         self.nodes: dict[str, Node] = {}
         self.lock = threading.Lock()
         self.group = common.ProcGroup()
@@ -130,7 +131,7 @@ class Cluster:
             stdin = False
         else:
             argv = common.python_argv(common.BENCH_DIR / "gossip_node.py", "--name", name, "--bind", node.addr,
-                                      "--profile", self.profile)
+                                      "--profile", self.profile, "--impl", self.py_impl_wanted)
             if join:
                 argv += ["--join", join]
             stdin = True
@@ -183,9 +184,9 @@ def wait(cluster: Cluster, pred: Any, timeout: float, what: str) -> float:
     return common.wait_for(ok, timeout, 0.01, what)
 
 
-def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int) -> dict[str, float | None]:
+def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int, py_impl: str = "auto") -> dict[str, float | None]:
     """Figures of one cluster of `n` processes of `impl`."""
-    c = Cluster(impl, profile)
+    c = Cluster(impl, profile, py_impl)
     out: dict[str, float | None] = {}
     try:
         seed = c.start(f"{impl}-0")
@@ -286,6 +287,8 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=0.0, help="idle window seconds (default 30; quick 8)")
     p.add_argument("--profile", default="lan")
     p.add_argument("--join-rounds", type=int, default=0, help="joins measured per cluster (default 5; quick 3)")
+    p.add_argument("--py-impl", choices=["auto", "serf", "memberlist"], default="auto",
+                   help="Python node: SerfAgent, plain MemberlistNode, or auto (SerfAgent when it imports)")
     p.add_argument("--no-netns", action="store_true", help="do not re-run in a private network namespace")
     p.add_argument("--only", choices=["python", "serf", "both"], default="both")
     args = p.parse_args()
@@ -319,7 +322,8 @@ def main() -> int:
         results: dict[str, dict[str, float | None]] = {}
         for impl in impls:
             try:
-                results[impl] = run_one(impl, n, idle, args.profile, args.join_rounds or (3 if args.quick else 5))
+                results[impl] = run_one(impl, n, idle, args.profile, args.join_rounds or (3 if args.quick else 5),
+                                       args.py_impl)
             except (TimeoutError, RuntimeError, OSError) as e:
                 print(f"   {impl} n={n} FAILED: {e}", flush=True)
                 failures += 1
