@@ -117,11 +117,11 @@ def print_table(records: Sequence[Record], *, show_how: bool = True) -> None:
     if not records:
         print("(no figures)")
         return
-    w = max(len(str(r["figure"])) for r in records)
+    w = max(len(str(r.get("figure"))) for r in records)
     for r in records:
         ref = f"   [ref {r['reference']}]" if r.get("reference") not in (None, "") else ""
-        print(f"  {str(r['figure']):<{w}}  {fmt_value(r['value']):>12} {r['unit']}{ref}")
-        if show_how:
+        print(f"  {str(r.get('figure')):<{w}}  {fmt_value(r.get('value')):>12} {r.get('unit', '')}{ref}")
+        if show_how and r.get("how_measured"):
             print(f"  {'':<{w}}    how: {r['how_measured']}")
     sys.stdout.flush()
 
