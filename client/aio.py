@@ -81,6 +81,8 @@ class AsyncRpcClient:
         return stub
 
     async def _call(self, method: str, group: str, fn: Callable[[pb_grpc.RegistryStub], Awaitable[_R]]) -> _R:
+        if self._closed:
+            raise RegistryError(f"{method}: client is closed", group=group)
         tried: list[tuple[str, str]] = []
         start = self._current
         n = len(self.addresses)

@@ -93,6 +93,8 @@ class RpcClient:
         return stub
 
     def _call(self, method: str, group: str, fn: Callable[[pb_grpc.RegistryStub], _R]) -> _R:
+        if self._closed.is_set():
+            raise RegistryError(f"{method}: client is closed", group=group)
         tried: list[tuple[str, str]] = []
         start = self._current
         n = len(self.addresses)

@@ -168,12 +168,20 @@ def _members(c: RpcClient) -> list[Service]:
     return [] if view is None else view.members()
 
 
-def test_context_manager_closes() -> None:
-    c = RpcClient("127.0.0.1:1")
+def test_context_manager_closes(server: ServerThread) -> None:
+    c = RpcClient(server.addr)
     with c:
-        pass
-    with pytest.raises(RegistryError):
+        c.groups()
+    with pytest.raises(RegistryError, match="closed"):
         c.match(GROUP, "k")
+
+
+async def test_async_context_manager_closes(server: ServerThread) -> None:
+    c = AsyncRpcClient(server.addr)
+    async with c:
+        await c.groups()
+    with pytest.raises(RegistryError, match="closed"):
+        await c.match(GROUP, "k")
 
 
 async def test_async_client(server: ServerThread) -> None:
