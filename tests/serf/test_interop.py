@@ -290,3 +290,51 @@ async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_restart_after_kill_and_after_leave_rejoins(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    from serfagent import free_port
+
+    go: GoAgent = serf_agent(name="go1")
+    port = free_port()
+
+    async def start(v: str) -> SerfAgent:
+        cfg = SerfConfig(name="py1", tags={"v": v}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=port))
+        a = SerfAgent(cfg)
+        await a.start()
+        nodes.append(a)
+        await a.join([go.bind])
+        return a
+
+    first = await start("1")
+    await go.await_member("py1", "alive", timeout=20)
+    await first.shutdown()
+    await go.await_member("py1", "failed", timeout=40)
+    second = await start("2")  # stale "dead" state about us comes back in the join reply: refuted
+    m = await go.await_member("py1", "alive", timeout=20)
+    assert m["tags"] == {"v": "2"}
+    assert await second.leave(15.0)
+    await go.await_member("py1", "left", timeout=20)
+    await second.shutdown()
+    await start("3")
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while loop.time() < end:
+        m = await go.amember("py1") or {}
+        if m.get("status") == "alive" and m.get("tags") == {"v": "3"}:
+            break
+        await asyncio.sleep(0.2)
+    assert m.get("status") == "alive" and m.get("tags") == {"v": "3"}
+
+
+async def test_force_leave_of_failed_go_node(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+    go1: GoAgent = serf_agent(name="go1")
+    go2: GoAgent = serf_agent(name="go2")
+    py = await py_node("py1")
+    nodes.append(py)
+    await py.join([go1.bind, go2.bind])
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE)
+    go2.kill()
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 40)
+    await go1.arun("force-leave", "go2")
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.LEFT, 20)
