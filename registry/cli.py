@@ -30,7 +30,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
@@ -188,7 +188,6 @@ class ServerArgs:
     tls_ca: str = ""
     profile: str = "lan"
     leave_timeout: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _readable(path: str, flag: str) -> str:
