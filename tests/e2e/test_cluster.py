@@ -211,3 +211,17 @@ def test_go_serf_agent_as_service_and_peer_with_encryption(tmp_path: Path) -> No
                 watch.close()
         finally:
             go.close()
+
+
+def test_registry_started_before_its_seed_joins_later(tmp_path: Path) -> None:
+    """A registry whose seeds are not up yet keeps serving and retries the join."""
+    from .helpers import free_port
+
+    seed_gossip = free_port()
+    with procs() as ps:
+        early = Registry(ps, tmp_path, "registry-early", [f"127.0.0.1:{seed_gossip}"]).wait_ready()
+        wait_for(lambda: "no seed answered" in early.proc.output() or "join failed" in early.proc.output(), 30)
+        late = Registry(ps, tmp_path, "registry-late", (), gossip=seed_gossip).wait_ready()
+        both = {"registry-early", "registry-late"}
+        wait_for(lambda: early.ids("registry-group") == late.ids("registry-group") == both, 30,
+                 what="the early registry joined once its seed came up")
