@@ -189,6 +189,8 @@ class AsyncRpcClient:
                 view.error = f"{addr}: {describe(err)}"
             except RegistryError:
                 return
+            except Exception as exc:  # a bad event must not end the watch silently
+                view.error = f"{addr}: {type(exc).__name__}: {exc}"
             i = (i + 1) % len(self.addresses)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)

@@ -251,10 +251,10 @@ class _WatchThread(threading.Thread):
                 self._view.error = f"{addr}: {describe(err)}"
             except RegistryError:  # closed while reconnecting
                 return
-            except ValueError:  # channel closed under us
+            except Exception as exc:  # channel closed under us, or a bad event
                 if c._closed.is_set():
                     return
-                raise
+                self._view.error = f"{addr}: {type(exc).__name__}: {exc}"
             i = (i + 1) % len(c.addresses)
             if c._closed.wait(backoff):
                 return
