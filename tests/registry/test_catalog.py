@@ -157,6 +157,16 @@ def test_listener_errors_are_counted_and_unsubscribe_works() -> None:
     assert len(seen) == 1 and cat.version("web") == 2
 
 
+def test_a_change_rebuilds_only_its_own_group() -> None:
+    cat = Catalog(default_replicas=32)
+    cat.apply("a", tags("one"))
+    cat.apply("b", tags("two"))
+    two = cat.ring("two")
+    cat.apply("c", tags("one"))
+    cat.apply("a", None)
+    assert cat.ring("two") is two and cat.version("two") == 1
+
+
 def test_unknown_algorithm() -> None:
     with pytest.raises(ValueError):
         Catalog(algorithm="md5")
