@@ -392,7 +392,7 @@ class Serf(Delegate):
             self.stats["serf.drop.unexpected_type"] += 1
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        n = len(self._members)
+        n = self.memberlist.num_members()  # Go sizes Serf's retransmits by memberlist.NumMembers
         out: list[bytes] = []
         for q in (self._broadcasts, self._query_broadcasts, self._event_broadcasts):
             used = sum(len(m) + overhead for m in out)
