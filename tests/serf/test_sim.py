@@ -255,3 +255,26 @@ def test_user_event_coalescing_keeps_newest_per_name() -> None:
 
     assert c.run_until(lambda: got(1) == [("deploy", b"v3"), ("other", b"x"), ("plain", b"p")], 10.0)
     assert got(0) == got(1)
+
+
+def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
+    from registry.memberlist.simnet import SimNetwork
+    from serf_sim import SerfCluster
+
+    c = SerfCluster(SimNetwork(seed=7, loss=0.1, jitter=0.05, duplicate=0.1))
+    for i in range(5):
+        c.add(i)
+    for i in range(1, 5):
+        c.nodes[i].join([addr(0)], c.net.now)
+    c.net.kick()
+    assert c.run_until(lambda: all(c.all_see(f"s{i}", MemberStatus.ALIVE, list(range(5))) for i in range(5)), 60.0)
+    for i in range(5):
+        c.nodes[i].user_event("e", b"%d" % i, False, c.net.now)
+    c.nodes[4].leave(c.net.now)
+    c.net.kick()
+    assert c.run_until(lambda: c.all_see("s4", MemberStatus.LEFT, [0, 1, 2, 3]), 60.0)
+
+    def payloads(i: int) -> list[bytes]:
+        return sorted(e.payload for e in c.events[i] if isinstance(e, UserEvent))
+
+    assert c.run_until(lambda: all(payloads(i) == [b"0", b"1", b"2", b"3", b"4"] for i in range(4)), 60.0)
