@@ -712,6 +712,7 @@ class Serf(Delegate):
             responded[0] = True
             self._send_response(dest, out)
             self._relay_response(q.relay_factor, dest, q.source_node, out)
+            self._wake()  # a driver must flush now: the answer may come from a task, outside any input
             return True
 
         event = QueryEvent(q.ltime, q.id, q.name, q.payload, q.source_node, deadline, respond)
