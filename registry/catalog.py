@@ -186,6 +186,8 @@ class Catalog:
         if old is None or self.algorithm == "chash" or ring.nodes.get(name) != node:
             ring = ring.with_node(name, node)
         services = dict(state.services)
+        if self.algorithm == "chash":
+            services.pop(name, None)  # dict order = ring insert order (Go Upsert re-inserts last)
         services[name] = service
         new = _GroupState(group, state.version + 1, group_replicas, MappingProxyType(services), ring)
         self._groups[group] = new
@@ -254,10 +256,18 @@ class Catalog:
         return [services[get(k)] for k in keys]
 
     def members(self, group: str) -> list[Service]:
-        """Live services of ``group`` sorted by id; ``[]`` for an unknown group (as Go)."""
+        """Live services of ``group``; ``[]`` for an unknown group (as Go).
+
+        Sorted by id for ``"consistent"``.  For ``"chash"`` in ring insert
+        order: answers on shared points depend on it (the later insert
+        wins), so replaying this list in order (a client's cache) rebuilds
+        the very same ring.
+        """
         state = self._groups.get(group)
         if state is None:
             return []
+        if self.algorithm == "chash":
+            return list(state.services.values())
         return [state.services[k] for k in sorted(state.services)]
 
     def groups(self) -> list[str]:

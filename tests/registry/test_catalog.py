@@ -141,6 +141,25 @@ def test_chash_go_answers_and_group_replicas_fixed_by_first_member() -> None:
     assert Catalog(algorithm="chash").default_replicas == 10000
 
 
+def test_chash_members_replay_rebuilds_the_same_ring() -> None:
+    # ids "1".."20" share points; which one owns a shared point depends on insert order.
+    server = Catalog(algorithm="chash")
+    for name in ["12", "2", "5", "11", "1", "20", "3"]:
+        server.apply(name, tags("g", replicas="30"))
+    server.apply("12", tags("g", "moved", replicas="30"))  # update: re-inserted last, like Go Upsert
+    order = [s.id for s in server.members("g")]
+    assert order == ["2", "5", "11", "1", "20", "3", "12"]
+    client = Catalog(algorithm="chash")
+    for s in server.members("g"):
+        client.apply(s.id, dict(s.tags))
+    keys = [f"user-{i}" for i in range(3000)]
+    assert [s.id for s in client.match_batch("g", keys)] == [s.id for s in server.match_batch("g", keys)]
+    # the order does matter on shared points ("1"+"12" == "11"+"2"): id order answers differently
+    ring = server.ring("g")
+    by_id = Ring.build("chash", {n: RingNode(30) for n in sorted(order)})
+    assert any(ring.get(k) != by_id.get(k) for k in keys)
+
+
 def test_listener_errors_are_counted_and_unsubscribe_works() -> None:
     cat = Catalog(default_replicas=8)
 
