@@ -91,7 +91,9 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """A full snapshot, then every change of the group.
+        """A full snapshot, then every change of the group. A group with no member yet
+        may be watched (empty snapshot). A watcher too slow to keep up gets a fresh
+        snapshot instead of an ever-growing backlog.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
