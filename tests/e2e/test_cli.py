@@ -135,8 +135,14 @@ def test_signal_leaves_and_exits_0(tmp_path: Path, sig: int) -> None:
         wait_for(lambda: _listening(rpc) and _listening(metrics), 60, what="gRPC and metrics listening")
         import urllib.request
 
-        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+        def scrape() -> str | None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
+                text = str(r.read().decode())
+            return text if 'registry_members{group="registry-group"} 1' in text else None
+
+        body = wait_for(scrape, 30, what="the server counted itself in the metrics")
         assert "# TYPE registry_members gauge" in body
+        assert 'registry_gossip_members{status="alive"} 1' in body
         p.signal(sig)
         assert p.wait(30) == 0, p.output()
         out = p.output()
