@@ -431,8 +431,9 @@ class Serf(Delegate):
             self.query_clock.witness(pp.query_ltime - 1)
         left = set(pp.left_members)
         for name in pp.left_members:
-            # Go uses the member's status LTime itself (not +1) for this artificial intent
-            self._handle_leave_intent(msgs.Leave(pp.status_ltimes.get(name, 0), name))
+            # one past the status time (current Go; older Serf used the time itself, which let a
+            # node that saw the memberlist death first keep the leaver `failed` for good)
+            self._handle_leave_intent(msgs.Leave(pp.status_ltimes.get(name, 0) + 1, name))
         for name, lt in pp.status_ltimes.items():
             if name not in left:
                 self._handle_join_intent(msgs.Join(lt, name))

@@ -278,3 +278,24 @@ def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
         return sorted(e.payload for e in c.events[i] if isinstance(e, UserEvent))
 
     assert c.run_until(lambda: all(payloads(i) == [b"0", b"1", b"2", b"3", b"4"] for i in range(4)), 60.0)
+
+
+def test_left_members_in_push_pull_override_a_death_seen_first() -> None:
+    # A node learnt the leaver's status time from a push/pull (as a join time) and then saw the
+    # memberlist death before the leave intent: it holds `failed` with status time == the leave's.
+    # The next push/pull listing the node as left must still turn it into `left` (Go: time + 1).
+    c = make_cluster(2)
+    s0, s1 = c.nodes
+    for s in (s0, s1):
+        s.notify_join(Node("gone", "10.9.9.7", 7946))
+        s.notify_msg(M.encode(M.Join(40, "gone")))
+    s0.notify_msg(M.encode(M.Leave(41, "gone")))
+    s0.notify_leave(Node("gone", "10.9.9.7", 7946))
+    assert must(s0.member("gone")).status == MemberStatus.LEFT
+    s1.notify_msg(M.encode(M.Join(41, "gone")))  # the push/pull-learnt status time
+    s1.notify_leave(Node("gone", "10.9.9.7", 7946))
+    assert must(s1.member("gone")).status == MemberStatus.FAILED
+    s1.notify_msg(M.encode(M.Leave(41, "gone")))  # the real intent now carries no news
+    assert must(s1.member("gone")).status == MemberStatus.FAILED
+    s1.merge_remote_state(s0.local_state(False), False)
+    assert must(s1.member("gone")).status == MemberStatus.LEFT
