@@ -130,12 +130,11 @@ class Config:
         return cls(**base)
 
     @classmethod
-    def profile(cls, name: str, **overrides: Any) -> "Config":
+    def profile(cls, profile_name: str, /, **overrides: Any) -> "Config":
         makers = {"lan": cls.lan, "wan": cls.wan, "local": cls.local, "fast": cls.fast}
-        try:
-            return makers[name](**overrides)
-        except KeyError:
-            raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(makers)}") from None
+        if profile_name not in makers:
+            raise ValueError(f"unknown profile {profile_name!r}: choose one of {', '.join(makers)}")
+        return makers[profile_name](**overrides)
 
 
 def retransmit_limit(mult: int, n: int) -> int:

@@ -23,7 +23,7 @@ def test_examples_end_to_end(tmp_path: Path) -> None:
             assert body == s.id, s.proc.output()
         wait_for(lambda: reg.ids("webservice") == {"example-sync", "example-async"}, 30, what="both examples listed")
         out = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "client.py"), "-registries", reg.rpc, "-fetch"],
+            [sys.executable, str(ROOT / "examples" / "match_client.py"), "-registries", reg.rpc, "-fetch"],
             capture_output=True, text=True, env=env(), timeout=120,
         )
         assert out.returncode == 0, out.stderr

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Match 1000 user ids to the web services that own them, and show the spread.
 
-    python examples/client.py -registries 127.0.0.1:9800 -group webservice
+    python examples/match_client.py -registries 127.0.0.1:9800 -group webservice
 
 With -cache the client keeps a local copy of each group's ring (kept fresh by Watch)
 and answers Match without a round trip.  -fetch also GETs each owner's page once.
