@@ -22,6 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
+def supported_options(script: Path) -> str:
+    """The script's --help text (to see whether it follows the --quick/--json convention)."""
+    try:
+        res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60,
+                             cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL)
+        return res.stdout
+    except (subprocess.TimeoutExpired, OSError):
+        return "--json --quick"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--only", default="", help="comma-separated substrings of script names to run")
@@ -40,9 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for script in scripts:
             out = Path(tmp) / f"{script.stem}.json"
-            cmd = [sys.executable, str(script), "--json", str(out)]
+            opts = supported_options(script)
+            cmd = [sys.executable, str(script)]
+            notes = ""
+            if "--json" in opts:
+                cmd += ["--json", str(out)]
+            else:
+                notes += ", no --json option (figures not collected)"
             if args.quick:
-                cmd.append("--quick")
+                if "--quick" in opts:
+                    cmd.append("--quick")
+                else:
+                    notes += ", no --quick option"
             print(f"\n---- {script.name} (limit {limit:.0f}s)", flush=True)
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL)
@@ -68,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in recs:
                 r.setdefault("script", script.name)
             all_records.extend(recs)
-            status.append((script.name, f"{state}, {len(recs)} figures", dt))
+            status.append((script.name, f"{state}, {len(recs)} figures{notes}", dt))
 
     print("\n==== summary")
     for name, state, dt in status:
