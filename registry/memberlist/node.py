@@ -145,6 +145,13 @@ class MemberlistNode:
         """Bind UDP+TCP on `config.bind_addr:bind_port` (0 = any free port) and start gossiping."""
         if not config.name:
             config = config.replace(name=socket.gethostname())
+        bind_host = config.bind_addr or "0.0.0.0"
+        if not _is_ip(bind_host):  # a host name: bind (and by default advertise) its first IP
+            found = await resolve(Address(bind_host, config.bind_port))
+            if not found:
+                raise OSError(f"bind address {bind_host!r} does not resolve")
+            bind_host = found[0].host
+        config = config.replace(bind_addr=bind_host)
         runner = MachineRunner(None, config)
         cores: list[Memberlist] = []
         adv: list[Address] = []

@@ -262,3 +262,9 @@ async def test_leave_then_shutdown_with_no_peers(spawn: Spawn) -> None:
     await a.shutdown()
     with pytest.raises(JoinError):
         await a.join(["127.0.0.1:1"])
+
+
+async def test_bind_to_a_host_name(spawn: Spawn) -> None:
+    a = await spawn("a", host="localhost")
+    assert a.runner.bound.host in (LOOP4, LOOP6)
+    assert a.address.host == a.runner.bound.host  # advertises an IP, never a name
