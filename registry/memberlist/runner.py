@@ -276,9 +276,14 @@ class MachineRunner:
             framer = _make_framer(expect_label=False, max_size=self.config.max_stream_size)
         timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
         self.stats["tcp.dial"] += 1
-        reply, error = await dial_stream(
-            out.addr, out.data, timeout=timeout, expect_reply=out.expect_reply, framer=framer, stats=self.stats
-        )
+        try:
+            reply, error = await dial_stream(
+                out.addr, out.data, timeout=timeout, expect_reply=out.expect_reply, framer=framer, stats=self.stats
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. an address the OS cannot parse
+            self.stats["runner.exception.dial"] += 1
+            log.warning("stream to %s failed unexpectedly: %r", out.addr, exc)
+            reply, error = None, f"{type(exc).__name__}: {exc}"
         if self._closed or self._machine is None:
             return
         machine = self._machine
