@@ -101,15 +101,15 @@ def line_value(proc: common.Proc, prefix: str, timeout: float) -> str:
 
 def main() -> int:
     p = common.base_parser(__doc__ or "")
-    p.add_argument("--rounds", type=int, default=0, help="start/kill/stop rounds (default 5; quick 1)")
+    p.add_argument("--rounds", type=int, default=0, help="start/kill/stop rounds (default 5; quick 2)")
     p.add_argument("--profile", default="lan")
     args = p.parse_args()
     for mod in ("registry.cli", "registry.server", "register", "client"):
         common.require_import(mod, args)
-    rounds = args.rounds or (1 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 5)
     common.print_header("discovery: registry processes + a Register service, Match latency", args.quick)
     env = common.repo_env()
-    figures: dict[str, list[float]] = {k: [] for k in ("start_r1", "start_r2", "start_call", "kill_r1",
+    figures: dict[str, list[float]] = {k: [] for k in ("start_r1", "start_r2", "start_call", "after_r1", "after_r2", "kill_r1",
                                                     "kill_r2", "stop_r1", "stop_r2")}
     with common.ProcGroup() as group:
         g1, r1, g2, r2 = common.free_ports(4)
@@ -143,6 +143,8 @@ def main() -> int:
                     figures["start_r2"].append(seen[1] - t_start)
                     t_started = float(line_value(svc, "STARTED", 60).split()[1])
                     figures["start_call"].append(t_started - t_start)
+                    figures["after_r1"].append(seen[0] - t_started)
+                    figures["after_r2"].append(seen[1] - t_started)
                     time.sleep(1.0)
                     if mode == "kill":
                         t0 = time.monotonic()
@@ -169,6 +171,8 @@ def main() -> int:
         "start_r1": ("Register.start -> Match answers it, on the joined registry", "ms", 1000.0),
         "start_r2": ("Register.start -> Match answers it, on another registry", "ms", 1000.0),
         "start_call": ("Register.start() call duration (bind + join, incl. lazy imports)", "ms", 1000.0),
+        "after_r1": ("start() returned -> Match answers it, joined registry (may be < 0)", "ms", 1000.0),
+        "after_r2": ("start() returned -> Match answers it, other registry (may be < 0)", "ms", 1000.0),
         "kill_r1": ("SIGKILL service -> gone from Match, joined registry", "s", 1.0),
         "kill_r2": ("SIGKILL service -> gone from Match, other registry", "s", 1.0),
         "stop_r1": ("graceful Register.stop -> gone from Match, joined registry", "s", 1.0),
