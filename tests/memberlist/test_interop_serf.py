@@ -147,3 +147,16 @@ async def test_encrypted_join(serf_agent: Callable[..., SerfAgent], nodes: list[
         await asyncio.sleep(0.2)
     assert (node.get("go1") or Node("", "", 0)).state == NodeState.ALIVE
     assert not any(k.startswith("drop.decrypt") for k in node.stats)
+
+
+async def test_agent_graceful_leave_shows_as_left(
+    serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]
+) -> None:
+    agent = serf_agent("go1")
+    node = await start_py(nodes, "py1")
+    assert await node.join([agent.bind]) == 1
+    await agent.await_member("py1", "alive", timeout=30)
+    await agent.arun("leave", timeout=30)  # dead{Node=go1, From=go1} is gossiped before the agent exits
+    left = await node.wait_until(lambda: (node.get("go1") or Node("", "", 0)).state == NodeState.LEFT, 30)
+    assert left, f"go1 is {(node.get('go1') or Node('', '', 0)).state!r}, not LEFT"
+    assert {x.name for x in node.members()} == {"py1"}
