@@ -160,3 +160,22 @@ async def test_agent_graceful_leave_shows_as_left(
     left = await node.wait_until(lambda: (node.get("go1") or Node("", "", 0)).state == NodeState.LEFT, 30)
     assert left, f"go1 is {(node.get('go1') or Node('', '', 0)).state!r}, not LEFT"
     assert {x.name for x in node.members()} == {"py1"}
+
+
+async def test_mixed_cluster_detects_a_killed_python_node(
+    serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]
+) -> None:
+    """Agent + two Python nodes: py2 vanishes; the agent (probing via py1 indirectly too) marks it
+    failed, py1 declares it dead, and py1 itself stays alive everywhere."""
+    agent = serf_agent("go1")
+    py1 = await start_py(nodes, "py1")
+    py2 = await start_py(nodes, "py2")
+    assert await py1.join([agent.bind]) == 1
+    assert await py2.join([str(py1.address)]) == 1
+    await agent.await_member("py2", "alive", timeout=30)
+    await py1.wait_until(lambda: {x.name for x in py1.members()} == {"go1", "py1", "py2"}, 30)
+    await py2.shutdown()
+    await agent.await_member("py2", "failed", timeout=60)
+    assert await py1.wait_until(lambda: (py1.get("py2") or Node("", "", 0)).state == NodeState.DEAD, 60)
+    assert (await agent.amember("py1") or {}).get("status") == "alive"
+    assert (py1.get("go1") or Node("", "", 0)).state == NodeState.ALIVE
