@@ -23,12 +23,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 
@@ -158,6 +159,13 @@ class Cluster:
             node.proc.send("quit")
             common.wait_for(lambda: not node.proc.alive(), 15, 0.02, f"{node.name} to exit")  # type: ignore[union-attr]
 
+    def nobody_lists(self, name: str) -> Callable[[], bool]:
+        def check() -> bool:
+            with self.lock:
+                return all(name not in x.alive for x in self.live())
+
+        return check
+
     def live(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.proc is not None and n.proc.alive()]
 
@@ -174,6 +182,10 @@ class Cluster:
 
     def close(self) -> None:
         self.group.close()
+
+
+def is_ready(node: Node) -> Callable[[], bool]:
+    return lambda: node.ready
 
 
 def wait(cluster: Cluster, pred: Any, timeout: float, what: str) -> float:
@@ -215,7 +227,7 @@ def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int, py_i
         join_p50: list[float] = []
         for r in range(join_rounds):
             new = c.start(f"{impl}-{n - 1}-r{r}")
-            wait(c, lambda: new.ready, 30, f"{impl} new node to start")
+            wait(c, is_ready(new), 30, f"{impl} new node to start")
             time.sleep(0.2)
             t_join = time.monotonic()
             c.join(new, seed.addr)
@@ -227,13 +239,7 @@ def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int, py_i
             join_p50.append(common.percentile([s - t_join for s in seen], 50))
             if r < join_rounds - 1:
                 c.remove_gracefully(new)
-                gone_name = new.name
-
-                def forgotten() -> bool:
-                    with c.lock:
-                        return all(gone_name not in x.alive for x in c.live())
-
-                wait(c, forgotten, 60, f"{impl} graceful leave of {gone_name}")
+                wait(c, c.nobody_lists(new.name), 60, f"{impl} graceful leave of {new.name}")
         out["join_s"] = common.percentile(join_max, 50)
         out["join_worst_s"] = max(join_max)
         out["join_p50_s"] = common.percentile(join_p50, 50)
@@ -266,18 +272,18 @@ def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int, py_i
 
 
 FIGURES = [
-    ("join_s", "join seen by all (max over nodes, median of rounds)", "s", "join", "time from the join command (Python: stdin line; serf: agent RPC join) "
-     "to the last of: every node's EventMemberJoin for the newcomer and the newcomer's for every node"),
+    ("join_s", "join seen by all (max over nodes, median of rounds)", "s", "join", ("time from the join command (Python: stdin line; serf: agent RPC join) "
+     "to the last of: every node's EventMemberJoin for the newcomer and the newcomer's for every node")),
     ("join_worst_s", "join seen by all (worst round)", "s", "", "the slowest of the join rounds"),
-    ("join_p50_s", "join seen by all (p50 over nodes)", "s", "", "median over the old nodes of the time to list the newcomer, "
-     "median of rounds"),
+    ("join_p50_s", "join seen by all (p50 over nodes)", "s", "", ("median over the old nodes of the time to list the newcomer, "
+     "median of rounds")),
     ("fail_s", "SIGKILL -> failed by all (max)", "s", "fail", "time from SIGKILL of a member to the last EventMemberFailed among the others"),
     ("fail_p50_s", "SIGKILL -> failed (p50 over nodes)", "s", "", "median over the other nodes of the time to declare it failed"),
-    ("cpu_pct", "idle CPU per node", "% of a core", "", "utime+stime from /proc/<pid>/stat over the idle window, mean per node "
-     "(clock ticks of 10 ms: coarse for short windows)"),
+    ("cpu_pct", "idle CPU per node", "% of a core", "", ("utime+stime from /proc/<pid>/stat over the idle window, mean per node "
+     "(clock ticks of 10 ms: coarse for short windows)")),
     ("rss_mb", "RSS per node", "MiB", "rss", "VmRSS from /proc/<pid>/status after the idle window, mean per node"),
-    ("bytes_s", "idle bytes sent per node", "B/s", "", "tx bytes of lo in a private netns (unshare -rn) over the idle window / nodes; "
-     "frames incl. headers, all protocols"),
+    ("bytes_s", "idle bytes sent per node", "B/s", "", ("tx bytes of lo in a private netns (unshare -rn) over the idle window / nodes; "
+     "frames incl. headers, all protocols")),
 ]
 
 
@@ -306,7 +312,7 @@ def main() -> int:
         impls.remove("serf")
     if "python" in impls:
         try:
-            import registry.memberlist.node  # noqa: F401
+            import registry.memberlist.node
         except Exception as e:  # noqa: BLE001
             try:
                 import registry.serf.agent  # noqa: F401

@@ -24,11 +24,12 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 
@@ -85,6 +86,9 @@ def build(n: int, seed: int, profile: str) -> Any:
 
         def live(self) -> list[int]:
             return [i for i in range(len(self.nodes)) if i not in self.silenced]
+
+        def all_declared_dead(self, name: str) -> Callable[[], bool]:
+            return lambda: all(name in self.timelines[i].dead for i in self.live())
 
         def converged(self) -> bool:
             k = len(self.nodes) - len(self.silenced)
@@ -145,10 +149,7 @@ def run(n: int, profile: str, loss_window: float, rounds: int, seed: int = 7) ->
         net.stop(sim.addrs[victim])
         sim.silenced.add(victim)
 
-        def all_dead() -> bool:
-            return all(vname in sim.timelines[i].dead for i in sim.live())
-
-        if not net.run_until_true(all_dead, timeout=600.0, step=0.25):
+        if not net.run_until_true(sim.all_declared_dead(vname), timeout=600.0, step=0.25):
             raise TimeoutError("failure not declared by all within 600 virtual seconds")
         gone = [sim.timelines[i].dead[vname] - t0 for i in sim.live()]
         fmax.append(max(gone))

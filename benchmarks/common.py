@@ -24,9 +24,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
+from typing import Any, NoReturn
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -74,7 +75,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def today() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def print_header(title: str, quick: bool) -> None:
@@ -88,7 +89,7 @@ def print_header(title: str, quick: bool) -> None:
 # -- records -------------------------------------------------------------------------------
 
 
-def record(figure: str, value: float | int | str | None, unit: str, how: str, **extra: Any) -> Record:
+def record(figure: str, value: float | str | None, unit: str, how: str, **extra: Any) -> Record:
     r: Record = {
         "figure": figure,
         "value": value,
@@ -120,7 +121,7 @@ def print_table(records: Sequence[Record], *, show_how: bool = True) -> None:
     w = max(len(str(r.get("figure"))) for r in records)
     for r in records:
         ref = f"   [ref {r['reference']}]" if r.get("reference") not in (None, "") else ""
-        print(f"  {str(r.get('figure')):<{w}}  {fmt_value(r.get('value')):>12} {r.get('unit', '')}{ref}")
+        print(f"  {r.get('figure')!s:<{w}}  {fmt_value(r.get('value')):>12} {r.get('unit', '')}{ref}")
         if show_how and r.get("how_measured"):
             print(f"  {'':<{w}}    how: {r['how_measured']}")
     sys.stdout.flush()
@@ -242,7 +243,7 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
     wait_for(up, timeout, 0.05, f"{host}:{port} to accept TCP")
 
 
-def wait_server(proc: "Proc", host: str, port: int, timeout: float = 30.0) -> None:
+def wait_server(proc: Proc, host: str, port: int, timeout: float = 30.0) -> None:
     """Wait for `proc` to accept TCP on host:port; RuntimeError (with its output) if it exits first."""
 
     def up() -> bool:
@@ -266,14 +267,14 @@ class Proc:
     name: str
     argv: list[str]
     env: dict[str, str] | None = None
-    on_line: Callable[["Proc", float, str], None] | None = None
+    on_line: Callable[[Proc, float, str], None] | None = None
     keep_lines: int = 200
     stdin: bool = False
     popen: subprocess.Popen[str] | None = None
     lines: list[tuple[float, str]] = field(default_factory=list)
     _thread: threading.Thread | None = None
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if self.env:
@@ -359,7 +360,7 @@ class ProcGroup:
             if p.alive():
                 p.stop(timeout=3.0)
 
-    def __enter__(self) -> "ProcGroup":
+    def __enter__(self) -> ProcGroup:  # noqa: PYI034 - not subclassed
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -416,6 +417,7 @@ def reexec_in_private_netns(argv: Sequence[str]) -> None:
         ["unshare", "-rn", "sh", "-c", "ip link set lo up 2>/dev/null || true; cat /proc/net/dev"],
         capture_output=True,
         text=True,
+        check=False,
     )
     if probe.returncode != 0:
         return
@@ -439,7 +441,7 @@ def python_argv(script: str | Path, *args: str) -> list[str]:
     return [sys.executable, str(script), *args]
 
 
-def drain_queue(q: "queue.Queue[Any]") -> Iterator[Any]:
+def drain_queue(q: queue.Queue[Any]) -> Iterator[Any]:
     while True:
         try:
             yield q.get_nowait()

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 
 def supported_options(script: Path) -> str:
     """The script's --help text (to see whether it follows the --quick/--json convention)."""
     try:
-        res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60,
+        res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60, check=False,
                              cwd=str(common.REPO_ROOT), stdin=subprocess.DEVNULL)
         return res.stdout
     except (subprocess.TimeoutExpired, OSError):
