@@ -230,3 +230,65 @@ def test_concurrent_readers_during_joins_and_leaves() -> None:
     assert not errors, errors
     assert reads[0] > 0
     assert cat.version("web") == 5 + 60
+
+
+@pytest.mark.parametrize("algorithm", ["consistent", "chash"])
+def test_apply_many_equals_one_by_one(algorithm: str) -> None:
+    import random
+
+    rnd = random.Random(3)
+    names = [str(i) for i in range(1, 25)]  # chash: shared points make order visible
+    keys = [f"user-{i}" for i in range(400)]
+    one = Catalog(algorithm=algorithm, default_replicas=24)
+    many = Catalog(algorithm=algorithm, default_replicas=24)
+    seen: list[GroupChange] = []
+    many.subscribe(seen.append)
+    for round_no in range(8):
+        size = 3 if round_no == 0 else rnd.randint(1, 12)
+        updates: list[tuple[str, dict[str, str] | None]] = []
+        if round_no == 0:  # a whole group at once: the bulk path
+            updates.extend((name, tags("g1", "start")) for name in rnd.sample(names, len(names)))
+        for _ in range(size):
+            name = rnd.choice(names)
+            roll = rnd.random()
+            if roll < 0.2:
+                updates.append((name, None))
+            elif roll < 0.25:
+                updates.append((name, {"role": "no group"}))
+            else:
+                group = rnd.choice(["g1", "g2"])
+                extra = {"weight": rnd.choice(["1", "2", "bad"])} if algorithm == "consistent" else {}
+                updates.append((name, tags(group, f"a{rnd.randint(0, 2)}", **extra)))
+        before = {g: many.version(g) for g in ("g1", "g2")}
+        for name, t in updates:
+            one.apply(name, t)
+        mark = len(seen)
+        many.apply_many(updates)
+        for change in seen[mark:]:
+            assert change.version == before[change.group] + 1  # one version per group per batch
+        assert one.groups() == many.groups()
+        for g in one.groups():
+            assert one.members(g) == many.members(g)
+            assert dict(one.ring(g).nodes) == dict(many.ring(g).nodes)
+            assert [s.id for s in one.match_batch(g, keys)] == [s.id for s in many.match_batch(g, keys)]
+        for name in names:
+            assert one.group_of(name) == many.group_of(name)
+    assert one.stats == many.stats
+
+
+def test_apply_many_change_lists() -> None:
+    cat = Catalog(default_replicas=16)
+    cat.apply("a", tags("web"))
+    cat.apply("b", tags("web"))
+    seen = record(cat)
+    cat.apply_many([("a", None), ("c", tags("web")), ("b", tags("web", "new")), ("d", tags("api"))])
+    by_group = {c.group: c for c in seen}
+    web = by_group["web"]
+    assert ([s.id for s in web.added], [s.id for s in web.removed], [s.id for s in web.updated]) == (
+        ["c"],
+        ["a"],
+        ["b"],
+    )
+    assert web.version == 3 and by_group["api"].version == 1
+    cat.apply_many([("c", None), ("c", tags("web"))])  # net no change: no event
+    assert len(seen) == 2
