@@ -15,7 +15,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from registry.memberlist.node import JoinError, advertise_address, parse_address, resolve
+from registry.memberlist.node import (
+    JoinError,
+    advertise_address,
+    parse_address,
+    resolve,
+)
 from registry.memberlist.runner import MachineRunner, StreamOutcome
 from registry.memberlist.types import Address
 
@@ -27,7 +32,7 @@ from .events import Event
 from .member import Member, MemberStatus
 from .query import QueryHandle, QueryItem, QueryParams
 
-__all__ = ["SerfAgent", "QueryStream", "EventStream", "JoinError"]
+__all__ = ["EventStream", "JoinError", "QueryStream", "SerfAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ Handler = Callable[[Event], object]
 class EventStream:
     """An async iterator over events, with a bounded drop-oldest buffer."""
 
-    def __init__(self, agent: "SerfAgent", size: int) -> None:
+    def __init__(self, agent: SerfAgent, size: int) -> None:
         self._agent = agent
         self._buf: deque[Event] = deque()
         self._size = size
@@ -59,7 +64,7 @@ class EventStream:
         self._wake.set()
         self._agent._streams.discard(self)
 
-    def __aiter__(self) -> "EventStream":
+    def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
@@ -100,9 +105,11 @@ class QueryStream:
     def _done(self) -> bool:
         if self.handle.closed:
             return True
-        return self._stop_when_all and len(self.handle.responses) >= self.handle.expected
+        return (
+            self._stop_when_all and len(self.handle.responses) >= self.handle.expected
+        )
 
-    def __aiter__(self) -> "QueryStream":
+    def __aiter__(self) -> QueryStream:
         return self
 
     async def __anext__(self) -> QueryItem:
@@ -231,7 +238,9 @@ class SerfAgent:
             return False
         c = self.core
         if timeout is None:
-            timeout = 2 * c.config.broadcast_timeout + c.config.leave_propagate_delay + 1.0
+            timeout = (
+                2 * c.config.broadcast_timeout + c.config.leave_propagate_delay + 1.0
+            )
         c.leave(self.runner.now())
         self.runner.kick()
         return await self.runner.wait_until(lambda: c.left, timeout)
@@ -259,7 +268,9 @@ class SerfAgent:
         self.core.set_tags(dict(tags), self.runner.now())
         self.runner.kick()
 
-    async def user_event(self, name: str, payload: bytes = b"", coalesce: bool = True) -> None:
+    async def user_event(
+        self, name: str, payload: bytes = b"", coalesce: bool = True
+    ) -> None:
         self.core.user_event(name, bytes(payload), coalesce, self.runner.now())
         self.runner.kick()
 
@@ -300,14 +311,16 @@ class SerfAgent:
                     res = cb(ev)
                     if inspect.isawaitable(res):
                         self._spawn(res)
-                except Exception:  # noqa: BLE001 - an application bug must not stop the node
+                except Exception:
                     self._agent_stats["handler.errors"] += 1
                     log.exception("serf event handler failed")
         if self._runner is not None:
             self._runner.kick()  # query responses sent from handlers
         if self._core.conflict_lost and not self._shut:
             # another node holds our name and the cluster sided with it: stop, as Go's Serf does
-            log.error("serf: name %r is taken by another node; shutting down", self._core.name)
+            log.error(
+                "serf: name %r is taken by another node; shutting down", self._core.name
+            )
             self._spawn(self.shutdown())
 
     def _spawn(self, coro: Any) -> None:
@@ -329,7 +342,13 @@ class SerfAgent:
         timeout: float = 0.0,
     ) -> QueryStream:
         """Start a query now; iterate the result for responses (acks on `.acks`)."""
-        params = QueryParams(list(filter_nodes or []), dict(filter_tags or {}), request_ack, relay_factor, timeout)
+        params = QueryParams(
+            list(filter_nodes or []),
+            dict(filter_tags or {}),
+            request_ack,
+            relay_factor,
+            timeout,
+        )
         handle = self.core.query(name, bytes(payload), self.runner.now(), params)
         stream = QueryStream(handle)
         self.runner.kick()
@@ -338,10 +357,14 @@ class SerfAgent:
     # -- keyring -----------------------------------------------------------------------------
 
     async def _key_op(self, op: str, key: str | None) -> keys.KeyOpResult:
-        payload = msgs.encode_key_request(keys.decode_key(key) if key is not None else b"")
+        payload = msgs.encode_key_request(
+            keys.decode_key(key) if key is not None else b""
+        )
         c = self.core
         expected = c.memberlist.num_members()
-        handle = c.query(keys.KEY_QUERIES[op], payload, self.runner.now(), QueryParams())
+        handle = c.query(
+            keys.KEY_QUERIES[op], payload, self.runner.now(), QueryParams()
+        )
         stream = QueryStream(handle, stop_when_all=True)
         self.runner.kick()
         items = await stream.collect()
@@ -367,6 +390,3 @@ class SerfAgent:
     def status_of(self, name: str) -> MemberStatus | None:
         m = self.core.member(name)
         return m.status if m is not None else None
-
-
-

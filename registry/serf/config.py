@@ -48,7 +48,7 @@ class SerfConfig:
     #: (`stats["events.dropped"]`), so a slow consumer never blocks gossip.
     event_queue_size: int = 4096
 
-    def replace(self, **changes: Any) -> "SerfConfig":
+    def replace(self, **changes: Any) -> SerfConfig:
         return dataclasses.replace(self, **changes)
 
     def memberlist_config(self) -> Config:

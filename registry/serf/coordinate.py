@@ -14,7 +14,13 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["Coordinate", "CoordinateConfig", "VivaldiClient", "encode_ack_payload", "decode_ack_payload"]
+__all__ = [
+    "Coordinate",
+    "CoordinateConfig",
+    "VivaldiClient",
+    "decode_ack_payload",
+    "encode_ack_payload",
+]
 
 PING_VERSION = 1
 _ZERO = 1.0e-6
@@ -42,37 +48,48 @@ class Coordinate:
     height: float = 10.0e-6
 
     @classmethod
-    def origin(cls, cfg: CoordinateConfig) -> "Coordinate":
-        return cls([0.0] * cfg.dimensionality, cfg.vivaldi_error_max, 0.0, cfg.height_min)
+    def origin(cls, cfg: CoordinateConfig) -> Coordinate:
+        return cls(
+            [0.0] * cfg.dimensionality, cfg.vivaldi_error_max, 0.0, cfg.height_min
+        )
 
-    def copy(self) -> "Coordinate":
+    def copy(self) -> Coordinate:
         return Coordinate(list(self.vec), self.error, self.adjustment, self.height)
 
     def is_valid(self) -> bool:
-        return all(math.isfinite(x) for x in [*self.vec, self.error, self.adjustment, self.height])
+        return all(
+            math.isfinite(x)
+            for x in [*self.vec, self.error, self.adjustment, self.height]
+        )
 
-    def compatible(self, other: "Coordinate") -> bool:
+    def compatible(self, other: Coordinate) -> bool:
         return len(self.vec) == len(other.vec)
 
-    def raw_distance(self, other: "Coordinate") -> float:
+    def raw_distance(self, other: Coordinate) -> float:
         return math.dist(self.vec, other.vec) + self.height + other.height
 
-    def distance(self, other: "Coordinate") -> float:
+    def distance(self, other: Coordinate) -> float:
         """Estimated RTT in seconds (adjustments applied unless that makes it non-positive)."""
         dist = self.raw_distance(other)
         adjusted = dist + self.adjustment + other.adjustment
         return adjusted if adjusted > 0.0 else dist
 
-    def apply_force(self, cfg: CoordinateConfig, force: float, other: "Coordinate", rng: random.Random) -> "Coordinate":
+    def apply_force(
+        self, cfg: CoordinateConfig, force: float, other: Coordinate, rng: random.Random
+    ) -> Coordinate:
         ret = self.copy()
         unit, mag = _unit_vector_at(self.vec, other.vec, rng)
         ret.vec = [a + u * force for a, u in zip(ret.vec, unit)]
         if mag > _ZERO:
-            ret.height = max((ret.height + other.height) * force / mag + ret.height, cfg.height_min)
+            ret.height = max(
+                (ret.height + other.height) * force / mag + ret.height, cfg.height_min
+            )
         return ret
 
 
-def _unit_vector_at(a: list[float], b: list[float], rng: random.Random) -> tuple[list[float], float]:
+def _unit_vector_at(
+    a: list[float], b: list[float], rng: random.Random
+) -> tuple[list[float], float]:
     d = [x - y for x, y in zip(a, b)]
     mag = math.hypot(*d)
     if mag > _ZERO:
@@ -126,7 +143,9 @@ class VivaldiClient:
         wrongness = abs(dist - rtt) / rtt
         total = max(self.coord.error + other.error, _ZERO)
         weight = self.coord.error / total
-        err = cfg.vivaldi_ce * weight * wrongness + self.coord.error * (1.0 - cfg.vivaldi_ce * weight)
+        err = cfg.vivaldi_ce * weight * wrongness + self.coord.error * (
+            1.0 - cfg.vivaldi_ce * weight
+        )
         self.coord.error = min(err, cfg.vivaldi_error_max)
         force = cfg.vivaldi_cc * weight * (rtt - dist)
         self.coord = self.coord.apply_force(cfg, force, other, self.rng)
@@ -146,7 +165,12 @@ class VivaldiClient:
 
 
 def encode_ack_payload(c: Coordinate) -> bytes:
-    body = {"Adjustment": c.adjustment, "Error": c.error, "Height": c.height, "Vec": [float(x) for x in c.vec]}
+    body = {
+        "Adjustment": c.adjustment,
+        "Error": c.error,
+        "Height": c.height,
+        "Vec": [float(x) for x in c.vec],
+    }
     packed: bytes = msgpack.packb(body, use_bin_type=False, use_single_float=False)
     return bytes([PING_VERSION]) + packed
 
@@ -157,11 +181,14 @@ def decode_ack_payload(data: bytes) -> Coordinate | None:
         return None
     try:
         obj: Any = msgpack.unpackb(data[1:], raw=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - msgpack raises many types on bad input
         return None
     if not isinstance(obj, dict):
         return None
-    m = {(k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+    m = {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): v
+        for k, v in obj.items()
+    }
 
     def num(v: object) -> float | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -172,7 +199,11 @@ def decode_ack_payload(data: bytes) -> Coordinate | None:
     if not isinstance(vec_raw, list):
         return None
     vec = [num(x) for x in vec_raw]
-    fields = [num(m.get("Error", 0.0)), num(m.get("Adjustment", 0.0)), num(m.get("Height", 0.0))]
+    fields = [
+        num(m.get("Error", 0.0)),
+        num(m.get("Adjustment", 0.0)),
+        num(m.get("Height", 0.0)),
+    ]
     if any(x is None for x in vec) or any(x is None for x in fields):
         return None
     err, adj, height = (float(x) for x in fields)  # type: ignore[arg-type]

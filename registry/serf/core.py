@@ -14,8 +14,9 @@ from __future__ import annotations
 import collections
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
@@ -27,16 +28,27 @@ from . import keyring as keys
 from . import messages as msgs
 from .clock import LamportClock
 from .config import SerfConfig
-from .coordinate import Coordinate, VivaldiClient, decode_ack_payload, encode_ack_payload
+from .coordinate import (
+    Coordinate,
+    VivaldiClient,
+    decode_ack_payload,
+    encode_ack_payload,
+)
 from .events import Event, EventType, MemberEvent, QueryEvent, UserEvent
 from .member import Member, MemberState, MemberStatus
-from .query import QueryHandle, QueryParams, default_query_timeout, encode_filters, filters_pass
+from .query import (
+    QueryHandle,
+    QueryParams,
+    default_query_timeout,
+    encode_filters,
+    filters_pass,
+)
 from .tags import check_tags, decode_tags, encode_tags
 
 if TYPE_CHECKING:
     from registry.memberlist.crypto import Keyring
 
-__all__ = ["Serf", "SerfState", "USER_EVENT_HARD_LIMIT", "INTERNAL_QUERY_PREFIX"]
+__all__ = ["INTERNAL_QUERY_PREFIX", "USER_EVENT_HARD_LIMIT", "Serf", "SerfState"]
 
 USER_EVENT_HARD_LIMIT = 9 * 1024
 INTERNAL_QUERY_PREFIX = "_serf_"
@@ -97,7 +109,9 @@ class Serf(Delegate):
         check_tags(self._tags, config.protocol_version)
         self._members: dict[str, MemberState] = {}
         self._intents: dict[str, _Intent] = {}
-        self._event_buffer: list[msgs.UserEventSlot | None] = [None] * config.event_buffer
+        self._event_buffer: list[msgs.UserEventSlot | None] = [
+            None
+        ] * config.event_buffer
         self._event_min_time = 0
         self._query_buffer: list[_QuerySlot | None] = [None] * config.query_buffer
         self._query_min_time = 0
@@ -112,7 +126,9 @@ class Serf(Delegate):
         self._join_ignore = False
         self.join_results: dict[int, bool] = {}
         self._leave_intent_sent = False
-        self._leave_stage = 0  # 0 none, 1 intent queued, 2 memberlist leave, 3 propagating
+        self._leave_stage = (
+            0  # 0 none, 1 intent queued, 2 memberlist leave, 3 propagating
+        )
         self._leave_deadline = 0.0
         #: called whenever an event is queued or a query/leave/join makes progress (drivers wake up)
         self.wakeup: Callable[[], None] | None = None
@@ -172,7 +188,14 @@ class Serf(Delegate):
         if ms is not None:
             return ms.member.copy()
         node = self.memberlist.local_node
-        return Member(node.name, node.addr, node.port, dict(self._tags), MemberStatus.ALIVE, node.vsn)
+        return Member(
+            node.name,
+            node.addr,
+            node.port,
+            dict(self._tags),
+            MemberStatus.ALIVE,
+            node.vsn,
+        )
 
     @property
     def tags(self) -> dict[str, str]:
@@ -190,7 +213,9 @@ class Serf(Delegate):
         self.memberlist.update_meta(now)
         self._wake()
 
-    def join(self, addresses: list[Address], now: float, ignore_old: bool = True) -> list[int]:
+    def join(
+        self, addresses: list[Address], now: float, ignore_old: bool = True
+    ) -> list[int]:
         """Push/pull with each address; when at least one succeeds, gossip our join intent.
         Outcomes land in `join_results[stream_id]`."""
         ids = self.memberlist.join(addresses, now)
@@ -205,23 +230,33 @@ class Serf(Delegate):
         limit = self.config.user_event_size_limit
         size = len(name.encode()) + len(payload)
         if size > limit:
-            raise ValueError(f"user event exceeds configured limit of {limit} bytes before encoding")
+            raise ValueError(
+                f"user event exceeds configured limit of {limit} bytes before encoding"
+            )
         if size > USER_EVENT_HARD_LIMIT:
-            raise ValueError(f"user event exceeds sane limit of {USER_EVENT_HARD_LIMIT} bytes before encoding")
+            raise ValueError(
+                f"user event exceeds sane limit of {USER_EVENT_HARD_LIMIT} bytes before encoding"
+            )
         msg = msgs.UserEventMsg(self.event_clock.time(), name, bytes(payload), coalesce)
         raw = msgs.encode(msg)
         if len(raw) > limit:
-            raise ValueError(f"encoded user event exceeds configured limit of {limit} bytes after encoding")
+            raise ValueError(
+                f"encoded user event exceeds configured limit of {limit} bytes after encoding"
+            )
         self.event_clock.increment()
         self._handle_user_event(msg)
         self._queue(self._event_broadcasts, raw)
 
     def default_query_timeout(self) -> float:
         return default_query_timeout(
-            self.memberlist.config.gossip_interval, self.config.query_timeout_mult, self.memberlist.num_members()
+            self.memberlist.config.gossip_interval,
+            self.config.query_timeout_mult,
+            self.memberlist.num_members(),
         )
 
-    def query(self, name: str, payload: bytes, now: float, params: QueryParams | None = None) -> QueryHandle:
+    def query(
+        self, name: str, payload: bytes, now: float, params: QueryParams | None = None
+    ) -> QueryHandle:
         """Start a query; responses accumulate on the returned handle until its deadline."""
         self.memberlist.now = max(self.memberlist.now, now)
         if self.config.protocol_version < 4:
@@ -238,14 +273,18 @@ class Serf(Delegate):
             filters=encode_filters(params),
             flags=msgs.QUERY_FLAG_ACK if params.request_ack else 0,
             relay_factor=params.relay_factor,
-            timeout=int(round(timeout * 1e9)),
+            timeout=round(timeout * 1e9),
             name=name,
             payload=bytes(payload),
         )
         raw = msgs.encode(q)
         if len(raw) > self.config.query_size_limit:
-            raise ValueError(f"query exceeds limit of {self.config.query_size_limit} bytes")
-        handle = QueryHandle(q.ltime, q.id, name, self.now + timeout, self.memberlist.num_members())
+            raise ValueError(
+                f"query exceeds limit of {self.config.query_size_limit} bytes"
+            )
+        handle = QueryHandle(
+            q.ltime, q.id, name, self.now + timeout, self.memberlist.num_members()
+        )
         self._queries[q.ltime] = handle
 
         def expire(_now: float) -> None:
@@ -298,7 +337,7 @@ class Serf(Delegate):
         return out
 
     @property
-    def keyring(self) -> "Keyring | None":
+    def keyring(self) -> Keyring | None:
         """memberlist's live keyring (None when encryption is off)."""
         return self.memberlist.codec.keyring
 
@@ -392,7 +431,9 @@ class Serf(Delegate):
             self.stats["serf.drop.unexpected_type"] += 1
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        n = self.memberlist.num_members()  # Go sizes Serf's retransmits by memberlist.NumMembers
+        n = (
+            self.memberlist.num_members()
+        )  # Go sizes Serf's retransmits by memberlist.NumMembers
         out: list[bytes] = []
         for q in (self._broadcasts, self._query_broadcasts, self._event_broadcasts):
             used = sum(len(m) + overhead for m in out)
@@ -405,7 +446,11 @@ class Serf(Delegate):
         state = msgs.PushPullState(
             ltime=self.clock.time(),
             status_ltimes={name: ms.status_ltime for name, ms in self._members.items()},
-            left_members=[name for name, ms in self._members.items() if ms.member.status == MemberStatus.LEFT],
+            left_members=[
+                name
+                for name, ms in self._members.items()
+                if ms.member.status == MemberStatus.LEFT
+            ],
             event_ltime=self.event_clock.time(),
             events=list(self._event_buffer),
             query_ltime=self.query_clock.time(),
@@ -433,7 +478,9 @@ class Serf(Delegate):
         for name in pp.left_members:
             # one past the status time (current Go; older Serf used the time itself, which let a
             # node that saw the memberlist death first keep the leaver `failed` for good)
-            self._handle_leave_intent(msgs.Leave(pp.status_ltimes.get(name, 0) + 1, name))
+            self._handle_leave_intent(
+                msgs.Leave(pp.status_ltimes.get(name, 0) + 1, name)
+            )
         for name, lt in pp.status_ltimes.items():
             if name not in left:
                 self._handle_join_intent(msgs.Join(lt, name))
@@ -443,7 +490,9 @@ class Serf(Delegate):
             if slot is None:
                 continue
             for entry in slot.events:
-                self._handle_user_event(msgs.UserEventMsg(slot.ltime, entry.name, entry.payload, False))
+                self._handle_user_event(
+                    msgs.UserEventMsg(slot.ltime, entry.name, entry.payload, False)
+                )
 
     def notify_join(self, node: Node) -> None:
         ms = self._members.get(node.name)
@@ -456,7 +505,9 @@ class Serf(Delegate):
                 ltime = intent.ltime
                 if intent.kind == msgs.SerfMessageType.LEAVE:
                     status = MemberStatus.LEAVING
-            ms = MemberState(Member(node.name, node.addr, node.port, tags, status, node.vsn), ltime)
+            ms = MemberState(
+                Member(node.name, node.addr, node.port, tags, status, node.vsn), ltime
+            )
             self._members[node.name] = ms
         else:
             m = ms.member
@@ -485,7 +536,12 @@ class Serf(Delegate):
         if ms is None:
             return
         m = ms.member
-        m.addr, m.port, m.tags, m.vsn = node.addr, node.port, decode_tags(node.meta), node.vsn
+        m.addr, m.port, m.tags, m.vsn = (
+            node.addr,
+            node.port,
+            decode_tags(node.meta),
+            node.vsn,
+        )
         self._emit(MemberEvent(EventType.MEMBER_UPDATE, [m.copy()]))
 
     def ack_payload(self) -> bytes:
@@ -508,7 +564,10 @@ class Serf(Delegate):
 
     def notify_conflict(self, existing: Node, other: Node) -> None:
         self.stats["conflict.seen"] += 1
-        if existing.name != self.name or not self.config.enable_name_conflict_resolution:
+        if (
+            existing.name != self.name
+            or not self.config.enable_name_conflict_resolution
+        ):
             return
         if self.state != SerfState.ALIVE or self._conflict_query is not None:
             return
@@ -517,7 +576,10 @@ class Serf(Delegate):
     # ------------------------------------------------------------------ intents
 
     def _has_alive_members(self) -> bool:
-        return any(ms.member.status == MemberStatus.ALIVE and n != self.name for n, ms in self._members.items())
+        return any(
+            ms.member.status == MemberStatus.ALIVE and n != self.name
+            for n, ms in self._members.items()
+        )
 
     def _broadcast_join(self, ltime: int) -> None:
         msg = msgs.Join(ltime, self.name)
@@ -572,7 +634,9 @@ class Serf(Delegate):
     def _prune(self, ms: MemberState) -> None:
         if ms.member.status == MemberStatus.LEAVING:
             self._timers.schedule(
-                self.now + self.config.broadcast_timeout + self.config.leave_propagate_delay,
+                self.now
+                + self.config.broadcast_timeout
+                + self.config.leave_propagate_delay,
                 lambda _now: self._erase(ms.member.name),
             )
         else:
@@ -580,7 +644,11 @@ class Serf(Delegate):
 
     def _erase(self, name: str) -> None:
         ms = self._members.get(name)
-        if ms is None or ms.member.status not in (MemberStatus.LEFT, MemberStatus.LEAVING, MemberStatus.FAILED):
+        if ms is None or ms.member.status not in (
+            MemberStatus.LEFT,
+            MemberStatus.LEAVING,
+            MemberStatus.FAILED,
+        ):
             return
         del self._members[name]
         self._forget_coordinate(name)
@@ -607,9 +675,13 @@ class Serf(Delegate):
         elif self._leave_stage == 2:
             if self.memberlist.leave_done() or now >= self._leave_deadline:
                 self._leave_stage = 3
-                self._timers.schedule(now + self.config.leave_propagate_delay, self._leave_step)
+                self._timers.schedule(
+                    now + self.config.leave_propagate_delay, self._leave_step
+                )
             else:
-                self._timers.schedule(now + self.memberlist.config.gossip_interval, self._leave_step)
+                self._timers.schedule(
+                    now + self.memberlist.config.gossip_interval, self._leave_step
+                )
         elif self._leave_stage == 3:
             self.state = SerfState.LEFT
             self._wake()
@@ -653,7 +725,9 @@ class Serf(Delegate):
             self.stats["events.coalesced"] += 1
             return
         if self._coalesce_end is None:
-            self._coalesce_end = self._timers.schedule(self.now + self.config.user_coalesce_period, self._flush_coalesced)
+            self._coalesce_end = self._timers.schedule(
+                self.now + self.config.user_coalesce_period, self._flush_coalesced
+            )
         self._timers.cancel(self._quiet_end)
         quiet = self.config.user_quiescent_period or self.config.user_coalesce_period
         self._quiet_end = self._timers.schedule(self.now + quiet, self._flush_coalesced)
@@ -696,7 +770,11 @@ class Serf(Delegate):
             self.stats["serf.drop.bad_query_addr"] += 1
             return rebroadcast
         if q.ack:
-            ack = msgs.encode(msgs.QueryResponseMsg(q.ltime, q.id, self.name, msgs.QUERY_FLAG_ACK, None))
+            ack = msgs.encode(
+                msgs.QueryResponseMsg(
+                    q.ltime, q.id, self.name, msgs.QUERY_FLAG_ACK, None
+                )
+            )
             self._send_response(dest, ack)
             self._relay_response(q.relay_factor, dest, q.source_node, ack)
         deadline = self.now + q.timeout / 1e9
@@ -706,7 +784,9 @@ class Serf(Delegate):
             if self.state == SerfState.SHUTDOWN or self.now > deadline or responded[0]:
                 self.stats["query.respond_refused"] += 1
                 return False
-            out = msgs.encode(msgs.QueryResponseMsg(q.ltime, q.id, self.name, 0, bytes(payload)))
+            out = msgs.encode(
+                msgs.QueryResponseMsg(q.ltime, q.id, self.name, 0, bytes(payload))
+            )
             if len(out) > self.config.query_response_size_limit:
                 self.stats["query.response_too_large"] += 1
                 return False
@@ -716,7 +796,9 @@ class Serf(Delegate):
             self._wake()  # a driver must flush now: the answer may come from a task, outside any input
             return True
 
-        event = QueryEvent(q.ltime, q.id, q.name, q.payload, q.source_node, deadline, respond)
+        event = QueryEvent(
+            q.ltime, q.id, q.name, q.payload, q.source_node, deadline, respond
+        )
         if q.name.startswith(INTERNAL_QUERY_PREFIX):
             self._handle_internal_query(event)
         else:
@@ -729,7 +811,9 @@ class Serf(Delegate):
         else:
             self.memberlist.send_best_effort(dest, raw, self.now)
 
-    def _relay_response(self, factor: int, dest: Address, dest_name: str, raw: bytes) -> None:
+    def _relay_response(
+        self, factor: int, dest: Address, dest_name: str, raw: bytes
+    ) -> None:
         if factor <= 0:
             return
         if len(self._members) < factor + 1:
@@ -737,7 +821,9 @@ class Serf(Delegate):
         candidates = [
             ms.member
             for ms in self._members.values()
-            if ms.member.status == MemberStatus.ALIVE and ms.member.name != self.name and (ms.member.vsn[1:2] or b"\0")[0] >= 5
+            if ms.member.status == MemberStatus.ALIVE
+            and ms.member.name != self.name
+            and (ms.member.vsn[1:2] or b"\0")[0] >= 5
         ]
         self.rng.shuffle(candidates)
         header = msgs.RelayHeader(ip_to_bytes(dest.host), dest.port, dest_name)
@@ -775,10 +861,22 @@ class Serf(Delegate):
             cm = None
             if ms is not None:
                 m = ms.member
-                cm = msgs.ConflictMember(m.name, ip_to_bytes(m.addr), m.port, dict(m.tags), int(m.status), m.vsn)
+                cm = msgs.ConflictMember(
+                    m.name,
+                    ip_to_bytes(m.addr),
+                    m.port,
+                    dict(m.tags),
+                    int(m.status),
+                    m.vsn,
+                )
             event.respond(msgs.encode_conflict_response(cm))
             return
-        key_ops = {"install-key": "install", "use-key": "use", "remove-key": "remove", "list-keys": "list"}
+        key_ops = {
+            "install-key": "install",
+            "use-key": "use",
+            "remove-key": "remove",
+            "list-keys": "list",
+        }
         if op not in key_ops:
             self.stats["query.internal_unknown"] += 1
             return
@@ -787,15 +885,23 @@ class Serf(Delegate):
         if key_ops[op] == "list" and resp.result:
 
             def wrapped(p: bytes) -> int:
-                return len(msgs.encode(msgs.QueryResponseMsg(event.ltime, event.id, self.name, 0, p)))
+                return len(
+                    msgs.encode(
+                        msgs.QueryResponseMsg(event.ltime, event.id, self.name, 0, p)
+                    )
+                )
 
-            resp = keys.fit_list_response(resp, self.config.query_response_size_limit, wrapped)
+            resp = keys.fit_list_response(
+                resp, self.config.query_response_size_limit, wrapped
+            )
         event.respond(msgs.encode_key_response(resp))
         self._wake()
 
     def _resolve_conflict(self) -> None:
         self.stats["conflict.resolving"] += 1
-        handle = self.query(INTERNAL_QUERY_PREFIX + "conflict", self.name.encode(), self.now)
+        handle = self.query(
+            INTERNAL_QUERY_PREFIX + "conflict", self.name.encode(), self.now
+        )
         self._conflict_query = handle
         local = self.memberlist.local_node
 
@@ -829,9 +935,12 @@ class Serf(Delegate):
         self._timers.schedule(now + self.config.reap_interval, self._reap_tick)
         for name, ms in list(self._members.items()):
             st = ms.member.status
-            if st == MemberStatus.FAILED and now - ms.leave_time > self.config.reconnect_timeout:
-                pass
-            elif st == MemberStatus.LEFT and now - ms.leave_time > self.config.tombstone_timeout:
+            if (
+                st == MemberStatus.FAILED
+                and now - ms.leave_time > self.config.reconnect_timeout
+                or st == MemberStatus.LEFT
+                and now - ms.leave_time > self.config.tombstone_timeout
+            ):
                 pass
             else:
                 continue
@@ -845,13 +954,21 @@ class Serf(Delegate):
                 del self._intents[name]
 
     def _reconnect_tick(self, now: float) -> None:
-        self._timers.schedule(now + self.config.reconnect_interval, self._reconnect_tick)
+        self._timers.schedule(
+            now + self.config.reconnect_interval, self._reconnect_tick
+        )
         if self.state != SerfState.ALIVE:
             return
-        failed = [ms.member for ms in self._members.values() if ms.member.status == MemberStatus.FAILED]
+        failed = [
+            ms.member
+            for ms in self._members.values()
+            if ms.member.status == MemberStatus.FAILED
+        ]
         if not failed:
             return
-        left = sum(1 for ms in self._members.values() if ms.member.status == MemberStatus.LEFT)
+        left = sum(
+            1 for ms in self._members.values() if ms.member.status == MemberStatus.LEFT
+        )
         alive = max(1, len(self._members) - len(failed) - left)
         if self.rng.random() > len(failed) / alive:
             return
@@ -861,7 +978,12 @@ class Serf(Delegate):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _queue(self, q: TransmitLimitedQueue, raw: bytes, on_done: Callable[[], None] | None = None) -> None:
+    def _queue(
+        self,
+        q: TransmitLimitedQueue,
+        raw: bytes,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         q.queue(None, raw, on_done)
         if len(q) > self.config.max_queue_depth:
             self.stats["broadcasts.pruned"] += len(q) - self.config.max_queue_depth
@@ -877,4 +999,3 @@ class Serf(Delegate):
     def _wake(self) -> None:
         if self.wakeup is not None:
             self.wakeup()
-

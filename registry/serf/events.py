@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 from .member import Member
 
-__all__ = ["EventType", "MemberEvent", "UserEvent", "QueryEvent", "Event"]
+__all__ = ["Event", "EventType", "MemberEvent", "QueryEvent", "UserEvent"]
 
 
 class EventType(enum.Enum):
@@ -55,4 +55,4 @@ class QueryEvent:
         return self._respond(payload)
 
 
-Event = Union[MemberEvent, UserEvent, QueryEvent]
+Event = MemberEvent | UserEvent | QueryEvent

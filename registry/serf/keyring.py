@@ -7,8 +7,9 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import messages as msgs
 from .query import QueryItem
@@ -17,14 +18,14 @@ if TYPE_CHECKING:
     from registry.memberlist.crypto import Keyring
 
 __all__ = [
+    "KEY_QUERIES",
     "KeyOpResult",
+    "aggregate_key_responses",
+    "answer_key_query",
     "decode_key",
     "encode_key",
     "load_keyring_file",
     "write_keyring_file",
-    "answer_key_query",
-    "aggregate_key_responses",
-    "KEY_QUERIES",
 ]
 
 KEY_QUERIES = {
@@ -49,7 +50,9 @@ def decode_key(text: str) -> bytes:
     except (binascii.Error, ValueError):
         raise ValueError(f"invalid key {text!r}: not base64") from None
     if len(raw) not in (16, 24, 32):
-        raise ValueError(f"invalid key: {len(raw)} bytes, a key must be 16, 24 or 32 bytes")
+        raise ValueError(
+            f"invalid key: {len(raw)} bytes, a key must be 16, 24 or 32 bytes"
+        )
     return raw
 
 
@@ -74,13 +77,15 @@ def write_keyring_file(path: str, keys: list[bytes]) -> None:
 
 
 def answer_key_query(
-    op: str, payload: bytes, keyring: "Keyring | None", keyring_file: str | None
+    op: str, payload: bytes, keyring: Keyring | None, keyring_file: str | None
 ) -> msgs.KeyResponse:
     """Apply one key query to our keyring and build the answer Serf would send."""
     if op == "list":
         if keyring is None or keyring.primary is None:
             return msgs.KeyResponse(False, "Keyring is empty (encryption not enabled)")
-        return msgs.KeyResponse(True, "", [encode_key(k) for k in keyring.keys], encode_key(keyring.primary))
+        return msgs.KeyResponse(
+            True, "", [encode_key(k) for k in keyring.keys], encode_key(keyring.primary)
+        )
     try:
         req = msgs.decode_key_request(payload)
     except msgs.SerfDecodeError:
@@ -106,18 +111,34 @@ def answer_key_query(
     return msgs.KeyResponse(True, "")
 
 
-def fit_list_response(resp: msgs.KeyResponse, limit: int, wrap: Callable[[bytes], int]) -> msgs.KeyResponse:
+def fit_list_response(
+    resp: msgs.KeyResponse, limit: int, wrap: Callable[[bytes], int]
+) -> msgs.KeyResponse:
     """Truncate a list-keys answer until `wrap(encoded payload)` (the size of the full query
     response) fits `limit`, with Serf's message."""
     keys = list(resp.keys or [])
     actual = len(keys)
     n = min(actual, limit // MIN_ENCODED_KEY_LENGTH)
-    cur = resp if n == actual else msgs.KeyResponse(resp.result, f"truncated key list response, showing first {n} of {actual} keys", keys[:n], resp.primary_key)
+    cur = (
+        resp
+        if n == actual
+        else msgs.KeyResponse(
+            resp.result,
+            f"truncated key list response, showing first {n} of {actual} keys",
+            keys[:n],
+            resp.primary_key,
+        )
+    )
     while True:
         if wrap(msgs.encode_key_response(cur)) <= limit or n == 0:
             return cur
         n -= 1
-        cur = msgs.KeyResponse(resp.result, f"truncated key list response, showing first {n} of {actual} keys", keys[:n], resp.primary_key)
+        cur = msgs.KeyResponse(
+            resp.result,
+            f"truncated key list response, showing first {n} of {actual} keys",
+            keys[:n],
+            resp.primary_key,
+        )
 
 
 @dataclass
@@ -159,5 +180,7 @@ def aggregate_key_responses(items: list[QueryItem], num_nodes: int) -> KeyOpResu
         for k in resp.keys or []:
             out.keys[k] = out.keys.get(k, 0) + 1
         if resp.primary_key:
-            out.primary_keys[resp.primary_key] = out.primary_keys.get(resp.primary_key, 0) + 1
+            out.primary_keys[resp.primary_key] = (
+                out.primary_keys.get(resp.primary_key, 0) + 1
+            )
     return out

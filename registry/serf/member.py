@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from registry.memberlist.types import DEFAULT_VSN
 
-__all__ = ["MemberStatus", "Member", "MemberState"]
+__all__ = ["Member", "MemberState", "MemberStatus"]
 
 
 class MemberStatus(enum.IntEnum):
@@ -37,8 +37,10 @@ class Member:
     def protocol_cur(self) -> int:
         return self.vsn[5] if len(self.vsn) > 5 else 0
 
-    def copy(self) -> "Member":
-        return Member(self.name, self.addr, self.port, dict(self.tags), self.status, self.vsn)
+    def copy(self) -> Member:
+        return Member(
+            self.name, self.addr, self.port, dict(self.tags), self.status, self.vsn
+        )
 
 
 @dataclass

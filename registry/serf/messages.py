@@ -9,43 +9,43 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 
 __all__ = [
-    "SerfMessageType",
-    "SerfDecodeError",
-    "QUERY_FLAG_ACK",
-    "QUERY_FLAG_NO_BROADCAST",
     "FILTER_NODE",
     "FILTER_TAG",
-    "Leave",
+    "QUERY_FLAG_ACK",
+    "QUERY_FLAG_NO_BROADCAST",
+    "ConflictMember",
     "Join",
-    "UserEventMsg",
-    "UserEventEntry",
-    "UserEventSlot",
+    "KeyRequest",
+    "KeyResponse",
+    "Leave",
     "PushPullState",
     "QueryMsg",
     "QueryResponseMsg",
     "RelayHeader",
-    "KeyRequest",
-    "KeyResponse",
-    "ConflictMember",
+    "SerfDecodeError",
     "SerfMessage",
-    "encode",
+    "SerfMessageType",
+    "UserEventEntry",
+    "UserEventMsg",
+    "UserEventSlot",
     "decode",
-    "encode_relay",
-    "decode_relay",
-    "encode_node_filter",
-    "encode_tag_filter",
-    "decode_filter",
-    "encode_key_request",
-    "decode_key_request",
-    "encode_key_response",
-    "decode_key_response",
-    "encode_conflict_response",
     "decode_conflict_response",
+    "decode_filter",
+    "decode_key_request",
+    "decode_key_response",
+    "decode_relay",
+    "encode",
+    "encode_conflict_response",
+    "encode_key_request",
+    "encode_key_response",
+    "encode_node_filter",
+    "encode_relay",
+    "encode_tag_filter",
 ]
 
 
@@ -190,7 +190,7 @@ class ConflictMember:
     vsn: bytes  # pmin pmax pcur dmin dmax dcur
 
 
-SerfMessage = Union[Leave, Join, UserEventMsg, QueryMsg, QueryResponseMsg]
+SerfMessage = Leave | Join | UserEventMsg | QueryMsg | QueryResponseMsg
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def _unpack_map(data: bytes) -> dict[str, Any]:
         obj = msgpack.unpackb(data, raw=True)
     except msgpack.ExtraData:
         raise SerfDecodeError("malformed", "trailing bytes") from None
-    except Exception as exc:  # msgpack raises several types for bad input
+    except Exception as exc:  # msgpack raises several types for bad input  # noqa: BLE001 - msgpack raises many types on bad input
         raise SerfDecodeError("malformed", str(exc)) from None
     if not isinstance(obj, dict):
         raise SerfDecodeError("malformed", "body is not a map")
@@ -291,11 +291,20 @@ def _text(v: object) -> str:
 def encode(msg: SerfMessage | PushPullState) -> bytes:
     """Type byte + body, as carried in a memberlist user message (or push/pull user state)."""
     if isinstance(msg, Leave):
-        return bytes([SerfMessageType.LEAVE]) + _pack({"LTime": msg.ltime, "Node": msg.node, "Prune": msg.prune})
+        return bytes([SerfMessageType.LEAVE]) + _pack(
+            {"LTime": msg.ltime, "Node": msg.node, "Prune": msg.prune}
+        )
     if isinstance(msg, Join):
-        return bytes([SerfMessageType.JOIN]) + _pack({"LTime": msg.ltime, "Node": msg.node})
+        return bytes([SerfMessageType.JOIN]) + _pack(
+            {"LTime": msg.ltime, "Node": msg.node}
+        )
     if isinstance(msg, UserEventMsg):
-        body = {"LTime": msg.ltime, "Name": msg.name, "Payload": msg.payload, "CC": msg.cc}
+        body = {
+            "LTime": msg.ltime,
+            "Name": msg.name,
+            "Payload": msg.payload,
+            "CC": msg.cc,
+        }
         return bytes([SerfMessageType.USER_EVENT]) + _pack(body)
     if isinstance(msg, QueryMsg):
         body = {
@@ -313,7 +322,13 @@ def encode(msg: SerfMessage | PushPullState) -> bytes:
         }
         return bytes([SerfMessageType.QUERY]) + _pack(body)
     if isinstance(msg, QueryResponseMsg):
-        body = {"LTime": msg.ltime, "ID": msg.id, "From": msg.from_, "Flags": msg.flags, "Payload": msg.payload}
+        body = {
+            "LTime": msg.ltime,
+            "ID": msg.id,
+            "From": msg.from_,
+            "Flags": msg.flags,
+            "Payload": msg.payload,
+        }
         return bytes([SerfMessageType.QUERY_RESPONSE]) + _pack(body)
     if isinstance(msg, PushPullState):
         events: list[Any] = []
@@ -321,7 +336,10 @@ def encode(msg: SerfMessage | PushPullState) -> bytes:
             if slot is None:
                 events.append(None)
             else:
-                entries = [_pack_sorted({"Name": e.name, "Payload": e.payload}) for e in slot.events]
+                entries = [
+                    _pack_sorted({"Name": e.name, "Payload": e.payload})
+                    for e in slot.events
+                ]
                 events.append(_pack_sorted({"LTime": slot.ltime, "Events": entries}))
         body = {
             "LTime": msg.ltime,
@@ -352,7 +370,9 @@ def decode(data: bytes) -> SerfMessage | PushPullState:
     if kind == SerfMessageType.JOIN:
         return Join(_uint(m, "LTime"), _str(m, "Node"))
     if kind == SerfMessageType.USER_EVENT:
-        return UserEventMsg(_uint(m, "LTime"), _str(m, "Name"), _bytes(m, "Payload"), _bool(m, "CC"))
+        return UserEventMsg(
+            _uint(m, "LTime"), _str(m, "Name"), _bytes(m, "Payload"), _bool(m, "CC")
+        )
     if kind == SerfMessageType.QUERY:
         filters = []
         for f in _list(m, "Filters"):
@@ -422,7 +442,11 @@ def decode(data: bytes) -> SerfMessage | PushPullState:
 def encode_relay(header: RelayHeader, inner: bytes) -> bytes:
     """`09` + relay header + the already-encoded message to forward (starting with its type byte)."""
     dest = {"IP": header.dest_ip, "Port": header.dest_port, "Zone": header.dest_zone}
-    return bytes([SerfMessageType.RELAY]) + _pack({"DestAddr": _pack_sorted(dest), "DestName": header.dest_name}) + inner
+    return (
+        bytes([SerfMessageType.RELAY])
+        + _pack({"DestAddr": _pack_sorted(dest), "DestName": header.dest_name})
+        + inner
+    )
 
 
 def decode_relay(data: bytes) -> tuple[RelayHeader, bytes]:
@@ -433,7 +457,7 @@ def decode_relay(data: bytes) -> tuple[RelayHeader, bytes]:
     unpacker.feed(data[1:])
     try:
         obj = unpacker.unpack()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on bad input
         raise SerfDecodeError("malformed", f"relay header: {exc}") from None
     if not isinstance(obj, dict):
         raise SerfDecodeError("malformed", "relay header is not a map")
@@ -442,7 +466,9 @@ def decode_relay(data: bytes) -> tuple[RelayHeader, bytes]:
     if not isinstance(dest_raw, dict):
         raise SerfDecodeError("malformed", "relay DestAddr")
     d = {_key(k): v for k, v in dest_raw.items()}
-    header = RelayHeader(_bytes(d, "IP"), _int(d, "Port"), _str(m, "DestName"), _str(d, "Zone"))
+    header = RelayHeader(
+        _bytes(d, "IP"), _int(d, "Port"), _str(m, "DestName"), _str(d, "Zone")
+    )
     inner = data[1 + unpacker.tell() :]
     if not inner:
         raise SerfDecodeError("truncated", "relay without a message")
@@ -467,7 +493,7 @@ def decode_filter(raw: bytes) -> tuple[int, Any]:
         raise SerfDecodeError("truncated", "empty filter")
     try:
         obj = msgpack.unpackb(raw[1:], raw=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on bad input
         raise SerfDecodeError("malformed", f"filter: {exc}") from None
     if raw[0] == FILTER_NODE:
         if not isinstance(obj, list):
@@ -495,7 +521,12 @@ def decode_key_request(data: bytes) -> KeyRequest:
 
 
 def encode_key_response(resp: KeyResponse) -> bytes:
-    body = {"Result": resp.result, "Message": resp.message, "Keys": resp.keys, "PrimaryKey": resp.primary_key}
+    body = {
+        "Result": resp.result,
+        "Message": resp.message,
+        "Keys": resp.keys,
+        "PrimaryKey": resp.primary_key,
+    }
     return bytes([SerfMessageType.KEY_RESPONSE]) + _pack(body)
 
 
@@ -537,7 +568,7 @@ def decode_conflict_response(data: bytes) -> ConflictMember | None:
         raise SerfDecodeError("malformed", "not a conflict response")
     try:
         obj = msgpack.unpackb(data[1:], raw=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on bad input
         raise SerfDecodeError("malformed", str(exc)) from None
     if obj is None:
         return None
@@ -549,7 +580,14 @@ def decode_conflict_response(data: bytes) -> ConflictMember | None:
         raise SerfDecodeError("malformed", "Tags")
     vsn = bytes(
         _uint(m, k) & 0xFF
-        for k in ("ProtocolMin", "ProtocolMax", "ProtocolCur", "DelegateMin", "DelegateMax", "DelegateCur")
+        for k in (
+            "ProtocolMin",
+            "ProtocolMax",
+            "ProtocolCur",
+            "DelegateMin",
+            "DelegateMax",
+            "DelegateCur",
+        )
     )
     return ConflictMember(
         _str(m, "Name"),

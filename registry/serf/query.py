@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import messages as msgs
 
 __all__ = [
-    "QueryParams",
-    "QueryItem",
     "QueryHandle",
+    "QueryItem",
+    "QueryParams",
     "default_query_timeout",
     "encode_filters",
     "filters_pass",
@@ -82,7 +81,9 @@ class QueryHandle:
     with each new item and with None once when the query closes.
     """
 
-    def __init__(self, ltime: int, qid: int, name: str, deadline: float, expected: int) -> None:
+    def __init__(
+        self, ltime: int, qid: int, name: str, deadline: float, expected: int
+    ) -> None:
         self.ltime = ltime
         self.id = qid
         self.name = name

@@ -11,7 +11,7 @@ import msgpack
 
 from registry.memberlist.types import META_MAX_SIZE
 
-__all__ = ["TAG_MAGIC", "TagsTooLarge", "encode_tags", "decode_tags", "check_tags"]
+__all__ = ["TAG_MAGIC", "TagsTooLarge", "check_tags", "decode_tags", "encode_tags"]
 
 TAG_MAGIC = 0xFF
 
@@ -20,7 +20,9 @@ class TagsTooLarge(ValueError):
     """The encoded tag set does not fit memberlist's 512-byte node metadata."""
 
     def __init__(self, size: int, limit: int = META_MAX_SIZE) -> None:
-        super().__init__(f"encoded tags take {size} bytes, more than the {limit}-byte limit of node metadata")
+        super().__init__(
+            f"encoded tags take {size} bytes, more than the {limit}-byte limit of node metadata"
+        )
         self.size = size
         self.limit = limit
 
@@ -29,7 +31,9 @@ def encode_tags(tags: Mapping[str, str], protocol: int = 5) -> bytes:
     """The `Meta` bytes Serf would send for `tags` (no size check, see `check_tags`)."""
     if protocol < 3:
         return tags.get("role", "").encode()
-    body: bytes = msgpack.packb({str(k): str(v) for k, v in tags.items()}, use_bin_type=False)
+    body: bytes = msgpack.packb(
+        {str(k): str(v) for k, v in tags.items()}, use_bin_type=False
+    )
     return bytes([TAG_MAGIC]) + body
 
 
@@ -57,7 +61,7 @@ def decode_tags(meta: bytes | None) -> dict[str, str]:
         return {"role": _text(meta or b"")}
     try:
         raw = msgpack.unpackb(meta[1:], raw=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - msgpack raises many types on bad input
         return {}
     if not isinstance(raw, dict):
         return {}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from registry.memberlist.config import Config
 from registry.memberlist.simnet import SimNetwork
@@ -26,13 +26,13 @@ class SerfCluster:
     events: list[list[Event]] = field(default_factory=list)
 
     def add(self, i: int, **overrides: object) -> Serf:
-        base: dict[str, object] = dict(
-            name=f"s{i}",
-            tags={"role": f"r{i}"},
-            memberlist=Config.fast(),
-            reap_interval=1.0,
-            reconnect_interval=2.0,
-        )
+        base: dict[str, object] = {
+            "name": f"s{i}",
+            "tags": {"role": f"r{i}"},
+            "memberlist": Config.fast(),
+            "reap_interval": 1.0,
+            "reconnect_interval": 2.0,
+        }
         base.update(overrides)
         cfg = SerfConfig(**base)  # type: ignore[arg-type]
         s = Serf(cfg, addr(i), rng=random.Random(1000 + i), now=self.net.now)
@@ -74,7 +74,8 @@ def make_cluster(n: int, *, seed: int = 1, **overrides: object) -> SerfCluster:
     names = {f"s{i}" for i in range(n)}
     ok = c.run_until(
         lambda: all(
-            {m.name for m in s.members() if m.status == MemberStatus.ALIVE} == names for s in c.nodes
+            {m.name for m in s.members() if m.status == MemberStatus.ALIVE} == names
+            for s in c.nodes
         ),
         30.0,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,13 @@ from registry.serf.tags import TagsTooLarge
 pytestmark = pytest.mark.timeout(60)
 
 
-async def make(name: str, **kw: object) -> SerfAgent:
-    cfg = SerfConfig(name=name, tags={"role": name}, memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0), **kw)  # type: ignore[arg-type]
+async def make(name: str, **kw: Any) -> SerfAgent:
+    cfg = SerfConfig(
+        name=name,
+        tags={"role": name},
+        memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0),
+        **kw,
+    )
     a = SerfAgent(cfg)
     await a.start()
     return a
@@ -35,7 +41,9 @@ async def pair() -> AsyncIterator[tuple[SerfAgent, SerfAgent]]:
     await b.shutdown()
 
 
-async def test_event_iterator_and_callbacks_in_order(pair: tuple[SerfAgent, SerfAgent]) -> None:
+async def test_event_iterator_and_callbacks_in_order(
+    pair: tuple[SerfAgent, SerfAgent],
+) -> None:
     a, b = pair
     stream = a.events()
     seen: list[str] = []
@@ -57,7 +65,9 @@ async def test_event_iterator_and_callbacks_in_order(pair: tuple[SerfAgent, Serf
     stream.close()
 
 
-async def test_slow_consumer_drops_oldest_and_counts(pair: tuple[SerfAgent, SerfAgent]) -> None:
+async def test_slow_consumer_drops_oldest_and_counts(
+    pair: tuple[SerfAgent, SerfAgent],
+) -> None:
     a, b = pair
     stream = a.events(size=3)
     for i in range(10):
@@ -93,19 +103,29 @@ async def test_tags_limit_and_update_event(pair: tuple[SerfAgent, SerfAgent]) ->
     with pytest.raises(TagsTooLarge, match="bytes"):
         await b.set_tags({"k": "v" * 600})
     updates: list[MemberEvent] = []
-    a.add_handler(lambda e: updates.append(e) if isinstance(e, MemberEvent) and e.type == EventType.MEMBER_UPDATE else None)
+    a.add_handler(
+        lambda e: (
+            updates.append(e)
+            if isinstance(e, MemberEvent) and e.type == EventType.MEMBER_UPDATE
+            else None
+        )
+    )
     await b.set_tags({"role": "b", "v": "2"})
     assert await a.wait_for(lambda: bool(updates), 20)
     assert updates[-1].members[0].tags == {"role": "b", "v": "2"}
 
 
-async def test_graceful_leave_between_python_nodes(pair: tuple[SerfAgent, SerfAgent]) -> None:
+async def test_graceful_leave_between_python_nodes(
+    pair: tuple[SerfAgent, SerfAgent],
+) -> None:
     a, b = pair
     assert await b.leave(10.0)
     assert await a.wait_for(lambda: a.status_of("b") == MemberStatus.LEFT, 20)
 
 
-async def test_name_conflict_newcomer_shuts_down(pair: tuple[SerfAgent, SerfAgent]) -> None:
+async def test_name_conflict_newcomer_shuts_down(
+    pair: tuple[SerfAgent, SerfAgent],
+) -> None:
     a, b = pair
     imp = await make("a")  # same name as the running node `a`, another port
     try:
@@ -113,6 +133,9 @@ async def test_name_conflict_newcomer_shuts_down(pair: tuple[SerfAgent, SerfAgen
         assert await b.wait_for(lambda: imp.is_shutdown, 20) or imp.is_shutdown
         assert imp.core.conflict_lost and not a.core.conflict_lost
         assert b.status_of("a") == MemberStatus.ALIVE
-        assert b.core.member("a") is not None and b.core.member("a").port == a.address.port  # type: ignore[union-attr]
+        held = b.core.member("a")
+        assert (
+            held is not None and a.address is not None and held.port == a.address.port
+        )
     finally:
         await imp.shutdown()

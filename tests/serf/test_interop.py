@@ -8,17 +8,18 @@ import json
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from serfagent import SerfAgent as GoAgent
 
 from registry.memberlist.config import Config
+from registry.memberlist.crypto import Keyring
 from registry.serf.agent import JoinError, SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import QueryEvent, UserEvent
-from registry.memberlist.crypto import Keyring
 from registry.serf.member import Member, MemberStatus
-from serfagent import SerfAgent as GoAgent
 
 pytestmark = [pytest.mark.serf, pytest.mark.timeout(120)]
 
@@ -37,8 +38,15 @@ def must_kr(a: SerfAgent) -> Keyring:
     return kr
 
 
-async def py_node(name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
-    cfg = SerfConfig(name=name, tags=tags or {}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0), **kw)
+async def py_node(
+    name: str, tags: dict[str, str] | None = None, **kw: Any
+) -> SerfAgent:
+    cfg = SerfConfig(
+        name=name,
+        tags=tags or {},
+        memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0),
+        **kw,
+    )
     a = SerfAgent(cfg)
     await a.start()
     return a
@@ -62,7 +70,9 @@ async def nodes() -> AsyncIterator[list[SerfAgent]]:
         await n.shutdown()
 
 
-async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+async def test_members_tags_update_and_leave(
+    serf_agent: Any, nodes: list[SerfAgent]
+) -> None:
     go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
     py = await py_node("py1", {"role": "web", "zone": "a"})
     nodes.append(py)
@@ -94,7 +104,9 @@ async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAg
     assert m["status"] == "left"
 
 
-async def test_killed_python_node_shows_failed(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+async def test_killed_python_node_shows_failed(
+    serf_agent: Any, nodes: list[SerfAgent]
+) -> None:
     go: GoAgent = serf_agent(name="go1")
     py = await py_node("py-dead")
     nodes.append(py)
@@ -105,23 +117,34 @@ async def test_killed_python_node_shows_failed(serf_agent: Any, nodes: list[Serf
     assert m["status"] == "failed"
 
 
-async def test_python_sees_go_leave_and_failure(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+async def test_python_sees_go_leave_and_failure(
+    serf_agent: Any, nodes: list[SerfAgent]
+) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
     py = await py_node("py1")
     nodes.append(py)
     await py.join([go1.bind, go2.bind])
-    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE and py.status_of("go2") == MemberStatus.ALIVE)
+    assert await wait(
+        lambda: (
+            py.status_of("go1") == MemberStatus.ALIVE
+            and py.status_of("go2") == MemberStatus.ALIVE
+        )
+    )
     await asyncio.get_running_loop().run_in_executor(None, go1.leave)
     assert await wait(lambda: py.status_of("go1") == MemberStatus.LEFT, 30)
     go2.kill()
     assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 40)
 
 
-async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+async def test_user_events_both_ways(
+    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
+) -> None:
     out = tmp_path / "events.txt"
     script = tmp_path / "handler.sh"
-    script.write_text(f'#!/bin/sh\necho "$SERF_EVENT $SERF_USER_EVENT $(cat)" >> {out}\n')
+    script.write_text(
+        f'#!/bin/sh\necho "$SERF_EVENT $SERF_USER_EVENT $(cat)" >> {out}\n'
+    )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     go: GoAgent = serf_agent(name="go1", event_handlers=[f"user={script}"])
     py = await py_node("py1")
@@ -135,14 +158,20 @@ async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tm
     ev = next(e for e in got if e.name == "deploy")
     assert ev.payload == b"v1-payload" and ev.coalesce
     await py.user_event("from-py", b"hello-go", coalesce=False)
-    assert await wait(lambda: out.exists() and "user from-py hello-go" in out.read_text(), 20)
+    assert await wait(
+        lambda: out.exists() and "user from-py hello-go" in out.read_text(), 20
+    )
 
 
-async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+async def test_queries_both_ways(
+    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
+) -> None:
     script = tmp_path / "answer.sh"
     script.write_text('#!/bin/sh\necho "go-answer:$(cat)"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    go: GoAgent = serf_agent(name="go1", tags={"role": "db"}, event_handlers=[f"query:ask-go={script}"])
+    go: GoAgent = serf_agent(
+        name="go1", tags={"role": "db"}, event_handlers=[f"query:ask-go={script}"]
+    )
     py = await py_node("py1", {"role": "web"})
     nodes.append(py)
 
@@ -153,7 +182,9 @@ async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_pa
     py.add_handler(answer)
     await py.join([go.bind])
     await go.await_member("py1", "alive", timeout=20)
-    text = await go.arun("query", "-format=json", "-timeout=5s", "who", "hi", timeout=30)
+    text = await go.arun(
+        "query", "-format=json", "-timeout=5s", "who", "hi", timeout=30
+    )
     data = json.loads(text)
     assert "py1" in data["Acks"]
     assert data["Responses"]["py1"] == "py-answer:hi"
@@ -166,12 +197,16 @@ async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_pa
     got = {item.from_: item.payload async for item in stream}
     assert got.get("go1", b"").strip() == b"go-answer:q1"
     # tag filter that only the Go node passes
-    stream = py.query("only-db", b"", request_ack=True, filter_tags={"role": "d.*"}, timeout=3.0)
+    stream = py.query(
+        "only-db", b"", request_ack=True, filter_tags={"role": "d.*"}, timeout=3.0
+    )
     await stream.collect()
     assert stream.acks == ["go1"]
 
 
-async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
+async def test_encrypted_cluster_and_key_rotation(
+    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
+) -> None:
     go1: GoAgent = serf_agent(name="go1", encrypt=KEY1)
     go2: GoAgent = serf_agent(name="go2", encrypt=KEY1)
     kr = str(tmp_path / "py1.keyring")
@@ -203,25 +238,31 @@ async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[S
     assert res.ok, res.messages
     res = await py.list_keys()
     assert res.keys == {KEY2: 3} and res.primary_keys == {KEY2: 3}
-    with open(kr) as fh:
-        assert json.load(fh) == [KEY2]
+    assert json.loads(Path(kr).read_text()) == [KEY2]
     # and back again, driven by `serf keys` on the Go side
     for args in (["-install", KEY1], ["-use", KEY1], ["-remove", KEY2]):
         out = await go2.arun("keys", *args, timeout=30)
         assert "[3/3]" in out or "Successfully" in out, out
     assert must_kr(py).keys == [base64.b64decode(KEY1)]
-    with open(kr) as fh:
-        assert json.load(fh) == [KEY1]
+    assert json.loads(Path(kr).read_text()) == [KEY1]
     for _ in range(10):
         ms = await go1.amembers()
         assert all(m["status"] == "alive" for m in ms), ms
         await asyncio.sleep(0.3)
-    assert all(m.status == MemberStatus.ALIVE for m in py.members() if m.name in ("go1", "go2", "py1"))
+    assert all(
+        m.status == MemberStatus.ALIVE
+        for m in py.members()
+        if m.name in ("go1", "go2", "py1")
+    )
 
 
 @pytest.mark.parametrize("proto", [2, 3, 4])
-async def test_older_serf_protocols(serf_agent: Any, nodes: list[SerfAgent], proto: int) -> None:
-    go: GoAgent = serf_agent(name="go1", tags={"role": "db"}, extra_args=[f"-protocol={proto}"])
+async def test_older_serf_protocols(
+    serf_agent: Any, nodes: list[SerfAgent], proto: int
+) -> None:
+    go: GoAgent = serf_agent(
+        name="go1", tags={"role": "db"}, extra_args=[f"-protocol={proto}"]
+    )
     py = await py_node("py1", {"role": "web", "x": "y"}, protocol_version=proto)
     nodes.append(py)
     await py.join([go.bind])
@@ -245,9 +286,21 @@ async def test_relayed_query_responses(serf_agent: Any, nodes: list[SerfAgent]) 
     stream = py.query("relayed", b"", request_ack=True, relay_factor=2, timeout=3.0)
     got = {i.from_: i.payload async for i in stream}
     assert got == {"py1": b"py"} and sorted(stream.acks) == ["go1", "go2", "py1"]
-    text = await go1.arun("query", "-format=json", "-relay-factor=2", "-timeout=3s", "relayed", "x", timeout=30)
+    text = await go1.arun(
+        "query",
+        "-format=json",
+        "-relay-factor=2",
+        "-timeout=3s",
+        "relayed",
+        "x",
+        timeout=30,
+    )
     data = json.loads(text)
-    assert data["Responses"].get("py1") == "py" and sorted(data["Acks"]) == ["go1", "go2", "py1"]
+    assert data["Responses"].get("py1") == "py" and sorted(data["Acks"]) == [
+        "go1",
+        "go2",
+        "py1",
+    ]
     assert py.stats["query.relayed"] >= 1
 
 
@@ -274,7 +327,11 @@ async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
     go: GoAgent = serf_agent(name="go1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILL_SCRIPT, go.bind, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        KILL_SCRIPT,
+        go.bind,
+        stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": root},
     )
     try:
@@ -292,14 +349,20 @@ async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
             await proc.wait()
 
 
-async def test_restart_after_kill_and_after_leave_rejoins(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+async def test_restart_after_kill_and_after_leave_rejoins(
+    serf_agent: Any, nodes: list[SerfAgent]
+) -> None:
     from serfagent import free_port
 
     go: GoAgent = serf_agent(name="go1")
     port = free_port()
 
     async def start(v: str) -> SerfAgent:
-        cfg = SerfConfig(name="py1", tags={"v": v}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=port))
+        cfg = SerfConfig(
+            name="py1",
+            tags={"v": v},
+            memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=port),
+        )
         a = SerfAgent(cfg)
         await a.start()
         nodes.append(a)
@@ -310,7 +373,9 @@ async def test_restart_after_kill_and_after_leave_rejoins(serf_agent: Any, nodes
     await go.await_member("py1", "alive", timeout=20)
     await first.shutdown()
     await go.await_member("py1", "failed", timeout=40)
-    second = await start("2")  # stale "dead" state about us comes back in the join reply: refuted
+    second = await start(
+        "2"
+    )  # stale "dead" state about us comes back in the join reply: refuted
     m = await go.await_member("py1", "alive", timeout=20)
     assert m["tags"] == {"v": "2"}
     assert await second.leave(15.0)
@@ -327,7 +392,9 @@ async def test_restart_after_kill_and_after_leave_rejoins(serf_agent: Any, nodes
     assert m.get("status") == "alive" and m.get("tags") == {"v": "3"}
 
 
-async def test_force_leave_of_failed_go_node(serf_agent: Any, nodes: list[SerfAgent]) -> None:
+async def test_force_leave_of_failed_go_node(
+    serf_agent: Any, nodes: list[SerfAgent]
+) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
     py = await py_node("py1")

@@ -11,7 +11,10 @@ from registry.serf import messages as M
 
 GOLDEN: dict[str, tuple[M.SerfMessage | M.PushPullState, str]] = {
     "join": (M.Join(5, "node-a"), "0182a54c54696d6505a44e6f6465a66e6f64652d61"),
-    "leave": (M.Leave(6, "node-a"), "0083a54c54696d6506a44e6f6465a66e6f64652d61a55072756e65c2"),
+    "leave": (
+        M.Leave(6, "node-a"),
+        "0083a54c54696d6506a44e6f6465a66e6f64652d61a55072756e65c2",
+    ),
     "user_event": (
         M.UserEventMsg(2, "deploy", b"v1", False),
         "0384a24343c2a54c54696d6502a44e616d65a66465706c6f79a75061796c6f6164a27631",
@@ -21,18 +24,39 @@ GOLDEN: dict[str, tuple[M.SerfMessage | M.PushPullState, str]] = {
         "0585a5466c61677301a446726f6da66e6f64652d62a24944cd04d2a54c54696d6501a75061796c6f6164c0",
     ),
     "query": (
-        M.QueryMsg(1, 1234, bytes([10, 0, 0, 1]), 7946, "node-a", [], 1, 0, 15_000_000_000, "_serf_list-keys",
-                   bytes.fromhex("0781a34b6579a0")),
-        "048ba441646472a40a000001a746696c74657273c0a5466c61677301a24944cd04d2a54c54696d6501a44e616d65af5f73657266"
-        "5f6c6973742d6b657973a75061796c6f6164a70781a34b6579a0a4506f7274cd1f0aab52656c6179466163746f7200aa536f75"
-        "7263654e6f6465a66e6f64652d61a754696d656f7574cf000000037e11d600",
+        M.QueryMsg(
+            1,
+            1234,
+            bytes([10, 0, 0, 1]),
+            7946,
+            "node-a",
+            [],
+            1,
+            0,
+            15_000_000_000,
+            "_serf_list-keys",
+            bytes.fromhex("0781a34b6579a0"),
+        ),
+        (
+            "048ba441646472a40a000001a746696c74657273c0a5466c61677301a24944cd04d2a54c54696d6501a44e616d65af5f73657266"
+            "5f6c6973742d6b657973a75061796c6f6164a70781a34b6579a0a4506f7274cd1f0aab52656c6179466163746f7200aa536f75"
+            "7263654e6f6465a66e6f64652d61a754696d656f7574cf000000037e11d600"
+        ),
     ),
     "push_pull": (
-        M.PushPullState(7, {"node-a": 5}, [], 3,
-                        [None, None, M.UserEventSlot(2, [M.UserEventEntry("deploy", b"v1")]), None], 1),
-        "0286aa4576656e744c54696d6503a64576656e747394c0c082a64576656e74739182a44e616d65a66465706c6f79a75061796c6f"
-        "6164a27631a54c54696d6502c0a54c54696d6507ab4c6566744d656d6265727390aa51756572794c54696d6501ac5374617475"
-        "734c54696d657381a66e6f64652d6105",
+        M.PushPullState(
+            7,
+            {"node-a": 5},
+            [],
+            3,
+            [None, None, M.UserEventSlot(2, [M.UserEventEntry("deploy", b"v1")]), None],
+            1,
+        ),
+        (
+            "0286aa4576656e744c54696d6503a64576656e747394c0c082a64576656e74739182a44e616d65a66465706c6f79a75061796c6f"
+            "6164a27631a54c54696d6502c0a54c54696d6507ab4c6566744d656d6265727390aa51756572794c54696d6501ac5374617475"
+            "734c54696d657381a66e6f64652d6105"
+        ),
     ),
 }
 
@@ -46,9 +70,18 @@ def test_golden_encode_decode(name: str) -> None:
 
 def test_filters_relay_key_payloads_golden() -> None:
     assert M.encode_node_filter(["node-a"]).hex() == "0091a66e6f64652d61"
-    assert M.encode_tag_filter("role", "web.*").hex() == "0182a445787072a57765622e2aa3546167a4726f6c65"
-    assert M.decode_filter(bytes.fromhex("0091a66e6f64652d61")) == (M.FILTER_NODE, ["node-a"])
-    assert M.decode_filter(M.encode_tag_filter("role", "web.*")) == (M.FILTER_TAG, ("role", "web.*"))
+    assert (
+        M.encode_tag_filter("role", "web.*").hex()
+        == "0182a445787072a57765622e2aa3546167a4726f6c65"
+    )
+    assert M.decode_filter(bytes.fromhex("0091a66e6f64652d61")) == (
+        M.FILTER_NODE,
+        ["node-a"],
+    )
+    assert M.decode_filter(M.encode_tag_filter("role", "web.*")) == (
+        M.FILTER_TAG,
+        ("role", "web.*"),
+    )
     hdr = M.RelayHeader(bytes([10, 0, 0, 1]), 7946, "node-a")
     frame = M.encode_relay(hdr, bytes.fromhex(GOLDEN["query_ack"][1]))
     assert frame.hex().startswith(
@@ -67,24 +100,36 @@ def test_filters_relay_key_payloads_golden() -> None:
 
 
 def test_conflict_response_roundtrip_and_nil() -> None:
-    cm = M.ConflictMember("n1", bytes([127, 0, 0, 1]), 7946, {"role": "x"}, 1, bytes([1, 5, 2, 2, 5, 5]))
+    cm = M.ConflictMember(
+        "n1", bytes([127, 0, 0, 1]), 7946, {"role": "x"}, 1, bytes([1, 5, 2, 2, 5, 5])
+    )
     assert M.decode_conflict_response(M.encode_conflict_response(cm)) == cm
     assert M.encode_conflict_response(None) == b"\x06\xc0"
     assert M.decode_conflict_response(b"\x06\xc0") is None
 
 
 def test_accepts_v2_signed_ints_and_bin_types() -> None:
-    body = msgpack.packb({"LTime": 300, "Node": b"n"}, use_bin_type=True)  # bin + uint16
+    body = msgpack.packb(
+        {"LTime": 300, "Node": b"n"}, use_bin_type=True
+    )  # bin + uint16
     assert M.decode(b"\x01" + body) == M.Join(300, "n")
     # go-msgpack v2 writes Go ints >= 128 as int16/int32/int64 (Timeout here)
-    q = bytes.fromhex(GOLDEN["query"][1].replace("cf000000037e11d600", "d3000000037e11d600"))
+    q = bytes.fromhex(
+        GOLDEN["query"][1].replace("cf000000037e11d600", "d3000000037e11d600")
+    )
     assert M.decode(q) == GOLDEN["query"][0]
 
 
 @pytest.mark.parametrize(
     "data,reason",
-    [(b"", "truncated"), (b"\x01\xc1", "malformed"), (b"\x01\x93\x01\x02\x03", "malformed"),
-     (b"\x0e\x80", "unknown_type"), (b"\x01\x81\xa5LTime\xa1x", "malformed"), (b"\x01\x81\xa5LTime\xff", "malformed")],
+    [
+        (b"", "truncated"),
+        (b"\x01\xc1", "malformed"),
+        (b"\x01\x93\x01\x02\x03", "malformed"),
+        (b"\x0e\x80", "unknown_type"),
+        (b"\x01\x81\xa5LTime\xa1x", "malformed"),
+        (b"\x01\x81\xa5LTime\xff", "malformed"),
+    ],
 )
 def test_malformed_raises_decode_error_with_reason(data: bytes, reason: str) -> None:
     with pytest.raises(M.SerfDecodeError) as ei:
@@ -102,7 +147,12 @@ def test_fuzz_never_raises_anything_but_decode_error(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**64 - 1), st.text(max_size=40), st.binary(max_size=100), st.booleans())
+@given(
+    st.integers(0, 2**64 - 1),
+    st.text(max_size=40),
+    st.binary(max_size=100),
+    st.booleans(),
+)
 def test_user_event_roundtrip(lt: int, name: str, payload: bytes, cc: bool) -> None:
     msg = M.UserEventMsg(lt, name, payload, cc)
     assert M.decode(M.encode(msg)) == msg

@@ -5,19 +5,50 @@ from __future__ import annotations
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serf_sim import make_cluster
 
 from registry.serf import messages as M
 from registry.serf.member import MemberStatus
-from serf_sim import make_cluster
 
 CLUSTER = make_cluster(2)
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=20) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
-        ["LTime", "Node", "Name", "Payload", "ID", "Addr", "Port", "Filters", "Flags", "Timeout", "RelayFactor",
-         "StatusLTimes", "LeftMembers", "Events", "EventLTime", "QueryLTime", "DestAddr", "From", "CC", "Prune"]),
-        inner, max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.binary(max_size=20)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "LTime",
+                    "Node",
+                    "Name",
+                    "Payload",
+                    "ID",
+                    "Addr",
+                    "Port",
+                    "Filters",
+                    "Flags",
+                    "Timeout",
+                    "RelayFactor",
+                    "StatusLTimes",
+                    "LeftMembers",
+                    "Events",
+                    "EventLTime",
+                    "QueryLTime",
+                    "DestAddr",
+                    "From",
+                    "CC",
+                    "Prune",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -46,6 +77,8 @@ def test_cluster_still_healthy_after_garbage() -> None:
         c.nodes[0].notify_msg(bytes([i % 10]) + b"\x81\xa5LTime\xcf" + b"\xff" * 8)
     c.nodes[1].user_event("after", b"", False, c.net.now)
     c.net.kick()
-    assert c.run_until(lambda: any(getattr(e, "name", "") == "after" for e in c.events[0]), 10.0)
+    assert c.run_until(
+        lambda: any(getattr(e, "name", "") == "after" for e in c.events[0]), 10.0
+    )
     assert c.status(0, "s1") == MemberStatus.ALIVE
     _ = M

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from serf_sim import addr, make_cluster
+
 from registry.memberlist.types import Address, Node
 from registry.serf import messages as M
 from registry.serf.events import EventType, MemberEvent, QueryEvent, UserEvent
-from registry.serf.member import MemberStatus
+from registry.serf.member import Member, MemberStatus
 from registry.serf.query import QueryParams, default_query_timeout
-from registry.serf.member import Member
-from serf_sim import addr, make_cluster
 
 
 def must(m: Member | None) -> Member:
@@ -19,7 +19,9 @@ def must(m: Member | None) -> Member:
 def test_join_status_ltimes_and_tags() -> None:
     c = make_cluster(3)
     for s in c.nodes:
-        assert {m.name: m.tags for m in s.members()} == {f"s{i}": {"role": f"r{i}"} for i in range(3)}
+        assert {m.name: m.tags for m in s.members()} == {
+            f"s{i}": {"role": f"r{i}"} for i in range(3)
+        }
     # every joiner's join intent reached everyone: status LTime > 0 for s1 and s2
     for s in c.nodes:
         assert s.status_ltime("s1") and s.status_ltime("s2")
@@ -31,18 +33,31 @@ def test_graceful_leave_shows_left_not_failed_then_reaped() -> None:
     c.net.kick(addr(2))
     assert c.run_until(lambda: c.nodes[2].left, 20.0)
     assert c.run_until(lambda: c.all_see("s2", MemberStatus.LEFT, [0, 1]), 20.0)
-    kinds = [e.type for e in c.events[0] if isinstance(e, MemberEvent) and e.members[0].name == "s2"]
+    kinds = [
+        e.type
+        for e in c.events[0]
+        if isinstance(e, MemberEvent) and e.members[0].name == "s2"
+    ]
     assert EventType.MEMBER_LEAVE in kinds and EventType.MEMBER_FAILED not in kinds
     c.net.stop(addr(2))
-    assert c.run_until(lambda: c.status(0, "s2") is None and c.status(1, "s2") is None, 40.0)
-    assert any(isinstance(e, MemberEvent) and e.type == EventType.MEMBER_REAP for e in c.events[0])
+    assert c.run_until(
+        lambda: c.status(0, "s2") is None and c.status(1, "s2") is None, 40.0
+    )
+    assert any(
+        isinstance(e, MemberEvent) and e.type == EventType.MEMBER_REAP
+        for e in c.events[0]
+    )
 
 
 def test_killed_node_fails_then_reaped_after_reconnect_timeout() -> None:
     c = make_cluster(3, reconnect_timeout=15.0)
     c.net.stop(addr(1))
     assert c.run_until(lambda: c.all_see("s1", MemberStatus.FAILED, [0, 2]), 30.0)
-    kinds = [e.type for e in c.events[0] if isinstance(e, MemberEvent) and e.members[0].name == "s1"]
+    kinds = [
+        e.type
+        for e in c.events[0]
+        if isinstance(e, MemberEvent) and e.members[0].name == "s1"
+    ]
     assert kinds[-1] == EventType.MEMBER_FAILED
     t_failed = c.net.now
     assert c.run_until(lambda: c.status(0, "s1") is None, 40.0)
@@ -53,9 +68,20 @@ def test_reconnect_after_partition() -> None:
     c = make_cluster(4)
     a, b = [addr(0), addr(1)], [addr(2), addr(3)]
     c.net.partition(a, b)
-    assert c.run_until(lambda: c.all_see("s2", MemberStatus.FAILED, [0, 1]) and c.all_see("s0", MemberStatus.FAILED, [2, 3]), 60.0)
+    assert c.run_until(
+        lambda: (
+            c.all_see("s2", MemberStatus.FAILED, [0, 1])
+            and c.all_see("s0", MemberStatus.FAILED, [2, 3])
+        ),
+        60.0,
+    )
     c.net.heal()
-    assert c.run_until(lambda: all(c.all_see(f"s{i}", MemberStatus.ALIVE, [0, 1, 2, 3]) for i in range(4)), 90.0)
+    assert c.run_until(
+        lambda: all(
+            c.all_see(f"s{i}", MemberStatus.ALIVE, [0, 1, 2, 3]) for i in range(4)
+        ),
+        90.0,
+    )
     assert sum(s.stats["reconnect.attempts"] for s in c.nodes) > 0
 
 
@@ -83,7 +109,9 @@ def test_stale_leave_intent_about_self_is_refuted() -> None:
     c = make_cluster(2)
     s1 = c.nodes[1]
     lt0 = c.nodes[0].status_ltime("s1") or 0
-    c.nodes[0].notify_msg(M.encode(M.Leave(lt0 + 100, "s1")))  # s0 wrongly believes s1 leaves
+    c.nodes[0].notify_msg(
+        M.encode(M.Leave(lt0 + 100, "s1"))
+    )  # s0 wrongly believes s1 leaves
     c.nodes[0]._broadcasts.queue(None, M.encode(M.Leave(lt0 + 100, "s1")))
     c.net.kick()
     assert c.run_until(lambda: s1.stats["intent.refuted"] > 0, 10.0)
@@ -98,7 +126,11 @@ def test_user_events_delivered_once_everywhere() -> None:
     c.net.kick()
 
     def got(i: int) -> list[tuple[str, bytes, bool]]:
-        return sorted((e.name, e.payload, e.coalesce) for e in c.events[i] if isinstance(e, UserEvent))
+        return sorted(
+            (e.name, e.payload, e.coalesce)
+            for e in c.events[i]
+            if isinstance(e, UserEvent)
+        )
 
     want = [("deploy", b"v1", True), ("deploy", b"v2", False)]
     assert c.run_until(lambda: all(got(i) == want for i in range(3)), 10.0)
@@ -135,20 +167,34 @@ def test_tag_change_propagates_as_update() -> None:
     c = make_cluster(3)
     c.nodes[1].set_tags({"role": "new", "dc": "x"}, c.net.now)
     c.net.kick()
-    assert c.run_until(lambda: all(must(s.member("s1")).tags == {"role": "new", "dc": "x"} for s in c.nodes), 10.0)
-    assert any(isinstance(e, MemberEvent) and e.type == EventType.MEMBER_UPDATE for e in c.events[0])
+    assert c.run_until(
+        lambda: all(
+            must(s.member("s1")).tags == {"role": "new", "dc": "x"} for s in c.nodes
+        ),
+        10.0,
+    )
+    assert any(
+        isinstance(e, MemberEvent) and e.type == EventType.MEMBER_UPDATE
+        for e in c.events[0]
+    )
 
 
 def test_queries_filters_acks_responses() -> None:
     c = make_cluster(4)
-    h = c.nodes[0].query("q", b"hi", c.net.now, QueryParams(request_ack=True, timeout=5.0))
+    h = c.nodes[0].query(
+        "q", b"hi", c.net.now, QueryParams(request_ack=True, timeout=5.0)
+    )
     c.net.kick()
     answered: set[tuple[int, int]] = set()
 
     def answer() -> bool:
         for i in range(4):
             for e in c.events[i]:
-                if isinstance(e, QueryEvent) and e.name == "q" and (i, e.id) not in answered:
+                if (
+                    isinstance(e, QueryEvent)
+                    and e.name == "q"
+                    and (i, e.id) not in answered
+                ):
                     answered.add((i, e.id))
                     assert e.respond(b"r" + str(i).encode())
                     assert not e.respond(b"again")
@@ -157,9 +203,21 @@ def test_queries_filters_acks_responses() -> None:
 
     assert c.run_until(answer, 10.0)
     assert sorted(h.acks) == ["s0", "s1", "s2", "s3"]
-    assert sorted((r.from_, r.payload) for r in h.responses) == [(f"s{i}", b"r%d" % i) for i in range(4)]
+    assert sorted((r.from_, r.payload) for r in h.responses) == [
+        (f"s{i}", b"r%d" % i) for i in range(4)
+    ]
     # filters: node list and tag regexp
-    h2 = c.nodes[0].query("q2", b"", c.net.now, QueryParams(filter_nodes=["s1", "s2"], filter_tags={"role": "r[23]"}, request_ack=True, timeout=3.0))
+    h2 = c.nodes[0].query(
+        "q2",
+        b"",
+        c.net.now,
+        QueryParams(
+            filter_nodes=["s1", "s2"],
+            filter_tags={"role": "r[23]"},
+            request_ack=True,
+            timeout=3.0,
+        ),
+    )
     c.net.kick()
     assert c.run_until(lambda: h2.closed, 10.0)
     assert h2.acks == ["s2"]
@@ -167,7 +225,12 @@ def test_queries_filters_acks_responses() -> None:
 
 def test_relayed_responses_are_deduplicated() -> None:
     c = make_cluster(4)
-    h = c.nodes[0].query("_serf_ping", b"", c.net.now, QueryParams(request_ack=True, relay_factor=2, timeout=3.0))
+    h = c.nodes[0].query(
+        "_serf_ping",
+        b"",
+        c.net.now,
+        QueryParams(request_ack=True, relay_factor=2, timeout=3.0),
+    )
     c.net.kick()
     assert c.run_until(lambda: h.closed, 10.0)
     assert sorted(h.acks) == ["s0", "s1", "s2", "s3"]
@@ -178,7 +241,10 @@ def test_default_query_timeout_formula() -> None:
     assert default_query_timeout(0.2, 16, 2) == 3.2
     assert abs(default_query_timeout(0.2, 16, 10) - 6.4) < 1e-9
     c = make_cluster(3)
-    assert c.nodes[0].default_query_timeout() == c.nodes[0].memberlist.config.gossip_interval * 16
+    assert (
+        c.nodes[0].default_query_timeout()
+        == c.nodes[0].memberlist.config.gossip_interval * 16
+    )
 
 
 def test_event_queue_overflow_drops_oldest_and_counts() -> None:
@@ -188,7 +254,9 @@ def test_event_queue_overflow_drops_oldest_and_counts() -> None:
     for i in range(8):
         s.user_event(f"e{i}", b"", False, c.net.now)
     evs = s.drain_events()
-    assert [e.name for e in evs if isinstance(e, UserEvent)] == [f"e{i}" for i in range(3, 8)]
+    assert [e.name for e in evs if isinstance(e, UserEvent)] == [
+        f"e{i}" for i in range(3, 8)
+    ]
     assert s.stats["events.dropped"] == 3
 
 
@@ -228,7 +296,12 @@ def test_name_conflict_answered_with_member_record() -> None:
     froms = sorted(r.from_ for r in h.responses)
     assert froms == ["s0", "s2"]
     cm = M.decode_conflict_response(h.responses[0].payload)
-    assert cm is not None and cm.name == "s1" and cm.port == 7946 and cm.addr == bytes([10, 1, 0, 2])
+    assert (
+        cm is not None
+        and cm.name == "s1"
+        and cm.port == 7946
+        and cm.addr == bytes([10, 1, 0, 2])
+    )
 
 
 def test_conflicting_newcomer_loses_and_shuts_down() -> None:
@@ -251,15 +324,20 @@ def test_user_event_coalescing_keeps_newest_per_name() -> None:
     c.net.kick()
 
     def got(i: int) -> list[tuple[str, bytes]]:
-        return sorted((e.name, e.payload) for e in c.events[i] if isinstance(e, UserEvent))
+        return sorted(
+            (e.name, e.payload) for e in c.events[i] if isinstance(e, UserEvent)
+        )
 
-    assert c.run_until(lambda: got(1) == [("deploy", b"v3"), ("other", b"x"), ("plain", b"p")], 10.0)
+    assert c.run_until(
+        lambda: got(1) == [("deploy", b"v3"), ("other", b"x"), ("plain", b"p")], 10.0
+    )
     assert got(0) == got(1)
 
 
 def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
-    from registry.memberlist.simnet import SimNetwork
     from serf_sim import SerfCluster
+
+    from registry.memberlist.simnet import SimNetwork
 
     c = SerfCluster(SimNetwork(seed=7, loss=0.1, jitter=0.05, duplicate=0.1))
     for i in range(5):
@@ -267,7 +345,12 @@ def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
     for i in range(1, 5):
         c.nodes[i].join([addr(0)], c.net.now)
     c.net.kick()
-    assert c.run_until(lambda: all(c.all_see(f"s{i}", MemberStatus.ALIVE, list(range(5))) for i in range(5)), 60.0)
+    assert c.run_until(
+        lambda: all(
+            c.all_see(f"s{i}", MemberStatus.ALIVE, list(range(5))) for i in range(5)
+        ),
+        60.0,
+    )
     for i in range(5):
         c.nodes[i].user_event("e", b"%d" % i, False, c.net.now)
     c.nodes[4].leave(c.net.now)
@@ -277,7 +360,10 @@ def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
     def payloads(i: int) -> list[bytes]:
         return sorted(e.payload for e in c.events[i] if isinstance(e, UserEvent))
 
-    assert c.run_until(lambda: all(payloads(i) == [b"0", b"1", b"2", b"3", b"4"] for i in range(4)), 60.0)
+    assert c.run_until(
+        lambda: all(payloads(i) == [b"0", b"1", b"2", b"3", b"4"] for i in range(4)),
+        60.0,
+    )
 
 
 def test_left_members_in_push_pull_override_a_death_seen_first() -> None:

@@ -6,17 +6,25 @@ import base64
 import json
 import os
 
+from serf_sim import SerfCluster, make_cluster
+
 from registry.serf import messages as M
-from registry.serf.keyring import KEY_QUERIES, aggregate_key_responses, decode_key
+from registry.serf.keyring import (
+    KEY_QUERIES,
+    KeyOpResult,
+    aggregate_key_responses,
+    decode_key,
+)
 from registry.serf.member import MemberStatus
 from registry.serf.query import QueryHandle
-from serf_sim import SerfCluster, make_cluster
 
 K1 = base64.b64encode(bytes(range(16))).decode()
 K2 = base64.b64encode(bytes(range(100, 132))).decode()
 
 
-def run_key_op(c: SerfCluster, op: str, key: str | None) -> tuple[QueryHandle, object]:
+def run_key_op(
+    c: SerfCluster, op: str, key: str | None
+) -> tuple[QueryHandle, KeyOpResult]:
     payload = M.encode_key_request(decode_key(key) if key else b"")
     h = c.nodes[0].query(KEY_QUERIES[op], payload, c.net.now)
     c.net.kick()
@@ -31,15 +39,15 @@ def test_rotate_key_across_cluster_without_failures(tmp_path: object) -> None:
     for i, s in enumerate(c.nodes):
         s.keyring_file = files[i]
     _, res = run_key_op(c, "list", None)
-    assert res.ok and res.keys == {K1: 3} and res.primary_keys == {K1: 3}  # type: ignore[attr-defined]
+    assert res.ok and res.keys == {K1: 3} and res.primary_keys == {K1: 3}
     _, res = run_key_op(c, "install", K2)
-    assert res.ok and res.num_resp == 3  # type: ignore[attr-defined]
+    assert res.ok and res.num_resp == 3
     _, res = run_key_op(c, "use", K2)
-    assert res.ok  # type: ignore[attr-defined]
+    assert res.ok
     _, res = run_key_op(c, "remove", K1)
-    assert res.ok  # type: ignore[attr-defined]
+    assert res.ok
     _, res = run_key_op(c, "list", None)
-    assert res.keys == {K2: 3} and res.primary_keys == {K2: 3}  # type: ignore[attr-defined]
+    assert res.keys == {K2: 3} and res.primary_keys == {K2: 3}
     for f in files:
         with open(f) as fh:
             assert json.load(fh) == [K2]
@@ -52,14 +60,20 @@ def test_rotate_key_across_cluster_without_failures(tmp_path: object) -> None:
 def test_key_errors_use_serf_messages() -> None:
     c = make_cluster(2, encrypt_key=K1)
     _, res = run_key_op(c, "remove", K1)
-    assert not res.ok and set(res.messages.values()) == {"Removing the primary key is not allowed"}  # type: ignore[attr-defined]
+    assert not res.ok and set(res.messages.values()) == {
+        "Removing the primary key is not allowed"
+    }
     _, res = run_key_op(c, "use", K2)
-    assert set(res.messages.values()) == {"Requested key is not in the keyring"}  # type: ignore[attr-defined]
+    assert set(res.messages.values()) == {"Requested key is not in the keyring"}
     plain = make_cluster(2, seed=3)
     _, res = run_key_op(plain, "list", None)
-    assert res.num_err == 2 and set(res.messages.values()) == {"Keyring is empty (encryption not enabled)"}  # type: ignore[attr-defined]
+    assert res.num_err == 2 and set(res.messages.values()) == {
+        "Keyring is empty (encryption not enabled)"
+    }
     _, res = run_key_op(plain, "install", K2)
-    assert set(res.messages.values()) == {"No keyring to modify (encryption not enabled)"}  # type: ignore[attr-defined]
+    assert set(res.messages.values()) == {
+        "No keyring to modify (encryption not enabled)"
+    }
 
 
 def test_node_with_wrong_key_stays_out() -> None:
