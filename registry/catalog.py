@@ -5,7 +5,9 @@ client's cache.  Each group's state is one immutable ``_GroupState``
 replaced as a whole on every change, so readers on other threads see either
 the old or the new group (never a ring that disagrees with its members);
 writers are serialised by a lock.  A join/leave rebuilds only its own
-group's ring, incrementally (see ``registry.ring``).
+group's ring, incrementally (see ``registry.ring``); ``apply_many`` takes a
+burst (a registry learning a whole cluster) and updates each group's ring
+once, in bulk when the burst adds many members.
 
 Go registry behaviour kept on purpose: the service id is the member name,
 ``addr`` comes from the ``addr`` tag, and with ``algorithm="chash"`` a

@@ -42,6 +42,9 @@ answers equal ``uhashring.HashRing(nodes, vnodes=v, hash_fn=xxh3_64)``
   ~250-point buckets; a few ms at the 10th member and ~15 ms at the 1000th
   on an idle core.  The per-point cost is the floor: 4096 points is what the
   balance target needs, so a 2 ms join at 10 members would need C code.
+* ``Ring.build`` bulk-loads a whole group (one integer sort per hash range
+  instead of one insert per point): ~4 s CPU for 1000 x 4096 points versus
+  ~15 s joining them one by one.
 * Not used at run time: the ``uhashring`` package itself (its storage above
   is what had to change; its answers are reproduced and tested against it).
 
