@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_mutual_tls_end_to_end(tmp_path: Path) -> None:
     pki = write_pki(tmp_path)
     gossip, rpc = free_port(), free_port()
     target = f"127.0.0.1:{rpc}"
-    mtls = {"tls_cert": str(pki.client_cert), "tls_key": str(pki.client_key), "tls_ca": str(pki.ca)}
+    mtls: dict[str, Any] = {"tls_cert": str(pki.client_cert), "tls_key": str(pki.client_key), "tls_ca": str(pki.ca)}
     with procs() as ps:
         p = Proc(registry_cmd("-id", "reg-mtls", "-bind", f"127.0.0.1:{gossip}", "-addr", target,
                               "-profile", "fast", "-log-format", "json",
@@ -45,13 +46,13 @@ def test_mutual_tls_end_to_end(tmp_path: Path) -> None:
                 assert (me.id, me.addr) == ("reg-mtls", target)
 
         # refused: a TLS client without a certificate, one whose certificate another CA signed, plaintext
-        refused = [
+        refused: list[dict[str, Any]] = [
             {"tls_ca": str(pki.ca)},
             {"tls_cert": str(pki.rogue_cert), "tls_key": str(pki.rogue_key), "tls_ca": str(pki.ca)},
             {},
         ]
         for kw in refused:
-            with RpcClient(target, timeout=5, **kw) as c:  # type: ignore[arg-type]
+            with RpcClient(target, timeout=5, **kw) as c:
                 with pytest.raises(RegistryError):
                     c.groups()
         assert p.alive(), p.output()
