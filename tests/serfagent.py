@@ -11,6 +11,10 @@ Usage (sync or async tests alike)::
         await agent.await_member("py1", "alive", timeout=20)   # async variant of wait_member
         agent.kill()      # SIGKILL (no leave)
 
+From an async test with Python nodes already running, start agents with
+`agent = await SerfAgent("go2").astart()` (the `serf_agents` fixture list closes them), so
+the event loop is never blocked for the agent's start-up.
+
 Every agent gets free loopback ports for its gossip bind and RPC; its log is kept in a temp
 file (`agent.log_text()`), and it is killed on fixture teardown.  Blocking helpers
 (`members`, `run`, `wait_member`) use subprocess; inside asyncio tests that also run a
@@ -33,7 +37,7 @@ from typing import Any, Callable
 
 import pytest
 
-__all__ = ["SerfAgent", "serf_agent", "serf_binary", "free_port", "SerfAgentError"]
+__all__ = ["SerfAgent", "serf_agent", "serf_agents", "serf_binary", "free_port", "SerfAgentError"]
 
 #: How long an agent may take to answer its first RPC.
 START_TIMEOUT = 20.0
@@ -149,6 +153,33 @@ class SerfAgent:
                 if self._rpc_ok():
                     return self
                 time.sleep(0.05)
+            else:
+                self.kill()
+                raise SerfAgentError(f"serf agent {self.name} did not answer RPC in {timeout}s:\n{self.log_text()}")
+            if fixed:
+                break
+        raise SerfAgentError(f"serf agent {self.name} exited at start:\n{self.log_text()}")
+
+    async def astart(self, timeout: float = START_TIMEOUT) -> "SerfAgent":
+        """`start()` without blocking the event loop (use it while Python nodes are running)."""
+        fixed = self.port != 0
+        for _attempt in range(5):
+            if not fixed:
+                self.port = free_port(self.host)
+            if self.rpc_port == 0 or _attempt > 0:
+                self.rpc_port = free_port()
+            self.proc = subprocess.Popen(
+                self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    await self.arun("members", timeout=5)
+                    return self
+                except SerfAgentError:
+                    await asyncio.sleep(0.05)
             else:
                 self.kill()
                 raise SerfAgentError(f"serf agent {self.name} did not answer RPC in {timeout}s:\n{self.log_text()}")
@@ -300,6 +331,16 @@ class SerfAgent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@pytest.fixture
+def serf_agents() -> Iterator[list[SerfAgent]]:
+    """A list whose agents are closed at teardown: `agents.append(await SerfAgent(...).astart())`
+    starts one from an async test without blocking its event loop."""
+    agents: list[SerfAgent] = []
+    yield agents
+    for agent in agents:
+        agent.close()
 
 
 @pytest.fixture

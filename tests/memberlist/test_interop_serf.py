@@ -20,7 +20,7 @@ from registry.memberlist.node import MemberlistNode
 from registry.memberlist.types import DEFAULT_VSN, Node, NodeState
 
 from serfagent import SerfAgent  # noqa: E402  (tests/ is on sys.path via the rootdir conftest)
-from serfagent import serf_agent  # noqa: F401  (fixture)
+from serfagent import serf_agent, serf_agents  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.serf
 
@@ -111,10 +111,12 @@ async def test_agent_accepts_python_node_and_python_detects_agent_death(
     assert {x.name for x in node.members()} == {"py1"}
 
 
-async def test_agent_joins_python_node(serf_agent: Callable[..., SerfAgent], nodes: list[MemberlistNode]) -> None:
+async def test_agent_joins_python_node(serf_agents: list[SerfAgent], nodes: list[MemberlistNode]) -> None:
     """Inbound direction: the Go agent dials our TCP port (compressed push/pull) and gossips to us."""
     node = await start_py(nodes, "py1")
-    agent = serf_agent("go1")
+    agent = SerfAgent("go1")
+    serf_agents.append(agent)
+    await agent.astart()
     await agent.arun("join", str(node.address))
     await agent.await_member("py1", "alive", timeout=30)
     await eventually(lambda: node.get("go1") is not None and node.get("go1").state == NodeState.ALIVE, 30, "py sees go1")  # type: ignore[union-attr]
