@@ -268,3 +268,22 @@ async def test_bind_to_a_host_name(spawn: Spawn) -> None:
     a = await spawn("a", host="localhost")
     assert a.runner.bound.host in (LOOP4, LOOP6)
     assert a.address.host == a.runner.bound.host  # advertises an IP, never a name
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ({"label": "prod"}, {"label": "prod"}),
+        ({"secret_keys": [b"k" * 16]}, {"secret_keys": [b"k" * 16]}),
+        ({"secret_keys": [b"k" * 32], "label": "prod"}, {"secret_keys": [b"k" * 32], "label": "prod"}),
+    ],
+)
+async def test_label_and_encryption_on_real_sockets(spawn: Spawn, ours: dict[str, object], theirs: dict[str, object]) -> None:
+    a = await spawn("a", **ours)
+    b = await spawn("b", **theirs)
+    c = await spawn("c")  # plain: must not get in
+    assert await b.join([str(a.address)]) == 1
+    await eventually(lambda: names(a) == {"a", "b"}, 10, "a sees b")
+    with pytest.raises(JoinError):
+        await c.join([str(a.address)])
+    assert names(a) == {"a", "b"}
