@@ -174,6 +174,7 @@ def main() -> None:
     gc.collect()
 
     configs = [
+        ("consistent", 160, "uhashring's default vnodes=160, for comparison", [10, 100, 1000]),
         ("consistent", DEFAULT_REPLICAS, "default (tag absent)", [10, 100, 1000]),
         ("consistent", 10000, 'replicas="10000" (capped)', [10, 100] if args.quick else [10, 100, 1000]),
         ("chash", CHASH_DEFAULT_REPLICAS, 'default = replicas="10000"', [10, 100] if args.quick else [10, 100, 1000]),
