@@ -497,6 +497,8 @@ class Ring:
         """Up to ``n`` distinct members clockwise from ``key``'s point (first == ``get(key)``)."""
         if n < 1:
             return []
+        if n == 1:
+            return [self.get(key)]
         b, i = self._locate(key_hash(self.algorithm, key))
         want = min(n, len(self._nodes))
         seen: set[int] = set()
@@ -517,8 +519,9 @@ class Ring:
         own, nonempty = self._own, self._nonempty
         yield from own[b][i:]
         j = bisect_right(nonempty, b)
-        order = list(nonempty[j:]) + list(nonempty[:j])
-        for nb in order:
+        count = len(nonempty)
+        for k in range(j, j + count):
+            nb = nonempty[k - count if k >= count else k]
             if nb == b:
                 yield from own[b][:i]
             else:
