@@ -51,8 +51,9 @@ TAG_REPLICAS = "replicas"
 TAG_WEIGHT = "weight"
 #: Largest accepted weight: points grow linearly with it (memory, join cost).
 MAX_WEIGHT = 64
-#: Largest accepted replicas tag (ring.MAX_REPLICAS caps "consistent" further).
-MAX_REPLICAS_TAG = 1_000_000
+#: Largest accepted replicas tag (ring.MAX_REPLICAS caps "consistent" further; for
+#: "chash" every replica is a point, so a hostile tag must not cost seconds per join).
+MAX_REPLICAS_TAG = 100_000
 
 
 @dataclass(frozen=True)

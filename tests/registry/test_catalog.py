@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
 from registry.ring import DEFAULT_REPLICAS, Ring, RingNode
@@ -292,3 +294,35 @@ def test_apply_many_change_lists() -> None:
     assert web.version == 3 and by_group["api"].version == 1
     cat.apply_many([("c", None), ("c", tags("web"))])  # net no change: no event
     assert len(seen) == 2
+
+
+_tag_values = st.one_of(st.text(max_size=12), st.sampled_from(["0", "1", "-1", "10000", "65", "64", " 7 ", "1_0"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.one_of(
+                st.none(),
+                st.dictionaries(
+                    st.sampled_from(["group", "addr", "replicas", "weight", "other"]),
+                    _tag_values,
+                    max_size=5,
+                ),
+            ),
+        ),
+        max_size=25,
+    )
+)
+def test_apply_never_raises_and_keeps_invariants(updates: list[tuple[str, dict[str, str] | None]]) -> None:
+    cat = Catalog(default_replicas=8)
+    for name, t in updates:
+        cat.apply(name, t)
+    for g in cat.groups():
+        members = cat.members(g)
+        assert members and all(s.group == g and cat.group_of(s.id) == g for s in members)
+        assert set(cat.ring(g).nodes) == {s.id for s in members}
+        assert all(1 <= s.weight <= 64 and s.replicas >= 1 for s in members)
+        assert cat.match(g, "key")[0] in members
