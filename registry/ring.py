@@ -89,6 +89,7 @@ __all__ = [
     "Ring",
     "key_hash",
     "node_points",
+    "point_count",
 ]
 
 Algorithm = Literal["consistent", "chash"]
