@@ -8,6 +8,10 @@ Each load process opens ONE channel (one HTTP/2 connection) and keeps `c` calls 
 flight (c asyncio tasks for the asyncio client, c threads for the blocking RpcClient),
 runs a warm-up, then counts calls finished in a fixed window and records every call's
 latency; p50/p99 are over all calls in the window. MatchBatch sends batches of 100 keys.
+Reference measured in the same run: a bare grpc.aio server (same server options) whose
+Match handler returns fixed pre-serialized bytes without looking at the request, loaded
+by the same client: the ratio registry/bare is the honest figure on a noisy machine.
+The load process's own CPU per call is reported too (it shares the 2 cores).
 Targets (brief): Match c=64 >= 5000 req/s, c=1 p50 <= 400 us, MatchBatch >= 100k keys/s.
 """
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -31,16 +37,45 @@ TARGETS = {"Match c=64": "target >= 5000 req/s", "Match c=1 p50": "target <= 400
            "MatchBatch": "target >= 100000 keys/s"}
 
 
-def serve(port: int) -> None:
+def _catalog() -> Any:
     from registry.catalog import Catalog
+
+    catalog = Catalog()
+    for i in range(10):
+        catalog.apply(f"svc-{i}", {"group": GROUP, "addr": f"10.0.0.{i}:80", "replicas": "160"})
+    return catalog
+
+
+def serve(port: int) -> None:
     from registry.rpc import start_rpc
 
     async def main() -> None:
-        catalog = Catalog()
-        for i in range(10):
-            catalog.apply(f"svc-{i}", {"group": GROUP, "addr": f"10.0.0.{i}:80", "replicas": "160"})
-        rpc = await start_rpc(catalog, f"127.0.0.1:{port}")
+        rpc = await start_rpc(_catalog(), f"127.0.0.1:{port}")
         print(f"READY {rpc.port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def serve_bare(port: int) -> None:
+    """Reference: the cheapest grpc.aio server answering Match (fixed bytes, request unread)."""
+    import grpc
+
+    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore
+
+    async def main() -> None:
+        core = RegistryCore(_catalog())
+        answer = core.encoded(core.match(GROUP, "some-key", 1)[0]).v1  # a real-sized response
+
+        async def match(request: bytes, context: Any) -> bytes:
+            return answer
+
+        server = grpc.aio.server(options=list(_SERVER_OPTIONS))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            V1_SERVICE, {"Match": grpc.unary_unary_rpc_method_handler(match)}),))
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print(f"READY {bound}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -119,13 +154,20 @@ def _sync_load(addr: str, method: str, conc: int, seconds: float, warmup: float)
     return {"calls": len(lat), "lat": lat, "keys_per_call": keys_per_call}
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: float) -> None:
+    cpu0 = _cpu()
     if kind == "aio":
         out = asyncio.run(_aio_load(addr, method, conc, seconds, warmup))
     else:
         out = _sync_load(addr, method, conc, seconds, warmup)
+    cpu = _cpu() - cpu0  # includes connect and warm-up: scaled like the server's figure below
     lat = out["lat"]
-    print(json.dumps({"calls": out["calls"], "seconds": seconds, "keys_per_call": out["keys_per_call"],
+    print(json.dumps({"calls": out["calls"], "cpu": cpu, "seconds": seconds, "keys_per_call": out["keys_per_call"],
                       "p50": common.percentile(lat, 50), "p99": common.percentile(lat, 99)}), flush=True)
 
 
@@ -145,22 +187,35 @@ def main() -> None:
     common.print_header("gRPC API load (bench_rpc)", args.quick)
     seconds, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
     records: list[common.Record] = []
-    port = common.free_port()
+    port, bare_port = common.free_ports(2)
     with common.ProcGroup() as procs:
         srv = procs.add(common.Proc("server", [sys.executable, __file__, "--serve", str(port)]))
-        common.wait_for(lambda: any(line.startswith("READY") for _, line in srv.lines), 60, what="server ready")
+        bare = procs.add(common.Proc("bare", [sys.executable, __file__, "--serve-bare", str(bare_port)]))
+        for p in (srv, bare):
+            common.wait_for(lambda: any(line.startswith("READY") for _, line in p.lines), 60, what="server ready")
         addr = f"127.0.0.1:{port}"
-        plan = [("aio", "Match", c) for c in (1, 8, 64)] + [("sync", "Match", c) for c in (1, 8)]
+        bare_addr = f"127.0.0.1:{bare_port}"
+        # Each bare-server line right after the registry line it is the reference for.
+        plan = [("aio", "Match", 1), ("bare", "Match", 1), ("aio", "Match", 8), ("aio", "Match", 64),
+                ("bare", "Match", 64)] + [("sync", "Match", c) for c in (1, 8)]
         plan += [("aio", "Members", c) for c in (1, 8, 64)]
         plan += [("aio", "MatchBatch", c) for c in (1, 8)] + [("sync", "MatchBatch", 1)]
+        seen: dict[tuple[str, str, int], tuple[float, float, float]] = {}
         for kind, method, conc in plan:
-            cpu0 = common.cpu_seconds(srv.pid)
-            r = run_load(addr, kind, method, conc, seconds, warmup)
+            target = bare if kind == "bare" else srv
+            cpu0 = common.cpu_seconds(target.pid)
+            r = run_load(bare_addr if kind == "bare" else addr, "aio" if kind == "bare" else kind,
+                         method, conc, seconds, warmup)
             # Server CPU per call (warm-up calls included in both counts' span: an estimate of
             # what one dedicated core could serve, less sensitive to other load on the machine).
-            cpu_per_call = (common.cpu_seconds(srv.pid) - cpu0) / max(r["calls"], 1) * seconds / (seconds + warmup)
+            scale = seconds / (seconds + warmup) / max(r["calls"], 1)
+            cpu_per_call = (common.cpu_seconds(target.pid) - cpu0) * scale
+            client_per_call = r["cpu"] * scale
             how = (f"{kind} client, one connection, c={conc} in flight, {seconds}s window after {warmup}s "
                    f"warm-up, server and load generator in separate processes; 10 services x 160 replicas")
+            if kind == "bare":
+                how = ("REFERENCE: bare grpc.aio server (same options, fixed 88-byte answer, request unread), "
+                       f"aio client, one connection, c={conc} in flight, {seconds}s window after {warmup}s warm-up")
             name = f"{method} {kind} c={conc}"
             if method == "MatchBatch":
                 records.append(common.record(f"{name} keys/s (batch 100)", r["calls"] * 100 / seconds, "keys/s",
@@ -169,20 +224,33 @@ def main() -> None:
                 ref = TARGETS["Match c=64"] if (method, kind, conc) == ("Match", "aio", 64) else ""
                 records.append(common.record(f"{name} throughput", r["calls"] / seconds, "req/s", how,
                                              reference=ref))
-            ref50 = TARGETS["Match c=1 p50"] if (method, conc) == ("Match", 1) else ""
+            ref50 = TARGETS["Match c=1 p50"] if (method, kind, conc) == ("Match", "aio", 1) else ""
             records.append(common.record(f"{name} p50", r["p50"] * 1e6, "us", how, reference=ref50))
             records.append(common.record(f"{name} p99", r["p99"] * 1e6, "us", how))
             records.append(common.record(f"{name} server CPU per call", cpu_per_call * 1e6, "us",
                                          how + "; server utime+stime over the run / calls in the window,"
                                          " scaled by window/(window+warm-up)"))
+            records.append(common.record(f"{name} load generator CPU per call", client_per_call * 1e6, "us",
+                                         how + "; the load process's own utime+stime, scaled the same way"))
             print(f"  {name}: {r['calls'] / seconds:,.0f} calls/s p50={r['p50'] * 1e6:.0f}us "
-                  f"p99={r['p99'] * 1e6:.0f}us server-cpu/call={cpu_per_call * 1e6:.0f}us", flush=True)
+                  f"p99={r['p99'] * 1e6:.0f}us server-cpu/call={cpu_per_call * 1e6:.0f}us "
+                  f"client-cpu/call={client_per_call * 1e6:.0f}us load1m={os.getloadavg()[0]:.1f}", flush=True)
+            seen[(kind, method, conc)] = (r["calls"] / seconds, r["p50"], cpu_per_call)
+            if kind == "bare" and ("aio", method, conc) in seen:
+                ours, ref = seen[("aio", method, conc)], seen[("bare", method, conc)]
+                how_ratio = f"registry Match aio c={conc} / bare grpc.aio reference, measured one after the other"
+                records.append(common.record(f"Match c={conc} throughput registry/bare", ours[0] / ref[0], "x",
+                                             how_ratio))
+                records.append(common.record(f"Match c={conc} server CPU per call registry/bare", ours[2] / ref[2],
+                                             "x", how_ratio))
     common.emit(records, args)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare":
+        serve_bare(int(sys.argv[2]))
     elif len(sys.argv) > 2 and sys.argv[1] == "--load":
         a = sys.argv[2:]
         load(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5]))
