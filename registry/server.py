@@ -305,11 +305,13 @@ class RegistryServer:
         if not isinstance(event, MemberEvent):
             return
         present = event.type in (EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE)
-        for m in event.members:
-            try:
-                self.catalog.apply(m.name, dict(m.tags) if present else None)
-            except Exception:
-                log.exception("catalog rejected a member", member=m.name)
+        # One batch per event: a group's ring is updated once however many members the
+        # event carries (a registry learning a whole cluster at start-up gets one bulk build).
+        updates = [(m.name, dict(m.tags) if present else None) for m in event.members]
+        try:
+            self.catalog.apply_many(updates)
+        except Exception:
+            log.exception("catalog rejected a membership batch", members=[name for name, _ in updates])
         log.debug("membership", kind=event.type.value, members=[m.name for m in event.members])
 
     def _reconcile(self) -> None:
