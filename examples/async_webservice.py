@@ -36,13 +36,14 @@ async def serve(a: argparse.Namespace) -> int:
 
     host, _, port = a.addr.rpartition(":")
     http = await asyncio.start_server(handle, host or None, int(port))
+    addr = f"{host}:{http.sockets[0].getsockname()[1]}"  # port 0 = the kernel picked one: advertise that
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with AsyncRegister(a.id, a.bind, a.advertise, a.registries, a.group, a.addr, profile=a.profile) as reg:
-            print(f"{a.id} registered in {a.group}, serving http://{a.addr}/ (gossip {reg.address})", flush=True)
+        async with AsyncRegister(a.id, a.bind, a.advertise, a.registries, a.group, addr, profile=a.profile) as reg:
+            print(f"{a.id} registered in {a.group}, serving http://{addr}/ (gossip {reg.address})", flush=True)
             await stop.wait()
     except RegisterError as exc:
         print(f"async_webservice: {exc}", file=sys.stderr)

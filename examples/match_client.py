@@ -27,12 +27,13 @@ def main() -> int:
     p.add_argument("-count", "--count", type=int, default=1000)
     p.add_argument("-cache", "--cache", action="store_true")
     p.add_argument("-fetch", "--fetch", action="store_true", help="GET / from every owner once")
+    p.add_argument("-timeout", "--timeout", type=float, default=5.0, help="seconds per call (default 5)")
     a = p.parse_args()
 
     owners: collections.Counter[str] = collections.Counter()
     addrs: dict[str, str] = {}
     try:
-        with RpcClient(a.registries.split(","), cache=a.cache) as c:
+        with RpcClient(a.registries.split(","), cache=a.cache, timeout=a.timeout) as c:
             for i in range(a.count):
                 svc = c.match(a.group, f"user-{i}")
                 owners[svc.id] += 1
@@ -43,7 +44,7 @@ def main() -> int:
     for sid, n in sorted(owners.items()):
         line = f"{sid:<24} {addrs[sid]:<22} {n:>6} keys"
         if a.fetch:
-            with urllib.request.urlopen(f"http://{addrs[sid]}/", timeout=10) as r:
+            with urllib.request.urlopen(f"http://{addrs[sid]}/", timeout=a.timeout) as r:
                 line += f"   GET / -> {r.read().decode().strip()}"
         print(line)
     print(f"total {sum(owners.values())} keys over {len(owners)} services")

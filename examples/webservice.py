@@ -5,6 +5,7 @@
         -group webservice -addr 127.0.0.1:8080
 
 GET / answers with the service id, so a client that matched a key can see who owns it.
+Port 0 in -addr or -bind picks a free port; the line printed once registered shows both.
 SIGINT/SIGTERM: leave the pool gracefully, then stop serving.
 """
 
@@ -48,21 +49,24 @@ def main() -> int:
         def log_message(self, fmt: str, *args: object) -> None:
             pass
 
+    # handlers first: a SIGTERM that arrives while joining still ends in a graceful leave
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+
     httpd = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Hello)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    addr = f"{host}:{httpd.server_address[1]}"  # port 0 = the kernel picked one: advertise that
 
-    reg = Register(a.id, a.bind, a.advertise, a.registries, a.group, a.addr, profile=a.profile)
+    reg = Register(a.id, a.bind, a.advertise, a.registries, a.group, addr, profile=a.profile)
     try:
         reg.start()
     except RegisterError as exc:
         print(f"webservice: {exc}", file=sys.stderr)
         httpd.shutdown()
         return 1
-    print(f"{a.id} registered in {a.group}, serving http://{a.addr}/ (gossip {reg.address})", flush=True)
+    print(f"{a.id} registered in {a.group}, serving http://{addr}/ (gossip {reg.address})", flush=True)
 
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     done.wait()
     reg.stop()
     httpd.shutdown()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Proc, Registry, env, free_port, procs, registry_cmd, wait_for
+from .helpers import TOLERANT, Proc, Registry, env, free_port, procs, registry_cmd, wait_for
 
 
 @pytest.mark.parametrize("bind_form, adv_form", [("0.0.0.0:{p}", "127.0.0.1:{p}"), (":{p}", "127.0.0.1")])
@@ -21,7 +21,7 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
     with procs() as ps:
         a = Proc(registry_cmd("-id", "reg-adv", "-bind", bind_form.format(p=gossip),
                               "-bind-advertise", adv_form.format(p=gossip), "-addr", f":{rpc}",
-                              "-advertise", advertised_rpc, "-profile", "fast", "-log-format", "json"),
+                              "-advertise", advertised_rpc, "-profile", TOLERANT, "-log-format", "json"),
                  tmp_path / "adv.log")
         ps.append(a)
 
@@ -31,7 +31,7 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
                 return any(s.id == "reg-adv" for s in c.members("registry-group"))
 
         wait_for(a_serving, 60, interval=0.1, what="reg-adv serving")
-        b = Registry(ps, tmp_path, "reg-b", [f"127.0.0.1:{gossip}"]).wait_ready()
+        b = Registry(ps, tmp_path, "reg-b", [f"127.0.0.1:{gossip}"], profile=TOLERANT).wait_ready()
         both = {"reg-adv", "reg-b"}
 
         def a_ids(group: str) -> set[str]:
@@ -41,7 +41,7 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
         wait_for(lambda: b.ids("registry-group") == both and a_ids("registry-group") == both, 60, what="reg-b joined reg-adv")
 
         # a member that only knows reg-b learns reg-adv's gossip address through gossip: the advertised one
-        with Register("svc-adv", "127.0.0.1:0", "", [b.gossip], "adv-test", "127.0.0.1:1", profile="fast") as reg:
+        with Register("svc-adv", "127.0.0.1:0", "", [b.gossip], "adv-test", "127.0.0.1:1", profile=TOLERANT) as reg:
             def seen() -> tuple[str, int] | None:
                 for m in reg.members():
                     if m.name == "reg-adv" and int(m.status) == 1:
