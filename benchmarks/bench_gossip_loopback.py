@@ -15,10 +15,13 @@ node = delta(UDP+TCP bytes sent by all nodes) / W / N.  Everything (all N nodes,
 the kernel loopback path charged to this process) is in the one process, so the figure is
 an upper bound for a node running alone.
 
-Caveat seen on a shared 2-core machine: when other processes take the CPU, 100 nodes in one
-loop can miss the 500 ms probe timeout during the join burst (LZW-compressing each 1400-byte
-gossip packet costs ~0.5 ms in pure Python), raise false suspicions and need the push/pull
-interval to heal; the "non_alive_entries_at_end" figure shows whether that happened.
+Caveat seen on a shared 2-core machine (load average 3-7 from other jobs): with compression
+on, 100 nodes in one loop sometimes miss the 500 ms probe timeout during the join burst,
+raise false suspicions, and the extra gossip keeps the loop saturated (LZW-compressing one
+1400-byte gossip packet costs ~0.45 ms in pure Python), so the cluster does not heal within
+the window; with compression off the same runs stay clean.  At load ~3 both configurations
+converge and idle at ~1 ms CPU/s per node.  "non_alive_entries_at_end" shows which case a
+run was.
 """
 
 from __future__ import annotations
