@@ -61,18 +61,42 @@ def _batch(r: Registry) -> list[tuple[str, str]]:
 
 
 def test_match_identical_everywhere(cluster: Cluster) -> None:
+    """Both registries, a caching client and a single Match agree on all 10k keys.
+
+    Agreement is eventual: on a loaded machine the fast profile can briefly declare a starved
+    service dead (it refutes within a second), so the comparison is retried until it holds,
+    with a deadline; a lasting disagreement still fails."""
     from client import RpcClient
 
-    a, b = _batch(cluster.r1), _batch(cluster.r2)
-    assert a == b
-    owners = {sid for sid, _ in a}
-    assert owners == {s.id for s in cluster.services}  # 10k keys hit every service
-    with RpcClient([cluster.r1.rpc, cluster.r2.rpc], cache=True, timeout=30) as c:
-        cached = [(s.id, s.addr) for s in (c.match(GROUP, k) for k in KEYS)]
-    assert cached == a
-    with RpcClient(cluster.r2.rpc) as c:
-        one = c.match(GROUP, "user-42")
-    assert (one.id, one.addr) == a[42]
+    want = {s.id for s in cluster.services}
+
+    def agree() -> str:
+        a, b = _batch(cluster.r1), _batch(cluster.r2)
+        if a != b:
+            return f"registries differ on {sum(x != y for x, y in zip(a, b))} keys"
+        owners = {sid for sid, _ in a}
+        if owners != want:  # 10k keys hit every service
+            return f"owners {sorted(owners)} != {sorted(want)}"
+        with RpcClient([cluster.r1.rpc, cluster.r2.rpc], cache=True, timeout=30) as c:
+            cached = [(s.id, s.addr) for s in (c.match(GROUP, k) for k in KEYS)]
+        if cached != a:
+            return f"cached client differs on {sum(x != y for x, y in zip(cached, a))} keys"
+        with RpcClient(cluster.r2.rpc) as c:
+            one = c.match(GROUP, "user-42")
+        if (one.id, one.addr) != a[42]:
+            return f"Match(user-42) = {one} but batch says {a[42]}"
+        return ""
+
+    last = ["never compared"]
+
+    def ok() -> bool:
+        last[0] = agree()
+        return not last[0]
+
+    try:
+        wait_for(ok, 60, interval=0.5, what="agreement")
+    except AssertionError:
+        raise AssertionError(f"never agreed; last: {last[0]}") from None
 
 
 def _measure(pred: "object", timeout: float) -> float:
