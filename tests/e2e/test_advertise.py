@@ -65,3 +65,32 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
         assert rows["reg-adv"][2] == advertised_rpc, m.stdout
         assert f"addr={advertised_rpc}" in m.stdout
         assert a.alive() and "Traceback" not in a.output()
+
+
+@pytest.mark.serf
+def test_go_serf_members_shows_advertised_addresses(tmp_path: Path) -> None:
+    """Go's `serf members` (the Serf-level member list) shows the advertised gossip address
+    and the -advertise value in the addr tag of a registry bound on every interface."""
+    from serfagent import SerfAgent
+
+    gossip, rpc = free_port(), free_port()
+    with procs() as ps:
+        a = Proc(registry_cmd("-id", "reg-adv-go", "-bind", f"0.0.0.0:{gossip}", "-bind-advertise", "127.0.0.1",
+                              "-addr", f":{rpc}", "-advertise", f"localhost:{rpc}", "-profile", TOLERANT,
+                              "-log-format", "json"), tmp_path / "adv-go.log")
+        ps.append(a)
+        wait_for(lambda: a.alive() and '"registry started"' in a.output(), 60, what="reg-adv-go started")
+        go = SerfAgent("go-watch", log_level="info")
+        try:
+            go.start()
+            go.run("join", f"127.0.0.1:{gossip}")
+            row = go.wait_member("reg-adv-go", "alive", timeout=60)
+            assert str(row["addr"]).split(":")[0] == "127.0.0.1", row
+            assert int(str(row["addr"]).rsplit(":", 1)[1]) == gossip, row
+            assert row["tags"]["addr"] == f"localhost:{rpc}" and row["tags"]["group"] == "registry-group", row
+            text = go.run("members")
+            line = next(ln for ln in text.splitlines() if ln.startswith("reg-adv-go"))
+            assert f"127.0.0.1:{gossip}" in line and "alive" in line and f"addr=localhost:{rpc}" in line, text
+        finally:
+            go.close()
+        assert a.alive(), a.output()
