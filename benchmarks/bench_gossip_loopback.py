@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 
@@ -57,9 +57,7 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
     t0 = time.monotonic()
     try:
         for i in range(n):
-            cfg = Config.lan(
-                name=f"bench-{i:03d}", bind_addr="127.0.0.1", bind_port=0, enable_compression=compression
-            )
+            cfg = Config.lan(name=f"bench-{i:03d}", bind_addr="127.0.0.1", bind_port=0, enable_compression=compression)
             nodes.append(await MemberlistNode.create(cfg))
         seed = str(nodes[0].address)
         for k, batch in enumerate(common.chunks(nodes[1:], args.batch)):
@@ -76,9 +74,7 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
         joined = time.monotonic()
 
         def converged() -> bool:
-            return all(
-                sum(1 for m in node.core.all_nodes() if m.state == NodeState.ALIVE) == n for node in nodes
-            )
+            return all(sum(1 for m in node.core.all_nodes() if m.state == NodeState.ALIVE) == n for node in nodes)
 
         deadline = time.monotonic() + args.converge_timeout
         conv: float | None = None
@@ -128,12 +124,16 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
         common.record(f"gossip_loopback.{mode}.bytes_out_per_node", (bytes1 - bytes0) / wall / n, "B/s", how_b),
         common.record(f"gossip_loopback.{mode}.packets_out_per_node", (pk1 - pk0) / wall / n, "packets/s", how_p),
         common.record(
-            f"gossip_loopback.{mode}.convergence", None if conv is None else round(conv - joined, 2), "s",
+            f"gossip_loopback.{mode}.convergence",
+            None if conv is None else round(conv - joined, 2),
+            "s",
             f"{setup}; from the last join() returning until every node lists all {n} as alive "
             f"(None = not within {args.converge_timeout:.0f}s)",
         ),
         common.record(
-            f"gossip_loopback.{mode}.non_alive_entries_at_end", not_alive, "entries",
+            f"gossip_loopback.{mode}.non_alive_entries_at_end",
+            not_alive,
+            "entries",
             f"{setup}; suspect/dead entries summed over all {n} views at the end of the window "
             "(all nodes stay up, so these are false alarms; 0 is healthy)",
         ),
@@ -150,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--converge-timeout", type=float, default=0.0, help="default 60 quick, 180 full")
     p.add_argument("--batch", type=int, default=10, help="nodes joining node 0 at once")
     p.add_argument(
-        "--storm", dest="gentle", action="store_false",
+        "--storm",
+        dest="gentle",
+        action="store_false",
         help="join batches back to back (default: wait until the nodes so far agree)",
     )
     p.add_argument(
-        "--compression", choices=["on", "off", "both"], default="both",
+        "--compression",
+        choices=["on", "off", "both"],
+        default="both",
         help="LAN default is on; 'both' runs the two configurations one after the other",
     )
     args = p.parse_args(argv)
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     common.print_header(f"gossip loopback: {args.nodes} Python memberlist nodes in one process", args.quick)
     records: list[common.Record] = []
-    for mode in (["on", "off"] if args.compression == "both" else [args.compression]):
+    for mode in ["on", "off"] if args.compression == "both" else [args.compression]:
         records += asyncio.run(run(args, mode == "on"))
     common.emit(records, args)
     return 0

@@ -32,12 +32,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
-__all__ = ["SerfAgent", "serf_agent", "serf_agents", "serf_binary", "free_port", "SerfAgentError"]
+__all__ = ["SerfAgent", "SerfAgentError", "free_port", "serf_agent", "serf_agents", "serf_binary"]
 
 #: How long an agent may take to answer its first RPC.
 START_TIMEOUT = 20.0
@@ -135,7 +135,7 @@ class SerfAgent:
             args.append(f"-event-handler={handler}")
         return args + self.extra_args
 
-    def start(self, timeout: float = START_TIMEOUT) -> "SerfAgent":
+    def start(self, timeout: float = START_TIMEOUT) -> SerfAgent:
         """Start the process and wait until `serf members` answers on its RPC port."""
         fixed = self.port != 0
         for _attempt in range(5):
@@ -160,7 +160,7 @@ class SerfAgent:
                 break
         raise SerfAgentError(f"serf agent {self.name} exited at start:\n{self.log_text()}")
 
-    async def astart(self, timeout: float = START_TIMEOUT) -> "SerfAgent":
+    async def astart(self, timeout: float = START_TIMEOUT) -> SerfAgent:
         """`start()` without blocking the event loop (use it while Python nodes are running)."""
         fixed = self.port != 0
         for _attempt in range(5):
@@ -284,7 +284,7 @@ class SerfAgent:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise SerfAgentError(f"{' '.join(cmd)} timed out") from None
@@ -326,7 +326,7 @@ class SerfAgent:
     async def aevent(self, name: str, payload: str = "", coalesce: bool = True) -> str:
         return await self.arun("event", f"-coalesce={str(coalesce).lower()}", name, *([payload] if payload else []))
 
-    def __enter__(self) -> "SerfAgent":
+    def __enter__(self) -> SerfAgent:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ from .runner import MachineRunner
 from .transport import StreamOutcome
 from .types import META_MAX_SIZE, Address, Node
 
-__all__ = ["MemberlistNode", "JoinError", "parse_address", "resolve"]
+__all__ = ["JoinError", "MemberlistNode", "parse_address", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class MemberlistNode:
         self._shut = False
 
     @classmethod
-    async def create(cls, config: Config, delegate: Delegate | None = None) -> "MemberlistNode":
+    async def create(cls, config: Config, delegate: Delegate | None = None) -> MemberlistNode:
         """Bind UDP+TCP on `config.bind_addr:bind_port` (0 = any free port) and start gossiping."""
         if not config.name:
             config = config.replace(name=socket.gethostname())
@@ -308,9 +308,8 @@ class MemberlistNode:
         """Wait until `predicate()` holds (re-checked after every network input/timer)."""
         return await self._runner.wait_until(predicate, timeout)
 
-    async def __aenter__(self) -> "MemberlistNode":
+    async def __aenter__(self) -> MemberlistNode:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-

@@ -23,13 +23,13 @@ from typing import cast
 from .types import Address
 
 __all__ = [
+    "UDP_RECV_MAX",
     "StreamOutcome",
     "UdpProtocol",
     "bind_sockets",
     "dial_stream",
-    "read_framed",
     "family_of",
-    "UDP_RECV_MAX",
+    "read_framed",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ async def read_framed(
 
 
 def _os_error_text(exc: BaseException) -> str:
-    """"Connection refused" rather than asyncio's "Connect call failed (...)"."""
+    """ "Connection refused" rather than asyncio's "Connect call failed (...)"."""
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code > 0:
         return os.strerror(code)
@@ -183,7 +183,7 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
     try:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), 1.0)
-    except (OSError, asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, OSError, ConnectionError):
         pass
 
 
@@ -215,7 +215,7 @@ async def dial_stream(
 
     try:
         reply = await asyncio.wait_for(exchange(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         stats["tcp.dial.timeout"] += 1
         return None, f"timed out after {timeout:g}s"
     except (OSError, ConnectionError) as exc:
@@ -265,7 +265,7 @@ async def answer_stream(
 
     try:
         await asyncio.wait_for(exchange(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         stats["tcp.in.timeout"] += 1
         log.debug("inbound stream from %s timed out after %gs", source, timeout)
     except (OSError, ConnectionError) as exc:

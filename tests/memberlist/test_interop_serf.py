@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator, Callable
 
 import msgpack
 import pytest
+from serfagent import (  # noqa: F401  (fixtures)
+    SerfAgent,
+    serf_agent,
+    serf_agents,
+)
 
 from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.node import MemberlistNode
 from registry.memberlist.types import DEFAULT_VSN, Node, NodeState
-
-from serfagent import SerfAgent  # noqa: E402  (tests/ is on sys.path via the rootdir conftest)
-from serfagent import serf_agent, serf_agents  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.serf
 
@@ -55,7 +57,9 @@ async def nodes() -> AsyncIterator[list[MemberlistNode]]:
         await n.shutdown()
 
 
-async def start_py(nodes: list[MemberlistNode], name: str, port: int = 0, tags: dict[str, str] | None = None) -> MemberlistNode:
+async def start_py(
+    nodes: list[MemberlistNode], name: str, port: int = 0, tags: dict[str, str] | None = None
+) -> MemberlistNode:
     cfg = Config.lan(name=name, bind_addr=LOOP4, bind_port=port)
     assert cfg.vsn == DEFAULT_VSN == bytes([1, 5, 2, 2, 5, 5])
     node = await MemberlistNode.create(cfg, SerfTags(tags))
@@ -119,7 +123,7 @@ async def test_agent_joins_python_node(serf_agents: list[SerfAgent], nodes: list
     await agent.astart()
     await agent.arun("join", str(node.address))
     await agent.await_member("py1", "alive", timeout=30)
-    await eventually(lambda: node.get("go1") is not None and node.get("go1").state == NodeState.ALIVE, 30, "py sees go1")  # type: ignore[union-attr]
+    await eventually(lambda: (node.get("go1") or Node("", "", 0)).state == NodeState.ALIVE, 30, "py sees go1")
     assert node.stats["tcp.accept"] >= 1
 
 

@@ -239,6 +239,7 @@ async def test_hostile_input_is_dropped_and_counted(spawn: Spawn) -> None:
     w_garbage.write(b"\xee\x00\x01" * 50)
     r_slow, w_slow = await asyncio.open_connection(LOOP4, target.address.port)
     w_slow.write(b"\x06")  # a push/pull that never completes
+
     def drops() -> int:
         now = sum(v for k, v in target.stats.items() if k.startswith("drop."))
         return now - sum(v for k, v in before.items() if k.startswith("drop."))
@@ -278,7 +279,9 @@ async def test_bind_to_a_host_name(spawn: Spawn) -> None:
         ({"secret_keys": [b"k" * 32], "label": "prod"}, {"secret_keys": [b"k" * 32], "label": "prod"}),
     ],
 )
-async def test_label_and_encryption_on_real_sockets(spawn: Spawn, ours: dict[str, object], theirs: dict[str, object]) -> None:
+async def test_label_and_encryption_on_real_sockets(
+    spawn: Spawn, ours: dict[str, object], theirs: dict[str, object]
+) -> None:
     a = await spawn("a", **ours)
     b = await spawn("b", **theirs)
     c = await spawn("c")  # plain: must not get in
