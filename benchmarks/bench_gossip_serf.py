@@ -292,7 +292,7 @@ def main() -> int:
     p.add_argument("--sizes", default="", help="comma-separated cluster sizes (default 5,10,30; quick 5)")
     p.add_argument("--idle", type=float, default=0.0, help="idle window seconds (default 30; quick 8)")
     p.add_argument("--profile", default="lan")
-    p.add_argument("--join-rounds", type=int, default=0, help="joins measured per cluster (default 5; quick 3)")
+    p.add_argument("--join-rounds", type=int, default=0, help="joins measured per cluster (default 10; quick 5)")
     p.add_argument("--py-impl", choices=["auto", "serf", "memberlist"], default="auto",
                    help="Python node: SerfAgent, plain MemberlistNode, or auto (SerfAgent when it imports)")
     p.add_argument("--no-netns", action="store_true", help="do not re-run in a private network namespace")
@@ -328,7 +328,7 @@ def main() -> int:
         results: dict[str, dict[str, float | None]] = {}
         for impl in impls:
             try:
-                results[impl] = run_one(impl, n, idle, args.profile, args.join_rounds or (3 if args.quick else 5),
+                results[impl] = run_one(impl, n, idle, args.profile, args.join_rounds or (5 if args.quick else 10),
                                        args.py_impl)
             except (TimeoutError, RuntimeError, OSError) as e:
                 print(f"   {impl} n={n} FAILED: {e}", flush=True)
