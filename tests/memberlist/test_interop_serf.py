@@ -22,7 +22,7 @@ from serfagent import (  # noqa: F401  (fixtures)
 from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.node import MemberlistNode
-from registry.memberlist.types import DEFAULT_VSN, Node, NodeState
+from registry.memberlist.types import DEFAULT_VSN, NodeState
 
 pytestmark = pytest.mark.serf
 
@@ -38,6 +38,12 @@ class SerfTags(Delegate):
 
     def node_meta(self, limit: int) -> bytes:
         return self.meta
+
+
+def state_of(node: MemberlistNode, name: str) -> NodeState | None:
+    """`name`'s state in `node`'s table, None if unknown."""
+    n = node.get(name)
+    return None if n is None else n.state
 
 
 async def eventually(pred: Callable[[], bool], timeout: float, what: str) -> float:
@@ -102,9 +108,9 @@ async def test_agent_accepts_python_node_and_python_detects_agent_death(
     meter = asyncio.get_running_loop().create_task(lag_meter())
     killed = time.monotonic()
     agent.kill()
-    await node.wait_until(lambda: (node.get("go1") or go1).state != NodeState.ALIVE, 3 * bound + 10)
+    await node.wait_until(lambda: state_of(node, "go1") != NodeState.ALIVE, 3 * bound + 10)
     suspected = time.monotonic() - killed
-    dead = await node.wait_until(lambda: (node.get("go1") or go1).state == NodeState.DEAD, 3 * bound + 10)
+    dead = await node.wait_until(lambda: state_of(node, "go1") == NodeState.DEAD, 3 * bound + 10)
     took = time.monotonic() - killed
     meter.cancel()
     print(f"health before kill {health}, suspected after {suspected:.2f}s, loop delays {stolen[0]:.2f}s")
@@ -123,7 +129,7 @@ async def test_agent_joins_python_node(serf_agents: list[SerfAgent], nodes: list
     await agent.astart()
     await agent.arun("join", str(node.address))
     await agent.await_member("py1", "alive", timeout=30)
-    await eventually(lambda: (node.get("go1") or Node("", "", 0)).state == NodeState.ALIVE, 30, "py sees go1")
+    await eventually(lambda: state_of(node, "go1") == NodeState.ALIVE, 30, "py sees go1")
     assert node.stats["tcp.accept"] >= 1
 
 
@@ -162,7 +168,7 @@ async def test_encrypted_join(serf_agent: Callable[..., SerfAgent], nodes: list[
     while time.monotonic() < end:
         assert (await agent.amember("py1") or {}).get("status") == "alive"
         await asyncio.sleep(0.2)
-    assert (node.get("go1") or Node("", "", 0)).state == NodeState.ALIVE
+    assert state_of(node, "go1") == NodeState.ALIVE
     assert not any(k.startswith("drop.decrypt") for k in node.stats)
 
 
@@ -174,8 +180,8 @@ async def test_agent_graceful_leave_shows_as_left(
     assert await node.join([agent.bind]) == 1
     await agent.await_member("py1", "alive", timeout=30)
     await agent.arun("leave", timeout=30)  # dead{Node=go1, From=go1} is gossiped before the agent exits
-    left = await node.wait_until(lambda: (node.get("go1") or Node("", "", 0)).state == NodeState.LEFT, 30)
-    assert left, f"go1 is {(node.get('go1') or Node('', '', 0)).state!r}, not LEFT"
+    left = await node.wait_until(lambda: state_of(node, "go1") == NodeState.LEFT, 30)
+    assert left, f"go1 is {state_of(node, 'go1')!r}, not LEFT"
     assert {x.name for x in node.members()} == {"py1"}
 
 
@@ -193,6 +199,6 @@ async def test_mixed_cluster_detects_a_killed_python_node(
     await py1.wait_until(lambda: {x.name for x in py1.members()} == {"go1", "py1", "py2"}, 30)
     await py2.shutdown()
     await agent.await_member("py2", "failed", timeout=60)
-    assert await py1.wait_until(lambda: (py1.get("py2") or Node("", "", 0)).state == NodeState.DEAD, 60)
+    assert await py1.wait_until(lambda: state_of(py1, "py2") == NodeState.DEAD, 60)
     assert (await agent.amember("py1") or {}).get("status") == "alive"
-    assert (py1.get("go1") or Node("", "", 0)).state == NodeState.ALIVE
+    assert state_of(py1, "go1") == NodeState.ALIVE
