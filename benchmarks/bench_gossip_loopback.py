@@ -57,7 +57,7 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
     t0 = time.monotonic()
     try:
         for i in range(n):
-            cfg = Config.lan(name=f"bench-{i:03d}", bind_addr="127.0.0.1", bind_port=0, enable_compression=compression)
+            cfg = Config.lan(name=f"bench-{i:03d}", bind_addr="127.0.0.1", bind_port=0, enable_compression=True, compress_packets=compression)
             nodes.append(await MemberlistNode.create(cfg))
         seed = str(nodes[0].address)
         for k, batch in enumerate(common.chunks(nodes[1:], args.batch)):
@@ -108,7 +108,7 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
 
     mode = "compress_on" if compression else "compress_off"
     setup = (
-        f"{n} MemberlistNodes (LAN profile, enable_compression={compression}) on 127.0.0.1 UDP+TCP, "
+        f"{n} MemberlistNodes (LAN profile, UDP compression {"on" if compression else "off"}, streams compressed) on 127.0.0.1 UDP+TCP, "
         f"joined in batches of {args.batch}{'' if args.gentle else ' back to back'}, "
         "in one Python process/asyncio loop, measured after convergence"
     )

@@ -150,7 +150,8 @@ class CoreBase:
     def _emit(self, addr: Address, msg: bytes, *, node: Node | None = None, piggyback: bool = False) -> None:
         """Send one message, optionally filling the rest of the packet with broadcasts."""
         if piggyback:
-            avail = self.config.udp_buffer_size - len(msg) - COMPOUND_HEADER - self.codec.overhead
+            # Go forgets the primary's own 2-byte length field and can overshoot by 2; we count it.
+            avail = self.config.udp_buffer_size - len(msg) - COMPOUND_PART - COMPOUND_HEADER - self.codec.overhead
             extras = self._get_broadcasts(COMPOUND_PART, avail) if avail > 0 else []
             if extras:
                 parts = [msg] + extras

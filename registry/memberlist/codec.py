@@ -607,6 +607,7 @@ class WireCodec:
         keyring: Keyring | None = None,
         label: str = "",
         compress: bool = True,
+        compress_packets: bool = True,
         verify_incoming: bool = True,
         verify_outgoing: bool = True,
         skip_inbound_label_check: bool = False,
@@ -622,6 +623,8 @@ class WireCodec:
         self._label = lab
         self._label_hdr = label_header(lab)
         self.compress = compress
+        #: UDP is compressed only when this is set too (Go compresses when smaller; receivers take both).
+        self.compress_packets = compress_packets
         self.verify_incoming = verify_incoming
         self.verify_outgoing = verify_outgoing
         self.skip_inbound_label_check = skip_inbound_label_check
@@ -660,7 +663,7 @@ class WireCodec:
 
     def encode_packet(self, msg: bytes, *, crc: bool = False) -> bytes:
         """Wrap one message (or compound) for UDP the way Go sends it."""
-        if self.compress:
+        if self.compress and self.compress_packets:
             c = _compress_msg(msg)
             if len(c) < len(msg):
                 msg = c

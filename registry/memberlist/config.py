@@ -45,6 +45,11 @@ class Config:
     gossip_verify_incoming: bool = True
     gossip_verify_outgoing: bool = True
     enable_compression: bool = True
+    #: Also LZW-compress UDP packets when smaller, as Go does.  Off by default: receivers accept
+    #: both, and pure-Python LZW costs ~0.45 ms per full 1400-byte packet, enough to stall a loaded
+    #: node past its probe timeout (measured with 100 nodes in one process).  Streams (push/pull)
+    #: stay compressed whenever enable_compression is on.
+    compress_packets: bool = False
     udp_buffer_size: int = 1400
     handoff_queue_depth: int = 1024
     dead_node_reclaim_time: float = 0.0

@@ -268,6 +268,7 @@ class Memberlist(Prober, PushPuller):
             keyring=keyring,
             label=config.label,
             compress=config.enable_compression,
+            compress_packets=config.enable_compression and config.compress_packets,
             verify_incoming=config.gossip_verify_incoming,
             verify_outgoing=config.gossip_verify_outgoing,
             skip_inbound_label_check=config.skip_inbound_label_check,
