@@ -34,6 +34,10 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+class ProcessExited(AssertionError):
+    """A child under test died: no point waiting for it any longer (wait_for re-raises at once)."""
+
+
 def wait_for(pred: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
     """Poll `pred` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -43,6 +47,8 @@ def wait_for(pred: Callable[[], T | None], timeout: float = 30.0, interval: floa
             value = pred()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as exc:  # the condition may raise until the system is up
             last_exc = exc
         if time.monotonic() > deadline:
@@ -135,7 +141,7 @@ class Registry:
 
     def _started(self) -> dict[str, str] | None:
         if not self.proc.alive():
-            raise AssertionError(f"{self.id} exited: {self.proc.output()}")
+            raise ProcessExited(f"{self.id} exited: {self.proc.output()}")
         for line in self.proc.output().splitlines():
             if '"registry started"' in line:
                 row = json.loads(line)
@@ -183,8 +189,12 @@ class Registry:
                 return set()
 
     def wait_ready(self, timeout: float = 60.0) -> "Registry":
-        wait_for(lambda: self.id in self.ids("registry-group"), timeout, what=f"{self.id} serving",
-                 interval=0.1)
+        def serving() -> bool:
+            if not self.proc.alive():
+                raise ProcessExited(f"{self.id} exited: {self.proc.output()}")
+            return self.id in self.ids("registry-group")
+
+        wait_for(serving, timeout, what=f"{self.id} serving", interval=0.1)
         assert self.proc.alive(), self.proc.output()
         return self
 
@@ -214,7 +224,7 @@ class Service:
         m = _REGISTERED.search(out)
         if m is None:
             if not self.proc.alive():
-                raise AssertionError(f"{self.id} exited: {out}")
+                raise ProcessExited(f"{self.id} exited: {out}")
             return False
         self.addr, self.gossip = m.group(1), m.group(2)
         return True

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TOLERANT, Proc, Registry, env, free_port, procs, registry_cmd, wait_for
+from .helpers import TOLERANT, Proc, ProcessExited, Registry, env, free_port, procs, registry_cmd, wait_for
 
 
 @pytest.mark.parametrize("bind_form, adv_form", [("0.0.0.0:{p}", "127.0.0.1:{p}"), (":{p}", "127.0.0.1")])
@@ -26,7 +26,8 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
         ps.append(a)
 
         def a_serving() -> bool:
-            assert a.alive(), a.output()
+            if not a.alive():
+                raise ProcessExited(a.output())
             with RpcClient(f"127.0.0.1:{rpc}", timeout=10) as c:
                 return any(s.id == "reg-adv" for s in c.members("registry-group"))
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .certs import write_pki
-from .helpers import Proc, env, free_port, procs, registry_cmd, wait_for
+from .helpers import Proc, ProcessExited, env, free_port, procs, registry_cmd, wait_for
 
 
 def _ops(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +32,8 @@ def test_mutual_tls_end_to_end(tmp_path: Path) -> None:
         ps.append(p)
 
         def serving() -> bool:
-            assert p.alive(), p.output()
+            if not p.alive():
+                raise ProcessExited(p.output())
             with RpcClient(target, timeout=10, **mtls) as c:
                 return "reg-mtls" in {s.id for s in c.members("registry-group")}
 
