@@ -51,7 +51,7 @@ class Handler(Protocol):
 
 
 def _split(text: str, what: str, default_port: int | None) -> tuple[str, int]:
-    from registry.cli import UsageError, parse_hostport
+    from registry.addresses import UsageError, parse_hostport
 
     try:
         hp = parse_hostport(text, what, default_port=default_port)
