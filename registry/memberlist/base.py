@@ -73,6 +73,7 @@ class CoreBase:
     _leaving: bool
     _leave_sent: bool
     _shutdown: bool
+    _alive_hook: bool  # the delegate overrides notify_alive (else no Node is built per alive message)
 
     @property
     def name(self) -> str:

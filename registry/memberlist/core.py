@@ -58,6 +58,9 @@ class Memberlist(Prober, PushPuller):
         self.config = config
         self.advertise = advertise
         self.delegate = delegate
+        self._alive_hook = delegate is not None and (
+            "notify_alive" in vars(delegate) or type(delegate).notify_alive is not Delegate.notify_alive
+        )
         self.rng = rng if rng is not None else random.Random()
         self.now = now
         self.stats: collections.Counter[str] = collections.Counter()

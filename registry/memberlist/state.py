@@ -58,7 +58,7 @@ class StateRules(CoreBase):
             return
         port = a.port or self.advertise.port
         meta = a.meta or b""
-        if self.delegate is not None and not bootstrap:
+        if self._alive_hook and self.delegate is not None and not bootstrap:
             err = self.delegate.notify_alive(Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation))
             if err:
                 self.stats["drop.alive_vetoed"] += 1
