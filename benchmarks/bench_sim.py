@@ -22,6 +22,7 @@ CPU cost for the cluster, not one node's.
 from __future__ import annotations
 
 import random
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -207,6 +208,7 @@ def main() -> int:
     records: list[common.Record] = []
     for n in sizes:
         t0 = time.monotonic()
+        cpu0 = time.process_time()
         try:
             r = run(n, args.profile, window, args.rounds)
         except TimeoutError as e:
@@ -214,6 +216,8 @@ def main() -> int:
             continue
         print(f"   n={n} done in {time.monotonic() - t0:.1f} s wall: "
               + ", ".join(f"{k}={common.fmt_value(v)}" for k, v in r.items()), flush=True)
+        cpu_total = time.process_time() - cpu0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         how = f"{n} simulated nodes, profile {args.profile}, virtual clock"
         records += [
             common.record(f"sim n={n}: formation until all list all", r["formation_s"], "virtual s",
@@ -234,6 +238,11 @@ def main() -> int:
                           f"{how}; alive nodes declared dead by anyone during {r['loss_window_s']:.0f} virtual s at 5% packet "
                           f"loss (observed {r['loss_observed'] * 100:.1f}%; {int(r['false_dead_pairs'])} observer/victim pairs; "
                           f"{r['loss_cpu_s']:.1f} CPU s; {int(r['decode_drops'])} packets dropped by the nodes (stats drop.*) in the whole run)"),
+            common.record(f"sim n={n}: real CPU, whole run of this size", cpu_total, "CPU s",
+                          f"{how}; process_time from building the cluster to the end of the loss window"),
+            common.record(f"sim n={n}: peak RSS of the simulation process", peak / 2**20, "MiB",
+                          f"{how}; getrusage ru_maxrss after this size (a peak over the whole process: "
+                          f"earlier sizes in the same invocation count too)"),
         ]
     common.emit(records, args)
     return 0 if records else 1
