@@ -70,6 +70,7 @@ class Memberlist(Prober, PushPuller):
         self.broadcasts = TransmitLimitedQueue(config.retransmit_mult)
 
         self._nodes: dict[str, Node] = {}
+        self._n_members = 0
         self._order: list[str] = []  # probe order
         self._probe_index = 0
         self._suspicions: dict[str, tuple[Suspicion, int]] = {}
@@ -113,7 +114,7 @@ class Memberlist(Prober, PushPuller):
         return [dataclasses.replace(n) for n in self._nodes.values()]
 
     def num_members(self) -> int:
-        return sum(1 for n in self._nodes.values() if n.state in (NodeState.ALIVE, NodeState.SUSPECT))
+        return self._n_members
 
     def get(self, name: str) -> Node | None:
         n = self._nodes.get(name)

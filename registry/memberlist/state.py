@@ -102,6 +102,8 @@ class StateRules(CoreBase):
         if a.vsn:
             state.vsn = a.vsn
         if state.state != NodeState.ALIVE:
+            if state.state != NodeState.SUSPECT:
+                self._n_members += 1
             state.state = NodeState.ALIVE
             state.state_change = self.now
         if self.delegate is not None:
@@ -162,6 +164,7 @@ class StateRules(CoreBase):
         else:
             self.broadcasts.queue(d.node, wire.encode(d))
         state.incarnation = d.incarnation
+        self._n_members -= 1  # it was alive or suspect (dead/left returned above)
         state.state = NodeState.LEFT if d.node == d.sender else NodeState.DEAD
         state.state_change = self.now
         if self.delegate is not None:
