@@ -8,6 +8,7 @@ small so a decompression bomb or a huge declared length cannot slow a case.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,11 @@ from registry.memberlist.stream import StreamFramer
 
 KEY = bytes(range(16))
 VSN = bytes([1, 5, 2, 2, 5, 5])
-CAPTURES = Path("/work/shared/protocol/captures")
+# shared/ sits beside the checkout (CI clones main next to it); /work/shared on the developers' machines.
+CAPTURES = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared/protocol/captures", Path("/work/shared/protocol/captures")) if p.is_dir()),
+    Path(__file__).resolve().parents[3] / "shared/protocol/captures",
+)
 
 
 def _corpus() -> tuple[list[bytes], list[bytes]]:
