@@ -108,7 +108,7 @@ async def run(args: Any, compression: bool) -> list[common.Record]:
 
     mode = "compress_on" if compression else "compress_off"
     setup = (
-        f"{n} MemberlistNodes (LAN profile, UDP compression {"on" if compression else "off"}, streams compressed) on 127.0.0.1 UDP+TCP, "
+        f"{n} MemberlistNodes (LAN profile, UDP compression {'on' if compression else 'off'}, streams compressed) on 127.0.0.1 UDP+TCP, "
         f"joined in batches of {args.batch}{'' if args.gentle else ' back to back'}, "
         "in one Python process/asyncio loop, measured after convergence"
     )
