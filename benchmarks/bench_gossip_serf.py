@@ -95,6 +95,16 @@ class Cluster:
         self.group = common.ProcGroup()
         self.py_impl = ""
         self.killed: set[str] = set()
+        self.ports: set[int] = set()
+
+    def _port(self) -> int:
+        """A free port not handed out before in this cluster: a port is only known free when
+        asked, and an agent that has not bound its ports yet would otherwise share one."""
+        while True:
+            port = common.free_port()
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
 
     def _on_line(self, node: Node, t: float, line: str) -> None:
         with self.lock:
@@ -122,10 +132,10 @@ class Cluster:
                 node.alive.discard(who)
 
     def start(self, name: str, join: str = "") -> Node:
-        port = common.free_port()
+        port = self._port()
         node = Node(name, port)
         if self.impl == "serf":
-            node.rpc_port = common.free_port()
+            node.rpc_port = self._port()
             argv = ["serf", "agent", "-node", name, "-bind", node.addr, "-rpc-addr", f"127.0.0.1:{node.rpc_port}",
                     "-profile", self.profile, "-log-level", "info"]
             if join:
