@@ -1,0 +1,710 @@
+"""Drive a sans-I/O gossip `Machine` from one background thread, without asyncio.
+
+The asyncio driver (`runner.MachineRunner`) costs an embedding process `import asyncio`,
+which pulls in ssl and OpenSSL (~8 MiB RSS) before a single packet is sent.  A service
+that only wants to stay in the pool (`register.Register`) needs none of that: this driver
+does the same job with `selectors`, non-blocking sockets and the machine's own timers.
+
+One thread owns the machine.  It waits in `select()` on the UDP socket, the TCP listener,
+every open TCP exchange and a wake-up socketpair, with a timeout at the earliest of the
+machine's `next_deadline()` and the exchanges' deadlines.  Other threads never touch the
+machine: they hand a function to `call()`, which runs it on the gossip thread (woken
+through the socketpair) and returns its result.  As in the asyncio driver, every input is
+followed by a drain of the machine's outputs, and an exception raised by the machine is
+logged and counted, never allowed to stop the thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .config import Config
+from .stream import StreamFramer
+from .types import Address, Machine, OpenStream, SendPacket
+
+__all__ = [
+    "RunnerClosed",
+    "StreamDone",
+    "ThreadedRunner",
+    "bind_pair",
+    "family_of",
+    "local_advertise",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Largest datagram we accept (Go reads UDP with a 64 KiB buffer).
+_UDP_RECV_MAX = 65536
+#: Datagrams read per readiness event before the other sockets get a turn.
+_UDP_BATCH = 64
+#: If a machine keeps reporting a deadline in the past after `tick`, poll this often.
+_STUCK_TIMER_DELAY = 0.01
+#: How many times port 0 is retried when the UDP twin of the picked TCP port is taken.
+_BIND_ATTEMPTS = 20
+_CHUNK = 65536
+
+#: `callback(accepted, error)` for the outcome of one outbound stream.
+StreamDone = Callable[[bool, str], None]
+
+
+class RunnerClosed(RuntimeError):
+    """The runner is not running (never started, or closed)."""
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for IPv6 literals, AF_INET otherwise (hosts here are always IP literals)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return socket.AF_INET
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def _bind_once(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    fam = family_of(host)
+    tcp = socket.socket(fam, socket.SOCK_STREAM)
+    udp = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        for s in (tcp, udp):
+            s.setblocking(False)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((host, port))
+        udp.bind((host, tcp.getsockname()[1]))
+        tcp.listen(128)
+    except BaseException:
+        tcp.close()
+        udp.close()
+        raise
+    for size in (4 << 20, 2 << 20, 1 << 20):
+        try:  # a larger receive buffer absorbs gossip bursts; fall back quietly if refused
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            break
+        except OSError:
+            continue
+    return tcp, udp
+
+
+def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A listening TCP socket and a UDP socket on the same `host:port` (peers use one port
+    for both); with port 0, retried while the UDP twin of the OS's pick is taken."""
+    last: OSError | None = None
+    for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
+        try:
+            return _bind_once(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+    assert last is not None
+    raise OSError(last.errno, f"could not bind UDP and TCP on {Address(host, port)}: {last.strerror}")
+
+
+def local_advertise(config: Config, bound: Address) -> Address:
+    """What peers should dial: the configured advertise address, else the bound one; a
+    wildcard bind advertises the address the OS would use to reach the outside."""
+    port = config.advertise_port or bound.port
+    if config.advertise_addr:
+        return Address(config.advertise_addr, port)
+    host = bound.host
+    if host in ("0.0.0.0", "::", ""):
+        fam = socket.AF_INET6 if host == "::" else socket.AF_INET
+        probe = "2001:db8::1" if fam == socket.AF_INET6 else "192.0.2.1"
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))  # no packet is sent
+                host = str(s.getsockname()[0])
+        except OSError:
+            host = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
+    return Address(host, port)
+
+
+class _Call:
+    """A function to run on the gossip thread, and its result for the caller."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Conn:
+    """One TCP exchange in flight: outbound (dial, write, maybe read a reply) or inbound
+    (read one message, write the machine's reply)."""
+
+    __slots__ = ("sock", "outbound", "deadline", "out", "framer", "open", "connected", "source", "timeout")
+
+    def __init__(self, sock: socket.socket, outbound: OpenStream | None, deadline: float, timeout: float,
+                 framer: StreamFramer | None, source: Address) -> None:
+        self.sock = sock
+        self.outbound = outbound
+        self.deadline = deadline
+        self.timeout = timeout
+        self.out = b""
+        self.framer = framer
+        self.open = True
+        self.connected = outbound is None
+        self.source = source
+
+
+class ThreadedRunner:
+    """Runs one `Machine` on UDP + TCP sharing one port, from a daemon thread.
+
+    `start(bind, factory)` binds, builds the machine with `factory(bound)` (so a port-0
+    bind can advertise the port it got) and starts the thread.  Touch the machine only
+    inside `call(fn)`; `fn` runs on the gossip thread and its outputs leave right after.
+    """
+
+    def __init__(self, machine: Machine | None = None, config: Config | None = None, *, name: str = "gossip") -> None:
+        self._machine = machine
+        self.config = config if config is not None else Config()
+        self.name = name
+        #: transport counters, as the asyncio driver keeps them (bytes, timeouts, exceptions caught)
+        self.stats: Counter[str] = Counter()
+        #: run on the gossip thread after every drain of the machine (event dispatch hooks here)
+        self.on_pump: Callable[[], None] | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._calls: deque[_Call] = deque()
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._inbound = 0
+        self._watchers: dict[int, StreamDone] = {}
+        self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
+        self._deadline: float | None = None
+        self._bound: Address | None = None
+        self._stopping = False
+        self._closed = False
+        self._pumping = False
+        self._again = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def machine(self) -> Machine:
+        if self._machine is None:
+            raise RuntimeError("the runner has no machine yet (start it first)")
+        return self._machine
+
+    @property
+    def bound(self) -> Address:
+        if self._bound is None:
+            raise RuntimeError("the runner is not started")
+        return self._bound
+
+    @property
+    def running(self) -> bool:
+        return self._bound is not None and not self._stopping
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    @staticmethod
+    def now() -> float:
+        """The clock the machine is fed with (monotonic, like the asyncio loop's)."""
+        return time.monotonic()
+
+    def start(self, bind: Address, factory: Callable[[Address], Machine] | None = None) -> Address:
+        """Bind UDP and TCP on `bind` (port 0 = a free one), build the machine and start the
+        gossip thread.  Returns the bound address."""
+        if self._bound is not None or self._closed:
+            raise RuntimeError("the runner was already started")
+        tcp, udp = bind_pair(bind.host, bind.port)
+        wake_r, wake_w = socket.socketpair()
+        sel = selectors.DefaultSelector()
+        try:
+            host, port = udp.getsockname()[:2]
+            bound = Address(str(host), int(port))
+            if factory is not None:
+                self._machine = factory(bound)
+            if self._machine is None:
+                raise RuntimeError("ThreadedRunner.start needs a machine or a factory")
+            for s in (wake_r, wake_w):
+                s.setblocking(False)
+            sel.register(udp, selectors.EVENT_READ, self._on_udp)
+            sel.register(tcp, selectors.EVENT_READ, self._on_accept)
+            sel.register(wake_r, selectors.EVENT_READ, self._on_wake)
+        except BaseException:
+            sel.close()
+            for s in (tcp, udp, wake_r, wake_w):
+                s.close()
+            raise
+        self._sel, self._tcp, self._udp, self._wake_r, self._wake_w = sel, tcp, udp, wake_r, wake_w
+        self._bound = bound
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-{bound.port}", daemon=True)
+        self._thread.start()
+        self.submit(lambda: None)  # first pump: send what the machine queued and arm its timer
+        log.debug("threaded runner bound %s", bound)
+        return bound
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread (joined unless called from it), close every socket.  Idempotent."""
+        thread = self._thread
+        if self._bound is None or thread is None:
+            self._closed = True
+            return
+        self._stopping = True
+        self._wake()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- API from any thread -------------------------------------------------------------------
+
+    def on_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def call(self, fn: Callable[[], T], timeout: float | None = 30.0) -> T:
+        """Run `fn()` on the gossip thread, then send what the machine queued; returns its
+        result or raises its exception.  On the gossip thread itself, runs it at once."""
+        if self.on_thread():
+            result = fn()
+            self.kick()
+            return result
+        c = self._enqueue(fn)
+        if not c.done.wait(timeout):
+            raise TimeoutError(f"the gossip thread did not run the call within {timeout}s")
+        if c.error is not None:
+            raise c.error
+        return c.result  # type: ignore[no-any-return]
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Run `fn()` on the gossip thread later, without waiting (errors are logged)."""
+        if self.on_thread():
+            self._guard("call", fn)
+            self.kick()
+            return
+        self._enqueue(fn)
+
+    def _enqueue(self, fn: Callable[[], Any]) -> _Call:
+        c = _Call(fn)
+        with self._lock:
+            if self._stopping or self._bound is None:
+                raise RunnerClosed("the gossip runner is not running")
+            self._calls.append(c)
+        self._wake()
+        return c
+
+    def kick(self) -> None:
+        """Send whatever the machine queued and re-arm its timer (gossip thread only)."""
+        if self.on_thread() and not self._closed:
+            self._pump()
+
+    def watch_stream(self, stream_id: int, done: StreamDone) -> None:
+        """Have `done(accepted, error)` called on the gossip thread with the outcome of the
+        machine's `OpenStream(stream_id)`.  Call it (on the gossip thread) before the outputs
+        are drained, i.e. inside the same `call` that made the machine open the stream."""
+        self._watchers[stream_id] = done
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block (not on the gossip thread) until `predicate()`, evaluated on the gossip thread
+        after every input and timer, holds; False on timeout or when the runner stops."""
+        ev = threading.Event()
+        entry = (predicate, ev)
+
+        def add() -> bool:
+            if predicate():
+                return True
+            self._waiters.append(entry)
+            return False
+
+        try:
+            if self.call(add, timeout):
+                return True
+        except (RunnerClosed, TimeoutError):
+            return False
+        ev.wait(timeout)
+
+        def remove() -> bool:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+            return bool(predicate())
+
+        try:
+            return self.call(remove, 5.0)
+        except (RunnerClosed, TimeoutError):
+            return False
+
+    # -- the gossip thread ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        w = self._wake_w
+        if w is None:
+            return
+        try:
+            w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or already closed
+
+    def _guard(self, where: str, fn: Callable[[], T]) -> T | None:
+        """Run one machine call; an exception is logged and counted, never propagated."""
+        try:
+            return fn()
+        except Exception as exc:
+            self.stats["runner.exception." + where] += 1
+            log.warning("machine raised in %s: %r", where, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            return None
+
+    def _run(self) -> None:
+        sel = self._sel
+        assert sel is not None
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                wait = None
+                soonest = self._deadline
+                for conn in self._conns:
+                    if soonest is None or conn.deadline < soonest:
+                        soonest = conn.deadline
+                if soonest is not None:
+                    wait = max(0.0, soonest - now)
+                for key, mask in sel.select(wait):
+                    if self._stopping:
+                        break
+                    key.data(key, mask)
+                if self._stopping:
+                    break
+                now = time.monotonic()
+                expired = [c for c in self._conns if c.deadline <= now]
+                for conn in expired:
+                    self._timed_out(conn)
+                if self._deadline is not None and self._deadline <= now:
+                    self._tick(now)
+        except BaseException:
+            log.exception("the gossip thread failed")
+            raise
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            self._stopping = True
+            calls = list(self._calls)
+            self._calls.clear()
+        self._closed = True
+        for c in calls:
+            c.error = RunnerClosed("the gossip runner stopped")
+            c.done.set()
+        for conn in list(self._conns):
+            self._drop(conn)
+        for sid, done in list(self._watchers.items()):
+            self._guard("watcher", lambda: done(False, "node shut down"))
+        self._watchers.clear()
+        for _, ev in self._waiters:
+            ev.set()
+        self._waiters.clear()
+        if self._sel is not None:
+            self._sel.close()
+        for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        self._wake_w = None
+
+    def _on_wake(self, key: selectors.SelectorKey, mask: int) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            with self._lock:
+                if not self._calls:
+                    break
+                c = self._calls.popleft()
+            try:
+                c.result = c.fn()
+            except BaseException as exc:  # handed back to the caller
+                c.error = exc
+            c.done.set()
+            self._pump()
+
+    def _tick(self, now: float) -> None:
+        self._deadline = None
+        machine = self._machine
+        if machine is None:
+            return
+        self._guard("tick", lambda: machine.tick(now))
+        self._pump(after_tick=now)
+
+    def _pump(self, after_tick: float | None = None) -> None:
+        """Drain and carry out the machine's outputs, re-arm its timer, wake waiters; the
+        `on_pump` hook may queue more, so repeat until nothing new was asked."""
+        if self._pumping:
+            self._again = True
+            return
+        machine = self._machine
+        if machine is None or self._closed:
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._again = False
+                for out in self._guard("drain", machine.drain) or []:
+                    if isinstance(out, SendPacket):
+                        self._send_packet(out)
+                    elif isinstance(out, OpenStream):
+                        self._dial(out)
+                    else:
+                        self.stats["runner.unknown_output"] += 1
+                self._arm(after_tick)
+                if self._waiters:
+                    for entry in list(self._waiters):
+                        pred, ev = entry
+                        if self._guard("waiter", pred):
+                            ev.set()
+                            self._waiters.remove(entry)
+                if self.on_pump is not None:
+                    self._guard("on_pump", self.on_pump)
+                if not self._again:
+                    break
+        finally:
+            self._pumping = False
+
+    def _arm(self, after_tick: float | None) -> None:
+        machine = self._machine
+        assert machine is not None
+        deadline = self._guard("next_deadline", machine.next_deadline)
+        if after_tick is not None and deadline is not None and deadline <= after_tick:
+            self.stats["runner.timer_stuck"] += 1  # tick(now) left work due now: do not spin
+            deadline = after_tick + _STUCK_TIMER_DELAY
+        self._deadline = deadline
+
+    # -- UDP ------------------------------------------------------------------------------
+
+    def _on_udp(self, key: selectors.SelectorKey, mask: int) -> None:
+        udp = self._udp
+        machine = self._machine
+        assert udp is not None and machine is not None
+        for _ in range(_UDP_BATCH):
+            try:
+                data, addr = udp.recvfrom(_UDP_RECV_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors surface here on some systems
+                self.stats["udp.error"] += 1
+                log.debug("udp receive failed: %s", exc)
+                return
+            self.stats["udp.in.packets"] += 1
+            self.stats["udp.in.bytes"] += len(data)
+            source = Address(str(addr[0]), int(addr[1]))
+            now = time.monotonic()
+            self._guard("receive_packet", lambda: machine.receive_packet(data, source, now))
+            self._pump()
+            if self._stopping:
+                return
+
+    def _send_packet(self, out: SendPacket) -> None:
+        udp = self._udp
+        assert udp is not None
+        try:
+            udp.sendto(out.data, (out.addr.host, out.addr.port))
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            self.stats["udp.error"] += 1
+            log.debug("udp send to %s failed: %s", out.addr, exc)
+            return
+        self.stats["udp.out.packets"] += 1
+        self.stats["udp.out.bytes"] += len(out.data)
+
+    # -- TCP ------------------------------------------------------------------------------
+
+    def _dial(self, out: OpenStream) -> None:
+        timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
+        self.stats["tcp.dial"] += 1
+        try:
+            sock = socket.socket(family_of(out.addr.host), socket.SOCK_STREAM)
+        except OSError as exc:
+            self.stats["tcp.dial.error"] += 1
+            self._stream_done(out, None, os.strerror(exc.errno) if exc.errno else str(exc))
+            return
+        framer = StreamFramer(expect_label=False, max_size=self.config.max_stream_size) if out.expect_reply else None
+        conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr)
+        conn.out = out.data
+        sock.setblocking(False)
+        try:
+            err = sock.connect_ex((out.addr.host, out.addr.port))
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            sock.close()
+            self.stats["runner.exception.dial"] += 1
+            self._stream_done(out, None, f"{type(exc).__name__}: {exc}")
+            return
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            self.stats["tcp.dial.error"] += 1
+            self._stream_done(out, None, os.strerror(err))
+            return
+        assert self._sel is not None
+        self._sel.register(sock, selectors.EVENT_WRITE, lambda key, mask: self._on_conn(conn, mask))
+        self._conns.add(conn)
+
+    def _on_accept(self, key: selectors.SelectorKey, mask: int) -> None:
+        tcp = self._tcp
+        assert tcp is not None and self._sel is not None
+        while True:
+            try:
+                sock, peer = tcp.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: try again on the next event
+                self.stats["tcp.in.error"] += 1
+                log.debug("accept failed: %s", exc)
+                return
+            if self._inbound >= self.config.max_concurrent_push_pulls:
+                self.stats["tcp.in.rejected_busy"] += 1
+                sock.close()
+                continue
+            self.stats["tcp.accept"] += 1
+            sock.setblocking(False)
+            try:
+                source = Address(str(peer[0]), int(peer[1]))
+            except (IndexError, TypeError, ValueError):
+                source = Address("0.0.0.0", 0)
+            framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size)
+            timeout = self.config.tcp_timeout
+            conn = _Conn(sock, None, time.monotonic() + timeout, timeout, framer, source)
+            self._inbound += 1
+            self._conns.add(conn)
+            self._sel.register(sock, selectors.EVENT_READ, lambda key, mask, c=conn: self._on_conn(c, mask))
+
+    def _on_conn(self, conn: _Conn, mask: int) -> None:
+        if not conn.open:
+            return
+        try:
+            if not conn.connected:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                conn.connected = True
+            if mask & selectors.EVENT_WRITE:
+                self._write(conn)
+            elif mask & selectors.EVENT_READ:
+                self._read(conn)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._failed(conn, os.strerror(exc.errno) if exc.errno else str(exc), "error")
+        except ValueError as exc:  # DecodeError from the framer
+            if conn.outbound is not None:
+                self._failed(conn, f"bad reply: {exc}", "bad_reply")
+            else:
+                self.stats["tcp.in.drop." + str(getattr(exc, "reason", "malformed"))] += 1
+                log.debug("inbound stream from %s dropped: %s", conn.source, exc)
+                self._drop(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        while conn.out:
+            n = conn.sock.send(conn.out)
+            self.stats["tcp.out.bytes"] += n
+            conn.out = conn.out[n:]
+        out = conn.outbound
+        if out is None:  # inbound: our reply is out
+            self._drop(conn)
+        elif not out.expect_reply:
+            self._finish(conn, b"", "")
+        else:
+            assert self._sel is not None
+            self._sel.modify(conn.sock, selectors.EVENT_READ, self._sel.get_key(conn.sock).data)
+
+    def _read(self, conn: _Conn) -> None:
+        assert conn.framer is not None
+        while conn.open:
+            data = conn.sock.recv(_CHUNK)
+            if not data:
+                if conn.outbound is not None:
+                    self.stats["tcp.dial.eof"] += 1
+                    self._finish(conn, None, "connection closed before a reply")
+                else:
+                    self.stats["tcp.in.eof"] += 1
+                    self._drop(conn)
+                return
+            self.stats["tcp.in.bytes"] += len(data)
+            msg = conn.framer.feed(data)
+            if msg is None:
+                continue
+            if conn.outbound is not None:
+                self._finish(conn, msg, "")
+                return
+            machine = self._machine
+            assert machine is not None
+            now = time.monotonic()
+            source = conn.source
+            reply = self._guard("receive_stream", lambda: machine.receive_stream(msg, source, now))
+            self._pump()
+            if not reply or not conn.open:
+                self._drop(conn)
+                return
+            conn.out = reply
+            assert self._sel is not None
+            self._sel.modify(conn.sock, selectors.EVENT_WRITE, self._sel.get_key(conn.sock).data)
+            return
+
+    def _timed_out(self, conn: _Conn) -> None:
+        if conn.outbound is not None:
+            self.stats["tcp.dial.timeout"] += 1
+            self._finish(conn, None, f"timed out after {conn.timeout:g}s")
+        else:
+            self.stats["tcp.in.timeout"] += 1
+            log.debug("inbound stream from %s timed out after %gs", conn.source, conn.timeout)
+            self._drop(conn)
+
+    def _failed(self, conn: _Conn, why: str, kind: str) -> None:
+        if conn.outbound is not None:
+            self.stats["tcp.dial." + kind] += 1
+            self._finish(conn, None, why)
+        else:
+            self.stats["tcp.in.error"] += 1
+            log.debug("inbound stream from %s failed: %s", conn.source, why)
+            self._drop(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        """Forget and close one exchange (without reporting it to the machine)."""
+        if not conn.open:
+            return
+        conn.open = False
+        self._conns.discard(conn)
+        if conn.outbound is None:
+            self._inbound -= 1
+        if self._sel is not None:
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        conn.sock.close()
+
+    def _finish(self, conn: _Conn, reply: bytes | None, error: str) -> None:
+        self._drop(conn)
+        assert conn.outbound is not None
+        self._stream_done(conn.outbound, reply, error)
+
+    def _stream_done(self, out: OpenStream, reply: bytes | None, error: str) -> None:
+        machine = self._machine
+        if machine is None or self._stopping:
+            return
+        now = time.monotonic()
+        accepted = bool(self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now)))
+        done = self._watchers.pop(out.stream_id, None)
+        if done is not None:
+            if reply is not None and not accepted:
+                error = "reply refused (see the node's stats/logs)"
+            self._guard("watcher", lambda: done(accepted, error))
+        self._pump()

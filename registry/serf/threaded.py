@@ -1,0 +1,263 @@
+"""`ThreadedSerf`: a Serf node driven by a background thread, for synchronous programs.
+
+Same sans-I/O `Serf` machine as `SerfAgent`, but on `ThreadedRunner` (selectors, no
+asyncio), so embedding it costs a process neither asyncio nor ssl.  Every method may be
+called from any thread; it runs on the gossip thread and blocks until done.  Event
+handlers run on the gossip thread: keep them short, they hold up gossip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from registry.addresses import UsageError, parse_hostport
+from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
+from registry.memberlist.types import Address
+
+from .config import SerfConfig
+from .core import Serf
+from .events import Event
+from .member import Member
+
+__all__ = ["SerfJoinError", "ThreadedSerf", "resolve_address"]
+
+log = logging.getLogger(__name__)
+
+
+class SerfJoinError(ConnectionError):
+    """No address answered a join; `failures` maps each address text to why."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        detail = "; ".join(f"{a}: {why}" for a, why in self.failures.items()) or "no addresses given"
+        super().__init__(f"failed to join any node ({detail})")
+
+
+def resolve_address(host: str, port: int) -> list[Address]:
+    """`host` as IP literals: itself if it is one, else its A/AAAA records (blocking lookup)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return [Address(host, port)]
+    except ValueError:
+        pass
+    out: list[Address] = []
+    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if family in (socket.AF_INET, socket.AF_INET6):
+            a = Address(str(sockaddr[0]), port)
+            if a not in out:
+                out.append(a)
+    return out
+
+
+class ThreadedSerf:
+    """A running Serf node on its own thread: `ThreadedSerf(config).start()`, then `join()`."""
+
+    def __init__(self, config: SerfConfig) -> None:
+        self.config = config
+        self._runner: ThreadedRunner | None = None
+        self._core: Serf | None = None
+        self.address: Address | None = None
+        self._handlers: list[Callable[[Event], object]] = []
+        self._dispatch_due = False
+        self._shut = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Address:
+        """Bind UDP+TCP (port 0 = any free one) and start the gossip thread; returns the
+        advertised address."""
+        ml = self.config.memberlist
+        runner = ThreadedRunner(None, ml, name=f"serf-{self.config.name or ml.name}")
+        cores: list[Serf] = []
+
+        def factory(bound: Address) -> Serf:
+            cfg = self.config.replace(memberlist=ml.replace(bind_port=bound.port))
+            core = Serf(cfg, local_advertise(ml, bound), now=runner.now())
+            core.wakeup = self._wakeup
+            cores.append(core)
+            return core
+
+        runner.on_pump = self._dispatch
+        runner.start(Address(ml.bind_addr, ml.bind_port), factory)
+        self._runner = runner
+        self._core = cores[0]
+        self.address = self._core.memberlist.advertise
+        runner.config = self._core.memberlist.config
+        log.info("serf node %s advertising %s (threaded)", self._core.name, self.address)
+        return self.address
+
+    @property
+    def core(self) -> Serf:
+        """The machine: read it only on the gossip thread (inside `runner.call`)."""
+        if self._core is None:
+            raise RuntimeError("the node is not started")
+        return self._core
+
+    @property
+    def runner(self) -> ThreadedRunner:
+        if self._runner is None:
+            raise RuntimeError("the node is not started")
+        return self._runner
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._shut
+
+    def join(self, addrs: Iterable[str | Address], timeout: float, ignore_old: bool = True) -> int:
+        """Push/pull with every address ("host:port" or Address; names are resolved);
+        returns how many answered with a state that merged, as soon as all have.
+        SerfJoinError when none did (within `timeout`)."""
+        failures: dict[str, str] = {}
+        targets: list[tuple[str, Address]] = []
+        for item in addrs:
+            label = str(item)
+            try:
+                if isinstance(item, Address):
+                    found = [item]
+                else:
+                    hp = parse_hostport(item, "join", default_port=7946)
+                    found = resolve_address(hp.host or "127.0.0.1", hp.port)
+            except (UsageError, OSError, UnicodeError) as exc:
+                failures[label] = str(exc) or type(exc).__name__
+                continue
+            if not found:
+                failures[label] = "no IP addresses found"
+            targets.extend((label, a) for a in found)
+        done = threading.Event()
+        results: dict[int, tuple[str, bool, str]] = {}
+        pending: set[int] = set()
+
+        def begin() -> None:
+            core = self.core
+            for label, a in targets:
+                for sid in core.join([a], self.runner.now(), ignore_old=ignore_old):
+                    pending.add(sid)
+                    self.runner.watch_stream(sid, _finisher(sid, label))
+            if not pending:
+                done.set()
+
+        def _finisher(sid: int, label: str) -> Callable[[bool, str], None]:
+            def finish(ok: bool, why: str) -> None:
+                results[sid] = (label, ok, why)
+                pending.discard(sid)
+                if not pending:
+                    done.set()
+
+            return finish
+
+        if targets:
+            try:
+                self.runner.call(begin, timeout)
+            except RunnerClosed:
+                raise SerfJoinError({label: "node is shut down" for label, _ in targets}) from None
+            if not done.wait(timeout):
+                failures.update({label: f"no answer within {timeout:g}s" for label, _ in targets})
+        ok = 0
+        for label, accepted, why in list(results.values()):
+            if accepted:
+                ok += 1
+            else:
+                failures[label] = why or "refused"
+        if ok == 0:
+            raise SerfJoinError(failures)
+        return ok
+
+    def leave(self, timeout: float | None = None) -> bool:
+        """Graceful leave (intent, memberlist leave, propagate delay); True once done."""
+        if self._shut or self._runner is None:
+            return False
+        cfg = self.config
+        if timeout is None:
+            timeout = 2 * cfg.broadcast_timeout + cfg.leave_propagate_delay + 1.0
+        core = self.core
+        runner = self.runner
+        try:
+            runner.call(lambda: core.leave(runner.now()), timeout)
+        except (RunnerClosed, TimeoutError):
+            return False
+        return runner.wait_until(lambda: core.left, timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop at once (no leave: peers will see us fail) and join the gossip thread."""
+        if self._shut:
+            return
+        self._shut = True
+        runner, core = self._runner, self._core
+        if runner is None or core is None:
+            return
+        try:
+            runner.call(core.shutdown, timeout)
+        except (RunnerClosed, TimeoutError):
+            pass
+        runner.close(timeout)
+
+    # -- views and tags ------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        core = self.core
+        return self.runner.call(core.members)
+
+    def local_member(self) -> Member:
+        core = self.core
+        return self.runner.call(core.local_member)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Replace our tags and gossip them (ValueError if they do not fit)."""
+        core, runner = self.core, self.runner
+        new = dict(tags)
+        runner.call(lambda: core.set_tags(new, runner.now()))
+
+    @property
+    def stats(self) -> Counter[str]:
+        core, runner = self.core, self.runner
+
+        def gather() -> Counter[str]:
+            total: Counter[str] = Counter(core.stats)
+            total.update(core.memberlist.stats)
+            total.update(runner.stats)
+            return total
+
+        try:
+            return runner.call(gather)
+        except RunnerClosed:
+            return gather()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def add_handler(self, cb: Callable[[Event], object]) -> Callable[[], None]:
+        """Call `cb(event)` on the gossip thread for every event; returns a remover."""
+        self._handlers.append(cb)
+
+        def remove() -> None:
+            if cb in self._handlers:
+                self._handlers.remove(cb)
+
+        return remove
+
+    def _wakeup(self) -> None:
+        self._dispatch_due = True
+
+    def _dispatch(self) -> None:
+        """After each drain of the machine (gossip thread): hand queued events to handlers."""
+        if not self._dispatch_due or self._core is None:
+            return
+        self._dispatch_due = False
+        core = self._core
+        for ev in core.drain_events():
+            for cb in list(self._handlers):
+                try:
+                    cb(ev)
+                except Exception:
+                    log.exception("serf event handler failed")
+        if core.conflict_lost and not self._shut:
+            # another node holds our name and the cluster sided with it: stop, as Go's Serf does
+            log.error("serf: name %r is taken by another node; shutting down", core.name)
+            self._shut = True
+            core.shutdown()
+            if self._runner is not None:
+                self._runner.close()
