@@ -382,6 +382,9 @@ def test_bulk_build_equals_one_by_one(algorithm: str) -> None:
         one = Ring(algorithm)
         for name, node in nodes.items():
             one = one.with_node(name, node)
+        assert list(bulk._entries()) == list(one._entries())
+        assert [list(a) for a in bulk._bk] == [list(a) for a in one._bk]
+        assert bulk._flags == one._flags
         assert [list(a) for a in bulk._pts] == [list(a) for a in one._pts]
         assert [list(a) for a in bulk._own] == [list(a) for a in one._own]
         assert list(bulk._nonempty) == list(one._nonempty)
