@@ -21,6 +21,7 @@ from client.errors import NotFound
 from client.types import Service
 from registry.catalog import Catalog, UnknownGroup
 from registry.catalog import Service as CatalogService
+from registry.ring import EmptyRing
 from registry.v1 import registry_pb2 as pb
 
 __all__ = ["GroupView"]
@@ -101,24 +102,25 @@ class GroupView:
             if self._catalog is None:
                 raise self._missing()
             try:
+                if n == 1:  # the common call: straight to the ring, no list of Services
+                    return [self._out[self._catalog.ring(self.group).get(key)]]
                 found = self._catalog.match(self.group, key, n)
-            except UnknownGroup:
+            except (UnknownGroup, EmptyRing):
                 raise self._missing() from None
             if not found:
                 raise self._missing()
             return [self._convert(s) for s in found]
 
     def match_batch(self, keys: Sequence[str]) -> list[Service]:
+        """One Service per key, resolved by `Ring.get_many` (C-level pipelines, no per-key Python)."""
         with self._lock:
             if self._catalog is None:
                 raise self._missing()
             try:
-                found = self._catalog.match_batch(self.group, list(keys))
-            except UnknownGroup:
+                names = self._catalog.ring(self.group).get_many(keys)
+            except (UnknownGroup, EmptyRing):
                 raise self._missing() from None
-            if len(found) != len(keys):
-                raise self._missing()
-            return [self._convert(s) for s in found]
+            return list(map(self._out.__getitem__, names))
 
     def members(self) -> list[Service]:
         with self._lock:
