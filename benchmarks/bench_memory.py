@@ -28,6 +28,40 @@ def field(line: str, key: str) -> str:
     raise KeyError(key)
 
 
+def composition(pid: int) -> dict[str, float]:
+    """Where a process's RSS is (MiB): anonymous (its own heap, Python objects, thread
+    stacks) vs file-backed (pages of shared libraries it has touched: clean, shared with
+    any other process mapping the same file, dropped by the kernel under pressure), PSS,
+    threads, and the biggest file mappings by resident size."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) / 1024
+        elif key == "Threads":
+            out[key] = float(rest.split()[0])
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["Pss"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    files: dict[str, int] = {}
+    name = ""
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                name = Path(head[5]).name if len(head) > 5 and head[5].startswith("/") else ""
+            elif name and head and head[0] == "Rss:":
+                files[name] = files.get(name, 0) + int(head[1])
+    except OSError:
+        pass
+    for f, kib in sorted(files.items(), key=lambda kv: -kv[1])[:4]:
+        out["file " + f] = kib / 1024
+    return out
+
+
 def main() -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--calls", type=int, default=0, help="Match calls in the RPC run (default 20000; quick 3000)")
@@ -52,6 +86,19 @@ def main() -> int:
         records.append(common.record("memory: registry server RSS, idle", idle / MiB, "MiB",
                                      "VmRSS of one `python -m registry.cli` process 3 s after its gRPC port opened, alone in its pool",
                                      reference="Go 21 MB (owners)"))
+        parts = composition(reg.pid)
+        for key, value in parts.items():
+            if key == "Threads":
+                records.append(common.record("memory: registry server threads, idle", value, "threads",
+                                             "Threads in /proc/<pid>/status (asyncio loop, gRPC poller, event engine, timer)"))
+            else:
+                what = {"RssAnon": "anonymous part of the idle RSS (heap, Python objects, stacks): memory only it uses",
+                        "RssFile": "file-backed part of the idle RSS (library pages touched so far, mostly at import "
+                                   "and start-up; clean, shareable, reclaimable)",
+                        "Pss": "proportional set size (file pages shared with other processes counted pro rata)"}
+                records.append(common.record(f"memory: registry server {key}, idle", value, "MiB",
+                                             what.get(key, "resident pages of this mapped file (/proc/<pid>/smaps)")))
+        print("   idle RSS composition: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
 
         # a service embedding Register: RSS before import, after import, after start
         svc = group.add(common.Proc("svc", common.service_argv("mem-svc", f"127.0.0.1:{common.free_port()}",

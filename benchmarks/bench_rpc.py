@@ -10,7 +10,9 @@ runs a warm-up, then counts calls finished in a fixed window and records every c
 latency; p50/p99 are over all calls in the window. MatchBatch sends batches of 100 keys.
 Reference measured in the same run: a bare grpc.aio server (same server options) whose
 Match handler returns fixed pre-serialized bytes without looking at the request, loaded
-by the same client: the ratio registry/bare is the honest figure on a noisy machine.
+by the same client: the ratio registry/bare is the honest figure on a noisy machine. A second
+reference, the same fixed answer from a blocking grpc.server (thread pool), shows at c=1 what
+grpc.aio's hand-offs between its poller thread and the asyncio loop cost.
 The load process's own CPU per call is reported too (it shares the 2 cores), and the server's
 main-thread share (asyncio loop + handlers; the rest is gRPC's poller and event-engine threads).
 "handler alone" lines time the v1 handlers in-process without gRPC: against the server CPU
@@ -83,6 +85,34 @@ def serve_bare(port: int) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def serve_bare_sync(port: int) -> None:
+    """Reference: the same fixed-bytes Match on a blocking grpc.server (thread pool of 4): what
+    the aio server's loop hand-offs cost at c=1 (the product cannot use it: every Watch
+    stream would hold a pool thread for its whole life)."""
+    from concurrent import futures
+
+    import grpc
+
+    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore
+
+    async def answer_bytes() -> bytes:
+        core = RegistryCore(_catalog())
+        return core.encoded(core.match(GROUP, "some-key", 1)[0]).v1
+
+    answer = asyncio.run(answer_bytes())
+
+    def match(request: bytes, context: Any) -> bytes:
+        return answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=list(_SERVER_OPTIONS))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        V1_SERVICE, {"Match": grpc.unary_unary_rpc_method_handler(match)}),))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print(f"READY {bound}", flush=True)
+    server.wait_for_termination()
 
 
 async def _aio_load(addr: str, method: str, conc: int, seconds: float, warmup: float,
@@ -240,18 +270,20 @@ def main() -> None:
     common.print_header("gRPC API load (bench_rpc)", args.quick)
     seconds, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
     records: list[common.Record] = []
-    port, bare_port = common.free_ports(2)
+    port, bare_port, sync_port = common.free_ports(3)
     with common.ProcGroup() as procs:
         srv = procs.add(common.Proc("server", [sys.executable, __file__, "--serve", str(port)]))
         bare = procs.add(common.Proc("bare", [sys.executable, __file__, "--serve-bare", str(bare_port)]))
-        for proc in (srv, bare):
+        bare_sync = procs.add(common.Proc("bare-sync", [sys.executable, __file__, "--serve-bare-sync", str(sync_port)]))
+        for proc in (srv, bare, bare_sync):
             common.wait_for(lambda: any(line.startswith("READY") for _, line in proc.lines), 60,
                             what=f"{proc.name} ready")
         addr = f"127.0.0.1:{port}"
-        bare_addr = f"127.0.0.1:{bare_port}"
+        refs = {"bare": (bare, f"127.0.0.1:{bare_port}"), "bare-sync": (bare_sync, f"127.0.0.1:{sync_port}")}
         # Each bare-server line right after the registry line it is the reference for.
-        plan = [("aio", "Match", 1), ("bare", "Match", 1), ("aio", "Match", 8), ("aio", "Match", 64),
-                ("bare", "Match", 64)] + [("sync", "Match", c) for c in (1, 8)]
+        plan = [("aio", "Match", 1), ("bare", "Match", 1), ("bare-sync", "Match", 1), ("sync", "Match", 1),
+                ("aio", "Match", 8), ("aio", "Match", 64),
+                ("bare", "Match", 64), ("sync", "Match", 8)]
         plan += [("aio", "Members", c) for c in (1, 8, 64)]
         plan += [("aio", "MatchBatch", c) for c in (1, 8)] + [("sync", "MatchBatch", 1)]
         # What a client gets when it needs more than one connection's worth of gRPC calls:
@@ -259,10 +291,9 @@ def main() -> None:
         plan += [("aio-cache", "Match", 64), ("aio-cache", "MatchBatch", 1)]
         seen: dict[tuple[str, str, int], tuple[float, float, float]] = {}
         for kind, method, conc in plan:
-            target = bare if kind == "bare" else srv
+            target, target_addr = refs.get(kind, (srv, addr))
             cpu0, loop0 = common.cpu_seconds(target.pid), _loop_thread_cpu(target.pid)
-            r = run_load(bare_addr if kind == "bare" else addr, "aio" if kind == "bare" else kind,
-                         method, conc, seconds, warmup)
+            r = run_load(target_addr, "aio" if kind in refs else kind, method, conc, seconds, warmup)
             # Server CPU per call (warm-up calls included in both counts' span: an estimate of
             # what one dedicated core could serve, less sensitive to other load on the machine).
             scale = seconds / (seconds + warmup) / max(r["calls"], 1)
@@ -277,6 +308,10 @@ def main() -> None:
             if kind == "bare":
                 how = ("REFERENCE: bare grpc.aio server (same options, fixed 88-byte answer, request unread), "
                        f"aio client, one connection, c={conc} in flight, {seconds}s window after {warmup}s warm-up")
+            if kind == "bare-sync":
+                how = ("REFERENCE: bare blocking grpc.server, thread pool of 4 (same options, fixed 88-byte answer), "
+                       f"aio client, one connection, c={conc} in flight, {seconds}s window after {warmup}s warm-up; "
+                       "its 'loop thread' figure is its idle main thread")
             name = f"{method} {kind} c={conc}"
             if method == "MatchBatch":
                 records.append(common.record(f"{name} keys/s (batch 100)", r["calls"] * 100 / seconds, "keys/s",
@@ -324,6 +359,8 @@ if __name__ == "__main__":
         serve(int(sys.argv[2]))
     elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare":
         serve_bare(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare-sync":
+        serve_bare_sync(int(sys.argv[2]))
     elif len(sys.argv) > 2 and sys.argv[1] == "--load":
         a = sys.argv[2:]
         load(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5]))
