@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the hash rings (registry.ring): join/leave cost, balance, key movement, lookups, memory.
 
-Run:  python benchmarks/bench_ring.py [--quick]
+Run:  python benchmarks/bench_ring.py [--quick] [--json PATH]
 
 How each figure is measured (printed again with the results):
 
@@ -18,7 +18,8 @@ How each figure is measured (printed again with the results):
 * moved on join: fraction of 200k sampled keys whose owner changed when one
   member joins an n-member ring, next to the exact value (the joiner's
   exact share) and the ideal 1/(n+1); leave: one member of n+1 leaves.
-* lookups/s: ``get()`` over 200k distinct precomputed keys, best of 3 (CPU time).
+* lookups/s: ``get()`` over 200k distinct precomputed keys, best of 3 (CPU time);
+  get_many/s: ``get_many()`` over the same keys in batches of 1000, best of 3.
 * memory: bytes held by one snapshot (``sys.getsizeof`` of its point and
   owner arrays, bucket lists, node tables), at 1000 services; snapshots
   share unchanged buckets, so a second snapshot costs only what changed.
@@ -26,7 +27,6 @@ How each figure is measured (printed again with the results):
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -35,7 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+common.setup_path()
 
 from registry.ring import (  # noqa: E402
     CHASH_DEFAULT_REPLICAS,
@@ -57,8 +60,8 @@ def ms(fn: Callable[[], object]) -> float:
 
 def ring_bytes(ring: Ring) -> int:
     seen: set[int] = set()
-    total = sys.getsizeof(ring)
-    for container in (ring._pts, ring._own):
+    total = sys.getsizeof(ring) + sys.getsizeof(ring._flags)
+    for container in (ring._bk, ring._pts, ring._own):
         total += sys.getsizeof(container)
         for arr in container:
             if id(arr) not in seen:
@@ -82,6 +85,7 @@ class Result:
     join: dict[int, tuple[float, float, float]]
     leave: dict[int, tuple[float, float, float]]
     lookups: dict[int, float]
+    many: dict[int, float]
     memory: dict[int, int]
     points: dict[int, int]
     build_s: float
@@ -139,14 +143,19 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
         leave[n] = (moved(bigger, smaller, keys), bigger.shares()[leaver], ideal)
 
     lookups: dict[int, float] = {}
+    many: dict[int, float] = {}
+    batches = [keys[i:i + 1000] for i in range(0, len(keys), 1000)]
     for n in sizes:
         r = snapshots[n]
         get = r.get
         best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))
         lookups[n] = len(keys) / (best / 1000)
+        get_many = r.get_many
+        best = min(ms(lambda: [get_many(b) for b in batches]) for _ in range(3))
+        many[n] = len(keys) / (best / 1000)
     memory = {n: ring_bytes(snapshots[n]) for n in sizes}
     points = {n: snapshots[n].point_count for n in sizes}
-    return Result(insert, delete, balance, join, leave, lookups, memory, points, build_s, top, bulk_s)
+    return Result(insert, delete, balance, join, leave, lookups, many, memory, points, build_s, top, bulk_s)
 
 
 def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
@@ -164,27 +173,75 @@ def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller groups for chash, fewer repeats")
+HOW_INSERT = ("median thread CPU time (time.thread_time) of Ring.with_node of a fresh member on a ring of k-1 "
+              "members built one by one, incl. hashing its points and dropping the result; {repeat} trials")
+HOW_DELETE = "median thread CPU time of Ring.without of one member of a k-member ring; {repeat} trials"
+HOW_BALANCE = "Ring.shares(): exact arc sums over every point (no key sampling), largest share / mean share"
+HOW_MOVED = ("keys moved when member n+1 joins (leaves), as a multiple of the ideal 1/(n+1): exact, from the "
+             "joiner's (leaver's) exact arc share; sampled over {keys} keys in the table")
+HOW_LOOKUP = "{what} over {keys} distinct precomputed keys, best of 3, thread CPU time"
+
+
+def records(algorithm: str, label: str, res: Result, sizes: list[int], repeat: int, nkeys: int) -> list[common.Record]:
+    """The figures of one configuration as benchmark records (run_all collects them)."""
+    tag = f"ring {algorithm} {label}"
+    recs: list[common.Record] = []
+    default = algorithm == "consistent" and label == "default"
+    go = algorithm == "chash" and label == "default"
+    target = ({10: "target <= 2 ms", 1000: "target <= 20 ms"} if default
+              else {10: "Go 17.8 ms at 10000 replicas"} if go else {})
+    for k, v in sorted(res.insert.items()):
+        recs.append(common.record(f"{tag}: insert of member {k}", v, "ms", HOW_INSERT.format(repeat=repeat),
+                                  reference=target.get(k, "")))
+    for k, v in sorted(res.delete.items()):
+        recs.append(common.record(f"{tag}: delete of member {k}", v, "ms", HOW_DELETE.format(repeat=repeat)))
+    bal_target = ({100: "target <= 1.05", 1000: "target <= 1.10"} if default
+                  else {10: "Go 1.04", 100: "Go 1.18"} if go else {})
+    for n in sizes:
+        bmax, bmin = res.balance[n]
+        recs.append(common.record(f"{tag}: balance max/mean at {n} services", bmax, "ratio", HOW_BALANCE,
+                                  reference=bal_target.get(n, "")))
+        recs.append(common.record(f"{tag}: balance min/mean at {n} services", bmin, "ratio", HOW_BALANCE))
+        _, je, ideal = res.join[n]
+        _, le, _ = res.leave[n]
+        how = HOW_MOVED.format(keys=nkeys)
+        recs.append(common.record(f"{tag}: moved on join at {n} / ideal", je / ideal, "x", how, reference="target <= 1.1"))
+        recs.append(common.record(f"{tag}: moved on leave at {n} / ideal", le / ideal, "x", how, reference="target <= 1.1"))
+        recs.append(common.record(f"{tag}: get() at {n} services", res.lookups[n], "keys/s",
+                                  HOW_LOOKUP.format(what="get() one by one", keys=nkeys)))
+        recs.append(common.record(f"{tag}: get_many() at {n} services", res.many[n], "keys/s",
+                                  HOW_LOOKUP.format(what="get_many() in batches of 1000", keys=nkeys)))
+        recs.append(common.record(f"{tag}: memory at {n} services", res.memory[n] / 1e6, "MB",
+                                  "sys.getsizeof of one snapshot's arrays, bucket lists, node tables"))
+    recs.append(common.record(f"{tag}: bulk build of {max(sizes)}", res.bulk_s, "s",
+                              "thread CPU time of Ring.build of the whole group"))
+    return recs
+
+
+def main() -> int:
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=0, help="trials per insert/delete figure")
     args = parser.parse_args()
+    common.require_import("registry.ring", args)
     repeat = args.repeat or (3 if args.quick else 7)
     keys = [f"user-{i}" for i in range(KEYS // (4 if args.quick else 1))]
     gc.collect()
 
     configs = [
-        ("consistent", 160, "uhashring's default vnodes=160, for comparison", [10, 100, 1000]),
-        ("consistent", DEFAULT_REPLICAS, "default (tag absent)", [10, 100, 1000]),
-        ("consistent", 10000, 'replicas="10000" (capped)', [10, 100] if args.quick else [10, 100, 1000]),
-        ("chash", CHASH_DEFAULT_REPLICAS, 'default = replicas="10000"', [10, 100] if args.quick else [10, 100, 1000]),
+        ("consistent", 160, "vnodes=160", "uhashring's default vnodes=160, for comparison", [10, 100, 1000]),
+        ("consistent", DEFAULT_REPLICAS, "default", "default (tag absent)", [10, 100, 1000]),
+        ("consistent", 10000, "replicas=10000", 'replicas="10000" (capped)', [10, 100] if args.quick else [10, 100, 1000]),
+        ("chash", CHASH_DEFAULT_REPLICAS, "default", 'default = replicas="10000"', [10, 100] if args.quick else [10, 100, 1000]),
     ]
+    common.print_header("hash rings", args.quick)
     print("How each figure" + __doc__.split("How each figure", 1)[1].rstrip())
     print()
     print(f"python {sys.version.split()[0]}; DEFAULT_REPLICAS={DEFAULT_REPLICAS}, MAX_REPLICAS={MAX_REPLICAS}")
     print(f"sampled keys: {len(keys)}; repeats per timing: {repeat}")
-    for algorithm, replicas, label, sizes in configs:
+    recs: list[common.Record] = []
+    for algorithm, replicas, short, label, sizes in configs:
         res = run(algorithm, replicas, sizes, repeat, keys)
+        recs.extend(records(algorithm, short, res, sizes, repeat, len(keys)))
         print()
         print(f"== {algorithm}, {label}: {RingNode(replicas)} "
               f"(incremental build of {res.members} members: {res.build_s:.1f} s wall; "
@@ -195,22 +252,27 @@ def main() -> None:
         print("  delete CPU ms      " + "".join(f"{dele[k]:>10.2f}" for k in sorted(dele)))
         print(f"  {'services':>9} {'points':>10} {'max/mean':>9} {'min/mean':>9} {'join moved':>11} "
               f"{'exact':>8} {'ideal':>8} {'x ideal':>8} {'leave moved':>12} {'exact':>8} {'x ideal':>8} "
-              f"{'lookups/s':>10} {'MB':>7}")
+              f"{'lookups/s':>10} {'get_many/s':>11} {'MB':>7}")
         for n in sizes:
             bmax, bmin = res.balance[n]
             jm, je, ideal = res.join[n]
             lm, le, _ = res.leave[n]
             print(f"  {n:>9} {res.points[n]:>10} {bmax:>9.4f} {bmin:>9.4f} {jm:>11.5f} {je:>8.5f} "
                   f"{ideal:>8.5f} {je / ideal:>8.3f} {lm:>12.5f} {le:>8.5f} {le / ideal:>8.3f} "
-                  f"{res.lookups[n]:>10.0f} {res.memory[n] / 1e6:>7.1f}")
+                  f"{res.lookups[n]:>10.0f} {res.many[n]:>11.0f} {res.memory[n] / 1e6:>7.1f}")
         del res
         gc.collect()
     print()
     ref_n = 100
     print(f"reference: uhashring.HashRing.add_node of member {ref_n} (xxh3 hash_fn), median of {repeat}:")
     for vnodes in (160, DEFAULT_REPLICAS):
-        print(f"  vnodes={vnodes}: {uhashring_reference(ref_n, vnodes, repeat):.1f} ms")
+        t = uhashring_reference(ref_n, vnodes, repeat)
+        print(f"  vnodes={vnodes}: {t:.1f} ms")
+        recs.append(common.record(f"uhashring add_node of member {ref_n}, vnodes={vnodes}", t, "ms",
+                                  f"median thread CPU time of uhashring.HashRing.add_node (xxh3 hash_fn), {repeat} trials"))
+    common.emit(recs, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -470,8 +470,7 @@ class Ring:
         last = dict(zip(bs, points))
         keys = list(last)
         lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
-        olds = list(map(bk.__getitem__, keys))
-        copies = list(map(_copy, olds))
+        copies = list(map(_copy, map(bk.__getitem__, keys)))
         pos = list(map(bisect_left, copies, lows))
         if pos == list(map(bisect_right, copies, map(or_, lows, repeat(_PROBE)))):
             # No existing entry has any of these points: plain sorted insert.
