@@ -166,6 +166,9 @@ class RegistryServer:
             tags=self._tags(self._advertised_rpc(guess_host or "127.0.0.1")),
             memberlist=self._memberlist_config(),
             encrypt_key=c.encrypt_key,
+            # a member that announced its departure must get no new keys: drop it from its
+            # ring on the leave intent, not one or two gossip rounds later at memberlist's leave
+            leaving_events=True,
         )
         if c.profile == "fast":
             # tests: reap departed members quickly too, so a restarted service comes back at once
@@ -301,13 +304,18 @@ class RegistryServer:
 
     def _on_event(self, event: Any) -> None:
         from registry.serf.events import EventType, MemberEvent
+        from registry.serf.member import MemberStatus
 
         if not isinstance(event, MemberEvent):
             return
         present = event.type in (EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE)
         # One batch per event: a group's ring is updated once however many members the
         # event carries (a registry learning a whole cluster at start-up gets one bulk build).
-        updates = [(m.name, dict(m.tags) if present else None) for m in event.members]
+        # Only `alive` members serve: one that is leaving (its intent came first; MEMBER_LEAVING,
+        # or a join/update seen while leaving) is out of the ring until it refutes the intent.
+        updates = [
+            (m.name, dict(m.tags) if present and m.status == MemberStatus.ALIVE else None) for m in event.members
+        ]
         try:
             self.catalog.apply_many(updates)
         except Exception:

@@ -138,7 +138,9 @@ class Memberlist(Prober, PushPuller):
         self._on_alive(self._self_alive(self._incarnation, meta), bootstrap=True)
 
     def leave(self, now: float) -> None:
-        """Broadcast dead{me, From=me}; poll `leave_done()` until it went out."""
+        """Broadcast dead{me, From=me}, handing it to `gossip_nodes` peers at once (not at the
+        next gossip tick: a departure is news to spread now); poll `leave_done()` until the
+        queue has sent it its full retransmit count."""
         self.now = now
         if self._leaving:
             return
@@ -147,6 +149,22 @@ class Memberlist(Prober, PushPuller):
         if not self._any_alive_peer():
             self._leave_sent = True
         self._on_dead(Dead(me.incarnation, self.name, self.name))
+        self.gossip_now(now)
+
+    def gossip_now(self, now: float) -> int:
+        """Run one gossip round right away, besides the periodic ones (whose schedule stays).
+
+        What is queued goes to `gossip_nodes` random peers now and counts towards its
+        retransmit limit as on a tick, so nothing is sent more often than Go would send it,
+        only sooner.  For news that must not wait up to a gossip interval (a leave).
+        Returns the number of packets put on the output list."""
+        if self._shutdown or self.config.gossip_nodes <= 0:
+            return 0
+        self.now = max(self.now, now)
+        before = len(self._out)
+        self._gossip()
+        self.stats["gossip.immediate"] += 1
+        return len(self._out) - before
 
     def leave_done(self) -> bool:
         return self._leave_sent or not self._any_alive_peer()
@@ -355,6 +373,9 @@ class Memberlist(Prober, PushPuller):
             reply = self._stream_reply(self._local_state(msg.join))
             ok = self._merge_remote(msg, msg.join)
             self.stats["push_pull.inbound_" + ("ok" if ok else "failed")] += 1
+            if ok and msg.join:
+                # we are the seed of a joining node: pass its alive on now, not at the next tick
+                self.gossip_now(self.now)
             return reply
         if isinstance(msg, UserMsg):
             if self.delegate is not None:

@@ -47,6 +47,10 @@ class SerfConfig:
     #: Events waiting for the application; beyond this the oldest is dropped and counted
     #: (`stats["events.dropped"]`), so a slow consumer never blocks gossip.
     event_queue_size: int = 4096
+    #: Also emit MEMBER_LEAVING when a member's leave intent arrives (and MEMBER_UPDATE when it
+    #: refutes one), for applications that must stop routing to a member as soon as it
+    #: announces its departure rather than when it is gone.  Off: Go's event stream exactly.
+    leaving_events: bool = False
 
     def replace(self, **changes: Any) -> SerfConfig:
         return dataclasses.replace(self, **changes)

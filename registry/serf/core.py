@@ -22,7 +22,7 @@ from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.timers import TimerHeap
-from registry.memberlist.types import Address, Node, Output, ip_from_bytes, ip_to_bytes
+from registry.memberlist.types import Address, Node, NodeState, Output, ip_from_bytes, ip_to_bytes
 
 from . import keyring as keys
 from . import messages as msgs
@@ -300,7 +300,11 @@ class Serf(Delegate):
 
     def leave(self, now: float) -> None:
         """Graceful leave: gossip our leave intent first, then memberlist's dead{me, From=me},
-        then wait LeavePropagateDelay; `state` becomes LEFT at the end."""
+        then wait LeavePropagateDelay; `state` becomes LEFT at the end.
+
+        As in Go, memberlist's message waits until the intent has been sent its full retransmit
+        count (so peers learn `leaving` before the death and report a leave, not a failure);
+        unlike Go, the first copies of each go out at once instead of at the next gossip tick."""
         self.memberlist.now = max(self.memberlist.now, now)
         if self.state != SerfState.ALIVE:
             return
@@ -313,6 +317,7 @@ class Serf(Delegate):
         if self._has_alive_members():
             self._queue(self._broadcasts, msgs.encode(msg), self._on_leave_intent_sent)
             self._timers.schedule(self._leave_deadline, self._leave_step)
+            self.memberlist.gossip_now(self.now)
         else:
             self._timers.schedule(self.now, self._leave_step)
 
@@ -368,6 +373,7 @@ class Serf(Delegate):
             self.join_results[stream_id] = ok
             if not pj.pending and pj.ok > 0 and self.state == SerfState.ALIVE:
                 self._broadcast_join(self.clock.time())
+                self.memberlist.gossip_now(now)  # our join intent and alive: to peers now
             self._wake()
         return ok
 
@@ -520,7 +526,14 @@ class Serf(Delegate):
         ms = self._members.get(node.name)
         if ms is None:
             return
-        if ms.member.status == MemberStatus.LEAVING:
+        # memberlist marks a node LEFT only on dead{node, From=node}: it announced its own
+        # departure, so it left even when its leave intent lost the race (loss, reordering
+        # under load).  Go reports `failed` there until the intent arrives; we report the leave.
+        if ms.member.status == MemberStatus.LEAVING or (
+            ms.member.status == MemberStatus.ALIVE and node.state == NodeState.LEFT
+        ):
+            if ms.member.status == MemberStatus.ALIVE:
+                self.stats["leave.before_intent"] += 1
             ms.member.status = MemberStatus.LEFT
             kind = EventType.MEMBER_LEAVE
         elif ms.member.status == MemberStatus.ALIVE:
@@ -604,6 +617,8 @@ class Serf(Delegate):
         ms.status_ltime = msg.ltime
         if ms.member.status == MemberStatus.LEAVING:
             ms.member.status = MemberStatus.ALIVE
+            if self.config.leaving_events:
+                self._emit(MemberEvent(EventType.MEMBER_UPDATE, [ms.member.copy()]))
         return True
 
     def _handle_leave_intent(self, msg: msgs.Leave) -> bool:
@@ -622,6 +637,8 @@ class Serf(Delegate):
         status = ms.member.status
         if status == MemberStatus.ALIVE:
             ms.member.status = MemberStatus.LEAVING
+            if self.config.leaving_events:
+                self._emit(MemberEvent(EventType.MEMBER_LEAVING, [ms.member.copy()]))
         elif status == MemberStatus.FAILED:
             ms.member.status = MemberStatus.LEFT
             self._emit(MemberEvent(EventType.MEMBER_LEAVE, [ms.member.copy()]))

@@ -17,6 +17,10 @@ class EventType(enum.Enum):
     MEMBER_FAILED = "member-failed"
     MEMBER_UPDATE = "member-update"
     MEMBER_REAP = "member-reap"
+    #: Not in Go's Serf, only with `SerfConfig.leaving_events`: a member announced its graceful
+    #: departure (leave intent; status leaving).  Its MEMBER_LEAVE follows once memberlist sees
+    #: it go; a member that refutes the intent comes back with a MEMBER_UPDATE (status alive).
+    MEMBER_LEAVING = "member-leaving"
     USER = "user"
     QUERY = "query"
 
