@@ -5,23 +5,25 @@ its group and the address clients should use (`addr`).  Registries turn those ta
 ring entries; the service itself only has to stay in the pool and leave gracefully.
 
 Deliberately light: only the gossip layers are imported (never grpc), so a service pays
-for nothing but SWIM.  The sync `Register` runs gossip on a daemon thread with its own
-event loop, so a blocking app (Flask, a worker loop, ...) needs no asyncio.
+for nothing but SWIM.  The sync `Register` drives gossip from one daemon thread with plain
+sockets (`registry.serf.threaded`), so a blocking app (Flask, a worker loop, ...) pays for
+neither asyncio nor the ssl/OpenSSL it imports (~8 MiB RSS).  `AsyncRegister` runs on the
+app's own event loop; asyncio is imported only inside its coroutines, where it is loaded anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import ipaddress
 import logging
 import socket
-import threading
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from registry.addresses import UsageError, parse_hostport
 from registry.memberlist.config import Config
+from registry.serf.config import SerfConfig
+from registry.serf.events import EventType, MemberEvent
+from registry.serf.threaded import ThreadedSerf
 
 __all__ = ["Register", "AsyncRegister", "RegisterError", "Handler", "DEFAULT_REPLICAS"]
 
@@ -51,8 +53,6 @@ class Handler(Protocol):
 
 
 def _split(text: str, what: str, default_port: int | None) -> tuple[str, int]:
-    from registry.addresses import UsageError, parse_hostport
-
     try:
         hp = parse_hostport(text, what, default_port=default_port)
     except UsageError as exc:
@@ -84,8 +84,16 @@ def _seeds(registries: str | Iterable[str]) -> list[str]:
     return out
 
 
-class AsyncRegister:
-    """A service's membership in the pool, for asyncio apps.
+_MEMBER_METHODS = {
+    EventType.MEMBER_JOIN: "on_member_join",
+    EventType.MEMBER_UPDATE: "on_member_update",
+    EventType.MEMBER_LEAVE: "on_member_leave",
+    EventType.MEMBER_FAILED: "on_member_leave",
+}
+
+
+class _Settings:
+    """What both registers validate up front and turn into a Serf config (no I/O here).
 
     id: unique member name; bind: gossip bind "host:port" (":0" picks a port);
     advertise: gossip address told to the pool ("" = derived from bind);
@@ -136,7 +144,6 @@ class AsyncRegister:
         self.profile = profile
         self.encrypt = encrypt
         self.leave_timeout = leave_timeout
-        self.agent: Any = None
         try:
             Config.profile(profile)
         except ValueError as exc:
@@ -145,6 +152,48 @@ class AsyncRegister:
     @property
     def tags(self) -> dict[str, str]:
         return dict(self._tags)
+
+    def _serf_config(self) -> SerfConfig:
+        overrides: dict[str, Any] = {"name": self.id, "bind_addr": _literal(self._bind[0]), "bind_port": self._bind[1]}
+        if self._advertise is not None:
+            if self._advertise[0]:
+                overrides["advertise_addr"] = _literal(self._advertise[0])
+            overrides["advertise_port"] = self._advertise[1]
+        cfg = SerfConfig(
+            name=self.id, tags=dict(self._tags), memberlist=Config.profile(self.profile).replace(**overrides), encrypt_key=self.encrypt
+        )
+        if self.profile == "fast":
+            cfg = cfg.replace(leave_propagate_delay=0.2)
+        return cfg
+
+    def _join_timeout(self, cfg: SerfConfig) -> float:
+        return 2 * cfg.memberlist.tcp_timeout + 5.0
+
+    def _merge_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """Record new extra tags (group/addr/replicas/weight are kept unless given)."""
+        new = {k: v for k, v in self._tags.items() if k in _RESERVED}
+        new.update(tags)
+        self._tags = new
+        if "addr" in tags:
+            self.addr = tags["addr"]
+        return dict(new)
+
+    def _callbacks(self, event: Any) -> list[tuple[str, Callable[[Any], Any], Any]]:
+        """(method name, handler method, member) for each member a membership event names."""
+        if not isinstance(event, MemberEvent):
+            return []
+        method = _MEMBER_METHODS.get(event.type)
+        fn = getattr(self.handler, method, None) if method else None
+        if fn is None or method is None:
+            return []
+        return [(method, fn, m) for m in event.members]
+
+
+class AsyncRegister(_Settings):
+    """A service's membership in the pool, for asyncio apps (arguments: see `_Settings`)."""
+
+    #: the running `SerfAgent` (None when not started)
+    agent: Any = None
 
     @property
     def address(self) -> str:
@@ -156,21 +205,13 @@ class AsyncRegister:
 
     async def start(self) -> int:
         """Bind, join the registries; returns how many answered.  Raises RegisterError if none did."""
+        import asyncio
+
+        from registry.serf.agent import SerfAgent
+
         if self.agent is not None:
             raise RegisterError("already started")
-        from registry.serf.agent import SerfAgent
-        from registry.serf.config import SerfConfig
-
-        overrides: dict[str, Any] = {"name": self.id, "bind_addr": _literal(self._bind[0]), "bind_port": self._bind[1]}
-        if self._advertise is not None:
-            if self._advertise[0]:
-                overrides["advertise_addr"] = _literal(self._advertise[0])
-            overrides["advertise_port"] = self._advertise[1]
-        cfg = SerfConfig(
-            name=self.id, tags=dict(self._tags), memberlist=Config.profile(self.profile).replace(**overrides), encrypt_key=self.encrypt
-        )
-        if self.profile == "fast":
-            cfg = cfg.replace(leave_propagate_delay=0.2)
+        cfg = self._serf_config()
         agent = SerfAgent(cfg)
         if self.handler is not None:
             agent.add_handler(self._dispatch)
@@ -179,7 +220,7 @@ class AsyncRegister:
         except (OSError, ValueError) as exc:
             raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
         self.agent = agent
-        timeout = 2 * cfg.memberlist.tcp_timeout + 5.0
+        timeout = self._join_timeout(cfg)
         try:
             n = await asyncio.wait_for(agent.join(list(self._seeds)), timeout)
         except asyncio.TimeoutError:
@@ -195,6 +236,8 @@ class AsyncRegister:
         return int(n)
 
     async def _abort(self) -> None:
+        import asyncio
+
         agent, self.agent = self.agent, None
         if agent is not None:
             try:
@@ -204,6 +247,8 @@ class AsyncRegister:
 
     async def stop(self) -> None:
         """Leave the pool gracefully (bounded by leave_timeout) and release the ports."""
+        import asyncio
+
         agent = self.agent
         if agent is None:
             return
@@ -215,33 +260,19 @@ class AsyncRegister:
 
     async def set_tags(self, tags: Mapping[str, str]) -> None:
         """Replace the extra tags (group/addr/replicas/weight are kept unless given)."""
-        new = {k: v for k, v in self._tags.items() if k in _RESERVED}
-        new.update(tags)
-        self._tags = new
-        if "addr" in tags:
-            self.addr = tags["addr"]
+        new = self._merge_tags(tags)
         if self.agent is not None:
-            await self.agent.set_tags(dict(new))
+            await self.agent.set_tags(new)
 
     def members(self) -> list[Any]:
         """Every member this service knows of (registries and services, any status)."""
         return list(self.agent.members()) if self.agent is not None else []
 
     def _dispatch(self, event: Any) -> None:
-        from registry.serf.events import EventType, MemberEvent
+        import asyncio
+        import inspect
 
-        if not isinstance(event, MemberEvent):
-            return
-        method = {
-            EventType.MEMBER_JOIN: "on_member_join",
-            EventType.MEMBER_UPDATE: "on_member_update",
-            EventType.MEMBER_LEAVE: "on_member_leave",
-            EventType.MEMBER_FAILED: "on_member_leave",
-        }.get(event.type)
-        fn = getattr(self.handler, method, None) if method else None
-        if fn is None:
-            return
-        for m in event.members:
+        for method, fn, m in self._callbacks(event):
             try:
                 result = fn(m)
                 if inspect.isawaitable(result):
@@ -257,106 +288,90 @@ class AsyncRegister:
         await self.stop()
 
 
-class Register:
-    """`AsyncRegister` for synchronous apps: gossip runs on a daemon thread with its own loop.
+class Register(_Settings):
+    """A service's membership in the pool, for synchronous apps (arguments: see `_Settings`).
 
-    `Register(id, bind, advertise, registries, group, addr).start()` returns once joined;
-    `stop()` leaves gracefully.  Also a context manager.
+    `Register(id, bind, advertise, registries, group, addr).start()` returns once a registry
+    has answered the join; gossip then runs on a daemon thread (no asyncio).  `stop()` leaves
+    gracefully.  Also a context manager.  Handler callbacks run on the gossip thread.
     """
 
-    def __init__(
-        self,
-        id: str,
-        bind: str,
-        advertise: str,
-        registries: str | Iterable[str],
-        group: str,
-        addr: str,
-        **kwargs: Any,
-    ) -> None:
-        self._inner = AsyncRegister(id, bind, advertise, registries, group, addr, **kwargs)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.start_timeout = 60.0
-
-    @property
-    def id(self) -> str:
-        return self._inner.id
+    #: the running gossip node (None when not started)
+    agent: ThreadedSerf | None = None
+    #: upper bound for the join in start() (the join has its own, usually shorter, bound)
+    start_timeout: float = 60.0
 
     @property
     def address(self) -> str:
-        return self._inner.address
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return self._inner.tags
+        """The gossip address this service advertises (known after start)."""
+        agent = self.agent
+        return str(agent.address) if agent is not None and agent.address is not None else ""
 
     def set_handler(self, handler: Any) -> None:
         """Go-style: set the membership handler (before start)."""
-        self._inner.handler = handler
-
-    def _call(self, coro: Any, timeout: float) -> Any:
-        if self._loop is None:
-            coro.close()
-            raise RegisterError("not started")
-        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result(timeout)
+        self.handler = handler
 
     def start(self) -> int:
-        """Join the pool; returns how many registries answered, raises RegisterError if none."""
-        if self._thread is not None:
+        """Bind and join the pool; returns how many registries answered (as soon as their
+        push/pull merged), raises RegisterError if none did."""
+        if self.agent is not None:
             raise RegisterError("already started")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name=f"register-{self.id}", daemon=True)
-        self._thread.start()
-        ready.wait()
+        cfg = self._serf_config()
+        agent = ThreadedSerf(cfg)
+        agent.add_handler(self._dispatch)
         try:
-            return int(self._call(self._inner.start(), self.start_timeout))
-        except BaseException:
-            self._halt()
+            agent.start()
+        except (OSError, ValueError) as exc:
+            raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
+        timeout = min(self._join_timeout(cfg), self.start_timeout)
+        try:
+            n = agent.join(self._seeds, timeout)
+        except BaseException as exc:
+            agent.shutdown()
+            if isinstance(exc, Exception):
+                raise RegisterError(f"no registry answered at {','.join(self._seeds)}: {exc}") from None
             raise
-
-    def _halt(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(10.0)
+        self.agent = agent
+        log.info("registered %s in group %s (addr %s) via %d registr%s", self.id, self.group, self.addr, n, "y" if n == 1 else "ies")
+        return n
 
     def stop(self) -> None:
-        """Leave gracefully (bounded by leave_timeout) and stop the gossip thread."""
-        if self._loop is None:
+        """Leave gracefully (bounded by leave_timeout), then stop and join the gossip thread."""
+        agent, self.agent = self.agent, None
+        if agent is None:
             return
         try:
-            self._call(self._inner.stop(), self._inner.leave_timeout + 10.0)
+            if not agent.leave(self.leave_timeout):
+                log.warning("leave did not finish within %gs", self.leave_timeout)
+        except Exception as exc:
+            log.warning("leave did not finish cleanly: %s", exc or type(exc).__name__)
         finally:
-            self._halt()
+            agent.shutdown()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self._loop is None:
-            # before start: just remember them
-            asyncio.run(self._inner.set_tags(tags))
-            return
-        self._call(self._inner.set_tags(tags), 30.0)
+        """Replace the extra tags (group/addr/replicas/weight are kept unless given)."""
+        new = self._merge_tags(tags)
+        if self.agent is not None:
+            self.agent.set_tags(new)
 
     def members(self) -> list[Any]:
-        if self._loop is None:
-            return []
+        """Every member this service knows of (registries and services, any status)."""
+        agent = self.agent
+        return list(agent.members()) if agent is not None else []
 
-        async def snap() -> list[Any]:
-            return self._inner.members()
-
-        return list(self._call(snap(), 30.0))
+    def _dispatch(self, event: Any) -> None:
+        for method, fn, m in self._callbacks(event):
+            try:
+                result = fn(m)
+            except Exception:
+                log.exception("handler %s failed for %s", method, m.name)
+                continue
+            if hasattr(result, "__await__"):
+                # no event loop here: an async handler belongs with AsyncRegister
+                log.warning("handler %s returned an awaitable; Register ignores it (use AsyncRegister)", method)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
 
     def __enter__(self) -> "Register":
         self.start()

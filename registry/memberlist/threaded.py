@@ -319,6 +319,8 @@ class ThreadedRunner:
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block (not on the gossip thread) until `predicate()`, evaluated on the gossip thread
         after every input and timer, holds; False on timeout or when the runner stops."""
+        if self.on_thread():
+            raise RuntimeError("wait_until would block the gossip thread it waits on")
         ev = threading.Event()
         entry = (predicate, ev)
 
