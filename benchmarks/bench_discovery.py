@@ -14,10 +14,20 @@ table (as in Go, until reaped), raise Lifeguard's expected confirmations k, and 
 other registry to confirm, a second SIGKILL in the same pool takes ~12 s instead of ~6 s.
 Reference (the project owners, Go registry): start -> Match 28 ms on the joined registry,
 194 ms on another; SIGKILL -> gone 5.9 s.
+
+Side by side, in the same rounds (one after the registry pool of each round, so both see the
+same machine load): 3 Debian `serf agent`s on 127.0.0.1 (`-profile lan`, the second and third
+joined to the first), the third SIGKILLed 1 s after all list all; the time until each other
+agent logs `EventMemberFailed` for it.  The registry's SIGKILL figures carry their ratio to
+serf's (the same 3-member pool shape: R1, R2 and the service).  Failure detection time is
+random (probe order, suspicion timer), so every figure is a median over rounds.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -31,7 +41,9 @@ import common
 common.setup_path()
 GROUP = "bench-svc"
 REFS = {"start_r1": "Go 28 ms (owners)", "start_r2": "Go 194 ms (owners)", "kill_r1": "Go 5.9 s (owners)",
-        "kill_r2": "Go 5.9 s (owners)"}
+        "kill_r2": "Go 5.9 s (owners)", "kill_both": "Go 5.9 s (owners)", "serf_kill_each": "serf 5.8 s (owners)",
+        "serf_kill_all": "serf 5.8 s (owners)"}
+SERF_EVENT = re.compile(r"serf: EventMember(Join|Failed|Leave): (\S+)")
 
 
 class Poller:
@@ -136,6 +148,83 @@ class Pool:
             pr.stop(timeout=10)
 
 
+class SerfTrio:
+    """Three `serf agent`s on loopback (`b` and `c` joined to `a`); membership read from their logs."""
+
+    NAMES = ("a", "b", "c")
+
+    def __init__(self, group: common.ProcGroup, profile: str, rnd: int) -> None:
+        self.lock = threading.Lock()
+        self.alive: dict[str, set[str]] = {n: set() for n in self.NAMES}
+        self.failed_at: dict[str, dict[str, float]] = {n: {} for n in self.NAMES}
+        ports = common.free_ports(6)
+        self.procs: dict[str, common.Proc] = {}
+        seed = f"127.0.0.1:{ports[0]}"
+        for i, name in enumerate(self.NAMES):
+            argv = ["serf", "agent", "-node", f"{name}{rnd}", "-bind", f"127.0.0.1:{ports[2 * i]}",
+                    "-rpc-addr", f"127.0.0.1:{ports[2 * i + 1]}", "-profile", profile, "-log-level", "info"]
+            if i:
+                argv += ["-join", seed]
+            self.procs[name] = group.add(common.Proc(f"serf-{name}{rnd}", argv,
+                                                    on_line=lambda p, t, line, n=name: self._on_line(n, t, line)))
+            if not i:
+                common.wait_for(lambda: bool(self.alive["a"]) or not self.procs["a"].alive(), 30, 0.01, "serf a up")
+        self.rnd = rnd
+
+    def _on_line(self, node: str, t: float, line: str) -> None:
+        m = SERF_EVENT.search(line)
+        if m is None:
+            return
+        kind, who = m.group(1), m.group(2)
+        with self.lock:
+            if kind == "Join":
+                self.alive[node].add(who)
+            else:
+                self.alive[node].discard(who)
+                if kind == "Failed":
+                    self.failed_at[node].setdefault(who, t)
+
+    def kill_one(self) -> list[float]:
+        """SIGKILL `c` once all three list all; seconds until `a` and `b` each declared it failed."""
+        everyone = {f"{n}{self.rnd}" for n in self.NAMES}
+
+        def formed() -> bool:
+            for n, p in self.procs.items():
+                if not p.alive():
+                    raise RuntimeError(f"serf agent {n} exited:\n{p.tail()}")
+            with self.lock:
+                return all(self.alive[n] >= everyone for n in self.NAMES)
+
+        common.wait_for(formed, 60, 0.01, "3 serf agents to list each other")
+        time.sleep(1.0)
+        victim = f"c{self.rnd}"
+        t0 = time.monotonic()
+        self.procs["c"].kill()
+
+        def declared() -> bool:
+            with self.lock:
+                return all(victim in self.failed_at[n] for n in ("a", "b"))
+
+        common.wait_for(declared, 120, 0.01, "serf agents to declare the killed one failed")
+        with self.lock:
+            return [self.failed_at[n][victim] - t0 for n in ("a", "b")]
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            p.stop(timeout=5, sig=signal.SIGKILL)
+
+
+def serf_round(group: common.ProcGroup, profile: str, rnd: int, figures: dict[str, list[float]]) -> None:
+    trio = SerfTrio(group, profile, rnd)
+    try:
+        each = trio.kill_one()
+    finally:
+        trio.close()
+    figures["serf_kill_each"].extend(each)
+    figures["serf_kill_all"].append(max(each))
+    print(f"   round {rnd} serf: kill->failed a {each[0]:.2f} s, b {each[1]:.2f} s", flush=True)
+
+
 def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool: Pool, rnd: int, mode: str,
                 figures: dict[str, list[float]]) -> None:
     """Start a service, time it into Match on both registries, then kill or stop it and time it out."""
@@ -161,6 +250,8 @@ def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool
     gone = both(pool.pollers, answers(sid, False), 120)
     figures[f"{mode}_r1"].append(gone[0] - t0)
     figures[f"{mode}_r2"].append(gone[1] - t0)
+    if mode == "kill":
+        figures["kill_both"].append(max(gone) - t0)
     svc.stop(10)
     print(f"   round {rnd} {mode}: start() {figures['start_call'][-1] * 1000:.0f} ms; "
           f"start->Match R1 {figures['start_r1'][-1] * 1000:.0f} ms, R2 {figures['start_r2'][-1] * 1000:.0f} ms; "
@@ -169,16 +260,22 @@ def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool
 
 def main() -> int:
     p = common.base_parser(__doc__ or "")
-    p.add_argument("--rounds", type=int, default=0, help="start/kill/stop rounds (default 5; quick 2)")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="rounds, each a fresh registry pair (start/kill/stop) and a fresh serf trio (default 8; quick 4)")
     p.add_argument("--profile", default="lan")
+    p.add_argument("--no-serf", action="store_true", help="skip the serf agents (SIGKILL figures get no ratio)")
     args = p.parse_args()
     for mod in ("registry.cli", "registry.server", "register", "client"):
         common.require_import(mod, args)
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (4 if args.quick else 8)
     common.print_header("discovery: registry processes + a Register service, Match latency", args.quick)
+    with_serf = not args.no_serf and shutil.which("serf") is not None
+    if not with_serf and not args.no_serf:
+        print("   serf binary not found: no serf side (apt-get install serf)")
     env = common.repo_env()
-    figures: dict[str, list[float]] = {k: [] for k in ("start_r1", "start_r2", "start_call", "after_r1", "after_r2", "kill_r1",
-                                                    "kill_r2", "stop_r1", "stop_r2")}
+    figures: dict[str, list[float]] = {k: [] for k in (
+        "start_r1", "start_r2", "start_call", "after_r1", "after_r2", "kill_r1", "kill_r2", "kill_both", "stop_r1",
+        "stop_r2", "serf_kill_each", "serf_kill_all")}
     with common.ProcGroup() as group:
         try:
             for rnd in range(rounds):
@@ -193,6 +290,8 @@ def main() -> int:
                         one_service(group, env, args.profile, pool, rnd, mode, figures)
                 finally:
                     pool.close()
+                if with_serf:
+                    serf_round(group, args.profile, rnd, figures)
         except (TimeoutError, RuntimeError) as e:
             print(f"   FAILED: {e}")
             for pr in group.procs:
@@ -206,20 +305,42 @@ def main() -> int:
         "after_r2": ("start() returned -> Match answers it, other registry (may be < 0)", "ms", 1000.0),
         "kill_r1": ("SIGKILL service -> gone from Match, joined registry", "s", 1.0),
         "kill_r2": ("SIGKILL service -> gone from Match, other registry", "s", 1.0),
+        "kill_both": ("SIGKILL service -> gone from Match on both registries (the later one)", "s", 1.0),
+        "serf_kill_each": ("serf agents: SIGKILL -> EventMemberFailed, each other agent", "s", 1.0),
+        "serf_kill_all": ("serf agents: SIGKILL -> EventMemberFailed on both others (the later one)", "s", 1.0),
         "stop_r1": ("graceful Register.stop -> gone from Match, joined registry", "s", 1.0),
         "stop_r2": ("graceful Register.stop -> gone from Match, other registry", "s", 1.0),
     }
+    # the registry figure per survivor is compared with serf's per survivor, "both" with "both"
+    serf_of = {"kill_r1": "serf_kill_each", "kill_r2": "serf_kill_each", "kill_both": "serf_kill_all"}
     records = []
     for key, vals in figures.items():
         if not vals:
             continue
         label, unit, scale = labels[key]
-        records.append(common.record(
-            f"discovery: {label}", common.percentile(vals, 50) * scale, unit,
-            f"median of {len(vals)} run(s) (all: {', '.join(f'{v * scale:.3g}' for v in vals)}); 2 fresh registry processes "
-            f"per round (profile {args.profile}), a killed service first, then a stopped one; Match polled every 5 ms "
-            f"per registry by RpcClient",
-            reference=REFS.get(key, "")))
+        value = common.percentile(vals, 50)
+        if key.startswith("serf_"):
+            how = (f"median of {len(vals)} value(s) (all: {', '.join(f'{v:.3g}' for v in vals)}); per round 3 fresh "
+                   f"`serf agent -profile {args.profile}` on 127.0.0.1, the third SIGKILLed 1 s after all listed all, "
+                   f"time to the EventMemberFailed log line (time-stamped on arrival) of the others")
+        else:
+            how = (f"median of {len(vals)} value(s) (all: {', '.join(f'{v * scale:.3g}' for v in vals)}); 2 fresh registry "
+                   f"processes per round (profile {args.profile}), a killed service first, then a stopped one; Match "
+                   f"polled every 5 ms per registry by RpcClient")
+        extra: dict[str, Any] = {"reference": REFS.get(key, "")}
+        serf_vals = figures.get(serf_of.get(key, ""), [])
+        if serf_vals:
+            theirs = common.percentile(serf_vals, 50)
+            extra["serf_ratio"] = round(value / theirs, 2)
+            extra["reference"] = f"x{value / theirs:.2f} of serf here ({theirs:.2f} s); {extra['reference']}"
+        records.append(common.record(f"discovery: {label}", value * scale, unit, how, **extra))
+    if figures["start_r1"]:
+        med = {k: common.percentile(v, 50) for k, v in figures.items() if v}
+        print(f"   medians over {len(figures['stop_r1'])} round(s): start->Match R1 {med['start_r1'] * 1000:.0f} ms, "
+              f"R2 {med['start_r2'] * 1000:.0f} ms (start() {med['start_call'] * 1000:.0f} ms, then R2 "
+              f"{med['after_r2'] * 1000:.0f} ms); stop->gone R1 {med.get('stop_r1', 0) * 1000:.0f} ms, "
+              f"R2 {med.get('stop_r2', 0) * 1000:.0f} ms; kill->gone both {med.get('kill_both', 0):.2f} s"
+              + (f" vs serf {med['serf_kill_all']:.2f} s" if "serf_kill_all" in med else ""), flush=True)
     common.emit(records, args)
     return 0 if records else 1
 
