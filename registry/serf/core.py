@@ -130,6 +130,8 @@ class Serf(Delegate):
             0  # 0 none, 1 intent queued, 2 memberlist leave, 3 propagating
         )
         self._leave_deadline = 0.0
+        #: a fresh leave intent arrived: pass it on once the current input is handled
+        self._forward_now = False
         #: called whenever an event is queued or a query/leave/join makes progress (drivers wake up)
         self.wakeup: Callable[[], None] | None = None
         #: set when a name conflict was lost (Go shuts the node down)
@@ -354,9 +356,20 @@ class Serf(Delegate):
 
     def receive_packet(self, data: bytes, source: Address, now: float) -> None:
         self.memberlist.receive_packet(data, source, now)
+        self._forward_news(now)
 
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
-        return self.memberlist.receive_stream(data, source, now)
+        reply = self.memberlist.receive_stream(data, source, now)
+        self._forward_news(now)
+        return reply
+
+    def _forward_news(self, now: float) -> None:
+        """A member announced its departure: relay the intent now rather than at our next
+        gossip tick, so it crosses a large pool in network round trips, not gossip intervals
+        (the relay counts toward its retransmit limit: no extra traffic, only earlier)."""
+        if self._forward_now:
+            self._forward_now = False
+            self.memberlist.gossip_now(now)
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
         pj = self._joins.pop(stream_id, None)
@@ -422,6 +435,7 @@ class Serf(Delegate):
         if isinstance(decoded, msgs.Leave):
             if self._handle_leave_intent(decoded):
                 self._queue(self._broadcasts, bytes(msg))
+                self._forward_now = True
         elif isinstance(decoded, msgs.Join):
             if self._handle_join_intent(decoded):
                 self._queue(self._broadcasts, bytes(msg))

@@ -112,3 +112,17 @@ def test_graceful_leave_on_a_lossy_reordering_network_is_never_a_failure(seed: i
     assert c.run_until(lambda: all(c.status(v, "s4") in (MemberStatus.LEFT, MemberStatus.FAILED) for v in viewers), 60)
     for v in viewers:
         assert EventType.MEMBER_FAILED not in kinds(c.events[v], "s4"), f"s{v} saw s4 fail"
+
+
+def test_fresh_leave_intents_are_relayed_at_once_across_a_larger_pool() -> None:
+    # gossip_nodes=3 direct targets out of 15 peers: the rest learn from relays, which pass a
+    # fresh intent on as it arrives (1 ms hops here) instead of at their next gossip tick
+    c = make_cluster(16, memberlist=SLOW)
+    c.net.run_for(1.0)
+    c.nodes[15].leave(c.net.now)
+    c.net.kick(addr(15))
+    c.net.run_for(0.05)
+    peers = list(range(15))
+    assert all(c.status(i, "s15") in (MemberStatus.LEAVING, MemberStatus.LEFT) for i in peers)
+    assert c.run_until(lambda: c.all_see("s15", MemberStatus.LEFT, peers), 60.0)
+    assert not any(EventType.MEMBER_FAILED in kinds(c.events[i], "s15") for i in peers)
