@@ -42,7 +42,7 @@ class Handler(Protocol):
     """Membership callbacks, as in the Go original's `registry.Handler` (all optional).
 
     Each receives a `registry.serf.member.Member` (name, addr, port, tags, status).  They
-    run on the gossip loop: keep them short and never block.
+    run on the gossip thread (`Register`) or loop (`AsyncRegister`): keep them short, never block.
     """
 
     def on_member_join(self, member: Any) -> Any: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,4 @@ def test_one_dead_seed_is_tolerated(registry: Registry) -> None:
     finally:
         reg.stop()
     assert reg.members() == []  # stopped: no gossip thread left
+    assert not [t for t in threading.enumerate() if t.name.startswith("serf-svc-seeds")]
