@@ -11,19 +11,24 @@ What changed, and why:
 * uhashring re-sorts every point on each add/remove (O(P log P) in Python) and
   keeps one dict entry per point (~100 bytes each).  At the point counts the
   balance targets need (below) that is seconds per join and hundreds of MB.
-  Here a ring is ``2**16`` buckets (top 16 bits of the point), each ONE
-  sorted ``array("Q")`` whose entries pack the low 48 bits of a point with a
-  16-bit owner index, plus a sentinel ``2**64-1`` at the end (so a lookup
+  Here a ring is ``2**14`` buckets (top 14 bits of the point), each ONE
+  sorted ``array("Q")`` whose entries pack the low 50 bits of a point with a
+  14-bit owner index, plus a sentinel ``2**64-1`` at the end (so a lookup
   never indexes past the end: landing on it means "next non-empty bucket").
-  One entry per point means one ``insort``-like step per point, and those
-  steps run as C-level ``map()`` pipelines (bisect, ``array.insert``) over
-  the joiner's points, one point per bucket per pass; the few points that
-  share a bucket (~P**2/2**17) go through a short Python loop.  A per-point
-  Python loop costs ~0.6 us, which alone would exceed the 2 ms join target
-  at 4096 points.  A join copies only the buckets it touches and shares every
-  other bucket with the old snapshot, so readers never see a half-built ring.
-  Cost of the packing: at most 65535 members per ring (owner index 0..0xFFFE;
-  more raises ``ValueError``; 65535 x 4096 points would be 2 GB anyway).
+  One entry per point means one bisect + ``array.insert`` per point, and
+  those run as C-level ``map()`` pipelines over the joiner's points, one
+  point per bucket per pass (a few passes: 4096 points in 16384 buckets put
+  ~500 in a second pass, a handful in a third).  A per-point Python loop
+  costs ~0.6 us, which alone would exceed the 2 ms join target at 4096
+  points.  A join copies only the buckets it touches and shares every other
+  bucket with the old snapshot, so readers never see a half-built ring.
+  Why 2**14 and not 2**16 buckets: each bucket array is an object the
+  cyclic GC tracks; with 65536 of them per ring the collections that a
+  join's ~4000 new arrays trigger cost more than the shorter arrays save
+  (measured side by side with bench_ring's method: 2**16 was slower on
+  join, leave and lookups).  Cost of the packing: at most ``MAX_MEMBERS``
+  = 16383 members per ring (owner index 0..16382; more raises
+  ``ValueError``; 16383 x 4096 points would be 0.5 GB anyway).
 * uhashring is a mutable object; concurrent readers could observe a
   half-updated ring.  Rings here are never mutated after construction.
 * Colliding points: uhashring lets the last writer win, which depends on
@@ -109,16 +114,16 @@ MAX_REPLICAS = 4096
 #: Go registry's DefaultReplicas; used by ``"chash"`` when the tag is absent.
 CHASH_DEFAULT_REPLICAS = 10000
 
-#: Most members one ``"consistent"`` ring holds (16-bit owner index, 0xFFFF reserved).
-MAX_MEMBERS = 0xFFFF
+#: Most members one ``"consistent"`` ring holds (14-bit owner index, the top value reserved).
+MAX_MEMBERS = (1 << 14) - 1
 
 # "consistent" layout: bucket = point >> _LOW; entry = (point & _LMASK) << _OBITS | owner.
-_CBITS = 16
+_CBITS = 14
 _CN = 1 << _CBITS
 _CMASK = _CN - 1
 _LOW = 64 - _CBITS
 _LMASK = (1 << _LOW) - 1
-_OBITS = 16
+_OBITS = 14
 _OMASK = (1 << _OBITS) - 1
 #: Owner bits of a lookup probe: above every owner index, so "entry <= probe" == "point <= h".
 _PROBE = _OMASK - 1
@@ -204,9 +209,9 @@ _DECIMALS: tuple[bytes, ...] = _decimals(16384)
 class Ring:
     """Immutable consistent-hash ring snapshot.
 
-    ``"consistent"``: ``_bk`` holds ``2**16`` packed bucket arrays (see the
+    ``"consistent"``: ``_bk`` holds ``2**14`` packed bucket arrays (see the
     module doc) and ``_flags`` marks the non-empty buckets twice over
-    (``flags[b] == flags[b + 2**16]``) so ``flags.find(1, b + 1)`` finds the
+    (``flags[b] == flags[b + 2**14]``) so ``flags.find(1, b + 1)`` finds the
     next non-empty bucket clockwise, wrap included, in one C call.
     ``"chash"``: ``2**14`` pairs of arrays (points ascending, owner index:
     16-bit until a ring has more than 65536 members, then 32-bit);
@@ -465,30 +470,45 @@ class Ring:
             self._insert_points_chash(idx, points)
             return
         bk = self._bk
-        # One point per bucket: the last one seen (dict keeps it); the rest below.
-        bs = list(map(rshift, points, repeat(_LOW)))
-        last = dict(zip(bs, points))
-        keys = list(last)
-        lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
-        copies = list(map(_copy, map(bk.__getitem__, keys)))
-        pos = list(map(bisect_left, copies, lows))
-        if pos == list(map(bisect_right, copies, map(or_, lows, repeat(_PROBE)))):
-            # No existing entry has any of these points: plain sorted insert.
-            list(map(_ainsert, copies, pos, map(or_, lows, repeat(idx))))
-        else:
-            for arr, low in zip(copies, lows):
-                self._place(arr, low, idx)
-        list(map(bk.__setitem__, keys, copies))
-        if len(keys) != len(points):
-            for p in self._rest(points, bs, last):
-                self._place(bk[p >> _LOW], (p & _LMASK) << _OBITS, idx)
+        touched: list[int] = []
+        todo = points
+        while todo:
+            # One point per bucket per pass (the dict keeps the last one seen); the
+            # points that share a bucket with it go in the next, smaller pass.
+            bs = list(map(rshift, todo, repeat(_LOW)))
+            last = dict(zip(bs, todo))
+            keys = list(last)
+            all_lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
+            step = self._chunk()
+            for at in range(0, len(keys), step):
+                ks, lows = keys[at:at + step], all_lows[at:at + step]
+                if touched:  # later pass: these buckets are already this ring's own copies
+                    arrs = list(map(bk.__getitem__, ks))
+                else:
+                    arrs = list(map(_copy, map(bk.__getitem__, ks)))
+                pos = list(map(bisect_left, arrs, lows))
+                if pos == list(map(bisect_right, arrs, map(or_, lows, repeat(_PROBE)))):
+                    # No entry has any of these points yet: plain sorted insert.
+                    list(map(_ainsert, arrs, pos, map(or_, lows, repeat(idx))))
+                else:
+                    for arr, low in zip(arrs, lows):
+                        self._place(arr, low, idx)
+                if not touched:
+                    list(map(bk.__setitem__, ks, arrs))
+            touched = touched or keys
+            todo = self._rest(todo, bs, last) if len(keys) != len(todo) else []
         flags = self._flags
         if 0 in flags:  # some bucket may have been empty until now
             flags = bytearray(flags)
-            list(map(flags.__setitem__, keys, repeat(1)))
+            list(map(flags.__setitem__, touched, repeat(1)))
             flags[_CN:] = flags[:_CN]
             self._flags = flags
         self._npoints += len(points)
+
+    def _chunk(self) -> int:
+        """Buckets per round of the map() passes: about 256 KiB of arrays, so the
+        copy, bisect and insert passes find them in cache (large rings)."""
+        return max(128, (1 << 18) // (8 + 8 * self._npoints // _CN))
 
     @staticmethod
     def _rest(points: list[int], buckets: list[int], chosen: dict[int, int]) -> list[int]:
@@ -516,25 +536,34 @@ class Ring:
         arr.insert(i, low | idx)
 
     def _remove_points(self, idx: int, points: list[int]) -> None:
-        """Drop one entry of owner ``idx`` per point."""
+        """Drop one entry of owner ``idx`` per point (same passes as the insert)."""
         bk = self._bk
-        bs = list(map(rshift, points, repeat(_LOW)))
-        last = dict(zip(bs, points))
-        keys = list(last)
-        lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
-        vals = list(map(or_, lows, repeat(idx)))
-        copies = list(map(_copy, map(bk.__getitem__, keys)))
-        pos = list(map(bisect_left, copies, lows))
-        if list(map(getitem, copies, pos)) == vals:
-            list(map(_adel, copies, pos))
-        else:  # some point is shared with another member: find our entry in its run
-            for arr, v in zip(copies, vals):
-                self._unplace(arr, v)
-        list(map(bk.__setitem__, keys, copies))
-        if len(keys) != len(points):
-            for p in self._rest(points, bs, last):
-                self._unplace(bk[p >> _LOW], ((p & _LMASK) << _OBITS) | idx)
-        emptied = list(compress(keys, map(eq, map(len, map(bk.__getitem__, keys)), repeat(1))))
+        touched: list[int] = []
+        todo = points
+        while todo:
+            bs = list(map(rshift, todo, repeat(_LOW)))
+            last = dict(zip(bs, todo))
+            keys = list(last)
+            all_lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
+            step = self._chunk()
+            for at in range(0, len(keys), step):
+                ks, lows = keys[at:at + step], all_lows[at:at + step]
+                vals = list(map(or_, lows, repeat(idx)))
+                if touched:
+                    arrs = list(map(bk.__getitem__, ks))
+                else:
+                    arrs = list(map(_copy, map(bk.__getitem__, ks)))
+                pos = list(map(bisect_left, arrs, lows))
+                if list(map(getitem, arrs, pos)) == vals:
+                    list(map(_adel, arrs, pos))
+                else:  # some point is shared with another member: find our entry in its run
+                    for arr, v in zip(arrs, vals):
+                        self._unplace(arr, v)
+                if not touched:
+                    list(map(bk.__setitem__, ks, arrs))
+            touched = touched or keys
+            todo = self._rest(todo, bs, last) if len(keys) != len(todo) else []
+        emptied = list(compress(touched, map(eq, map(len, map(bk.__getitem__, touched)), repeat(1))))
         if emptied:
             flags = bytearray(self._flags)
             list(map(flags.__setitem__, emptied, repeat(0)))

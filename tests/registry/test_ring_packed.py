@@ -47,7 +47,7 @@ def test_equals_uhashring_after_random_joins_and_leaves() -> None:
 
 
 def test_many_points_per_bucket_from_one_member() -> None:
-    # 4 x 4096 points in 65536 buckets: ~2000 buckets get two or more points of the same member.
+    # 4 x 4096 points in 16384 buckets: thousands of buckets get several points of the same member.
     nodes = {"big": RingNode(4096, 4), "small": RingNode(50)}
     ring = Ring("consistent").with_node("small", nodes["small"]).with_node("big", nodes["big"])
     assert ring.point_count == 4 * 4096 + 50
@@ -113,7 +113,8 @@ def tied_points(monkeypatch: pytest.MonkeyPatch, shared: list[int]) -> None:
 
 def test_ties_smallest_id_wins_in_any_order(monkeypatch: pytest.MonkeyPatch) -> None:
     # Several points in one bucket and points in different buckets, all shared by the t* members.
-    shared = [(7 << 48) | 5, (7 << 48) | 9, (300 << 48) | 1, (65535 << 48) | ((1 << 48) - 1)]
+    low = ring_mod._LOW
+    shared = [(7 << low) | 5, (7 << low) | 9, (300 << low) | 1, ((ring_mod._CN - 1) << low) | ring_mod._LMASK]
     tied_points(monkeypatch, shared)
     names = ["tc", "ta", "tb", "td"]
     keys = [f"k{i}" for i in range(2000)]
@@ -141,7 +142,7 @@ def test_member_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     ring = Ring("consistent").with_node("first", RingNode(2))
     full = ring._clone()
     full._ids = ["first", *(f"x{i}" for i in range(1, MAX_MEMBERS))]  # every owner index taken
-    with pytest.raises(ValueError, match="at most 65535"):
+    with pytest.raises(ValueError, match=f"at most {MAX_MEMBERS}"):
         full.with_node("one-too-many", RingNode(2))
     # The last free index still works.
     almost = ring._clone()
@@ -160,3 +161,31 @@ def test_get_n_walks_across_empty_buckets_and_wraps() -> None:
         key = f"q{i}"
         got = ring.get_n(key, 3)
         assert sorted(got) == ["a", "b", "c"] and got[0] == ring.get(key)
+
+
+def test_member_with_a_repeated_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two replicas of one member hashing to the same 64-bit point: both entries are kept and removed.
+    p = (123 << ring_mod._LOW) | 77
+    tied_points(monkeypatch, [p, p, p + 1, (5 << ring_mod._LOW) | 3])
+    base = Ring("consistent").with_node("other", RingNode(16))
+    ring = base.with_node("tx", RingNode(1))
+    assert ring.point_count == base.point_count + 4
+    assert sum(1 for q, _ in ring._entries() if q == p) == 2
+    assert canonical(ring) == canonical(Ring.build("consistent", {"other": RingNode(16), "tx": RingNode(1)}))
+    assert canonical(ring.without("tx")) == canonical(base)
+
+
+def test_small_rounds_give_the_same_ring(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large rings run the map() passes in rounds of buckets; force tiny rounds on a small ring.
+    nodes = {f"s{i}": RingNode(1024) for i in range(8)}
+    whole = Ring.build("consistent", nodes)
+    monkeypatch.setattr(Ring, "_chunk", lambda self: 7)
+    ring = Ring("consistent")
+    for name, node in nodes.items():
+        ring = ring.with_node(name, node)
+    assert canonical(ring) == canonical(whole)
+    keys = [f"k{i}" for i in range(3000)]
+    ref = oracle({k: v for k, v in nodes.items() if k != "s2"})
+    smaller = ring.without("s2")
+    assert smaller.get_many(keys) == [ref.get_node(k) for k in keys]
+    assert canonical(smaller) == canonical(whole.without("s2"))
