@@ -8,7 +8,8 @@ LAN profile; R2 joined to R1) and a service process embedding `register.Register
     service, CLOCK_MONOTONIC is system-wide) to the first Match answering the service,
     on R1 (the registry it joined) and on R2 (another one);
   * SIGKILL -> gone: from the kill to the first Match no longer answering it, on both;
-  * graceful stop -> gone: from just before `Register.stop()` to the same.
+  * graceful stop -> gone: from just before `Register.stop()` to the same (--stops services per
+    round, one after the other, after the killed one; each start is a start -> Match sample too).
 Each round starts a fresh pair of registries: members that died earlier stay in memberlist's
 table (as in Go, until reaped), raise Lifeguard's expected confirmations k, and with only one
 other registry to confirm, a second SIGKILL in the same pool takes ~12 s instead of ~6 s.
@@ -226,9 +227,9 @@ def serf_round(group: common.ProcGroup, profile: str, rnd: int, figures: dict[st
 
 
 def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool: Pool, rnd: int, mode: str,
-                figures: dict[str, list[float]]) -> None:
+                figures: dict[str, list[float]], nth: int = 0) -> None:
     """Start a service, time it into Match on both registries, then kill or stop it and time it out."""
-    sid = f"svc-{rnd}-{mode}"
+    sid = f"svc-{rnd}-{mode}{nth}"
     svc = group.add(common.Proc(sid, common.service_argv(
         sid, f"127.0.0.1:{common.free_port()}", f"127.0.0.1:{pool.g1}", GROUP, "127.0.0.1:8080", profile),
         env=env, stdin=True))
@@ -264,10 +265,13 @@ def main() -> int:
                    help="rounds, each a fresh registry pair (start/kill/stop) and a fresh serf trio (default 8; quick 4)")
     p.add_argument("--profile", default="lan")
     p.add_argument("--no-serf", action="store_true", help="skip the serf agents (SIGKILL figures get no ratio)")
+    p.add_argument("--stops", type=int, default=0,
+                   help="services started and stopped gracefully per round, after the killed one (default 3; quick 2)")
     args = p.parse_args()
     for mod in ("registry.cli", "registry.server", "register", "client"):
         common.require_import(mod, args)
     rounds = args.rounds or (4 if args.quick else 8)
+    stops = args.stops or (2 if args.quick else 3)
     common.print_header("discovery: registry processes + a Register service, Match latency", args.quick)
     with_serf = not args.no_serf and shutil.which("serf") is not None
     if not with_serf and not args.no_serf:
@@ -286,8 +290,9 @@ def main() -> int:
                     print(f"   {pool.error}")
                     common.missing("the registry server did not start (see its output above)", args)
                 try:
-                    for mode in ("kill", "stop"):
-                        one_service(group, env, args.profile, pool, rnd, mode, figures)
+                    one_service(group, env, args.profile, pool, rnd, "kill", figures)
+                    for nth in range(stops):
+                        one_service(group, env, args.profile, pool, rnd, "stop", figures, nth)
                 finally:
                     pool.close()
                 if with_serf:
@@ -325,8 +330,8 @@ def main() -> int:
                    f"time to the EventMemberFailed log line (time-stamped on arrival) of the others")
         else:
             how = (f"median of {len(vals)} value(s) (all: {', '.join(f'{v * scale:.3g}' for v in vals)}); 2 fresh registry "
-                   f"processes per round (profile {args.profile}), a killed service first, then a stopped one; Match "
-                   f"polled every 5 ms per registry by RpcClient")
+                   f"processes per round (profile {args.profile}), a killed service first, then {stops} stopped one(s), "
+                   f"one after the other; Match polled every 5 ms per registry by RpcClient")
         extra: dict[str, Any] = {"reference": REFS.get(key, "")}
         serf_vals = figures.get(serf_of.get(key, ""), [])
         if serf_vals:
@@ -336,7 +341,7 @@ def main() -> int:
         records.append(common.record(f"discovery: {label}", value * scale, unit, how, **extra))
     if figures["start_r1"]:
         med = {k: common.percentile(v, 50) for k, v in figures.items() if v}
-        print(f"   medians over {len(figures['stop_r1'])} round(s): start->Match R1 {med['start_r1'] * 1000:.0f} ms, "
+        print(f"   medians over {rounds} round(s): start->Match R1 {med['start_r1'] * 1000:.0f} ms, "
               f"R2 {med['start_r2'] * 1000:.0f} ms (start() {med['start_call'] * 1000:.0f} ms, then R2 "
               f"{med['after_r2'] * 1000:.0f} ms); stop->gone R1 {med.get('stop_r1', 0) * 1000:.0f} ms, "
               f"R2 {med.get('stop_r2', 0) * 1000:.0f} ms; kill->gone both {med.get('kill_both', 0):.2f} s"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import socket
 import time
@@ -57,6 +58,10 @@ class ServerConfig:
     rejoin_interval: float = 0.0
     #: Seconds between catalog/member-table reconciles (0 = derive from the profile).
     reconcile_interval: float = 0.0
+    #: Once started, collect and freeze (gc.freeze) what start-up allocated (modules, gRPC, the
+    #: first catalog): the collector's first full pass otherwise walks all of it on the event
+    #: loop, an ~80 ms stall seen as late membership changes.  Process-wide, hence switchable.
+    freeze_gc: bool = True
 
 
 def _fmt(host: str, port: int) -> str:
@@ -212,6 +217,9 @@ class RegistryServer:
                     f"cannot listen for metrics on {_fmt(*c.metrics_addr)}: {exc.strerror or exc}"
                 ) from None
 
+        if c.freeze_gc:
+            gc.collect()
+            gc.freeze()
         self.started_at = time.monotonic()
         if c.registries:
             await self._try_join()

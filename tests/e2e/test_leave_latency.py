@@ -66,3 +66,20 @@ def test_stopped_service_leaves_match_on_its_leave_intent(pair: tuple[Registry, 
         if stopper.ident is None:
             reg.stop()
         stopper.join(30)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_server_freezes_its_startup_heap_when_asked(freeze: bool) -> None:
+    import gc
+
+    from registry.server import RegistryServer, ServerConfig
+
+    before = gc.get_freeze_count()
+    server = RegistryServer(ServerConfig(id="gc-r", bind=("127.0.0.1", 0), addr=("127.0.0.1", 0), freeze_gc=freeze))
+    try:
+        await server.start()
+        frozen = gc.get_freeze_count()
+    finally:
+        await server.close()
+        gc.unfreeze()  # this is a test process, not a server: let the collector see it all again
+    assert (frozen > before) is freeze
