@@ -83,7 +83,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
-from operator import add, and_, eq, getitem, lshift, or_, rshift
+from operator import and_, eq, getitem, lshift, or_, rshift
 from types import MappingProxyType
 from typing import Literal
 
