@@ -16,8 +16,8 @@ other registry to confirm, a second SIGKILL in the same pool takes ~12 s instead
 Reference (the project owners, Go registry): start -> Match 28 ms on the joined registry,
 194 ms on another; SIGKILL -> gone 5.9 s.
 
-Side by side, in the same rounds (one after the registry pool of each round, so both see the
-same machine load): 3 Debian `serf agent`s on 127.0.0.1 (`-profile lan`, the second and third
+Side by side, in the same rounds (beside the registry pool of each round, on a thread, so both
+see the same machine load): 3 Debian `serf agent`s on 127.0.0.1 (`-profile lan`, the second and third
 joined to the first), the third SIGKILLed 1 s after all list all; the time until each other
 agent logs `EventMemberFailed` for it.  The registry's SIGKILL figures carry their ratio to
 serf's (the same 3-member pool shape: R1, R2 and the service).  Failure detection time is
@@ -226,6 +226,27 @@ def serf_round(group: common.ProcGroup, profile: str, rnd: int, figures: dict[st
     print(f"   round {rnd} serf: kill->failed a {each[0]:.2f} s, b {each[1]:.2f} s", flush=True)
 
 
+class BackgroundSerf:
+    """`serf_round` on a thread; `finish()` waits for it and re-raises what it raised."""
+
+    def __init__(self, group: common.ProcGroup, profile: str, rnd: int, figures: dict[str, list[float]]) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                serf_round(group, profile, rnd, figures)
+            except BaseException as e:  # noqa: BLE001 - handed to finish()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name=f"serf-round-{rnd}", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.thread.join(180)
+        if self.error is not None:
+            raise RuntimeError(f"serf round: {self.error}") from self.error
+
+
 def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool: Pool, rnd: int, mode: str,
                 figures: dict[str, list[float]], nth: int = 0) -> None:
     """Start a service, time it into Match on both registries, then kill or stop it and time it out."""
@@ -262,7 +283,7 @@ def one_service(group: common.ProcGroup, env: dict[str, str], profile: str, pool
 def main() -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--rounds", type=int, default=0,
-                   help="rounds, each a fresh registry pair (start/kill/stop) and a fresh serf trio (default 8; quick 4)")
+                   help="rounds, each a fresh registry pair (start/kill/stop) and a fresh serf trio (default 10; quick 6)")
     p.add_argument("--profile", default="lan")
     p.add_argument("--no-serf", action="store_true", help="skip the serf agents (SIGKILL figures get no ratio)")
     p.add_argument("--stops", type=int, default=0,
@@ -270,7 +291,7 @@ def main() -> int:
     args = p.parse_args()
     for mod in ("registry.cli", "registry.server", "register", "client"):
         common.require_import(mod, args)
-    rounds = args.rounds or (4 if args.quick else 8)
+    rounds = args.rounds or (6 if args.quick else 10)
     stops = args.stops or (2 if args.quick else 3)
     common.print_header("discovery: registry processes + a Register service, Match latency", args.quick)
     with_serf = not args.no_serf and shutil.which("serf") is not None
@@ -283,20 +304,22 @@ def main() -> int:
     with common.ProcGroup() as group:
         try:
             for rnd in range(rounds):
+                # the serf trio of this round runs beside the registry pool (same load, no extra time)
+                serf = BackgroundSerf(group, args.profile, rnd, figures) if with_serf else None
                 # a fresh pool each round: dead members still in the registries' tables raise the
                 # Lifeguard confirmation count k, which stretches the next failure's suspicion
                 pool = Pool(group, env, args.profile, rnd)
-                if pool.error:
-                    print(f"   {pool.error}")
-                    common.missing("the registry server did not start (see its output above)", args)
                 try:
+                    if pool.error:
+                        print(f"   {pool.error}")
+                        common.missing("the registry server did not start (see its output above)", args)
                     one_service(group, env, args.profile, pool, rnd, "kill", figures)
                     for nth in range(stops):
                         one_service(group, env, args.profile, pool, rnd, "stop", figures, nth)
                 finally:
                     pool.close()
-                if with_serf:
-                    serf_round(group, args.profile, rnd, figures)
+                    if serf is not None:
+                        serf.finish()
         except (TimeoutError, RuntimeError) as e:
             print(f"   FAILED: {e}")
             for pr in group.procs:
