@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -41,11 +42,17 @@ def test_examples_end_to_end(tmp_path: Path) -> None:
 
 
 def test_example_service_without_registry_fails(tmp_path: Path) -> None:
-    from .helpers import free_port
-
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "webservice.py"), "-id", "x", "-bind", "127.0.0.1:0",
-         "-registries", f"127.0.0.1:{free_port()}", "-addr", "127.0.0.1:0", "-profile", "fast"],
-        capture_output=True, text=True, env=env(), timeout=120,
-    )
+    # Hold the "registry" port (TCP bound but not listening: connections are refused; UDP
+    # bound and silent) so the service's own `-bind :0` cannot be handed the same port and
+    # join itself, which a merely "free" port allowed once.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp.bind(("127.0.0.1", port))
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "webservice.py"), "-id", "x", "-bind", "127.0.0.1:0",
+             "-registries", f"127.0.0.1:{port}", "-addr", "127.0.0.1:0", "-profile", "fast"],
+            capture_output=True, text=True, env=env(), timeout=120,
+        )
     assert out.returncode == 1 and "no registry answered" in out.stderr, out
