@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, Ring, RingNode
+from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, Ring, RingNode
 
 __all__ = [
     "Service",
@@ -207,6 +207,9 @@ class Catalog:
         old = state.services.get(name)
         if old == service:
             return None
+        if old is None and self._full(state.services):
+            self.stats["group_full"] += 1
+            return None
         group_replicas = state.replicas
         if self.algorithm == "chash":
             if group_replicas is None:
@@ -269,11 +272,21 @@ class Catalog:
                 if not group:
                     self.stats["ignored_no_group"] += 1
                     continue
-                batch(group).upsert(self._service(group, name, tags), self.algorithm == "chash")
+                b = batch(group)
+                if name not in b.services and self._full(b.services):
+                    self.stats["group_full"] += 1
+                    continue
+                b.upsert(self._service(group, name, tags), self.algorithm == "chash")
                 where[name] = group
             changes = [change for g, b in work.items() if (change := self._commit(g, b)) is not None]
             self._where = where
             self._notify(changes)
+
+    def _full(self, services: Mapping[str, Service]) -> bool:
+        """A "consistent" ring packs owner indexes in 14 bits: a member beyond
+        ``MAX_MEMBERS`` is refused (counted as ``group_full``), not raised into
+        the gossip event path where it would lose the rest of the batch."""
+        return self.algorithm == "consistent" and len(services) >= MAX_MEMBERS
 
     def _node(self, group_replicas: int | None, service: Service) -> RingNode:
         if self.algorithm == "chash" and group_replicas is not None:
