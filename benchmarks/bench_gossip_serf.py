@@ -17,6 +17,7 @@ so nothing extra is sent to the nodes.  Every Python figure is printed with its 
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import signal
@@ -218,8 +219,12 @@ def start_cluster(c: Cluster, impl: str, n: int) -> Node:
 
 
 def kill_one(c: Cluster, impl: str) -> tuple[float, float]:
-    """SIGKILL a non-seed member; (max, median) over the others of the time to declare it failed."""
-    time.sleep(1.0)
+    """SIGKILL a non-seed member; (max, median) over the others of the time to declare it failed.
+
+    The kill comes after a uniformly random extra delay: Debian's serf (Go 1.19) never seeds
+    math/rand, so its agents share one probe-ticker phase and a kill at a fixed delay after start
+    measured one phase (times quantised to whole probe intervals) instead of sampling it."""
+    time.sleep(1.0 + random.random())
     victim = c.nodes[f"{impl}-1"]
     assert victim.proc is not None
     c.killed.add(victim.name)
