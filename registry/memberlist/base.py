@@ -73,6 +73,7 @@ class CoreBase:
     _leaving: bool
     _leave_sent: bool
     _shutdown: bool
+    _death_news: bool
     _n_members: int  # nodes in state ALIVE or SUSPECT, kept by the state rules (num_members is O(1))
     _alive_hook: bool  # the delegate overrides notify_alive (else no Node is built per alive message)
 

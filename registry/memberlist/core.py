@@ -85,6 +85,7 @@ class Memberlist(Prober, PushPuller):
         self._leaving = False
         self._leave_sent = False
         self._shutdown = False
+        self._death_news = False  # a peer was just declared dead/left here: gossip it now
 
         meta = delegate.node_meta(META_MAX_SIZE) if delegate is not None else b""
         if len(meta) > META_MAX_SIZE:
@@ -198,6 +199,20 @@ class Memberlist(Prober, PushPuller):
             return
         self.now = now
         self._timers.run_due(now)
+        self._flush_death_news()
+
+    def _flush_death_news(self) -> None:
+        """Hand a fresh death to `gossip_nodes` peers now instead of at the next gossip tick.
+
+        A failure is only useful news once every member knows it: each hop waiting for a
+        gossip tick adds up to a gossip interval per hop, which in a pool of 30 is about as
+        long as the spread itself.  The immediate round counts toward the retransmit limit
+        (nothing is sent more often than Go sends it, only sooner) and runs once per input
+        that brought deaths, however many it brought."""
+        if self._death_news:
+            self._death_news = False
+            if self.gossip_now(self.now):
+                self.stats["gossip.death_now"] += 1
 
     def receive_packet(self, data: bytes, source: Address, now: float) -> None:
         if self._shutdown:
@@ -218,6 +233,7 @@ class Memberlist(Prober, PushPuller):
                 self._handle_packet_msg(msg, source)
             except Exception:  # noqa: BLE001
                 self.stats["drop.handler_error"] += 1
+        self._flush_death_news()
 
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         if self._shutdown:
@@ -236,6 +252,8 @@ class Memberlist(Prober, PushPuller):
         except Exception:  # noqa: BLE001
             self.stats["drop.handler_error"] += 1
             return None
+        finally:
+            self._flush_death_news()
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
         if self._shutdown:
@@ -274,6 +292,8 @@ class Memberlist(Prober, PushPuller):
         except Exception:  # noqa: BLE001
             self.stats["drop.handler_error"] += 1
             return False
+        finally:
+            self._flush_death_news()
 
     # ------------------------------------------------------------------ helpers
 

@@ -167,6 +167,8 @@ class StateRules(CoreBase):
         self._n_members -= 1  # it was alive or suspect (dead/left returned above)
         state.state = NodeState.LEFT if d.node == d.sender else NodeState.DEAD
         state.state_change = self.now
+        if d.node != self.name:
+            self._death_news = True
         if self.delegate is not None:
             self.delegate.notify_leave(dataclasses.replace(state))
 

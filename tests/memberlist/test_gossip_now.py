@@ -68,3 +68,17 @@ def test_gossip_now_after_shutdown_sends_nothing() -> None:
     m.update_meta(c.net.now, b"x")
     m.shutdown()
     assert m.gossip_now(c.net.now) == 0 and m.drain() == []
+
+
+def test_a_death_crosses_the_pool_in_network_hops() -> None:
+    c = make_cluster(8, SLOW_GOSSIP, seed=11)
+    names = {f"n{i}" for i in range(8)}
+    assert c.net.run_until_true(lambda: c.alive_views(names), timeout=300)
+    c.net.run_for(30.0)  # let every queue drain
+    c.net.stop(c.addrs[7])
+    live = range(7)
+    assert c.net.run_until_true(lambda: any(_state(c, i, "n7") == NodeState.DEAD for i in live), 300, 0.001)
+    first = [i for i in live if _state(c, i, "n7") == NodeState.DEAD]
+    c.net.run_for(0.05)  # a few 1 ms hops; the next gossip tick is up to 5 s away
+    assert [_state(c, i, "n7") for i in live] == [NodeState.DEAD] * 7, first
+    assert all(c.nodes[i].stats["gossip.death_now"] >= 1 for i in first)
