@@ -84,10 +84,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from operator import and_, eq, getitem, lshift, or_, rshift
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Literal
 
 import xxhash
+
+_ringaccel: ModuleType | None
+try:  # optional C merge (setup.py builds it where a compiler exists); same answers either way
+    from registry import _ringaccel
+except ImportError:
+    _ringaccel = None
 
 __all__ = [
     "Algorithm",
@@ -130,6 +136,8 @@ _PROBE = _OMASK - 1
 #: Last entry of every bucket; above every probe.
 _SENT = (1 << 64) - 1
 _xxh = xxhash.xxh3_64_intdigest
+if _ringaccel is not None and (_ringaccel.BUCKET_BITS, _ringaccel.OWNER_BITS) != (_CBITS, _OBITS):
+    _ringaccel = None  # built for another layout: stale build, fall back
 _copy = array.__copy__
 _ainsert = array.insert
 _adel = array.__delitem__
@@ -469,6 +477,12 @@ class Ring:
             points = sorted(points)
             self._insert_points_chash(idx, points)
             return
+        if _ringaccel is not None:
+            flags = bytearray(self._flags)
+            _ringaccel.insert(self._bk, flags, points, idx, self._ids)
+            self._flags = flags
+            self._npoints += len(points)
+            return
         bk = self._bk
         touched: list[int] = []
         todo = points
@@ -537,6 +551,12 @@ class Ring:
 
     def _remove_points(self, idx: int, points: list[int]) -> None:
         """Drop one entry of owner ``idx`` per point (same passes as the insert)."""
+        if _ringaccel is not None:
+            flags = bytearray(self._flags)
+            _ringaccel.remove(self._bk, flags, points, idx)
+            self._flags = flags
+            self._npoints -= len(points)
+            return
         bk = self._bk
         touched: list[int] = []
         todo = points
