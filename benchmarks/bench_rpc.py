@@ -18,6 +18,11 @@ main-thread share (asyncio loop + handlers; the rest is gRPC's poller and event-
 "handler alone" lines time the v1 handlers in-process without gRPC: against the server CPU
 per call they show how little of a call is registry code. "aio-cache" lines are the caching
 client (ring fed by one Watch stream): what to use when one connection's gRPC calls are not enough.
+"h2load" lines: the same two servers (registry and bare grpc.aio) loaded by h2load (nghttp2's C load
+generator, when it is on PATH) over ONE HTTP/2 connection with c streams in flight: its CPU per call is a
+few us, so these figures are the server's own capacity, which the Python-client lines understate (their
+client spends about as much CPU per call as the server). Every h2load call sends the same gRPC-framed
+request bytes; every answer is checked (see `h2load_run`).
 Targets (brief): Match c=64 >= 5000 req/s, c=1 p50 <= 400 us, MatchBatch >= 100k keys/s.
 """
 
@@ -26,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -63,22 +71,54 @@ def serve(port: int) -> None:
     asyncio.run(main())
 
 
+def h2load_requests() -> dict[str, bytes]:
+    """The request message (unframed) each h2load run sends, every call the same bytes."""
+    from registry.v1 import registry_pb2 as pb
+
+    return {"Match": pb.MatchRequest(group=GROUP, key="user-42").SerializeToString(),
+            "Members": pb.MembersRequest(group=GROUP).SerializeToString(),
+            "MatchBatch": pb.MatchBatchRequest(group=GROUP, keys=[f"user-42-{j}" for j in range(100)])
+            .SerializeToString()}
+
+
+class _Details:  # the two attributes a generic handler looks at
+    def __init__(self, method: str) -> None:
+        self.method, self.invocation_metadata = method, ()
+
+
+def _run_handler(handlers: Any, method: str, raw: bytes) -> bytes:
+    """Call a v1 handler in-process on request bytes (no gRPC) and return its answer bytes."""
+    h = handlers.service(_Details(f"/registry.v1.Registry/{method}"))
+    assert h is not None and h.unary_unary is not None
+    coro = h.unary_unary((h.request_deserializer or (lambda b: b))(raw), None)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return bytes(done.value)
+    raise RuntimeError(f"{method} handler did not finish at once")
+
+
 def serve_bare(port: int) -> None:
-    """Reference: the cheapest grpc.aio server answering Match (fixed bytes, request unread)."""
+    """Reference: the cheapest grpc.aio server answering Match, Members and MatchBatch (fixed bytes,
+    request unread): the registry's own answer bytes to the h2load requests, computed once at start."""
     import grpc
 
-    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore
+    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore, _v1_handlers
 
     async def main() -> None:
         core = RegistryCore(_catalog())
-        answer = core.encoded(core.match(GROUP, "some-key", 1)[0]).v1  # a real-sized response
+        handlers = _v1_handlers(core)
+        answers = {m: _run_handler(handlers, m, raw) for m, raw in h2load_requests().items()}
 
-        async def match(request: bytes, context: Any) -> bytes:
-            return answer
+        def fixed(answer: bytes) -> Any:
+            async def handler(request: bytes, context: Any) -> bytes:
+                return answer
+
+            return grpc.unary_unary_rpc_method_handler(handler)
 
         server = grpc.aio.server(options=list(_SERVER_OPTIONS))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            V1_SERVICE, {"Match": grpc.unary_unary_rpc_method_handler(match)}),))
+            V1_SERVICE, {m: fixed(a) for m, a in answers.items()}),))
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         print(f"READY {bound}", flush=True)
@@ -195,10 +235,6 @@ def handler_costs() -> dict[str, float]:
     from registry.rpc import RegistryCore, _v1_handlers
     from registry.v1 import registry_pb2 as pb
 
-    class Details:  # the two attributes a generic handler looks at
-        def __init__(self, method: str) -> None:
-            self.method, self.invocation_metadata = method, ()
-
     async def main() -> dict[str, float]:
         core = RegistryCore(_catalog())
         handlers = _v1_handlers(core)
@@ -209,7 +245,7 @@ def handler_costs() -> dict[str, float]:
         }
         out: dict[str, float] = {}
         for method, raw in reqs.items():
-            h = handlers.service(Details(f"/registry.v1.Registry/{method}"))
+            h = handlers.service(_Details(f"/registry.v1.Registry/{method}"))
             assert h is not None and h.unary_unary is not None
             des, fn, n = h.request_deserializer or (lambda b: b), h.unary_unary, 20 * len(raw)
             best = float("inf")
@@ -252,6 +288,185 @@ def load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: f
     lat = out["lat"]
     print(json.dumps({"calls": out["calls"], "cpu": cpu, "seconds": seconds, "keys_per_call": out["keys_per_call"],
                       "p50": common.percentile(lat, 50), "p99": common.percentile(lat, 99)}), flush=True)
+
+
+V1_PATH = "/registry.v1.Registry"
+H2LOAD_PLAN = [("Match", 1), ("Match", 8), ("Match", 64), ("Members", 64), ("MatchBatch", 1), ("MatchBatch", 8)]
+_H2LOAD_DESC = {"Match": "MatchRequest(group='bench', key='user-42')", "Members": "MembersRequest(group='bench')",
+                "MatchBatch": "MatchBatchRequest(group='bench', keys=user-42-0..user-42-99)"}
+_H2LOAD_SERVICES = {"Match": 1, "Members": 10, "MatchBatch": 100}  # Services a valid answer holds
+_H2LOAD_SAME = {  # what sending the same request bytes every call leaves out
+    "Match": "the same key every call only skips the variation of the key's hash: the whole Match handler "
+             "(parse, ring lookup, answer) is ~2.5 us of a call, see 'Match handler alone CPU per call'",
+    "Members": "Members has no key: every call does the same work anyway",
+    "MatchBatch": "the same 100 keys every call only skip the variation of the keys' hashes, see 'MatchBatch "
+                  "handler alone CPU per call'"}
+
+
+def probe(addrs: list[str]) -> None:
+    """Child process (--probe): send each h2load request once through a real gRPC channel (bytes in,
+    bytes out) to each address; prints {addr: {method: answer hex, or "ERROR <code> <details>"}}."""
+    import grpc
+
+    out: dict[str, dict[str, str]] = {}
+    for addr in addrs:
+        got: dict[str, str] = {}
+        with grpc.insecure_channel(addr) as ch:
+            for method, raw in h2load_requests().items():
+                call = ch.unary_unary(f"{V1_PATH}/{method}")  # no (de)serializers: raw bytes
+                try:
+                    got[method] = bytes(call(raw, timeout=10)).hex()
+                except grpc.RpcError as e:
+                    got[method] = f"ERROR {e.code()} {e.details()}"
+        out[addr] = got
+    print(json.dumps(out), flush=True)
+
+
+def _decode(method: str, body: bytes) -> Any:
+    from registry.v1 import registry_pb2 as pb
+
+    cls: Any = {"Match": pb.MatchResponse, "Members": pb.MembersResponse, "MatchBatch": pb.MatchBatchResponse}[method]
+    return cls.FromString(body)
+
+
+def _check_answer(what: str, method: str, answer: str) -> bytes:
+    """The probe's answer must be a real one: decodes to the expected number of this group's Services."""
+    if answer.startswith("ERROR"):
+        raise RuntimeError(f"{what} {method}: the gRPC probe failed: {answer}")
+    body = bytes.fromhex(answer)
+    services = _decode(method, body).services
+    if len(services) != _H2LOAD_SERVICES[method] or any(
+            s.group != GROUP or not s.id.startswith("svc-") or not s.addr for s in services):
+        raise RuntimeError(f"{what} {method}: the probe's answer is not {_H2LOAD_SERVICES[method]} Service(s) "
+                           f"of group {GROUP!r}: {services!r:.300}")
+    return body
+
+
+def h2load_run(h2load: str, port: int, method: str, body_file: Path, conc: int, seconds: float, warmup: float,
+               expect_len: int, log: Path, server_pid: int) -> dict[str, Any]:
+    """One h2load run: ONE connection (-c 1), `conc` streams in flight (-m), one thread, for warmup+seconds
+    (-D). h2load sees HTTP statuses only, and a gRPC error is an HTTP 200 with grpc-status in the trailers
+    and an empty body, so success is checked by bytes: the response DATA h2load counted must be exactly
+    calls x `expect_len` (the framed length of the valid answer the probe got). The log file (one row per
+    call: start us since epoch, HTTP status, us to the end of the response) gives the window and latencies."""
+    log.unlink(missing_ok=True)  # h2load appends to an existing log file
+    argv = [h2load, "-D", f"{round((seconds + warmup) * 1000)}ms", "-c", "1", "-m", str(conc), "-t", "1",
+            "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body_file),
+            f"--log-file={log}", f"http://127.0.0.1:{port}{V1_PATH}/{method}"]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, loop0 = common.cpu_seconds(server_pid), _loop_thread_cpu(server_pid)
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 60)
+    wall = time.perf_counter() - t0
+    server_cpu = common.cpu_seconds(server_pid) - cpu0
+    loop_cpu = _loop_thread_cpu(server_pid) - loop0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gen_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", res.stdout)
+    traffic = re.search(r"traffic: .*\((\d+)\) data", res.stdout)
+    if res.returncode != 0 or counts is None or traffic is None:
+        raise RuntimeError(f"h2load failed ({res.returncode}): {res.stdout[-1500:]} {res.stderr[-1500:]}")
+    done, succeeded, data = int(counts.group(3)), int(counts.group(4)), int(traffic.group(1))
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    bad = sum(1 for r in rows if r[1] != "200")
+    if not done or succeeded != done or len(rows) != done or bad:
+        raise RuntimeError(f"h2load {method} c={conc}: {done} done, {succeeded} succeeded, {len(rows)} log rows, "
+                           f"{bad} not HTTP 200")
+    if data != done * expect_len:
+        raise RuntimeError(f"h2load {method} c={conc}: {data} response data bytes for {done} calls, expected "
+                           f"{done} x {expect_len}: some answers were not the valid one (gRPC error?)")
+    start = [int(r[0]) for r in rows]
+    dur = [int(r[2]) for r in rows]
+    cut = min(start) + warmup * 1e6  # the first `warmup` s (from the first call) are the warm-up
+    last = max(s + d for s, d in zip(start, dur))
+    finished = sum(1 for s, d in zip(start, dur) if s + d > cut)
+    lat = [float(d) for s, d in zip(start, dur) if s >= cut]
+    return {"rate": finished / ((last - cut) / 1e6), "p50": common.percentile(lat, 50),
+            "p99": common.percentile(lat, 99), "calls": done, "window_calls": len(lat),
+            "server_cpu": server_cpu / done, "loop_cpu": loop_cpu / done, "gen_cpu": gen_cpu / done,
+            "gen_share": gen_cpu / wall, "server_share": server_cpu / wall}
+
+
+def h2load_section(h2load: str, ports: dict[str, int], pids: dict[str, int], seconds: float,
+                   warmup: float) -> list[common.Record]:
+    """Registry and bare servers under h2load, each configuration registry then bare (interleaved)."""
+    version = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout.strip() or "h2load"
+    addrs = {t: f"127.0.0.1:{port}" for t, port in ports.items()}
+    res = subprocess.run([sys.executable, __file__, "--probe", *addrs.values()], capture_output=True, text=True,
+                         timeout=120)
+    if res.returncode != 0:
+        raise RuntimeError(f"gRPC probe failed: {res.stderr[-2000:]}")
+    answers = json.loads(res.stdout.strip().splitlines()[-1])
+    bodies = {t: {m: _check_answer(t, m, answers[addrs[t]][m]) for m in _H2LOAD_SERVICES} for t in addrs}
+    for m in _H2LOAD_SERVICES:  # equal messages (a map's byte order may differ between processes)
+        if _decode(m, bodies["bare"][m]) != _decode(m, bodies["registry"][m]):
+            print(f"  note: the bare server's {m} answer is not the registry's ({len(bodies['bare'][m])} vs "
+                  f"{len(bodies['registry'][m])} bytes)", flush=True)
+    records: list[common.Record] = []
+    with tempfile.TemporaryDirectory(prefix="bench_rpc_h2load_") as tmp:
+        files = {}
+        for m, raw in h2load_requests().items():
+            files[m] = Path(tmp) / f"{m}.bin"
+            files[m].write_bytes(b"\x00" + len(raw).to_bytes(4, "big") + raw)  # gRPC frame: uncompressed
+        log = Path(tmp) / "log.tsv"
+        for method, conc in H2LOAD_PLAN:
+            got: dict[str, dict[str, Any]] = {}
+            for target in ("registry", "bare"):
+                expect_len = 5 + len(bodies[target][method])
+                r = got[target] = h2load_run(h2load, ports[target], method, files[method], conc, seconds, warmup,
+                                             expect_len, log, pids[target])
+                name = f"{method} h2load{' bare' if target == 'bare' else ''} c={conc}"
+                how = (f"{version} -c 1 -m {conc} -t 1 -D {seconds + warmup:g}s: ONE HTTP/2 connection with c={conc} "
+                       "stream(s) in flight, one h2load thread, h2load and the server in separate processes; every "
+                       f"call POSTs the same gRPC-framed {_H2LOAD_DESC[method]} ({files[method].stat().st_size} "
+                       f"bytes; {_H2LOAD_SAME[method]}); throughput = calls finished after "
+                       f"the first {warmup:g}s / time to the last answer, p50/p99 over the calls started after the "
+                       f"first {warmup:g}s, both from h2load's --log-file; every answer checked: HTTP 200 and "
+                       f"h2load's response data bytes == calls x {expect_len} (5-byte frame + the answer a real gRPC "
+                       f"call of the same bytes got, {_H2LOAD_SERVICES[method]} Service(s); a gRPC error answer has "
+                       "an empty body); 10 services x 160 replicas")
+                if target == "bare":
+                    how = ("REFERENCE: bare grpc.aio server (same options; fixed answer = the registry's answer "
+                           "bytes to this request, request unread); " + how)
+                ref_rate = ref50 = ""
+                if target == "registry":
+                    ref_rate = TARGETS["MatchBatch"] if method == "MatchBatch" else (
+                        TARGETS["Match c=64"] if (method, conc) == ("Match", 64) else "")
+                    ref50 = TARGETS["Match c=1 p50"] if (method, conc) == ("Match", 1) else ""
+                if method == "MatchBatch":
+                    records.append(common.record(f"{name} keys/s (batch 100)", r["rate"] * 100, "keys/s", how,
+                                                 reference=ref_rate))
+                else:
+                    records.append(common.record(f"{name} throughput", r["rate"], "req/s", how, reference=ref_rate))
+                records.append(common.record(f"{name} p50", r["p50"], "us", how, reference=ref50))
+                records.append(common.record(f"{name} p99", r["p99"], "us", how))
+                records.append(common.record(
+                    f"{name} server CPU per call", r["server_cpu"] * 1e6, "us",
+                    how + "; server utime+stime (/proc) over the whole h2load run, warm-up included / every call "
+                    f"h2load finished ({r['server_share']:.2f} of a core)"))
+                records.append(common.record(
+                    f"{name} server loop thread CPU per call", r["loop_cpu"] * 1e6, "us",
+                    how + "; the server's main thread only (asyncio loop + handlers), same span"))
+                records.append(common.record(
+                    f"{name} h2load CPU per call", r["gen_cpu"] * 1e6, "us",
+                    how + "; h2load's own utime+stime (getrusage RUSAGE_CHILDREN around the run) / every call "
+                    f"it finished: {r['gen_share']:.2f} of a core, i.e. the generator is not the bottleneck",
+                    core_share=round(r["gen_share"], 3)))
+                keys = f" ({r['rate'] * 100:,.0f} keys/s)" if method == "MatchBatch" else ""
+                print(f"  {name}: {r['rate']:,.0f} calls/s{keys}"
+                      f" p50={r['p50']:.0f}us p99={r['p99']:.0f}us server-cpu/call={r['server_cpu'] * 1e6:.0f}us "
+                      f"(loop thread {r['loop_cpu'] * 1e6:.0f}us, {r['server_share']:.2f} core) "
+                      f"h2load-cpu/call={r['gen_cpu'] * 1e6:.1f}us ({r['gen_share']:.2f} core) "
+                      f"load1m={os.getloadavg()[0]:.1f}", flush=True)
+            ours, theirs = got["registry"], got["bare"]
+            how_ratio = (f"registry / bare grpc.aio reference, both under h2load -c 1 -m {conc}, "
+                         "measured one right after the other")
+            records.append(common.record(f"{method} h2load c={conc} throughput registry/bare",
+                                         ours["rate"] / theirs["rate"], "x", how_ratio))
+            records.append(common.record(f"{method} h2load c={conc} server CPU per call registry/bare",
+                                         ours["server_cpu"] / theirs["server_cpu"], "x", how_ratio))
+    return records
 
 
 def run_load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -343,6 +558,14 @@ def main() -> None:
                                              how_ratio))
                 records.append(common.record(f"Match c={conc} server CPU per call registry/bare", ours[2] / theirs[2],
                                              "x", how_ratio))
+        h2load = shutil.which("h2load")
+        if h2load:
+            # h2load's window is shorter in --quick: even 1.5 s holds thousands of calls at c=1.
+            records += h2load_section(h2load, {"registry": port, "bare": bare_port},
+                                      {"registry": srv.pid, "bare": bare.pid}, 1.5 if args.quick else seconds, warmup)
+        else:
+            print("  h2load figures skipped: h2load is not on PATH (Debian: apt-get install nghttp2-client); the "
+                  "figures above are from Python clients, whose own CPU per call is about the server's", flush=True)
     costs = handler_costs()
     for method, cost in costs.items():
         what = "one MatchRequest" if method == "Match" else "one 100-key MatchBatchRequest"
@@ -361,6 +584,8 @@ if __name__ == "__main__":
         serve_bare(int(sys.argv[2]))
     elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare-sync":
         serve_bare_sync(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--probe":
+        probe(sys.argv[2:])
     elif len(sys.argv) > 2 and sys.argv[1] == "--load":
         a = sys.argv[2:]
         load(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5]))
