@@ -12,6 +12,10 @@ How each figure is measured (printed again with the results):
   different names, median reported; delete = ``without`` of one member of a
   k-member ring, median over as many members.  Includes hashing the
   member's points.  "bulk build" = ``Ring.build`` of the whole group at once.
+  Joins and leaves of "consistent" rings run through the C accelerator
+  (registry._ringaccel) when it is built; the header says which path was
+  measured, and a "pure Python" row times the same inserts and deletes on
+  the same rings with the accelerator switched off (what the C part buys).
 * balance: ``Ring.shares()`` sums every arc of the ring exactly (integer
   arithmetic over all points; no key sampling); reported as max/mean and
   min/mean of the per-service share.
@@ -40,6 +44,7 @@ import common  # noqa: E402
 
 common.setup_path()
 
+import registry.ring as ring_mod  # noqa: E402
 from registry.ring import (  # noqa: E402
     CHASH_DEFAULT_REPLICAS,
     DEFAULT_REPLICAS,
@@ -88,13 +93,33 @@ class Result:
     many: dict[int, float]
     memory: dict[int, int]
     points: dict[int, int]
+    pure_insert: dict[int, float]
+    pure_delete: dict[int, float]
     build_s: float
     members: int
     bulk_s: float
 
 
+def path_name() -> str:
+    return "C accelerator (registry._ringaccel)" if ring_mod._ringaccel is not None else "pure Python"
+
+
+def pure_python_ms(fn: Callable[[], object]) -> float:
+    """``ms(fn)`` with the C accelerator switched off (ring.py reads the module global per call)."""
+    saved = ring_mod._ringaccel
+    ring_mod._ringaccel = None
+    try:
+        return ms(fn)
+    finally:
+        ring_mod._ringaccel = saved
+
+
 def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list[str]) -> Result:
     node = RingNode(replicas)
+    # The pure-Python row only means something where the accelerator applies.
+    compare = algorithm == "consistent" and ring_mod._ringaccel is not None
+    pure_insert: dict[int, float] = {}
+    pure_delete: dict[int, float] = {}
     snapshots: dict[int, Ring] = {}
     ring = Ring(algorithm)
     steps = [k for k in (1, 10, 100, 1000) if k <= max(sizes)]
@@ -113,6 +138,11 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
                 insert[k] = statistics.median(
                     ms(lambda j=j: base.with_node(f"fresh-{j}", node)) for j in range(repeat)  # type: ignore[misc]
                 )
+                if compare:
+                    pure_insert[k] = statistics.median(
+                        pure_python_ms(lambda j=j: base.with_node(f"fresh-{j}", node))  # type: ignore[misc]
+                        for j in range(repeat)
+                    )
         if count >= top:
             break
         ring = ring.with_node(f"service-{count}", node)
@@ -124,6 +154,10 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
             full = snapshots[k]
             names = [f"service-{i}" for i in range(k)][:repeat]
             delete[k] = statistics.median(ms(lambda n=n: full.without(n)) for n in names)  # type: ignore[misc]
+            if compare:
+                pure_delete[k] = statistics.median(
+                    pure_python_ms(lambda n=n: full.without(n)) for n in names  # type: ignore[misc]
+                )
 
     balance: dict[int, tuple[float, float]] = {}
     join: dict[int, tuple[float, float, float]] = {}
@@ -155,7 +189,8 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
         many[n] = len(keys) / (best / 1000)
     memory = {n: ring_bytes(snapshots[n]) for n in sizes}
     points = {n: snapshots[n].point_count for n in sizes}
-    return Result(insert, delete, balance, join, leave, lookups, many, memory, points, build_s, top, bulk_s)
+    return Result(insert, delete, balance, join, leave, lookups, many, memory, points, pure_insert, pure_delete,
+                  build_s, top, bulk_s)
 
 
 def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
@@ -180,6 +215,7 @@ HOW_BALANCE = "Ring.shares(): exact arc sums over every point (no key sampling),
 HOW_MOVED = ("keys moved when member n+1 joins (leaves), as a multiple of the ideal 1/(n+1): exact, from the "
              "joiner's (leaver's) exact arc share; sampled over {keys} keys in the table")
 HOW_LOOKUP = "{what} over {keys} distinct precomputed keys, best of 3, thread CPU time"
+HOW_PURE = "; C accelerator switched off, same rings and names, measured beside the accelerated figure"
 
 
 def records(algorithm: str, label: str, res: Result, sizes: list[int], repeat: int, nkeys: int) -> list[common.Record]:
@@ -190,11 +226,18 @@ def records(algorithm: str, label: str, res: Result, sizes: list[int], repeat: i
     go = algorithm == "chash" and label == "default"
     target = ({10: "target <= 2 ms", 1000: "target <= 20 ms"} if default
               else {10: "Go 17.8 ms at 10000 replicas"} if go else {})
+    how_path = f"; path: {path_name()}" if algorithm == "consistent" else ""
     for k, v in sorted(res.insert.items()):
-        recs.append(common.record(f"{tag}: insert of member {k}", v, "ms", HOW_INSERT.format(repeat=repeat),
+        recs.append(common.record(f"{tag}: insert of member {k}", v, "ms", HOW_INSERT.format(repeat=repeat) + how_path,
                                   reference=target.get(k, "")))
     for k, v in sorted(res.delete.items()):
-        recs.append(common.record(f"{tag}: delete of member {k}", v, "ms", HOW_DELETE.format(repeat=repeat)))
+        recs.append(common.record(f"{tag}: delete of member {k}", v, "ms", HOW_DELETE.format(repeat=repeat) + how_path))
+    for k, v in sorted(res.pure_insert.items()):
+        recs.append(common.record(f"{tag}: insert of member {k}, pure Python", v, "ms",
+                                  HOW_INSERT.format(repeat=repeat) + HOW_PURE))
+    for k, v in sorted(res.pure_delete.items()):
+        recs.append(common.record(f"{tag}: delete of member {k}, pure Python", v, "ms",
+                                  HOW_DELETE.format(repeat=repeat) + HOW_PURE))
     bal_target = ({100: "target <= 1.05", 1000: "target <= 1.10"} if default
                   else {10: "Go 1.04", 100: "Go 1.18"} if go else {})
     for n in sizes:
@@ -238,6 +281,8 @@ def main() -> int:
     print()
     print(f"python {sys.version.split()[0]}; DEFAULT_REPLICAS={DEFAULT_REPLICAS}, MAX_REPLICAS={MAX_REPLICAS}")
     print(f"sampled keys: {len(keys)}; repeats per timing: {repeat}")
+    print(f"consistent joins/leaves measured on: {path_name()}"
+          + ("" if ring_mod._ringaccel is not None else " (registry._ringaccel not built: no comparison row)"))
     recs: list[common.Record] = []
     for algorithm, replicas, short, label, sizes in configs:
         res = run(algorithm, replicas, sizes, repeat, keys)
@@ -248,8 +293,13 @@ def main() -> int:
               f"bulk build of {max(sizes)}: {res.bulk_s:.2f} s CPU)")
         ins, dele = res.insert, res.delete
         print("  member k           " + "".join(f"{k:>10}" for k in sorted(ins)))
-        print("  insert CPU ms      " + "".join(f"{ins[k]:>10.2f}" for k in sorted(ins)))
+        print("  insert CPU ms      " + "".join(f"{ins[k]:>10.2f}" for k in sorted(ins))
+              + ("   (C accelerator)" if res.pure_insert else ""))
         print("  delete CPU ms      " + "".join(f"{dele[k]:>10.2f}" for k in sorted(dele)))
+        if res.pure_insert:
+            pins, pdel = res.pure_insert, res.pure_delete
+            print("  insert, pure Python" + "".join(f"{pins[k]:>10.2f}" for k in sorted(pins)))
+            print("  delete, pure Python" + "".join(f"{pdel[k]:>10.2f}" for k in sorted(pdel)))
         print(f"  {'services':>9} {'points':>10} {'max/mean':>9} {'min/mean':>9} {'join moved':>11} "
               f"{'exact':>8} {'ideal':>8} {'x ideal':>8} {'leave moved':>12} {'exact':>8} {'x ideal':>8} "
               f"{'lookups/s':>10} {'get_many/s':>11} {'MB':>7}")
