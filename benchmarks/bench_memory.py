@@ -10,6 +10,8 @@ registry, 17 MB per service process.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +64,36 @@ def composition(pid: int) -> dict[str, float]:
     return out
 
 
+#: Shared objects whose presence means OpenSSL came in through Python (asyncio's ssl, hashlib)
+#: or `cryptography` (only -encrypt needs it): none of them should be mapped in a plain server.
+OPENSSL_OBJECTS = ("libssl.so", "libcrypto.so", "_ssl.cpython", "_hashlib.cpython", "cryptography")
+
+
+def mapped_openssl(pid: int) -> list[str]:
+    """Names of OPENSSL_OBJECTS files mapped into the process (from /proc/<pid>/maps)."""
+    found: set[str] = set()
+    try:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            path = line.split()[-1] if len(line.split()) > 5 else ""
+            if any(o in path for o in OPENSSL_OBJECTS):
+                found.add(path.split("site-packages/")[-1] if "site-packages/" in path else Path(path).name)
+    except OSError:
+        pass
+    return sorted(found)
+
+
+def bare_interpreter_rss(env: dict[str, str], *flags: str) -> float:
+    """MiB of `python [flags] -c pass` at exit time, same environment (median of 3): the part
+    of the server's figure that is the interpreter plus what site/.pth files load at start."""
+    code = "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+    runs = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=60)
+        runs.append(int(out.stdout.strip() or 0) / 1024)
+    return sorted(runs)[1]
+
+
 def main() -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--calls", type=int, default=0, help="Match calls in the RPC run (default 20000; quick 3000)")
@@ -99,6 +131,7 @@ def main() -> int:
                 records.append(common.record(f"memory: registry server {key}, idle", value, "MiB",
                                              what.get(key, "resident pages of this mapped file (/proc/<pid>/smaps)")))
         print("   idle RSS composition: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
+        openssl_idle = mapped_openssl(reg.pid)
 
         # a service embedding Register: RSS before import, after import, after start
         svc = group.add(common.Proc("svc", common.service_argv("mem-svc", f"127.0.0.1:{common.free_port()}",
@@ -162,12 +195,33 @@ def main() -> int:
                                      reference="Go 21 MB (owners)"))
         records.append(common.record("memory: registry RSS growth over the RPC run", (after - idle) / MiB, "MiB",
                                      "the two figures above, subtracted"))
+        openssl = sorted(set(openssl_idle) | set(mapped_openssl(reg.pid)))
+        records.append(common.record("memory: OpenSSL / cryptography mapped in the registry server",
+                                     " ".join(openssl) if openssl else "no", "",
+                                     "files of " + ", ".join(OPENSSL_OBJECTS) + " in /proc/<pid>/maps, idle and after "
+                                     "the RPC run (a plain server needs none: gRPC's TLS is grpcio's own BoringSSL, "
+                                     "asyncio is imported without ssl, cryptography only for -encrypt)"))
+        print(f"   ASSERT no OpenSSL/cryptography in the plain registry: "
+              f"{'FAILED - ' + ' '.join(openssl) if openssl else 'ok'}", flush=True)
         if svc.alive():
             try:
                 svc.send("stop")
                 common.wait_for(lambda: not svc.alive(), 15, 0.05, "the service to leave")
             except (OSError, TimeoutError):
                 pass
+    # the interpreter alone in this environment: what the server figure starts from
+    bare = bare_interpreter_rss(env)
+    nosite = bare_interpreter_rss(env, "-S")
+    records += [
+        common.record("memory: bare interpreter RSS (python -c pass)", bare, "MiB",
+                      "VmRSS of `python -c` doing nothing, same environment as the server (median of 3): "
+                      "interpreter + site + every site-packages .pth file's start-up imports"),
+        common.record("memory: bare interpreter RSS without site (python -S -c pass)", nosite, "MiB",
+                      "the same with -S: the difference is what site and the environment's .pth files load"),
+    ]
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("   note: PYTHONDONTWRITEBYTECODE is set: this checkout's modules are compiled from source at "
+              "every start (an installed package has .pyc files; ~0.2-0.5 MiB of the server's RSS here)")
     common.emit(records, args)
     return 0
 

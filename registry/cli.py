@@ -18,12 +18,10 @@ unreachable).  SIGINT/SIGTERM make a server leave the pool gracefully and exit 0
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import contextlib
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -201,6 +199,8 @@ def _server_config(args: ServerArgs) -> "ServerConfig":
 
 async def _serve(args: ServerArgs) -> int:
     """Run until SIGINT/SIGTERM, then leave gracefully within the leave timeout."""
+    import asyncio
+
     import structlog
 
     from registry.server import RegistryServer
@@ -236,8 +236,31 @@ async def _serve(args: ServerArgs) -> int:
     return EXIT_OK
 
 
+def _import_asyncio_without_ssl() -> None:
+    """Import asyncio for the first time with Python's `ssl` module hidden from it.
+
+    A registry server never uses Python's ssl: gRPC does its TLS with the BoringSSL inside
+    grpcio, gossip encryption is `cryptography`, metrics are plain HTTP.  asyncio imports ssl
+    only to offer TLS transports and is written to run without it (its ssl is then None and a
+    TLS transport raises RuntimeError); that one import maps OpenSSL (libssl, libcrypto and
+    their start-up state: with `secrets` kept to keygen as well, ~5 MiB of RSS).  Only asyncio's own view is affected: ssl is
+    importable again as soon as asyncio is loaded.  No-op when asyncio or ssl is already
+    loaded (tests, an embedding process)."""
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # makes `import ssl` raise ImportError
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        if sys.modules.get("ssl", ...) is None:
+            del sys.modules["ssl"]
+
+
 def _run_server(argv: Sequence[str]) -> int:
     args = parse_server_args(argv)
+    _import_asyncio_without_ssl()
+    import asyncio
+
     from registry.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
@@ -298,6 +321,8 @@ def _tags_text(s: Any) -> str:
 def _run_ops(name: str, argv: Sequence[str]) -> int:
     if name == "keygen":
         _Parser(prog=f"{PROG} keygen", allow_abbrev=False).parse_args(list(argv))
+        import secrets  # here, not at the top: it loads hashlib and OpenSSL's libcrypto
+
         print(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
         return EXIT_OK
     if name == "version":

@@ -12,8 +12,6 @@ import logging
 import sys
 from typing import Any, TextIO
 
-import structlog
-
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "default_format", "setup_logging"]
 
 LOG_FORMATS = ("console", "json")
@@ -31,6 +29,11 @@ def default_format(stream: TextIO | None = None) -> str:
 
 def setup_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging to `stream` (stderr) in format `fmt` at `level`."""
+    # Imported here, not at the top: structlog imports asyncio (and asyncio ssl), and the
+    # `registry` command reads LOG_FORMATS/LOG_LEVELS before it decides how asyncio is loaded
+    # (see registry.cli._import_asyncio_without_ssl).
+    import structlog
+
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: choose one of {', '.join(LOG_FORMATS)}")
     if level.lower() not in LOG_LEVELS:
