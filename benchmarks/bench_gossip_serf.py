@@ -280,6 +280,11 @@ def run_one(impl: str, n: int, idle: float, profile: str, join_rounds: int, py_i
                 seen = [x.joined_at.get(new.name, 0.0) for x in c.live() if x is not new]
                 seen_by_new = [new.joined_at.get(x.name, 0.0) for x in c.live() if x is not new]
             join_max.append(max(seen + seen_by_new) - t_join)
+            others = [x.name for x in c.live() if x is not new]
+            last = max(range(len(others)), key=lambda i: max(seen[i], seen_by_new[i]))
+            print(f"   {impl} n={n} join round {r}: seen by all {join_max[-1]:.3f} s; last: {others[last]} "
+                  f"(it listed the newcomer at {seen[last] - t_join:+.3f} s, was listed by it at "
+                  f"{seen_by_new[last] - t_join:+.3f} s)", flush=True)
             join_p50.append(common.percentile([s - t_join for s in seen], 50))
             if r < join_rounds - 1:
                 c.remove_gracefully(new)
