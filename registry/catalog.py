@@ -364,8 +364,7 @@ class Catalog:
     def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
         """One service per key, all from the same snapshot of the group."""
         state = self._live(group)
-        services, get = state.services, state.ring.get
-        return [services[get(k)] for k in keys]
+        return list(map(state.services.__getitem__, state.ring.get_many(keys)))
 
     def members(self, group: str) -> list[Service]:
         """Live services of ``group``; ``[]`` for an unknown group (as Go).
