@@ -243,9 +243,9 @@ def _import_asyncio_without_ssl() -> None:
     grpcio, gossip encryption is `cryptography`, metrics are plain HTTP.  asyncio imports ssl
     only to offer TLS transports and is written to run without it (its ssl is then None and a
     TLS transport raises RuntimeError); that one import maps OpenSSL (libssl, libcrypto and
-    their start-up state: with `secrets` kept to keygen as well, ~5 MiB of RSS).  Only asyncio's own view is affected: ssl is
-    importable again as soon as asyncio is loaded.  No-op when asyncio or ssl is already
-    loaded (tests, an embedding process)."""
+    their start-up state: with `secrets` kept to keygen as well, ~5 MiB of RSS).  Only
+    asyncio's own view is affected: ssl is importable again as soon as asyncio is loaded.
+    No-op when asyncio or ssl is already loaded (tests, an embedding process)."""
     if "asyncio" in sys.modules or "ssl" in sys.modules:
         return
     sys.modules["ssl"] = None  # type: ignore[assignment]  # makes `import ssl` raise ImportError
