@@ -2,7 +2,8 @@
 """gRPC load: Match and Members throughput and latency, MatchBatch keys/s.
 
 Processes: one registry gRPC server (a real Catalog with 10 services of 160 replicas in
-one group, `registry.rpc.start_rpc` on 127.0.0.1) and, for each measurement, one load
+one group, served by the registry's default front, `registry.native.start_native`, on
+127.0.0.1; the h2load lines also load the grpcio front, `registry.rpc.start_rpc`) and, for each measurement, one load
 process (this script with `--load`), so the generator and the server each get a core.
 Each load process opens ONE channel (one HTTP/2 connection) and keeps `c` calls in
 flight (c asyncio tasks for the asyncio client, c threads for the blocking RpcClient),
@@ -60,11 +61,16 @@ def _catalog() -> Any:
     return catalog
 
 
-def serve(port: int) -> None:
-    from registry.rpc import start_rpc
-
+def serve(port: int, engine: str = "native") -> None:
     async def main() -> None:
-        rpc = await start_rpc(_catalog(), f"127.0.0.1:{port}")
+        if engine == "native":
+            from registry.native import start_native
+
+            rpc: Any = await start_native(_catalog(), f"127.0.0.1:{port}")
+        else:
+            from registry.rpc import start_rpc
+
+            rpc = await start_rpc(_catalog(), f"127.0.0.1:{port}")
         print(f"READY {rpc.port}", flush=True)
         await asyncio.Event().wait()
 
@@ -81,34 +87,17 @@ def h2load_requests() -> dict[str, bytes]:
             .SerializeToString()}
 
 
-class _Details:  # the two attributes a generic handler looks at
-    def __init__(self, method: str) -> None:
-        self.method, self.invocation_metadata = method, ()
-
-
-def _run_handler(handlers: Any, method: str, raw: bytes) -> bytes:
-    """Call a v1 handler in-process on request bytes (no gRPC) and return its answer bytes."""
-    h = handlers.service(_Details(f"/registry.v1.Registry/{method}"))
-    assert h is not None and h.unary_unary is not None
-    coro = h.unary_unary((h.request_deserializer or (lambda b: b))(raw), None)
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return bytes(done.value)
-    raise RuntimeError(f"{method} handler did not finish at once")
-
-
 def serve_bare(port: int) -> None:
     """Reference: the cheapest grpc.aio server answering Match, Members and MatchBatch (fixed bytes,
     request unread): the registry's own answer bytes to the h2load requests, computed once at start."""
     import grpc
 
-    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore, _v1_handlers
+    from registry.rpc import _SERVER_OPTIONS, V1_SERVICE, RegistryCore
 
     async def main() -> None:
         core = RegistryCore(_catalog())
-        handlers = _v1_handlers(core)
-        answers = {m: _run_handler(handlers, m, raw) for m, raw in h2load_requests().items()}
+        methods = core.unary_methods()
+        answers = {m: methods[f"/{V1_SERVICE}/{m}"](raw) for m, raw in h2load_requests().items()}
 
         def fixed(answer: bytes) -> Any:
             async def handler(request: bytes, context: Any) -> bytes:
@@ -232,12 +221,12 @@ def _sync_load(addr: str, method: str, conc: int, seconds: float, warmup: float)
 def handler_costs() -> dict[str, float]:
     """CPU per call of the v1 Match/MatchBatch handlers alone (request bytes in, response
     bytes out, no gRPC): how much of the per-call server CPU is ours at all."""
-    from registry.rpc import RegistryCore, _v1_handlers
+    from registry.api import V1_SERVICE, RegistryCore
     from registry.v1 import registry_pb2 as pb
 
     async def main() -> dict[str, float]:
         core = RegistryCore(_catalog())
-        handlers = _v1_handlers(core)
+        methods = core.unary_methods()
         reqs = {
             "Match": [pb.MatchRequest(group=GROUP, key=f"user-{i}").SerializeToString() for i in range(1000)],
             "MatchBatch": [pb.MatchBatchRequest(group=GROUP, keys=[f"user-{i}-{j}" for j in range(100)])
@@ -245,18 +234,12 @@ def handler_costs() -> dict[str, float]:
         }
         out: dict[str, float] = {}
         for method, raw in reqs.items():
-            h = handlers.service(_Details(f"/registry.v1.Registry/{method}"))
-            assert h is not None and h.unary_unary is not None
-            des, fn, n = h.request_deserializer or (lambda b: b), h.unary_unary, 20 * len(raw)
+            fn, n = methods[f"/{V1_SERVICE}/{method}"], 20 * len(raw)
             best = float("inf")
             for _ in range(7):  # CPU time, best of 7: the least disturbed by other jobs
                 t0 = time.process_time()
                 for i in range(n):
-                    coro = fn(des(raw[i % len(raw)]), None)
-                    try:
-                        coro.send(None)
-                    except StopIteration:
-                        pass
+                    fn(raw[i % len(raw)])
                 best = min(best, (time.process_time() - t0) / n)
             out[method] = best
         core.close()
@@ -291,6 +274,7 @@ def load(addr: str, kind: str, method: str, conc: int, seconds: float, warmup: f
 
 
 V1_PATH = "/registry.v1.Registry"
+_SUFFIX = {"registry": "", "grpcio": " grpcio-front", "bare": " bare"}
 H2LOAD_PLAN = [("Match", 1), ("Match", 8), ("Match", 64), ("Members", 64), ("MatchBatch", 1), ("MatchBatch", 8)]
 _H2LOAD_DESC = {"Match": "MatchRequest(group='bench', key='user-42')", "Members": "MembersRequest(group='bench')",
                 "MatchBatch": "MatchBatchRequest(group='bench', keys=user-42-0..user-42-99)"}
@@ -413,11 +397,11 @@ def h2load_section(h2load: str, ports: dict[str, int], pids: dict[str, int], sec
         log = Path(tmp) / "log.tsv"
         for method, conc in H2LOAD_PLAN:
             got: dict[str, dict[str, Any]] = {}
-            for target in ("registry", "bare"):
+            for target in ports:
                 expect_len = 5 + len(bodies[target][method])
                 r = got[target] = h2load_run(h2load, ports[target], method, files[method], conc, seconds, warmup,
                                              expect_len, log, pids[target])
-                name = f"{method} h2load{' bare' if target == 'bare' else ''} c={conc}"
+                name = f"{method} h2load{_SUFFIX[target]} c={conc}"
                 how = (f"{version} -c 1 -m {conc} -t 1 -D {seconds + warmup:g}s: ONE HTTP/2 connection with c={conc} "
                        "stream(s) in flight, one h2load thread, h2load and the server in separate processes; every "
                        f"call POSTs the same gRPC-framed {_H2LOAD_DESC[method]} ({files[method].stat().st_size} "
@@ -427,6 +411,9 @@ def h2load_section(h2load: str, ports: dict[str, int], pids: dict[str, int], sec
                        f"h2load's response data bytes == calls x {expect_len} (5-byte frame + the answer a real gRPC "
                        f"call of the same bytes got, {_H2LOAD_SERVICES[method]} Service(s); a gRPC error answer has "
                        "an empty body); 10 services x 160 replicas")
+                if target == "grpcio":
+                    how = ("the registry's grpcio front (registry.rpc, grpc.aio; used when TLS is configured), "
+                           "same catalog; " + how)
                 if target == "bare":
                     how = ("REFERENCE: bare grpc.aio server (same options; fixed answer = the registry's answer "
                            "bytes to this request, request unread); " + how)
@@ -460,13 +447,17 @@ def h2load_section(h2load: str, ports: dict[str, int], pids: dict[str, int], sec
                       f"(loop thread {r['loop_cpu'] * 1e6:.0f}us, {r['server_share']:.2f} core) "
                       f"h2load-cpu/call={r['gen_cpu'] * 1e6:.1f}us ({r['gen_share']:.2f} core) "
                       f"load1m={os.getloadavg()[0]:.1f}", flush=True)
-            ours, theirs = got["registry"], got["bare"]
-            how_ratio = (f"registry / bare grpc.aio reference, both under h2load -c 1 -m {conc}, "
-                         "measured one right after the other")
-            records.append(common.record(f"{method} h2load c={conc} throughput registry/bare",
-                                         ours["rate"] / theirs["rate"], "x", how_ratio))
-            records.append(common.record(f"{method} h2load c={conc} server CPU per call registry/bare",
-                                         ours["server_cpu"] / theirs["server_cpu"], "x", how_ratio))
+            ours = got["registry"]
+            for ref in ("grpcio", "bare"):
+                if ref not in got:
+                    continue
+                theirs = got[ref]
+                how_ratio = (f"registry (native front) / {_SUFFIX[ref].strip()}, both under h2load -c 1 -m {conc}, "
+                             "measured one right after the other")
+                records.append(common.record(f"{method} h2load c={conc} throughput registry/{ref}",
+                                             ours["rate"] / theirs["rate"], "x", how_ratio))
+                records.append(common.record(f"{method} h2load c={conc} server CPU per call registry/{ref}",
+                                             ours["server_cpu"] / theirs["server_cpu"], "x", how_ratio))
     return records
 
 
@@ -486,12 +477,14 @@ def main() -> None:
     common.print_header("gRPC API load (bench_rpc)", args.quick)
     seconds, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
     records: list[common.Record] = []
-    port, bare_port, sync_port = common.free_ports(3)
+    port, grpcio_port, bare_port, sync_port = common.free_ports(4)
     with common.ProcGroup() as procs:
         srv = procs.add(common.Proc("server", [sys.executable, __file__, "--serve", str(port)]))
+        srv_grpcio = procs.add(common.Proc("server-grpcio", [sys.executable, __file__, "--serve-grpcio",
+                                                             str(grpcio_port)]))
         bare = procs.add(common.Proc("bare", [sys.executable, __file__, "--serve-bare", str(bare_port)]))
         bare_sync = procs.add(common.Proc("bare-sync", [sys.executable, __file__, "--serve-bare-sync", str(sync_port)]))
-        for proc in (srv, bare, bare_sync):
+        for proc in (srv, srv_grpcio, bare, bare_sync):
             common.wait_for(lambda: any(line.startswith("READY") for _, line in proc.lines), 60,
                             what=f"{proc.name} ready")
         addr = f"127.0.0.1:{port}"
@@ -562,8 +555,9 @@ def main() -> None:
         h2load = shutil.which("h2load")
         if h2load:
             # h2load's window is shorter in --quick: even 1.5 s holds thousands of calls at c=1.
-            records += h2load_section(h2load, {"registry": port, "bare": bare_port},
-                                      {"registry": srv.pid, "bare": bare.pid}, 1.5 if args.quick else seconds, warmup)
+            records += h2load_section(h2load, {"registry": port, "grpcio": grpcio_port, "bare": bare_port},
+                                      {"registry": srv.pid, "grpcio": srv_grpcio.pid, "bare": bare.pid},
+                                      1.5 if args.quick else seconds, warmup)
         else:
             print("  h2load figures skipped: h2load is not on PATH (Debian: apt-get install nghttp2-client); the "
                   "figures above are from Python clients, whose own CPU per call is about the server's", flush=True)
@@ -581,6 +575,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--serve-grpcio":
+        serve(int(sys.argv[2]), "grpcio")
     elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare":
         serve_bare(int(sys.argv[2]))
     elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare-sync":

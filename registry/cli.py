@@ -42,6 +42,7 @@ DEFAULT_GOSSIP_PORT = 7370
 DEFAULT_RPC_PORT = 9800
 PROFILES = ("lan", "wan", "local", "fast")
 HASHES = ("consistent", "chash")
+RPC_ENGINES = ("auto", "native", "grpcio")
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 
 
@@ -88,6 +89,8 @@ def _server_parser() -> argparse.ArgumentParser:
     _flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
     _flag(p, "tls-key", default="", help="gRPC server private key (PEM)")
     _flag(p, "tls-ca", default="", help="CA bundle: require and verify client certificates")
+    _flag(p, "rpc-engine", default="auto", choices=RPC_ENGINES,
+          help="gRPC server: native (no grpcio, faster), grpcio, or auto = native unless TLS (default)")
     _flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
     _flag(p, "leave-timeout", default=5.0, type=float, help="seconds to spend leaving on SIGTERM (default 5)")
     return p
@@ -111,6 +114,7 @@ class ServerArgs:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
+    rpc_engine: str = "auto"
     profile: str = "lan"
     leave_timeout: float = 5.0
 
@@ -154,6 +158,8 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
             _readable(path, flag)
+    if ns.rpc_engine == "native" and ns.tls_cert:
+        raise UsageError("-rpc-engine native has no TLS: leave -rpc-engine at auto (or grpcio) with -tls-cert")
     if not ns.leave_timeout > 0:
         raise UsageError("-leave-timeout must be positive")
     return ServerArgs(
@@ -171,6 +177,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         tls_ca=ns.tls_ca,
+        rpc_engine=ns.rpc_engine,
         profile=ns.profile,
         leave_timeout=ns.leave_timeout,
     )
@@ -192,6 +199,7 @@ def _server_config(args: ServerArgs) -> "ServerConfig":
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
+        rpc_engine=args.rpc_engine,
         profile=args.profile,
         leave_timeout=args.leave_timeout,
     )

@@ -1,4 +1,5 @@
-"""Helpers for the gRPC tests: a real Catalog behind a real grpc.aio server on 127.0.0.1:0.
+"""Helpers for the gRPC tests: a real Catalog behind a real gRPC server on 127.0.0.1:0, either
+front (`ENGINES`: the native one and grpc.aio), so every test of answers runs against both.
 
 `ServerThread` runs the server on its own event loop thread so blocking clients can be
 tested from the test thread; async tests start the server on their own loop instead.
@@ -16,10 +17,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from registry.catalog import Catalog
+from registry.native import NativeServer, start_native
 from registry.rpc import RpcServer, TlsFiles, start_rpc
 
 T = TypeVar("T")
 GROUP = "web"
+ENGINES = ("native", "grpcio")
+AnyServer = RpcServer | NativeServer
+
+
+async def start_server(catalog: Catalog, engine: str, addr: str = "127.0.0.1:0",
+                       tls: TlsFiles | None = None) -> AnyServer:
+    if engine == "native":
+        assert tls is None, "the native front has no TLS"
+        return await start_native(catalog, addr)
+    return await start_rpc(catalog, addr, tls=tls)
 
 
 def tags(group: str, addr: str, replicas: int = 40, **extra: str) -> dict[str, str]:
@@ -56,13 +68,14 @@ async def async_wait_for(pred: Callable[[], bool], timeout: float = 30.0, what: 
 class ServerThread:
     """Catalog + gRPC server on a private loop thread; `call` runs a function on that loop."""
 
-    def __init__(self, catalog: Catalog | None = None, tls: TlsFiles | None = None) -> None:
+    def __init__(self, catalog: Catalog | None = None, tls: TlsFiles | None = None, engine: str = "") -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.rpc: RpcServer = asyncio.run_coroutine_threadsafe(
-            start_rpc(self.catalog, "127.0.0.1:0", tls=tls), self.loop
+        self.engine = engine or ("grpcio" if tls else "native")
+        self.rpc: AnyServer = asyncio.run_coroutine_threadsafe(
+            start_server(self.catalog, self.engine, tls=tls), self.loop
         ).result(30)
         self.addr = f"127.0.0.1:{self.rpc.port}"
 

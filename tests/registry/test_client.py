@@ -12,15 +12,15 @@ import pytest
 
 from client import AsyncRpcClient, InvalidArgument, NotFound, RegistryError, RpcClient, Service, TlsConfig, Unavailable
 from registry.catalog import Catalog
-from registry.rpc import TlsFiles, start_rpc
-from rpc_fixtures import GROUP, ServerThread, async_wait_for, make_certs, populate, tags, wait_for
+from registry.rpc import TlsFiles
+from rpc_fixtures import ENGINES, GROUP, ServerThread, start_server, async_wait_for, make_certs, populate, tags, wait_for
 
 KEYS = [f"user-{i}" for i in range(200)]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    s = ServerThread()
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    s = ServerThread(engine=request.param)
     s.call(populate, s.catalog, GROUP, 5)
     yield s
     s.stop()
@@ -204,10 +204,11 @@ async def test_async_client(server: ServerThread) -> None:
             await c.groups()
 
 
-async def test_async_cached_client_same_loop() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_async_cached_client_same_loop(engine: str) -> None:
     catalog = Catalog()
     populate(catalog, GROUP, 6)
-    rpc = await start_rpc(catalog, "127.0.0.1:0")
+    rpc = await start_server(catalog, engine)
     try:
         addr = f"127.0.0.1:{rpc.port}"
         keys = [f"a{i}" for i in range(3000)]

@@ -14,10 +14,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from registry.catalog import Catalog
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.compat import rpcserver_pb2_grpc as compat_grpc
-from registry.rpc import COMPAT_SERVICE, MAX_MATCH_N, V1_SERVICE, WATCH_QUEUE_SIZE, RpcServer, start_rpc
+from registry.rpc import COMPAT_SERVICE, MAX_MATCH_N, V1_SERVICE, WATCH_QUEUE_SIZE
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
-from rpc_fixtures import GROUP, async_wait_for, populate, tags
+from rpc_fixtures import ENGINES, GROUP, AnyServer, async_wait_for, populate, start_server, tags
 
 KEYS = [f"user-{i}" for i in range(300)]
 
@@ -29,15 +29,15 @@ async def catalog() -> Catalog:
     return c
 
 
-@pytest.fixture
-async def server(catalog: Catalog) -> AsyncIterator[RpcServer]:
-    s = await start_rpc(catalog, "127.0.0.1:0")
+@pytest.fixture(params=ENGINES)
+async def server(catalog: Catalog, request: pytest.FixtureRequest) -> AsyncIterator[AnyServer]:
+    s = await start_server(catalog, request.param)
     yield s
     await s.stop(None)
 
 
 @pytest.fixture
-async def channel(server: RpcServer) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(server: AnyServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch
 
@@ -155,7 +155,7 @@ async def test_not_found_names_group(stub: pb_grpc.RegistryStub, catalog: Catalo
         assert "group 'gone' has no live member" in (err.details() or "")
 
 
-async def test_watch_snapshot_then_changes(stub: pb_grpc.RegistryStub, catalog: Catalog, server: RpcServer) -> None:
+async def test_watch_snapshot_then_changes(stub: pb_grpc.RegistryStub, catalog: Catalog, server: AnyServer) -> None:
     call = stub.Watch(pb.WatchRequest(group=GROUP))
     first = await call.read()
     assert first.snapshot and first.group == GROUP
@@ -204,7 +204,7 @@ async def test_watch_unknown_group_starts_empty(stub: pb_grpc.RegistryStub, cata
 
 
 async def test_slow_watcher_gets_fresh_snapshot(stub: pb_grpc.RegistryStub, catalog: Catalog,
-                                                server: RpcServer) -> None:
+                                                server: AnyServer) -> None:
     call = stub.Watch(pb.WatchRequest(group=GROUP))
     await call.read()
     await async_wait_for(lambda: server.core.watcher_count(GROUP) == 1, what="watcher registered")
@@ -244,9 +244,10 @@ async def test_reflection_lists_services(channel: grpc.aio.Channel) -> None:
         assert found.file_descriptor_response.file_descriptor_proto, symbol
 
 
-async def test_taken_port_raises(server: RpcServer, catalog: Catalog) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_taken_port_raises(server: AnyServer, catalog: Catalog, engine: str) -> None:
     with pytest.raises(OSError):
-        await start_rpc(catalog, f"127.0.0.1:{server.port}")
+        await start_server(catalog, engine, f"127.0.0.1:{server.port}")
 
 
 async def test_compat_wire_names() -> None:

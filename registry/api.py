@@ -1,0 +1,367 @@
+"""The registry API with no transport in it: what Match, MatchBatch, Members, Groups and
+Watch answer, as serialized protobuf bytes in and out. Both gRPC fronts (the native
+HTTP/2 one, `registry.native`, and grpcio's, `registry.rpc`) call the same methods, so
+they cannot disagree on an answer or an error.
+
+Why the handlers look unusual: they are hot (Match is the whole point of a registry),
+so responses are assembled from cached, already-serialized protobuf bytes per service.
+A cache entry is keyed by (group, id) and is valid while the catalog still hands out
+the *same* Service object (the catalog swaps the object when a member changes), so no
+invalidation protocol is needed beyond dropping entries of removed services.
+
+Watch fan-out: every watcher owns a bounded asyncio.Queue fed synchronously by the
+catalog's change callback (same loop, never blocks). A watcher whose queue is full is
+not buffered further: its queue is emptied and replaced by one "resync" marker, and
+the stream sends a fresh full snapshot (snapshot=true) when it gets there. Changes
+queued after the marker whose version is not newer than that snapshot are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError
+
+from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
+from registry.compat import rpcserver_pb2 as compat_pb2
+from registry.ring import RingNode
+from registry.v1 import registry_pb2 as pb
+
+__all__ = [
+    "COMPAT_SERVICE",
+    "Invalid",
+    "MAX_BATCH_KEYS",
+    "MAX_MATCH_N",
+    "Missing",
+    "RegistryCore",
+    "StreamMethod",
+    "UnaryMethod",
+    "V1_SERVICE",
+    "WATCH_QUEUE_SIZE",
+    "ring_info",
+    "service_pb",
+]
+
+V1_SERVICE = pb.DESCRIPTOR.services_by_name["Registry"].full_name  # "registry.v1.Registry"
+COMPAT_SERVICE = compat_pb2.DESCRIPTOR.services_by_name["R"].full_name  # "R" (no package, as in Go)
+MAX_MATCH_N = 1000  # more distinct owners of one key than this is a client bug
+MAX_BATCH_KEYS = 100_000
+WATCH_QUEUE_SIZE = 1024  # changes buffered per watcher before it is resynced with a snapshot
+
+UnaryMethod = Callable[[bytes], bytes]
+StreamMethod = Callable[[bytes], AsyncIterator[bytes]]
+_M = TypeVar("_M")
+
+
+def parse(cls: Callable[[], _M], data: bytes) -> _M:
+    """`data` as a `cls` message, or Invalid naming the message type."""
+    msg: Any = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise Invalid(f"request is not a valid {msg.DESCRIPTOR.full_name}: {exc}") from None
+    return msg  # type: ignore[no-any-return]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field1(payload: bytes) -> bytes:
+    """`payload` framed as length-delimited field 1 (the `services` field everywhere)."""
+    return b"\x0a" + _varint(len(payload)) + payload
+
+
+def service_pb(s: Service, nodes: Mapping[str, RingNode]) -> pb.Service:
+    """`s` with the ring parameters the server's ring really uses for it (`nodes`: the ring's)."""
+    node = nodes.get(s.id)
+    replicas, weight = (node.replicas, node.weight) if node is not None else (s.replicas, s.weight)
+    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=replicas, weight=weight)
+
+
+def ring_info(catalog: Catalog) -> pb.RingInfo:
+    """How `catalog` builds rings, so caching clients build identical ones."""
+    return pb.RingInfo(algorithm=catalog.algorithm, default_replicas=catalog.default_replicas)
+
+
+class _Encoded:
+    """One service's pre-serialized forms (v1 Service and compat MatchResponse, field-1 framed).
+
+    Valid as long as the catalog hands out the same Service object: a service's ring
+    parameters depend only on itself and its group's fixed replica count (chash).
+    """
+
+    __slots__ = ("source", "v1", "compat", "compat_bare")
+    source: Service
+    v1: bytes
+    compat: bytes
+    compat_bare: bytes
+
+    def __init__(self, s: Service, nodes: Mapping[str, RingNode]) -> None:
+        self.source = s
+        self.v1 = _field1(service_pb(s, nodes).SerializeToString())
+        self.compat_bare = compat_pb2.MatchResponse(id=s.id, group=s.group, addr=s.addr).SerializeToString()
+        self.compat = _field1(self.compat_bare)
+
+
+_Item = tuple[int, bytes] | None  # (version, serialized WatchEvent) or None = resync
+
+
+class _Watcher:
+    __slots__ = ("queue",)
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(WATCH_QUEUE_SIZE)
+
+    def offer(self, item: tuple[int, bytes]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class Invalid(Exception):
+    """The request is wrong whatever the cluster holds: INVALID_ARGUMENT, with this text."""
+
+
+class Missing(Exception):
+    """The group is unknown or has no live member: NOT_FOUND, with this text."""
+
+
+class RegistryCore:
+    """Request handling shared by the v1 and compat services (no gRPC types inside).
+
+    Made on the serving loop. The catalog should be changed on that loop too (the
+    registry server does); a change from another thread is handed to the loop.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._encoded: dict[str, dict[str, _Encoded]] = {}
+        self._watchers: dict[str, set[_Watcher]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = catalog.subscribe(self._on_change)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    # -- cache ---------------------------------------------------------------------------
+
+    def encoded(self, s: Service) -> _Encoded:
+        group = self._encoded.get(s.group)
+        if group is None:
+            group = self._encoded[s.group] = {}
+        e = group.get(s.id)
+        if e is None or e.source is not s:
+            e = group[s.id] = _Encoded(s, self.ring_nodes(s.group))
+        return e
+
+    def ring_nodes(self, group: str) -> Mapping[str, RingNode]:
+        try:
+            return self.catalog.ring(group).nodes
+        except UnknownGroup:
+            return {}
+
+    def _on_change(self, change: GroupChange) -> None:
+        """Catalog callback (runs right after the change, on the applying thread)."""
+        cached = self._encoded.get(change.group)
+        if cached is not None:
+            for s in change.removed:
+                cached.pop(s.id, None)
+        watchers = self._watchers.get(change.group)
+        if watchers:
+            # Serialized once for every watcher, with the ring as it is right after the change.
+            nodes = self.ring_nodes(change.group)
+            event = pb.WatchEvent(
+                group=change.group,
+                version=change.version,
+                added=[service_pb(s, nodes) for s in change.added],
+                removed=[service_pb(s, nodes) for s in change.removed],
+                updated=[service_pb(s, nodes) for s in change.updated],
+            ).SerializeToString()
+            item = (change.version, event)
+            if _running_loop() is self._loop:
+                self._fan_out(change.group, item)
+            else:  # the catalog was changed from another thread: queues belong to our loop
+                self._loop.call_soon_threadsafe(self._fan_out, change.group, item)
+
+    def _fan_out(self, group: str, item: tuple[int, bytes]) -> None:
+        for w in tuple(self._watchers.get(group, ())):
+            w.offer(item)
+
+    # -- queries -------------------------------------------------------------------------
+
+    @staticmethod
+    def check_group(group: str) -> None:
+        if not group:
+            raise Invalid("group is empty")
+
+    def match(self, group: str, key: str, n: int) -> list[Service]:
+        if not group:
+            raise Invalid("group is empty")
+        if not key:
+            raise Invalid(f"key is empty (group {group!r})")
+        if n == 0:
+            n = 1
+        elif n < 0 or n > MAX_MATCH_N:
+            raise Invalid(f"n={n} out of range 1..{MAX_MATCH_N} (group {group!r})")
+        try:
+            found = self.catalog.match(group, key, n)
+        except UnknownGroup:
+            raise self._missing(group) from None
+        if not found:
+            raise self._missing(group)
+        return found
+
+    def _missing(self, group: str) -> Missing:
+        if self.catalog.version(group) > 0:
+            return Missing(f"group {group!r} has no live member")
+        return Missing(f"group {group!r} not found")
+
+    def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
+        if not group:
+            raise Invalid("group is empty")
+        if len(keys) > MAX_BATCH_KEYS:
+            raise Invalid(f"{len(keys)} keys, at most {MAX_BATCH_KEYS} per batch (group {group!r})")
+        if "" in keys:
+            raise Invalid(f"key #{list(keys).index('')} is empty (group {group!r})")
+        try:
+            found = self.catalog.match_batch(group, keys)
+        except UnknownGroup:
+            raise self._missing(group) from None
+        if len(found) != len(keys):
+            raise self._missing(group)
+        return found
+
+    def members(self, group: str) -> list[Service]:
+        if not group:
+            raise Invalid("group is empty")
+        try:
+            found = self.catalog.members(group)
+        except UnknownGroup:
+            raise self._missing(group) from None
+        if not found:
+            raise self._missing(group)
+        return found
+
+    def version(self, group: str) -> int:
+        return self.catalog.version(group)
+
+    def snapshot(self, group: str) -> tuple[int, bytes]:
+        version = self.version(group)
+        nodes = self.ring_nodes(group)
+        event = pb.WatchEvent(
+            group=group,
+            version=version,
+            snapshot=True,
+            services=[service_pb(s, nodes) for s in self.catalog.members(group)],
+            ring=ring_info(self.catalog),
+        )
+        return version, event.SerializeToString()
+
+    async def watch(self, group: str) -> AsyncIterator[bytes]:
+        """Snapshot, then every change; see the module docstring for slow watchers."""
+        if not group:
+            raise Invalid("group is empty")
+        w = _Watcher()
+        self._watchers.setdefault(group, set()).add(w)
+        try:
+            sent, data = self.snapshot(group)
+            yield data
+            while True:
+                item = await w.queue.get()
+                if item is None:
+                    sent, data = self.snapshot(group)
+                    yield data
+                elif item[0] > sent:
+                    sent = item[0]
+                    yield item[1]
+        finally:
+            watchers = self._watchers.get(group)
+            if watchers is not None:
+                watchers.discard(w)
+                if not watchers:
+                    del self._watchers[group]
+
+    def watcher_count(self, group: str) -> int:
+        return len(self._watchers.get(group, ()))
+
+    # -- wire methods: serialized request in, serialized response out --------------------
+
+    def unary_methods(self) -> dict[str, UnaryMethod]:
+        """Every unary method by its gRPC path ("/package.Service/Method")."""
+        v1, compat = f"/{V1_SERVICE}/", f"/{COMPAT_SERVICE}/"
+        return {
+            v1 + "Match": self.wire_match,
+            v1 + "MatchBatch": self.wire_match_batch,
+            v1 + "Members": self.wire_members,
+            v1 + "Groups": self.wire_groups,
+            compat + "Match": self.wire_compat_match,
+            compat + "Members": self.wire_compat_members,
+        }
+
+    def stream_methods(self) -> dict[str, StreamMethod]:
+        """Every server-streaming method by its gRPC path."""
+        return {f"/{V1_SERVICE}/Watch": self.wire_watch}
+
+    def wire_match(self, data: bytes) -> bytes:
+        req = parse(pb.MatchRequest, data)
+        found = self.match(req.group, req.key, req.n)
+        if len(found) == 1:
+            return self.encoded(found[0]).v1
+        return b"".join([self.encoded(s).v1 for s in found])
+
+    def wire_match_batch(self, data: bytes) -> bytes:
+        req = parse(pb.MatchBatchRequest, data)
+        found = self.match_batch(req.group, req.keys)
+        # Batches repeat few services many times: encode each distinct object once.
+        local: dict[int, bytes] = {}
+        out = []
+        for s in found:
+            b = local.get(id(s))
+            if b is None:
+                b = local[id(s)] = self.encoded(s).v1
+            out.append(b)
+        return b"".join(out)
+
+    def wire_members(self, data: bytes) -> bytes:
+        req = parse(pb.MembersRequest, data)
+        found = self.members(req.group)
+        body = b"".join([self.encoded(s).v1 for s in found])
+        version = self.version(req.group)
+        return body + (b"\x10" + _varint(version) if version else b"")
+
+    def wire_groups(self, data: bytes) -> bytes:
+        parse(pb.GroupsRequest, data)
+        answer: bytes = pb.GroupsResponse(groups=self.catalog.groups(), ring=ring_info(self.catalog)).SerializeToString()
+        return answer
+
+    def wire_compat_match(self, data: bytes) -> bytes:
+        req = parse(compat_pb2.MatchRequest, data)
+        return self.encoded(self.match(req.group, req.key, 1)[0]).compat_bare
+
+    def wire_compat_members(self, data: bytes) -> bytes:
+        req = parse(compat_pb2.MembersRequest, data)
+        return b"".join([self.encoded(s).compat for s in self.members(req.group)])
+
+    def wire_watch(self, data: bytes) -> AsyncIterator[bytes]:
+        """Checks the request before returning, so a bad one fails before the stream starts."""
+        req = parse(pb.WatchRequest, data)
+        self.check_group(req.group)
+        return self.watch(req.group)

@@ -1,0 +1,563 @@
+"""The server side of one HTTP/2 connection (RFC 9113) as a state machine: bytes in, events
+and bytes out, no sockets, no clock.
+
+Only what a gRPC server needs is here: client-initiated streams, no server push, no
+priorities (PRIORITY is parsed and ignored, as RFC 9113 allows). Flow control is whole:
+received data is credited back as soon as it is taken (the gRPC layer bounds message
+sizes, so taking is safe), and sent data waits in a per-stream queue until the
+peer's windows allow it. A protocol error of the peer ends the connection with
+GOAWAY and a `ConnectionEnded` event; it never raises out of `receive`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Union
+
+from registry.h2.hpack import Decoder, HPACKError
+
+__all__ = [
+    "ConnectionEnded",
+    "DataReceived",
+    "ErrorCode",
+    "Event",
+    "GoAwayReceived",
+    "PREFACE",
+    "RequestReceived",
+    "ServerConnection",
+    "StreamReset",
+]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
+    range(10)
+)
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+
+_MAX_WINDOW = 2**31 - 1
+_DEFAULT_WINDOW = 65_535
+_MIN_FRAME, _MAX_FRAME = 16_384, 2**24 - 1
+
+
+class ErrorCode:
+    """HTTP/2 error codes (RFC 9113 section 7) that this side sends or names."""
+
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    STREAM_CLOSED = 0x5
+    FRAME_SIZE_ERROR = 0x6
+    REFUSED_STREAM = 0x7
+    CANCEL = 0x8
+    COMPRESSION_ERROR = 0x9
+    ENHANCE_YOUR_CALM = 0xB
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    """A new stream's header block (pseudo-headers included, in order)."""
+
+    stream_id: int
+    headers: list[tuple[str, str]]
+    end_stream: bool
+
+
+@dataclass(slots=True)
+class DataReceived:
+    """Request body bytes; `end_stream` also comes with empty data (a trailing HEADERS or empty DATA)."""
+
+    stream_id: int
+    data: bytes
+    end_stream: bool
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer cancelled a stream (RST_STREAM), or this side refused it."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class GoAwayReceived:
+    """The peer will open no more streams; ones up to `last_stream_id` may still finish."""
+
+    last_stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class ConnectionEnded:
+    """The connection is over (a peer protocol error: GOAWAY is queued); close the transport."""
+
+    error_code: int
+    reason: str
+
+
+Event = Union[RequestReceived, DataReceived, StreamReset, GoAwayReceived, ConnectionEnded]
+
+
+class _ProtocolError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Stream:
+    __slots__ = ("send_window", "pending", "pending_bytes", "trailers", "remote_open", "local_open", "recv_unacked")
+
+    def __init__(self, send_window: int) -> None:
+        self.send_window = send_window
+        self.pending: deque[bytes] = deque()  # DATA payloads the windows did not allow yet
+        self.pending_bytes = 0
+        self.trailers: bytes | None = None  # header block to send after `pending`, with END_STREAM
+        self.remote_open = True
+        self.local_open = True
+        self.recv_unacked = 0
+
+
+def _frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream_id.to_bytes(4, "big") + payload
+    )
+
+
+class ServerConnection:
+    """One connection, server side. Call `receive` with what the socket read and write out
+    `data_to_send()` after every call that may produce output (all public methods may)."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_streams: int = 4096,
+        stream_window: int = 1 << 20,
+        connection_window: int = 16 << 20,
+        max_header_list_size: int = 65_536,
+    ) -> None:
+        self.max_concurrent_streams = max_concurrent_streams
+        self._stream_window = stream_window
+        self._conn_window = connection_window
+        self._decoder = Decoder(max_header_list_size=max_header_list_size)
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._preface_seen = False
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, None] = {}  # streams with queued output, in arrival order
+        self._last_stream = 0  # highest stream id the peer opened
+        self._peer_window = _DEFAULT_WINDOW  # peer's SETTINGS_INITIAL_WINDOW_SIZE
+        self._peer_max_frame = _MIN_FRAME
+        self._send_window = _DEFAULT_WINDOW  # connection-level, toward the peer
+        self._recv_unacked = 0  # connection-level bytes received and not yet credited back
+        self._continuation: tuple[int, int, bytearray] | None = None  # (stream, flags, block so far)
+        self.ended = False
+        self.goaway_sent = False
+        self.frames_received = 0
+        self.pings_sent = 0
+        self.pings_acked = 0
+        self.protocol_errors = 0
+        self._out.append(
+            _frame(
+                _SETTINGS,
+                0,
+                0,
+                (3).to_bytes(2, "big") + max_concurrent_streams.to_bytes(4, "big")
+                + (4).to_bytes(2, "big") + stream_window.to_bytes(4, "big")
+                + (6).to_bytes(2, "big") + max_header_list_size.to_bytes(4, "big"),
+            )
+        )
+        if connection_window > _DEFAULT_WINDOW:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, (connection_window - _DEFAULT_WINDOW).to_bytes(4, "big")))
+
+    # -- output --------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def last_stream_id(self) -> int:
+        return self._last_stream
+
+    def is_open(self, stream_id: int) -> bool:
+        """True while this side may still send on the stream."""
+        s = self._streams.get(stream_id)
+        return s is not None and s.local_open
+
+    def pending_bytes(self, stream_id: int) -> int:
+        """Bytes queued on the stream waiting for the peer's flow-control windows."""
+        s = self._streams.get(stream_id)
+        return s.pending_bytes if s is not None else 0
+
+    def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
+        s = self._streams.get(stream_id)
+        if s is None or not s.local_open:
+            return
+        self._headers_frames(stream_id, block, end_stream)
+        if end_stream:
+            self._local_close(stream_id, s)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Queue `data`; it leaves as the windows allow (see `pending_bytes`)."""
+        s = self._streams.get(stream_id)
+        if s is None or not s.local_open:
+            return
+        if data:
+            s.pending.append(data)
+            s.pending_bytes += len(data)
+        if end_stream:
+            s.trailers = b""  # empty marker: finish with an empty END_STREAM DATA frame
+        self._flush_stream(stream_id, s)
+
+    def send_trailers(self, stream_id: int, block: bytes) -> None:
+        """End the stream with a trailing header block, after any queued data."""
+        s = self._streams.get(stream_id)
+        if s is None or not s.local_open or s.trailers is not None:
+            return
+        s.trailers = block
+        self._flush_stream(stream_id, s)
+
+    def respond(self, stream_id: int, head: bytes, body: bytes, trailers: bytes) -> None:
+        """Headers, one DATA payload and trailers: the whole unary response in one call."""
+        s = self._streams.get(stream_id)
+        if s is None or not s.local_open:
+            return
+        n = len(body)
+        if (
+            n <= self._send_window
+            and n <= s.send_window
+            and n <= self._peer_max_frame
+            and len(head) <= self._peer_max_frame
+            and len(trailers) <= self._peer_max_frame
+        ):
+            self._send_window -= n
+            s.send_window -= n
+            sid = stream_id.to_bytes(4, "big")
+            self._out.append(
+                len(head).to_bytes(3, "big") + b"\x01\x04" + sid + head
+                + n.to_bytes(3, "big") + b"\x00\x00" + sid + body
+                + len(trailers).to_bytes(3, "big") + b"\x01\x05" + sid + trailers
+            )
+            self._local_close(stream_id, s)
+            return
+        self.send_headers(stream_id, head)
+        self.send_data(stream_id, body)
+        self.send_trailers(stream_id, trailers)
+
+    def reset(self, stream_id: int, error_code: int = ErrorCode.CANCEL) -> None:
+        s = self._streams.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        if s is not None:
+            self._out.append(_frame(_RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
+
+    def ping(self, payload: bytes = bytes(8)) -> None:
+        """Send a PING; `pings_acked` catches up with `pings_sent` when the peer answers."""
+        self.pings_sent += 1
+        self._out.append(_frame(_PING, 0, 0, payload[:8].ljust(8, b"\0")))
+
+    def goaway(self, error_code: int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
+        """Tell the peer no stream above the last one it opened will be served."""
+        self.goaway_sent = True
+        self._out.append(
+            _frame(_GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + error_code.to_bytes(4, "big") + debug)
+        )
+
+    def _headers_frames(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        limit = self._peer_max_frame
+        first, rest = block[:limit], block[limit:]
+        flags = (_END_STREAM if end_stream else 0) | (0 if rest else _END_HEADERS)
+        self._out.append(_frame(_HEADERS, flags, stream_id, first))
+        while rest:
+            chunk, rest = rest[:limit], rest[limit:]
+            self._out.append(_frame(_CONTINUATION, 0 if rest else _END_HEADERS, stream_id, chunk))
+
+    def _flush_stream(self, stream_id: int, s: _Stream) -> None:
+        while s.pending:
+            room = min(self._send_window, s.send_window, self._peer_max_frame)
+            if room <= 0:
+                self._blocked[stream_id] = None
+                return
+            chunk = s.pending[0]
+            if len(chunk) > room:
+                s.pending[0] = chunk[room:]
+                chunk = chunk[:room]
+            else:
+                s.pending.popleft()
+            n = len(chunk)
+            s.pending_bytes -= n
+            self._send_window -= n
+            s.send_window -= n
+            self._out.append(_frame(_DATA, 0, stream_id, chunk))
+        self._blocked.pop(stream_id, None)
+        if s.trailers is not None:
+            if s.trailers:
+                self._headers_frames(stream_id, s.trailers, True)
+            else:
+                self._out.append(_frame(_DATA, _END_STREAM, stream_id))
+            self._local_close(stream_id, s)
+
+    def _flush_blocked(self) -> None:
+        for stream_id in list(self._blocked):
+            if self._send_window <= 0:
+                return
+            s = self._streams.get(stream_id)
+            if s is None:
+                self._blocked.pop(stream_id, None)
+            else:
+                self._flush_stream(stream_id, s)
+
+    def _local_close(self, stream_id: int, s: _Stream) -> None:
+        s.local_open = False
+        if not s.remote_open:
+            del self._streams[stream_id]
+
+    # -- input ---------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the socket; returns what they meant, in order."""
+        events: list[Event] = []
+        if self.ended:
+            return events
+        buf = self._buf
+        buf += data
+        try:
+            if not self._preface_seen:
+                if len(buf) < len(PREFACE):
+                    if not PREFACE.startswith(bytes(buf)):
+                        raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                    return events
+                if buf[: len(PREFACE)] != PREFACE:
+                    raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                del buf[: len(PREFACE)]
+                self._preface_seen = True
+            pos, end = 0, len(buf)
+            view = memoryview(buf)
+            try:
+                while end - pos >= 9:
+                    length = int.from_bytes(view[pos : pos + 3], "big")
+                    if length > _MIN_FRAME:  # we never advertise a larger SETTINGS_MAX_FRAME_SIZE
+                        raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                    if end - pos < 9 + length:
+                        break
+                    ftype, flags = view[pos + 3], view[pos + 4]
+                    stream_id = int.from_bytes(view[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                    payload = bytes(view[pos + 9 : pos + 9 + length])
+                    pos += 9 + length
+                    self.frames_received += 1
+                    self._frame_received(ftype, flags, stream_id, payload, events)
+            finally:
+                view.release()
+                del buf[:pos]
+        except _ProtocolError as exc:
+            self.protocol_errors += 1
+            self.ended = True
+            if self._preface_seen:
+                self.goaway(exc.code, str(exc).encode()[:256])
+            buf.clear()
+            events.append(ConnectionEnded(exc.code, str(exc)))
+        return events
+
+    def _frame_received(self, ftype: int, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if self._continuation is not None and ftype != _CONTINUATION:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "header block interrupted by another frame")
+        if ftype == _HEADERS:
+            self._on_headers(flags, stream_id, payload, events)
+        elif ftype == _DATA:
+            self._on_data(flags, stream_id, payload, events)
+        elif ftype == _WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif ftype == _SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif ftype == _PING:
+            if stream_id != 0:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+            if flags & _ACK:
+                self.pings_acked += 1
+            else:
+                self._out.append(_frame(_PING, _ACK, 0, payload))
+        elif ftype == _RST_STREAM:
+            self._on_rst_stream(stream_id, payload, events)
+        elif ftype == _CONTINUATION:
+            self._on_continuation(flags, stream_id, payload, events)
+        elif ftype == _PRIORITY:
+            if stream_id == 0:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
+        elif ftype == _GOAWAY:
+            if stream_id != 0 or len(payload) < 8:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "malformed GOAWAY")
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            events.append(GoAwayReceived(last, int.from_bytes(payload[4:8], "big")))
+        elif ftype == _PUSH_PROMISE:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+        # Unknown frame types are ignored (RFC 9113 section 4.1).
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes, what: str) -> bytes:
+        if not flags & _PADDED:
+            return payload
+        if not payload or payload[0] >= len(payload):
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"{what} padding longer than the frame")
+        return payload[1 : len(payload) - payload[0]]
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id == 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
+        block = self._unpad(flags, payload, "HEADERS")
+        if flags & _PRIORITY_FLAG:
+            if len(block) < 5:
+                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            block = block[5:]
+        if flags & _END_HEADERS:
+            self._header_block(stream_id, flags, block, events)
+        else:
+            self._continuation = (stream_id, flags, bytearray(block))
+
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        pending = self._continuation
+        if pending is None or pending[0] != stream_id:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+        pending[2].extend(payload)
+        if len(pending[2]) > 4 * self._decoder.max_header_list_size:
+            raise _ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
+        if flags & _END_HEADERS:
+            self._continuation = None
+            self._header_block(stream_id, pending[1], bytes(pending[2]), events)
+
+    def _header_block(self, stream_id: int, flags: int, block: bytes, events: list[Event]) -> None:
+        try:
+            headers = self._decoder.decode(block)  # always: the decoder's table must stay in step
+        except HPACKError as exc:
+            raise _ProtocolError(ErrorCode.COMPRESSION_ERROR, f"header block: {exc}") from None
+        end_stream = bool(flags & _END_STREAM)
+        s = self._streams.get(stream_id)
+        if s is not None:  # trailers of a request
+            if not s.remote_open:
+                raise _ProtocolError(ErrorCode.STREAM_CLOSED, f"HEADERS on half-closed stream {stream_id}")
+            if not end_stream:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
+            self._remote_close(stream_id, s)
+            events.append(DataReceived(stream_id, b"", True))
+            return
+        if stream_id % 2 == 0 or stream_id <= self._last_stream:
+            if stream_id % 2 == 0 or not end_stream:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"HEADERS opening stream {stream_id} out of order")
+            return  # late trailers of a stream this side already reset: dropped
+        self._last_stream = stream_id
+        if self.goaway_sent:
+            return  # streams above the GOAWAY's last id are not served (RFC 9113 section 6.8)
+        if len(self._streams) >= self.max_concurrent_streams:
+            self._out.append(_frame(_RST_STREAM, 0, stream_id, ErrorCode.REFUSED_STREAM.to_bytes(4, "big")))
+            events.append(StreamReset(stream_id, ErrorCode.REFUSED_STREAM))
+            return
+        s = self._streams[stream_id] = _Stream(self._peer_window)
+        if end_stream:
+            s.remote_open = False
+        events.append(RequestReceived(stream_id, headers, end_stream))
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id == 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
+        size = len(payload)
+        self._recv_unacked += size
+        if self._recv_unacked > self._conn_window:
+            raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window")
+        if self._recv_unacked >= self._conn_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, self._recv_unacked.to_bytes(4, "big")))
+            self._recv_unacked = 0
+        data = self._unpad(flags, payload, "DATA")
+        s = self._streams.get(stream_id)
+        if s is None or not s.remote_open:
+            if stream_id > self._last_stream:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            if s is not None:
+                raise _ProtocolError(ErrorCode.STREAM_CLOSED, f"DATA after END_STREAM on stream {stream_id}")
+            return  # a stream already reset or finished: frames in flight are dropped
+        s.recv_unacked += size
+        if s.recv_unacked > self._stream_window:
+            raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, f"peer overran stream {stream_id}'s window")
+        end_stream = bool(flags & _END_STREAM)
+        if end_stream:
+            self._remote_close(stream_id, s)
+        elif s.recv_unacked >= self._stream_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, s.recv_unacked.to_bytes(4, "big")))
+            s.recv_unacked = 0
+        events.append(DataReceived(stream_id, data, end_stream))
+
+    def _remote_close(self, stream_id: int, s: _Stream) -> None:
+        s.remote_open = False
+        if not s.local_open:
+            del self._streams[stream_id]
+
+    def _on_rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id == 0 or stream_id > self._last_stream:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+        if len(payload) != 4:
+            raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
+        self._blocked.pop(stream_id, None)
+        if self._streams.pop(stream_id, None) is not None:
+            events.append(StreamReset(stream_id, int.from_bytes(payload, "big")))
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            if increment == 0:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self._send_window += increment
+            if self._send_window > _MAX_WINDOW:
+                raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            self._flush_blocked()
+            return
+        if stream_id > self._last_stream:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+        s = self._streams.get(stream_id)
+        if s is None:
+            return
+        if increment == 0 or s.send_window + increment > _MAX_WINDOW:
+            self.reset(stream_id, ErrorCode.PROTOCOL_ERROR if increment == 0 else ErrorCode.FLOW_CONTROL_ERROR)
+            return
+        s.send_window += increment
+        if s.pending or s.trailers is not None:
+            self._flush_stream(stream_id, s)
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & _ACK:
+            if payload:
+                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        for i in range(0, len(payload), 6):
+            ident = int.from_bytes(payload[i : i + 2], "big")
+            value = int.from_bytes(payload[i + 2 : i + 6], "big")
+            if ident == 0x2 and value > 1:
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
+            if ident == 0x4:
+                if value > _MAX_WINDOW:
+                    raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
+                delta = value - self._peer_window
+                self._peer_window = value
+                for s in self._streams.values():
+                    s.send_window += delta
+            elif ident == 0x5:
+                if not _MIN_FRAME <= value <= _MAX_FRAME:
+                    raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
+                self._peer_max_frame = value
+            # HEADER_TABLE_SIZE: our encoder never indexes, so any size suits it; others: advisory.
+        self._out.append(_frame(_SETTINGS, _ACK, 0))
+        self._flush_blocked()

@@ -1,0 +1,278 @@
+"""The sans-I/O HTTP/2 server connection, frame by frame: no sockets, exact bytes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from registry.h2.connection import (
+    PREFACE,
+    ConnectionEnded,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    RequestReceived,
+    ServerConnection,
+    StreamReset,
+)
+from registry.h2.hpack import Decoder, encode_literal
+
+DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONT = range(10)
+REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/svc/M"), (":authority", "x"),
+           ("content-type", "application/grpc"), ("te", "trailers")]
+
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def block(headers: list[tuple[str, str]]) -> bytes:
+    return b"".join(encode_literal(n.encode(), v.encode()) for n, v in headers)
+
+
+def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 3], "big")
+        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"), data[pos + 9:pos + 9 + n]))
+        pos += 9 + n
+    assert pos == len(data), "output ends inside a frame"
+    return out
+
+
+def settings(**values: int) -> bytes:
+    ids = {"table": 1, "push": 2, "streams": 3, "window": 4, "frame": 5, "list": 6}
+    return frame(SETTINGS, 0, 0, b"".join(ids[k].to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in values.items()))
+
+
+def opened(**peer: int) -> ServerConnection:
+    c = ServerConnection(stream_window=1 << 16, connection_window=1 << 20)
+    assert c.receive(PREFACE + settings(**peer)) == []
+    out = parse_frames(c.data_to_send())
+    assert [(t, f) for t, f, _, _ in out] == [(SETTINGS, 0), (WINDOW, 0), (SETTINGS, 1)]
+    return c
+
+
+def request(c: ServerConnection, sid: int, body: bytes | None = b"x") -> list[Event]:
+    events = c.receive(frame(HEADERS, 0x4 | (0 if body is not None else 0x1), sid, block(REQUEST)))
+    if body is not None:
+        events += c.receive(frame(DATA, 0x1, sid, body))
+    return events
+
+
+def test_server_settings_and_window_first() -> None:
+    c = ServerConnection(max_concurrent_streams=7, stream_window=1 << 20, connection_window=16 << 20)
+    (t1, _, _, p1), (t2, _, _, p2) = parse_frames(c.data_to_send())
+    assert t1 == SETTINGS and p1 == bytes.fromhex("0003 00000007 0004 00100000 0006 00010000")
+    assert t2 == WINDOW and int.from_bytes(p2, "big") == (16 << 20) - 65535
+
+
+def test_request_events_and_unary_response_bytes() -> None:
+    c = opened()
+    events = request(c, 1, b"\x00\x00\x00\x00\x02hi")
+    assert events == [RequestReceived(1, REQUEST, False), DataReceived(1, b"\x00\x00\x00\x00\x02hi", True)]
+    c.respond(1, b"H", b"BODY", b"T")
+    assert parse_frames(c.data_to_send()) == [(HEADERS, 0x4, 1, b"H"), (DATA, 0, 1, b"BODY"), (HEADERS, 0x5, 1, b"T")]
+    assert c.open_streams == 0
+
+
+def test_preface_byte_by_byte_and_wrong_preface() -> None:
+    c = ServerConnection()
+    c.data_to_send()
+    for b in PREFACE:
+        assert c.receive(bytes([b])) == []
+    assert not c.ended
+    bad = ServerConnection()
+    events = bad.receive(b"GET / HTTP/1.1\r\n")
+    assert isinstance(events[-1], ConnectionEnded) and bad.ended and bad.protocol_errors == 1
+
+
+def test_frames_split_at_every_byte_give_the_same_events() -> None:
+    wire = PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)) + frame(DATA, 0, 1, b"ab") + frame(DATA, 1, 1, b"c")
+    whole = ServerConnection()
+    want = whole.receive(wire)
+    for cut in range(1, len(wire)):
+        c = ServerConnection()
+        assert c.receive(wire[:cut]) + c.receive(wire[cut:]) == want
+
+
+def test_flow_control_holds_data_until_window_update() -> None:
+    c = opened(window=10)  # the peer lets each stream receive 10 bytes
+    request(c, 1)
+    c.send_headers(1, b"H")
+    c.send_data(1, b"0123456789abcdef")
+    c.send_trailers(1, b"T")
+    out = parse_frames(c.data_to_send())
+    assert out == [(HEADERS, 0x4, 1, b"H"), (DATA, 0, 1, b"0123456789")]
+    assert c.pending_bytes(1) == 6 and c.is_open(1)
+    c.receive(frame(WINDOW, 0, 1, (4).to_bytes(4, "big")))
+    assert parse_frames(c.data_to_send()) == [(DATA, 0, 1, b"abcd")]
+    c.receive(settings(window=100))  # a larger initial window applies to open streams at once
+    assert parse_frames(c.data_to_send()) == [(SETTINGS, 1, 0, b""), (DATA, 0, 1, b"ef"), (HEADERS, 0x5, 1, b"T")]
+    assert not c.is_open(1) and c.open_streams == 0
+
+
+def test_connection_window_shared_by_streams() -> None:
+    c = opened(window=1 << 20)
+    for sid in (1, 3):
+        request(c, sid)
+        c.send_headers(sid, b"H")
+    c.send_data(1, bytes(60_000))
+    c.send_data(3, bytes(10_000), end_stream=True)  # only 5,535 bytes of connection window left
+    sizes = [(sid, len(p)) for t, _, sid, p in parse_frames(c.data_to_send()) if t == DATA]
+    assert sum(n for _, n in sizes) == 65_535 and sizes[-1] == (3, 65_535 - 60_000)
+    c.receive(frame(WINDOW, 0, 0, (100_000).to_bytes(4, "big")))
+    rest = parse_frames(c.data_to_send())
+    assert rest[-1] == (DATA, 0x1, 3, b"") and sum(len(p) for t, _, _, p in rest if t == DATA) == 10_000 - 5_535
+
+
+def test_large_data_split_at_peer_max_frame_size() -> None:
+    c = opened(window=1 << 20)
+    c.receive(frame(WINDOW, 0, 0, (1 << 20).to_bytes(4, "big")))
+    request(c, 1)
+    c.send_data(1, bytes(40_000))
+    assert [len(p) for t, _, _, p in parse_frames(c.data_to_send()) if t == DATA] == [16_384, 16_384, 7_232]
+    c.receive(settings(frame=32_768))
+    c.send_data(1, bytes(40_000))
+    assert [len(p) for t, _, _, p in parse_frames(c.data_to_send()) if t == DATA] == [32_768, 7_232]
+
+
+def test_header_block_over_continuation_and_long_response_headers() -> None:
+    c = opened()
+    b = block(REQUEST)
+    events = c.receive(frame(HEADERS, 0x1, 1, b[:5]) + frame(CONT, 0, 1, b[5:9]) + frame(CONT, 0x4, 1, b[9:]))
+    assert events == [RequestReceived(1, REQUEST, True)]
+    c.send_headers(1, bytes(40_000), end_stream=True)
+    out = parse_frames(c.data_to_send())
+    assert [(t, f, len(p)) for t, f, _, p in out] == [(HEADERS, 0x1, 16_384), (CONT, 0, 16_384), (CONT, 0x4, 7_232)]
+
+
+def test_padding_and_priority_are_stripped() -> None:
+    c = opened()
+    b = block(REQUEST)
+    padded = bytes([3]) + bytes(5) + b + b"\0\0\0"  # pad length, priority (5 bytes), block, padding
+    assert c.receive(frame(HEADERS, 0x4 | 0x8 | 0x20, 1, padded)) == [RequestReceived(1, REQUEST, False)]
+    assert c.receive(frame(DATA, 0x9, 1, b"\x02ab\0\0")) == [DataReceived(1, b"ab", True)]
+
+
+def test_ping_is_answered_and_counted() -> None:
+    c = opened()
+    c.receive(frame(PING, 0, 0, b"12345678"))
+    assert parse_frames(c.data_to_send()) == [(PING, 1, 0, b"12345678")]
+    c.ping(b"abcdefgh")
+    assert c.pings_sent == 1 and c.pings_acked == 0
+    c.receive(frame(PING, 1, 0, b"abcdefgh"))
+    assert c.pings_acked == 1
+
+
+def test_reset_by_peer_drops_queued_output() -> None:
+    c = opened(window=4)
+    request(c, 1)
+    c.send_data(1, b"0123456789")
+    c.data_to_send()
+    assert c.receive(frame(RST, 0, 1, (8).to_bytes(4, "big"))) == [StreamReset(1, 8)]
+    assert c.pending_bytes(1) == 0 and c.open_streams == 0
+    c.receive(frame(WINDOW, 0, 1, (100).to_bytes(4, "big")) + frame(DATA, 1, 1, b"late"))  # in flight: ignored
+    assert parse_frames(c.data_to_send()) == [] and not c.ended
+
+
+def test_too_many_streams_refused() -> None:
+    c = ServerConnection(max_concurrent_streams=2)
+    c.receive(PREFACE + settings())
+    c.data_to_send()
+    events = request(c, 1, None) + request(c, 3, None) + request(c, 5, None)
+    assert events[-1] == StreamReset(5, ErrorCode.REFUSED_STREAM)
+    assert parse_frames(c.data_to_send())[-1] == (RST, 0, 5, ErrorCode.REFUSED_STREAM.to_bytes(4, "big"))
+
+
+def test_goaway_received_and_sent() -> None:
+    c = opened()
+    request(c, 1, None)
+    assert c.receive(frame(GOAWAY, 0, 0, (1).to_bytes(4, "big") + bytes(4))) == [GoAwayReceived(1, 0)]
+    c.goaway()
+    assert parse_frames(c.data_to_send()) == [(GOAWAY, 0, 0, (1).to_bytes(4, "big") + bytes(4))]
+    assert request(c, 3, None) == []  # above the GOAWAY's last stream: not served
+
+
+def test_header_table_stays_in_step_across_requests() -> None:
+    # Incremental indexing (0x40): the second request refers to the first one's entries.
+    c = opened()
+    first = b"".join(b"\x40" + bytes([len(n)]) + n.encode() + bytes([len(v)]) + v.encode() for n, v in REQUEST)
+    assert c.receive(frame(HEADERS, 0x5, 1, first)) == [RequestReceived(1, REQUEST, True)]
+    indexed = bytes(0x80 | (61 + len(REQUEST) - i) for i in range(len(REQUEST)))  # dynamic indices 62..
+    assert c.receive(frame(HEADERS, 0x5, 3, indexed)) == [RequestReceived(3, REQUEST, True)]
+
+
+@pytest.mark.parametrize(
+    "wire, code",
+    [
+        (frame(DATA, 0, 0, b"x"), ErrorCode.PROTOCOL_ERROR),  # DATA on stream 0
+        (frame(DATA, 0, 9, b"x"), ErrorCode.PROTOCOL_ERROR),  # DATA on an idle stream
+        (frame(HEADERS, 0x5, 2, block(REQUEST)), ErrorCode.PROTOCOL_ERROR),  # even stream id
+        (frame(HEADERS, 0x1, 1, b"") + frame(PING, 0, 0, bytes(8)), ErrorCode.PROTOCOL_ERROR),  # interrupted block
+        (frame(CONT, 0x4, 1, b""), ErrorCode.PROTOCOL_ERROR),  # CONTINUATION out of the blue
+        (frame(HEADERS, 0x5, 1, b"\xff\xff\xff\xff\xff\xff"), ErrorCode.COMPRESSION_ERROR),  # bad HPACK
+        (frame(PING, 0, 0, b"short"), ErrorCode.FRAME_SIZE_ERROR),
+        (frame(PING, 0, 1, bytes(8)), ErrorCode.PROTOCOL_ERROR),
+        (frame(SETTINGS, 0, 0, b"12345"), ErrorCode.FRAME_SIZE_ERROR),
+        (settings(window=2**31), ErrorCode.FLOW_CONTROL_ERROR),
+        (settings(frame=100), ErrorCode.PROTOCOL_ERROR),
+        (settings(push=2), ErrorCode.PROTOCOL_ERROR),
+        (frame(WINDOW, 0, 0, bytes(4)), ErrorCode.PROTOCOL_ERROR),  # zero increment
+        (frame(WINDOW, 0, 0, (2**31 - 1).to_bytes(4, "big")), ErrorCode.FLOW_CONTROL_ERROR),  # window overflow
+        (frame(RST, 0, 7, bytes(4)), ErrorCode.PROTOCOL_ERROR),  # RST on an idle stream
+        (frame(PUSH, 0x4, 1, bytes(4)), ErrorCode.PROTOCOL_ERROR),
+        (frame(PRIORITY, 0, 1, b"1234"), ErrorCode.FRAME_SIZE_ERROR),
+        (frame(HEADERS, 0x4 | 0x8, 1, b"\x09abc"), ErrorCode.PROTOCOL_ERROR),  # padding longer than the frame
+        (bytes.fromhex("004001") + bytes(6), ErrorCode.FRAME_SIZE_ERROR),  # 16,385-byte frame announced
+    ],
+)
+def test_peer_errors_end_the_connection_with_goaway(wire: bytes, code: int) -> None:
+    c = opened()
+    events = c.receive(wire)
+    assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == code, events
+    goaway = [p for t, _, _, p in parse_frames(c.data_to_send()) if t == GOAWAY]
+    assert len(goaway) == 1 and int.from_bytes(goaway[0][4:8], "big") == code
+    assert c.ended and c.protocol_errors == 1 and c.receive(frame(PING, 0, 0, bytes(8))) == []
+
+
+@pytest.mark.parametrize("sizes", [[101], [30, 19, 52]])  # 30+19 stays under the half-window credit point
+def test_peer_overrunning_the_stream_window(sizes: list[int]) -> None:
+    c = ServerConnection(stream_window=100, connection_window=65_535)
+    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    events = c.receive(b"".join(frame(DATA, 0, 1, bytes(n)) for n in sizes))
+    assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_received_data_is_credited_back() -> None:
+    c = ServerConnection(stream_window=1000, connection_window=4000)
+    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.data_to_send()
+    total = 0
+    for _ in range(20):  # 10,000 bytes through windows of 1,000 / 4,000: only works if credited back
+        events = c.receive(frame(DATA, 0, 1, bytes(500)))
+        assert isinstance(events[-1], DataReceived), events
+        for t, _, sid, p in parse_frames(c.data_to_send()):
+            assert t == WINDOW
+            total += int.from_bytes(p, "big") if sid == 0 else 0
+    assert total >= 10_000 - 2_000
+
+
+def test_random_bytes_never_raise() -> None:
+    rng = random.Random(7)
+    good = PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)) + frame(DATA, 1, 1, b"abc")
+    for i in range(3000):
+        c = ServerConnection()
+        if i % 2:
+            wire = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                wire[rng.randrange(len(PREFACE), len(wire))] = rng.randrange(256)
+            data = bytes(wire)
+        else:
+            data = PREFACE + bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+        events = c.receive(data)  # any exception fails the test
+        assert all(isinstance(e, (RequestReceived, DataReceived, StreamReset, GoAwayReceived, ConnectionEnded))
+                   for e in events)
+        Decoder()  # the module's decoder stays constructible (no shared state damaged)

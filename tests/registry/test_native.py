@@ -1,0 +1,192 @@
+"""What only the native gRPC front has to prove (the answers themselves are tested on both fronts
+in test_rpc.py and test_client.py): real HTTP/2 clients other than grpcio, compression, flow
+control with large answers, hostile bytes, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from registry.catalog import Catalog
+from registry.native import NativeServer, start_native
+from registry.v1 import registry_pb2 as pb
+from registry.v1 import registry_pb2_grpc as pb_grpc
+from rpc_fixtures import GROUP, async_wait_for, populate, tags
+
+
+@pytest.fixture
+async def catalog() -> Catalog:
+    c = Catalog()
+    populate(c)
+    return c
+
+
+@pytest.fixture
+async def server(catalog: Catalog) -> AsyncIterator[NativeServer]:
+    s = await start_native(catalog, "127.0.0.1:0")
+    yield s
+    await s.stop(None)
+
+
+def stub_for(ch: grpc.aio.Channel) -> pb_grpc.RegistryStub:
+    return pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+
+
+async def test_gzip_request_is_accepted(server: NativeServer, catalog: Catalog) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", compression=grpc.Compression.Gzip) as ch:
+        resp = await stub_for(ch).MatchBatch(pb.MatchBatchRequest(group=GROUP, keys=[f"k{i}" for i in range(500)]))
+    assert [s.id for s in resp.services] == [s.id for s in catalog.match_batch(GROUP, [f"k{i}" for i in range(500)])]
+    assert server.stats.compressed_requests == 1  # grpcio did compress it
+
+
+async def test_unknown_method_is_unimplemented_naming_it(server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        call = ch.unary_unary("/registry.v1.Registry/Nope")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"")
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "/registry.v1.Registry/Nope" in str(err.value.details())
+
+
+async def test_request_that_is_not_protobuf_is_invalid_argument(server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        call = ch.unary_unary("/registry.v1.Registry/Match")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"\xff\xff\xff")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "registry.v1.MatchRequest" in str(err.value.details())
+
+
+async def test_error_message_with_non_ascii_group_round_trips(server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub_for(ch).Members(pb.MembersRequest(group="gruppe-ü%20"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "gruppe-ü%20" in str(err.value.details())
+
+
+async def test_large_answers_cross_flow_control_windows(catalog: Catalog) -> None:
+    for i in range(1500):  # ~90 kB Members answer: larger than a default 64 KiB window and a 16 KiB frame
+        catalog.apply(f"big-{i:04d}", tags("big", f"10.1.{i // 250}.{i % 250}:80", 8))
+    s = await start_native(catalog, "127.0.0.1:0")
+    try:
+        opts = [("grpc.http2.bdp_probe", 0), ("grpc.max_receive_message_length", 64 << 20)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{s.port}", options=opts) as ch:
+            stub = stub_for(ch)
+            answers = await asyncio.gather(*(stub.Members(pb.MembersRequest(group="big")) for _ in range(20)))
+            keys = [f"u{i}" for i in range(20_000)]
+            batch = await stub.MatchBatch(pb.MatchBatchRequest(group="big", keys=keys))  # ~1.2 MB answer
+        assert all(len(a.services) == 1500 for a in answers)
+        assert sorted(x.id for x in answers[0].services) == [f"big-{i:04d}" for i in range(1500)]
+        assert [x.id for x in batch.services] == [x.id for x in catalog.match_batch("big", keys)]
+    finally:
+        await s.stop(None)
+
+
+async def test_concurrent_calls_on_one_connection(server: NativeServer, catalog: Catalog) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = stub_for(ch)
+        keys = [f"user-{i}" for i in range(400)]
+        answers = await asyncio.gather(*(stub.Match(pb.MatchRequest(group=GROUP, key=k)) for k in keys))
+    assert [a.services[0].id for a in answers] == [catalog.match(GROUP, k, 1)[0].id for k in keys]
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00",  # zero WINDOW_UPDATE
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+    ],
+)
+async def test_hostile_bytes_cost_one_connection_only(server: NativeServer, catalog: Catalog, garbage: bytes) -> None:
+    before = server.stats.protocol_errors
+    await _raw(server.port, garbage)
+    await async_wait_for(lambda: server.stats.protocol_errors == before + 1, what="protocol error counted")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        resp = await stub_for(ch).Match(pb.MatchRequest(group=GROUP, key="k"))
+    assert resp.services[0].id == catalog.match(GROUP, "k", 1)[0].id
+
+
+async def test_stop_ends_watches_unavailable_and_health_not_serving(catalog: Catalog) -> None:
+    s = await start_native(catalog, "127.0.0.1:0")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+        watch = stub_for(ch).Watch(pb.WatchRequest(group=GROUP))
+        first = await watch.read()
+        assert first.snapshot and len(first.services) == 5
+        health = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
+        await s.stop(1.0)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await watch.read()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        got = []
+        with pytest.raises(grpc.aio.AioRpcError):
+            while True:
+                got.append((await health.read()).status)
+        assert health_pb2.HealthCheckResponse.NOT_SERVING in got
+    assert s.core.watcher_count(GROUP) == 0
+
+
+async def test_health_unknown_service_is_not_found(server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="nope"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _grpc_request(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs h2load (apt-get install nghttp2-client)")
+async def test_nghttp2_client_gets_correct_answers(server: NativeServer, catalog: Catalog, tmp_path: object) -> None:
+    """h2load (nghttp2's HPACK, framing and flow control, not grpcio's) sends 2,000 Match calls."""
+    import pathlib
+
+    req = pb.MatchRequest(group=GROUP, key="user-7").SerializeToString()
+    body = pathlib.Path(str(tmp_path)) / "req.bin"
+    body.write_bytes(_grpc_request(req))
+    answer = await asyncio.to_thread(
+        subprocess.run,
+        ["h2load", "-n", "2000", "-c", "2", "-m", "32", "-d", str(body),
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Match"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "2000 succeeded" in answer.stdout, answer.stdout + answer.stderr
+    # every response: the cached Service bytes framed once (h2load counts DATA bytes)
+    want = len(_grpc_request(server.core.wire_match(req)))
+    data = re.search(r"\((\d+)\) data", answer.stdout)
+    assert data is not None and int(data.group(1)) == 2000 * want, answer.stdout
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="needs nghttp (apt-get install nghttp2-client)")
+async def test_nghttp_client_sees_grpc_trailers(server: NativeServer, tmp_path: object) -> None:
+    import pathlib
+
+    body = pathlib.Path(str(tmp_path)) / "req.bin"
+    body.write_bytes(_grpc_request(pb.MembersRequest(group="nope").SerializeToString()))
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["nghttp", "-v", "-d", str(body), "-H", "content-type: application/grpc",
+         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Members"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "grpc-status: 5" in out.stdout and "grpc-message: group 'nope' not found" in out.stdout, out.stdout
