@@ -1,0 +1,1 @@
+"""Sans-I/O HTTP/2 for the native gRPC front."""
