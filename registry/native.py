@@ -37,7 +37,7 @@ from registry.h2.connection import (
 )
 from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
 
-__all__ = ["HEALTH_SERVICE", "MAX_MESSAGE", "NativeServer", "Status", "start_native"]
+__all__ = ["HEALTH_SERVICE", "KEEPALIVE", "MAX_MESSAGE", "NativeServer", "Status", "start_native"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 MAX_MESSAGE = 16 << 20  # largest request message accepted (grpcio front: the same)
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
-_KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
+KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
 
 
 class Status:
@@ -381,7 +381,8 @@ def _decompress(encoding: str, data: bytes) -> bytes:
 class NativeServer:
     """A listening native gRPC server; `port` is the bound port (useful with port 0)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, keepalive: float = KEEPALIVE) -> None:
+        self.keepalive = keepalive
         self.core = RegistryCore(catalog)
         self.stats = Stats()
         self.port = 0
@@ -395,7 +396,7 @@ class NativeServer:
         self._health_changed = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
-        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     def kind_of(self, path: str) -> str | None:
         if path in self.unary:
@@ -412,7 +413,7 @@ class NativeServer:
             lambda: _Connection(self), host.strip("[]") or None, port, reuse_address=True, backlog=1024
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._keepalive = loop.call_later(_KEEPALIVE, self._ping_idle_streams)
+        self._keepalive_timer = loop.call_later(self.keepalive, self._ping_idle_streams)
 
     def _ping_idle_streams(self) -> None:
         """Keep long Watch streams alive through NATs, and drop peers that stopped answering."""
@@ -420,19 +421,19 @@ class NativeServer:
             if not conn.calls:
                 continue
             if conn.h2.pings_sent > conn.h2.pings_acked:
-                log.info("native gRPC: a peer left a keepalive PING unanswered for %.0f s; closing", _KEEPALIVE)
+                log.info("native gRPC: a peer left a keepalive PING unanswered for %.0f s; closing", self.keepalive)
                 conn.close()
                 continue
             conn.h2.ping()
             conn.flush()
-        self._keepalive = asyncio.get_running_loop().call_later(_KEEPALIVE, self._ping_idle_streams)
+        self._keepalive_timer = asyncio.get_running_loop().call_later(self.keepalive, self._ping_idle_streams)
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Refuse new calls (GOAWAY), let unary ones finish for up to `grace` s, end streams UNAVAILABLE."""
         self._serving = False
         self._health_changed.set()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
@@ -495,12 +496,12 @@ class NativeServer:
         return self._reflection.answer(data)  # type: ignore[no-any-return]
 
 
-async def start_native(catalog: Catalog, addr: str) -> NativeServer:
+async def start_native(catalog: Catalog, addr: str, *, keepalive: float = KEEPALIVE) -> NativeServer:
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"gRPC address {addr!r} is not host:port")
-    server = NativeServer(catalog)
+    server = NativeServer(catalog, keepalive)
     try:
         await server.start(host, int(port))
     except BaseException:

@@ -410,6 +410,16 @@ class RegistryServer:
                 "counter",
                 [({"key": str(k)}, float(v)) for k, v in sorted(cstats.items()) if isinstance(v, (int, float))],
             )
+        rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not
+        if rpc_stats is not None:
+            yield Metric("registry_grpc_connections_total", "gRPC connections accepted.", "counter",
+                         [({}, float(rpc_stats.connections))])
+            yield Metric("registry_grpc_calls_total", "gRPC calls received.", "counter", [({}, float(rpc_stats.calls))])
+            yield Metric("registry_grpc_errors_total", "gRPC calls that ended with an error, by status code.",
+                         "counter", [({"code": str(k)}, float(v)) for k, v in sorted(rpc_stats.errors.items())])
+            yield Metric("registry_grpc_protocol_errors_total",
+                         "Connections closed for an HTTP/2 protocol violation of the client.", "counter",
+                         [({}, float(rpc_stats.protocol_errors))])
         yield Metric(
             "registry_uptime_seconds",
             "Seconds since the server finished starting.",

@@ -1,7 +1,8 @@
 """Suite-wide pytest hooks.
 
-`@pytest.mark.serf` tests need Debian's `serf` binary: without it they are skipped locally
-but FAIL when CI=true, so a broken CI image cannot silently turn interop tests green.
+`@pytest.mark.serf` tests need Debian's `serf` binary, `@pytest.mark.nghttp2` ones nghttp2's
+`h2load` and `nghttp` (an HTTP/2 stack that is not grpcio's): without them they are skipped
+locally but FAIL when CI=true, so a broken CI image cannot silently turn interop tests green.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ import shutil
 import pytest
 
 
+_NEEDS = {"serf": (("serf",), "serf"), "nghttp2": (("h2load", "nghttp"), "nghttp2-client")}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("serf") is None:
-        return
-    if shutil.which("serf") is not None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("the `serf` binary is required when CI=true (apt-get install serf)", pytrace=False)
-    pytest.skip("needs the `serf` binary (apt-get install serf)")
+    for marker, (binaries, package) in _NEEDS.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        missing = [b for b in binaries if shutil.which(b) is None]
+        if not missing:
+            continue
+        what = f"`{'` and `'.join(missing)}` (apt-get install {package})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} is required when CI=true", pytrace=False)
+        pytest.skip(f"needs {what}")

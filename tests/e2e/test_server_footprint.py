@@ -1,7 +1,7 @@
-"""What a `registry` server process loads: no OpenSSL through Python (asyncio's ssl, hashlib),
-and `cryptography` only when -encrypt is given; it still serves gRPC, health and reflection
-and exits 0 on SIGTERM.  (Memory: OpenSSL's libraries and start-up state are ~5 MiB of RSS,
-see benchmarks/bench_memory.py.)"""
+"""What a `registry` server process loads: no grpcio (its default gRPC front is the native one),
+no OpenSSL through Python (asyncio's ssl, hashlib), and `cryptography` only when -encrypt is
+given; it still serves gRPC, health and reflection and exits 0 on SIGTERM.  (Memory: grpcio's
+C core is ~10 MiB of RSS, OpenSSL's libraries ~5 MiB, see benchmarks/bench_memory.py.)"""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import sys, threading
 def answer():
     for line in sys.stdin:
         if line.strip() == "modules":
-            heavy = ("ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "cryptography")
+            heavy = ("ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "cryptography", "grpc")
             loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
             print("MODULES " + " ".join(loaded), flush=True)
 
@@ -119,6 +119,8 @@ def test_server_loads_no_openssl_and_cryptography_only_with_encrypt(encrypt: boo
         rc = _stop(p)
     assert rc == 0, "".join(log)
     assert not loaded & HEAVY_SSL, loaded  # asyncio got no ssl; `secrets` (hmac, hashlib) is keygen-only
+    # native front: no grpcio C core (reflection's *_pb2 messages are plain protobuf, loaded on first use)
+    assert not {m for m in loaded if m.split(".")[0] == "grpc"}, loaded
     assert ("cryptography" in loaded) == encrypt, loaded
     assert any('"registry stopped"' in line for line in log), "".join(log)
 

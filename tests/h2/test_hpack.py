@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -637,7 +636,7 @@ def _serve_once(listener: socket.socket, got: list[Fields], decoder: Decoder, er
         errors.append(exc)
 
 
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs nghttp2's h2load (apt-get install nghttp2-client)")
+@pytest.mark.nghttp2
 def test_decodes_nghttp2_requests_and_it_decodes_our_responses() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(30)

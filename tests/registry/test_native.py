@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 
@@ -155,7 +154,7 @@ def _grpc_request(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs h2load (apt-get install nghttp2-client)")
+@pytest.mark.nghttp2
 async def test_nghttp2_client_gets_correct_answers(server: NativeServer, catalog: Catalog, tmp_path: object) -> None:
     """h2load (nghttp2's HPACK, framing and flow control, not grpcio's) sends 2,000 Match calls."""
     import pathlib
@@ -177,7 +176,7 @@ async def test_nghttp2_client_gets_correct_answers(server: NativeServer, catalog
     assert data is not None and int(data.group(1)) == 2000 * want, answer.stdout
 
 
-@pytest.mark.skipif(shutil.which("nghttp") is None, reason="needs nghttp (apt-get install nghttp2-client)")
+@pytest.mark.nghttp2
 async def test_nghttp_client_sees_grpc_trailers(server: NativeServer, tmp_path: object) -> None:
     import pathlib
 
@@ -190,3 +189,92 @@ async def test_nghttp_client_sees_grpc_trailers(server: NativeServer, tmp_path: 
         capture_output=True, text=True, timeout=60,
     )
     assert "grpc-status: 5" in out.stdout and "grpc-message: group 'nope' not found" in out.stdout, out.stdout
+
+
+def _h2_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def _h2_call(sid: int, path: str, message: bytes) -> bytes:
+    """HEADERS + DATA(END_STREAM) of one gRPC call, headers as plain literals (no HPACK state)."""
+    from registry.h2.hpack import encode_literal
+
+    block = b"".join(encode_literal(n, v) for n, v in (
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"t"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+    return _h2_frame(1, 0x4, sid, block) + _h2_frame(0, 0x1, sid, _grpc_request(message))
+
+
+_OPEN_WIDE = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, (4).to_bytes(2, "big") + (2**31 - 1).to_bytes(4, "big"))
+              + _h2_frame(8, 0, 0, (2**31 - 1 - 65535).to_bytes(4, "big")))  # windows wide open: only TCP can push back
+
+
+def _frames(data: bytes) -> list[tuple[int, int, int]]:
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        n = int.from_bytes(data[pos:pos + 3], "big")
+        if pos + 9 + n > len(data):
+            break
+        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big")))
+        pos += 9 + n
+    return out
+
+
+async def test_client_that_does_not_read_is_paused_then_served_whole(server: NativeServer) -> None:
+    n = 40_000
+    req = pb.MatchRequest(group=GROUP, key="user-1").SerializeToString()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.transport.set_write_buffer_limits(high=64 << 20)
+
+    async def send() -> None:
+        writer.write(_OPEN_WIDE)
+        for i in range(n):
+            writer.write(_h2_call(2 * i + 1, "/registry.v1.Registry/Match", req))
+        await writer.drain()
+
+    sender = asyncio.ensure_future(send())
+    try:
+        conns = server._connections
+        # the server stops reading a client whose answers pile up unread, instead of buffering them all
+        await async_wait_for(lambda: any(c.transport is not None and not c.transport.is_reading() for c in conns),
+                             timeout=60, what="server paused reading")
+        data = bytearray()
+        ended = 0
+        while ended < n:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 60)
+            assert chunk, "connection closed early"
+            data += chunk
+            frames = _frames(bytes(data))
+            ended = sum(1 for t, f, _ in frames if t == 1 and f & 0x1)  # trailers: one per call
+        assert {sid for t, f, sid in frames if t == 1 and f & 0x1} == {2 * i + 1 for i in range(n)}
+        await sender
+    finally:
+        sender.cancel()
+        writer.close()
+
+
+async def test_keepalive_closes_a_peer_that_stops_answering_pings(catalog: Catalog) -> None:
+    s = await start_native(catalog, "127.0.0.1:0", keepalive=0.2)
+    try:
+        # grpcio answers PINGs: its Watch survives many keepalive rounds
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+            watch = stub_for(ch).Watch(pb.WatchRequest(group=GROUP))
+            assert (await watch.read()).snapshot
+            conn = next(iter(s._connections))
+            await async_wait_for(lambda: conn.h2.pings_acked >= 3, what="3 keepalive PINGs answered")
+            catalog.apply("late", tags(GROUP, "10.9.9.9:1"))
+            change = await asyncio.wait_for(watch.read(), 30)
+            assert [x.id for x in change.added] == ["late"]
+            # a raw peer with an open Watch that never answers PINGs is closed
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0)
+                         + _h2_call(1, "/registry.v1.Registry/Watch", pb.WatchRequest(group=GROUP).SerializeToString()))
+            got = bytearray()
+            while chunk := await asyncio.wait_for(reader.read(65536), 30):
+                got += chunk
+            assert any(t == 6 and not f & 1 for t, f, _ in _frames(bytes(got))), "no PING was sent"
+            writer.close()
+            assert conn in s._connections  # the grpcio one is still there
+            watch.cancel()
+    finally:
+        await s.stop(None)
