@@ -224,7 +224,8 @@ async def _serve(args: ServerArgs) -> int:
     except BaseException:
         await server.close()
         raise
-    log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address)
+    log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address,
+             rpc_engine=server.rpc_engine)
     await stop.wait()
     log.info("leaving the pool", timeout=args.leave_timeout)
     again = asyncio.Event()  # a second signal skips the graceful leave

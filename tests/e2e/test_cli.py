@@ -37,6 +37,8 @@ def run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         (["-id", "a", "-log-format", "xml"], "invalid choice"),
         (["-id", "a", "-tls-cert", "/nonexistent.pem"], "go together"),
         (["-id", "a", "-tls-cert", "/nonexistent.pem", "-tls-key", "/x"], "cannot read"),
+        (["-id", "a", "-rpc-engine", "fast"], "invalid choice"),
+        (["-id", "a", "-rpc-engine", "native", "-tls-cert", __file__, "-tls-key", __file__], "native has no TLS"),
         (["-id", "a", "-frobnicate"], "unrecognized arguments"),
         (["frobnicate"], "unknown subcommand"),
         (["match", "onlygroup"], "required"),

@@ -1,4 +1,6 @@
 """A real cluster on loopback: 2 registries, 3 services, clients.  Timings use the fast profile.
+registry-1 serves gRPC with the native front (the default), registry-2 with grpcio's, so every
+comparison between them also compares the two fronts.
 
 Every figure asserted here is also printed (run with -s to see them).
 """
@@ -43,7 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with procs() as ps:
         r1 = Registry(ps, tmp, "registry-1")
         r1.wait_ready()
-        r2 = Registry(ps, tmp, "registry-2", [r1.gossip]).wait_ready()
+        r2 = Registry(ps, tmp, "registry-2", [r1.gossip], "-rpc-engine", "grpcio").wait_ready()
         services = [Service(ps, tmp, f"web-{i}", [r1.gossip, r2.gossip]) for i in range(3)]
         for s in services:
             s.wait_registered()
