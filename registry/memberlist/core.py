@@ -255,7 +255,7 @@ class Memberlist(Prober, PushPuller):
         finally:
             self._flush_death_news()
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         if self._shutdown:
             return False
         self.now = now
@@ -268,6 +268,9 @@ class Memberlist(Prober, PushPuller):
             return ok
         if reply is None:
             self.stats[f"stream.{st.kind}.failed"] += 1
+            if refused and st.kind == "ping":
+                self._tcp_ping_refused(st.seq, now)
+                self._flush_death_news()
             return False
         try:
             msg = self.codec.decode_stream(reply, from_dialer=False)

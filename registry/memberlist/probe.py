@@ -4,6 +4,13 @@ One node per (awareness-scaled) probe interval, round-robin over a shuffled
 list; no ack within probe_timeout -> indirect pings through random helpers
 (asking for nacks) and a TCP fallback ping; nothing by the interval's end ->
 suspect.  We also serve as the helper for other nodes' indirect probes.
+
+One departure from memberlist: when the TCP fallback ping is *refused* (the target's host
+answered that nothing listens on its gossip port: its process is gone), the target is
+suspected at once instead of at the interval's end. Waiting could only bring an ack from a
+process that the OS just said is not there; suspicion itself, its timeout and the
+target's chance to refute are unchanged, so this moves detection earlier by up to
+probe_interval - probe_timeout without adding false deaths.
 """
 
 from __future__ import annotations
@@ -153,7 +160,17 @@ class Prober(StateRules):
             data = self.codec.encode_stream(wire.encode(self._ping(seq, node.name)), dialer=True)
             self._open(node.address, data, StreamCtx("ping", seq=seq), timeout=max(0.001, probe.deadline - now))
 
-    def _probe_finish(self, seq: int, now: float) -> None:
+    def _tcp_ping_refused(self, seq: int, now: float) -> None:
+        """The fallback ping's connection was refused: suspect now (see the module docstring)."""
+        probe = self._probes.get(seq)
+        if probe is None or probe.done or probe.tcp_ok:
+            return
+        self.stats["probe.tcp_refused"] += 1
+        for t in probe.timers:
+            self._timers.cancel(t)
+        self._probe_finish(seq, now, refused=True)
+
+    def _probe_finish(self, seq: int, now: float, refused: bool = False) -> None:
         probe = self._probes.pop(seq, None)
         if probe is None or probe.done:
             return
@@ -163,7 +180,9 @@ class Prober(StateRules):
             self.awareness.apply_delta(-1)
             return
         self.stats["probe.failed"] += 1
-        if probe.expected_nacks > 0:
+        if refused:
+            pass  # early: missing nacks would say nothing about our own health (Lifeguard's score)
+        elif probe.expected_nacks > 0:
             self.awareness.apply_delta(probe.expected_nacks - probe.nacks)
         else:
             self.awareness.apply_delta(1)

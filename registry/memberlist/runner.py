@@ -24,7 +24,7 @@ from .transport import (
     bind_sockets,
     dial_stream,
 )
-from .types import Address, Machine, OpenStream, SendPacket
+from .types import REFUSED, Address, Machine, OpenStream, SendPacket
 
 __all__ = ["MachineRunner", "StreamOutcome"]
 
@@ -288,7 +288,8 @@ class MachineRunner:
             return
         machine = self._machine
         now = self.now()
-        accepted = self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now))
+        refused = error == REFUSED
+        accepted = self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now, refused))
         fut = self._watchers.pop(out.stream_id, None)
         if fut is not None and not fut.done():
             if reply is not None and not accepted:

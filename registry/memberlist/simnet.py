@@ -2,7 +2,8 @@
 
 Lets tests run minutes of cluster life in seconds of CPU, deterministically
 for a given seed, with loss, delay jitter (reordering), duplication,
-partitions and silenced nodes.
+partitions, silenced nodes (`stop`: a host gone quiet) and killed processes (`kill`: the
+host still answers, so a TCP connection to the dead node is refused at once).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SimNetwork:
         self.now = now
         self.machines: dict[Address, Machine] = {}
         self.stopped: set[Address] = set()
+        self.killed: set[Address] = set()  # stopped, and their host refuses TCP connections
         self._groups: list[frozenset[Address]] = []
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = 0
@@ -50,11 +52,18 @@ class SimNetwork:
     def add(self, machine: Machine, address: Address) -> None:
         self.machines[address] = machine
         self.stopped.discard(address)
+        self.killed.discard(address)
         self.kick(address)
 
     def stop(self, address: Address) -> None:
         """Make a node silent: it gets nothing, sends nothing, its timers stop."""
         self.stopped.add(address)
+
+    def kill(self, address: Address) -> None:
+        """Like `stop`, but as when the process dies on a live host: packets to it are lost,
+        TCP connections to it are refused (ECONNREFUSED) after one network delay."""
+        self.stopped.add(address)
+        self.killed.add(address)
 
     def remove(self, address: Address) -> None:
         self.machines.pop(address, None)
@@ -70,6 +79,9 @@ class SimNetwork:
     def reachable(self, a: Address, b: Address) -> bool:
         if a in self.stopped or b in self.stopped or b not in self.machines:
             return False
+        return self._same_side(a, b)
+
+    def _same_side(self, a: Address, b: Address) -> bool:
         ga = next((g for g in self._groups if a in g), None)
         gb = next((g for g in self._groups if b in g), None)
         return ga is None or gb is None or ga is gb
@@ -160,14 +172,23 @@ class SimNetwork:
         self.machines[out.addr].receive_packet(out.data, src, now)
         self._after(out.addr)
 
+    def _refuses(self, src: Address, dst: Address) -> bool:
+        return dst in self.killed and src not in self.stopped and self._same_side(src, dst)
+
     def _open_stream(self, src: Address, out: OpenStream) -> None:
         self.streams_opened += 1
+        if self._refuses(src, out.addr):
+            self._push(self.now + 2 * self._latency(), lambda now: self._stream_done(src, out.stream_id, None, now, True))
+            return
         if not self.reachable(src, out.addr):
             self._push(self.now + out.timeout, lambda now: self._stream_done(src, out.stream_id, None, now))
             return
         self._push(self.now + self._latency(), lambda now: self._stream_arrive(src, out, now))
 
     def _stream_arrive(self, src: Address, out: OpenStream, now: float) -> None:
+        if self._refuses(src, out.addr):
+            self._push(now + self._latency(), lambda t: self._stream_done(src, out.stream_id, None, t, True))
+            return
         if not self.reachable(src, out.addr):
             self._push(now + out.timeout, lambda t: self._stream_done(src, out.stream_id, None, t))
             return
@@ -180,9 +201,11 @@ class SimNetwork:
             result = reply
         self._push(now + self._latency(), lambda t: self._stream_done(src, out.stream_id, result, t))
 
-    def _stream_done(self, src: Address, stream_id: int, reply: bytes | None, now: float) -> None:
+    def _stream_done(
+        self, src: Address, stream_id: int, reply: bytes | None, now: float, refused: bool = False
+    ) -> None:
         m = self.machines.get(src)
         if m is None or src in self.stopped:
             return
-        m.stream_result(stream_id, reply, now)
+        m.stream_result(stream_id, reply, now, refused)
         self._after(src)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from .config import Config
 from .stream import StreamFramer
-from .types import Address, Machine, OpenStream, SendPacket
+from .types import REFUSED, Address, Machine, OpenStream, SendPacket
 
 __all__ = [
     "RunnerClosed",
@@ -703,7 +703,8 @@ class ThreadedRunner:
         if machine is None or self._stopping:
             return
         now = time.monotonic()
-        accepted = bool(self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now)))
+        refused = error == REFUSED
+        accepted = bool(self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now, refused)))
         done = self._watchers.pop(out.stream_id, None)
         if done is not None:
             if reply is not None and not accepted:

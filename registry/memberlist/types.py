@@ -9,11 +9,14 @@ and free of I/O.
 from __future__ import annotations
 
 import enum
+import errno
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
 __all__ = [
+    "REFUSED",
     "Address",
     "NodeState",
     "Node",
@@ -127,11 +130,16 @@ class SendPacket:
     data: bytes
 
 
+#: A failed stream's error text when the peer's host refused the connection (ECONNREFUSED):
+#: both drivers word errors with os.strerror, and pass `refused=` to the machine on this one.
+REFUSED = os.strerror(errno.ECONNREFUSED)
+
+
 @dataclass(frozen=True)
 class OpenStream:
     """Dial `addr` over TCP, write `data`, and (if `expect_reply`) read one framed
     stream message back within `timeout` seconds; report it with
-    `Machine.stream_result(stream_id, reply_or_None, now)`.
+    `Machine.stream_result(stream_id, reply_or_None, now, refused=...)`.
     A stream with `expect_reply=False` is still reported (reply b"" on success)."""
 
     stream_id: int
@@ -154,8 +162,9 @@ class Machine(Protocol):
         """A complete inbound stream message (as framed by `StreamFramer`); returns the reply to write, if any."""
         ...
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
-        """Outcome of an `OpenStream`: the framed reply, or None on connect error/timeout/EOF.
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
+        """Outcome of an `OpenStream`: the framed reply, or None on connect error/timeout/EOF;
+        `refused`: the peer's host answered that nothing listens on the port (ECONNREFUSED).
         Returns True when the reply was accepted (for a join: a valid push/pull that merged)."""
         ...
 

@@ -371,12 +371,12 @@ class Serf(Delegate):
             self._forward_now = False
             self.memberlist.gossip_now(now)
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         pj = self._joins.pop(stream_id, None)
         if pj is not None:
             self._join_ignore = pj.ignore_old
         try:
-            ok = self.memberlist.stream_result(stream_id, reply, now)
+            ok = self.memberlist.stream_result(stream_id, reply, now, refused)
         finally:
             self._join_ignore = False
         if pj is not None:

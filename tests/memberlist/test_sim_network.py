@@ -25,7 +25,7 @@ class Echo:
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         return b"re:" + data
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         self.results.append((stream_id, reply, now))
         return reply is not None
 

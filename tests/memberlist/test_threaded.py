@@ -122,10 +122,14 @@ async def test_threaded_joins_asyncio_and_detects_failure_both_ways(threaded: Th
     # the asyncio node b dies: the threaded node's probes find it dead
     await b.shutdown()
     await aeventually(lambda: t.state_of("b") == NodeState.DEAD, 15, "threaded node declares b dead")
+    # whoever suspected b first did it on a refused TCP fallback ping (b's port is closed on a live host)
+    assert t.runner.call(lambda: t.core.stats["probe.tcp_refused"]) + a.stats["probe.tcp_refused"] >= 1
+    refused_before = a.stats["probe.tcp_refused"]
     # the threaded node dies (thread stopped, sockets closed): a finds it dead
     await asyncio.to_thread(t.runner.close)
     assert not t.runner.running
     assert await a.wait_until(lambda: a.get("t") is not None and a.get("t").state == NodeState.DEAD, 15)  # type: ignore[union-attr]
+    assert a.stats["probe.tcp_refused"] > refused_before  # the asyncio runner reports refusals too
 
 
 async def test_threaded_leave_is_seen_as_left(threaded: Threaded, anode: Anode) -> None:
@@ -210,7 +214,7 @@ class Exploding:
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         raise RuntimeError("boom")
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         return False
 
     def tick(self, now: float) -> None:

@@ -71,7 +71,7 @@ class PingPong:
             return None
         return user_frame(b"echo:" + payload)
 
-    def stream_result(self, stream_id: int, reply: bytes | None, now: float) -> bool:
+    def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         self.results[stream_id] = reply
         return reply is not None
 
