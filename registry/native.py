@@ -229,11 +229,12 @@ class _Connection(asyncio.Protocol):
                 content_type = value
             elif name == "grpc-encoding":
                 encoding = value
-        if method != "POST":
-            self.h2.send_headers(sid, encode_indexed_name_literal(8, b"405"), end_stream=True)
-            return
-        if not content_type.startswith("application/grpc"):
-            self.h2.send_headers(sid, encode_indexed_name_literal(8, b"415"), end_stream=True)
+        if method != "POST" or not content_type.startswith("application/grpc"):
+            # not a gRPC call: a plain HTTP answer (grpc's PROTOCOL-HTTP2.md), and no more of its body
+            status = b"405" if method != "POST" else b"415"
+            self.h2.send_headers(sid, encode_indexed_name_literal(8, status), end_stream=True)
+            if not event.end_stream:
+                self.h2.reset(sid, ErrorCode.NO_ERROR)
             return
         self.server.stats.calls += 1
         kind = self.server.kind_of(path)

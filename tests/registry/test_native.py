@@ -278,3 +278,16 @@ async def test_keepalive_closes_a_peer_that_stops_answering_pings(catalog: Catal
             watch.cancel()
     finally:
         await s.stop(None)
+
+
+@pytest.mark.nghttp2
+async def test_plain_http_requests_get_http_errors_not_grpc(server: NativeServer) -> None:
+    """A GET (curl, a browser, a health prober on the wrong port) and a non-gRPC POST: 405 and 415."""
+    for args, want in ((["-H", "content-type: application/grpc"], ":status: 405"),  # GET
+                       (["-d", "/dev/null", "-H", "content-type: application/json"], ":status: 415")):
+        out = await asyncio.to_thread(
+            subprocess.run, ["nghttp", "-v", *args, f"http://127.0.0.1:{server.port}/registry.v1.Registry/Match"],
+            capture_output=True, text=True, timeout=60)
+        assert want in out.stdout, out.stdout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:  # the server is fine after both
+        await stub_for(ch).Members(pb.MembersRequest(group=GROUP))
