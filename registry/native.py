@@ -96,6 +96,7 @@ class Stats:
     errors: dict[int, int] = field(default_factory=dict)  # grpc-status -> calls that ended with it
     protocol_errors: int = 0  # connections ended for an HTTP/2 violation
     compressed_requests: int = 0
+    internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
 
 
 class _Call:
@@ -152,15 +153,17 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        for event in self.h2.receive(data):
-            try:
+        event: Event | None = None
+        try:
+            for event in self.h2.receive(data):
                 self.handle(event)
-            except Exception:  # a bug of ours must cost one connection, not the server
-                log.exception("native gRPC: unexpected error handling %s", type(event).__name__)
-                self.h2.goaway(ErrorCode.INTERNAL_ERROR)
-                self.flush()
-                self.close()
-                return
+        except Exception:  # a bug of ours must cost one connection, not the server
+            log.exception("native gRPC: unexpected error %s", f"handling {type(event).__name__}" if event else "in HTTP/2")
+            self.server.stats.internal_errors += 1
+            self.h2.goaway(ErrorCode.INTERNAL_ERROR)
+            self.flush()
+            self.close()
+            return
         self.flush()
 
     # -- output ------------------------------------------------------------------------

@@ -182,15 +182,7 @@ class Decoder:
                 else:
                     raise HPACKError(f"index {index} beyond the tables")
             elif octet & 0x40:  # §6.2.1 literal with incremental indexing
-                index = octet & 0x3F
-                if index == 0x3F:
-                    index, pos = _integer_tail(block, pos, index)
-                if index:
-                    name = self._name(index)
-                else:
-                    name, pos = self._string(block, pos)
-                value, pos = self._string(block, pos)
-                field = (name, value)
+                field, pos = self._literal(block, pos, octet & 0x3F, 0x3F)
                 self._insert(field)
                 changes_table = True
             elif octet & 0x20:  # §6.3 dynamic table size update
@@ -207,15 +199,7 @@ class Decoder:
                 changes_table = True
                 continue
             else:  # §6.2.2 without indexing (0000) and §6.2.3 never indexed (0001)
-                index = octet & 0x0F
-                if index == 0x0F:
-                    index, pos = _integer_tail(block, pos, index)
-                if index:
-                    name = self._name(index)
-                else:
-                    name, pos = self._string(block, pos)
-                value, pos = self._string(block, pos)
-                field = (name, value)
+                field, pos = self._literal(block, pos, octet & 0x0F, 0x0F)
             total += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             if total > limit:
                 raise HPACKError(f"header list larger than {limit}")
@@ -225,6 +209,17 @@ class Decoder:
                 self._blocks.clear()
             self._blocks[block] = (tuple(headers), total)
         return headers
+
+    def _literal(self, block: bytes, pos: int, index: int, prefix_max: int) -> tuple[tuple[str, str], int]:
+        """A literal field (§6.2) after its first octet: name by index (0 = literal name), then the value."""
+        if index == prefix_max:
+            index, pos = _integer_tail(block, pos, index)
+        if index:
+            name = self._name(index)
+        else:
+            name, pos = self._string(block, pos)
+        value, pos = self._string(block, pos)
+        return (name, value), pos
 
     def _name(self, index: int) -> str:
         if index <= _STATIC_COUNT:

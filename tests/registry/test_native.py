@@ -291,3 +291,26 @@ async def test_plain_http_requests_get_http_errors_not_grpc(server: NativeServer
         assert want in out.stdout, out.stdout
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:  # the server is fine after both
         await stub_for(ch).Members(pb.MembersRequest(group=GROUP))
+
+
+async def test_a_failing_handler_is_internal_and_a_failing_front_costs_one_connection(server: NativeServer) -> None:
+    """Fault injection: a handler that raises answers INTERNAL naming the method; a bug in the front
+    itself closes that connection only (counted), and the next connection is served."""
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("boom")
+
+    server.unary["/registry.v1.Registry/Groups"] = broken
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub_for(ch).Groups(pb.GroupsRequest())
+    assert err.value.code() == grpc.StatusCode.INTERNAL and "/registry.v1.Registry/Groups" in str(err.value.details())
+
+    real_kind_of = server.kind_of
+    server.kind_of = lambda path: 1 // 0  # type: ignore[method-assign, assignment, return-value]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub_for(ch).Members(pb.MembersRequest(group=GROUP), timeout=10)
+    assert server.stats.internal_errors >= 1
+    server.kind_of = real_kind_of  # type: ignore[method-assign]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        assert len((await stub_for(ch).Members(pb.MembersRequest(group=GROUP))).services) == 5
