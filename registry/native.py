@@ -45,6 +45,7 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 MAX_MESSAGE = 16 << 20  # largest request message accepted (grpcio front: the same)
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
+_CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
 KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
 
 
@@ -97,6 +98,7 @@ class Stats:
     protocol_errors: int = 0  # connections ended for an HTTP/2 violation
     compressed_requests: int = 0
     internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
+    refused_streams: int = 0  # calls refused while a connection had too much output queued
 
 
 class _Call:
@@ -238,6 +240,12 @@ class _Connection(asyncio.Protocol):
             self.h2.send_headers(sid, encode_indexed_name_literal(8, status), end_stream=True)
             if not event.end_stream:
                 self.h2.reset(sid, ErrorCode.NO_ERROR)
+            return
+        if self.h2.pending_total > _CONNECTION_BUFFER:
+            # The client opens calls faster than it lets their answers through its flow-control
+            # windows: REFUSED_STREAM is safe for it to retry, and bounds what we hold for it.
+            self.server.stats.refused_streams += 1
+            self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
             return
         self.server.stats.calls += 1
         kind = self.server.kind_of(path)

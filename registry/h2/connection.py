@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Union
 
-from registry.h2.hpack import Decoder, HPACKError
+from registry.h2.hpack import Decoder, HPACKError, encode_integer
 
 __all__ = [
     "ConnectionEnded",
@@ -148,11 +148,16 @@ class ServerConnection:
         self._streams: dict[int, _Stream] = {}
         self._blocked: dict[int, None] = {}  # streams with queued output, in arrival order
         self._last_stream = 0  # highest stream id the peer opened
+        self.pending_total = 0  # bytes queued on all streams behind the peer's flow-control windows
         self._peer_window = _DEFAULT_WINDOW  # peer's SETTINGS_INITIAL_WINDOW_SIZE
         self._peer_max_frame = _MIN_FRAME
         self._send_window = _DEFAULT_WINDOW  # connection-level, toward the peer
         self._recv_unacked = 0  # connection-level bytes received and not yet credited back
         self._continuation: tuple[int, int, bytearray] | None = None  # (stream, flags, block so far)
+        # Our encoder never indexes, but a peer that lowers SETTINGS_HEADER_TABLE_SIZE still expects
+        # the next header block to say so (RFC 7541 section 4.2): (smallest since then, latest) or None.
+        self._table_update: tuple[int, int] | None = None
+        self._table_size = 4096
         self.ended = False
         self.goaway_sent = False
         self.frames_received = 0
@@ -213,6 +218,7 @@ class ServerConnection:
         if data:
             s.pending.append(data)
             s.pending_bytes += len(data)
+            self.pending_total += len(data)
         if end_stream:
             s.trailers = b""  # empty marker: finish with an empty END_STREAM DATA frame
         self._flush_stream(stream_id, s)
@@ -231,6 +237,8 @@ class ServerConnection:
         if s is None or not s.local_open:
             return
         n = len(body)
+        if self._table_update is not None:
+            head = self._table_prefix() + head
         if (
             n <= self._send_window
             and n <= s.send_window
@@ -256,6 +264,7 @@ class ServerConnection:
         s = self._streams.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
         if s is not None:
+            self.pending_total -= s.pending_bytes
             self._out.append(_frame(_RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
 
     def ping(self, payload: bytes = bytes(8)) -> None:
@@ -270,7 +279,18 @@ class ServerConnection:
             _frame(_GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + error_code.to_bytes(4, "big") + debug)
         )
 
+    def _table_prefix(self) -> bytes:
+        """Dynamic table size update(s) owed to the peer, for the start of the next header block."""
+        if self._table_update is None:
+            return b""
+        smallest, latest = self._table_update
+        self._table_update = None
+        out = encode_integer(smallest, 5, 0x20)
+        return out + encode_integer(latest, 5, 0x20) if latest != smallest else out
+
     def _headers_frames(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        if self._table_update is not None:
+            block = self._table_prefix() + block
         limit = self._peer_max_frame
         first, rest = block[:limit], block[limit:]
         flags = (_END_STREAM if end_stream else 0) | (0 if rest else _END_HEADERS)
@@ -293,6 +313,7 @@ class ServerConnection:
                 s.pending.popleft()
             n = len(chunk)
             s.pending_bytes -= n
+            self.pending_total -= n
             self._send_window -= n
             s.send_window -= n
             self._out.append(_frame(_DATA, 0, stream_id, chunk))
@@ -506,7 +527,9 @@ class ServerConnection:
         if len(payload) != 4:
             raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
         self._blocked.pop(stream_id, None)
-        if self._streams.pop(stream_id, None) is not None:
+        s = self._streams.pop(stream_id, None)
+        if s is not None:
+            self.pending_total -= s.pending_bytes
             events.append(StreamReset(stream_id, int.from_bytes(payload, "big")))
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
@@ -558,6 +581,10 @@ class ServerConnection:
                 if not _MIN_FRAME <= value <= _MAX_FRAME:
                     raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
                 self._peer_max_frame = value
-            # HEADER_TABLE_SIZE: our encoder never indexes, so any size suits it; others: advisory.
+            elif ident == 0x1 and value != self._table_size:
+                smallest = min(value, self._table_update[0]) if self._table_update else value
+                self._table_update = (smallest, value)
+                self._table_size = value
+            # Others (MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE): advisory for a server.
         self._out.append(_frame(_SETTINGS, _ACK, 0))
         self._flush_blocked()

@@ -106,7 +106,7 @@ def test_flow_control_holds_data_until_window_update() -> None:
     c.send_trailers(1, b"T")
     out = parse_frames(c.data_to_send())
     assert out == [(HEADERS, 0x4, 1, b"H"), (DATA, 0, 1, b"0123456789")]
-    assert c.pending_bytes(1) == 6 and c.is_open(1)
+    assert c.pending_bytes(1) == 6 and c.pending_total == 6 and c.is_open(1)
     c.receive(frame(WINDOW, 0, 1, (4).to_bytes(4, "big")))
     assert parse_frames(c.data_to_send()) == [(DATA, 0, 1, b"abcd")]
     c.receive(settings(window=100))  # a larger initial window applies to open streams at once
@@ -172,8 +172,9 @@ def test_reset_by_peer_drops_queued_output() -> None:
     request(c, 1)
     c.send_data(1, b"0123456789")
     c.data_to_send()
+    assert c.pending_total == 6
     assert c.receive(frame(RST, 0, 1, (8).to_bytes(4, "big"))) == [StreamReset(1, 8)]
-    assert c.pending_bytes(1) == 0 and c.open_streams == 0
+    assert c.pending_bytes(1) == 0 and c.pending_total == 0 and c.open_streams == 0
     c.receive(frame(WINDOW, 0, 1, (100).to_bytes(4, "big")) + frame(DATA, 1, 1, b"late"))  # in flight: ignored
     assert parse_frames(c.data_to_send()) == [] and not c.ended
 
@@ -276,3 +277,24 @@ def test_random_bytes_never_raise() -> None:
         assert all(isinstance(e, (RequestReceived, DataReceived, StreamReset, GoAwayReceived, ConnectionEnded))
                    for e in events)
         Decoder()  # the module's decoder stays constructible (no shared state damaged)
+
+
+def test_lowered_header_table_size_is_acknowledged_in_the_next_block() -> None:
+    """RFC 7541 section 4.2: a peer that lowers SETTINGS_HEADER_TABLE_SIZE gets a dynamic table size
+    update at the start of our next header block (nghttp2 fails the connection without it)."""
+    c = opened(table=0)
+    request(c, 1)
+    request(c, 3)
+    c.respond(1, b"H", b"B", b"T")
+    c.respond(3, b"H", b"B", b"T")
+    heads = [p for t, _, _, p in parse_frames(c.data_to_send()) if t == HEADERS]
+    assert heads == [b"\x20H", b"T", b"H", b"T"]  # size update to 0, once
+    c.receive(settings(table=256) + settings(table=1024))  # two changes: the smallest, then the latest
+    request(c, 5, None)
+    c.send_headers(5, b"H", end_stream=True)
+    (block,) = [p for t, _, _, p in parse_frames(c.data_to_send()) if t == HEADERS]
+    assert Decoder().decode(block[:-1]) == [] and block == bytes.fromhex("3fe101") + bytes.fromhex("3fe107") + b"H"
+    c.receive(settings(table=1024))  # unchanged: nothing owed
+    request(c, 7, None)
+    c.send_headers(7, b"H", end_stream=True)
+    assert [p for t, _, _, p in parse_frames(c.data_to_send()) if t == HEADERS] == [b"H"]

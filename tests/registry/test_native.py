@@ -314,3 +314,45 @@ async def test_a_failing_handler_is_internal_and_a_failing_front_costs_one_conne
     server.kind_of = real_kind_of  # type: ignore[method-assign]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         assert len((await stub_for(ch).Members(pb.MembersRequest(group=GROUP))).services) == 5
+
+
+@pytest.mark.nghttp2
+async def test_client_with_a_zero_header_table_is_served(server: NativeServer, tmp_path: object) -> None:
+    """nghttp -c 0 lowers SETTINGS_HEADER_TABLE_SIZE to 0 and fails the connection unless our next
+    header block acknowledges it (RFC 7541 section 4.2)."""
+    import pathlib
+
+    body = pathlib.Path(str(tmp_path)) / "req.bin"
+    body.write_bytes(_grpc_request(pb.MembersRequest(group=GROUP).SerializeToString()))
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["nghttp", "-v", "-c", "0", "-d", str(body), "-H", "content-type: application/grpc",
+         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Members"],
+        capture_output=True, text=True, errors="replace", timeout=60,
+    )
+    assert "grpc-status: 0" in out.stdout and "COMPRESSION_ERROR" not in out.stdout, out.stdout[-3000:]
+
+
+async def test_client_that_opens_calls_but_never_opens_windows_is_refused_new_ones(catalog: Catalog) -> None:
+    """A peer with stream windows of 0 gets no answer bytes; once ~16 MiB of answers wait for it,
+    new calls are refused with RST_STREAM(REFUSED_STREAM) instead of being buffered without end."""
+    for i in range(1500):  # ~90 kB per Members answer
+        catalog.apply(f"big-{i:04d}", tags("big", f"10.1.{i // 250}.{i % 250}:80", 8))
+    s = await start_native(catalog, "127.0.0.1:0")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        closed_windows = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, (4).to_bytes(2, "big") + bytes(4))
+        req = pb.MembersRequest(group="big").SerializeToString()
+        writer.write(closed_windows + b"".join(_h2_call(2 * i + 1, "/registry.v1.Registry/Members", req)
+                                               for i in range(300)))
+        got = bytearray()
+        refused: set[int] = set()
+        while len(refused) < 50:
+            chunk = await asyncio.wait_for(reader.read(65536), 30)
+            assert chunk, "connection closed"
+            got += chunk
+            refused = {sid for t, _, sid in _frames(bytes(got)) if t == 3}
+        assert s.stats.refused_streams >= len(refused) and min(refused) > 150  # the first ~180 were accepted
+        writer.close()
+    finally:
+        await s.stop(None)
