@@ -42,7 +42,7 @@ DEFAULT_GOSSIP_PORT = 7370
 DEFAULT_RPC_PORT = 9800
 PROFILES = ("lan", "wan", "local", "fast")
 HASHES = ("consistent", "chash")
-RPC_ENGINES = ("auto", "native", "grpcio")
+RPC_ENGINES = ("native", "grpcio")
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 
 
@@ -89,8 +89,8 @@ def _server_parser() -> argparse.ArgumentParser:
     _flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
     _flag(p, "tls-key", default="", help="gRPC server private key (PEM)")
     _flag(p, "tls-ca", default="", help="CA bundle: require and verify client certificates")
-    _flag(p, "rpc-engine", default="auto", choices=RPC_ENGINES,
-          help="gRPC server: native (no grpcio, faster), grpcio, or auto = native unless TLS (default)")
+    _flag(p, "rpc-engine", default="native", choices=RPC_ENGINES,
+          help="gRPC server: native (default: no grpcio in the process, faster) or grpcio (grpc.aio)")
     _flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
     _flag(p, "leave-timeout", default=5.0, type=float, help="seconds to spend leaving on SIGTERM (default 5)")
     return p
@@ -114,7 +114,7 @@ class ServerArgs:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
-    rpc_engine: str = "auto"
+    rpc_engine: str = "native"
     profile: str = "lan"
     leave_timeout: float = 5.0
 
@@ -158,8 +158,6 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
             _readable(path, flag)
-    if ns.rpc_engine == "native" and ns.tls_cert:
-        raise UsageError("-rpc-engine native has no TLS: leave -rpc-engine at auto (or grpcio) with -tls-cert")
     if not ns.leave_timeout > 0:
         raise UsageError("-leave-timeout must be positive")
     return ServerArgs(
@@ -267,7 +265,8 @@ def _import_asyncio_without_ssl() -> None:
 
 def _run_server(argv: Sequence[str]) -> int:
     args = parse_server_args(argv)
-    _import_asyncio_without_ssl()
+    if not args.tls_cert:  # with TLS the native front needs asyncio's ssl support
+        _import_asyncio_without_ssl()
     import asyncio
 
     from registry.logs import setup_logging

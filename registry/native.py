@@ -7,9 +7,9 @@ grpcio's C core adds ~10 MiB to every registry process. Clients are unchanged: t
 gRPC on the wire (PROTOCOL-HTTP2.md of grpc/grpc), tested against grpcio's client.
 
 What it serves: every registry method (unary and Watch), grpc.health.v1.Health (Check,
-Watch) and server reflection (v1alpha). TLS is grpcio's job: a server given certificates
-uses `registry.rpc` instead. Compression: requests in gzip or deflate are accepted,
-answers are never compressed (they are small, and mostly cached bytes).
+Watch) and server reflection (v1alpha), in plaintext or over TLS (Python's ssl, loaded only
+then; mutual TLS with a CA). Compression: requests in gzip or deflate are accepted, answers
+are never compressed (they are small, and mostly cached bytes).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from registry.h2.connection import (
     StreamReset,
 )
 from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
+from registry.tls import TlsFiles
 
 __all__ = ["HEALTH_SERVICE", "KEEPALIVE", "MAX_MESSAGE", "NativeServer", "Status", "start_native"]
 
@@ -419,10 +420,16 @@ class NativeServer:
             return "bidi"
         return None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, tls: TlsFiles | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), host.strip("[]") or None, port, reuse_address=True, backlog=1024
+            lambda: _Connection(self),
+            host.strip("[]") or None,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=tls.ssl_context() if tls is not None else None,
+            ssl_handshake_timeout=10.0 if tls is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._keepalive_timer = loop.call_later(self.keepalive, self._ping_idle_streams)
@@ -508,16 +515,19 @@ class NativeServer:
         return self._reflection.answer(data)  # type: ignore[no-any-return]
 
 
-async def start_native(catalog: Catalog, addr: str, *, keepalive: float = KEEPALIVE) -> NativeServer:
-    """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving."""
+async def start_native(
+    catalog: Catalog, addr: str, *, tls: TlsFiles | None = None, keepalive: float = KEEPALIVE
+) -> NativeServer:
+    """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving,
+    over TLS (HTTP/2 by ALPN; mutual when `tls.ca` is set) when `tls` is given."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"gRPC address {addr!r} is not host:port")
     server = NativeServer(catalog, keepalive)
     try:
-        await server.start(host, int(port))
+        await server.start(host, int(port), tls)
     except BaseException:
         server.core.close()
         raise
-    log.info("gRPC (native) listening on %s:%d", host or "*", server.port)
+    log.info("gRPC (native) listening on %s:%d (tls=%s)", host or "*", server.port, tls is not None)
     return server

@@ -2,10 +2,9 @@
 service, health and reflection, all on one grpc.aio server.
 
 The registry's default front is the native one (`registry.native`); this one serves
-when TLS is configured (grpcio brings its own BoringSSL) or when asked for with
-`-rpc-engine grpcio`. Both call the same `registry.api.RegistryCore` methods on
-serialized bytes, so answers and errors are identical; here gRPC gets no
-(de)serializers at all.
+with `-rpc-engine grpcio` (its TLS is grpcio's own BoringSSL). Both call the same
+`registry.api.RegistryCore` methods on serialized bytes, so answers and errors are
+identical; here gRPC gets no (de)serializers at all.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from registry.api import (
     UnaryMethod,
 )
 from registry.catalog import Catalog
+from registry.tls import TlsFiles
 
 __all__ = [
     "COMPAT_SERVICE",
@@ -58,26 +58,6 @@ _SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", 16 << 20),
     ("grpc.max_send_message_length", 64 << 20),
 )
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for the gRPC server; with `ca` clients must present a certificate it signed."""
-
-    cert: str
-    key: str
-    ca: str | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        with open(self.cert, "rb") as f:
-            cert = f.read()
-        with open(self.key, "rb") as f:
-            key = f.read()
-        ca = None
-        if self.ca:
-            with open(self.ca, "rb") as f:
-                ca = f.read()
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
 # -- gRPC glue -------------------------------------------------------------------------------
@@ -154,6 +134,8 @@ async def start_rpc(
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving."""
     host, port = _split_port(addr)
     bind = f"{host or '[::]'}:{port}"
+    if tls is not None:
+        tls.ssl_context()  # grpcio reports unusable PEM files as "Failed to bind": check them first, by name
     server = grpc.aio.server(options=[*_SERVER_OPTIONS, *options])
     core = RegistryCore(catalog)
     try:

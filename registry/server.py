@@ -50,9 +50,9 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
-    #: "native" (registry.native: no grpcio in the process, several times faster per call),
-    #: "grpcio" (grpc.aio), or "auto": native unless TLS is configured (TLS is grpcio's).
-    rpc_engine: str = "auto"
+    #: "native" (registry.native: no grpcio in the process, several times faster per call)
+    #: or "grpcio" (registry.rpc on grpc.aio).
+    rpc_engine: str = "native"
     profile: str = "lan"
     leave_timeout: float = 5.0
     #: Extra tags for this server's member (group/addr/id always win).
@@ -203,13 +203,15 @@ class RegistryServer:
             if self.rpc_engine == "native":
                 from registry.native import start_native
 
-                self._grpc = await start_native(self.catalog, bind_rpc)
+                self._grpc = await start_native(self.catalog, bind_rpc, tls=self._tls())
             else:
                 from registry.rpc import serve_grpc
 
                 self._grpc = await serve_grpc(self.catalog, bind_rpc, tls=self._tls())
         except StartError:
             raise
+        except ValueError as exc:  # unusable TLS files, named by registry.tls
+            raise StartError(str(exc)) from None
         except OSError as exc:
             raise StartError(str(exc)) from None
         except Exception as exc:
@@ -239,25 +241,17 @@ class RegistryServer:
     def rpc_engine(self) -> str:
         """The gRPC front this server runs ("native" or "grpcio")."""
         engine = self.config.rpc_engine
-        if engine == "auto":
-            return "grpcio" if self.config.tls_cert else "native"
         if engine not in ("native", "grpcio"):
-            raise StartError(f"rpc engine {engine!r}: use auto, native or grpcio")
-        if engine == "native" and self.config.tls_cert:
-            raise StartError("the native gRPC front has no TLS: use rpc engine grpcio or auto with TLS")
+            raise StartError(f"rpc engine {engine!r}: use native or grpcio")
         return engine
 
     def _tls(self) -> Any:
         c = self.config
         if not c.tls_cert:
             return None
-        try:
-            import registry.rpc as rpc
+        from registry.tls import TlsFiles
 
-            maker = getattr(rpc, "TlsFiles")
-            return maker(cert=c.tls_cert, key=c.tls_key, ca=c.tls_ca or None)
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise StartError(f"TLS: {exc}") from None
+        return TlsFiles(cert=c.tls_cert, key=c.tls_key, ca=c.tls_ca or None)
 
     async def _try_join(self) -> None:
         try:

@@ -38,7 +38,7 @@ def run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         (["-id", "a", "-tls-cert", "/nonexistent.pem"], "go together"),
         (["-id", "a", "-tls-cert", "/nonexistent.pem", "-tls-key", "/x"], "cannot read"),
         (["-id", "a", "-rpc-engine", "fast"], "invalid choice"),
-        (["-id", "a", "-rpc-engine", "native", "-tls-cert", __file__, "-tls-key", __file__], "native has no TLS"),
+        (["-id", "a", "-rpc-engine", "auto"], "invalid choice"),
         (["-id", "a", "-frobnicate"], "unrecognized arguments"),
         (["frobnicate"], "unknown subcommand"),
         (["match", "onlygroup"], "required"),
@@ -252,3 +252,15 @@ def test_tls_grpc_and_ops_client(tmp_path: Path) -> None:
         wait_for(tls_ok, 30, what="groups over TLS")
         plain = groups()
         assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain
+
+
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_unusable_tls_files_exit_1_naming_them(tmp_path: Path, engine: str) -> None:
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("this is not PEM\n")
+    r = subprocess.run(_server_args(tmp_path, free_port(), free_port(), "-tls-cert", str(bad), "-tls-key", str(bad),
+                                    "-rpc-engine", engine), capture_output=True, text=True, env=env(), timeout=60)
+    assert r.returncode == 1, r
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("registry: ")]
+    assert len(errs) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "TLS" in errs[0] or "tls" in errs[0].lower() or "certificate" in errs[0].lower(), errs[0]

@@ -1,5 +1,6 @@
 """Mutual TLS end to end: a `registry` started with -tls-cert -tls-key -tls-ca answers only
-clients that present a certificate signed by that CA, through RpcClient and the ops subcommands."""
+clients that present a certificate signed by that CA, through RpcClient and the ops subcommands,
+with either gRPC front."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def _ops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(registry_cmd(*args), capture_output=True, text=True, env=env(), timeout=120)
 
 
-def test_mutual_tls_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_mutual_tls_end_to_end(tmp_path: Path, engine: str) -> None:
     from client import RegistryError, RpcClient
 
     pki = write_pki(tmp_path)
@@ -28,7 +30,7 @@ def test_mutual_tls_end_to_end(tmp_path: Path) -> None:
         p = Proc(registry_cmd("-id", "reg-mtls", "-bind", f"127.0.0.1:{gossip}", "-addr", target,
                               "-profile", "fast", "-log-format", "json",
                               "-tls-cert", str(pki.server_cert), "-tls-key", str(pki.server_key),
-                              "-tls-ca", str(pki.ca)), tmp_path / "mtls.log")
+                              "-tls-ca", str(pki.ca), "-rpc-engine", engine), tmp_path / "mtls.log")
         ps.append(p)
 
         def serving() -> bool:

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
-from registry.rpc import RpcServer, TlsFiles, start_rpc
+from registry.rpc import RpcServer, start_rpc
+from registry.tls import TlsFiles
 
 T = TypeVar("T")
 GROUP = "web"
@@ -29,8 +30,7 @@ AnyServer = RpcServer | NativeServer
 async def start_server(catalog: Catalog, engine: str, addr: str = "127.0.0.1:0",
                        tls: TlsFiles | None = None) -> AnyServer:
     if engine == "native":
-        assert tls is None, "the native front has no TLS"
-        return await start_native(catalog, addr)
+        return await start_native(catalog, addr, tls=tls)
     return await start_rpc(catalog, addr, tls=tls)
 
 
@@ -73,7 +73,7 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.engine = engine or ("grpcio" if tls else "native")
+        self.engine = engine or "native"
         self.rpc: AnyServer = asyncio.run_coroutine_threadsafe(
             start_server(self.catalog, self.engine, tls=tls), self.loop
         ).result(30)

@@ -12,7 +12,7 @@ import pytest
 
 from client import AsyncRpcClient, InvalidArgument, NotFound, RegistryError, RpcClient, Service, TlsConfig, Unavailable
 from registry.catalog import Catalog
-from registry.rpc import TlsFiles
+from registry.tls import TlsFiles
 from rpc_fixtures import ENGINES, GROUP, ServerThread, start_server, async_wait_for, make_certs, populate, tags, wait_for
 
 KEYS = [f"user-{i}" for i in range(200)]
@@ -222,9 +222,10 @@ async def test_async_cached_client_same_loop(engine: str) -> None:
         await rpc.stop(None)
 
 
-def test_tls_and_mutual_tls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tls_and_mutual_tls(tmp_path: Path, engine: str) -> None:
     certs = make_certs(tmp_path)
-    s = ServerThread(tls=TlsFiles(cert=certs["server_cert"], key=certs["server_key"]))
+    s = ServerThread(tls=TlsFiles(cert=certs["server_cert"], key=certs["server_key"]), engine=engine)
     try:
         s.call(populate, s.catalog, GROUP, 3)
         with RpcClient(s.addr, tls_ca=certs["ca"]) as c:
@@ -234,7 +235,7 @@ def test_tls_and_mutual_tls(tmp_path: Path) -> None:
                 c.match(GROUP, "k")
     finally:
         s.stop()
-    m = ServerThread(tls=TlsFiles(cert=certs["server_cert"], key=certs["server_key"], ca=certs["ca"]))
+    m = ServerThread(tls=TlsFiles(cert=certs["server_cert"], key=certs["server_key"], ca=certs["ca"]), engine=engine)
     try:
         m.call(populate, m.catalog, GROUP, 3)
         tls = TlsConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
