@@ -48,6 +48,7 @@ MAX_MESSAGE = 16 << 20  # largest request message accepted (grpcio front: the sa
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
 _CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
 KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
+PREFACE_TIMEOUT = 20.0  # a connection that has not sent the HTTP/2 preface by then is closed
 
 
 class Status:
@@ -100,6 +101,7 @@ class Stats:
     compressed_requests: int = 0
     internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
     refused_streams: int = 0  # calls refused while a connection had too much output queued
+    preface_timeouts: int = 0  # connections closed for not starting HTTP/2 in time
 
 
 class _Call:
@@ -125,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.writable = asyncio.Event()
         self.writable.set()
+        self.preface_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -133,10 +136,20 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.server._connections.add(self)
         self.server.stats.connections += 1
+        self.preface_timer = asyncio.get_running_loop().call_later(self.server.preface_timeout, self._preface_due)
         self.flush()
+
+    def _preface_due(self) -> None:
+        """Idle or non-HTTP/2 connections must not hold a socket for ever."""
+        self.preface_timer = None
+        if not self.h2.preface_received:
+            self.server.stats.preface_timeouts += 1
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        if self.preface_timer is not None:
+            self.preface_timer.cancel()
         for call in self.calls.values():
             if call.task is not None:
                 call.task.cancel()
@@ -394,8 +407,9 @@ def _decompress(encoding: str, data: bytes) -> bytes:
 class NativeServer:
     """A listening native gRPC server; `port` is the bound port (useful with port 0)."""
 
-    def __init__(self, catalog: Catalog, keepalive: float = KEEPALIVE) -> None:
+    def __init__(self, catalog: Catalog, keepalive: float = KEEPALIVE, preface_timeout: float = PREFACE_TIMEOUT) -> None:
         self.keepalive = keepalive
+        self.preface_timeout = preface_timeout
         self.core = RegistryCore(catalog)
         self.stats = Stats()
         self.port = 0
@@ -516,14 +530,19 @@ class NativeServer:
 
 
 async def start_native(
-    catalog: Catalog, addr: str, *, tls: TlsFiles | None = None, keepalive: float = KEEPALIVE
+    catalog: Catalog,
+    addr: str,
+    *,
+    tls: TlsFiles | None = None,
+    keepalive: float = KEEPALIVE,
+    preface_timeout: float = PREFACE_TIMEOUT,
 ) -> NativeServer:
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving,
     over TLS (HTTP/2 by ALPN; mutual when `tls.ca` is set) when `tls` is given."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"gRPC address {addr!r} is not host:port")
-    server = NativeServer(catalog, keepalive)
+    server = NativeServer(catalog, keepalive, preface_timeout)
     try:
         await server.start(host, int(port), tls)
     except BaseException:

@@ -414,6 +414,11 @@ class RegistryServer:
             yield Metric("registry_grpc_protocol_errors_total",
                          "Connections closed for an HTTP/2 protocol violation of the client.", "counter",
                          [({}, float(rpc_stats.protocol_errors))])
+            yield Metric("registry_grpc_refusals_total",
+                         "Connections closed or calls refused to protect the server, by reason.", "counter",
+                         [({"reason": "preface_timeout"}, float(rpc_stats.preface_timeouts)),
+                          ({"reason": "output_queue_full"}, float(rpc_stats.refused_streams)),
+                          ({"reason": "internal_error"}, float(rpc_stats.internal_errors))])
         yield Metric(
             "registry_uptime_seconds",
             "Seconds since the server finished starting.",

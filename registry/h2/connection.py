@@ -185,6 +185,11 @@ class ServerConnection:
         return out
 
     @property
+    def preface_received(self) -> bool:
+        """The client's connection preface arrived (until then the peer may not speak HTTP/2 at all)."""
+        return self._preface_seen
+
+    @property
     def open_streams(self) -> int:
         return len(self._streams)
 

@@ -147,6 +147,7 @@ def test_signal_leaves_and_exits_0(tmp_path: Path, sig: int) -> None:
         assert 'registry_gossip_members{status="alive"} 1' in body
         assert "# TYPE registry_grpc_calls_total counter" in body  # the native gRPC front's counters
         assert "registry_grpc_protocol_errors_total 0" in body
+        assert 'registry_grpc_refusals_total{reason="preface_timeout"} 0' in body
         p.signal(sig)
         assert p.wait(30) == 0, p.output()
         out = p.output()

@@ -356,3 +356,24 @@ async def test_client_that_opens_calls_but_never_opens_windows_is_refused_new_on
         writer.close()
     finally:
         await s.stop(None)
+
+
+async def test_connection_that_never_starts_http2_is_closed(catalog: Catalog) -> None:
+    s = await start_native(catalog, "127.0.0.1:0", preface_timeout=0.3)
+    try:
+        good_r, good_w = await asyncio.open_connection("127.0.0.1", s.port)  # opened first: its timer fires first
+        good_w.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0))
+        silent_r, silent_w = await asyncio.open_connection("127.0.0.1", s.port)
+        await asyncio.wait_for(silent_r.read(), 30)  # read() returns at EOF: the server closed it
+        assert silent_r.at_eof()
+        assert s.stats.preface_timeouts == 1
+        good_w.write(_h2_frame(6, 0, 0, b"stillhere"[:8]))  # the client that spoke HTTP/2 is still served
+        got = bytearray()
+        while not any(t == 6 and f & 1 for t, f, _ in _frames(bytes(got))):
+            chunk = await asyncio.wait_for(good_r.read(65536), 30)
+            assert chunk, "the HTTP/2 client was closed too"
+            got += chunk
+        good_w.close()
+        silent_w.close()
+    finally:
+        await s.stop(None)
