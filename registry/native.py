@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,59 +34,30 @@ from registry.h2.connection import (
     ServerConnection,
     StreamReset,
 )
-from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
+from registry.grpcwire import (
+    HEAD,
+    MAX_MESSAGE,
+    TRAILERS_OK,
+    CallError,
+    Status,
+    code_of,
+    decompress,
+    frame_message,
+    status_block,
+)
+from registry.h2.hpack import encode_indexed_name_literal
 from registry.tls import TlsFiles
 
-__all__ = ["HEALTH_SERVICE", "KEEPALIVE", "MAX_MESSAGE", "NativeServer", "Status", "start_native"]
+__all__ = ["HEALTH_SERVICE", "KEEPALIVE", "NativeServer", "PREFACE_TIMEOUT", "start_native"]
 
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
-MAX_MESSAGE = 16 << 20  # largest request message accepted (grpcio front: the same)
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
 _CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
 KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
 PREFACE_TIMEOUT = 20.0  # a connection that has not sent the HTTP/2 preface by then is closed
-
-
-class Status:
-    """gRPC status codes used here."""
-
-    OK = 0
-    CANCELLED = 1
-    INVALID_ARGUMENT = 3
-    NOT_FOUND = 5
-    RESOURCE_EXHAUSTED = 8
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-
-
-_HEAD = encode_indexed(8) + encode_indexed_name_literal(31, b"application/grpc")  # :status 200, content-type
-_TRAILERS_OK = encode_literal(b"grpc-status", b"0")
-
-
-def _percent(text: str) -> bytes:
-    """grpc-message encoding: UTF-8, with bytes outside printable ASCII and '%' as %XX."""
-    out = bytearray()
-    for b in text.encode("utf-8"):
-        if 0x20 <= b <= 0x7E and b != 0x25:
-            out.append(b)
-        else:
-            out += b"%%%02X" % b
-    return bytes(out)
-
-
-def _status_block(code: int, message: str) -> bytes:
-    block = encode_literal(b"grpc-status", str(code).encode())
-    if message:
-        block += encode_literal(b"grpc-message", _percent(message[:1024]))
-    return block
-
-
-def _frame_message(data: bytes) -> bytes:
-    return b"\x00" + len(data).to_bytes(4, "big") + data
 
 
 @dataclass
@@ -201,11 +171,11 @@ class _Connection(asyncio.Protocol):
         stats = self.server.stats
         if code:
             stats.errors[code] = stats.errors.get(code, 0) + 1
-        block = _status_block(code, message) if code else _TRAILERS_OK
+        block = status_block(code, message) if code else TRAILERS_OK
         if started:
             self.h2.send_trailers(stream_id, block)
         else:
-            self.h2.send_headers(stream_id, _HEAD + block, end_stream=True)
+            self.h2.send_headers(stream_id, HEAD + block, end_stream=True)
 
     # -- events ------------------------------------------------------------------------
 
@@ -286,13 +256,13 @@ class _Connection(asyncio.Protocol):
         while len(buf) >= 5:
             size = int.from_bytes(buf[1:5], "big")
             if size > MAX_MESSAGE:
-                raise _CallError(Status.RESOURCE_EXHAUSTED, f"request message of {size} bytes, at most {MAX_MESSAGE}")
+                raise CallError(Status.RESOURCE_EXHAUSTED, f"request message of {size} bytes, at most {MAX_MESSAGE}")
             if len(buf) < 5 + size:
                 break
             compressed, data = buf[0], bytes(buf[5 : 5 + size])
             del buf[: 5 + size]
             if compressed:
-                data = _decompress(call.encoding, data)
+                data = decompress(call.encoding, data)
                 self.server.stats.compressed_requests += 1
             out.append(data)
         return out
@@ -302,7 +272,7 @@ class _Connection(asyncio.Protocol):
         try:
             messages = self._messages(call)
             if len(messages) != 1 or call.buf:
-                raise _CallError(
+                raise CallError(
                     Status.INVALID_ARGUMENT,
                     f"{call.path} takes exactly one request message, got {len(messages)}"
                     + (f" and {len(call.buf)} stray bytes" if call.buf else ""),
@@ -310,11 +280,11 @@ class _Connection(asyncio.Protocol):
             if call.kind == "unary":
                 body = self.server.unary[call.path](messages[0])
                 del self.calls[sid]
-                self.h2.respond(sid, _HEAD, _frame_message(body), _TRAILERS_OK)
+                self.h2.respond(sid, HEAD, frame_message(body), TRAILERS_OK)
                 return
             stream = self.server.streams[call.path](messages[0])  # checks the request first
-        except (_CallError, Invalid, Missing) as exc:
-            self.finish(sid, _code_of(exc), str(exc), started=False)
+        except (CallError, Invalid, Missing) as exc:
+            self.finish(sid, code_of(exc), str(exc), started=False)
             return
         except Exception as exc:
             log.exception("native gRPC: %s failed", call.path)
@@ -327,9 +297,9 @@ class _Connection(asyncio.Protocol):
         try:
             async for message in stream:
                 if not started:
-                    self.h2.send_headers(sid, _HEAD)
+                    self.h2.send_headers(sid, HEAD)
                     started = True
-                self.h2.send_data(sid, _frame_message(message))
+                self.h2.send_data(sid, frame_message(message))
                 self.flush()
                 while self.h2.pending_bytes(sid) > _STREAM_BUFFER or not self.writable.is_set():
                     if self.transport is None:
@@ -337,7 +307,7 @@ class _Connection(asyncio.Protocol):
                     await self.wait_writable(sid)
             self.finish(sid, Status.OK, "", started=started)
         except (Invalid, Missing) as exc:
-            self.finish(sid, _code_of(exc), str(exc), started=started)
+            self.finish(sid, code_of(exc), str(exc), started=started)
         except asyncio.CancelledError:
             if self.transport is not None and sid in self.calls:  # server stopping: tell the client why
                 self.finish(sid, Status.UNAVAILABLE, "server shutting down", started=started)
@@ -366,42 +336,14 @@ class _Connection(asyncio.Protocol):
                 if not self.h2.is_open(sid):
                     return
                 if not call.started:  # first answer: the response headers go first
-                    self.h2.send_headers(sid, _HEAD)
+                    self.h2.send_headers(sid, HEAD)
                     call.started = True
-                self.h2.send_data(sid, _frame_message(answer))
-        except (_CallError, Invalid, ValueError) as exc:
-            self.refuse(sid, _code_of(exc), str(exc), reset=not end_stream)
+                self.h2.send_data(sid, frame_message(answer))
+        except (CallError, Invalid, ValueError) as exc:
+            self.refuse(sid, code_of(exc), str(exc), reset=not end_stream)
             return
         if end_stream:
             self.finish(sid, Status.OK, "", started=call.started)
-
-
-class _CallError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _code_of(exc: Exception) -> int:
-    if isinstance(exc, _CallError):
-        return exc.code
-    if isinstance(exc, Missing):
-        return Status.NOT_FOUND
-    return Status.INVALID_ARGUMENT
-
-
-def _decompress(encoding: str, data: bytes) -> bytes:
-    wbits = {"gzip": 31, "deflate": 15}.get(encoding)
-    if wbits is None:
-        raise _CallError(Status.UNIMPLEMENTED, f"request compressed with {encoding!r}; this server takes gzip, deflate")
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(data, MAX_MESSAGE + 1)
-    except zlib.error as exc:
-        raise _CallError(Status.INTERNAL, f"request does not decompress as {encoding}: {exc}") from None
-    if len(out) > MAX_MESSAGE:
-        raise _CallError(Status.RESOURCE_EXHAUSTED, f"request larger than {MAX_MESSAGE} bytes once decompressed")
-    return out
 
 
 class NativeServer:
