@@ -21,26 +21,12 @@ from rpc_fixtures import GROUP, make_certs, populate
 pytestmark = pytest.mark.grpcurl
 
 
-@pytest.fixture
-async def catalog() -> Catalog:
-    c = Catalog()
-    populate(c)
-    return c
-
-
-@pytest.fixture
-async def server(catalog: Catalog) -> AsyncIterator[NativeServer]:
-    s = await start_native(catalog, "127.0.0.1:0")
-    yield s
-    await s.stop(None)
-
-
 async def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(subprocess.run, ["grpcurl", *args], capture_output=True, text=True, timeout=60)
 
 
-async def test_reflection_lists_and_describes(server: NativeServer) -> None:
-    addr = f"127.0.0.1:{server.port}"
+async def test_reflection_lists_and_describes(native_server: NativeServer) -> None:
+    addr = f"127.0.0.1:{native_server.port}"
     listed = await grpcurl("-plaintext", addr, "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == ["R", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
@@ -49,8 +35,8 @@ async def test_reflection_lists_and_describes(server: NativeServer) -> None:
     assert "rpc Match ( .MatchRequest ) returns ( .MatchResponse );" in described.stdout, described.stdout
 
 
-async def test_go_client_calls_the_go_compatible_service_and_v1(server: NativeServer, catalog: Catalog) -> None:
-    addr = f"127.0.0.1:{server.port}"
+async def test_go_client_calls_the_go_compatible_service_and_v1(native_server: NativeServer, catalog: Catalog) -> None:
+    addr = f"127.0.0.1:{native_server.port}"
     for key in ("user-1", "user-42", "a-much-longer-key-éü"):
         r = await grpcurl("-plaintext", "-d", json.dumps({"group": GROUP, "key": key}), addr, "R/Match")
         assert r.returncode == 0, r.stderr
@@ -64,8 +50,8 @@ async def test_go_client_calls_the_go_compatible_service_and_v1(server: NativeSe
         s.id for s in catalog.members(GROUP))
 
 
-async def test_go_client_sees_status_codes_and_messages(server: NativeServer) -> None:
-    addr = f"127.0.0.1:{server.port}"
+async def test_go_client_sees_status_codes_and_messages(native_server: NativeServer) -> None:
+    addr = f"127.0.0.1:{native_server.port}"
     missing = await grpcurl("-plaintext", "-d", '{"group": "nope"}', addr, "registry.v1.Registry/Members")
     assert "Code: NotFound" in missing.stderr and "group 'nope' not found" in missing.stderr, missing.stderr
     invalid = await grpcurl("-plaintext", "-d", '{"group": "web"}', addr, "R/Match")  # no key

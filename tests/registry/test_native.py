@@ -21,41 +21,27 @@ from registry.v1 import registry_pb2_grpc as pb_grpc
 from rpc_fixtures import GROUP, async_wait_for, populate, tags
 
 
-@pytest.fixture
-async def catalog() -> Catalog:
-    c = Catalog()
-    populate(c)
-    return c
-
-
-@pytest.fixture
-async def server(catalog: Catalog) -> AsyncIterator[NativeServer]:
-    s = await start_native(catalog, "127.0.0.1:0")
-    yield s
-    await s.stop(None)
-
-
 def stub_for(ch: grpc.aio.Channel) -> pb_grpc.RegistryStub:
     return pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
 
 
-async def test_gzip_request_is_accepted(server: NativeServer, catalog: Catalog) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", compression=grpc.Compression.Gzip) as ch:
+async def test_gzip_request_is_accepted(native_server: NativeServer, catalog: Catalog) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}", compression=grpc.Compression.Gzip) as ch:
         resp = await stub_for(ch).MatchBatch(pb.MatchBatchRequest(group=GROUP, keys=[f"k{i}" for i in range(500)]))
     assert [s.id for s in resp.services] == [s.id for s in catalog.match_batch(GROUP, [f"k{i}" for i in range(500)])]
-    assert server.stats.compressed_requests == 1  # grpcio did compress it
+    assert native_server.stats.compressed_requests == 1  # grpcio did compress it
 
 
-async def test_unknown_method_is_unimplemented_naming_it(server: NativeServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_unknown_method_is_unimplemented_naming_it(native_server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         call = ch.unary_unary("/registry.v1.Registry/Nope")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call(b"")
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "/registry.v1.Registry/Nope" in str(err.value.details())
 
 
-async def test_request_that_is_not_protobuf_is_invalid_argument(server: NativeServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_request_that_is_not_protobuf_is_invalid_argument(native_server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         call = ch.unary_unary("/registry.v1.Registry/Match")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call(b"\xff\xff\xff")
@@ -63,8 +49,8 @@ async def test_request_that_is_not_protobuf_is_invalid_argument(server: NativeSe
     assert "registry.v1.MatchRequest" in str(err.value.details())
 
 
-async def test_error_message_with_non_ascii_group_round_trips(server: NativeServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_error_message_with_non_ascii_group_round_trips(native_server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub_for(ch).Members(pb.MembersRequest(group="gruppe-ü%20"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and "gruppe-ü%20" in str(err.value.details())
@@ -88,8 +74,8 @@ async def test_large_answers_cross_flow_control_windows(catalog: Catalog) -> Non
         await s.stop(None)
 
 
-async def test_concurrent_calls_on_one_connection(server: NativeServer, catalog: Catalog) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_concurrent_calls_on_one_connection(native_server: NativeServer, catalog: Catalog) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         stub = stub_for(ch)
         keys = [f"user-{i}" for i in range(400)]
         answers = await asyncio.gather(*(stub.Match(pb.MatchRequest(group=GROUP, key=k)) for k in keys))
@@ -114,11 +100,11 @@ async def _raw(port: int, data: bytes) -> bytes:
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
     ],
 )
-async def test_hostile_bytes_cost_one_connection_only(server: NativeServer, catalog: Catalog, garbage: bytes) -> None:
-    before = server.stats.protocol_errors
-    await _raw(server.port, garbage)
-    await async_wait_for(lambda: server.stats.protocol_errors == before + 1, what="protocol error counted")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_hostile_bytes_cost_one_connection_only(native_server: NativeServer, catalog: Catalog, garbage: bytes) -> None:
+    before = native_server.stats.protocol_errors
+    await _raw(native_server.port, garbage)
+    await async_wait_for(lambda: native_server.stats.protocol_errors == before + 1, what="protocol error counted")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         resp = await stub_for(ch).Match(pb.MatchRequest(group=GROUP, key="k"))
     assert resp.services[0].id == catalog.match(GROUP, "k", 1)[0].id
 
@@ -143,8 +129,8 @@ async def test_stop_ends_watches_unavailable_and_health_not_serving(catalog: Cat
     assert s.core.watcher_count(GROUP) == 0
 
 
-async def test_health_unknown_service_is_not_found(server: NativeServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def test_health_unknown_service_is_not_found(native_server: NativeServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -155,7 +141,7 @@ def _grpc_request(message: bytes) -> bytes:
 
 
 @pytest.mark.nghttp2
-async def test_nghttp2_client_gets_correct_answers(server: NativeServer, catalog: Catalog, tmp_path: object) -> None:
+async def test_nghttp2_client_gets_correct_answers(native_server: NativeServer, catalog: Catalog, tmp_path: object) -> None:
     """h2load (nghttp2's HPACK, framing and flow control, not grpcio's) sends 2,000 Match calls."""
     import pathlib
 
@@ -166,18 +152,18 @@ async def test_nghttp2_client_gets_correct_answers(server: NativeServer, catalog
         subprocess.run,
         ["h2load", "-n", "2000", "-c", "2", "-m", "32", "-d", str(body),
          "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Match"],
+         f"http://127.0.0.1:{native_server.port}/registry.v1.Registry/Match"],
         capture_output=True, text=True, timeout=120,
     )
     assert "2000 succeeded" in answer.stdout, answer.stdout + answer.stderr
     # every response: the cached Service bytes framed once (h2load counts DATA bytes)
-    want = len(_grpc_request(server.core.wire_match(req)))
+    want = len(_grpc_request(native_server.core.wire_match(req)))
     data = re.search(r"\((\d+)\) data", answer.stdout)
     assert data is not None and int(data.group(1)) == 2000 * want, answer.stdout
 
 
 @pytest.mark.nghttp2
-async def test_nghttp_client_sees_grpc_trailers(server: NativeServer, tmp_path: object) -> None:
+async def test_nghttp_client_sees_grpc_trailers(native_server: NativeServer, tmp_path: object) -> None:
     import pathlib
 
     body = pathlib.Path(str(tmp_path)) / "req.bin"
@@ -185,7 +171,7 @@ async def test_nghttp_client_sees_grpc_trailers(server: NativeServer, tmp_path: 
     out = await asyncio.to_thread(
         subprocess.run,
         ["nghttp", "-v", "-d", str(body), "-H", "content-type: application/grpc",
-         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Members"],
+         f"http://127.0.0.1:{native_server.port}/registry.v1.Registry/Members"],
         capture_output=True, text=True, timeout=60,
     )
     assert "grpc-status: 5" in out.stdout and "grpc-message: group 'nope' not found" in out.stdout, out.stdout
@@ -220,10 +206,10 @@ def _frames(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-async def test_client_that_does_not_read_is_paused_then_served_whole(server: NativeServer) -> None:
+async def test_client_that_does_not_read_is_paused_then_served_whole(native_server: NativeServer) -> None:
     n = 40_000
     req = pb.MatchRequest(group=GROUP, key="user-1").SerializeToString()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", native_server.port)
     writer.transport.set_write_buffer_limits(high=64 << 20)
 
     async def send() -> None:
@@ -234,7 +220,7 @@ async def test_client_that_does_not_read_is_paused_then_served_whole(server: Nat
 
     sender = asyncio.ensure_future(send())
     try:
-        conns = server._connections
+        conns = native_server._connections
         # the server stops reading a client whose answers pile up unread, instead of buffering them all
         await async_wait_for(lambda: any(c.transport is not None and not c.transport.is_reading() for c in conns),
                              timeout=60, what="server paused reading")
@@ -281,43 +267,43 @@ async def test_keepalive_closes_a_peer_that_stops_answering_pings(catalog: Catal
 
 
 @pytest.mark.nghttp2
-async def test_plain_http_requests_get_http_errors_not_grpc(server: NativeServer) -> None:
+async def test_plain_http_requests_get_http_errors_not_grpc(native_server: NativeServer) -> None:
     """A GET (curl, a browser, a health prober on the wrong port) and a non-gRPC POST: 405 and 415."""
     for args, want in ((["-H", "content-type: application/grpc"], ":status: 405"),  # GET
                        (["-d", "/dev/null", "-H", "content-type: application/json"], ":status: 415")):
         out = await asyncio.to_thread(
-            subprocess.run, ["nghttp", "-v", *args, f"http://127.0.0.1:{server.port}/registry.v1.Registry/Match"],
+            subprocess.run, ["nghttp", "-v", *args, f"http://127.0.0.1:{native_server.port}/registry.v1.Registry/Match"],
             capture_output=True, text=True, timeout=60)
         assert want in out.stdout, out.stdout
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:  # the server is fine after both
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:  # the server is fine after both
         await stub_for(ch).Members(pb.MembersRequest(group=GROUP))
 
 
-async def test_a_failing_handler_is_internal_and_a_failing_front_costs_one_connection(server: NativeServer) -> None:
+async def test_a_failing_handler_is_internal_and_a_failing_front_costs_one_connection(native_server: NativeServer) -> None:
     """Fault injection: a handler that raises answers INTERNAL naming the method; a bug in the front
     itself closes that connection only (counted), and the next connection is served."""
     def broken(data: bytes) -> bytes:
         raise RuntimeError("boom")
 
-    server.unary["/registry.v1.Registry/Groups"] = broken
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    native_server.unary["/registry.v1.Registry/Groups"] = broken
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub_for(ch).Groups(pb.GroupsRequest())
     assert err.value.code() == grpc.StatusCode.INTERNAL and "/registry.v1.Registry/Groups" in str(err.value.details())
 
-    real_kind_of = server.kind_of
-    server.kind_of = lambda path: 1 // 0  # type: ignore[method-assign, assignment, return-value]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    real_kind_of = native_server.kind_of
+    native_server.kind_of = lambda path: 1 // 0  # type: ignore[method-assign, assignment, return-value]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError):
             await stub_for(ch).Members(pb.MembersRequest(group=GROUP), timeout=10)
-    assert server.stats.internal_errors >= 1
-    server.kind_of = real_kind_of  # type: ignore[method-assign]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    assert native_server.stats.internal_errors >= 1
+    native_server.kind_of = real_kind_of  # type: ignore[method-assign]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{native_server.port}") as ch:
         assert len((await stub_for(ch).Members(pb.MembersRequest(group=GROUP))).services) == 5
 
 
 @pytest.mark.nghttp2
-async def test_client_with_a_zero_header_table_is_served(server: NativeServer, tmp_path: object) -> None:
+async def test_client_with_a_zero_header_table_is_served(native_server: NativeServer, tmp_path: object) -> None:
     """nghttp -c 0 lowers SETTINGS_HEADER_TABLE_SIZE to 0 and fails the connection unless our next
     header block acknowledges it (RFC 7541 section 4.2)."""
     import pathlib
@@ -327,7 +313,7 @@ async def test_client_with_a_zero_header_table_is_served(server: NativeServer, t
     out = await asyncio.to_thread(
         subprocess.run,
         ["nghttp", "-v", "-c", "0", "-d", str(body), "-H", "content-type: application/grpc",
-         f"http://127.0.0.1:{server.port}/registry.v1.Registry/Members"],
+         f"http://127.0.0.1:{native_server.port}/registry.v1.Registry/Members"],
         capture_output=True, text=True, errors="replace", timeout=60,
     )
     assert "grpc-status: 0" in out.stdout and "COMPRESSION_ERROR" not in out.stdout, out.stdout[-3000:]
