@@ -24,6 +24,7 @@ import structlog
 
 from registry.memberlist.config import Config
 from registry.metrics import Metric, MetricsServer
+from registry.tls import TlsFiles
 
 __all__ = ["REGISTRY_GROUP", "ServerConfig", "RegistryServer", "StartError"]
 
@@ -245,12 +246,10 @@ class RegistryServer:
             raise StartError(f"rpc engine {engine!r}: use native or grpcio")
         return engine
 
-    def _tls(self) -> Any:
+    def _tls(self) -> TlsFiles | None:
         c = self.config
         if not c.tls_cert:
             return None
-        from registry.tls import TlsFiles
-
         return TlsFiles(cert=c.tls_cert, key=c.tls_key, ca=c.tls_ca or None)
 
     async def _try_join(self) -> None:

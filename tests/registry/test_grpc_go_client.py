@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
 from registry.tls import TlsFiles
-from rpc_fixtures import GROUP, make_certs, populate
+from rpc_fixtures import GROUP, make_certs
 
 pytestmark = pytest.mark.grpcurl
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from collections.abc import AsyncIterator
 
 import grpc
 import grpc.aio
@@ -18,7 +17,7 @@ from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
-from rpc_fixtures import GROUP, async_wait_for, populate, tags
+from rpc_fixtures import GROUP, async_wait_for, tags
 
 
 def stub_for(ch: grpc.aio.Channel) -> pb_grpc.RegistryStub:
