@@ -75,7 +75,7 @@ class Stats:
 
 
 class _Call:
-    __slots__ = ("path", "kind", "buf", "encoding", "task", "done", "started")
+    __slots__ = ("path", "kind", "buf", "encoding", "task", "done", "started", "held")
 
     def __init__(self, path: str, kind: str, encoding: str) -> None:
         self.path = path
@@ -85,6 +85,7 @@ class _Call:
         self.task: asyncio.Task[None] | None = None
         self.done = False  # the request is whole (or refused): later DATA is dropped
         self.started = False  # response headers sent (bidi calls)
+        self.held = 0  # received bytes not yet acknowledged to the HTTP/2 flow control
 
 
 class _Connection(asyncio.Protocol):
@@ -165,9 +166,21 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def credit(self, stream_id: int, call: _Call, *, drop: bool = False) -> None:
+        """Give the client flow-control credit for what the call no longer holds beyond one
+        maximal message (everything when `drop`): its buffer, not its windows, bounds it."""
+        keep = 0 if drop else max(0, len(call.buf) - MAX_MESSAGE - 5)
+        if call.held > keep:
+            self.h2.acknowledge_received_data(stream_id, call.held - keep)
+            call.held = keep
+        if drop:
+            call.buf.clear()
+
     def finish(self, stream_id: int, code: int, message: str, *, started: bool) -> None:
         """End a call with `code`: trailers if the response has begun, else a trailers-only answer."""
-        self.calls.pop(stream_id, None)
+        call = self.calls.pop(stream_id, None)
+        if call is not None:
+            self.credit(stream_id, call, drop=True)
         stats = self.server.stats
         if code:
             stats.errors[code] = stats.errors.get(code, 0) + 1
@@ -183,20 +196,26 @@ class _Connection(asyncio.Protocol):
         if isinstance(event, DataReceived):
             call = self.calls.get(event.stream_id)
             if call is None or call.done:
+                self.h2.acknowledge_received_data(event.stream_id, len(event.data))
                 return
             call.buf += event.data
+            call.held += len(event.data)
             if len(call.buf) > MAX_MESSAGE + 5 and call.kind != "bidi":
                 self.refuse(event.stream_id, Status.RESOURCE_EXHAUSTED, f"request larger than {MAX_MESSAGE} bytes")
             elif call.kind == "bidi":
                 self.bidi_input(event.stream_id, call, event.end_stream)
             elif event.end_stream:
                 self.request_complete(event.stream_id, call)
+            if self.calls.get(event.stream_id) is call:
+                self.credit(event.stream_id, call)
         elif isinstance(event, RequestReceived):
             self.request(event)
         elif isinstance(event, StreamReset):
             call = self.calls.pop(event.stream_id, None)
-            if call is not None and call.task is not None:
-                call.task.cancel()
+            if call is not None:
+                self.credit(event.stream_id, call, drop=True)
+                if call.task is not None:
+                    call.task.cancel()
         elif isinstance(event, GoAwayReceived):
             pass  # the client opens no more streams; the ones it has finish normally
         elif isinstance(event, ConnectionEnded):
@@ -245,7 +264,7 @@ class _Connection(asyncio.Protocol):
         call = self.calls.get(stream_id)
         if call is not None:
             call.done = True
-        self.finish(stream_id, code, message, started=False)
+        self.finish(stream_id, code, message, started=False)  # drops what the call held
         if reset:
             self.h2.reset(stream_id, ErrorCode.NO_ERROR)
 
@@ -280,6 +299,7 @@ class _Connection(asyncio.Protocol):
             if call.kind == "unary":
                 body = self.server.unary[call.path](messages[0])
                 del self.calls[sid]
+                self.credit(sid, call, drop=True)
                 self.h2.respond(sid, HEAD, frame_message(body), TRAILERS_OK)
                 return
             stream = self.server.streams[call.path](messages[0])  # checks the request first

@@ -3,9 +3,9 @@ and bytes out, no sockets, no clock.
 
 Only what a gRPC server needs is here: client-initiated streams, no server push, no
 priorities (PRIORITY is parsed and ignored, as RFC 9113 allows). Flow control is whole:
-received data is credited back as soon as it is taken (the gRPC layer bounds message
-sizes, so taking is safe), and sent data waits in a per-stream queue until the
-peer's windows allow it. A protocol error of the peer ends the connection with
+received data is credited back (WINDOW_UPDATE) only when the application says it consumed
+it (`acknowledge_received_data`), so a peer can never make us hold more than the windows
+we advertised; sent data waits in a per-stream queue until the peer's windows allow it. A protocol error of the peer ends the connection with
 GOAWAY and a `ConnectionEnded` event; it never raises out of `receive`.
 """
 
@@ -67,11 +67,19 @@ class RequestReceived:
 
 @dataclass(slots=True)
 class DataReceived:
-    """Request body bytes; `end_stream` also comes with empty data (a trailing HEADERS or empty DATA)."""
+    """Request body bytes; `end_stream` also comes with empty data (a trailing HEADERS or empty DATA).
+
+    The peer gets no flow-control credit for `data` until the application passes
+    `len(data)` to `ServerConnection.acknowledge_received_data` (once it consumed or dropped
+    the bytes, even if the stream has ended or been reset since). `flow_controlled_length`
+    is what the frame cost of the windows, padding included; the connection credits the
+    padding back itself.
+    """
 
     stream_id: int
     data: bytes
     end_stream: bool
+    flow_controlled_length: int
 
 
 @dataclass(slots=True)
@@ -108,16 +116,19 @@ class _ProtocolError(Exception):
 
 
 class _Stream:
-    __slots__ = ("send_window", "pending", "pending_bytes", "trailers", "remote_open", "local_open", "recv_unacked")
+    __slots__ = (
+        "send_window", "pending", "pending_bytes", "trailers", "remote_open", "local_open", "recv_window", "recv_credit"
+    )
 
-    def __init__(self, send_window: int) -> None:
+    def __init__(self, send_window: int, recv_window: int) -> None:
         self.send_window = send_window
         self.pending: deque[bytes] = deque()  # DATA payloads the windows did not allow yet
         self.pending_bytes = 0
         self.trailers: bytes | None = None  # header block to send after `pending`, with END_STREAM
         self.remote_open = True
         self.local_open = True
-        self.recv_unacked = 0
+        self.recv_window = recv_window  # what the peer may still send us on this stream
+        self.recv_credit = 0  # acknowledged by the application, not yet sent in a WINDOW_UPDATE
 
 
 def _frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -152,7 +163,9 @@ class ServerConnection:
         self._peer_window = _DEFAULT_WINDOW  # peer's SETTINGS_INITIAL_WINDOW_SIZE
         self._peer_max_frame = _MIN_FRAME
         self._send_window = _DEFAULT_WINDOW  # connection-level, toward the peer
-        self._recv_unacked = 0  # connection-level bytes received and not yet credited back
+        self._recv_window = connection_window  # connection-level: what the peer may still send us
+        self._recv_credit = 0  # connection-level: acknowledged, not yet sent in a WINDOW_UPDATE
+        self._recv_held = 0  # delivered in DataReceived events and not yet acknowledged
         self._continuation: tuple[int, int, bytearray] | None = None  # (stream, flags, block so far)
         # Our encoder never indexes, but a peer that lowers SETTINGS_HEADER_TABLE_SIZE still expects
         # the next header block to say so (RFC 7541 section 4.2): (smallest since then, latest) or None.
@@ -474,7 +487,7 @@ class ServerConnection:
             if not end_stream:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
             self._remote_close(stream_id, s)
-            events.append(DataReceived(stream_id, b"", True))
+            events.append(DataReceived(stream_id, b"", True, 0))
             return
         if stream_id % 2 == 0 or stream_id <= self._last_stream:
             if stream_id % 2 == 0 or not end_stream:
@@ -487,7 +500,7 @@ class ServerConnection:
             self._out.append(_frame(_RST_STREAM, 0, stream_id, ErrorCode.REFUSED_STREAM.to_bytes(4, "big")))
             events.append(StreamReset(stream_id, ErrorCode.REFUSED_STREAM))
             return
-        s = self._streams[stream_id] = _Stream(self._peer_window)
+        s = self._streams[stream_id] = _Stream(self._peer_window, self._stream_window)
         if end_stream:
             s.remote_open = False
         events.append(RequestReceived(stream_id, headers, end_stream))
@@ -496,12 +509,9 @@ class ServerConnection:
         if stream_id == 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
-        self._recv_unacked += size
-        if self._recv_unacked > self._conn_window:
+        self._recv_window -= size
+        if self._recv_window < 0:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window")
-        if self._recv_unacked >= self._conn_window // 2:
-            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, self._recv_unacked.to_bytes(4, "big")))
-            self._recv_unacked = 0
         data = self._unpad(flags, payload, "DATA")
         s = self._streams.get(stream_id)
         if s is None or not s.remote_open:
@@ -509,17 +519,46 @@ class ServerConnection:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             if s is not None:
                 raise _ProtocolError(ErrorCode.STREAM_CLOSED, f"DATA after END_STREAM on stream {stream_id}")
-            return  # a stream already reset or finished: frames in flight are dropped
-        s.recv_unacked += size
-        if s.recv_unacked > self._stream_window:
+            # A stream already reset or finished: frames in flight are dropped, and since no
+            # application will see them, their connection-level credit goes back now.
+            self._credit(0, None, size)
+            return
+        s.recv_window -= size
+        if s.recv_window < 0:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, f"peer overran stream {stream_id}'s window")
         end_stream = bool(flags & _END_STREAM)
         if end_stream:
             self._remote_close(stream_id, s)
-        elif s.recv_unacked >= self._stream_window // 2:
-            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, s.recv_unacked.to_bytes(4, "big")))
-            s.recv_unacked = 0
-        events.append(DataReceived(stream_id, data, end_stream))
+        self._recv_held += len(data)
+        if size > len(data):
+            self._credit(stream_id, s, size - len(data))  # padding: nothing for the application to consume
+        events.append(DataReceived(stream_id, data, end_stream, size))
+
+    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
+        """The application consumed (or dropped) `n` bytes of `DataReceived.data` on `stream_id`:
+        the peer may send that much again. WINDOW_UPDATEs go out once half a window is owed,
+        not per call. The stream part is a no-op once the stream is closed or reset; the
+        connection part always counts (else the connection window would leak shut)."""
+        n = min(n, self._recv_held)  # never credit what was not delivered: the windows stay bounded
+        if n <= 0 or self.ended:
+            return
+        self._recv_held -= n
+        self._credit(stream_id, self._streams.get(stream_id), n)
+
+    def _credit(self, stream_id: int, s: _Stream | None, n: int) -> None:
+        """Return `n` bytes of credit to the connection and, if open for receiving, the stream."""
+        self._recv_credit += n
+        if self._recv_credit >= self._conn_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, self._recv_credit.to_bytes(4, "big")))
+            self._recv_window += self._recv_credit
+            self._recv_credit = 0
+        if s is None or not s.remote_open:
+            return  # the peer sends nothing more on it: no stream WINDOW_UPDATE is due
+        s.recv_credit += n
+        if s.recv_credit >= self._stream_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, s.recv_credit.to_bytes(4, "big")))
+            s.recv_window += s.recv_credit
+            s.recv_credit = 0
 
     def _remote_close(self, stream_id: int, s: _Stream) -> None:
         s.remote_open = False

@@ -72,7 +72,7 @@ def test_server_settings_and_window_first() -> None:
 def test_request_events_and_unary_response_bytes() -> None:
     c = opened()
     events = request(c, 1, b"\x00\x00\x00\x00\x02hi")
-    assert events == [RequestReceived(1, REQUEST, False), DataReceived(1, b"\x00\x00\x00\x00\x02hi", True)]
+    assert events == [RequestReceived(1, REQUEST, False), DataReceived(1, b"\x00\x00\x00\x00\x02hi", True, 7)]
     c.respond(1, b"H", b"BODY", b"T")
     assert parse_frames(c.data_to_send()) == [(HEADERS, 0x4, 1, b"H"), (DATA, 0, 1, b"BODY"), (HEADERS, 0x5, 1, b"T")]
     assert c.open_streams == 0
@@ -154,7 +154,7 @@ def test_padding_and_priority_are_stripped() -> None:
     b = block(REQUEST)
     padded = bytes([3]) + bytes(5) + b + b"\0\0\0"  # pad length, priority (5 bytes), block, padding
     assert c.receive(frame(HEADERS, 0x4 | 0x8 | 0x20, 1, padded)) == [RequestReceived(1, REQUEST, False)]
-    assert c.receive(frame(DATA, 0x9, 1, b"\x02ab\0\0")) == [DataReceived(1, b"ab", True)]
+    assert c.receive(frame(DATA, 0x9, 1, b"\x02ab\0\0")) == [DataReceived(1, b"ab", True, 5)]
 
 
 def test_ping_is_answered_and_counted() -> None:
@@ -247,7 +247,16 @@ def test_peer_overrunning_the_stream_window(sizes: list[int]) -> None:
     assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.FLOW_CONTROL_ERROR
 
 
-def test_received_data_is_credited_back() -> None:
+def window_updates(c: ServerConnection) -> dict[int, int]:
+    """Credit sent per stream id (0 = the connection) since the last call; nothing else may be sent."""
+    out: dict[int, int] = {}
+    for t, _, sid, p in parse_frames(c.data_to_send()):
+        assert t == WINDOW, (t, p)
+        out[sid] = out.get(sid, 0) + int.from_bytes(p, "big")
+    return out
+
+
+def test_received_data_is_credited_back_once_acknowledged() -> None:
     c = ServerConnection(stream_window=1000, connection_window=4000)
     c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
     c.data_to_send()
@@ -255,10 +264,54 @@ def test_received_data_is_credited_back() -> None:
     for _ in range(20):  # 10,000 bytes through windows of 1,000 / 4,000: only works if credited back
         events = c.receive(frame(DATA, 0, 1, bytes(500)))
         assert isinstance(events[-1], DataReceived), events
-        for t, _, sid, p in parse_frames(c.data_to_send()):
-            assert t == WINDOW
-            total += int.from_bytes(p, "big") if sid == 0 else 0
+        assert window_updates(c) == {}  # nothing before the application consumed it
+        c.acknowledge_received_data(1, len(events[-1].data))
+        total += window_updates(c).get(0, 0)
     assert total >= 10_000 - 2_000
+
+
+def test_unconsumed_data_is_never_credited() -> None:
+    """A peer cannot make us buffer more than the windows we advertised (the bug: credit on parse)."""
+    c = ServerConnection(stream_window=1000, connection_window=4000)
+    c.receive(PREFACE + settings() + b"".join(frame(HEADERS, 0x4, sid, block(REQUEST)) for sid in (1, 3, 5, 7, 9)))
+    c.data_to_send()
+    received = 0
+    for sid in (1, 3, 5, 7):
+        for _ in range(2):
+            events = c.receive(frame(DATA, 0, sid, bytes(500)))
+            assert isinstance(events[-1], DataReceived)
+            received += len(events[-1].data)
+    assert window_updates(c) == {} and received == 4000
+    events = c.receive(frame(DATA, 0, 9, b"x"))  # one byte past the connection window
+    assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_padding_is_credited_at_once_and_data_on_acknowledgement() -> None:
+    c = ServerConnection(stream_window=1000, connection_window=4000)
+    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.data_to_send()
+    (ev,) = c.receive(frame(DATA, 0x8, 1, bytes([250]) + bytes(349)))  # 99 data, 251 padding bytes (pad length included)
+    assert isinstance(ev, DataReceived) and len(ev.data) == 99 and ev.flow_controlled_length == 350
+    assert window_updates(c) == {}  # 251 < half of either window
+    c.receive(frame(DATA, 0x8, 1, bytes([255]) + bytes(299)))  # 44 data, 256 padding: 507 padding in all
+    assert window_updates(c) == {1: 507}
+    c.acknowledge_received_data(1, 143)
+    c.acknowledge_received_data(1, 10_000)  # more than was delivered: clamped, windows never overflow
+    assert window_updates(c) == {}  # 650 < 2000 owed to the connection, 143 < 500 to the stream
+    assert c.receive(frame(DATA, 0, 1, bytes(857)))[-1] == DataReceived(1, bytes(857), False, 857)  # exactly the window
+    events = c.receive(frame(DATA, 0, 1, b"x"))
+    assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_acknowledging_a_reset_stream_still_credits_the_connection() -> None:
+    c = ServerConnection(stream_window=4000, connection_window=4000)
+    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)) + frame(DATA, 0, 1, bytes(1600)))
+    c.data_to_send()
+    c.reset(1)
+    c.receive(frame(DATA, 0, 1, bytes(400)))  # in flight when we reset: dropped, credited by the connection
+    assert [t for t, _, _, _ in parse_frames(c.data_to_send())] == [RST]
+    c.acknowledge_received_data(1, 1600)  # the application drops what it held for the stream
+    assert window_updates(c) == {0: 2000}  # half the connection window: sent
 
 
 def test_random_bytes_never_raise() -> None:
