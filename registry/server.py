@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
+import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -99,11 +100,18 @@ def _literal(host: str) -> str:
 def _check_tcp_free(host: str, port: int, what: str) -> int:
     """Fail early, with a readable message, if host:port is taken; returns the port (picked if 0).
 
-    gRPC binds with SO_REUSEPORT, so a second registry on the same -addr would silently
-    share the port; a plain bind first makes that a clear start error instead.
+    A listener on the port (another registry, any process) makes this a clear start error
+    rather than a port shared or a traceback from the front.  The probe sets SO_REUSEADDR on
+    POSIX, as every real listener of ours does (both gRPC fronts, gossip TCP, metrics): without
+    it, connections of the previous run still in TIME_WAIT (a registry stopped while clients
+    were connected) kept the port "in use" for ~60 s, where the real bind would have worked.
+    Linux still refuses SO_REUSEADDR binds on a port some socket LISTENs on, so a port really
+    in use is still reported (no SO_REUSEPORT here: that would let us share it).
     """
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
+        if os.name == "posix":  # on Windows SO_REUSEADDR would mean "steal the port"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), port))
         except OSError as exc:
