@@ -1,0 +1,276 @@
+"""Run `gonode`, a Serf node on the newest HashiCorp releases (serf v0.10.2, memberlist v0.5.2,
+go-msgpack v2), for interop tests; Debian's `serf` agent (tests/serfagent.py) is 0.9.4.
+
+Usage::
+
+    from gonode import GoNode, gonode   # `gonode` is a pytest fixture factory
+
+    def test_x(gonode):
+        go = gonode("go1", tags={"group": "web"}, encrypt=KEY)   # started: lists itself alive
+        go.bind                       # "127.0.0.1:<port>", the gossip address to join
+        go.members()                  # GET /members: [{"name", "addr", "port", "status", "tags", "protocol"}]
+        go.wait_member("py1", "alive", timeout=20)
+        await go.await_member("py1", "left")   # the same without blocking an event loop
+        go.terminate()                # SIGTERM: graceful leave, then exit 0
+        go.kill()                     # SIGKILL: a failure
+
+The binary is `$GONODE`, else `<repo>/../shared/tools/gonode`; the fixture SKIPS (with the path it
+looked at) when it is absent, in CI too: it is a development check the project must pass without.
+Ports are picked free and retried if another process takes them first; logs go to a temp file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["GONODE_MISSING", "GoNode", "GoNodeError", "gonode", "gonode_binary"]
+
+ROOT = Path(__file__).resolve().parents[1]
+#: How long a node may take to list itself on /members.
+START_TIMEOUT = 20.0
+
+
+class GoNodeError(RuntimeError):
+    pass
+
+
+def gonode_binary() -> str:
+    """Where the binary is expected: `$GONODE`, else `<repo>/../shared/tools/gonode`."""
+    return os.environ.get("GONODE") or str(ROOT.parent / "shared" / "tools" / "gonode")
+
+
+def _usable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+GONODE_MISSING = f"needs gonode (serf v0.10.2 node) at $GONODE or {gonode_binary()}"
+
+
+def _free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (gossip needs both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise GoNodeError("no free port")
+
+
+class GoNode:
+    """One gonode process on loopback. Construct, `start()`; `terminate()`/`kill()`/`close()` end it."""
+
+    def __init__(
+        self,
+        name: str = "go1",
+        *,
+        tags: Mapping[str, str] | None = None,
+        encrypt: str | None = None,
+        join: Sequence[str] = (),
+        join_retry: float | None = None,
+        protocol: int | None = None,
+        port: int = 0,
+        binary: str | None = None,
+    ) -> None:
+        self.name = name
+        self.tags = dict(tags or {})
+        self.encrypt = encrypt
+        self.join = list(join)
+        self.join_retry = join_retry
+        self.protocol = protocol
+        self.port = port
+        self.http_port = 0
+        self.binary = binary or gonode_binary()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix=f"gonode-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+
+    @property
+    def bind(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        args = [self.binary, "-name", self.name, "-bind", self.bind, "-http", f"127.0.0.1:{self.http_port}"]
+        if self.tags:
+            args += ["-tags", ",".join(f"{k}={v}" for k, v in self.tags.items())]
+        if self.encrypt:
+            args += ["-encrypt", self.encrypt]
+        if self.join:
+            args += ["-join", ",".join(self.join)]
+        if self.join_retry is not None:
+            args += ["-join-retry", f"{self.join_retry}s"]
+        if self.protocol is not None:
+            args += ["-protocol", str(self.protocol)]
+        return args
+
+    def start(self, timeout: float = START_TIMEOUT) -> GoNode:
+        """Start and wait until /members lists this node alive (new ports if it died at bind)."""
+        fixed = self.port != 0
+        for _attempt in range(5):
+            if not fixed:
+                self.port = _free_port()
+            self.http_port = _free_port()
+            self.proc = subprocess.Popen(
+                self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break  # port race, most likely: retry with new ports
+                try:
+                    if any(m["name"] == self.name and m["status"] == "alive" for m in self.members()):
+                        return self
+                except GoNodeError:
+                    pass
+                time.sleep(0.05)
+            else:
+                self.kill()
+                raise GoNodeError(f"gonode {self.name} not up in {timeout}s:\n{self.log_text()}")
+            if fixed:
+                break
+        raise GoNodeError(f"gonode {self.name} exited at start:\n{self.log_text()}")
+
+    async def astart(self, timeout: float = START_TIMEOUT) -> GoNode:
+        """`start()` in a thread, so Python nodes on the running loop keep answering meanwhile."""
+        return await asyncio.to_thread(self.start, timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal(self, sig: int, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def terminate(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM: gonode leaves gracefully (about 1.5 s), then exits 0; returns the exit code."""
+        return self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the node vanishes without a leave (peers must find it failed)."""
+        self._signal(signal.SIGKILL, 5.0)
+
+    def close(self) -> None:
+        self.kill()
+        try:
+            self._log.close()
+            os.unlink(self._log.name)
+        except OSError:
+            pass
+
+    def log_text(self) -> str:
+        self._log.flush()
+        try:
+            return Path(self._log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> str:
+        """Block until `text` is in the log (e.g. "] failed" of a `-join` given up); returns the log."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_text()):
+            if time.monotonic() > deadline:
+                raise GoNodeError(f"{text!r} not in {self.name}'s log after {timeout}s:\n{log[-3000:]}")
+            time.sleep(0.05)
+        return log
+
+    def join_failed(self, timeout: float = 30.0) -> bool:
+        """Wait for the `-join` outcome: True if gonode gave it up ("join [...] failed"), False if it joined."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if "gonode: join [" in log and "] failed" in log:
+                return True
+            if "gonode: joined" in log:
+                return False
+            if time.monotonic() > deadline:
+                raise GoNodeError(f"no -join outcome in {self.name}'s log after {timeout}s:\n{log[-3000:]}")
+            time.sleep(0.05)
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """`[EVENT]` lines so far, as (kind, name, "ip:port"): ("member-join", "py1", "127.0.0.1:7946")."""
+        out = []
+        for line in self.log_text().splitlines():
+            _, sep, rest = line.partition("[EVENT] ")
+            parts = rest.split()
+            if sep and len(parts) >= 3:
+                out.append((parts[0], parts[1], parts[2]))
+        return out
+
+    # -- GET /members --------------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/members", timeout=5) as r:
+                return list(json.loads(r.read()))
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            raise GoNodeError(f"GET /members on {self.name}: {exc}") from None
+
+    def member(self, name: str) -> dict[str, Any] | None:
+        return next((m for m in self.members() if m.get("name") == name), None)
+
+    def wait_member(self, name: str, status: str = "alive", timeout: float = 30.0,
+                    tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Block until `name` has `status` (and exactly `tags`, if given) in this node's view."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            last = self.member(name)
+            if last is not None and last["status"] == status and (tags is None or last["tags"] == dict(tags)):
+                return last
+            if time.monotonic() > deadline:
+                raise GoNodeError(f"{name} not {status} (tags {tags}) in {self.name}'s view after {timeout}s: {last}")
+            if not self.alive:
+                raise GoNodeError(f"gonode {self.name} exited:\n{self.log_text()}")
+            time.sleep(0.1)
+
+    async def await_member(self, name: str, status: str = "alive", timeout: float = 30.0,
+                           tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.wait_member, name, status, timeout, tags)
+
+
+@pytest.fixture
+def gonode() -> Iterator[Callable[..., GoNode]]:
+    """Factory: `gonode("go1", tags=..., encrypt=..., join=[...], protocol=N)` starts a node (it
+    lists itself alive) and kills it at teardown; `gonode(..., start=False)` only builds it.
+    Skips the test when the binary is absent."""
+    if not _usable(gonode_binary()):
+        pytest.skip(GONODE_MISSING)
+    nodes: list[GoNode] = []
+
+    def make(name: str = "go1", *, start: bool = True, **kwargs: Any) -> GoNode:
+        node = GoNode(name, **kwargs)
+        nodes.append(node)
+        return node.start() if start else node
+
+    yield make
+    for node in nodes:
+        node.close()

@@ -1,0 +1,344 @@
+"""Interop with the newest HashiCorp release: `gonode` (serf v0.10.2, memberlist v0.5.2, go-msgpack
+v2) against a registry process, an in-process Serf node and a `register.Register`.
+
+tests/serf/test_interop.py does the same against Debian's serf 0.9.4 agent.  What the v0.10.2 node
+changes on the wire: go-msgpack v2 writes Go `int` fields (push/pull `Nodes`, `UserStateLen`,
+`State`, `userMsgHeader.UserMsgLen`, query `Timeout`, ...) with the *signed* int family (0xd1/0xd2/
+0xd3) where 0.5.x wrote uint (0xcc/0xcd/0xce); and the Serf library default protocol is 4 where
+the `serf agent` says 5, so a gonode announces Vsn [1, 5, 2, 2, 5, 4].
+
+Every test skips (with the path it looked at) when the gonode binary is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.helpers import Proc, Registry, procs, wait_for
+from gonode import GoNode
+
+from register import Register
+from registry.memberlist.config import Config
+from registry.serf.agent import SerfAgent
+from registry.serf.config import SerfConfig
+from registry.serf.events import QueryEvent
+from registry.serf.member import MemberStatus
+
+pytestmark = [pytest.mark.gonode, pytest.mark.timeout(180)]
+
+KEY1 = base64.b64encode(bytes(range(32))).decode()
+KEY2 = base64.b64encode(bytes(range(50, 66))).decode()
+#: What a gonode announces: memberlist protocol 1..5 speaking 2 (Serf maps every Serf protocol to
+#: memberlist 2), Serf protocol 2..5 speaking the *library* default 4.
+GO_VSN = [1, 5, 2, 2, 5, 4]
+#: What we announce by default: the `serf agent`'s Serf protocol 5.
+PY_VSN = [1, 5, 2, 2, 5, 5]
+GoFactory = Callable[..., GoNode]
+
+
+@pytest.fixture
+def ps() -> Iterator[list[Proc]]:
+    with procs() as started:
+        yield started
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[SerfAgent]]:
+    made: list[SerfAgent] = []
+    yield made
+    for n in made:
+        await n.shutdown()
+
+
+async def py_node(nodes: list[SerfAgent], name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
+    cfg = SerfConfig(name=name, tags=tags or {}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0), **kw)
+    agent = SerfAgent(cfg)
+    nodes.append(agent)
+    await agent.start()
+    return agent
+
+
+#: Drops that are timing, not content: an ack or nack after its probe ended (a Go relay nacks
+#: ProbeTimeout after our indirect request, about when our probe closes; Go ignores those silently).
+LATE = ("unknown_ack", "unknown_nack")
+
+
+def drops(agent: SerfAgent, *expected: str) -> dict[str, int]:
+    """What `agent` dropped as malformed or refused ("drop.*" counters) besides late answers and
+    `expected` reasons: everything a v0.10.2 node sends must decode (go-msgpack v2's signed ints too)."""
+    skip = LATE + expected
+    return {k: v for k, v in agent.stats.items() if v and "drop." in k and not k.endswith(skip)}
+
+
+def gossip(agent: SerfAgent) -> str:
+    m = agent.local_member()
+    return f"{m.addr}:{m.port}"
+
+
+async def wait(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return True
+        await asyncio.sleep(0.05)
+    return pred()
+
+
+def services(reg: Registry, group: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """{id: (addr, tags)} of `group` in the registry's ring (empty if the group is unknown)."""
+    from client import NotFound, RpcClient
+
+    with RpcClient(reg.rpc, timeout=10.0) as c:
+        try:
+            return {s.id: (s.addr, dict(s.tags)) for s in c.members(group)}
+        except NotFound:
+            return {}
+
+
+def matched(reg: Registry, group: str, keys: int = 64) -> set[str]:
+    from client import RpcClient
+
+    with RpcClient(reg.rpc, timeout=10.0) as c:
+        return {c.match(group, f"key-{i}").id for i in range(keys)}
+
+
+def web_tags(port: int) -> dict[str, str]:
+    return {"group": "web", "addr": f"127.0.0.1:{port}"}
+
+
+def registry_tags(reg: Registry) -> dict[str, str]:
+    return {"addr": reg.rpc, "group": "registry-group", "id": reg.id}
+
+
+# -- join both ways, tags, ring ------------------------------------------------------------------
+
+
+def test_registry_process_and_gonodes_join_both_ways(gonode: GoFactory, ps: list[Proc], tmp_path: Path) -> None:
+    go1 = gonode("go1", tags=web_tags(9001))
+    r1 = Registry(ps, tmp_path, "r1", [go1.bind], profile="lan").wait_ready()  # we join gonode
+    go2 = gonode("go2", tags=web_tags(9002), join=[r1.gossip])  # gonode joins us
+    for go in (go1, go2):
+        go.wait_member("r1", "alive", 30, tags=registry_tags(r1))
+        for other in (go1, go2):
+            got = go.wait_member(other.name, "alive", 30, tags=other.tags)
+            assert got["protocol"] == GO_VSN
+        assert go.member("r1")["protocol"] == PY_VSN  # type: ignore[index]
+    want = {"go1": ("127.0.0.1:9001", web_tags(9001)), "go2": ("127.0.0.1:9002", web_tags(9002))}
+    wait_for(lambda: services(r1, "web") == want, 30, what="both gonodes in r1's web ring")
+    assert matched(r1, "web") == {"go1", "go2"}
+    # a tag change on the Go side (a rejoin with new tags, gonode has no tag command) reaches the ring
+    go2.terminate()
+    wait_for(lambda: set(services(r1, "web")) == {"go1"}, 30, what="go2 out of the ring after its leave")
+    go2b = gonode("go2", tags=web_tags(9003), join=[r1.gossip])
+    wait_for(lambda: services(r1, "web").get("go2", ("", {}))[0] == "127.0.0.1:9003", 30, what="go2's new addr")
+    go1.wait_member("go2", "alive", 30, tags=go2b.tags)
+
+
+def test_register_through_gonode_reaches_registry_ring(gonode: GoFactory, ps: list[Proc], tmp_path: Path) -> None:
+    """A service that knows only the Go node: the Go node relays its alive/tags to the registry."""
+    go1 = gonode("go1")
+    r1 = Registry(ps, tmp_path, "r1", [go1.bind], profile="lan").wait_ready()
+    reg = Register("svc-1", "127.0.0.1:0", "", go1.bind, "svc", "127.0.0.1:7001", weight=2, tags={"zone": "a"})
+    try:
+        assert reg.start() >= 1
+        want = {"group": "svc", "addr": "127.0.0.1:7001", "replicas": "10000", "weight": "2", "zone": "a"}
+        go1.wait_member("svc-1", "alive", 30, tags=want)
+        wait_for(lambda: services(r1, "svc") == {"svc-1": ("127.0.0.1:7001", want)}, 30, what="svc-1 in r1's ring")
+        assert matched(r1, "svc", 8) == {"svc-1"}
+        wait_for(
+            lambda: {m.name for m in reg.members() if m.status == MemberStatus.ALIVE} == {"go1", "r1", "svc-1"},
+            30, what="the register sees the pool")
+        assert next(m for m in reg.members() if m.name == "r1").tags == registry_tags(r1)
+        reg.set_tags({"zone": "b"})
+        go1.wait_member("svc-1", "alive", 30, tags={**want, "zone": "b"})
+        wait_for(lambda: services(r1, "svc").get("svc-1", ("", {}))[1].get("zone") == "b", 30, what="zone=b in r1")
+    finally:
+        reg.stop()  # graceful leave
+    assert go1.wait_member("svc-1", "left", 30)["status"] == "left"
+    wait_for(lambda: services(r1, "svc") == {}, 30, what="svc-1 out of r1's ring")
+
+
+# -- leave and failure, both ways --------------------------------------------------------------
+
+
+def test_registry_process_leave_and_kill_seen_by_gonode(gonode: GoFactory, ps: list[Proc], tmp_path: Path) -> None:
+    go1 = gonode("go1", tags=web_tags(9001))
+    r1 = Registry(ps, tmp_path, "r1", [go1.bind], profile="lan").wait_ready()
+    r2 = Registry(ps, tmp_path, "r2", [go1.bind], profile="lan").wait_ready()
+    go1.wait_member("r1", "alive", 30)
+    go1.wait_member("r2", "alive", 30)
+    wait_for(lambda: set(services(r2, "registry-group")) == {"r1", "r2"}, 30, what="r2 sees r1")
+    r1.proc.signal(signal.SIGTERM)  # graceful: leave intent, then memberlist dead{From=self}
+    assert r1.proc.wait(30) == 0
+    assert go1.wait_member("r1", "left", 30)["status"] == "left"
+    r2.proc.p.kill()  # no leave: the Go node's probes must find it failed
+    r2.proc.wait(10)
+    assert go1.wait_member("r2", "failed", 60)["status"] == "failed"
+
+
+async def test_gonode_leave_and_kill_seen_by_python_then_reaped(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    py = await py_node(nodes, "py1", reap_interval=0.5, reconnect_timeout=4.0, tombstone_timeout=4.0)
+    go1 = await gonode("go1", start=False, join=[gossip(py)]).astart()
+    go2 = await gonode("go2", start=False, join=[gossip(py)]).astart()
+    go3 = await gonode("go3", start=False, join=[gossip(py)]).astart()
+    assert await wait(lambda: all(py.status_of(n) == MemberStatus.ALIVE for n in ("go1", "go2", "go3")))
+    assert bytes(GO_VSN) == py.core.member("go1").vsn  # type: ignore[union-attr]
+    assert await asyncio.to_thread(go1.terminate) == 0
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.LEFT, 30), py.status_of("go1")
+    go2.kill()
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 60), py.status_of("go2")
+    # reaped after reconnect_timeout / tombstone_timeout, like Serf's reap()
+    assert await wait(lambda: py.status_of("go1") is None and py.status_of("go2") is None, 30)
+    assert py.status_of("go3") == MemberStatus.ALIVE
+    # and our graceful leave is a `left` at the Go node, not a failure
+    await go3.await_member("py1", "alive", 10)
+    assert drops(py) == {}
+    assert await py.leave(15.0)
+    assert (await go3.await_member("py1", "left", 30))["status"] == "left"
+
+
+# -- encryption ----------------------------------------------------------------------------------
+
+
+def test_encrypted_pool_both_ways_and_mismatched_keys_stay_out(
+    gonode: GoFactory, ps: list[Proc], tmp_path: Path
+) -> None:
+    go1 = gonode("go1", tags=web_tags(9001), encrypt=KEY1)
+    r1 = Registry(ps, tmp_path, "r1", [go1.bind], "-encrypt", KEY1, profile="lan").wait_ready()
+    go2 = gonode("go2", tags=web_tags(9002), encrypt=KEY1, join=[r1.gossip])
+    for go in (go1, go2):
+        go.wait_member("r1", "alive", 30, tags=registry_tags(r1))
+    go1.wait_member("go2", "alive", 30)
+    wait_for(lambda: set(services(r1, "web")) == {"go1", "go2"}, 30, what="both gonodes in r1's ring")
+    # a Go node with another key, or none, cannot join through the registry or through a Go node
+    wrong = gonode("wrong", encrypt=KEY2, join=[r1.gossip], join_retry=2)
+    plain = gonode("plain", join=[go1.bind], join_retry=2)
+    assert wrong.join_failed() and plain.join_failed()
+    # a registry with the wrong key cannot join the Go node
+    r2 = Registry(ps, tmp_path, "r2", [go1.bind], "-encrypt", KEY2, profile="lan")
+    wait_for(lambda: "join failed" in r2.proc.output(), 60, what="r2's failed join")
+    deadline = time.monotonic() + 3  # nothing leaks in later either (gossip, push/pull)
+    while time.monotonic() < deadline:
+        assert {m["name"] for m in go1.members()} == {"go1", "go2", "r1"}
+        assert {m["name"] for m in wrong.members()} == {"wrong"}
+        assert set(services(r1, "web")) == {"go1", "go2"} and set(services(r1, "registry-group")) == {"r1"}
+        time.sleep(0.3)
+
+
+async def test_key_rotation_from_python_with_gonodes_in_the_pool(
+    gonode: GoFactory, nodes: list[SerfAgent], tmp_path: Path
+) -> None:
+    """Serf's internal key queries from our side; the Go nodes answer `_serf_*-key` themselves."""
+    kr = tmp_path / "py1.keyring"
+    py = await py_node(nodes, "py1", {"zone": "a"}, encrypt_key=KEY1, keyring_file=str(kr))
+    go1 = await gonode("go1", start=False, encrypt=KEY1, join=[gossip(py)]).astart()
+    go2 = await gonode("go2", start=False, encrypt=KEY1, join=[go1.bind]).astart()
+    assert await wait(lambda: py.status_of("go1") == py.status_of("go2") == MemberStatus.ALIVE)
+    res = await py.list_keys()
+    assert res.ok and res.keys == {KEY1: 3} and res.primary_keys == {KEY1: 3}, res.messages
+    res = await py.install_key(KEY2)
+    assert res.ok and res.num_resp == 3, res.messages
+    res = await py.use_key(KEY2)
+    assert res.ok and res.num_resp == 3, res.messages
+    res = await py.remove_key(KEY1)
+    assert res.ok and res.num_resp == 3, res.messages
+    res = await py.list_keys()
+    assert res.ok and res.keys == {KEY2: 3} and res.primary_keys == {KEY2: 3}, res.messages
+    assert json.loads(kr.read_text()) == [KEY2]
+    # errors come back from the Go nodes as Serf words them
+    res = await py.remove_key(KEY2)
+    assert not res.ok and res.num_err == 3
+    assert any("primary key" in m for m in res.messages.values()), res.messages
+    # the pool keeps working on the new key: gossip both ways, new nodes with it join, old key is out
+    await py.set_tags({"zone": "b"})
+    await go2.await_member("py1", "alive", 30, tags={"zone": "b"})
+    await gonode("go3", start=False, encrypt=KEY2, join=[gossip(py)]).astart()
+    assert await wait(lambda: py.status_of("go3") == MemberStatus.ALIVE)
+    await go1.await_member("go3", "alive", 30)
+    old = await gonode("old", start=False, encrypt=KEY1, join=[go1.bind], join_retry=2).astart()
+    assert await asyncio.to_thread(old.join_failed)
+    for _ in range(10):
+        ms = await asyncio.to_thread(go2.members)
+        assert {m["name"]: m["status"] for m in ms} == dict.fromkeys(("go1", "go2", "go3", "py1"), "alive"), ms
+        assert py.status_of("old") is None
+        await asyncio.sleep(0.3)
+    assert drops(py) == {}
+
+
+# -- protocol versions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("go_proto", [None, 2, 3, 4, 5])
+async def test_serf_protocols(gonode: GoFactory, nodes: list[SerfAgent], go_proto: int | None) -> None:
+    """gonode at its default (the library's 4) and at each protocol it speaks, with us at our default 5
+    and at the Go node's own; memberlist protocol is 2 on both sides whatever the Serf protocol."""
+    py_protos = [5] if go_proto is None else sorted({5, go_proto})
+    go = await gonode("go1", start=False, tags={"role": "db", "group": "g"}, protocol=go_proto).astart()
+    for pp in py_protos:
+        name = f"py{pp}"
+        py = await py_node(nodes, name, {"role": "web", "x": "y"}, protocol_version=pp)
+        assert await py.join([go.bind]) == 1
+        cur = 4 if go_proto is None else go_proto
+        # Serf protocol 2 carries only the role, as raw Meta; 3+ the tags map
+        want = {"role": "web"} if min(pp, cur) == 2 and pp == 2 else {"role": "web", "x": "y"}
+        m = await go.await_member(name, "alive", 30, tags=want)
+        assert m["protocol"] == [1, 5, 2, 2, 5, pp]
+        assert await wait(lambda py=py: py.status_of("go1") == MemberStatus.ALIVE)  # type: ignore[misc]
+        gm = py.core.member("go1")
+        assert gm is not None and gm.vsn == bytes([1, 5, 2, 2, 5, cur])
+        assert gm.tags == ({"role": "db"} if cur == 2 else {"role": "db", "group": "g"})
+        assert drops(py) == {}
+
+
+# -- Serf's internal queries and relays across implementations ---------------------------------
+
+
+async def test_name_conflicts_resolved_both_ways(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """`_serf_conflict`: each side answers the other's query with its Member record (Go writes it with
+    go-msgpack v2) and the newcomer with a taken name loses the vote and shuts down."""
+    py1 = await py_node(nodes, "py1")
+    go1 = await gonode("go1", start=False, join=[gossip(py1)]).astart()
+    await gonode("go2", start=False, join=[go1.bind]).astart()
+    assert await wait(lambda: py1.status_of("go2") == MemberStatus.ALIVE)
+    # a Python newcomer named like a Go member: Go nodes (and py1) vote for the Go one
+    dup = await py_node(nodes, "go2")
+    assert await dup.join([go1.bind]) == 1
+    assert await dup.wait_for(lambda: dup.is_shutdown, 30), dup.stats
+    assert dup.stats["conflict.lost"] == 1
+    # a Go newcomer named like a Python member: it asks, we (and go1, go2) answer for py1, it quits
+    godup = await gonode("py1", start=False, join=[go1.bind]).astart()
+    await asyncio.to_thread(godup.wait_log, "minority in name conflict resolution", 30)
+    assert not py1.is_shutdown and py1.stats["conflict.seen"] >= 1
+    m = py1.core.member("py1")
+    assert m is not None and m.port == py1.local_member().port
+    await go1.await_member("py1", "alive", 10)
+    assert drops(py1, "name_conflict") == {}
+    assert (await asyncio.to_thread(go1.member, "py1"))["port"] == py1.local_member().port  # type: ignore[index]
+
+
+async def test_query_acks_relayed_through_python_and_go(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """Relayed acks: Go wraps its ack in a relay header (DestAddr.Port an int, int32 on the wire with
+    go-msgpack v2 for ports above 32767) that a Python relay must unwrap, and Go relays ours."""
+    py1 = await py_node(nodes, "py1")
+    py2 = await py_node(nodes, "py2")
+    go1 = await gonode("go1", start=False, join=[gossip(py1)]).astart()
+    await gonode("go2", start=False, join=[go1.bind]).astart()
+    assert await py2.join([go1.bind]) == 1
+    names = {"py1", "py2", "go1", "go2"}
+    assert await wait(lambda: {m.name for m in py1.members() if m.status == MemberStatus.ALIVE} == names)
+    assert await wait(lambda: {m.name for m in py2.members() if m.status == MemberStatus.ALIVE} == names)
+    py2.add_handler(lambda e: e.respond(b"from-py2") if isinstance(e, QueryEvent) else None)
+    stream = py1.query("relayed", b"", request_ack=True, relay_factor=3, timeout=4.0)
+    got = {i.from_: i.payload async for i in stream}
+    assert got == {"py2": b"from-py2"} and sorted(stream.acks) == sorted(names)
+    # py2 forwarded the relay frames Go sent it (one per Go ack) without dropping any
+    assert drops(py1) == {} and drops(py2) == {}
