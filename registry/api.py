@@ -14,6 +14,11 @@ catalog's change callback (same loop, never blocks). A watcher whose queue is fu
 not buffered further: its queue is emptied and replaced by one "resync" marker, and
 the stream sends a fresh full snapshot (snapshot=true) when it gets there. Changes
 queued after the marker whose version is not newer than that snapshot are skipped.
+
+Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs a queue, a
+task and a stream (~7 KiB), and a change wakes every watcher of its group (~10-20 us each), so
+20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
+cap is refused with `Exhausted` (RESOURCE_EXHAUSTED on both fronts) and counted.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from registry.v1 import registry_pb2 as pb
 
 __all__ = [
     "COMPAT_SERVICE",
+    "Exhausted",
     "Invalid",
     "MAX_BATCH_KEYS",
     "MAX_MATCH_N",
+    "MAX_WATCHERS",
     "Missing",
     "RegistryCore",
     "StreamMethod",
@@ -49,6 +56,7 @@ COMPAT_SERVICE = compat_pb2.DESCRIPTOR.services_by_name["R"].full_name  # "R" (n
 MAX_MATCH_N = 1000  # more distinct owners of one key than this is a client bug
 MAX_BATCH_KEYS = 100_000
 WATCH_QUEUE_SIZE = 1024  # changes buffered per watcher before it is resynced with a snapshot
+MAX_WATCHERS = 10_000  # open Watch streams, all groups together (see the module docstring)
 
 UnaryMethod = Callable[[bytes], bytes]
 StreamMethod = Callable[[bytes], AsyncIterator[bytes]]
@@ -144,6 +152,10 @@ class Missing(Exception):
     """The group is unknown or has no live member: NOT_FOUND, with this text."""
 
 
+class Exhausted(Exception):
+    """A server-wide limit is reached (too many watchers): RESOURCE_EXHAUSTED, with this text."""
+
+
 class RegistryCore:
     """Request handling shared by the v1 and compat services (no gRPC types inside).
 
@@ -151,10 +163,13 @@ class RegistryCore:
     registry server does); a change from another thread is handed to the loop.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, max_watchers: int = MAX_WATCHERS) -> None:
         self.catalog = catalog
+        self.max_watchers = max_watchers
+        self.watchers_refused = 0  # Watch calls refused at the cap
         self._encoded: dict[str, dict[str, _Encoded]] = {}
         self._watchers: dict[str, set[_Watcher]] = {}
+        self._watcher_total = 0
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = catalog.subscribe(self._on_change)
 
@@ -279,8 +294,10 @@ class RegistryCore:
         """Snapshot, then every change; see the module docstring for slow watchers."""
         if not group:
             raise Invalid("group is empty")
+        self.check_watcher_room()  # again: several Watch calls may have been checked in one loop pass
         w = _Watcher()
         self._watchers.setdefault(group, set()).add(w)
+        self._watcher_total += 1
         try:
             sent, data = self.snapshot(group)
             yield data
@@ -293,14 +310,22 @@ class RegistryCore:
                     sent = item[0]
                     yield item[1]
         finally:
+            self._watcher_total -= 1
             watchers = self._watchers.get(group)
             if watchers is not None:
                 watchers.discard(w)
                 if not watchers:
                     del self._watchers[group]
 
-    def watcher_count(self, group: str) -> int:
-        return len(self._watchers.get(group, ()))
+    def watcher_count(self, group: str | None = None) -> int:
+        """Open watchers of `group`, or of every group."""
+        return self._watcher_total if group is None else len(self._watchers.get(group, ()))
+
+    def check_watcher_room(self) -> None:
+        """Exhausted (counted) when `max_watchers` Watch streams are open already."""
+        if self._watcher_total >= self.max_watchers:
+            self.watchers_refused += 1
+            raise Exhausted(f"{self._watcher_total} Watch streams open, at most {self.max_watchers} per server")
 
     # -- wire methods: serialized request in, serialized response out --------------------
 
@@ -364,4 +389,5 @@ class RegistryCore:
         """Checks the request before returning, so a bad one fails before the stream starts."""
         req = parse(pb.WatchRequest, data)
         self.check_group(req.group)
+        self.check_watcher_room()
         return self.watch(req.group)

@@ -34,7 +34,7 @@ from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 if TYPE_CHECKING:
     from registry.server import ServerConfig
 
-__all__ = ["main", "UsageError", "HostPort", "parse_hostport", "parse_server_args", "SUBCOMMANDS"]
+__all__ = ["main", "UsageError", "HostPort", "parse_hostport", "parse_server_args", "raise_fd_limit", "SUBCOMMANDS"]
 
 PROG = "registry"
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -263,6 +263,29 @@ def _import_asyncio_without_ssl() -> None:
             del sys.modules["ssl"]
 
 
+def raise_fd_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one; (before, after) when it changed.
+
+    Why: the common soft limit of 1,024 descriptors is a few hundred idle connections away from
+    failing every accept() and every gossip stream, while the hard limit (set by the operator or
+    systemd, often 524,288) says the process may have more. Only the `registry` command does
+    this: a library must not change process-wide limits behind its host's back."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS may report no hard limit but refuses an infinite soft one: aim at 10,240 (OPEN_MAX).
+    target = hard if hard != resource.RLIM_INFINITY else 10_240
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return None
+    return soft, target
+
+
 def _run_server(argv: Sequence[str]) -> int:
     args = parse_server_args(argv)
     if not args.tls_cert:  # with TLS the native front needs asyncio's ssl support
@@ -272,6 +295,11 @@ def _run_server(argv: Sequence[str]) -> int:
     from registry.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
+    raised = raise_fd_limit()
+    if raised is not None:
+        import structlog
+
+        structlog.get_logger("registry.cli").info("open-file limit raised", soft=raised[0], now=raised[1])
     from registry.server import StartError
 
     try:

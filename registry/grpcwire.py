@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import zlib
 
-from registry.api import Missing
+from registry.api import Exhausted, Missing
 from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
 
 __all__ = [
@@ -75,11 +75,14 @@ class CallError(Exception):
 
 
 def code_of(exc: Exception) -> int:
-    """The status a failed call reports: CallError's own, NOT_FOUND for Missing, else INVALID_ARGUMENT."""
+    """The status a failed call reports: CallError's own, NOT_FOUND for Missing, RESOURCE_EXHAUSTED
+    for Exhausted, else INVALID_ARGUMENT."""
     if isinstance(exc, CallError):
         return exc.code
     if isinstance(exc, Missing):
         return Status.NOT_FOUND
+    if isinstance(exc, Exhausted):
+        return Status.RESOURCE_EXHAUSTED
     return Status.INVALID_ARGUMENT
 
 

@@ -24,6 +24,7 @@ from registry.api import (
     MAX_MATCH_N,
     V1_SERVICE,
     WATCH_QUEUE_SIZE,
+    Exhausted,
     Invalid,
     Missing,
     RegistryCore,
@@ -64,6 +65,8 @@ _SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
 
 
 def _code(exc: Exception) -> grpc.StatusCode:
+    if isinstance(exc, Exhausted):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, Invalid) else grpc.StatusCode.NOT_FOUND
 
 
@@ -84,7 +87,7 @@ def _stream(method: StreamMethod) -> grpc.RpcMethodHandler:
             events = method(data)
             async for event in events:
                 yield event
-        except (Invalid, Missing) as exc:
+        except (Invalid, Missing, Exhausted) as exc:
             await context.abort(_code(exc), str(exc))
 
     return grpc.unary_stream_rpc_method_handler(handle, None, None)

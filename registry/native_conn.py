@@ -1,0 +1,413 @@
+"""One native gRPC connection: HTTP/2 events (`registry.h2.connection`) in, gRPC calls dispatched
+to the server's methods, answers out. The server side (`registry.native.NativeServer`) owns the
+methods, the listening sockets and the limits; a connection owns its calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from registry.api import Exhausted, Invalid, Missing
+from registry.grpcwire import (
+    HEAD,
+    MAX_MESSAGE,
+    TRAILERS_OK,
+    CallError,
+    Status,
+    code_of,
+    decompress,
+    frame_message,
+    status_block,
+)
+from registry.h2.connection import (
+    ConnectionEnded,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    RequestReceived,
+    ServerConnection,
+    StreamReset,
+)
+from registry.h2.hpack import encode_indexed_name_literal
+
+if TYPE_CHECKING:
+    from registry.native import NativeServer
+
+__all__ = ["Connection", "Stats"]
+
+log = logging.getLogger("registry.native")
+
+_STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
+_CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
+
+
+@dataclass
+class Stats:
+    """Counters a scrape or a test can read."""
+
+    connections: int = 0
+    calls: int = 0
+    errors: dict[int, int] = field(default_factory=dict)  # grpc-status -> calls that ended with it
+    protocol_errors: int = 0  # connections ended for an HTTP/2 violation
+    compressed_requests: int = 0
+    internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
+    refused_streams: int = 0  # calls refused while a connection had too much output queued
+    preface_timeouts: int = 0  # connections closed for not starting HTTP/2 in time
+    idle_timeouts: int = 0  # connections closed after the idle timeout with no open stream
+    connections_shed: int = 0  # idle connections closed to make room for a new one
+    connections_refused: int = 0  # connections closed at accept: a cap reached and nothing idle to shed
+    accept_errors: int = 0  # accept() failures (EMFILE...): counted, not logged each time
+    watches_refused: int = 0  # Watch calls refused by the per-connection cap
+
+
+class _Call:
+    __slots__ = ("buf", "done", "encoding", "held", "kind", "path", "started", "task")
+
+    def __init__(self, path: str, kind: str, encoding: str) -> None:
+        self.path = path
+        self.kind = kind  # "unary" | "stream" | "bidi"
+        self.buf = bytearray()
+        self.encoding = encoding
+        self.task: asyncio.Task[None] | None = None
+        self.done = False  # the request is whole (or refused): later DATA is dropped
+        self.started = False  # response headers sent (bidi calls)
+        self.held = 0  # received bytes not yet acknowledged to the HTTP/2 flow control
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: HTTP/2 events in, gRPC calls dispatched."""
+
+    def __init__(self, server: NativeServer, source: str = "", sock: socket.socket | None = None) -> None:
+        self.server = server
+        self.source = source  # the peer's address, for the per-source connection cap
+        self.socket = sock  # until connection_made: shedding closes it before a transport exists
+        self.shed_early = False
+        self.h2 = ServerConnection()
+        self.transport: asyncio.Transport | None = None
+        self.calls: dict[int, _Call] = {}
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.preface_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.socket = None
+        if self.shed_early:  # shed while its TLS handshake (or its first loop pass) was under way
+            transport.abort()
+            return
+        self.server._connections.add(self)
+        self.server.table.add(self)
+        self.server.table.set_idle(self)
+        self.server.stats.connections += 1
+        self.preface_timer = asyncio.get_running_loop().call_later(self.server.preface_timeout, self._preface_due)
+        self.flush()
+
+    def _preface_due(self) -> None:
+        """Idle or non-HTTP/2 connections must not hold a socket for ever."""
+        self.preface_timer = None
+        if not self.h2.preface_received:
+            self.server.stats.preface_timeouts += 1
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        self.server.table.remove(self)
+        if self.preface_timer is not None:
+            self.preface_timer.cancel()
+        for call in self.calls.values():
+            if call.task is not None:
+                call.task.cancel()
+        self.calls.clear()
+        self.writable.set()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # The peer is not reading: stop reading its requests too, so answers cannot pile up.
+        self.writable.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        event: Event | None = None
+        try:
+            for event in self.h2.receive(data):
+                self.handle(event)
+        except Exception:  # a bug of ours must cost one connection, not the server
+            log.exception("native gRPC: unexpected error %s", f"handling {type(event).__name__}" if event else "in HTTP/2")
+            self.server.stats.internal_errors += 1
+            self.h2.goaway(ErrorCode.INTERNAL_ERROR)
+            self.flush()
+            self.close()
+            return
+        self.flush()
+        self.update_idle()
+
+    def update_idle(self) -> None:
+        """Tell the connection table whether a call is open (grpc's idleness: no outstanding RPC)."""
+        if self.calls or self.h2.open_streams:
+            self.server.table.set_busy(self)
+        else:
+            self.server.table.set_idle(self)
+
+    def shed(self) -> None:
+        """Idle too long, or the oldest idle one when room is needed: GOAWAY, then close."""
+        if self.transport is None:
+            self.shed_early = True
+            if self.socket is not None:  # ends a TLS handshake in progress now, not at its timeout
+                with contextlib.suppress(OSError):
+                    self.socket.shutdown(socket.SHUT_RDWR)
+            return
+        if self.transport.is_closing():
+            return
+        self.h2.goaway()
+        self.flush()
+        self.close()
+
+    # -- output ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.h2.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+        if self.h2.goaway_sent and not self.h2.open_streams and self.transport is not None:
+            self.close()
+
+    def close(self) -> None:
+        """Close after what is written; at once if the peer is not reading (it would hold the socket)."""
+        if self.transport is not None and not self.transport.is_closing():
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    def credit(self, stream_id: int, call: _Call, *, drop: bool = False) -> None:
+        """Give the client flow-control credit for what the call no longer holds beyond one
+        maximal message (everything when `drop`): its buffer, not its windows, bounds it."""
+        keep = 0 if drop else max(0, len(call.buf) - MAX_MESSAGE - 5)
+        if call.held > keep:
+            self.h2.acknowledge_received_data(stream_id, call.held - keep)
+            call.held = keep
+        if drop:
+            call.buf.clear()
+
+    def finish(self, stream_id: int, code: int, message: str, *, started: bool) -> None:
+        """End a call with `code`: trailers if the response has begun, else a trailers-only answer."""
+        call = self.calls.pop(stream_id, None)
+        if call is not None:
+            self.credit(stream_id, call, drop=True)
+        stats = self.server.stats
+        if code:
+            stats.errors[code] = stats.errors.get(code, 0) + 1
+        block = status_block(code, message) if code else TRAILERS_OK
+        if started:
+            self.h2.send_trailers(stream_id, block)
+        else:
+            self.h2.send_headers(stream_id, HEAD + block, end_stream=True)
+
+    # -- events ------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            call = self.calls.get(event.stream_id)
+            if call is None or call.done:
+                self.h2.acknowledge_received_data(event.stream_id, len(event.data))
+                return
+            call.buf += event.data
+            call.held += len(event.data)
+            if call.kind != "bidi" and (len(call.buf) > MAX_MESSAGE + 5 or self._announced_too_large(call)):
+                # Refused as soon as a length prefix says too much (grpcio does the same): the
+                # client is told to stop (RST_STREAM) instead of sending us 16 MiB first.
+                self.refuse(event.stream_id, Status.RESOURCE_EXHAUSTED, f"request larger than {MAX_MESSAGE} bytes")
+            elif call.kind == "bidi":
+                self.bidi_input(event.stream_id, call, event.end_stream)
+            elif event.end_stream:
+                self.request_complete(event.stream_id, call)
+            if self.calls.get(event.stream_id) is call:
+                self.credit(event.stream_id, call)
+        elif isinstance(event, RequestReceived):
+            self.request(event)
+        elif isinstance(event, StreamReset):
+            call = self.calls.pop(event.stream_id, None)
+            if call is not None:
+                self.credit(event.stream_id, call, drop=True)
+                if call.task is not None:
+                    call.task.cancel()
+        elif isinstance(event, GoAwayReceived):
+            pass  # the client opens no more streams; the ones it has finish normally
+        elif isinstance(event, ConnectionEnded):
+            self.server.stats.protocol_errors += 1
+            log.info("native gRPC: closing a connection: %s", event.reason)
+            self.flush()
+            self.close()
+
+    def request(self, event: RequestReceived) -> None:
+        sid = event.stream_id
+        path = method = content_type = ""
+        encoding = "identity"
+        for name, value in event.headers:
+            if name == ":path":
+                path = value
+            elif name == ":method":
+                method = value
+            elif name == "content-type":
+                content_type = value
+            elif name == "grpc-encoding":
+                encoding = value
+        if method != "POST" or not content_type.startswith("application/grpc"):
+            # not a gRPC call: a plain HTTP answer (grpc's PROTOCOL-HTTP2.md), and no more of its body
+            status = b"405" if method != "POST" else b"415"
+            self.h2.send_headers(sid, encode_indexed_name_literal(8, status), end_stream=True)
+            if not event.end_stream:
+                self.h2.reset(sid, ErrorCode.NO_ERROR)
+            return
+        if self.h2.pending_total > _CONNECTION_BUFFER:
+            # The client opens calls faster than it lets their answers through its flow-control
+            # windows: REFUSED_STREAM is safe for it to retry, and bounds what we hold for it.
+            self.server.stats.refused_streams += 1
+            self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
+            return
+        self.server.stats.calls += 1
+        kind = self.server.kind_of(path)
+        if kind is None:
+            self.refuse(sid, Status.UNIMPLEMENTED, f"unknown method {path}", reset=not event.end_stream)
+            return
+        if kind == "stream" and self._watches() >= self.server.limits.max_watches_per_connection:
+            self.server.stats.watches_refused += 1
+            limit = self.server.limits.max_watches_per_connection
+            self.refuse(sid, Status.RESOURCE_EXHAUSTED, f"at most {limit} streams per connection", reset=not event.end_stream)
+            return
+        call = self.calls[sid] = _Call(path, kind, encoding)
+        if event.end_stream:
+            self.request_complete(sid, call)
+
+    def _watches(self) -> int:
+        """Server-streaming calls (Watch) open on this connection."""
+        return sum(1 for c in self.calls.values() if c.kind == "stream")
+
+    def refuse(self, stream_id: int, code: int, message: str, *, reset: bool = True) -> None:
+        """Answer now, before the request is whole, and tell the client to stop sending it."""
+        call = self.calls.get(stream_id)
+        if call is not None:
+            call.done = True
+        self.finish(stream_id, code, message, started=False)  # drops what the call held
+        if reset:
+            self.h2.reset(stream_id, ErrorCode.NO_ERROR)
+
+    @staticmethod
+    def _announced_too_large(call: _Call) -> bool:
+        buf = call.buf
+        return len(buf) >= 5 and int.from_bytes(buf[1:5], "big") > MAX_MESSAGE
+
+    def _messages(self, call: _Call) -> list[bytes]:
+        """Complete messages at the front of `call.buf` (taken out), decompressed."""
+        out: list[bytes] = []
+        buf = call.buf
+        while len(buf) >= 5:
+            size = int.from_bytes(buf[1:5], "big")
+            if size > MAX_MESSAGE:
+                raise CallError(Status.RESOURCE_EXHAUSTED, f"request message of {size} bytes, at most {MAX_MESSAGE}")
+            if len(buf) < 5 + size:
+                break
+            compressed, data = buf[0], bytes(buf[5 : 5 + size])
+            del buf[: 5 + size]
+            if compressed:
+                data = decompress(call.encoding, data)
+                self.server.stats.compressed_requests += 1
+            out.append(data)
+        return out
+
+    def request_complete(self, sid: int, call: _Call) -> None:
+        call.done = True
+        try:
+            messages = self._messages(call)
+            if len(messages) != 1 or call.buf:
+                raise CallError(
+                    Status.INVALID_ARGUMENT,
+                    f"{call.path} takes exactly one request message, got {len(messages)}"
+                    + (f" and {len(call.buf)} stray bytes" if call.buf else ""),
+                )
+            if call.kind == "unary":
+                body = self.server.unary[call.path](messages[0])
+                del self.calls[sid]
+                self.credit(sid, call, drop=True)
+                self.h2.respond(sid, HEAD, frame_message(body), TRAILERS_OK)
+                return
+            stream = self.server.streams[call.path](messages[0])  # checks the request first
+        except (CallError, Invalid, Missing, Exhausted) as exc:
+            self.finish(sid, code_of(exc), str(exc), started=False)
+            return
+        except Exception as exc:
+            log.exception("native gRPC: %s failed", call.path)
+            self.finish(sid, Status.INTERNAL, f"internal error in {call.path}: {type(exc).__name__}", started=False)
+            return
+        call.task = asyncio.ensure_future(self.run_stream(sid, call, stream))
+
+    async def run_stream(self, sid: int, call: _Call, stream: AsyncIterator[bytes]) -> None:
+        started = False
+        try:
+            async for message in stream:
+                if not started:
+                    self.h2.send_headers(sid, HEAD)
+                    started = True
+                self.h2.send_data(sid, self.server.framed(message))
+                self.flush()
+                while self.h2.pending_bytes(sid) > _STREAM_BUFFER or not self.writable.is_set():
+                    if self.transport is None:
+                        return
+                    await self.wait_writable(sid)
+            self.finish(sid, Status.OK, "", started=started)
+        except (Invalid, Missing, Exhausted) as exc:
+            self.finish(sid, code_of(exc), str(exc), started=started)
+        except asyncio.CancelledError:
+            if self.transport is not None and sid in self.calls:  # server stopping: tell the client why
+                self.finish(sid, Status.UNAVAILABLE, "server shutting down", started=started)
+                self.flush()
+            raise
+        except Exception as exc:
+            log.exception("native gRPC: %s failed", call.path)
+            self.finish(sid, Status.INTERNAL, f"internal error in {call.path}: {type(exc).__name__}", started=started)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self.flush()
+        if self.transport is not None:
+            self.update_idle()
+
+    async def wait_writable(self, sid: int) -> None:
+        """Until the transport drains and the stream's queue shrinks (polled: WINDOW_UPDATEs are cheap to wait for)."""
+        await self.writable.wait()
+        if self.h2.pending_bytes(sid) > _STREAM_BUFFER:
+            await asyncio.sleep(0.01)
+
+    def bidi_input(self, sid: int, call: _Call, end_stream: bool) -> None:
+        """Reflection: one answer per request message, in order, on the same stream."""
+        try:
+            for message in self._messages(call):
+                answer = self.server.bidi[call.path](message)
+                if not self.h2.is_open(sid):
+                    return
+                if not call.started:  # first answer: the response headers go first
+                    self.h2.send_headers(sid, HEAD)
+                    call.started = True
+                self.h2.send_data(sid, frame_message(answer))
+        except (CallError, Invalid, ValueError) as exc:
+            self.refuse(sid, code_of(exc), str(exc), reset=not end_stream)
+            return
+        if end_stream:
+            self.finish(sid, Status.OK, "", started=call.started)

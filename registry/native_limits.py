@@ -1,0 +1,61 @@
+"""The native gRPC front's limits: what one client, one source address and the whole process
+may make the server hold, in one place so the README's Security section can quote it.
+
+Why these numbers (measured on a 2-core loopback machine, see tests/registry/test_native_limits.py):
+- `idle_timeout` 300 s: grpc's own servers never close an idle connection by default
+  (grpc-go `MaxConnectionIdle` and grpc-core `grpc.max_connection_idle_ms` are infinite), and
+  a client that calls once a minute should keep its connection. Five minutes frees abandoned
+  and hostile connections without making well-behaved clients reconnect often; under pressure
+  idle connections are shed at once anyway (oldest first), so the timeout is not the defence
+  against a flood, the caps are.
+- `max_connections`: the soft RLIMIT_NOFILE minus a reserve (gossip streams, metrics,
+  logs: 256 descriptors, or 1/8 of the limit when that is more), and at most 16,384. An idle
+  connection costs about 10 KiB here; a connection beyond the cap first sheds the oldest
+  idle one, so a flood of idle connections can never lock a legitimate client out.
+- `max_connections_per_source` 1,024: one address (a NAT may hide many clients) cannot
+  take every slot; past it, that address's own oldest idle connection is shed.
+- `memory_budget` 64 MiB: request bytes buffered across every connection; past it no
+  flow-control credit is returned (clients stall, nothing grows) and new calls that would
+  need buffering wait. `max_call_buffer` bounds one call (a maximal message and its prefix).
+- `max_watches_per_connection` 100: a client watches a few groups per channel;
+  `max_watchers` 10,000 for the whole server (registry.api.MAX_WATCHERS, both fronts).
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+from registry.api import MAX_WATCHERS
+
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_PER_SOURCE", "MEMORY_BUDGET", "Limits", "fd_connection_cap"]
+
+IDLE_TIMEOUT = 300.0
+MAX_CONNECTIONS = 16_384
+MAX_PER_SOURCE = 1_024
+MEMORY_BUDGET = 64 << 20
+MAX_WATCHES_PER_CONNECTION = 100
+
+
+def fd_connection_cap(ceiling: int = MAX_CONNECTIONS) -> int:
+    """Connections the open-file limit leaves room for, keeping a reserve for everything else."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return ceiling
+    reserve = max(256, soft // 8)
+    return max(16, min(ceiling, soft - reserve))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of the native front; `max_connections=0` means "from the open-file limit" (at start)."""
+
+    idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = 0
+    max_connections_per_source: int = MAX_PER_SOURCE
+    memory_budget: int = MEMORY_BUDGET
+    max_watches_per_connection: int = MAX_WATCHES_PER_CONNECTION
+    max_watchers: int = MAX_WATCHERS  # Watch streams of every connection together (registry.api)
+
+    def connection_cap(self) -> int:
+        return self.max_connections if self.max_connections > 0 else fd_connection_cap()

@@ -1,0 +1,340 @@
+"""Attacks on the native gRPC front's resources, each against a real server (a process of its own
+where the test measures it from outside: open files, RSS, log size), with python-hyper's `h2`
+as the hostile client (tests/registry/h2client.py) and grpcio as the legitimate one.
+
+Issue 11, items 3 (memory), 5 (idle connections, descriptors), 8a (length prefix), 9b (watchers)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from h2client import H2Client, frame, rss_mb
+from rpc_fixtures import ENGINES, GROUP, async_wait_for, populate, start_server
+
+from registry.catalog import Catalog
+from registry.native import start_native
+from registry.native_limits import Limits
+from registry.v1 import registry_pb2 as pb
+from registry.v1 import registry_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+PROC = Path(__file__).resolve().parent / "native_server_proc.py"
+MATCH = "/registry.v1.Registry/Match"
+WATCH = "/registry.v1.Registry/Watch"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def _nofile(soft: int, hard: int, cmd: list[str]) -> list[str]:
+    """`cmd` run with RLIMIT_NOFILE set to (soft, hard) by a Python shim that then execs it
+    (not preexec_fn: grpcio's threads live in this process)."""
+    shim = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); " \
+        "os.execv(sys.argv[3], sys.argv[3:])"
+    return [sys.executable, "-c", shim, str(soft), str(hard), *cmd]
+
+
+def _wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class ServerProc:
+    """tests/registry/native_server_proc.py as a child: port, counters on demand, stderr in a file."""
+
+    def __init__(self, tmp: Path, options: dict[str, Any] | None = None, nofile: tuple[int, int] | None = None) -> None:
+        self.log = tmp / f"native-{time.monotonic_ns()}.log"
+        self._log = open(self.log, "wb")
+        cmd = [sys.executable, str(PROC), json.dumps(options or {})]
+        self.p = subprocess.Popen(
+            _nofile(*nofile, cmd) if nofile else cmd,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=_env(),
+        )
+        assert self.p.stdout is not None
+        self.port = int(self._line(60).split()[1])
+
+    def _line(self, timeout: float) -> str:
+        assert self.p.stdout is not None
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        line = self.p.stdout.readline().decode() if ready else ""
+        if not line:
+            raise AssertionError(f"server process said nothing: {self.log.read_text()[-2000:]}")
+        return line
+
+    def stats(self) -> dict[str, Any]:
+        assert self.p.stdin is not None
+        self.p.stdin.write(b"stats\n")
+        self.p.stdin.flush()
+        return dict(json.loads(self._line(30)))
+
+    def rss(self) -> float:
+        return rss_mb(self.p.pid)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def server_proc(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
+    started: list[ServerProc] = []
+
+    def start(options: dict[str, Any] | None = None, nofile: tuple[int, int] | None = None) -> ServerProc:
+        started.append(ServerProc(tmp_path, options, nofile))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def _legit_match(port: int, timeout: float = 20.0) -> str:
+    """One grpcio call, as a real client makes it (fresh channel, deadline)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+        resp = stub.Match(pb.MatchRequest(group=GROUP, key="user-1"), timeout=timeout, wait_for_ready=True)
+    return str(resp.services[0].id)
+
+
+def _idle_connections(port: int, n: int) -> list[socket.socket]:
+    """`n` connections that send the HTTP/2 preface and an empty SETTINGS, then nothing."""
+    out = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(PREFACE)
+        out.append(s)
+    return out
+
+
+# -- item 5: idle connections, connection caps, descriptors -----------------------------------
+
+
+def test_idle_connections_get_goaway_then_close_busy_ones_stay(server_proc: Callable[..., ServerProc]) -> None:
+    srv = server_proc({"idle_timeout": 1.0})
+    idle = [H2Client(srv.port) for _ in range(3)]
+    busy = H2Client(srv.port)
+    sid = busy.open(WATCH)
+    busy.send(sid, frame(pb.WatchRequest(group=GROUP).SerializeToString()), end_stream=True)
+    assert busy.wait(lambda c: c.headers_of(sid).get(":status") == "200", 10), "the Watch did not start"
+    for c in idle:
+        assert c.wait(lambda c: c.closed, 20), "an idle connection was not closed"
+        assert c.goaway(), "closed without a GOAWAY first"
+    assert srv.stats()["idle_timeouts"] == 3
+    busy.conn.ping(b"stillopn")
+    busy.flush()
+    assert busy.wait(lambda c: any(type(e).__name__ == "PingAckReceived" for e in c.events), 10)
+    assert not busy.closed and not busy.goaway(), "a connection with an open Watch was closed as idle"
+    for c in [*idle, busy]:
+        c.close()
+
+
+def test_idle_flood_under_1024_descriptors_starves_no_call_and_no_join(tmp_path: Path) -> None:
+    """1,100 idle HTTP/2 connections against a `registry` whose open-file limit is 1,024 (soft and
+    hard: it cannot raise it): a legitimate call and a join still succeed, the log stays small."""
+    from register import Register
+
+    log = tmp_path / "registry.log"
+    cmd = [sys.executable, str(ROOT / "cmd" / "registry" / "main.py"), "-id", "r1", "-bind", "127.0.0.1:0",
+           "-addr", "127.0.0.1:0", "-profile", "lan", "-log-format", "json", "-log-level", "info"]
+    with open(log, "wb") as out:
+        p = subprocess.Popen(_nofile(1024, 1024, cmd), stdout=out, stderr=subprocess.STDOUT, env=_env())
+    socks: list[socket.socket] = []
+    try:
+        def started() -> dict[str, Any] | None:
+            assert p.poll() is None, log.read_text()
+            for line in log.read_text().splitlines():
+                if '"registry started"' in line:
+                    return dict(json.loads(line))
+            return None
+
+        row = _wait(started, 60, "the registry to start")
+        rpc_port = int(str(row["grpc"]).rsplit(":", 1)[1])
+        gossip = str(row["gossip"])
+        socks = _idle_connections(rpc_port, 1100)
+        t0 = time.monotonic()
+        with grpc.insecure_channel(f"127.0.0.1:{rpc_port}") as ch:
+            stub = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+            resp = stub.Members(pb.MembersRequest(group="registry-group"), timeout=20, wait_for_ready=True)
+            assert [s.id for s in resp.services] == ["r1"]
+            call_time = time.monotonic() - t0
+            with Register("svc-flood", "127.0.0.1:0", "", [gossip], "flood", "127.0.0.1:1", profile="lan"):
+                _wait(lambda: _members(stub, "flood") == {"svc-flood"}, 30, "the service to join through the registry")
+        size = log.stat().st_size
+        assert size < 64_000, f"{size} bytes of log: {log.read_text()[:2000]}"
+        assert p.poll() is None
+        print(f"legit call after 1,100 idle connections: {call_time:.2f} s; log {size} bytes")
+    finally:
+        for s in socks:
+            s.close()
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def _members(stub: Any, group: str) -> set[str]:
+    try:
+        return {s.id for s in stub.Members(pb.MembersRequest(group=group), timeout=10).services}
+    except grpc.RpcError:
+        return set()
+
+
+def test_accept_without_descriptors_is_counted_and_sheds_idle(server_proc: Callable[..., ServerProc]) -> None:
+    """With a connection cap above what the descriptors allow, accept() hits EMFILE: counted, idle
+    connections shed, one warning (asyncio logged a traceback per retry, ~140 MB in 25 s)."""
+    srv = server_proc({"max_connections": 100_000}, nofile=(200, 200))
+    socks = _idle_connections(srv.port, 400)
+    try:
+        _legit_match(srv.port)
+        stats = srv.stats()
+        assert stats["accept_errors"] >= 1 and stats["connections_shed"] >= 16, stats
+        text = srv.log.read_text()
+        assert len(text) < 8_000, text[:2000]
+        assert 1 <= text.count("accept() failed") <= 3, text
+        assert "Traceback" not in text
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_per_source_cap_sheds_that_sources_oldest_idle(server_proc: Callable[..., ServerProc]) -> None:
+    srv = server_proc({"max_connections_per_source": 20})
+    socks = _idle_connections(srv.port, 50)
+    try:
+        _legit_match(srv.port)
+        stats = srv.stats()
+        assert stats["connections_shed"] >= 30, json.dumps(stats)
+        assert stats["connections_refused"] == 0, stats
+        # the first ones were shed: the server closed them (after a GOAWAY if it had got that far)
+        first = socks[0]
+        first.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while first.recv(65536):
+                pass
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_cli_raises_the_soft_descriptor_limit(tmp_path: Path) -> None:
+    log = tmp_path / "registry.log"
+    cmd = [sys.executable, str(ROOT / "cmd" / "registry" / "main.py"), "-id", "r1", "-bind", "127.0.0.1:0",
+           "-addr", "127.0.0.1:0", "-log-format", "json"]
+    with open(log, "wb") as out:
+        p = subprocess.Popen(_nofile(512, 4096, cmd), stdout=out, stderr=subprocess.STDOUT, env=_env())
+    try:
+        _wait(lambda: '"registry started"' in log.read_text() or p.poll() is not None, 60, "the registry to start")
+        assert p.poll() is None, log.read_text()
+        assert resource.prlimit(p.pid, resource.RLIMIT_NOFILE) == (4096, 4096)
+        lines = [json.loads(x) for x in log.read_text().splitlines() if "open-file limit" in x]
+        assert len(lines) == 1 and lines[0]["soft"] == 512 and lines[0]["now"] == 4096, lines
+    finally:
+        p.terminate()
+        p.wait(15)
+
+
+# -- item 8a: a length prefix over the maximum --------------------------------------------------
+
+
+def test_huge_length_prefix_is_refused_at_the_prefix(server_proc: Callable[..., ServerProc]) -> None:
+    srv = server_proc()
+    c = H2Client(srv.port)
+    sid = c.open(MATCH)
+    c.send(sid, b"\x00" + (100 << 20).to_bytes(4, "big") + b"k" * 1024)  # 100 MB announced, 1 KB sent
+    sent = c.sent
+    assert c.wait(lambda c: "grpc-status" in c.headers_of(sid), 10), "no answer before the whole message"
+    assert c.headers_of(sid)["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    assert c.wait(lambda c: c.reset_on(sid), 10), "the server did not tell the client to stop sending"
+    assert sent < 4096 and c.sent < 4096, f"{c.sent} bytes sent before the answer"
+    # the connection serves on
+    ok = c.open(MATCH)
+    c.send(ok, frame(pb.MatchRequest(group=GROUP, key="k").SerializeToString()), end_stream=True)
+    assert c.wait(lambda c: "grpc-status" in c.headers_of(ok), 10)
+    assert c.headers_of(ok)["grpc-status"] == "0"
+    c.close()
+
+
+# -- item 9b: watchers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_watchers_beyond_the_server_cap_are_refused(engine: str) -> None:
+    catalog = Catalog()
+    populate(catalog)
+    srv = await start_server(catalog, engine)
+    srv.core.max_watchers = 6
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") for _ in range(4)]
+    try:
+        watches = []
+        for i in range(6):
+            w = pb_grpc.RegistryStub(channels[i % 3]).Watch(pb.WatchRequest(group=GROUP))  # type: ignore[no-untyped-call]
+            assert (await w.read()).snapshot
+            watches.append(w)
+        over = pb_grpc.RegistryStub(channels[3]).Watch(pb.WatchRequest(group=GROUP))  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await over.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert srv.core.watchers_refused == 1 and srv.core.watcher_count() == 6
+        watches.pop().cancel()
+        await async_wait_for(lambda: srv.core.watcher_count() == 5, 10, "the cancelled watcher to leave")
+        again = pb_grpc.RegistryStub(channels[3]).Watch(pb.WatchRequest(group=GROUP))  # type: ignore[no-untyped-call]
+        assert (await again.read()).snapshot
+        again.cancel()
+        for w in watches:
+            w.cancel()
+    finally:
+        for ch in channels:
+            await ch.close()
+        await srv.stop(None)
+
+
+async def test_watches_beyond_the_connection_cap_are_refused() -> None:
+    catalog = Catalog()
+    populate(catalog)
+    srv = await start_native(catalog, "127.0.0.1:0", limits=Limits(max_watches_per_connection=3))
+    try:
+        own = [("grpc.use_local_subchannel_pool", 1)]  # two channels, two connections
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}", options=own) as ch, \
+                grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}", options=own) as other:
+            stub = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+            watches = [stub.Watch(pb.WatchRequest(group=GROUP)) for _ in range(3)]
+            for w in watches:
+                assert (await w.read()).snapshot
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Watch(pb.WatchRequest(group=GROUP)).read()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert srv.stats.watches_refused == 1
+            w2 = pb_grpc.RegistryStub(other).Watch(pb.WatchRequest(group=GROUP))  # type: ignore[no-untyped-call]
+            assert (await w2.read()).snapshot  # another connection has its own allowance
+            for w in [*watches, w2]:
+                w.cancel()
+    finally:
+        await srv.stop(None)
