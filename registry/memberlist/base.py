@@ -76,6 +76,11 @@ class CoreBase:
     _death_news: bool
     _n_members: int  # nodes in state ALIVE or SUSPECT, kept by the state rules (num_members is O(1))
     _alive_hook: bool  # the delegate overrides notify_alive (else no Node is built per alive message)
+    #: bytes we may still send to unverified addresses in answer to the packet being handled
+    #: (None outside `receive_packet`: timers and API calls are not answers to anyone)
+    _reply_budget: int | None
+    #: the layer above may refuse a member's metadata (Serf: tags that are not UTF-8 text)
+    accept_meta: Callable[[bytes], bool] | None
 
     @property
     def name(self) -> str:
@@ -149,6 +154,41 @@ class CoreBase:
             extra = self.delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, limit - used)
             msgs.extend(b"\x08" + m for m in extra)
         return msgs
+
+    def _trusted(self) -> bool:
+        """Every packet we accept comes from a key holder (encryption on and enforced)."""
+        kr = self.codec.keyring
+        return kr is not None and bool(kr.keys) and self.codec.verify_incoming
+
+    def _verified(self, name: str, addr: Address) -> bool:
+        """`addr` is where member `name` lives by our table (or every sender holds our key).
+
+        Replies to anything else may be a reflection at a spoofed victim: they are sent
+        without piggybacked gossip and within the reply budget of the packet that caused
+        them (see `_emit_reply`)."""
+        if self._trusted():
+            return True
+        n = self._nodes.get(name) if name else None
+        return n is not None and n.port == addr.port and n.addr == addr.host
+
+    def _emit_reply(self, addr: Address, verified: bool, *msgs: bytes, node: Node | None = None) -> bool:
+        """Answer a packet: to a verified address like `_emit` with piggyback; otherwise the
+        first of `msgs` (largest first, e.g. an ack with and without its payload) whose wire
+        size fits what is left of the packet's reply budget, alone.  So one packet never
+        makes us send more bytes than it had to an address we have not verified: no
+        amplification towards a spoofed source.  Returns whether anything was sent."""
+        if verified or self._reply_budget is None:
+            self._emit(addr, msgs[0], node=node, piggyback=True)
+            return True
+        for m in msgs:
+            data = self.codec.encode_packet(m, crc=node is not None and node.pmax >= 5)
+            if len(data) <= self._reply_budget:
+                self._reply_budget -= len(data)
+                self._out.append(SendPacket(addr, data))
+                self.stats["packets.sent"] += 1
+                return True
+        self.stats["drop.reply_budget"] += 1
+        return False
 
     def _emit(self, addr: Address, msg: bytes, *, node: Node | None = None, piggyback: bool = False) -> None:
         """Send one message, optionally filling the rest of the packet with broadcasts."""

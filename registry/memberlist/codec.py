@@ -34,11 +34,14 @@ from .messages import (
     Suspect,
     UserMsg,
 )
+from .types import META_MAX_SIZE
 
 if TYPE_CHECKING:
     from .crypto import Keyring
 
 __all__ = [
+    "MAX_INFLATE_RATIO",
+    "MAX_PACKET_INFLATE",
     "MAX_PUSH_NODES",
     "VSN_LEN",
     "DecodeError",
@@ -56,8 +59,6 @@ __all__ = [
 MAX_PUSH_NODES = 1 << 20
 #: ``Vsn`` is always ``[pmin, pmax, pcur, dmin, dmax, dcur]``.
 VSN_LEN = 6
-#: Nesting of compound/compress wrappers accepted in one packet (Go sends at most 2).
-_MAX_DEPTH = 4
 
 # Plain-int type codes for hot paths (enum attribute lookups cost ~150 ns each).
 _COMPOUND = int(MessageType.COMPOUND)
@@ -70,7 +71,13 @@ _PUSH_PULL = int(MessageType.PUSH_PULL)
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 _TEXT = "utf-8"
-_ESC = "surrogateescape"  # Go strings are byte strings: keep any bytes round-trippable
+#: Largest message a UDP packet may inflate to: a datagram carries at most 64 KiB, and Go
+#: compresses a packet only when that makes it smaller, so nothing legitimate is larger.
+MAX_PACKET_INFLATE = 1 << 16
+#: Stream messages may inflate to ``max_decompressed`` but never to more than this many
+#: times their compressed size (Go's LZW of real push/pull state stays far below it; a
+#: bomb reaches ~2,500:1) -- and never below ``MAX_PACKET_INFLATE``.
+MAX_INFLATE_RATIO = 64
 
 
 class DecodeError(ValueError):
@@ -85,7 +92,9 @@ class DecodeError(ValueError):
 
 
 def _t(s: str) -> bytes:
-    return s.encode(_TEXT, _ESC)
+    # Strict: every text we hold was validated at decode (or is our own, checked at start),
+    # so this cannot raise on anything the wire gave us.
+    return s.encode(_TEXT)
 
 
 def _packb(obj: Any) -> bytes:
@@ -298,7 +307,7 @@ def _str(d: dict[Any, Any], key: bytes) -> str:
         return ""
     if type(v) is not bytes:
         raise DecodeError("malformed", f"{key.decode()} is not a string")
-    return v.decode(_TEXT, _ESC)
+    return v.decode(_TEXT)  # invalid UTF-8 -> UnicodeDecodeError -> DecodeError("bad_utf8") in decode()
 
 
 def _bin(d: dict[Any, Any], key: bytes) -> bytes:
@@ -347,9 +356,7 @@ def _dec_ping(body: bytes) -> Ping:
         type(seq) is int and 0 <= seq <= _U32 and type(node) is bytes and type(sa) is bytes
         and type(sp) is int and 0 <= sp <= _U16 and (sn is None or type(sn) is bytes)
     ):  # fmt: skip
-        return Ping(
-            seq, node.decode(_TEXT, _ESC), sa, sp, sn.decode(_TEXT, _ESC) if sn else ""
-        )
+        return Ping(seq, node.decode(_TEXT), sa, sp, sn.decode(_TEXT) if sn else "")
     return Ping(
         _uint(d, b"SeqNo", 32),
         _str(d, b"Node"),
@@ -414,22 +421,43 @@ def _dec_alive(body: bytes) -> Alive:
         type(inc) is int and 0 <= inc <= _U32 and type(node) is bytes and type(addr) is bytes
         and type(port) is int and 0 <= port <= _U16 and (meta is None or type(meta) is bytes) and type(vsn) is bytes
     ):  # fmt: skip
-        return Alive(inc, node.decode(_TEXT, _ESC), addr, port, meta, vsn)
-    return Alive(
-        _uint(d, b"Incarnation", 32),
-        _str(d, b"Node"),
-        _bin(d, b"Addr"),
-        _uint(d, b"Port", 16),
-        _opt_bin(d, b"Meta"),
-        _bin(d, b"Vsn"),
-    )
+        a = Alive(inc, node.decode(_TEXT), addr, port, meta, vsn)
+    else:
+        a = Alive(
+            _uint(d, b"Incarnation", 32),
+            _str(d, b"Node"),
+            _bin(d, b"Addr"),
+            _uint(d, b"Port", 16),
+            _opt_bin(d, b"Meta"),
+            _bin(d, b"Vsn"),
+        )
+    _check_member(a.meta, a.vsn)
+    return a
+
+
+def _check_member(meta: bytes | None, vsn: bytes) -> None:
+    """Refuse what we could not hold or send on: a member row is re-encoded in every
+    push/pull and gossiped on, so a Vsn that is not 6 bytes (our encoder refuses it, Go's
+    decoders misread it) or Meta over memberlist's 512-byte limit (Go panics sending it)
+    would break every later exchange, not only this message."""
+    if len(vsn) != VSN_LEN:
+        raise DecodeError("bad_vsn", f"Vsn has {len(vsn)} bytes")
+    if meta is not None and len(meta) > META_MAX_SIZE:
+        raise DecodeError("meta_too_large", f"Meta has {len(meta)} bytes")
+
+
+_ROW_REASONS = frozenset({"bad_utf8", "bad_vsn", "meta_too_large"})
 
 
 def _push_node(d: Any) -> PushNodeState:
     if not isinstance(d, dict):
         raise DecodeError("malformed", "push/pull node is not a map")
-    return PushNodeState(
-        _str(d, b"Name"),
+    try:
+        name = _str(d, b"Name")
+    except UnicodeDecodeError:
+        raise DecodeError("bad_utf8", "push/pull node name") from None
+    n = PushNodeState(
+        name,
         _bin(d, b"Addr"),
         _uint(d, b"Port", 16),
         _opt_bin(d, b"Meta"),
@@ -437,6 +465,8 @@ def _push_node(d: Any) -> PushNodeState:
         _int(d, b"State"),
         _bin(d, b"Vsn"),
     )
+    _check_member(n.meta, n.vsn)
+    return n
 
 
 def _unpacker(body: bytes) -> msgpack.Unpacker:
@@ -467,11 +497,22 @@ def _dec_push_pull(body: bytes, max_size: int = 20 << 20) -> PushPull:
         raise DecodeError("too_large", "push/pull header")
     if n > len(body):
         raise DecodeError("truncated", "push/pull nodes")
-    nodes = [_push_node(_next(up)) for _ in range(n)]
+    nodes: list[PushNodeState] = []
+    dropped: list[str] = []
+    for _ in range(n):
+        raw = _next(up)
+        try:
+            nodes.append(_push_node(raw))
+        except DecodeError as e:
+            # a row Go may legally hold (non-UTF-8 name, odd Vsn/Meta) is refused alone, so
+            # a pool holding one still syncs with us; a malformed row ends the message
+            if e.reason not in _ROW_REASONS:
+                raise
+            dropped.append(e.reason)
     pos = up.tell()
     if pos + ulen > len(body):
         raise DecodeError("truncated", "push/pull user state")
-    return PushPull(_bool(head, b"Join"), nodes, body[pos : pos + ulen])
+    return PushPull(_bool(head, b"Join"), nodes, body[pos : pos + ulen], tuple(dropped))
 
 
 def _dec_user_stream(body: bytes, max_size: int = 20 << 20) -> UserMsg:
@@ -524,6 +565,8 @@ def decode(data: bytes, *, stream: bool = False) -> Message:
         return dec(data[1:])
     except DecodeError:
         raise
+    except UnicodeDecodeError as e:  # a text field that is not UTF-8: refused, never carried
+        raise DecodeError("bad_utf8", str(e)) from None
     except Exception as e:  # noqa: BLE001 - untrusted input: nothing else may escape
         raise DecodeError("malformed", f"{type(e).__name__}: {e}") from None
 
@@ -697,7 +740,7 @@ class WireCodec:
                     raise DecodeError("bad_crc", "CRC mismatch")
             out: list[Message] = []
             drops: list[str] = []
-            self._handle(buf, out, drops, 0)
+            self._handle(buf, out, drops)
             return out, drops
         except DecodeError:
             raise
@@ -705,32 +748,54 @@ class WireCodec:
             raise DecodeError("malformed", f"{type(e).__name__}: {e}") from None
 
     def _handle(
-        self, buf: bytes, out: list[Message], drops: list[str], depth: int
+        self,
+        buf: bytes,
+        out: list[Message],
+        drops: list[str],
+        *,
+        inflated: bool = False,
+        in_compound: bool = False,
     ) -> None:
+        """One message of a packet, unwrapping only what memberlist itself sends.
+
+        Go builds a packet as [compress( compound( plain messages ) )] with either wrapper
+        optional (net.go: sendMsg packs broadcasts around one message, rawSendMsgPacket
+        compresses the result): a compound never holds a compound or a compressed part,
+        and a compressed payload is never compressed again.  Go's receiver would unwrap any
+        nesting, which let one 36 KB packet expand to 65,025 pings; we drop such parts
+        (counted as "nested"), so one packet holds at most 255 messages and inflates once,
+        to at most ``MAX_PACKET_INFLATE`` bytes."""
         if not buf:
             raise DecodeError("truncated", "empty message")
-        if depth > _MAX_DEPTH:
-            raise DecodeError("malformed", "wrappers nested too deep")
         t = buf[0]
         if t == _COMPOUND:
+            if in_compound:
+                raise DecodeError("nested", "compound inside a compound")
             parts, truncated = split_compound(buf)
             for p in parts:
                 try:
-                    self._handle(p, out, drops, depth + 1)
+                    self._handle(p, out, drops, inflated=inflated, in_compound=True)
                 except DecodeError as e:
                     drops.append(e.reason)
             if truncated:
                 drops.append("truncated")
         elif t == _COMPRESS:
-            self._handle(
-                _decompress_msg(buf[1:], self.max_decompressed), out, drops, depth + 1
-            )
+            if inflated or in_compound:
+                raise DecodeError("nested", "compressed message inside a wrapper")
+            limit = min(self.max_decompressed, MAX_PACKET_INFLATE)
+            self._handle(_decompress_msg(buf[1:], limit), out, drops, inflated=True)
         elif t in _UDP_TYPES:
             out.append(decode(buf))
         else:
             raise DecodeError("unknown_type", f"message type {t} in a packet")
 
     # -- TCP
+
+    def _stream_inflate_limit(self, compressed: int) -> int:
+        """Output bound for one compressed stream message: ``max_decompressed``, and at most
+        ``MAX_INFLATE_RATIO`` times the compressed size (never below ``MAX_PACKET_INFLATE``),
+        so a small bomb stops after a small, bounded amount of work."""
+        return min(self.max_decompressed, max(MAX_PACKET_INFLATE, MAX_INFLATE_RATIO * compressed))
 
     def encode_stream(self, msg: bytes, *, dialer: bool) -> bytes:
         """One stream message: compressed (always, if enabled), encrypted, label header if dialing."""
@@ -780,7 +845,7 @@ class WireCodec:
                     "encryption is configured but the stream is not encrypted",
                 )
             if buf[0] == _COMPRESS:
-                buf = _decompress_msg(buf[1:], self.max_decompressed)
+                buf = _decompress_msg(buf[1:], self._stream_inflate_limit(len(buf)))
             t = buf[0]
             if t not in _STREAM_TYPES:
                 raise DecodeError("unknown_type", f"message type {t} on a stream")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import random
 
 from . import codec as wire
@@ -34,11 +35,17 @@ from .messages import (
 )
 from .probe import Prober
 from .pushpull import PushPuller
+from .state import next_inc
 from .suspicion import Suspicion
 from .timers import TimerHeap
 from .types import META_MAX_SIZE, Address, Node, NodeState, Output, ip_to_bytes
 
-__all__ = ["Memberlist"]
+__all__ = ["MAX_PINGS_PER_PACKET", "Memberlist"]
+
+log = logging.getLogger(__name__)
+
+#: Pings (and, separately, indirect pings) answered per packet: Go sends one at most.
+MAX_PINGS_PER_PACKET = 1
 
 
 class Memberlist(Prober, PushPuller):
@@ -55,6 +62,11 @@ class Memberlist(Prober, PushPuller):
     ) -> None:
         if not config.name:
             raise ValueError("Config.name must be set")
+        try:
+            config.name.encode("utf-8")
+        except UnicodeEncodeError:
+            # peers refuse names that are not UTF-8 text (as we refuse theirs)
+            raise ValueError(f"node name {config.name!r} is not valid UTF-8 text") from None
         self.config = config
         self.advertise = advertise
         self.delegate = delegate
@@ -86,6 +98,8 @@ class Memberlist(Prober, PushPuller):
         self._leave_sent = False
         self._shutdown = False
         self._death_news = False  # a peer was just declared dead/left here: gossip it now
+        self._reply_budget = None
+        self.accept_meta = None
 
         meta = delegate.node_meta(META_MAX_SIZE) if delegate is not None else b""
         if len(meta) > META_MAX_SIZE:
@@ -135,7 +149,7 @@ class Memberlist(Prober, PushPuller):
             meta = self.delegate.node_meta(META_MAX_SIZE) if self.delegate is not None else b""
         if len(meta) > META_MAX_SIZE:
             raise ValueError(f"node metadata is {len(meta)} bytes, the limit is {META_MAX_SIZE}")
-        self._incarnation = self._nodes[self.name].incarnation + 1
+        self._incarnation = next_inc(self._nodes[self.name].incarnation)
         self._on_alive(self._self_alive(self._incarnation, meta), bootstrap=True)
 
     def leave(self, now: float) -> None:
@@ -177,8 +191,16 @@ class Memberlist(Prober, PushPuller):
         self.broadcasts.reset()
 
     def send_best_effort(self, addr: Address, payload: bytes, now: float) -> None:
+        """One UDP user message.  Called while a packet is being handled (a Serf query
+        answer), it is a reply: to an address that is no member's it must fit the packet's
+        reply budget (see `_emit_reply`)."""
         self.now = now
-        self._emit(addr, wire.encode(UserMsg(payload)), node=self._node_at(addr))
+        node = self._node_at(addr)
+        msg = wire.encode(UserMsg(payload))
+        if self._reply_budget is not None and node is None and not self._trusted():
+            self._emit_reply(addr, False, msg)
+            return
+        self._emit(addr, msg, node=node)
 
     def send_reliable(self, addr: Address, payload: bytes, now: float) -> int:
         self.now = now
@@ -198,8 +220,19 @@ class Memberlist(Prober, PushPuller):
         if self._shutdown:
             return
         self.now = now
-        self._timers.run_due(now)
+        self._run_timers(now)
         self._flush_death_news()
+
+    def _run_timers(self, now: float) -> None:
+        """Run every due timer; one that raises is counted and the others still run (the
+        periodic ones reschedule in `finally`, so no input can stop them)."""
+        while True:
+            try:
+                self._timers.run_due(now)
+                return
+            except Exception:
+                self.stats["timer.errors"] += 1
+                log.exception("memberlist timer failed")
 
     def _flush_death_news(self) -> None:
         """Hand a fresh death to `gossip_nodes` peers now instead of at the next gossip tick.
@@ -228,11 +261,29 @@ class Memberlist(Prober, PushPuller):
             return
         for reason in drops:
             self.stats["drop." + reason] += 1
-        for msg in msgs:
-            try:
-                self._handle_packet_msg(msg, source)
-            except Exception:  # noqa: BLE001
-                self.stats["drop.handler_error"] += 1
+        # Answers to this packet sent to addresses that are no member's may total at most
+        # its own size, and it may ask for one probe and one indirect probe (all Go ever
+        # puts in a packet): no input amplifies towards a spoofed source.
+        self._reply_budget = len(data)
+        pings = indirect = 0
+        try:
+            for msg in msgs:
+                if isinstance(msg, Ping):
+                    pings += 1
+                    if pings > MAX_PINGS_PER_PACKET:
+                        self.stats["drop.extra_ping"] += 1
+                        continue
+                elif isinstance(msg, IndirectPing):
+                    indirect += 1
+                    if indirect > MAX_PINGS_PER_PACKET:
+                        self.stats["drop.extra_ping"] += 1
+                        continue
+                try:
+                    self._handle_packet_msg(msg, source)
+                except Exception:  # noqa: BLE001
+                    self.stats["drop.handler_error"] += 1
+        finally:
+            self._reply_budget = None
         self._flush_death_news()
 
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
@@ -247,6 +298,7 @@ class Memberlist(Prober, PushPuller):
         except Exception:  # noqa: BLE001
             self.stats["drop.malformed"] += 1
             return self._stream_reply(ErrResp("failed to receive: malformed"))
+        self._count_dropped_rows(msg)
         try:
             return self._handle_stream_msg(msg, source)
         except Exception:  # noqa: BLE001
@@ -280,6 +332,7 @@ class Memberlist(Prober, PushPuller):
         except Exception:  # noqa: BLE001
             self.stats["drop.malformed"] += 1
             return False
+        self._count_dropped_rows(msg)
         try:
             if st.kind == "ping":
                 return self._tcp_ping_result(st.seq, msg)
@@ -299,6 +352,12 @@ class Memberlist(Prober, PushPuller):
             self._flush_death_news()
 
     # ------------------------------------------------------------------ helpers
+
+    def _count_dropped_rows(self, msg: Message) -> None:
+        """Push/pull rows refused at decode (the rest of the state still merges)."""
+        if isinstance(msg, PushPull):
+            for reason in msg.dropped:
+                self.stats["drop." + reason] += 1
 
     @staticmethod
     def _make_codec(config: Config) -> wire.WireCodec:
@@ -345,8 +404,10 @@ class Memberlist(Prober, PushPuller):
             self._timers.schedule(now + self.rng.uniform(0, first), self._push_pull_tick)
 
     def _gossip_tick(self, now: float) -> None:
-        self._gossip()
-        self._timers.schedule(now + self.config.gossip_interval, self._gossip_tick)
+        try:
+            self._gossip()
+        finally:  # rescheduled whatever happened: no input may stop gossip
+            self._timers.schedule(now + self.config.gossip_interval, self._gossip_tick)
 
     # ------------------------------------------------------------------ packet dispatch
 
@@ -360,7 +421,8 @@ class Memberlist(Prober, PushPuller):
                 relay = self._relays.pop(msg.seq_no, None)
                 if relay is not None:
                     self._timers.cancel(relay.timer)
-                    self._emit(relay.reply_to, wire.encode(Ack(relay.orig_seq, None)), piggyback=True)
+                    ack = wire.encode(Ack(relay.orig_seq, None))  # its size was reserved if unverified
+                    self._emit(relay.reply_to, ack, piggyback=relay.verified)
                 else:
                     self.stats["drop.unknown_ack"] += 1
         elif isinstance(msg, Nack):

@@ -107,8 +107,9 @@ def compress(data: bytes) -> bytes:
 def decompress(data: bytes, limit: int) -> bytes:
     """Decompress Go LZW data; the stream must end with the EOF code.
 
-    Raises ``LZWError("too_large")`` once the output would exceed ``limit``
-    bytes, ``LZWError("decompress")`` on an invalid code or missing EOF.
+    Raises ``LZWError("too_large")`` as soon as the output exceeds ``limit``
+    bytes (checked after every code, so a bomb stops after ``limit`` bytes of work,
+    not at its end), ``LZWError("decompress")`` on an invalid code or missing EOF.
     """
     out = bytearray()
     table: list[bytes] = [bytes((i,)) for i in range(256)] + [b""] * (4096 - 256)
@@ -136,6 +137,8 @@ def decompress(data: bytes, limit: int) -> bytes:
             out += entry
             if last >= 0:
                 table[hi] = table[last] + entry
+            if len(out) > limit:
+                raise LZWError("too_large", "lzw: decompressed data exceeds the limit")
         elif code == _CLEAR:
             width = 9
             mask = 0x1FF

@@ -155,6 +155,8 @@ class PushPull:
     join: bool
     nodes: list[PushNodeState]
     user_state: bytes
+    #: drop reasons of rows refused at decode (bad UTF-8 name, Vsn, Meta); the rest is usable
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,9 @@ class _Relay:
     reply_to: Address
     want_nack: bool
     timer: int = 0
+    #: `reply_to` is a member's address: the answer may carry piggybacked gossip (else it
+    #: goes alone, its size reserved from the request's reply budget)
+    verified: bool = True
 
 
 class Prober(StateRules):
@@ -70,8 +73,10 @@ class Prober(StateRules):
 
     def _probe_tick(self, now: float) -> None:
         interval = self.awareness.scale(self.config.probe_interval)
-        self._probe_next(now, interval)
-        self._timers.schedule(now + interval, self._probe_tick)
+        try:
+            self._probe_next(now, interval)
+        finally:  # rescheduled whatever happened: no input may stop probing
+            self._timers.schedule(now + interval, self._probe_tick)
 
     # ------------------------------------------------------------------ probing
 
@@ -220,7 +225,12 @@ class Prober(StateRules):
             return
         payload = (self.delegate.ack_payload() or None) if self.delegate is not None else None
         dest = self._reply_addr(ping.source_addr, ping.source_port, source)
-        self._emit(dest, wire.encode(Ack(ping.seq_no, payload)), piggyback=True)
+        verified = self._verified(ping.source_node, dest)
+        full = wire.encode(Ack(ping.seq_no, payload))
+        if payload is None:
+            self._emit_reply(dest, verified, full)
+        else:  # an unverified asker gets the bare ack if the coordinate would not fit its budget
+            self._emit_reply(dest, verified, full, wire.encode(Ack(ping.seq_no, None)))
 
     def _on_indirect_ping(self, req: IndirectPing, source: Address) -> None:
         try:
@@ -229,13 +239,24 @@ class Prober(StateRules):
             self.stats["drop.bad_target"] += 1
             return
         reply_to = self._reply_addr(req.source_addr, req.source_port, source)
+        verified = self._verified(req.source_node, reply_to)
+        if not verified and self._reply_budget is not None:
+            # reserve the answer we owe (a relayed ack, or a nack) out of this packet's budget
+            owed = len(self.codec.encode_packet(wire.encode(Ack(req.seq_no, None))))
+            if owed > self._reply_budget:
+                self.stats["drop.reply_budget"] += 1
+                return
+            self._reply_budget -= owed
         seq = self._next_seq()
-        relay = _Relay(req.seq_no, reply_to, req.nack)
+        node = self._nodes.get(req.node)
+        ping = wire.encode(self._ping(seq, req.node))
+        if not self._emit_reply(target, self._verified(req.node, target), ping, node=node):
+            return
+        relay = _Relay(req.seq_no, reply_to, req.nack, verified=verified)
         self._relays[seq] = relay
         relay.timer = self._timers.schedule(self.now + self.config.probe_timeout, lambda t: self._relay_expired(seq))
-        self._emit(target, wire.encode(self._ping(seq, req.node)), node=self._nodes.get(req.node), piggyback=True)
 
     def _relay_expired(self, seq: int) -> None:
         relay = self._relays.pop(seq, None)
         if relay is not None and relay.want_nack:
-            self._emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=True)
+            self._emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=relay.verified)

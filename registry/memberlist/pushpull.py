@@ -49,12 +49,14 @@ def verify_protocol(local: list[tuple[bytes, bool]], remote: list[tuple[bytes, b
 
 class PushPuller(StateRules):
     def _push_pull_tick(self, now: float) -> None:
-        peers = self._random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
-        if peers:
-            self._open_push_pull(peers[0].address, join=False)
-        self._timers.schedule(
-            now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick
-        )
+        try:
+            peers = self._random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
+            if peers:
+                self._open_push_pull(peers[0].address, join=False)
+        finally:  # rescheduled whatever happened (an unencodable state once stopped it for good)
+            self._timers.schedule(
+                now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick
+            )
 
     def _open_push_pull(self, addr: Address, join: bool) -> int:
         data = self.codec.encode_stream(wire.encode(self._local_state(join)), dialer=True)

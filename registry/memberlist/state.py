@@ -2,6 +2,25 @@
 
 Incarnation numbers order the claims about a node; only the node itself raises
 its own (refutation), which is how a wrongly accused node clears its name.
+
+Forged incarnations (issue 11, item 7).  memberlist compares incarnations as plain uint32s
+and refutes at ``accused + 1``: one forged ``dead`` at 2**32-1 wedges its victim for good
+(Go's refutation wraps to 0 and is ignored until the dead node is reaped; ours became 2**32,
+which no decoder accepts).  We do better, in two ways that agree with Go on every
+incarnation an honest cluster produces:
+
+* Incarnations are compared in RFC 1982 serial-number order modulo 2**32 (`inc_newer`):
+  ``a`` is newer than ``b`` when ``0 < (a - b) mod 2**32 < 2**31``.  Honest incarnations
+  are small and only grow by one per refutation, so this is the plain order for them; but
+  2**32-1 is now *older* than a live node's incarnation (ignored), and a node can always
+  refute: ``accused + 1`` wraps past 2**32-1 (skipping 0) and is newer than the accusation.
+* An accusation by someone else (suspect, dead with ``From != Node``) never raises the
+  incarnation we record for a node: it applies at the incarnation the node itself last
+  announced (its alive, or its own leave), and is passed on in that form.  So a forged
+  accusation spreads at most at the victim's real incarnation, and the victim's ordinary
+  refutation at ``known + 1`` beats it everywhere, Go peers included.  The cost: when our
+  record is stale, an honest accusation at a newer incarnation applies to the older one;
+  the node's newer alive (gossip, or the next push/pull) still overrides it.
 """
 
 from __future__ import annotations
@@ -24,7 +43,21 @@ from .types import (
     ip_to_bytes,
 )
 
-__all__ = ["StateRules"]
+__all__ = ["StateRules", "inc_newer", "next_inc"]
+
+_INC_SPACE = 1 << 32
+_INC_HALF = 1 << 31
+
+
+def inc_newer(a: int, b: int) -> bool:
+    """Incarnation `a` is later than `b` in serial-number order mod 2**32 (module docstring)."""
+    d = (a - b) % _INC_SPACE
+    return 0 < d < _INC_HALF
+
+
+def next_inc(inc: int) -> int:
+    """The incarnation after `inc` (wrapping past 2**32-1 to 1: 0 means "never announced")."""
+    return (inc + 1) % _INC_SPACE or 1
 
 
 class StateRules(CoreBase):
@@ -34,9 +67,9 @@ class StateRules(CoreBase):
             self._timers.cancel(entry[1])
 
     def _refute(self, me: Node, accused: int) -> None:
-        inc = self._incarnation + 1
-        if accused >= inc:
-            inc = accused + 1
+        inc = next_inc(self._incarnation)
+        if not inc_newer(inc, accused):
+            inc = next_inc(accused)
         self._incarnation = inc
         me.incarnation = inc
         self.awareness.apply_delta(1)
@@ -58,6 +91,11 @@ class StateRules(CoreBase):
             return
         port = a.port or self.advertise.port
         meta = a.meta or b""
+        if meta and self.accept_meta is not None and not bootstrap:
+            known = self._nodes.get(a.node)
+            if (known is None or known.meta != meta) and not self.accept_meta(meta):
+                self.stats["drop.bad_meta"] += 1  # refused: the member is not admitted/updated
+                return
         if self._alive_hook and self.delegate is not None and not bootstrap:
             err = self.delegate.notify_alive(Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation))
             if err:
@@ -65,6 +103,7 @@ class StateRules(CoreBase):
                 return
         state = self._nodes.get(a.node)
         updates_node = False
+        is_new = state is None
         if state is None:
             state = Node(a.node, host, port, meta, a.vsn, NodeState.DEAD, 0, self.now)
             self._nodes[a.node] = state
@@ -83,9 +122,9 @@ class StateRules(CoreBase):
                     other = Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation)
                     self.delegate.notify_conflict(dataclasses.replace(state), other)
                 return
-        if a.incarnation <= state.incarnation and not is_local and not updates_node:
+        if not (is_new or is_local or updates_node or inc_newer(a.incarnation, state.incarnation)):
             return
-        if a.incarnation < state.incarnation and is_local:
+        if is_local and not is_new and inc_newer(state.incarnation, a.incarnation):
             return
         self._cancel_suspicion(a.node)
         if is_local and not bootstrap:
@@ -114,8 +153,11 @@ class StateRules(CoreBase):
 
     def _on_suspect(self, s: Suspect) -> None:
         state = self._nodes.get(s.node)
-        if state is None or s.incarnation < state.incarnation:
+        if state is None or inc_newer(state.incarnation, s.incarnation):
             return
+        if s.node != self.name and s.incarnation != state.incarnation:
+            s = Suspect(state.incarnation, s.node, s.sender)  # accusations never raise it
+            self.stats["incarnation.clamped"] += 1
         entry = self._suspicions.get(s.node)
         if entry is not None:
             sus, handle = entry
@@ -151,8 +193,11 @@ class StateRules(CoreBase):
 
     def _on_dead(self, d: Dead) -> None:
         state = self._nodes.get(d.node)
-        if state is None or d.incarnation < state.incarnation:
+        if state is None or inc_newer(state.incarnation, d.incarnation):
             return
+        if d.node not in (self.name, d.sender) and d.incarnation != state.incarnation:
+            d = Dead(state.incarnation, d.node, d.sender)  # accusations never raise it
+            self.stats["incarnation.clamped"] += 1
         self._cancel_suspicion(d.node)
         if state.state in (NodeState.DEAD, NodeState.LEFT):
             return

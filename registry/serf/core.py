@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.timers import TimerHeap
-from registry.memberlist.types import Address, Node, NodeState, Output, ip_from_bytes, ip_to_bytes
+from registry.memberlist.types import (
+    Address,
+    Node,
+    NodeState,
+    Output,
+    ip_from_bytes,
+    ip_to_bytes,
+)
 
 from . import keyring as keys
 from . import messages as msgs
@@ -43,12 +51,14 @@ from .query import (
     encode_filters,
     filters_pass,
 )
-from .tags import check_tags, decode_tags, encode_tags
+from .tags import check_tags, decode_tags, encode_tags, valid_meta
 
 if TYPE_CHECKING:
     from registry.memberlist.crypto import Keyring
 
 __all__ = ["INTERNAL_QUERY_PREFIX", "USER_EVENT_HARD_LIMIT", "Serf", "SerfState"]
+
+log = logging.getLogger(__name__)
 
 USER_EVENT_HARD_LIMIT = 9 * 1024
 INTERNAL_QUERY_PREFIX = "_serf_"
@@ -151,6 +161,7 @@ class Serf(Delegate):
             ml_config = ml_config.replace(secret_keys=key_list)
         self.name = ml_config.name
         self.memberlist = Memberlist(ml_config, advertise, self, rng=self.rng, now=now)
+        self.memberlist.accept_meta = valid_meta  # a member whose tags are not text is refused
         self._timers.schedule(now + config.reap_interval, self._reap_tick)
         self._timers.schedule(now + config.reconnect_interval, self._reconnect_tick)
 
@@ -394,7 +405,13 @@ class Serf(Delegate):
         if self.state == SerfState.SHUTDOWN:
             return
         self.memberlist.tick(now)
-        self._timers.run_due(now)
+        while True:  # one failing timer is counted; the others (and later ticks) still run
+            try:
+                self._timers.run_due(now)
+                return
+            except Exception:
+                self.stats["timer.errors"] += 1
+                log.exception("serf timer failed")
 
     def next_deadline(self) -> float | None:
         if self.state == SerfState.SHUTDOWN:
@@ -849,6 +866,14 @@ class Serf(Delegate):
             return
         if len(self._members) < factor + 1:
             return
+        ms = self._members.get(dest_name)
+        if not self.encryption_enabled() and (
+            ms is None or ms.member.addr != dest.host or ms.member.port != dest.port
+        ):
+            # the asker is no member at that address: relaying would send relay_factor more
+            # copies to an address anyone may have written into the query (reflection)
+            self.stats["query.relay_unverified"] += 1
+            return
         candidates = [
             ms.member
             for ms in self._members.values()
@@ -963,7 +988,7 @@ class Serf(Delegate):
     # ------------------------------------------------------------------ timers
 
     def _reap_tick(self, now: float) -> None:
-        self._timers.schedule(now + self.config.reap_interval, self._reap_tick)
+        self._timers.schedule(now + self.config.reap_interval, self._reap_tick)  # first: nothing below can stop it
         for name, ms in list(self._members.items()):
             st = ms.member.status
             if (
@@ -985,7 +1010,7 @@ class Serf(Delegate):
                 del self._intents[name]
 
     def _reconnect_tick(self, now: float) -> None:
-        self._timers.schedule(
+        self._timers.schedule(  # first: nothing below can stop it
             now + self.config.reconnect_interval, self._reconnect_tick
         )
         if self.state != SerfState.ALIVE:

@@ -213,9 +213,22 @@ def _unpack_map(data: bytes) -> dict[str, Any]:
     return {_key(k): v for k, v in obj.items()}
 
 
+def _utf8(raw: bytes) -> str:
+    """Text from the wire: valid UTF-8 or the whole message is refused ("bad_utf8").
+
+    Replacing bad bytes would turn a name into a different one (a leave intent for a node
+    that does not exist, an event nobody sent); carrying them would make our own messages
+    unencodable.  Go strings may hold any bytes, so a Go node can send such names: we drop
+    and count those messages rather than act on a guess."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SerfDecodeError("bad_utf8", "text is not UTF-8") from None
+
+
 def _key(k: object) -> str:
     if isinstance(k, bytes):
-        return k.decode("utf-8", errors="replace")
+        return _utf8(k)
     return str(k)
 
 
@@ -224,7 +237,7 @@ def _str(m: dict[str, Any], key: str) -> str:
     if v is None:
         return ""
     if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
+        return _utf8(v)
     if isinstance(v, str):
         return v
     raise SerfDecodeError("malformed", f"{key} is not a string")
@@ -279,7 +292,7 @@ def _list(m: dict[str, Any], key: str) -> list[Any]:
 
 def _text(v: object) -> str:
     if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
+        return _utf8(v)
     if isinstance(v, str):
         return v
     raise SerfDecodeError("malformed", "expected a string")

@@ -11,7 +11,7 @@ import msgpack
 
 from registry.memberlist.types import META_MAX_SIZE
 
-__all__ = ["TAG_MAGIC", "TagsTooLarge", "check_tags", "decode_tags", "encode_tags"]
+__all__ = ["TAG_MAGIC", "TagsTooLarge", "check_tags", "decode_tags", "encode_tags", "valid_meta"]
 
 TAG_MAGIC = 0xFF
 
@@ -38,8 +38,12 @@ def encode_tags(tags: Mapping[str, str], protocol: int = 5) -> bytes:
 
 
 def check_tags(tags: Mapping[str, str], protocol: int = 5) -> bytes:
-    """Encode and refuse (TagsTooLarge) a tag set over the metadata limit."""
-    meta = encode_tags(tags, protocol)
+    """Encode and refuse (TagsTooLarge) a tag set over the metadata limit; ValueError for
+    text that is not UTF-8 (a lone surrogate): peers would refuse us as we refuse them."""
+    try:
+        meta = encode_tags(tags, protocol)
+    except UnicodeEncodeError:
+        raise ValueError("tags must be UTF-8 text") from None
     if len(meta) > META_MAX_SIZE:
         raise TagsTooLarge(len(meta))
     return meta
@@ -49,6 +53,36 @@ def _text(raw: object) -> str:
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     return str(raw)
+
+
+def valid_meta(meta: bytes) -> bool:
+    """`meta` is a tag set we can hold and send on: a map of UTF-8 strings (after the magic
+    byte), or, without it, a UTF-8 `role`.  Serf refuses a member whose metadata is not
+    (memberlist's `accept_meta` hook): its tags would be guesses, and text that is not
+    UTF-8 cannot be re-encoded (nor served over gRPC, whose strings are UTF-8)."""
+    if not meta or meta[0] != TAG_MAGIC:
+        try:
+            meta.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+    try:
+        raw = msgpack.unpackb(meta[1:], raw=True)
+    except msgpack.ExtraData as e:  # Go's decoder ignores trailing bytes too
+        raw = e.unpacked
+    except Exception:  # noqa: BLE001 - msgpack raises many types on bad input
+        return False
+    if not isinstance(raw, dict):
+        return False
+    try:
+        for k, v in raw.items():
+            if type(k) is not bytes or type(v) is not bytes:
+                return False
+            k.decode("utf-8")
+            v.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode_tags(meta: bytes | None) -> dict[str, str]:
@@ -61,6 +95,8 @@ def decode_tags(meta: bytes | None) -> dict[str, str]:
         return {"role": _text(meta or b"")}
     try:
         raw = msgpack.unpackb(meta[1:], raw=True)
+    except msgpack.ExtraData as e:
+        raw = e.unpacked
     except Exception:  # noqa: BLE001 - msgpack raises many types on bad input
         return {}
     if not isinstance(raw, dict):

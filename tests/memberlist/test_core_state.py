@@ -187,9 +187,12 @@ def test_ping_answered_to_source_addr_only_if_ours() -> None:
     feed(m, Ping(8, "me", ip_to_bytes("10.1.1.1"), 9000, "x"))
     ((dest, msgs),) = packets(m)
     assert dest == Address("10.1.1.1", 9000) and msgs[0] == Ack(8, None)
-    feed(m, Ping(9, ""))
+    feed(m, Ping(9, "", source_node="no-address-given"))
     ((dest, msgs),) = packets(m)
     assert dest == SRC and msgs[0] == Ack(9, None)
+    # an ack bigger than its ping (18 > 15 bytes) is not sent to an unverified address
+    feed(m, Ping(10, ""))
+    assert packets(m) == [] and m.stats["drop.reply_budget"] == 1
 
 
 def test_tcp_ping_and_push_pull_replies() -> None:
