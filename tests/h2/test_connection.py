@@ -42,6 +42,9 @@ def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
+ACK_SETTINGS = bytes.fromhex("000000040100000000")  # the peer acknowledges our SETTINGS
+
+
 def settings(**values: int) -> bytes:
     ids = {"table": 1, "push": 2, "streams": 3, "window": 4, "frame": 5, "list": 6}
     return frame(SETTINGS, 0, 0, b"".join(ids[k].to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in values.items()))
@@ -175,8 +178,10 @@ def test_reset_by_peer_drops_queued_output() -> None:
     assert c.pending_total == 6
     assert c.receive(frame(RST, 0, 1, (8).to_bytes(4, "big"))) == [StreamReset(1, 8)]
     assert c.pending_bytes(1) == 0 and c.pending_total == 0 and c.open_streams == 0
-    c.receive(frame(WINDOW, 0, 1, (100).to_bytes(4, "big")) + frame(DATA, 1, 1, b"late"))  # in flight: ignored
+    c.receive(frame(WINDOW, 0, 1, (100).to_bytes(4, "big")))  # ignored
     assert parse_frames(c.data_to_send()) == [] and not c.ended
+    c.receive(frame(DATA, 1, 1, b"late"))  # after the peer's own RST_STREAM: RFC 9113 5.1, a stream error
+    assert parse_frames(c.data_to_send()) == [(RST, 0, 1, bytes.fromhex("00000005"))] and not c.ended
 
 
 def test_too_many_streams_refused() -> None:
@@ -242,7 +247,7 @@ def test_peer_errors_end_the_connection_with_goaway(wire: bytes, code: int) -> N
 @pytest.mark.parametrize("sizes", [[101], [30, 19, 52]])  # 30+19 stays under the half-window credit point
 def test_peer_overrunning_the_stream_window(sizes: list[int]) -> None:
     c = ServerConnection(stream_window=100, connection_window=65_535)
-    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.receive(PREFACE + settings() + ACK_SETTINGS + frame(HEADERS, 0x4, 1, block(REQUEST)))
     events = c.receive(b"".join(frame(DATA, 0, 1, bytes(n)) for n in sizes))
     assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.FLOW_CONTROL_ERROR
 
@@ -256,9 +261,23 @@ def window_updates(c: ServerConnection) -> dict[int, int]:
     return out
 
 
+def test_small_stream_window_holds_only_once_the_peer_acknowledged_it() -> None:
+    """Before it has seen our SETTINGS the peer may send 65,535 bytes per stream (RFC 9113 6.5.3)."""
+    c = ServerConnection(stream_window=100, connection_window=1 << 20)
+    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.data_to_send()
+    events = c.receive(b"".join(frame(DATA, 0, 1, bytes(16_383)) for _ in range(4)) + frame(DATA, 0, 1, bytes(3)))
+    assert [len(e.data) for e in events if isinstance(e, DataReceived)] == [16_383] * 4 + [3]
+    c.receive(ACK_SETTINGS)  # from now on 100 bytes, of which 65,535 are taken
+    c.acknowledge_received_data(1, 65_535)
+    assert window_updates(c) == {1: 65_535}
+    assert isinstance(c.receive(frame(DATA, 0, 1, bytes(100)))[-1], DataReceived)
+    assert c.receive(frame(DATA, 0, 1, b"x"))[-1] == ConnectionEnded(ErrorCode.FLOW_CONTROL_ERROR, "peer overran stream 1's window")
+
+
 def test_received_data_is_credited_back_once_acknowledged() -> None:
     c = ServerConnection(stream_window=1000, connection_window=4000)
-    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.receive(PREFACE + settings() + ACK_SETTINGS + frame(HEADERS, 0x4, 1, block(REQUEST)))
     c.data_to_send()
     total = 0
     for _ in range(20):  # 10,000 bytes through windows of 1,000 / 4,000: only works if credited back
@@ -273,7 +292,7 @@ def test_received_data_is_credited_back_once_acknowledged() -> None:
 def test_unconsumed_data_is_never_credited() -> None:
     """A peer cannot make us buffer more than the windows we advertised (the bug: credit on parse)."""
     c = ServerConnection(stream_window=1000, connection_window=4000)
-    c.receive(PREFACE + settings() + b"".join(frame(HEADERS, 0x4, sid, block(REQUEST)) for sid in (1, 3, 5, 7, 9)))
+    c.receive(PREFACE + settings() + ACK_SETTINGS + b"".join(frame(HEADERS, 0x4, sid, block(REQUEST)) for sid in (1, 3, 5, 7, 9)))
     c.data_to_send()
     received = 0
     for sid in (1, 3, 5, 7):
@@ -288,7 +307,7 @@ def test_unconsumed_data_is_never_credited() -> None:
 
 def test_padding_is_credited_at_once_and_data_on_acknowledgement() -> None:
     c = ServerConnection(stream_window=1000, connection_window=4000)
-    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.receive(PREFACE + settings() + ACK_SETTINGS + frame(HEADERS, 0x4, 1, block(REQUEST)))
     c.data_to_send()
     (ev,) = c.receive(frame(DATA, 0x8, 1, bytes([250]) + bytes(349)))  # 99 data, 251 padding bytes (pad length included)
     assert isinstance(ev, DataReceived) and len(ev.data) == 99 and ev.flow_controlled_length == 350
@@ -305,7 +324,7 @@ def test_padding_is_credited_at_once_and_data_on_acknowledgement() -> None:
 
 def test_acknowledging_a_reset_stream_still_credits_the_connection() -> None:
     c = ServerConnection(stream_window=4000, connection_window=4000)
-    c.receive(PREFACE + settings() + frame(HEADERS, 0x4, 1, block(REQUEST)) + frame(DATA, 0, 1, bytes(1600)))
+    c.receive(PREFACE + settings() + ACK_SETTINGS + frame(HEADERS, 0x4, 1, block(REQUEST)) + frame(DATA, 0, 1, bytes(1600)))
     c.data_to_send()
     c.reset(1)
     c.receive(frame(DATA, 0, 1, bytes(400)))  # in flight when we reset: dropped, credited by the connection
