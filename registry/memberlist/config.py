@@ -63,7 +63,26 @@ class Config:
     max_stream_size: int = 20 * 1024 * 1024
     max_decompressed_size: int = 40 * 1024 * 1024
     max_push_pull_nodes: int = 1 << 20
+    #: Inbound gossip streams open at once (memberlist's maxPushPullRequests, applied to every
+    #: inbound stream).  A newcomer at a full table sheds the oldest stream that has not completed
+    #: a message instead of being refused (see admission.py), so idle holders cannot lock joiners out.
     max_concurrent_push_pulls: int = 128
+    #: Inbound gossip streams open at once from one source IP; a newcomer from a source at its cap
+    #: sheds that source's oldest incomplete stream.  A peer opens one stream per exchange (join,
+    #: push/pull, TCP ping, reliable user message), each lasting milliseconds.
+    max_inbound_streams_per_source: int = 16
+    #: Seconds from accept within which the first complete message (the whole frame, label and
+    #: encryption header included) must have arrived; tcp_timeout still bounds the whole
+    #: exchange and caps this.  A peer writes its message right after connecting, so this only
+    #: has to cover transfer time (20 MiB at 32 Mbit/s) and a few SYN/segment retransmissions.
+    inbound_message_timeout: float = 5.0
+    #: Bytes buffered for incomplete inbound stream messages across all streams of this node,
+    #: charged before each chunk is buffered; over it, the incomplete stream holding the most is
+    #: shed.  Room for one max_stream_size message and the small ones arriving meanwhile.
+    max_inbound_buffered: int = 24 * 1024 * 1024
+    #: Largest user message body a stream may announce (checked at its header).  Serf sends user
+    #: messages over UDP only; memberlist (SendReliable) has no bound but allocates what is announced.
+    max_stream_user_msg_size: int = 1024 * 1024
 
     @property
     def vsn(self) -> bytes:

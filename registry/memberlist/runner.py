@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Config
+from .inbound import InboundServer
 from .transport import (
     StreamOutcome,
     UdpProtocol,
-    answer_stream,
     bind_sockets,
     dial_stream,
 )
@@ -58,13 +58,12 @@ class MachineRunner:
         self.stats: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpProtocol | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._server: InboundServer | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchers: dict[int, asyncio.Future[StreamOutcome]] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._inbound = 0
         self._bound: Address | None = None
         self._closed = False
 
@@ -110,7 +109,8 @@ class MachineRunner:
                 lambda: UdpProtocol(self._on_packet, self.stats), sock=udp_sock
             )
             self._udp = proto
-            self._server = await asyncio.start_server(self._on_connection, sock=tcp_sock, limit=1 << 16)
+            self._server = InboundServer(tcp_sock, config=self.config, handle=self._handle_stream, stats=self.stats)
+            self._server.start()
         except BaseException:
             if self._udp is not None and self._udp.transport is not None:
                 self._udp.transport.close()
@@ -133,7 +133,7 @@ class MachineRunner:
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
         if self._server is not None:
-            self._server.close()
+            await self._server.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -147,11 +147,6 @@ class MachineRunner:
             if not waiter.done():
                 waiter.cancel()
         self._waiters.clear()
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
 
     # -- API helpers -------------------------------------------------------------------------
 
@@ -296,42 +291,6 @@ class MachineRunner:
                 error = "reply refused (see the node's stats/logs)"
             fut.set_result(StreamOutcome(bool(accepted), error))
         self._pump()
-
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if self._closed:
-            writer.close()
-            return
-        if self._inbound >= self.config.max_concurrent_push_pulls:
-            self.stats["tcp.in.rejected_busy"] += 1
-            writer.close()
-            return
-        if task is not None:
-            self._tasks.add(task)
-        self._inbound += 1
-        self.stats["tcp.accept"] += 1
-        try:
-            framer = _make_framer(expect_label=True, max_size=self.config.max_stream_size)
-            await answer_stream(
-                reader,
-                writer,
-                framer=framer,
-                handle=self._handle_stream,
-                timeout=self.config.tcp_timeout,
-                stats=self.stats,
-            )
-        except asyncio.CancelledError:
-            # close() cancels us; end normally (asyncio 3.11's stream callback would
-            # otherwise log the cancellation as an error).
-            writer.close()
-        except Exception as exc:  # noqa: BLE001 - never let a connection kill the server
-            self.stats["runner.exception.connection"] += 1
-            log.warning("inbound connection failed: %r", exc)
-            writer.close()
-        finally:
-            self._inbound -= 1
-            if task is not None:
-                self._tasks.discard(task)
 
     def _handle_stream(self, data: bytes, source: Address) -> bytes | None:
         if self._closed or self._machine is None:

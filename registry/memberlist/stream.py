@@ -134,13 +134,17 @@ class StreamFramer:
     """Collects bytes of one inbound stream message and says when it is complete.
 
     ``expect_label``: we accepted the connection, so a label header (244, len,
-    label) may come first.  ``max_size`` bounds the message (label excluded).
+    label) may come first.  ``max_size`` bounds the message (label excluded);
+    ``max_user_size`` bounds the body a user message announces (Serf sends none
+    on streams; memberlist has no such bound, but its reader allocates whatever is
+    announced).  Every announced length is checked before its bytes are awaited.
     After a message is returned, further bytes start a new (unlabelled) one.
     """
 
-    def __init__(self, *, expect_label: bool, max_size: int) -> None:
+    def __init__(self, *, expect_label: bool, max_size: int, max_user_size: int | None = None) -> None:
         self._expect_label = expect_label
         self._max = max_size
+        self._max_user = max_size if max_user_size is None else max_user_size
         self._buf = bytearray()
         self._reset()
 
@@ -168,7 +172,8 @@ class StreamFramer:
             raise
         except Exception as e:  # noqa: BLE001 - untrusted input
             raise DecodeError("malformed", f"{type(e).__name__}: {e}") from None
-        msg = bytes(self._buf[:end])
+        with memoryview(self._buf) as view:  # one copy: a slice of a bytearray would be a second
+            msg = bytes(view[:end])
         del self._buf[:end]
         self._expect_label = False
         self._reset()
@@ -218,6 +223,8 @@ class StreamFramer:
                 self._in_header = False
                 if t == MessageType.USER:
                     self._tail = _count(_header(buf, start + 1, end), b"UserMsgLen")
+                    if self._tail > self._max_user:
+                        raise DecodeError("too_large", "user message length")
                 elif t == MessageType.PUSH_PULL:
                     head = _header(buf, start + 1, end)
                     self._objects_left = _count(head, b"Nodes")

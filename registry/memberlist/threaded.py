@@ -17,6 +17,7 @@ logged and counted, never allowed to stop the thread.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -28,7 +29,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .admission import Shed
 from .config import Config
+from .inbound import NO_FD_BACKOFF, NO_FD_ERRNOS, first_message_timeout, make_admission
 from .stream import StreamFramer
 from .types import REFUSED, Address, Machine, OpenStream, SendPacket
 
@@ -135,7 +138,7 @@ def local_advertise(config: Config, bound: Address) -> Address:
 class _Call:
     """A function to run on the gossip thread, and its result for the caller."""
 
-    __slots__ = ("fn", "done", "result", "error")
+    __slots__ = ("done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
@@ -148,10 +151,13 @@ class _Conn:
     """One TCP exchange in flight: outbound (dial, write, maybe read a reply) or inbound
     (read one message, write the machine's reply)."""
 
-    __slots__ = ("sock", "outbound", "deadline", "out", "framer", "open", "connected", "source", "timeout")
+    __slots__ = ("accepted", "connected", "deadline", "done", "framer", "open", "out", "outbound", "sock", "source",
+                 "timeout")
 
     def __init__(self, sock: socket.socket, outbound: OpenStream | None, deadline: float, timeout: float,
                  framer: StreamFramer | None, source: Address) -> None:
+        self.accepted = time.monotonic()
+        self.done = False  # inbound: its message arrived (no longer sheddable)
         self.sock = sock
         self.outbound = outbound
         self.deadline = deadline
@@ -188,7 +194,8 @@ class ThreadedRunner:
         self._calls: deque[_Call] = deque()
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
-        self._inbound = 0
+        self._admission = make_admission(self.config)
+        self._accept_resume: float | None = None  # accepting paused (out of descriptors) until then
         self._watchers: dict[int, StreamDone] = {}
         self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
         self._deadline: float | None = None
@@ -375,6 +382,8 @@ class ThreadedRunner:
                 now = time.monotonic()
                 wait = None
                 soonest = self._deadline
+                if self._accept_resume is not None and (soonest is None or self._accept_resume < soonest):
+                    soonest = self._accept_resume
                 for conn in self._conns:
                     if soonest is None or conn.deadline < soonest:
                         soonest = conn.deadline
@@ -387,6 +396,8 @@ class ThreadedRunner:
                 if self._stopping:
                     break
                 now = time.monotonic()
+                if self._accept_resume is not None and self._accept_resume <= now:
+                    self._resume_accepting()
                 expired = [c for c in self._conns if c.deadline <= now]
                 for conn in expired:
                     self._timed_out(conn)
@@ -410,7 +421,7 @@ class ThreadedRunner:
         for conn in list(self._conns):
             self._drop(conn)
         for sid, done in list(self._watchers.items()):
-            self._guard("watcher", lambda: done(False, "node shut down"))
+            self._guard("watcher", functools.partial(done, False, "node shut down"))
         self._watchers.clear()
         for _, ev in self._waiters:
             ev.set()
@@ -436,7 +447,7 @@ class ThreadedRunner:
                 c = self._calls.popleft()
             try:
                 c.result = c.fn()
-            except BaseException as exc:  # handed back to the caller
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
                 c.error = exc
             c.done.set()
             self._pump()
@@ -511,7 +522,7 @@ class ThreadedRunner:
             self.stats["udp.in.bytes"] += len(data)
             source = Address(str(addr[0]), int(addr[1]))
             now = time.monotonic()
-            self._guard("receive_packet", lambda: machine.receive_packet(data, source, now))
+            self._guard("receive_packet", functools.partial(machine.receive_packet, data, source, now))
             self._pump()
             if self._stopping:
                 return
@@ -562,31 +573,64 @@ class ThreadedRunner:
     def _on_accept(self, key: selectors.SelectorKey, mask: int) -> None:
         tcp = self._tcp
         assert tcp is not None and self._sel is not None
-        while True:
+        while self._accept_resume is None:
             try:
                 sock, peer = tcp.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of file descriptors: try again on the next event
-                self.stats["tcp.in.error"] += 1
-                log.debug("accept failed: %s", exc)
-                return
-            if self._inbound >= self.config.max_concurrent_push_pulls:
-                self.stats["tcp.in.rejected_busy"] += 1
-                sock.close()
+            except OSError as exc:
+                if exc.errno not in NO_FD_ERRNOS:  # e.g. ECONNABORTED: that peer is gone
+                    self.stats["tcp.accept.error"] += 1
+                    log.debug("accept failed: %s", exc)
+                    return
+                # Out of descriptors: the listener stays readable, so retrying at once would
+                # spin.  Shed an idle stream (its descriptor is free at once) and retry, else
+                # pause accepting briefly.  Counted, never logged per retry.
+                self.stats["tcp.accept.no_fd"] += 1
+                victim = self._admission.shed_for_fd()
+                if victim is None:
+                    self._pause_accepting()
+                    return
+                self._shed(victim, Shed.NO_FD)
                 continue
-            self.stats["tcp.accept"] += 1
-            sock.setblocking(False)
-            try:
-                source = Address(str(peer[0]), int(peer[1]))
-            except (IndexError, TypeError, ValueError):
-                source = Address("0.0.0.0", 0)
-            framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size)
-            timeout = self.config.tcp_timeout
-            conn = _Conn(sock, None, time.monotonic() + timeout, timeout, framer, source)
-            self._inbound += 1
-            self._conns.add(conn)
-            self._sel.register(sock, selectors.EVENT_READ, lambda key, mask, c=conn: self._on_conn(c, mask))
+            self._admit(sock, peer)
+
+    def _pause_accepting(self) -> None:
+        assert self._sel is not None and self._tcp is not None
+        self._sel.unregister(self._tcp)
+        self._accept_resume = time.monotonic() + NO_FD_BACKOFF
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume = None
+        if self._sel is not None and self._tcp is not None:
+            self._sel.register(self._tcp, selectors.EVENT_READ, self._on_accept)
+
+    def _admit(self, sock: socket.socket, peer: Any) -> None:
+        assert self._sel is not None
+        try:
+            source = Address(str(peer[0]), int(peer[1]))
+        except (IndexError, TypeError, ValueError):
+            source = Address("0.0.0.0", 0)
+        framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size,
+                              max_user_size=self.config.max_stream_user_msg_size)
+        now = time.monotonic()
+        conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout, framer, source)
+        admitted, shed = self._admission.admit(conn, source.host)
+        for victim, why in shed:
+            self._shed(victim, why)
+        if not admitted:
+            self.stats["tcp.in.rejected_busy"] += 1
+            sock.close()
+            return
+        self.stats["tcp.accept"] += 1
+        sock.setblocking(False)
+        self._conns.add(conn)
+        self._sel.register(sock, selectors.EVENT_READ, lambda key, mask, c=conn: self._on_conn(c, mask))
+
+    def _shed(self, conn: _Conn, why: Shed) -> None:
+        self.stats["tcp.in.shed." + why.value] += 1
+        log.debug("inbound stream from %s shed (%s)", conn.source, why.value)
+        self._drop(conn)
 
     def _on_conn(self, conn: _Conn, mask: int) -> None:
         if not conn.open:
@@ -640,17 +684,25 @@ class ThreadedRunner:
                     self._drop(conn)
                 return
             self.stats["tcp.in.bytes"] += len(data)
+            if conn.outbound is None:
+                for victim, why in self._admission.charge(conn, len(data)):
+                    self._shed(victim, why)
+                if not conn.open:
+                    return
             msg = conn.framer.feed(data)
             if msg is None:
                 continue
             if conn.outbound is not None:
                 self._finish(conn, msg, "")
                 return
+            conn.done = True
+            conn.deadline = conn.accepted + conn.timeout
+            self._admission.complete(conn)
             machine = self._machine
             assert machine is not None
             now = time.monotonic()
             source = conn.source
-            reply = self._guard("receive_stream", lambda: machine.receive_stream(msg, source, now))
+            reply = self._guard("receive_stream", functools.partial(machine.receive_stream, msg, source, now))
             self._pump()
             if not reply or not conn.open:
                 self._drop(conn)
@@ -666,6 +718,8 @@ class ThreadedRunner:
             self._finish(conn, None, f"timed out after {conn.timeout:g}s")
         else:
             self.stats["tcp.in.timeout"] += 1
+            if not conn.done:
+                self.stats["tcp.in.timeout.first_message"] += 1
             log.debug("inbound stream from %s timed out after %gs", conn.source, conn.timeout)
             self._drop(conn)
 
@@ -685,7 +739,7 @@ class ThreadedRunner:
         conn.open = False
         self._conns.discard(conn)
         if conn.outbound is None:
-            self._inbound -= 1
+            self._admission.release(conn)
         if self._sel is not None:
             try:
                 self._sel.unregister(conn.sock)

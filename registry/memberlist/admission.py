@@ -1,0 +1,183 @@
+"""Admission of inbound gossip TCP streams: who may hold a slot, how many bytes, whom to shed.
+
+Before a peer has sent one complete message it is unauthenticated (with `-encrypt` nothing
+is verified until the whole frame has arrived), so an inbound stream is only a claim on our
+resources.  Refusing newcomers when the slots are full would let anyone holding idle
+connections lock every legitimate joiner out; instead, when a newcomer arrives at a full
+table, we shed the oldest connection that has not completed a message, taken from the
+newcomer's own source when that source is at its cap, else from the source holding the most
+slots.  A peer that completed its message is past the pre-auth stage and is not shed (it is
+bounded by the exchange timeout); if only such peers hold slots, the newcomer is refused.
+
+Bytes buffered for incomplete messages share one per-process budget: before a chunk is
+buffered it is charged, and when the budget would overflow the incomplete stream holding the
+most bytes is shed (possibly the one charging), so a few announced 19 MB messages cannot grow
+the process by hundreds of megabytes while small legitimate messages still fit.
+
+Pure bookkeeping with no I/O: both drivers (asyncio `runner` and `threaded`) keep one of
+these and close whatever it names.  Every table is bounded by `max_streams`, and every
+decision costs O(max_streams).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["Admission", "Shed"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Shed(enum.Enum):
+    """Why a stream was closed by admission (the suffix of its `tcp.in.shed.*` counter)."""
+
+    SOURCE = "source"  # its source reached max_per_source and a newcomer from it arrived
+    GLOBAL = "global"  # the table was full and a newcomer arrived
+    BUDGET = "budget"  # the bytes buffered across all streams would exceed the budget
+    NO_FD = "no_fd"  # the process ran out of file descriptors while a newcomer waited
+
+
+@dataclass(slots=True)
+class _Entry:
+    source: str
+    buffered: int = 0
+    complete: bool = False
+
+
+class Admission(Generic[K]):
+    """Slots and buffered bytes of the inbound streams of one node, keyed by the driver's
+    connection object.  Streams named in a returned shed list are already forgotten here;
+    the caller closes them (a later `release` of them is a no-op)."""
+
+    def __init__(self, *, max_streams: int, max_per_source: int, max_buffered: int) -> None:
+        if max_streams < 1 or max_per_source < 1 or max_buffered < 1:
+            raise ValueError("inbound stream limits must be at least 1")
+        self.max_streams = max_streams
+        self.max_per_source = min(max_per_source, max_streams)
+        self.max_buffered = max_buffered
+        self._entries: dict[K, _Entry] = {}  # insertion order = age, oldest first
+        self._by_source: dict[str, dict[K, None]] = {}
+        self._buffered = 0
+
+    # -- views ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    @property
+    def buffered(self) -> int:
+        """Bytes currently charged to incomplete messages, across all streams."""
+        return self._buffered
+
+    def from_source(self, source: str) -> int:
+        return len(self._by_source.get(source, ()))
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def admit(self, key: K, source: str) -> tuple[bool, list[tuple[K, Shed]]]:
+        """Take a slot for a new stream from `source` (an IP).  Returns (admitted, shed):
+        the streams shed to make room; not admitted only when every stream that could make
+        room has already completed its message."""
+        if key in self._entries:
+            raise ValueError("stream admitted twice")
+        shed: list[tuple[K, Shed]] = []
+        if self.from_source(source) >= self.max_per_source:
+            victim = self._oldest_incomplete(self._by_source[source])
+            if victim is None:
+                return False, shed
+            self._forget(victim)
+            shed.append((victim, Shed.SOURCE))
+        if len(self._entries) >= self.max_streams:
+            victim = self._global_victim()
+            if victim is None:
+                return False, shed
+            self._forget(victim)
+            shed.append((victim, Shed.GLOBAL))
+        self._entries[key] = _Entry(source)
+        self._by_source.setdefault(source, {})[key] = None
+        return True, shed
+
+    def charge(self, key: K, nbytes: int) -> list[tuple[K, Shed]]:
+        """Account `nbytes` more buffered by `key` (call before buffering them).  Returns the
+        streams shed to stay within the budget; if `key` is among them, do not buffer."""
+        entry = self._entries.get(key)
+        if entry is None or entry.complete:
+            return []
+        shed: list[tuple[K, Shed]] = []
+        while self._buffered + nbytes > self.max_buffered:
+            victim = self._largest_incomplete(key, nbytes)
+            if victim is None:  # pragma: no cover - `key` itself is always a candidate
+                break
+            self._forget(victim)
+            shed.append((victim, Shed.BUDGET))
+            if victim == key:
+                return shed
+        entry.buffered += nbytes
+        self._buffered += nbytes
+        return shed
+
+    def complete(self, key: K) -> None:
+        """`key` delivered its message: its bytes leave the budget (the driver hands them to
+        the machine at once) and it can no longer be shed."""
+        entry = self._entries.get(key)
+        if entry is None or entry.complete:
+            return
+        self._buffered -= entry.buffered
+        entry.buffered = 0
+        entry.complete = True
+
+    def release(self, key: K) -> None:
+        """The stream closed (for whatever reason)."""
+        if key in self._entries:
+            self._forget(key)
+
+    def shed_for_fd(self) -> K | None:
+        """Out of file descriptors with a newcomer waiting: the stream to close so it can be
+        accepted (the global victim), or None when nothing may be shed."""
+        victim = self._global_victim()
+        if victim is not None:
+            self._forget(victim)
+        return victim
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _oldest_incomplete(self, keys: dict[K, None] | dict[K, _Entry]) -> K | None:
+        for k in keys:
+            if not self._entries[k].complete:
+                return k
+        return None
+
+    def _global_victim(self) -> K | None:
+        """The oldest incomplete stream of the source holding the most slots (so one busy
+        source cannot push out a quiet one); else the oldest incomplete stream anywhere."""
+        heaviest = max(self._by_source.values(), key=len, default=None)
+        if heaviest is not None:
+            victim = self._oldest_incomplete(heaviest)
+            if victim is not None:
+                return victim
+        return self._oldest_incomplete(self._entries)
+
+    def _largest_incomplete(self, key: K, nbytes: int) -> K | None:
+        best: K | None = None
+        most = -1
+        for k, e in self._entries.items():
+            if e.complete:
+                continue
+            held = e.buffered + (nbytes if k == key else 0)
+            if held > most:
+                best, most = k, held
+        return best
+
+    def _forget(self, key: K) -> None:
+        entry = self._entries.pop(key)
+        self._buffered -= entry.buffered
+        keys = self._by_source[entry.source]
+        del keys[key]
+        if not keys:
+            del self._by_source[entry.source]
