@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -50,10 +51,10 @@ class Load:
                 self.slowest = max(self.slowest, time.monotonic() - t)
                 i += 1
 
-    def more(self, n: int) -> bool:
+    def more(self, n: int) -> Callable[[], bool]:
         """A predicate: n more successful calls than now."""
         target = self.ok + n
-        return lambda: self.ok >= target  # type: ignore[return-value]
+        return lambda: self.ok >= target
 
 
 def test_sigkill_and_sigstop_under_client_load(make_pool: PoolFactory) -> None:
