@@ -52,13 +52,12 @@ def run(argv: Sequence[str], stdin: str | None = None, check: bool = True) -> st
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether the run that owns a name still runs (a zombie, never reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces() -> list[str]:
