@@ -215,6 +215,15 @@ class GoNode:
                 raise GoNodeError(f"no -join outcome in {self.name}'s log after {timeout}s:\n{log[-3000:]}")
             time.sleep(0.05)
 
+    def complaints(self, *expected: str) -> list[str]:
+        """The node's `[ERR]`/`[WARN]` log lines (a message of ours it could not decode, a rejected
+        coordinate, a failed push/pull merge, ...) except those containing one of `expected`."""
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if ("[ERR]" in line or "[WARN]" in line or "[ERROR]" in line) and not any(e in line for e in expected)
+        ]
+
     def events(self) -> list[tuple[str, str, str]]:
         """`[EVENT]` lines so far, as (kind, name, "ip:port"): ("member-join", "py1", "127.0.0.1:7946")."""
         out = []

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.helpers import Proc, Registry, procs, wait_for
+from e2e.helpers import Proc, Registry, Service, procs, wait_for
 from gonode import GoNode
 
-from register import Register
+from register import Register, RegisterError
 from registry.memberlist.config import Config
 from registry.serf.agent import SerfAgent
 from registry.serf.config import SerfConfig
@@ -141,6 +141,10 @@ def test_registry_process_and_gonodes_join_both_ways(gonode: GoFactory, ps: list
     go2b = gonode("go2", tags=web_tags(9003), join=[r1.gossip])
     wait_for(lambda: services(r1, "web").get("go2", ("", {}))[0] == "127.0.0.1:9003", 30, what="go2's new addr")
     go1.wait_member("go2", "alive", 30, tags=go2b.tags)
+    # nothing of ours failed to decode or merge on the Go side (a restarted go2 refutes its own
+    # leave, still gossiped: Go's normal way back)
+    for go in (go1, go2, go2b):
+        assert go.complaints("Refuting a dead message (from: go2)") == []
 
 
 def test_register_through_gonode_reaches_registry_ring(gonode: GoFactory, ps: list[Proc], tmp_path: Path) -> None:
@@ -165,6 +169,15 @@ def test_register_through_gonode_reaches_registry_ring(gonode: GoFactory, ps: li
         reg.stop()  # graceful leave
     assert go1.wait_member("svc-1", "left", 30)["status"] == "left"
     wait_for(lambda: services(r1, "svc") == {}, 30, what="svc-1 out of r1's ring")
+    # a service process (threaded gossip driver) joined through the Go node, then SIGKILLed
+    svc = Service(ps, tmp_path, "svc-2", [go1.bind], group="svc", profile="lan").wait_registered()
+    go1.wait_member("svc-2", "alive", 30, tags={"group": "svc", "addr": svc.addr, "replicas": "10000"})
+    wait_for(lambda: set(services(r1, "svc")) == {"svc-2"}, 30, what="svc-2 in r1's ring")
+    svc.proc.p.kill()
+    svc.proc.wait(10)
+    assert go1.wait_member("svc-2", "failed", 60)["status"] == "failed"
+    wait_for(lambda: services(r1, "svc") == {}, 30, what="svc-2 out of r1's ring")
+    assert go1.complaints() == []
 
 
 # -- leave and failure, both ways --------------------------------------------------------------
@@ -183,6 +196,7 @@ def test_registry_process_leave_and_kill_seen_by_gonode(gonode: GoFactory, ps: l
     r2.proc.p.kill()  # no leave: the Go node's probes must find it failed
     r2.proc.wait(10)
     assert go1.wait_member("r2", "failed", 60)["status"] == "failed"
+    assert go1.complaints() == []
 
 
 async def test_gonode_leave_and_kill_seen_by_python_then_reaped(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
@@ -204,6 +218,7 @@ async def test_gonode_leave_and_kill_seen_by_python_then_reaped(gonode: GoFactor
     assert drops(py) == {}
     assert await py.leave(15.0)
     assert (await go3.await_member("py1", "left", 30))["status"] == "left"
+    assert go3.complaints() == []
 
 
 # -- encryption ----------------------------------------------------------------------------------
@@ -223,15 +238,28 @@ def test_encrypted_pool_both_ways_and_mismatched_keys_stay_out(
     wrong = gonode("wrong", encrypt=KEY2, join=[r1.gossip], join_retry=2)
     plain = gonode("plain", join=[go1.bind], join_retry=2)
     assert wrong.join_failed() and plain.join_failed()
+    # a Register (threaded driver, its own codec path) with the key joins through a Go node; with another it fails
+    with Register("svc-e", "127.0.0.1:0", "", go2.bind, "svc", "127.0.0.1:7002", encrypt=KEY1) as reg:
+        go1.wait_member("svc-e", "alive", 30, tags={"group": "svc", "addr": "127.0.0.1:7002", "replicas": "10000"})
+        wait_for(lambda: set(services(r1, "svc")) == {"svc-e"}, 30, what="svc-e in r1's ring")
+        assert {m.name for m in reg.members()} >= {"go1", "go2", "r1", "svc-e"}
+    go1.wait_member("svc-e", "left", 30)
+    bad = Register("svc-x", "127.0.0.1:0", "", go1.bind, "svc", "127.0.0.1:7003", encrypt=KEY2)
+    with pytest.raises(RegisterError):
+        bad.start()
+    bad.stop()
     # a registry with the wrong key cannot join the Go node
     r2 = Registry(ps, tmp_path, "r2", [go1.bind], "-encrypt", KEY2, profile="lan")
     wait_for(lambda: "join failed" in r2.proc.output(), 60, what="r2's failed join")
     deadline = time.monotonic() + 3  # nothing leaks in later either (gossip, push/pull)
     while time.monotonic() < deadline:
-        assert {m["name"] for m in go1.members()} == {"go1", "go2", "r1"}
+        assert {m["name"] for m in go1.members()} == {"go1", "go2", "r1", "svc-e"}
         assert {m["name"] for m in wrong.members()} == {"wrong"}
         assert set(services(r1, "web")) == {"go1", "go2"} and set(services(r1, "registry-group")) == {"r1"}
         time.sleep(0.3)
+    # what the Go nodes logged is only the refused strangers: no message of a key holder was refused
+    assert go2.complaints() == []
+    assert go1.complaints("remote state is not encrypted", "No installed keys could decrypt") == []
 
 
 async def test_key_rotation_from_python_with_gonodes_in_the_pool(
@@ -272,6 +300,8 @@ async def test_key_rotation_from_python_with_gonodes_in_the_pool(
         assert py.status_of("old") is None
         await asyncio.sleep(0.3)
     assert drops(py) == {}
+    for go in (go1, go2):  # the refused removal of the primary key, and the stranger with the old key
+        assert go.complaints("Removing the primary key is not allowed", "No installed keys could decrypt") == []
 
 
 # -- protocol versions ---------------------------------------------------------------------------
@@ -281,7 +311,7 @@ async def test_key_rotation_from_python_with_gonodes_in_the_pool(
 async def test_serf_protocols(gonode: GoFactory, nodes: list[SerfAgent], go_proto: int | None) -> None:
     """gonode at its default (the library's 4) and at each protocol it speaks, with us at our default 5
     and at the Go node's own; memberlist protocol is 2 on both sides whatever the Serf protocol."""
-    py_protos = [5] if go_proto is None else sorted({5, go_proto})
+    py_protos = [4, 5] if go_proto is None else sorted({5, go_proto})
     go = await gonode("go1", start=False, tags={"role": "db", "group": "g"}, protocol=go_proto).astart()
     for pp in py_protos:
         name = f"py{pp}"
@@ -297,6 +327,7 @@ async def test_serf_protocols(gonode: GoFactory, nodes: list[SerfAgent], go_prot
         assert gm is not None and gm.vsn == bytes([1, 5, 2, 2, 5, cur])
         assert gm.tags == ({"role": "db"} if cur == 2 else {"role": "db", "group": "g"})
         assert drops(py) == {}
+    assert go.complaints() == []
 
 
 # -- Serf's internal queries and relays across implementations ---------------------------------
@@ -342,3 +373,27 @@ async def test_query_acks_relayed_through_python_and_go(gonode: GoFactory, nodes
     assert got == {"py2": b"from-py2"} and sorted(stream.acks) == sorted(names)
     # py2 forwarded the relay frames Go sent it (one per Go ack) without dropping any
     assert drops(py1) == {} and drops(py2) == {}
+    assert go1.complaints() == []
+
+
+async def test_user_events_and_filtered_queries_reach_go(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """Our user events and queries, with node and tag filters, as a v0.10.2 node decodes them."""
+    py1 = await py_node(nodes, "py1", {"role": "web"})
+    go1 = await gonode("go1", start=False, tags={"role": "db"}, join=[gossip(py1)]).astart()
+    go2 = await gonode("go2", start=False, tags={"role": "cache"}, join=[gossip(py1)]).astart()
+    assert await wait(lambda: py1.status_of("go1") == py1.status_of("go2") == MemberStatus.ALIVE)
+    await py1.user_event("deploy", b"v" * 450, coalesce=False)  # near the 512-byte limit, encoded
+    await py1.user_event("deploy-cc", b"x", coalesce=True)
+    stream = py1.query("only-db", b"q", request_ack=True, filter_tags={"role": "d.*"}, timeout=3.0)
+    await stream.collect()
+    assert stream.acks == ["go1"]
+    stream = py1.query("only-go2", b"q", request_ack=True, filter_nodes=["go2"], timeout=3.0)
+    await stream.collect()
+    assert stream.acks == ["go2"]
+    for go in (go1, go2):
+        await asyncio.to_thread(go.wait_log, "[EVENT] user-event: deploy-cc", 20)
+        assert "[EVENT] user-event: deploy\n" in go.log_text()
+    await asyncio.to_thread(go1.wait_log, "[EVENT] query: only-db", 20)
+    await asyncio.to_thread(go2.wait_log, "[EVENT] query: only-go2", 20)
+    assert "[EVENT] query: only-go2" not in go1.log_text() and "[EVENT] query: only-db" not in go2.log_text()
+    assert go1.complaints() == [] and go2.complaints() == [] and drops(py1) == {}
