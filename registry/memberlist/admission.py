@@ -43,6 +43,7 @@ class Shed(enum.Enum):
 @dataclass(slots=True)
 class _Entry:
     source: str
+    since: float
     buffered: int = 0
     complete: bool = False
 
@@ -80,8 +81,8 @@ class Admission(Generic[K]):
 
     # -- decisions ------------------------------------------------------------------------
 
-    def admit(self, key: K, source: str) -> tuple[bool, list[tuple[K, Shed]]]:
-        """Take a slot for a new stream from `source` (an IP).  Returns (admitted, shed):
+    def admit(self, key: K, source: str, now: float = 0.0) -> tuple[bool, list[tuple[K, Shed]]]:
+        """Take a slot for a new stream from `source` (an IP), accepted at `now`.  Returns (admitted, shed):
         the streams shed to make room; not admitted only when every stream that could make
         room has already completed its message."""
         if key in self._entries:
@@ -99,7 +100,7 @@ class Admission(Generic[K]):
                 return False, shed
             self._forget(victim)
             shed.append((victim, Shed.GLOBAL))
-        self._entries[key] = _Entry(source)
+        self._entries[key] = _Entry(source, now)
         self._by_source.setdefault(source, {})[key] = None
         return True, shed
 
@@ -137,13 +138,16 @@ class Admission(Generic[K]):
         if key in self._entries:
             self._forget(key)
 
-    def shed_for_fd(self) -> K | None:
+    def shed_for_fd(self, now: float = 0.0, min_age: float = 0.0) -> K | None:
         """Out of file descriptors with a newcomer waiting: the stream to close so it can be
-        accepted (the global victim), or None when nothing may be shed."""
+        accepted (the global victim), or None when nothing may be shed.  Streams younger than
+        `min_age` are spared: one accepted a moment ago has likely not been read yet, and
+        shedding it for the next newcomer would let a burst of connects churn everyone out."""
         victim = self._global_victim()
-        if victim is not None:
+        if victim is not None and now - self._entries[victim].since >= min_age:
             self._forget(victim)
-        return victim
+            return victim
+        return None
 
     # -- internals ------------------------------------------------------------------------
 

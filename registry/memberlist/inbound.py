@@ -23,7 +23,7 @@ from .admission import Admission, Shed
 from .config import Config
 from .types import Address
 
-__all__ = ["NO_FD_ERRNOS", "InboundServer", "first_message_timeout"]
+__all__ = ["NO_FD_BACKOFF", "NO_FD_ERRNOS", "NO_FD_MIN_AGE", "InboundServer", "first_message_timeout", "make_admission"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ NO_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOME
 ACCEPT_BATCH = 128
 #: How long accepting pauses when out of descriptors and nothing may be shed.
 NO_FD_BACKOFF = 0.1
+#: Out of descriptors, only a stream at least this old (and without its message) is shed.
+NO_FD_MIN_AGE = 0.5
 
 
 def first_message_timeout(config: Config) -> float:
@@ -56,7 +58,7 @@ class _Stream(asyncio.Protocol):
 
         self._server = server
         self.source = source
-        self._accepted = accepted
+        self.accepted = accepted
         self._framer = StreamFramer(expect_label=True, max_size=server.config.max_stream_size,
                                     max_user_size=server.config.max_stream_user_msg_size)
         self._transport: asyncio.Transport | None = None
@@ -71,7 +73,7 @@ class _Stream(asyncio.Protocol):
         if self.closed:  # shed before its transport existed
             self._transport.abort()
             return
-        self._arm(self._accepted + first_message_timeout(self._server.config))
+        self._arm(self.accepted + first_message_timeout(self._server.config))
 
     def data_received(self, data: bytes) -> None:
         if self.done or self.closed:
@@ -97,7 +99,7 @@ class _Stream(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.pause_reading()
-        self._arm(self._accepted + server.config.tcp_timeout)
+        self._arm(self.accepted + server.config.tcp_timeout)
         try:
             reply = server.handle(msg, self.source)
         except Exception as exc:  # noqa: BLE001 - never let one connection hurt the node
@@ -222,14 +224,17 @@ class InboundServer:
     # -- accepting --------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        for _ in range(ACCEPT_BATCH):
+        for i in range(ACCEPT_BATCH):
             try:
                 conn, peer = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in NO_FD_ERRNOS:
-                    self._out_of_fds()
+                    # Linux checks for a free descriptor before looking at the queue, so only a
+                    # failure on the first try (the listener was readable) proves a newcomer waits.
+                    if i == 0:
+                        self._out_of_fds()
                 else:  # e.g. ECONNABORTED: that connection is gone, the listener is fine
                     self.stats["tcp.accept.error"] += 1
                     log.debug("accept failed: %s", exc)
@@ -241,7 +246,7 @@ class InboundServer:
         closed by the loop before accepting resumes), else pause accepting briefly.  Counted,
         never logged per retry, never spinning."""
         self.stats["tcp.accept.no_fd"] += 1
-        victim = self.admission.shed_for_fd()
+        victim = self.admission.shed_for_fd(self.loop.time(), NO_FD_MIN_AGE)
         if victim is not None:
             self.shed(victim, Shed.NO_FD)
             self._pause(0.0)
@@ -254,7 +259,7 @@ class InboundServer:
         except (IndexError, TypeError, ValueError):
             source = Address("0.0.0.0", 0)
         stream = _Stream(self, source, self.loop.time())
-        admitted, shed = self.admission.admit(stream, source.host)
+        admitted, shed = self.admission.admit(stream, source.host, stream.accepted)
         for victim, why in shed:
             self.shed(victim, why)
         if not admitted:

@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 
 from .admission import Shed
 from .config import Config
-from .inbound import NO_FD_BACKOFF, NO_FD_ERRNOS, first_message_timeout, make_admission
+from .inbound import (
+    NO_FD_BACKOFF,
+    NO_FD_ERRNOS,
+    NO_FD_MIN_AGE,
+    first_message_timeout,
+    make_admission,
+)
 from .stream import StreamFramer
 from .types import REFUSED, Address, Machine, OpenStream, SendPacket
 
@@ -573,6 +579,7 @@ class ThreadedRunner:
     def _on_accept(self, key: selectors.SelectorKey, mask: int) -> None:
         tcp = self._tcp
         assert tcp is not None and self._sel is not None
+        accepted = False
         while self._accept_resume is None:
             try:
                 sock, peer = tcp.accept()
@@ -583,16 +590,21 @@ class ThreadedRunner:
                     self.stats["tcp.accept.error"] += 1
                     log.debug("accept failed: %s", exc)
                     return
-                # Out of descriptors: the listener stays readable, so retrying at once would
-                # spin.  Shed an idle stream (its descriptor is free at once) and retry, else
-                # pause accepting briefly.  Counted, never logged per retry.
+                if accepted:
+                    # Linux checks for a free descriptor before looking at the queue: after an
+                    # accept this proves nobody waits; select says so if someone does.
+                    return
+                # Out of descriptors with a newcomer waiting: the listener stays readable, so
+                # retrying at once would spin.  Shed an idle stream (its descriptor is free at
+                # once) and retry, else pause accepting briefly.  Counted, never logged per retry.
                 self.stats["tcp.accept.no_fd"] += 1
-                victim = self._admission.shed_for_fd()
+                victim = self._admission.shed_for_fd(time.monotonic(), NO_FD_MIN_AGE)
                 if victim is None:
                     self._pause_accepting()
                     return
                 self._shed(victim, Shed.NO_FD)
                 continue
+            accepted = True
             self._admit(sock, peer)
 
     def _pause_accepting(self) -> None:
@@ -615,7 +627,7 @@ class ThreadedRunner:
                               max_user_size=self.config.max_stream_user_msg_size)
         now = time.monotonic()
         conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout, framer, source)
-        admitted, shed = self._admission.admit(conn, source.host)
+        admitted, shed = self._admission.admit(conn, source.host, conn.accepted)
         for victim, why in shed:
             self._shed(victim, why)
         if not admitted:
