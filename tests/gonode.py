@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["GONODE_MISSING", "GoNode", "GoNodeError", "gonode", "gonode_binary"]
+__all__ = ["GoNode", "GoNodeError", "gonode", "gonode_binary", "gonode_missing"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: How long a node may take to list itself on /members.
@@ -57,7 +57,12 @@ def _usable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-GONODE_MISSING = f"needs gonode (serf v0.10.2 node) at $GONODE or {gonode_binary()}"
+def gonode_missing() -> str | None:
+    """Why gonode tests cannot run here (None when they can)."""
+    path = gonode_binary()
+    if _usable(path):
+        return None
+    return f"needs gonode, a serf v0.10.2 node: no executable at {path} (set $GONODE, or see ../shared/tools)"
 
 
 def _free_port() -> int:
@@ -271,8 +276,9 @@ def gonode() -> Iterator[Callable[..., GoNode]]:
     """Factory: `gonode("go1", tags=..., encrypt=..., join=[...], protocol=N)` starts a node (it
     lists itself alive) and kills it at teardown; `gonode(..., start=False)` only builds it.
     Skips the test when the binary is absent."""
-    if not _usable(gonode_binary()):
-        pytest.skip(GONODE_MISSING)
+    why = gonode_missing()
+    if why is not None:
+        pytest.skip(why)
     nodes: list[GoNode] = []
 
     def make(name: str = "go1", *, start: bool = True, **kwargs: Any) -> GoNode:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.helpers import Proc, Registry, Service, procs, wait_for
+from e2e.helpers import Proc, Registry, Service, free_port, procs, wait_for
 from gonode import GoNode
 
 from register import Register, RegisterError
@@ -397,3 +397,39 @@ async def test_user_events_and_filtered_queries_reach_go(gonode: GoFactory, node
     await asyncio.to_thread(go2.wait_log, "[EVENT] query: only-go2", 20)
     assert "[EVENT] query: only-go2" not in go1.log_text() and "[EVENT] query: only-db" not in go2.log_text()
     assert go1.complaints() == [] and go2.complaints() == [] and drops(py1) == {}
+
+
+# -- restarts --------------------------------------------------------------------------------------
+
+
+async def test_restarts_on_the_same_address_rejoin_both_ways(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """A node killed and restarted on its address starts over at incarnation 0 and must refute the
+    `dead` the pool still holds about it: Go refutes ours (in its push/pull reply), we refute Go's."""
+    port = free_port()
+    obs = await py_node(nodes, "obs")
+    go1 = await gonode("go1", start=False, join=[gossip(obs)]).astart()
+
+    async def start_py(v: str) -> SerfAgent:
+        cfg = SerfConfig(name="py1", tags={"v": v}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=port))
+        agent = SerfAgent(cfg)
+        nodes.append(agent)
+        await agent.start()
+        assert await agent.join([go1.bind]) == 1
+        return agent
+
+    first = await start_py("1")
+    await go1.await_member("py1", "alive", 30, tags={"v": "1"})
+    await first.shutdown()  # no leave
+    await go1.await_member("py1", "failed", 60)
+    await start_py("2")
+    await go1.await_member("py1", "alive", 30, tags={"v": "2"})
+    # the Go side: SIGKILL, then a new process on the same address
+    go2 = await gonode("go2", start=False, tags={"v": "1"}, join=[gossip(obs)]).astart()
+    assert await wait(lambda: obs.status_of("go2") == MemberStatus.ALIVE)
+    go2.kill()
+    assert await wait(lambda: obs.status_of("go2") == MemberStatus.FAILED, 60)
+    await gonode("go2", start=False, tags={"v": "2"}, port=go2.port, join=[gossip(obs)]).astart()
+    member = lambda: obs.core.member("go2")
+    assert await wait(lambda: (m := member()) is not None and m.status == MemberStatus.ALIVE and m.tags == {"v": "2"})
+    assert drops(obs) == {}
+    assert go1.complaints("Refuting a dead message (from: py1)") == []
