@@ -4,10 +4,18 @@ Before a peer has sent one complete message it is unauthenticated (with `-encryp
 is verified until the whole frame has arrived), so an inbound stream is only a claim on our
 resources.  Refusing newcomers when the slots are full would let anyone holding idle
 connections lock every legitimate joiner out; instead, when a newcomer arrives at a full
-table, we shed the oldest connection that has not completed a message, taken from the
-newcomer's own source when that source is at its cap, else from the source holding the most
-slots.  A peer that completed its message is past the pre-auth stage and is not shed (it is
-bounded by the exchange timeout); if only such peers hold slots, the newcomer is refused.
+table, we shed the oldest connection that has not completed a message from the source
+holding the most slots (so a busy source cannot push out a quiet one).  A peer that completed
+its message is past the pre-auth stage and is not shed (it is bounded by the exchange
+timeout); if only such peers hold slots, the newcomer is refused.
+
+A newcomer from a source at its own cap sheds that source's oldest incomplete stream, but
+only one older than `GRACE`: a peer writes its message as soon as it is connected, so a
+younger one is most likely just not read yet, and a burst of legitimate connects from one
+address (services behind one NAT starting together) must not shed each other.  Over the cap
+with only young streams, the newcomer is admitted if the table has room; the global rule,
+which ignores age, then takes from that (heaviest) source first, so the soft cap cannot be
+used to lock anyone out.
 
 Bytes buffered for incomplete messages share one per-process budget: before a chunk is
 buffered it is charged, and when the budget would overflow the incomplete stream holding the
@@ -26,9 +34,13 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Admission", "Shed"]
+__all__ = ["GRACE", "Admission", "Shed"]
 
 K = TypeVar("K", bound=Hashable)
+
+#: Seconds during which an incomplete stream is spared by the per-source and out-of-descriptor
+#: rules (not by the global one): it has most likely just not been read yet.
+GRACE = 1.0
 
 
 class Shed(enum.Enum):
@@ -53,12 +65,13 @@ class Admission(Generic[K]):
     connection object.  Streams named in a returned shed list are already forgotten here;
     the caller closes them (a later `release` of them is a no-op)."""
 
-    def __init__(self, *, max_streams: int, max_per_source: int, max_buffered: int) -> None:
+    def __init__(self, *, max_streams: int, max_per_source: int, max_buffered: int, grace: float = GRACE) -> None:
         if max_streams < 1 or max_per_source < 1 or max_buffered < 1:
             raise ValueError("inbound stream limits must be at least 1")
         self.max_streams = max_streams
         self.max_per_source = min(max_per_source, max_streams)
         self.max_buffered = max_buffered
+        self.grace = grace
         self._entries: dict[K, _Entry] = {}  # insertion order = age, oldest first
         self._by_source: dict[str, dict[K, None]] = {}
         self._buffered = 0
@@ -82,18 +95,21 @@ class Admission(Generic[K]):
     # -- decisions ------------------------------------------------------------------------
 
     def admit(self, key: K, source: str, now: float = 0.0) -> tuple[bool, list[tuple[K, Shed]]]:
-        """Take a slot for a new stream from `source` (an IP), accepted at `now`.  Returns (admitted, shed):
-        the streams shed to make room; not admitted only when every stream that could make
-        room has already completed its message."""
+        """Take a slot for a new stream from `source` (an IP), accepted at `now`.  Returns
+        (admitted, shed): the streams shed to make room; not admitted when the table is full
+        and every stream has completed its message, or when its source is at its cap with
+        only completed streams."""
         if key in self._entries:
             raise ValueError("stream admitted twice")
         shed: list[tuple[K, Shed]] = []
         if self.from_source(source) >= self.max_per_source:
-            victim = self._oldest_incomplete(self._by_source[source])
+            keys = self._by_source[source]
+            victim = self._oldest_incomplete(keys)
             if victim is None:
                 return False, shed
-            self._forget(victim)
-            shed.append((victim, Shed.SOURCE))
+            if now - self._entries[victim].since >= self.grace:
+                self._forget(victim)
+                shed.append((victim, Shed.SOURCE))
         if len(self._entries) >= self.max_streams:
             victim = self._global_victim()
             if victim is None:
@@ -138,13 +154,13 @@ class Admission(Generic[K]):
         if key in self._entries:
             self._forget(key)
 
-    def shed_for_fd(self, now: float = 0.0, min_age: float = 0.0) -> K | None:
+    def shed_for_fd(self, now: float) -> K | None:
         """Out of file descriptors with a newcomer waiting: the stream to close so it can be
         accepted (the global victim), or None when nothing may be shed.  Streams younger than
-        `min_age` are spared: one accepted a moment ago has likely not been read yet, and
-        shedding it for the next newcomer would let a burst of connects churn everyone out."""
+        the grace are spared: one accepted a moment ago has likely not been read yet, and
+        shedding it for the next newcomer would churn a burst of legitimate connects."""
         victim = self._global_victim()
-        if victim is not None and now - self._entries[victim].since >= min_age:
+        if victim is not None and now - self._entries[victim].since >= self.grace:
             self._forget(victim)
             return victim
         return None

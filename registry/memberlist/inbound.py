@@ -23,7 +23,7 @@ from .admission import Admission, Shed
 from .config import Config
 from .types import Address
 
-__all__ = ["NO_FD_BACKOFF", "NO_FD_ERRNOS", "NO_FD_MIN_AGE", "InboundServer", "first_message_timeout", "make_admission"]
+__all__ = ["NO_FD_BACKOFF", "NO_FD_ERRNOS", "InboundServer", "first_message_timeout", "make_admission"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ NO_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOME
 ACCEPT_BATCH = 128
 #: How long accepting pauses when out of descriptors and nothing may be shed.
 NO_FD_BACKOFF = 0.1
-#: Out of descriptors, only a stream at least this old (and without its message) is shed.
-NO_FD_MIN_AGE = 0.5
 
 
 def first_message_timeout(config: Config) -> float:
@@ -246,7 +244,7 @@ class InboundServer:
         closed by the loop before accepting resumes), else pause accepting briefly.  Counted,
         never logged per retry, never spinning."""
         self.stats["tcp.accept.no_fd"] += 1
-        victim = self.admission.shed_for_fd(self.loop.time(), NO_FD_MIN_AGE)
+        victim = self.admission.shed_for_fd(self.loop.time())
         if victim is not None:
             self.shed(victim, Shed.NO_FD)
             self._pause(0.0)

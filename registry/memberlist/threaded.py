@@ -34,8 +34,7 @@ from .config import Config
 from .inbound import (
     NO_FD_BACKOFF,
     NO_FD_ERRNOS,
-    NO_FD_MIN_AGE,
-    first_message_timeout,
+        first_message_timeout,
     make_admission,
 )
 from .stream import StreamFramer
@@ -598,7 +597,7 @@ class ThreadedRunner:
                 # retrying at once would spin.  Shed an idle stream (its descriptor is free at
                 # once) and retry, else pause accepting briefly.  Counted, never logged per retry.
                 self.stats["tcp.accept.no_fd"] += 1
-                victim = self._admission.shed_for_fd(time.monotonic(), NO_FD_MIN_AGE)
+                victim = self._admission.shed_for_fd(time.monotonic())
                 if victim is None:
                     self._pause_accepting()
                     return

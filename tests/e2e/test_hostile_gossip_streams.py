@@ -125,6 +125,8 @@ def test_idle_flood_does_not_lock_joins_out_of_a_registry(registry: Registry, ke
     port = registry.gossip_port
     with IdleFlood(port, FLOOD) as flood:
         reg, took = _join("svc-through-registry", registry.gossip, key)
+        print(f"joined through a flooded registry in {took:.2f}s; flood: {flood.connects} connects, "
+              f"{flood.closed_by_peer} closed by the node, {len(flood.open)} open")
         try:
             assert took < 15, took
             wait_for(lambda: "svc-through-registry" in registry.ids("hostile"), 30, what="the service listed")
@@ -141,6 +143,8 @@ def test_idle_flood_does_not_lock_joins_out_of_a_register(registry: Registry, ke
         port = target.address.rsplit(":", 1)[1]
         with IdleFlood(int(port), FLOOD) as flood:
             reg, took = _join("svc-through-register", target.address, key)
+            print(f"joined through a flooded Register in {took:.2f}s; flood: {flood.connects} connects, "
+                  f"{flood.closed_by_peer} closed by the node, {len(flood.open)} open")
             try:
                 assert took < 15, took
                 assert len(flood.open) > 100

@@ -28,9 +28,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from registry.memberlist.admission import Admission, Shed
+from registry.memberlist.admission import GRACE, Admission, Shed
 from registry.memberlist.config import Config
-from registry.memberlist.inbound import NO_FD_MIN_AGE
 from registry.memberlist.runner import MachineRunner
 from registry.memberlist.threaded import ThreadedRunner
 from registry.memberlist.transport import bind_sockets
@@ -165,20 +164,32 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def test_admission_sheds_oldest_idle_of_the_source_then_of_the_heaviest_source() -> None:
-    adm: Admission[str] = Admission(max_streams=5, max_per_source=3, max_buffered=100)
+    adm: Admission[str] = Admission(max_streams=5, max_per_source=3, max_buffered=100, grace=1.0)
     for k in ("a1", "a2", "a3"):
-        assert adm.admit(k, "A") == (True, [])
-    assert adm.admit("a4", "A") == (True, [("a1", Shed.SOURCE)])
-    assert adm.admit("b1", "B") == (True, [])
-    assert adm.admit("b2", "B") == (True, [])  # full: a2 a3 a4 b1 b2
-    assert adm.admit("c1", "C") == (True, [("a2", Shed.GLOBAL)])  # A is the heaviest
+        assert adm.admit(k, "A", 0.0) == (True, [])
+    assert adm.admit("a4", "A", 0.5) == (True, [])  # over A's cap, but a1 is young: spared
+    assert adm.admit("a5", "A", 1.0) == (True, [("a1", Shed.SOURCE)])
+    assert adm.admit("b1", "B", 1.0) == (True, [])  # full: a2 a3 a4 a5 b1
+    assert adm.admit("c1", "C", 1.0) == (True, [("a2", Shed.GLOBAL)])  # A is the heaviest; age ignored
     adm.complete("a3")
-    adm.complete("a4")  # A: 2 complete; B: 2 incomplete (tie, A first, nothing to shed there)
-    assert adm.admit("c2", "C") == (True, [("b1", Shed.GLOBAL)])
-    for k in ("b2", "c1", "c2"):
+    adm.complete("a4")
+    adm.complete("a5")  # A holds 3 complete streams: the oldest incomplete anywhere goes
+    assert adm.admit("c2", "C", 1.0) == (True, [("b1", Shed.GLOBAL)])
+    assert adm.admit("a6", "A", 9.0) == (False, [])  # A at its cap with only complete streams
+    for k in ("c1", "c2"):
         adm.complete(k)
-    assert adm.admit("d1", "D") == (False, [])  # every holder completed its message: refuse
+    assert adm.admit("d1", "D", 9.0) == (False, [])  # every holder completed its message: refuse
     assert len(adm) == 5 and "d1" not in adm
+    assert adm.shed_for_fd(9.0) is None
+
+
+def test_admission_spares_young_streams_when_out_of_descriptors() -> None:
+    adm: Admission[str] = Admission(max_streams=5, max_per_source=5, max_buffered=100, grace=1.0)
+    adm.admit("old", "A", 0.0)
+    adm.admit("new", "A", 5.0)
+    assert adm.shed_for_fd(5.5) == "old"
+    assert adm.shed_for_fd(5.5) is None  # "new" was accepted half a second ago
+    assert adm.shed_for_fd(6.0) == "new"
 
 
 def test_admission_budget_sheds_the_largest_incomplete_holder() -> None:
@@ -194,7 +205,7 @@ def test_admission_budget_sheds_the_largest_incomplete_holder() -> None:
     adm.complete("z")
     assert adm.buffered == 0 and adm.charge("z", 500) == []  # a complete message is not charged
     adm.release("z")
-    assert len(adm) == 0 and adm.shed_for_fd() is None
+    assert len(adm) == 0 and adm.shed_for_fd(100.0) is None
 
 
 # -- both drivers, real sockets --------------------------------------------------------------
@@ -217,7 +228,9 @@ def test_newcomers_shed_idle_holders_per_source_then_globally(make_node: Callabl
     node = make_node(tcp_timeout=20.0, inbound_message_timeout=20.0, max_concurrent_push_pulls=8,
                      max_inbound_streams_per_source=4)
     a = [connect(node.port, "127.0.0.2") for _ in range(4)]
+    since = time.monotonic()
     wait_until(lambda: node.stats()["tcp.accept"] == 4)
+    wait_until(lambda: time.monotonic() - since > GRACE + 0.1)  # younger ones would be spared
     a.append(connect(node.port, "127.0.0.2"))  # over 127.0.0.2's cap: its oldest goes
     assert closed_within(a[0], 8)
     wait_until(lambda: node.stats()["tcp.accept"] == 5)
@@ -234,6 +247,20 @@ def test_newcomers_shed_idle_holders_per_source_then_globally(make_node: Callabl
     assert stats["tcp.in.rejected_busy"] == 0
     for s in a + b:
         s.close()
+
+
+def test_a_burst_from_one_address_is_not_shed(make_node: Callable[..., Node]) -> None:
+    """Services behind one NAT starting together: over the per-source cap, but all young."""
+    node = make_node(tcp_timeout=20.0, max_concurrent_push_pulls=64, max_inbound_streams_per_source=4)
+    conns = [connect(node.port) for _ in range(30)]  # all connected before any sends
+    wait_until(lambda: node.stats()["tcp.accept"] == 30)
+    for c in conns:
+        c.sendall(user_msg(b"join"))
+    for c in conns:
+        assert c.recv(16) == b"ok"
+        c.close()
+    stats = node.stats()
+    assert stats["tcp.in.shed.source"] == 0 and stats["tcp.in.rejected_busy"] == 0, stats
 
 
 def test_buffered_bytes_share_one_budget(make_node: Callable[..., Node]) -> None:
@@ -382,8 +409,8 @@ def test_out_of_descriptors_neither_spins_nor_logs_and_sheds_idle_holders(kind: 
         since = time.monotonic()
         wait_until(lambda: child.command("stats").get("tcp.accept", 0) == 1)
         child.command("exhaust")
-        # Only a holder older than NO_FD_MIN_AGE may be shed for lack of descriptors.
-        wait_until(lambda: time.monotonic() - since > NO_FD_MIN_AGE + 0.1)
+        # Only a holder older than the grace may be shed for lack of descriptors.
+        wait_until(lambda: time.monotonic() - since > GRACE + 0.1)
         # A newcomer while no descriptor is free: the idle holder is shed to make room.
         s = connect(child.port)
         s.sendall(user_msg(b"hi"))
