@@ -64,7 +64,9 @@ What changed, and why:
   multiplies the (capped) count.  Keys moved on a join/leave are
   0.97-1.03x the ideal 1/(n+1) (benchmarks/bench_ring.py).
 * ``Ring.build`` bulk-loads a whole group (one integer sort per hash range
-  instead of one insert per point).  ``get_many`` resolves a batch of keys
+  instead of one insert per point; with the C extension, its ``build``: two
+  passes into the bucket arrays and a sort per bucket, ~10x faster, so a
+  client cache takes a 2,000-member snapshot in about the time hashing takes).  ``get_many`` resolves a batch of keys
   with C-level pipelines (a client cache's MatchBatch).
 * Not used at run time: the ``uhashring`` package itself (its storage above
   is what had to change; its answers are reproduced and tested against it).
@@ -342,10 +344,18 @@ class Ring:
             idx_of_rank[r] = i
         rbits = max(1, (n - 1).bit_length())
         mask = (1 << rbits) - 1
-        per_node = [node_points(algorithm, node_id, node) for node_id, node in items]
         self._ids = list(ids)
         self._index = {node_id: i for i, node_id in enumerate(ids)}
         self._nodes = dict(items)
+        accel_build = getattr(_ringaccel, "build", None) if algorithm == "consistent" else None
+        if accel_build is not None:
+            # C: two passes over the points straight into the bucket arrays, sorted without the
+            # GIL (the passes below cost seconds at thousands of members: a client cache's first
+            # snapshot). Points stay 8-byte array items, not Python ints, and need no per-node sort.
+            points = [array("Q", _points(algorithm, node_id, node)) for node_id, node in items]
+            self._npoints = accel_build(self._bk, self._flags, points, rank, idx_of_rank)
+            return
+        per_node = [node_points(algorithm, node_id, node) for node_id, node in items]
         if algorithm == "chash":
             self._fill_chash(per_node, rank, idx_of_rank, rbits, mask)
             return

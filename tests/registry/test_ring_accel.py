@@ -321,3 +321,55 @@ def test_direct_insert_then_remove_round_trips() -> None:
     assert [a.tolist() for a in bk] == before and bytes(flags) == flags_before
     ACCEL.insert(bk, flags, [], 2, ids)  # no points: nothing changes
     assert [a.tolist() for a in bk] == before
+
+
+# ------------------------------------------------------------------ bulk build (Ring.build)
+
+
+def built_both_ways(nodes: dict[str, RingNode]) -> tuple[Ring, Ring]:
+    with path(ACCEL):
+        fast = Ring.build("consistent", nodes)
+    with path(None):
+        slow = Ring.build("consistent", nodes)
+    return fast, slow
+
+
+@needs_accel
+@pytest.mark.parametrize("count", [2, 17, 300])
+def test_bulk_build_same_on_both_paths(count: int) -> None:
+    # _ringaccel.build (a client cache's snapshot) against the pure-Python passes, real hashes,
+    # mixed replicas and weights, members given in no particular order.
+    rnd = random.Random(count)
+    names = [f"m{i}" for i in rnd.sample(range(10 * count), count)]
+    nodes = {n: RingNode(rnd.choice([1, 40, 4096]), rnd.choice([1, 1, 2])) for n in names}
+    fast, slow = built_both_ways(nodes)
+    assert state(fast) == state(slow)
+    assert answers(fast, shares=False) == answers(slow, shares=False)
+    assert all(gc.is_tracked(a) is False for a in fast._bk if len(a) > 1)  # C arrays: no GC work
+
+
+@settings(max_examples=60, deadline=None)
+@given(table=st.dictionaries(st.sampled_from(["a", "b", "c", "aa", "é", "z", "\udcff"]),
+                             st.lists(st.sampled_from(POOL), min_size=1, max_size=8), min_size=2))
+def test_property_bulk_build_forced_ties_same_on_both_paths(table: dict[str, list[int]]) -> None:
+    if ACCEL is None:
+        pytest.skip(NO_ACCEL)
+    with pytest.MonkeyPatch.context() as mp:
+        forced_points(mp, table)
+        fast, slow = built_both_ways({n: RingNode(1) for n in table})
+    assert state(fast) == state(slow)
+    assert answers(fast) == answers(slow)
+
+
+@needs_accel
+def test_bulk_build_rejects_bad_input() -> None:
+    assert ACCEL is not None
+    ring = Ring("consistent")
+    for bad in ([[1, 2]], [array("I", [1])]):  # lists and other item sizes are refused, not misread
+        with pytest.raises(TypeError):
+            ACCEL.build(list(ring._bk), bytearray(ring._flags), bad, [0], [0])
+    with pytest.raises(ValueError):
+        ACCEL.build(list(ring._bk), bytearray(ring._flags), [array("Q", [1])], [1], [0])  # rank out of range
+    with pytest.raises(ValueError):
+        ACCEL.build(list(ring._bk), bytearray(4), [array("Q", [1])], [0], [0])
+    assert state(ring) == state(Ring("consistent"))  # the inputs were copies: nothing shared was touched
