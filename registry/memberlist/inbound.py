@@ -23,7 +23,7 @@ from .admission import Admission, Shed
 from .config import Config
 from .types import Address
 
-__all__ = ["NO_FD_BACKOFF", "NO_FD_ERRNOS", "InboundServer", "first_message_timeout", "make_admission"]
+__all__ = ["ACCEPT_BATCH", "NO_FD_BACKOFF", "NO_FD_ERRNOS", "InboundServer", "first_message_timeout", "make_admission"]
 
 log = logging.getLogger(__name__)
 

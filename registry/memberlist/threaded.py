@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from .admission import Shed
 from .config import Config
 from .inbound import (
+    ACCEPT_BATCH,
     NO_FD_BACKOFF,
     NO_FD_ERRNOS,
         first_message_timeout,
@@ -579,7 +580,9 @@ class ThreadedRunner:
         tcp = self._tcp
         assert tcp is not None and self._sel is not None
         accepted = False
-        while self._accept_resume is None:
+        for _ in range(ACCEPT_BATCH):  # then UDP and the open streams get a turn
+            if self._accept_resume is not None:
+                return
             try:
                 sock, peer = tcp.accept()
             except (BlockingIOError, InterruptedError):
