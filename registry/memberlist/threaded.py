@@ -35,7 +35,7 @@ from .inbound import (
     ACCEPT_BATCH,
     NO_FD_BACKOFF,
     NO_FD_ERRNOS,
-        first_message_timeout,
+    first_message_timeout,
     make_admission,
 )
 from .stream import StreamFramer
