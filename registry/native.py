@@ -25,7 +25,7 @@ from registry.api import COMPAT_SERVICE, V1_SERVICE, Missing, RegistryCore, Stre
 from registry.catalog import Catalog
 from registry.grpcwire import frame_message
 from registry.native_conn import Connection, Stats
-from registry.native_limits import Limits
+from registry.native_limits import Budget, Limits
 from registry.native_listen import ConnectionTable, Listener
 from registry.tls import TlsFiles
 
@@ -55,6 +55,8 @@ class NativeServer:
         self.core = RegistryCore(catalog, self.limits.max_watchers)
         self.stats = Stats()
         self.table = ConnectionTable(self.limits, self.stats)
+        self.budget = Budget(self.limits.memory_budget)  # request bytes buffered, all connections
+        self.queued = 0  # answer bytes waiting behind clients' flow-control windows, all connections
         self.port = 0
         self.unary: dict[str, UnaryMethod] = self.core.unary_methods()
         self.unary[f"/{HEALTH_SERVICE}/Check"] = self._health_check

@@ -58,6 +58,8 @@ class Stats:
     protocol_errors: int = 0  # connections ended for an HTTP/2 violation
     compressed_requests: int = 0
     internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
+    over_budget: int = 0  # calls refused because buffered requests reached the memory budget
+    output_refused: int = 0  # calls refused because answers queued behind closed windows reached their budget
     refused_streams: int = 0  # calls refused while a connection had too much output queued
     preface_timeouts: int = 0  # connections closed for not starting HTTP/2 in time
     idle_timeouts: int = 0  # connections closed after the idle timeout with no open stream
@@ -65,10 +67,11 @@ class Stats:
     connections_refused: int = 0  # connections closed at accept: a cap reached and nothing idle to shed
     accept_errors: int = 0  # accept() failures (EMFILE...): counted, not logged each time
     watches_refused: int = 0  # Watch calls refused by the per-connection cap
+    bidi_paused: int = 0  # times a bidi call stopped reading requests until its answers drained
 
 
 class _Call:
-    __slots__ = ("buf", "done", "encoding", "held", "kind", "path", "started", "task")
+    __slots__ = ("accounted", "buf", "done", "encoding", "ended", "held", "kind", "path", "paused", "started", "task")
 
     def __init__(self, path: str, kind: str, encoding: str) -> None:
         self.path = path
@@ -79,6 +82,9 @@ class _Call:
         self.done = False  # the request is whole (or refused): later DATA is dropped
         self.started = False  # response headers sent (bidi calls)
         self.held = 0  # received bytes not yet acknowledged to the HTTP/2 flow control
+        self.accounted = 0  # len(buf) as the server's memory budget counts it
+        self.paused = False  # bidi: answers wait behind the client's window; its requests wait too
+        self.ended = False  # bidi: the client ended its side (answered once the buffer is drained)
 
 
 class Connection(asyncio.Protocol):
@@ -95,6 +101,8 @@ class Connection(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.preface_timer: asyncio.TimerHandle | None = None
+        self.queued = 0  # h2.pending_total as last added to server.queued (answers behind closed windows)
+        self.paused: set[int] = set()  # bidi calls not reading requests until their answers drain
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -124,10 +132,16 @@ class Connection(asyncio.Protocol):
         self.server.table.remove(self)
         if self.preface_timer is not None:
             self.preface_timer.cancel()
+        budget = self.server.budget
         for call in self.calls.values():
+            budget.add(-call.accounted)  # the buffers go with the connection
+            call.accounted = 0
             if call.task is not None:
                 call.task.cancel()
+        budget.forget(self)
         self.calls.clear()
+        self.server.queued -= self.queued
+        self.queued = 0
         self.writable.set()
         self.transport = None
 
@@ -154,6 +168,8 @@ class Connection(asyncio.Protocol):
             self.flush()
             self.close()
             return
+        if self.paused:
+            self.resume_paused()
         self.flush()
         self.update_idle()
 
@@ -181,6 +197,10 @@ class Connection(asyncio.Protocol):
     # -- output ------------------------------------------------------------------------
 
     def flush(self) -> None:
+        queued = self.h2.pending_total
+        if queued != self.queued and self.transport is not None:
+            self.server.queued += queued - self.queued
+            self.queued = queued
         out = self.h2.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
@@ -196,14 +216,43 @@ class Connection(asyncio.Protocol):
                 self.transport.close()
 
     def credit(self, stream_id: int, call: _Call, *, drop: bool = False) -> None:
-        """Give the client flow-control credit for what the call no longer holds beyond one
-        maximal message (everything when `drop`): its buffer, not its windows, bounds it."""
-        keep = 0 if drop else max(0, len(call.buf) - MAX_MESSAGE - 5)
-        if call.held > keep:
-            self.h2.acknowledge_received_data(stream_id, call.held - keep)
-            call.held = keep
+        """Settle the call's buffer with the server's memory budget and the client's flow control.
+
+        Bytes no longer buffered (consumed, or all of them when `drop`) are credited whatever the
+        budget: they cost nothing any more. Buffered ones are credited while the budget has room,
+        up to one maximal message, and not while a bidi call's answers wait (`paused`); else the
+        client stalls and this connection is told when room frees. Past the budget itself, the
+        call is refused rather than buffer more (see registry.native_limits.Budget)."""
         if drop:
             call.buf.clear()
+        size = len(call.buf)
+        budget = self.server.budget
+        if size != call.accounted:
+            budget.add(size - call.accounted)
+            call.accounted = size
+        gone = call.held - size
+        if gone > 0:
+            self.h2.acknowledge_received_data(stream_id, gone)
+            call.held = size
+        if drop or not call.held:
+            return
+        if budget.over:
+            self.server.stats.over_budget += 1
+            self.refuse(stream_id, Status.RESOURCE_EXHAUSTED, "server memory budget for requests exhausted; retry later")
+        elif budget.may_credit and not call.paused and size <= MAX_MESSAGE + 5:
+            self.h2.acknowledge_received_data(stream_id, call.held)
+            call.held = 0
+        elif not call.paused:
+            budget.wait(self)
+
+    def budget_freed(self) -> None:
+        """The memory budget has room again: credit what calls held back, then send it."""
+        if self.transport is None:
+            return
+        for sid, call in list(self.calls.items()):
+            if call.held and not call.paused and self.calls.get(sid) is call:
+                self.credit(sid, call)
+        self.flush()
 
     def finish(self, stream_id: int, code: int, message: str, *, started: bool) -> None:
         """End a call with `code`: trailers if the response has begun, else a trailers-only answer."""
@@ -281,6 +330,12 @@ class Connection(asyncio.Protocol):
             self.server.stats.refused_streams += 1
             self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
             return
+        if self.server.queued > self.server.limits.output_budget:
+            # The same, summed over every connection: many clients that each stay under the
+            # per-connection bound must not add up to more than the process can hold.
+            self.server.stats.output_refused += 1
+            self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
+            return
         self.server.stats.calls += 1
         kind = self.server.kind_of(path)
         if kind is None:
@@ -313,11 +368,11 @@ class Connection(asyncio.Protocol):
         buf = call.buf
         return len(buf) >= 5 and int.from_bytes(buf[1:5], "big") > MAX_MESSAGE
 
-    def _messages(self, call: _Call) -> list[bytes]:
-        """Complete messages at the front of `call.buf` (taken out), decompressed."""
+    def _messages(self, call: _Call, most: int = 1 << 30) -> list[bytes]:
+        """Complete messages at the front of `call.buf` (up to `most`, taken out), decompressed."""
         out: list[bytes] = []
         buf = call.buf
-        while len(buf) >= 5:
+        while len(buf) >= 5 and len(out) < most:
             size = int.from_bytes(buf[1:5], "big")
             if size > MAX_MESSAGE:
                 raise CallError(Status.RESOURCE_EXHAUSTED, f"request message of {size} bytes, at most {MAX_MESSAGE}")
@@ -396,10 +451,25 @@ class Connection(asyncio.Protocol):
             await asyncio.sleep(0.01)
 
     def bidi_input(self, sid: int, call: _Call, end_stream: bool) -> None:
-        """Reflection: one answer per request message, in order, on the same stream."""
+        """Reflection: one answer per request message, in order, on the same stream.
+
+        While more than _STREAM_BUFFER of answers wait behind the client's window, its next
+        requests stay unread in the buffer and are not credited (`paused`): a client that sends
+        requests without reading answers stalls instead of making us queue answers without
+        bound (10 MB of small requests once queued ~580 MB of answers)."""
+        call.ended = call.ended or end_stream
         try:
-            for message in self._messages(call):
-                answer = self.server.bidi[call.path](message)
+            while True:
+                if self.h2.pending_bytes(sid) > _STREAM_BUFFER:
+                    if not call.paused:
+                        call.paused = True
+                        self.paused.add(sid)
+                        self.server.stats.bidi_paused += 1
+                    return
+                messages = self._messages(call, 1)
+                if not messages:
+                    break
+                answer = self.server.bidi[call.path](messages[0])
                 if not self.h2.is_open(sid):
                     return
                 if not call.started:  # first answer: the response headers go first
@@ -407,7 +477,25 @@ class Connection(asyncio.Protocol):
                     call.started = True
                 self.h2.send_data(sid, frame_message(answer))
         except (CallError, Invalid, ValueError) as exc:
-            self.refuse(sid, code_of(exc), str(exc), reset=not end_stream)
+            self.refuse(sid, code_of(exc), str(exc), reset=not call.ended)
             return
-        if end_stream:
-            self.finish(sid, Status.OK, "", started=call.started)
+        call.paused = False
+        self.paused.discard(sid)
+        if call.ended:
+            if call.buf:
+                self.finish(sid, Status.INVALID_ARGUMENT, f"{len(call.buf)} stray bytes after the last message", started=call.started)
+            else:
+                self.finish(sid, Status.OK, "", started=call.started)
+
+    def resume_paused(self) -> None:
+        """After the client's WINDOW_UPDATEs: bidi calls whose answers drained read requests again."""
+        for sid in list(self.paused):
+            call = self.calls.get(sid)
+            if call is None or not call.paused:
+                self.paused.discard(sid)
+            elif self.h2.pending_bytes(sid) <= _STREAM_BUFFER // 2:
+                self.paused.discard(sid)
+                call.paused = False
+                self.bidi_input(sid, call, False)
+                if self.calls.get(sid) is call:
+                    self.credit(sid, call)

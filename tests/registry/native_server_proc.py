@@ -37,7 +37,7 @@ async def main(options: dict[str, object]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while await reader.readline():
         stats = dataclasses.asdict(server.stats)
-        stats["watchers"] = server.core.watcher_count()
+        stats["watchers"] = sum(len(w) for w in server.core._watchers.values())
         stats["budget_used"] = getattr(getattr(server, "budget", None), "used", 0)
         print(json.dumps(stats, default=str), flush=True)
     await server.stop(None)

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import h2.exceptions
 import pytest
 from h2client import H2Client, frame, rss_mb
 from rpc_fixtures import ENGINES, GROUP, async_wait_for, populate, start_server
@@ -338,3 +339,100 @@ async def test_watches_beyond_the_connection_cap_are_refused() -> None:
                 w.cancel()
     finally:
         await srv.stop(None)
+
+
+# -- item 3: memory --------------------------------------------------------------------------------
+
+
+def _push(clients: list[tuple[H2Client, dict[int, int]]], srv: ServerProc, *, stall: float = 2.0,
+          deadline: float = 120.0) -> tuple[int, float]:
+    """Send each stream's remaining bytes as fast as the server's windows allow, until every
+    stream is done or nothing moved for `stall` s; returns (bytes sent, peak server RSS in MB)."""
+    chunk = b"x" * 16384
+    sent, peak = 0, srv.rss()
+    last_move = time.monotonic()
+    end = last_move + deadline
+    while time.monotonic() < end and time.monotonic() - last_move < stall:
+        moved = False
+        for c, left in clients:
+            for sid, n in left.items():
+                room = min(c.room(sid), n)
+                while room > 0:
+                    try:
+                        c.conn.send_data(sid, chunk[:room] if room < len(chunk) else chunk)
+                    except h2.exceptions.StreamClosedError:  # refused by the server: stop sending it
+                        left[sid] = 0
+                        break
+                    step = min(room, len(chunk))
+                    left[sid] -= step
+                    sent += step
+                    room = min(c.room(sid), left[sid])
+                    moved = True
+                c.flush()
+            c.pump(0 if moved else 0.02)
+        if moved:
+            last_move = time.monotonic()
+        peak = max(peak, srv.rss())
+        if not any(n for _, left in clients for n in left.values()):
+            break
+    return sent, peak
+
+
+def test_never_ended_request_streams_stay_within_the_memory_budget(server_proc: Callable[..., ServerProc]) -> None:
+    """20 request streams that announce 15 MB messages and never end (4 connections): the server
+    stops crediting at its budget (32 MiB) instead of buffering 300 MB; a legit call still works."""
+    srv = server_proc()
+    _legit_match(srv.port)
+    base = srv.rss()
+    clients = []
+    for _ in range(4):
+        c = H2Client(srv.port)
+        streams = {}
+        for _ in range(5):
+            sid = c.open(MATCH)
+            c.send(sid, b"\x00" + (15 << 20).to_bytes(4, "big"))
+            streams[sid] = 15 << 20
+        clients.append((c, streams))
+    sent, peak = _push(clients, srv)
+    _legit_match(srv.port)
+    stats = srv.stats()
+    print(f"request flood: {sent / 2**20:.0f} MB taken, RSS {base:.0f} -> peak {peak:.0f} MB, stats {stats}")
+    assert peak - base < 32 + 24, f"RSS grew {peak - base:.0f} MB (budget 32 MiB)"
+    assert sent < 100 << 20
+    for c, _ in clients:
+        c.close()
+    _wait(lambda: srv.stats()["budget_used"] == 0, 10, "closed connections to give their bytes back")
+
+
+def test_bidi_answers_behind_a_closed_window_are_bounded(server_proc: Callable[..., ServerProc]) -> None:
+    """Reflection requests from a client whose receive window is 0: answers cannot leave, so the
+    server stops reading that stream's requests (10 MB of requests once queued ~580 MB)."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    srv = server_proc()
+    _legit_match(srv.port)
+    base = srv.rss()
+    c = H2Client(srv.port, window=0)
+    sid = c.open("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    one = frame(reflection_pb2.ServerReflectionRequest(file_containing_symbol="registry.v1.Registry").SerializeToString())
+    budget = 10 << 20
+    chunk = one * (16384 // len(one))
+    sent, peak = 0, base
+    last_move = time.monotonic()
+    while sent < budget and time.monotonic() - last_move < 2.0:
+        room = c.room(sid)
+        if room >= len(chunk):
+            c.send(sid, chunk)
+            sent += len(chunk)
+            last_move = time.monotonic()
+        else:
+            c.pump(0.02)
+        peak = max(peak, srv.rss())
+    _legit_match(srv.port)
+    stats = srv.stats()
+    print(f"reflection flood: {sent / 2**20:.1f} MB of requests taken, RSS {base:.0f} -> peak {peak:.0f} MB, {stats}")
+    assert peak - base < 32, f"RSS grew {peak - base:.0f} MB"
+    assert sent < 4 << 20 and stats["bidi_paused"] >= 1
+    c.close()
+    _wait(lambda: srv.stats()["budget_used"] == 0, 10, "the closed connection to give its bytes back")
+    assert srv.rss() - base < 32
