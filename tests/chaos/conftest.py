@@ -20,7 +20,7 @@ from .netlab import NetLab, sweep_stale
 from .pool import Pool
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def _swept() -> list[str]:
     """Leftovers of an earlier chaos run that crashed (its pid is gone), deleted once per session."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
