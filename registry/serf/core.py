@@ -61,6 +61,7 @@ __all__ = ["INTERNAL_QUERY_PREFIX", "USER_EVENT_HARD_LIMIT", "Serf", "SerfState"
 log = logging.getLogger(__name__)
 
 USER_EVENT_HARD_LIMIT = 9 * 1024
+_U64 = (1 << 64) - 1
 INTERNAL_QUERY_PREFIX = "_serf_"
 
 
@@ -515,8 +516,8 @@ class Serf(Delegate):
         for name in pp.left_members:
             # one past the status time (current Go; older Serf used the time itself, which let a
             # node that saw the memberlist death first keep the leaver `failed` for good)
-            self._handle_leave_intent(
-                msgs.Leave(pp.status_ltimes.get(name, 0) + 1, name)
+            self._handle_leave_intent(  # uint64 like Go's: 2**64-1 + 1 would make our state unencodable
+                msgs.Leave((pp.status_ltimes.get(name, 0) + 1) & _U64, name)
             )
         for name, lt in pp.status_ltimes.items():
             if name not in left:
@@ -817,6 +818,9 @@ class Serf(Delegate):
         except ValueError:
             self.stats["serf.drop.bad_query_addr"] += 1
             return rebroadcast
+        if not 0 < q.port <= 0xFFFF:  # no socket can send there: answering would only fail in the driver
+            self.stats["serf.drop.bad_query_addr"] += 1
+            return rebroadcast
         if q.ack:
             ack = msgs.encode(
                 msgs.QueryResponseMsg(
@@ -893,6 +897,9 @@ class Serf(Delegate):
         try:
             dest = Address(ip_from_bytes(header.dest_ip), header.dest_port)
         except ValueError:
+            self.stats["serf.drop.bad_relay_addr"] += 1
+            return
+        if not 0 < header.dest_port <= 0xFFFF:
             self.stats["serf.drop.bad_relay_addr"] += 1
             return
         self._send_response(dest, inner)

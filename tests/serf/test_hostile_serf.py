@@ -90,6 +90,31 @@ def test_push_pull_state_with_bad_names_is_refused() -> None:
     M.encode(M.decode(s0.local_state(False)))  # type: ignore[arg-type]
 
 
+def test_push_pull_leave_at_max_ltime_keeps_state_encodable() -> None:
+    """A left member at status LTime 2**64-1: its leave applies at +1, which must wrap like
+    Go's uint64 (d96d263 stored 2**64 and every later push/pull raised OverflowError)."""
+    c = make_cluster(2)
+    s0 = c.nodes[0]
+    state = bytes([M.SerfMessageType.PUSH_PULL]) + msgpack.packb(
+        {b"LTime": 5, b"StatusLTimes": {b"s1": 2**64 - 1}, b"LeftMembers": [b"s1"], b"EventLTime": 1,
+         b"Events": [], b"QueryLTime": 1}, use_bin_type=False)
+    s0.merge_remote_state(state, False)
+    M.encode(M.decode(s0.local_state(False)))  # type: ignore[arg-type]
+
+
+def test_query_and_relay_to_impossible_ports_are_dropped() -> None:
+    c = make_cluster(3)
+    s0 = c.nodes[0]
+    q = bytes([M.SerfMessageType.QUERY]) + msgpack.packb(
+        {b"LTime": 50, b"ID": 1, b"Addr": ip_to_bytes("10.1.0.2"), b"Port": 70000, b"SourceNode": b"s1",
+         b"Filters": None, b"Flags": M.QUERY_FLAG_ACK, b"RelayFactor": 0, b"Timeout": 10**9, b"Name": b"q",
+         b"Payload": b""}, use_bin_type=False)
+    relay = M.encode_relay(M.RelayHeader(ip_to_bytes("10.1.0.2"), 0, "s1"), b"\x05\xc0")
+    s0.receive_packet(make_compound([encode(UserMsg(q)), encode(UserMsg(relay))]), SRC, c.net.now)
+    assert s0.stats["serf.drop.bad_query_addr"] == 1 and s0.stats["serf.drop.bad_relay_addr"] == 1
+    c.net.run_for(1.0)  # the driver never sees a packet to an impossible port
+
+
 # ----------------------------------------------------------------------------- fuzz
 
 names = st.one_of(st.binary(min_size=1, max_size=12), st.sampled_from([b"s1", b"s0", b"x", b"\xff", b"\xed\xa0\x80"]))
@@ -146,3 +171,22 @@ def test_random_names_and_tags_never_break_encoding_or_timers(packets: list[byte
             for k, v in m.tags.items():
                 k.encode("utf-8")
                 v.encode("utf-8")
+
+
+ltimes = st.sampled_from([0, 1, 7, 2**32 - 1, 2**63, 2**64 - 2, 2**64 - 1])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(names, ltimes, max_size=4), st.lists(names, max_size=3), ltimes, ltimes, ltimes)
+def test_random_serf_state_never_breaks_encoding(status: dict[bytes, int], left: list[bytes], lt: int, ev: int,
+                                                 q: int) -> None:
+    """Serf's push/pull user state with any names and Lamport times: ours still encodes."""
+    s0 = CLUSTER.nodes[0]
+    state = bytes([M.SerfMessageType.PUSH_PULL]) + msgpack.packb(
+        {b"LTime": lt, b"StatusLTimes": status, b"LeftMembers": left, b"EventLTime": ev,
+         b"Events": [{b"LTime": ev, b"Events": [{b"Name": n, b"Payload": b""} for n in left]}], b"QueryLTime": q},
+        use_bin_type=False)
+    s0.merge_remote_state(state, True)
+    M.encode(M.decode(s0.local_state(True)))  # type: ignore[arg-type]
+    CLUSTER.net.run_for(0.2)
+    assert s0.stats["timer.errors"] == 0
