@@ -60,6 +60,7 @@ class Stats:
     internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
     over_budget: int = 0  # calls refused because buffered requests reached the memory budget
     output_refused: int = 0  # calls refused because answers queued behind closed windows reached their budget
+    output_shed: int = 0  # connections closed for queueing answers far past that budget without reading them
     refused_streams: int = 0  # calls refused while a connection had too much output queued
     preface_timeouts: int = 0  # connections closed for not starting HTTP/2 in time
     idle_timeouts: int = 0  # connections closed after the idle timeout with no open stream
@@ -103,6 +104,7 @@ class Connection(asyncio.Protocol):
         self.preface_timer: asyncio.TimerHandle | None = None
         self.queued = 0  # h2.pending_total as last added to server.queued (answers behind closed windows)
         self.paused: set[int] = set()  # bidi calls not reading requests until their answers drain
+        self.queued_limit = _STREAM_BUFFER  # past the process's output budget, more than this here: closed
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -201,6 +203,15 @@ class Connection(asyncio.Protocol):
         if queued != self.queued and self.transport is not None:
             self.server.queued += queued - self.queued
             self.queued = queued
+            if queued > self.queued_limit and self.server.queued > 2 * self.server.limits.output_budget:
+                # Far over the budget, and growing here: this client is not reading what it
+                # asks for. Its connection goes, with what is queued for it.
+                self.server.stats.output_shed += 1
+                self.h2.goaway(ErrorCode.ENHANCE_YOUR_CALM)
+                out = self.h2.data_to_send()
+                self.transport.write(out)
+                self.transport.abort()
+                return
         out = self.h2.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
@@ -330,9 +341,11 @@ class Connection(asyncio.Protocol):
             self.server.stats.refused_streams += 1
             self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
             return
-        if self.server.queued > self.server.limits.output_budget:
+        if self.h2.pending_total and self.server.queued > self.server.limits.output_budget:
             # The same, summed over every connection: many clients that each stay under the
-            # per-connection bound must not add up to more than the process can hold.
+            # per-connection bound must not add up to more than the process can hold. Only
+            # clients that leave answers waiting themselves are refused: one that reads its
+            # answers is served whatever others do.
             self.server.stats.output_refused += 1
             self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
             return

@@ -18,8 +18,10 @@ Why these numbers (measured on a 2-core loopback machine, see tests/registry/tes
   past 3/4 of it no flow-control credit is returned (clients stall, nothing grows), past it
   the calls still receiving are refused. One call holds at most a maximal message (16 MiB
   and its prefix). Answers queued behind clients' closed windows have a budget of their own,
-  `output_budget` 32 MiB, past which new calls are refused (REFUSED_STREAM, retryable), as
-  they already were past 16 MiB on one connection.
+  `output_budget` 32 MiB, past which new calls of clients that leave answers unread are
+  refused (REFUSED_STREAM, retryable; clients that read are still served), and past twice
+  which a connection that grows its unread queue beyond 1 MiB is closed (GOAWAY
+  ENHANCE_YOUR_CALM). One connection alone stops at 16 MiB (REFUSED_STREAM), as before.
 - `max_watches_per_connection` 100: a client watches a few groups per channel;
   `max_watchers` 10,000 for the whole server (registry.api.MAX_WATCHERS, both fronts).
 """

@@ -436,3 +436,41 @@ def test_bidi_answers_behind_a_closed_window_are_bounded(server_proc: Callable[.
     c.close()
     _wait(lambda: srv.stats()["budget_used"] == 0, 10, "the closed connection to give its bytes back")
     assert srv.rss() - base < 32
+
+
+def test_answers_behind_closed_windows_are_budgeted_across_connections(server_proc: Callable[..., ServerProc]) -> None:
+    """Clients with a zero receive window ask for ~3 MB MatchBatch answers on 8 connections: each
+    connection stays under its own 16 MiB bound, but together they stop at the process's 32 MiB
+    of queued answers (new calls REFUSED_STREAM, retryable) instead of holding 8 x 16 MiB."""
+    srv = server_proc()
+    _legit_match(srv.port)
+    base = srv.rss()
+    keys = [f"user-{i:06d}" for i in range(40_000)]
+    request = frame(pb.MatchBatchRequest(group=GROUP, keys=keys).SerializeToString())
+    clients = [H2Client(srv.port, window=0) for _ in range(8)]
+    peak, refused = base, 0
+    for c in clients:
+        for _ in range(12):
+            sid = c.open("/registry.v1.Registry/MatchBatch")
+            sent = 0
+            while sent < len(request):
+                room = c.room(sid)
+                if room <= 0:
+                    c.pump(0.05)
+                    if c.reset_on(sid) or c.closed:
+                        break
+                    continue
+                step = min(room, len(request) - sent)
+                c.send(sid, request[sent : sent + step], end_stream=sent + step == len(request))
+                sent += step
+            c.wait(lambda c, sid=sid: "grpc-status" in c.headers_of(sid) or c.reset_on(sid) or ":status" in c.headers_of(sid), 10)
+            peak = max(peak, srv.rss())
+            if c.reset_on(sid):
+                refused += 1
+    _legit_match(srv.port)
+    stats = srv.stats()
+    print(f"answers behind closed windows: RSS {base:.0f} -> peak {peak:.0f} MB, {refused} calls refused, {stats}")
+    assert stats["output_refused"] >= 1, stats
+    assert peak - base < 32 + 48, f"RSS grew {peak - base:.0f} MB"
+    for c in clients:
+        c.close()
