@@ -425,7 +425,16 @@ class RegistryServer:
                          "Connections closed or calls refused to protect the server, by reason.", "counter",
                          [({"reason": "preface_timeout"}, float(rpc_stats.preface_timeouts)),
                           ({"reason": "output_queue_full"}, float(rpc_stats.refused_streams)),
-                          ({"reason": "internal_error"}, float(rpc_stats.internal_errors))])
+                          ({"reason": "internal_error"}, float(rpc_stats.internal_errors)),
+                          ({"reason": "idle_timeout"}, float(rpc_stats.idle_timeouts)),
+                          ({"reason": "connection_shed"}, float(rpc_stats.connections_shed)),
+                          ({"reason": "connection_refused"}, float(rpc_stats.connections_refused)),
+                          ({"reason": "accept_error"}, float(rpc_stats.accept_errors)),
+                          ({"reason": "request_memory_budget"}, float(rpc_stats.over_budget)),
+                          ({"reason": "output_budget"}, float(rpc_stats.output_refused)),
+                          ({"reason": "output_budget_shed"}, float(rpc_stats.output_shed)),
+                          ({"reason": "watches_per_connection"}, float(rpc_stats.watches_refused)),
+                          ({"reason": "watchers_per_server"}, float(self._grpc.core.watchers_refused))])
         yield Metric(
             "registry_uptime_seconds",
             "Seconds since the server finished starting.",
