@@ -105,6 +105,7 @@ class Connection(asyncio.Protocol):
         self.queued = 0  # h2.pending_total as last added to server.queued (answers behind closed windows)
         self.paused: set[int] = set()  # bidi calls not reading requests until their answers drain
         self.queued_limit = _STREAM_BUFFER  # past the process's output budget, more than this here: closed
+        self.flush_pending = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -217,6 +218,17 @@ class Connection(asyncio.Protocol):
             self.transport.write(out)
         if self.h2.goaway_sent and not self.h2.open_streams and self.transport is not None:
             self.close()
+
+    def flush_soon(self) -> None:
+        """Flush once this loop pass is over: a change fanned out to many Watch streams of one
+        connection leaves in one write, not one per stream."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self.flush_pending = False
+        self.flush()
 
     def close(self) -> None:
         """Close after what is written; at once if the peer is not reading (it would hold the socket)."""
@@ -331,7 +343,12 @@ class Connection(asyncio.Protocol):
         if method != "POST" or not content_type.startswith("application/grpc"):
             # not a gRPC call: a plain HTTP answer (grpc's PROTOCOL-HTTP2.md), and no more of its body
             status = b"405" if method != "POST" else b"415"
-            self.h2.send_headers(sid, encode_indexed_name_literal(8, status), end_stream=True)
+            head = encode_indexed_name_literal(8, status) + encode_indexed_name_literal(31, b"text/plain")
+            if method == "HEAD":  # no body, ever (RFC 9110 9.3.2)
+                self.h2.send_headers(sid, head, end_stream=True)
+            else:  # a short body: h2spec checks flow control and stream states with it
+                self.h2.send_headers(sid, head)
+                self.h2.send_data(sid, b"a gRPC server: POST application/grpc\n", end_stream=True)
             if not event.end_stream:
                 self.h2.reset(sid, ErrorCode.NO_ERROR)
             return
@@ -433,7 +450,7 @@ class Connection(asyncio.Protocol):
                     self.h2.send_headers(sid, HEAD)
                     started = True
                 self.h2.send_data(sid, self.server.framed(message))
-                self.flush()
+                self.flush_soon()
                 while self.h2.pending_bytes(sid) > _STREAM_BUFFER or not self.writable.is_set():
                     if self.transport is None:
                         return
