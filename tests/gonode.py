@@ -111,6 +111,12 @@ class GoNode:
     def bind(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def json_name(self) -> str:
+        """The name as /members shows it: a name given as `os.fsdecode(b"...\\xff")` reaches gonode
+        as those raw bytes (Go strings are bytes), and Go's JSON writes bad UTF-8 as U+FFFD."""
+        return os.fsencode(self.name).decode("utf-8", "replace")
+
     def command(self) -> list[str]:
         args = [self.binary, "-name", self.name, "-bind", self.bind, "-http", f"127.0.0.1:{self.http_port}"]
         if self.tags:
@@ -140,7 +146,7 @@ class GoNode:
                 if self.proc.poll() is not None:
                     break  # port race, most likely: retry with new ports
                 try:
-                    if any(m["name"] == self.name and m["status"] == "alive" for m in self.members()):
+                    if any(m["name"] == self.json_name and m["status"] == "alive" for m in self.members()):
                         return self
                 except GoNodeError:
                     pass

@@ -506,6 +506,8 @@ class Serf(Delegate):
             return
         if not isinstance(pp, msgs.PushPullState):
             return
+        if pp.dropped:  # entries with non-UTF-8 names, refused alone (the rest still merges)
+            self.stats["serf.drop.bad_utf8_entry"] += pp.dropped
         if pp.ltime > 0:
             self.clock.witness(pp.ltime - 1)
         if pp.event_ltime > 0:

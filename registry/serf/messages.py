@@ -119,6 +119,8 @@ class PushPullState:
     event_ltime: int
     events: list[UserEventSlot | None]
     query_ltime: int
+    #: entries refused alone on decode: names (or event names) that are not UTF-8
+    dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -415,38 +417,67 @@ def decode(data: bytes) -> SerfMessage | PushPullState:
             None if payload is None else _bytes(m, "Payload"),
         )
     if kind == SerfMessageType.PUSH_PULL:
-        statuses: dict[str, int] = {}
-        raw_status = m.get("StatusLTimes") or {}
-        if not isinstance(raw_status, dict):
-            raise SerfDecodeError("malformed", "StatusLTimes is not a map")
-        for k, v in raw_status.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise SerfDecodeError("malformed", "StatusLTimes value")
-            statuses[_text(k)] = v
-        slots: list[UserEventSlot | None] = []
-        for raw_slot in _list(m, "Events"):
-            if raw_slot is None:
-                slots.append(None)
-                continue
-            if not isinstance(raw_slot, dict):
-                raise SerfDecodeError("malformed", "event slot")
-            sm = {_key(k): v for k, v in raw_slot.items()}
-            entries = []
-            for e in _list(sm, "Events"):
-                if not isinstance(e, dict):
-                    raise SerfDecodeError("malformed", "event entry")
-                em = {_key(k): v for k, v in e.items()}
-                entries.append(UserEventEntry(_str(em, "Name"), _bytes(em, "Payload")))
-            slots.append(UserEventSlot(_uint(sm, "LTime"), entries))
-        return PushPullState(
-            ltime=_uint(m, "LTime"),
-            status_ltimes=statuses,
-            left_members=[_text(x) for x in _list(m, "LeftMembers")],
-            event_ltime=_uint(m, "EventLTime"),
-            events=slots,
-            query_ltime=_uint(m, "QueryLTime"),
-        )
+        return _decode_push_pull(m)
     raise SerfDecodeError("unknown_type", f"serf message type {kind}")
+
+
+def _decode_push_pull(m: dict[str, Any]) -> PushPullState:
+    """Serf's push/pull state, refusing bad-name entries alone.
+
+    It lists every member's name (StatusLTimes, LeftMembers) and recent event names, and
+    a Go node may legally hold a name that is not UTF-8: refusing the whole state for one
+    such entry would refuse it from every node of a pool that knows that member, so we
+    would never merge clocks (a restarted node's leave intent would then be older than
+    the status time Go holds for it: "failed" instead of "left") nor intents.  Such
+    entries are skipped and counted (`dropped`); anything else malformed ends the message."""
+    dropped = 0
+
+    def name(raw: object) -> str | None:
+        nonlocal dropped
+        try:
+            return _text(raw)
+        except SerfDecodeError as e:
+            if e.reason != "bad_utf8":
+                raise
+            dropped += 1
+            return None
+
+    statuses: dict[str, int] = {}
+    raw_status = m.get("StatusLTimes") or {}
+    if not isinstance(raw_status, dict):
+        raise SerfDecodeError("malformed", "StatusLTimes is not a map")
+    for k, v in raw_status.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise SerfDecodeError("malformed", "StatusLTimes value")
+        if (key := name(k)) is not None:
+            statuses[key] = v
+    left = [n for n in map(name, _list(m, "LeftMembers")) if n is not None]
+    slots: list[UserEventSlot | None] = []
+    for raw_slot in _list(m, "Events"):
+        if raw_slot is None:
+            slots.append(None)
+            continue
+        if not isinstance(raw_slot, dict):
+            raise SerfDecodeError("malformed", "event slot")
+        sm = {_key(k): v for k, v in raw_slot.items()}
+        entries = []
+        for e in _list(sm, "Events"):
+            if not isinstance(e, dict):
+                raise SerfDecodeError("malformed", "event entry")
+            em = {_key(k): v for k, v in e.items()}
+            raw_name = em.get("Name")
+            if (event := "" if raw_name is None else name(raw_name)) is not None:
+                entries.append(UserEventEntry(event, _bytes(em, "Payload")))
+        slots.append(UserEventSlot(_uint(sm, "LTime"), entries))
+    return PushPullState(
+        ltime=_uint(m, "LTime"),
+        status_ltimes=statuses,
+        left_members=left,
+        event_ltime=_uint(m, "EventLTime"),
+        events=slots,
+        query_ltime=_uint(m, "QueryLTime"),
+        dropped=dropped,
+    )
 
 
 # -- relay -----------------------------------------------------------------------------------------

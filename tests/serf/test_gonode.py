@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -111,6 +112,18 @@ def matched(reg: Registry, group: str, keys: int = 64) -> set[str]:
 
     with RpcClient(reg.rpc, timeout=10.0) as c:
         return {c.match(group, f"key-{i}").id for i in range(keys)}
+
+
+def settled(go: GoNode, name: str, timeout: float = 30.0) -> str:
+    """`name`'s status at `go` once it is no longer alive ("left" or "failed")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = go.member(name)
+        if m is not None and m["status"] != "alive":
+            return str(m["status"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} still {m} at {go.name} after {timeout}s")
+        time.sleep(0.1)
 
 
 def web_tags(port: int) -> dict[str, str]:
@@ -442,3 +455,35 @@ async def test_restarts_on_the_same_address_rejoin_both_ways(gonode: GoFactory, 
     assert await wait(back)
     assert drops(obs) == {}
     assert go1.complaints("Refuting a dead message (from: py1)") == []
+
+
+async def test_go_member_with_a_non_utf8_name_is_refused_alone(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """Go strings are bytes: a Go node may carry a name that is not UTF-8 (gonode takes it from
+    argv).  We refuse that member, and only it: Serf's push/pull state from any node that knows it
+    (its name is a StatusLTimes key) still merges, so clocks catch up.  Refusing the whole state
+    left a restarted node's Lamport clock behind the status time the Go nodes hold for its name,
+    and its graceful leave was taken as a failure (`failed`, not `left`)."""
+    go1 = await gonode("go1", start=False).astart()
+    bad = await gonode(os.fsdecode(b"bad-\xff\xfe"), start=False, join=[go1.bind]).astart()
+    await go1.await_member(bad.json_name, "alive", 30)
+    port = free_port()
+    agents: list[SerfAgent] = []
+    for _restart in range(2):  # the same node, then the same name again (a redeployed service)
+        cfg = SerfConfig(name="py1", memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=port))
+        py = SerfAgent(cfg)
+        nodes.append(py)
+        await py.start()
+        assert await py.join([go1.bind]) == 1
+        await go1.await_member("py1", "alive", 30)
+        assert await wait(lambda py=py: py.status_of("go1") == MemberStatus.ALIVE)  # type: ignore[misc]
+        assert {m.name for m in py.members()} == {"go1", "py1"}  # the bad name is not carried
+        assert await py.leave(15.0)
+        await py.shutdown()
+        assert await asyncio.to_thread(settled, go1, "py1") == "left"
+        agents.append(py)
+    for py in agents:
+        # the bad rows were refused one by one (memberlist's and Serf's push/pull rows; whole
+        # messages only when they are about the bad node, e.g. its join intent)
+        assert py.stats["serf.drop.bad_utf8_entry"] >= 1
+        assert drops(py, "bad_utf8", "bad_utf8_entry") == {}
+    assert go1.complaints() == []

@@ -156,3 +156,27 @@ def test_fuzz_never_raises_anything_but_decode_error(data: bytes) -> None:
 def test_user_event_roundtrip(lt: int, name: str, payload: bytes, cc: bool) -> None:
     msg = M.UserEventMsg(lt, name, payload, cc)
     assert M.decode(M.encode(msg)) == msg
+
+
+def test_push_pull_state_refuses_non_utf8_names_alone() -> None:
+    """A Go node may hold a member (or event) whose name is not UTF-8: that entry is refused and
+    counted, the clocks and every other entry still merge (tests/serf/test_gonode.py has the pool)."""
+    body = {
+        "LTime": 40,
+        "StatusLTimes": {b"ok": 3, b"bad-\xff": 4},
+        "LeftMembers": [b"gone", b"\xfe"],
+        "EventLTime": 9,
+        "Events": [{"LTime": 8, "Events": [{"Name": b"deploy", "Payload": b"x"}, {"Name": b"\xff", "Payload": b""}]}],
+        "QueryLTime": 7,
+    }
+    raw = bytes([M.SerfMessageType.PUSH_PULL]) + msgpack.packb(body, use_bin_type=False)
+    pp = M.decode(raw)
+    assert isinstance(pp, M.PushPullState)
+    assert (pp.ltime, pp.event_ltime, pp.query_ltime) == (40, 9, 7)
+    assert pp.status_ltimes == {"ok": 3} and pp.left_members == ["gone"] and pp.dropped == 3
+    slot = pp.events[0]
+    assert slot is not None and [e.name for e in slot.events] == ["deploy"]
+    # anything else malformed still refuses the whole state
+    body["StatusLTimes"] = {b"ok": "three"}
+    with pytest.raises(M.SerfDecodeError):
+        M.decode(bytes([M.SerfMessageType.PUSH_PULL]) + msgpack.packb(body, use_bin_type=False))
