@@ -21,15 +21,24 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from registry.api import COMPAT_SERVICE, V1_SERVICE, Missing, RegistryCore, StreamMethod, UnaryMethod, parse
+from registry.api import (
+    COMPAT_SERVICE,
+    V1_SERVICE,
+    Missing,
+    RegistryCore,
+    StreamMethod,
+    UnaryMethod,
+    parse,
+)
 from registry.catalog import Catalog
 from registry.grpcwire import frame_message
-from registry.native_conn import Connection, Stats
+from registry.native_conn import Connection
 from registry.native_limits import Budget, Limits
 from registry.native_listen import ConnectionTable, Listener
+from registry.native_stats import Stats
 from registry.tls import TlsFiles
 
-__all__ = ["HEALTH_SERVICE", "KEEPALIVE", "NativeServer", "PREFACE_TIMEOUT", "start_native"]
+__all__ = ["HEALTH_SERVICE", "KEEPALIVE", "PREFACE_TIMEOUT", "NativeServer", "start_native"]
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +180,9 @@ class NativeServer:
 
     def _reflect(self, data: bytes) -> bytes:
         if self._reflection is None:
-            from registry.reflection import Reflection  # first use only: descriptors cost memory
+            from registry.reflection import (
+                Reflection,  # first use only: descriptors cost memory
+            )
 
             self._reflection = Reflection((V1_SERVICE, COMPAT_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE))
         return self._reflection.answer(data)  # type: ignore[no-any-return]

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from registry.api import Exhausted, Invalid, Missing
@@ -36,39 +35,17 @@ from registry.h2.connection import (
     StreamReset,
 )
 from registry.h2.hpack import encode_indexed_name_literal
+from registry.native_stats import Stats
 
 if TYPE_CHECKING:
     from registry.native import NativeServer
 
-__all__ = ["Connection", "Stats"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("registry.native")
 
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
 _CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
-
-
-@dataclass
-class Stats:
-    """Counters a scrape or a test can read."""
-
-    connections: int = 0
-    calls: int = 0
-    errors: dict[int, int] = field(default_factory=dict)  # grpc-status -> calls that ended with it
-    protocol_errors: int = 0  # connections ended for an HTTP/2 violation
-    compressed_requests: int = 0
-    internal_errors: int = 0  # connections closed for a bug of ours (logged with a traceback)
-    over_budget: int = 0  # calls refused because buffered requests reached the memory budget
-    output_refused: int = 0  # calls refused because answers queued behind closed windows reached their budget
-    output_shed: int = 0  # connections closed for queueing answers far past that budget without reading them
-    refused_streams: int = 0  # calls refused while a connection had too much output queued
-    preface_timeouts: int = 0  # connections closed for not starting HTTP/2 in time
-    idle_timeouts: int = 0  # connections closed after the idle timeout with no open stream
-    connections_shed: int = 0  # idle connections closed to make room for a new one
-    connections_refused: int = 0  # connections closed at accept: a cap reached and nothing idle to shed
-    accept_errors: int = 0  # accept() failures (EMFILE...): counted, not logged each time
-    watches_refused: int = 0  # Watch calls refused by the per-connection cap
-    bidi_paused: int = 0  # times a bidi call stopped reading requests until its answers drained
 
 
 class _Call:

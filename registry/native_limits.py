@@ -35,7 +35,7 @@ from typing import Protocol
 
 from registry.api import MAX_WATCHERS
 
-__all__ = ["Budget", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_PER_SOURCE", "MEMORY_BUDGET", "Limits", "fd_connection_cap"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_PER_SOURCE", "MEMORY_BUDGET", "Budget", "Limits", "fd_connection_cap"]
 
 IDLE_TIMEOUT = 300.0
 MAX_CONNECTIONS = 16_384
@@ -97,8 +97,7 @@ class Budget:
 
     def add(self, delta: int) -> None:
         self.used += delta
-        if self.used > self.peak:
-            self.peak = self.used
+        self.peak = max(self.peak, self.used)
         if delta < 0 and self._waiting and self._wake is None and self.used < self.credit_below:
             self._wake = asyncio.get_running_loop().call_soon(self._resume)
 
