@@ -177,7 +177,12 @@ class Memberlist(Prober, PushPuller):
             return 0
         self.now = max(self.now, now)
         before = len(self._out)
-        self._gossip()
+        try:
+            self._gossip()
+        except Exception:  # called from input handlers and tick: nothing may escape to the driver
+            self.stats["gossip.errors"] += 1
+            log.exception("memberlist gossip round failed")
+            return len(self._out) - before
         self.stats["gossip.immediate"] += 1
         return len(self._out) - before
 
