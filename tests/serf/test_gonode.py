@@ -68,8 +68,9 @@ async def py_node(nodes: list[SerfAgent], name: str, tags: dict[str, str] | None
 
 
 #: Drops that are timing, not content: an ack or nack after its probe ended (a Go relay nacks
-#: ProbeTimeout after our indirect request, about when our probe closes; Go ignores those silently).
-LATE = ("unknown_ack", "unknown_nack")
+#: ProbeTimeout after our indirect request, about when our probe closes; Go ignores those
+#: silently), a datagram arriving as our socket closes.
+LATE = ("unknown_ack", "unknown_nack", "udp.drop.closed")
 
 
 def drops(agent: SerfAgent, *expected: str) -> dict[str, int]:
@@ -487,3 +488,48 @@ async def test_go_member_with_a_non_utf8_name_is_refused_alone(gonode: GoFactory
         assert py.stats["serf.drop.bad_utf8_entry"] >= 1
         assert drops(py, "bad_utf8", "bad_utf8_entry") == {}
     assert go1.complaints() == []
+
+
+# -- UDP lost, TCP fine: memberlist's fallback probes across implementations -----------------------
+
+
+@pytest.mark.chaos
+def test_udp_blocked_tcp_fallback_pings_keep_both_alive(gonode: GoFactory, ps: list[Proc], tmp_path: Path) -> None:
+    """A registry process and a gonode in two network namespaces; then every UDP datagram between
+    them is dropped.  Each side's probes fail over UDP and fall back to a ping over TCP (both
+    announce protocol max 5, so each expects the other to answer one): nobody is declared failed.
+    Without a working TCP ping either side would fail the other within a few seconds."""
+    from chaos.netlab import NetLab, sweep_stale
+    from chaos.pool import RegistryProc
+
+    sweep_stale()
+    lab = NetLab()
+    go: GoNode | None = None
+    try:
+        lab.start()
+        gn, rn = lab.add("g0"), lab.add("r0")
+        go = gonode("go1", start=False, tags=web_tags(9001), host=gn.ip, wrap=gn.argv())
+        go.start()
+        reg = RegistryProc(ps, tmp_path, rn, "lan")
+        reg.seeds = [go.bind]
+        reg.start()
+        wait_for(reg.started, 60, what="r0 started")
+        go.wait_member("r0", "alive", 30)
+        wait_for(lambda: {s.id for s in reg.client().members("web")} == {"go1"}, 30, what="go1 in r0's ring")
+        gn.iptables([f"-A CHAOS -p udp -s {rn.ip} -j DROP"])
+        rn.iptables([f"-A CHAOS -p udp -s {gn.ip} -j DROP"])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            seen = go.member("r0")
+            assert seen is not None and seen["status"] == "alive", seen
+            assert {s.id for s in reg.client().members("web")} == {"go1"}
+            time.sleep(0.5)
+        assert lab.drops("g0") > 0 and lab.drops("r0") > 0  # the fault really bit, both ways
+        assert "over TCP but UDP probes failed" in go.log_text()  # Go's TCP ping to us was answered
+        assert go.complaints("over TCP but UDP probes failed") == []
+    finally:
+        if go is not None:
+            go.kill()
+        for p in ps:
+            p.signal(signal.SIGKILL)
+        lab.close()
