@@ -1,6 +1,9 @@
 """asyncio client: `await AsyncRpcClient("h:p").match(group, key)`; same behaviour as RpcClient.
 
-With `cache=True`, one task per group keeps a ring current from a Watch stream.
+With `cache=True`, one task per group keeps a ring current from a Watch stream. Events
+are applied in a worker thread (one per client): building the ring of a snapshot of
+thousands of services takes seconds, which on the event loop would stall every
+coroutine; meanwhile cached matches answer from the previous ring.
 """
 
 from __future__ import annotations
@@ -8,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, Self, TypeVar, overload
 
 import grpc
 import grpc.aio
@@ -64,6 +68,7 @@ class AsyncRpcClient:
         self._views: dict[str, GroupView] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ready: dict[str, asyncio.Event] = {}
+        self._applier: ThreadPoolExecutor | None = None  # applies Watch events off the loop
 
     def _stub(self, i: int) -> pb_grpc.RegistryStub:
         stub = self._stubs[i]
@@ -162,7 +167,8 @@ class AsyncRpcClient:
         if view is None:
             if self._closed:
                 raise RegistryError("client is closed")
-            from client.cache import GroupView  # lazy: only caching clients need the ring code
+            # lazy: only caching clients need the ring code
+            from client.cache import GroupView
 
             view = self._views[group] = GroupView(group)
             ready = self._ready[group] = asyncio.Event()
@@ -171,18 +177,23 @@ class AsyncRpcClient:
             t = self.timeout if timeout is None else timeout
             try:
                 await asyncio.wait_for(self._ready[group].wait(), t)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise unavailable("Watch", group, [(",".join(self.addresses), view.error or f"no snapshot within {t}s")]) from None
         return view
 
     async def _watch(self, view: GroupView, ready: asyncio.Event) -> None:
         backoff = 0.05
         i = self._current
+        loop = asyncio.get_running_loop()
+        if self._applier is None:
+            self._applier = ThreadPoolExecutor(1, thread_name_prefix="registry-watch-apply")
+        applier = self._applier
         while not self._closed:
             addr = self.addresses[i]
             try:
                 async for event in self._stub(i).Watch(pb.WatchRequest(group=view.group)):
-                    view.apply(event)
+                    # In order (one event at a time, one thread): the view has a single writer.
+                    await loop.run_in_executor(applier, view.apply, event)
                     ready.set()
                     backoff = 0.05
                 view.error = f"{addr}: stream ended"
@@ -190,7 +201,7 @@ class AsyncRpcClient:
                 view.error = f"{addr}: {describe(err)}"
             except RegistryError:
                 return
-            except Exception as exc:  # a bad event must not end the watch silently
+            except Exception as exc:  # noqa: BLE001 -- a bad event must not end the watch silently
                 view.error = f"{addr}: {type(exc).__name__}: {exc}"
             i = (i + 1) % len(self.addresses)
             await asyncio.sleep(backoff)
@@ -207,8 +218,10 @@ class AsyncRpcClient:
         for ch in self._channels:
             if ch is not None:
                 await ch.close()
+        if self._applier is not None:
+            self._applier.shutdown(wait=False, cancel_futures=True)  # a build under way just finishes
 
-    async def __aenter__(self) -> AsyncRpcClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -1,27 +1,34 @@
 """A client-side copy of one group's ring, fed by the server's Watch stream.
 
-The copy is a real `registry.catalog.Catalog`, built with the algorithm and default
+The copy is built by a real `registry.catalog.Catalog`, with the algorithm and default
 replica count the server reports, and fed the member tags the server's catalog holds
 (with replicas/weight set to the ring parameters the server's ring uses); it therefore
 answers Match exactly as the server does, with no RPC and with no second
 implementation of the Service -> ring node mapping to drift apart. The Service values
 handed out are the server's own (tags exactly as the server sent them).
 
-Thread safety: the sync client's watch thread applies events while callers match; a
-lock around both keeps the catalog consistent (it is uncontended almost always).
+Snapshots are applied in bulk, off to the side: a snapshot (the first one, or a new
+registry's after a Watch failover) goes into a fresh catalog in one `apply_many` (one
+`Ring.build` for the whole group, where applying members one at a time rebuilt the ring
+per member: with 2,000 services the first match missed its 5 s timeout), and only the
+finished ring is published. Readers never take a lock: what they see is one immutable
+`_State` (version, ring, services), replaced whole by the single writer, so matches keep
+answering from the previous ring while a new snapshot is built (they used to wait ~8 s on
+a lock held through the whole apply during a failover).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from client.common import to_service
 from client.errors import NotFound
 from client.types import Service
 from registry.catalog import Catalog, UnknownGroup
-from registry.catalog import Service as CatalogService
-from registry.ring import EmptyRing
+from registry.ring import EmptyRing, Ring
 from registry.v1 import registry_pb2 as pb
 
 __all__ = ["GroupView"]
@@ -43,46 +50,101 @@ def _member_tags(s: pb.Service) -> dict[str, str]:
     return tags
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What readers see, replaced whole on every applied event (never modified)."""
+
+    version: int  # the server's version last applied; -1: nothing received yet
+    ring: Ring | None  # None: the group has no live member
+    services: Mapping[str, Service]  # id -> the service exactly as the server sent it
+
+
+_EMPTY = _State(-1, None, MappingProxyType({}))
+
+
 class GroupView:
-    """Cached services and ring of one group; `version` is the server's version last applied."""
+    """Cached services and ring of one group; `version` is the server's version last applied.
+
+    One writer (the watch thread or task) calls `apply`; any number of threads match
+    concurrently, lock-free, each call answering from one consistent `_State`.
+    """
 
     def __init__(self, group: str) -> None:
         self.group = group
-        self.version = -1  # nothing received yet
         self.ready = threading.Event()
         self.error: str = ""  # why the last watch attempt ended, for error messages
-        self._lock = threading.Lock()
-        self._catalog: Catalog | None = None
-        self._ring_key: tuple[str, int] | None = None
-        self._out: dict[str, Service] = {}  # id -> the service exactly as the server sent it
+        self._state = _EMPTY
+        self._write = threading.Lock()  # one writer at a time (there is one anyway); readers never take it
+        self._catalog: Catalog | None = None  # the writer's working copy; readers use _state only
+
+    @property
+    def version(self) -> int:
+        return self._state.version
 
     def apply(self, event: pb.WatchEvent) -> None:
-        """Apply one Watch event (snapshot or delta); stale deltas are ignored."""
-        with self._lock:
+        """Apply one Watch event (snapshot or delta); stale deltas are ignored.
+
+        Takes as long as the catalog needs (seconds for a snapshot of thousands of services:
+        hashing every member's points); matches meanwhile answer from the previous state.
+        The asyncio client runs this in a worker thread for that reason.
+        """
+        with self._write:
+            old = self._state
             if event.snapshot:
-                key = (event.ring.algorithm, event.ring.default_replicas)
-                if self._catalog is None or key != self._ring_key:
-                    self._catalog = self._new_catalog(*key)
-                    self._ring_key = key
-                    self._out = {}
-                wanted = {s.id for s in event.services}
-                for gone in set(self._out) - wanted:
-                    self._catalog.apply(gone, None)
-                    del self._out[gone]
-                for s in event.services:
-                    self._catalog.apply(s.id, _member_tags(s))
-                    self._out[s.id] = to_service(s)
+                services = {s.id: to_service(s) for s in event.services}
+                catalog = self._catalog
+                if catalog is not None and self._small_change(catalog, event, old.services, services):
+                    # Usually a failover to a registry that knows the same services: apply the
+                    # difference only (the catalog skips unchanged members).
+                    gone = [(k, None) for k in old.services if k not in services]
+                    catalog.apply_many([*gone, *((s.id, _member_tags(s)) for s in event.services)])
+                else:
+                    # A fresh catalog, built in bulk (one ring build).
+                    catalog = self._new_catalog(event.ring.algorithm, event.ring.default_replicas)
+                    catalog.apply_many([(s.id, _member_tags(s)) for s in event.services])
             else:
-                if self._catalog is None or event.version <= self.version:
+                current = self._catalog
+                if current is None or event.version <= old.version:
                     return
+                catalog = current
+                changed = (*event.added, *event.updated)
+                catalog.apply_many([*((s.id, None) for s in event.removed),
+                                    *((s.id, _member_tags(s)) for s in changed)])
+                services = dict(old.services)
                 for s in event.removed:
-                    self._catalog.apply(s.id, None)
-                    self._out.pop(s.id, None)
-                for s in (*event.added, *event.updated):
-                    self._catalog.apply(s.id, _member_tags(s))
-                    self._out[s.id] = to_service(s)
-            self.version = event.version
+                    services.pop(s.id, None)
+                for s in changed:
+                    if catalog.algorithm == "chash":
+                        services.pop(s.id, None)  # same order as the catalog's (a re-insert goes last)
+                    services[s.id] = to_service(s)
+            try:
+                ring: Ring | None = catalog.ring(self.group)
+            except UnknownGroup:
+                ring = None
+            self._catalog = catalog
+            self._state = _State(event.version, ring, MappingProxyType(services))
         self.ready.set()
+
+    @staticmethod
+    def _small_change(catalog: Catalog, event: pb.WatchEvent, old: Mapping[str, Service],
+                      new: Mapping[str, Service]) -> bool:
+        """Whether a snapshot is best applied as a difference to the current catalog.
+
+        Only for "consistent" rings with the same parameters, whose ring depends on the member
+        set alone; "chash" depends on insert order and on group replicas a different registry
+        may have fixed otherwise, so it always starts afresh. Past 1/8 of the group changed,
+        one bulk build beats a join or leave per change.
+        """
+        if (catalog.algorithm != "consistent" or event.ring.algorithm != "consistent"
+                or event.ring.default_replicas != catalog.default_replicas):
+            return False
+        budget = len(new) // 8
+        changed = sum(1 for k in old if k not in new)
+        for k, svc in new.items():
+            if changed > budget:
+                return False
+            changed += old.get(k) != svc
+        return changed <= budget
 
     @staticmethod
     def _new_catalog(algorithm: str, default_replicas: int) -> Catalog:
@@ -90,43 +152,39 @@ class GroupView:
             return Catalog(algorithm=algorithm, default_replicas=default_replicas)
         return Catalog(algorithm=algorithm)
 
-    def _convert(self, s: CatalogService) -> Service:
-        return self._out[s.id]
-
-    def _missing(self) -> NotFound:
+    def _missing(self, state: _State) -> NotFound:
         return NotFound(f"Match (group {self.group!r}): group has no live member (client cache, version "
-                        f"{self.version})", group=self.group)
+                        f"{state.version})", group=self.group)
 
     def match(self, key: str, n: int) -> list[Service]:
-        with self._lock:
-            if self._catalog is None:
-                raise self._missing()
-            try:
-                if n == 1:  # the common call: straight to the ring, no list of Services
-                    return [self._out[self._catalog.ring(self.group).get(key)]]
-                found = self._catalog.match(self.group, key, n)
-            except (UnknownGroup, EmptyRing):
-                raise self._missing() from None
-            if not found:
-                raise self._missing()
-            return [self._convert(s) for s in found]
+        st = self._state
+        if st.ring is None:
+            raise self._missing(st)
+        try:
+            if n == 1:  # the common call: straight to the ring
+                return [st.services[st.ring.get(key)]]
+            return [st.services[i] for i in st.ring.get_n(key, n)]
+        except EmptyRing:
+            raise self._missing(st) from None
 
     def match_batch(self, keys: Sequence[str]) -> list[Service]:
         """One Service per key, resolved by `Ring.get_many` (C-level pipelines, no per-key Python)."""
-        with self._lock:
-            if self._catalog is None:
-                raise self._missing()
-            try:
-                names = self._catalog.ring(self.group).get_many(keys)
-            except (UnknownGroup, EmptyRing):
-                raise self._missing() from None
-            return list(map(self._out.__getitem__, names))
+        st = self._state
+        if st.ring is None:
+            raise self._missing(st)
+        try:
+            names = st.ring.get_many(keys)
+        except EmptyRing:
+            raise self._missing(st) from None
+        return list(map(st.services.__getitem__, names))
 
     def members(self) -> list[Service]:
-        with self._lock:
-            if self._catalog is None:
-                return []
-            try:
-                return [self._convert(s) for s in self._catalog.members(self.group)]
-            except UnknownGroup:
-                return []
+        """As the server's Members: sorted by id ("consistent") or in ring insert order ("chash")."""
+        st = self._state
+        ring = st.ring
+        if ring is None:
+            return []
+        ids = [k for k in st.services if k in ring]
+        if ring.algorithm != "chash":
+            ids.sort()
+        return [st.services[k] for k in ids]

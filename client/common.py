@@ -17,8 +17,8 @@ __all__ = [
     "FAILOVER_CODES",
     "check_match",
     "parse_addresses",
-    "to_service",
     "tls_from",
+    "to_service",
     "unavailable",
 ]
 

@@ -9,7 +9,9 @@ With `cache=True`, Match/MatchBatch are answered from a ring kept current by a W
 stream in a daemon thread (one per group, started on first use; the first call waits
 up to `timeout` for the snapshot). If every registry is unreachable the cache keeps
 answering from the last state it saw while the thread keeps reconnecting; a new
-connection starts with a full snapshot, so nothing missed in between is lost.
+connection starts with a full snapshot, so nothing missed in between is lost. Matches
+never wait for the watch thread: while it applies a snapshot (seconds for thousands of
+services) they answer from the previous ring (see client.cache).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import grpc
 
@@ -183,7 +185,8 @@ class RpcClient:
                     raise RegistryError("client is closed")
                 view = self._views.get(group)
                 if view is None:
-                    from client.cache import GroupView  # lazy: only caching clients need the ring code
+                    # lazy: only caching clients need the ring code
+                    from client.cache import GroupView
 
                     view = self._views[group] = GroupView(group)
                     w = self._watches[group] = _WatchThread(self, view)
@@ -208,7 +211,7 @@ class RpcClient:
         for w in watches:
             w.join(5.0)
 
-    def __enter__(self) -> RpcClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -252,7 +255,7 @@ class _WatchThread(threading.Thread):
                 self._view.error = f"{addr}: {describe(err)}"
             except RegistryError:  # closed while reconnecting
                 return
-            except Exception as exc:  # channel closed under us, or a bad event
+            except Exception as exc:  # noqa: BLE001 -- channel closed under us, or a bad event
                 if c._closed.is_set():
                     return
                 self._view.error = f"{addr}: {type(exc).__name__}: {exc}"
