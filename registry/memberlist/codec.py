@@ -356,14 +356,25 @@ def _dec_ping(body: bytes) -> Ping:
         type(seq) is int and 0 <= seq <= _U32 and type(node) is bytes and type(sa) is bytes
         and type(sp) is int and 0 <= sp <= _U16 and (sn is None or type(sn) is bytes)
     ):  # fmt: skip
-        return Ping(seq, node.decode(_TEXT), sa, sp, sn.decode(_TEXT) if sn else "")
+        return Ping(seq, node.decode(_TEXT), sa, sp, _hint(d, b"SourceNode") if sn else "")
     return Ping(
         _uint(d, b"SeqNo", 32),
-        _str(d, b"Node"),
+        _str(d, b"Node"),  # strict: a name that is not text is not ours, the ping is for someone else
         _bin(d, b"SourceAddr"),
         _uint(d, b"SourcePort", 16),
-        _str(d, b"SourceNode"),
+        _hint(d, b"SourceNode"),
     )
+
+
+def _hint(d: dict[Any, Any], key: bytes) -> str:
+    """A name used only to look a member up, never stored nor passed on (a probe's sender or
+    target): one that is not UTF-8 names no member we hold, so it reads as "" (unknown).
+    Refusing the probe instead would leave a Go node whose name is not UTF-8 unanswered,
+    and it would keep suspecting us."""
+    try:
+        return _str(d, key)
+    except UnicodeDecodeError:
+        return ""
 
 
 def _dec_indirect(body: bytes) -> IndirectPing:
@@ -372,11 +383,11 @@ def _dec_indirect(body: bytes) -> IndirectPing:
         _uint(d, b"SeqNo", 32),
         _bin(d, b"Target"),
         _uint(d, b"Port", 16),
-        _str(d, b"Node"),
+        _hint(d, b"Node"),  # "" asks whoever answers at Target, which Go accepts
         _bool(d, b"Nack"),
         _bin(d, b"SourceAddr"),
         _uint(d, b"SourcePort", 16),
-        _str(d, b"SourceNode"),
+        _hint(d, b"SourceNode"),
     )
 
 

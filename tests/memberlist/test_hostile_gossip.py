@@ -98,6 +98,19 @@ def test_accusations_with_non_utf8_names_are_refused(field: bytes, value: bytes)
         assert e.value.reason == "bad_utf8"
 
 
+def test_probe_from_a_node_whose_name_is_not_utf8_is_still_answered() -> None:
+    """A Go node may carry such a name: we do not admit it, but answer its pings (else it
+    would keep suspecting us); its name is never stored or sent on."""
+    m = solo()
+    m.drain()
+    ping = b"\x00" + msgpack.packb({b"Node": b"me", b"SeqNo": 3, b"SourceAddr": ip_to_bytes("10.0.0.9"),
+                                    b"SourceNode": b"go-\xff" + b"-" * 40, b"SourcePort": 7946}, use_bin_type=False)
+    m.receive_packet(ping, SRC, 1.0)
+    (p,) = sent(m)
+    assert p.addr == Address("10.0.0.9", 7946) and len(p.data) <= len(ping)
+    assert decode(ping) == Ping(3, "me", ip_to_bytes("10.0.0.9"), 7946, "")
+
+
 def test_short_vsn_and_oversize_meta_are_refused() -> None:
     """A 5-byte Vsn once entered the table and made every later push/pull raise."""
     m = solo()
