@@ -7,6 +7,20 @@ Sans-I/O.  ``encode``/``decode`` handle one message (type byte + body);
 Every decode entry point raises only ``DecodeError`` with a short ``reason``
 (a counter key): peers are untrusted, and the node must drop bad input and
 count it, never crash on it.
+
+Validated once, here, so the state machines never hold what they could not send on
+(issue 11: one alive whose name was not UTF-8 once made every push/pull reply
+unencodable, pool-wide):
+
+* text (node names, ``From``, ``Error``) must be UTF-8: the message is refused
+  ("bad_utf8").  Go strings are byte strings, so a Go node may legally carry such a
+  name; we do not admit that member (it cannot be served over gRPC either, whose strings
+  are UTF-8), refuse gossip about it, skip its row in a push/pull (the rest merges), and
+  still answer its probes (a probe's sender name is only a lookup hint, see ``_hint``);
+* ``Vsn`` must be 6 bytes ("bad_vsn") and ``Meta`` at most 512 bytes ("meta_too_large"),
+  as Go sends them: both are re-encoded in every push/pull we send;
+* wrappers nest only as memberlist nests them (``WireCodec._handle``), and inflate to at
+  most ``MAX_PACKET_INFLATE`` bytes per packet, ``MAX_INFLATE_RATIO`` x per stream.
 """
 
 from __future__ import annotations
