@@ -474,3 +474,20 @@ def test_answers_behind_closed_windows_are_budgeted_across_connections(server_pr
     assert peak - base < 32 + 48, f"RSS grew {peak - base:.0f} MB"
     for c in clients:
         c.close()
+
+
+async def test_a_grpc_client_whose_idle_connection_was_closed_calls_on() -> None:
+    """The idle timeout's GOAWAY is one grpcio understands: its next call reconnects and succeeds."""
+    catalog = Catalog()
+    populate(catalog)
+    srv = await start_native(catalog, "127.0.0.1:0", limits=Limits(idle_timeout=0.5))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            stub = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+            first = await stub.Match(pb.MatchRequest(group=GROUP, key="k"), timeout=10)
+            await async_wait_for(lambda: srv.stats.idle_timeouts == 1, 20, "the idle connection to be closed")
+            again = await stub.Match(pb.MatchRequest(group=GROUP, key="k"), timeout=10)
+        assert again.services[0].id == first.services[0].id
+        assert srv.stats.connections == 2
+    finally:
+        await srv.stop(None)
