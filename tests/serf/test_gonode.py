@@ -349,6 +349,19 @@ async def test_serf_protocols(gonode: GoFactory, nodes: list[SerfAgent], go_prot
     assert go.complaints() == []
 
 
+
+async def test_largest_tags_both_ways(gonode: GoFactory, nodes: list[SerfAgent]) -> None:
+    """Node metadata at memberlist's 512-byte limit (0xff + {"k": 505 chars}, the value a str16
+    since Go writes no str8): a Go node's is accepted by us, ours by Go, in both encodings."""
+    big = {"k": "x" * 505}
+    py = await py_node(nodes, "py1", big)
+    go = await gonode("go1", start=False, tags=big, join=[gossip(py)]).astart()
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE)
+    gm = py.core.member("go1")
+    assert gm is not None and gm.tags == big
+    assert (await go.await_member("py1", "alive", 30, tags=big))["tags"] == big
+    assert drops(py) == {} and go.complaints() == []
+
 # -- Serf's internal queries and relays across implementations ---------------------------------
 
 
