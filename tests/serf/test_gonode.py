@@ -261,10 +261,11 @@ def test_encrypted_pool_both_ways_and_mismatched_keys_stay_out(
         wait_for(lambda: set(services(r1, "svc")) == {"svc-e"}, 30, what="svc-e in r1's ring")
         assert {m.name for m in reg.members()} >= {"go1", "go2", "r1", "svc-e"}
     go1.wait_member("svc-e", "left", 30)
-    bad = Register("svc-x", "127.0.0.1:0", "", go1.bind, "svc", "127.0.0.1:7003", encrypt=KEY2)
-    with pytest.raises(RegisterError):
-        bad.start()
-    bad.stop()
+    for seed, key in ((go1.bind, KEY2), (go1.bind, None), (plain.bind, KEY1)):  # wrong key, none, one too many
+        bad = Register("svc-x", "127.0.0.1:0", "", seed, "svc", "127.0.0.1:7003", encrypt=key, profile="fast")
+        with pytest.raises(RegisterError):
+            bad.start()
+        bad.stop()
     # a registry with the wrong key cannot join the Go node
     r2 = Registry(ps, tmp_path, "r2", [go1.bind], "-encrypt", KEY2, profile="lan")
     wait_for(lambda: "join failed" in r2.proc.output(), 60, what="r2's failed join")
