@@ -155,6 +155,7 @@ def test_idle_connections_get_goaway_then_close_busy_ones_stay(server_proc: Call
         c.close()
 
 
+@pytest.mark.slow
 def test_idle_flood_under_1024_descriptors_starves_no_call_and_no_join(tmp_path: Path) -> None:
     """1,100 idle HTTP/2 connections against a `registry` whose open-file limit is 1,024 (soft and
     hard: it cannot raise it): a legitimate call and a join still succeed, the log stays small."""
@@ -275,6 +276,7 @@ def test_huge_length_prefix_is_refused_at_the_prefix(server_proc: Callable[..., 
     assert c.headers_of(sid)["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
     assert c.wait(lambda c: c.reset_on(sid), 10), "the server did not tell the client to stop sending"
     assert sent < 4096 and c.sent < 4096, f"{c.sent} bytes sent before the answer"
+    print(f"100 MB prefix: RESOURCE_EXHAUSTED after the client sent {c.sent} bytes in all")
     # the connection serves on
     ok = c.open(MATCH)
     c.send(ok, frame(pb.MatchRequest(group=GROUP, key="k").SerializeToString()), end_stream=True)
