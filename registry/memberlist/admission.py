@@ -30,17 +30,49 @@ decision costs O(max_streams).
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["GRACE", "Admission", "Shed"]
+from .config import Config
+
+__all__ = [
+    "ACCEPT_BATCH",
+    "GRACE",
+    "NO_FD_BACKOFF",
+    "NO_FD_ERRNOS",
+    "Admission",
+    "Shed",
+    "first_message_timeout",
+    "make_admission",
+]
 
 K = TypeVar("K", bound=Hashable)
 
 #: Seconds during which an incomplete stream is spared by the per-source and out-of-descriptor
 #: rules (not by the global one): it has most likely just not been read yet.
 GRACE = 1.0
+#: accept() failures that mean "no descriptor or memory for one more connection".
+NO_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Connections accepted per readiness event before other work gets a turn (the backlog).
+ACCEPT_BATCH = 128
+#: How long accepting pauses when out of descriptors and nothing may be shed.
+NO_FD_BACKOFF = 0.1
+
+
+def first_message_timeout(config: Config) -> float:
+    """Seconds from accept for the first complete message: the pre-auth deadline."""
+    return min(config.inbound_message_timeout, config.tcp_timeout)
+
+
+def make_admission(config: Config) -> Admission[Any]:
+    """The admission table a driver keeps for its inbound streams, from the node's config."""
+    return Admission(
+        max_streams=config.max_concurrent_push_pulls,
+        max_per_source=config.max_inbound_streams_per_source,
+        max_buffered=config.max_inbound_buffered,
+    )
 
 
 class Shed(enum.Enum):

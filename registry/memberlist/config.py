@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Config", "failure_detection_bound", "retransmit_limit", "push_pull_scale", "suspicion_timeout"]
+__all__ = ["Config", "failure_detection_bound", "push_pull_scale", "retransmit_limit", "suspicion_timeout"]
 
 
 @dataclass
@@ -97,64 +97,64 @@ class Config:
             ]
         )
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     # -- profiles ------------------------------------------------------------------------------
 
     @classmethod
-    def lan(cls, **overrides: Any) -> "Config":
+    def lan(cls, **overrides: Any) -> Config:
         """Go's DefaultLANConfig (what `serf agent` uses by default)."""
         return cls(**overrides)
 
     @classmethod
-    def wan(cls, **overrides: Any) -> "Config":
-        base: dict[str, Any] = dict(
-            tcp_timeout=30.0,
-            suspicion_mult=6,
-            push_pull_interval=60.0,
-            probe_interval=5.0,
-            probe_timeout=3.0,
-            gossip_interval=0.5,
-            gossip_nodes=4,
-            gossip_to_the_dead_time=60.0,
-        )
+    def wan(cls, **overrides: Any) -> Config:
+        base: dict[str, Any] = {
+            "tcp_timeout": 30.0,
+            "suspicion_mult": 6,
+            "push_pull_interval": 60.0,
+            "probe_interval": 5.0,
+            "probe_timeout": 3.0,
+            "gossip_interval": 0.5,
+            "gossip_nodes": 4,
+            "gossip_to_the_dead_time": 60.0,
+        }
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def local(cls, **overrides: Any) -> "Config":
-        base: dict[str, Any] = dict(
-            tcp_timeout=1.0,
-            indirect_checks=1,
-            retransmit_mult=2,
-            suspicion_mult=3,
-            push_pull_interval=15.0,
-            probe_timeout=0.2,
-            gossip_interval=0.1,
-            gossip_to_the_dead_time=15.0,
-        )
+    def local(cls, **overrides: Any) -> Config:
+        base: dict[str, Any] = {
+            "tcp_timeout": 1.0,
+            "indirect_checks": 1,
+            "retransmit_mult": 2,
+            "suspicion_mult": 3,
+            "push_pull_interval": 15.0,
+            "probe_timeout": 0.2,
+            "gossip_interval": 0.1,
+            "gossip_to_the_dead_time": 15.0,
+        }
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def fast(cls, **overrides: Any) -> "Config":
+    def fast(cls, **overrides: Any) -> Config:
         """For tests: the LAN algorithm with every period shrunk about 5x, so failure detection
         takes ~1-2 s of real time while tolerating a loaded 2-core machine."""
-        base: dict[str, Any] = dict(
-            tcp_timeout=2.0,
-            suspicion_mult=3,
-            push_pull_interval=3.0,
-            probe_interval=0.2,
-            probe_timeout=0.1,
-            gossip_interval=0.04,
-            gossip_to_the_dead_time=3.0,
-        )
+        base: dict[str, Any] = {
+            "tcp_timeout": 2.0,
+            "suspicion_mult": 3,
+            "push_pull_interval": 3.0,
+            "probe_interval": 0.2,
+            "probe_timeout": 0.1,
+            "gossip_interval": 0.04,
+            "gossip_to_the_dead_time": 3.0,
+        }
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def profile(cls, profile_name: str, /, **overrides: Any) -> "Config":
+    def profile(cls, profile_name: str, /, **overrides: Any) -> Config:
         makers = {"lan": cls.lan, "wan": cls.wan, "local": cls.local, "fast": cls.fast}
         if profile_name not in makers:
             raise ValueError(f"unknown profile {profile_name!r}: choose one of {', '.join(makers)}")

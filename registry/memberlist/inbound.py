@@ -12,41 +12,27 @@ accept), hands it to the machine, writes the reply and closes, all within `tcp_t
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
-from .admission import Admission, Shed
+from .admission import (
+    ACCEPT_BATCH,
+    NO_FD_BACKOFF,
+    NO_FD_ERRNOS,
+    Admission,
+    Shed,
+    first_message_timeout,
+    make_admission,
+)
 from .config import Config
 from .types import Address
 
-__all__ = ["ACCEPT_BATCH", "NO_FD_BACKOFF", "NO_FD_ERRNOS", "InboundServer", "first_message_timeout", "make_admission"]
+__all__ = ["InboundServer"]
 
 log = logging.getLogger(__name__)
-
-#: accept() failures that mean "no descriptor or memory for one more connection".
-NO_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Connections accepted per readiness event before other work gets a turn (the backlog).
-ACCEPT_BATCH = 128
-#: How long accepting pauses when out of descriptors and nothing may be shed.
-NO_FD_BACKOFF = 0.1
-
-
-def first_message_timeout(config: Config) -> float:
-    """Seconds from accept for the first complete message: the pre-auth deadline."""
-    return min(config.inbound_message_timeout, config.tcp_timeout)
-
-
-def make_admission(config: Config) -> Admission[Any]:
-    return Admission(
-        max_streams=config.max_concurrent_push_pulls,
-        max_per_source=config.max_inbound_streams_per_source,
-        max_buffered=config.max_inbound_buffered,
-    )
-
 
 class _Stream(asyncio.Protocol):
     """One inbound exchange: read one framed message, answer it, close."""

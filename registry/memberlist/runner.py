@@ -5,7 +5,8 @@ inbound streams go in, `SendPacket`/`OpenStream` outputs go out, and one timer i
 armed at `machine.next_deadline()`.  After every input (and after API calls, via `kick`)
 the runner drains the machine, so queued outputs leave at once.  An exception raised by
 the machine while handling input is caught, logged and counted: bad input from the
-network never takes the node down.
+network never takes the node down.  Inbound TCP streams are accepted and bounded by
+`inbound.InboundServer` (admission, pre-auth deadline, byte budget).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ machine's `next_deadline()` and the exchanges' deadlines.  Other threads never t
 machine: they hand a function to `call()`, which runs it on the gossip thread (woken
 through the socketpair) and returns its result.  As in the asyncio driver, every input is
 followed by a drain of the machine's outputs, and an exception raised by the machine is
-logged and counted, never allowed to stop the thread.
+logged and counted, never allowed to stop the thread.  Inbound streams go through the same
+`Admission` as the asyncio driver's (slots per source and in all, a pre-auth deadline, a byte
+budget), and running out of descriptors sheds or pauses accepting instead of spinning.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .admission import Shed
-from .config import Config
-from .inbound import (
+from .admission import (
     ACCEPT_BATCH,
     NO_FD_BACKOFF,
     NO_FD_ERRNOS,
+    Shed,
     first_message_timeout,
     make_admission,
 )
+from .config import Config
 from .stream import StreamFramer
 from .types import REFUSED, Address, Machine, OpenStream, SendPacket
 

@@ -1,5 +1,5 @@
 """Socket plumbing for a gossip node: one UDP and one TCP socket on the same port, and
-bounded-time TCP exchanges.
+bounded-time outbound TCP exchanges (inbound ones, which need admission, are `inbound.py`'s).
 
 memberlist peers send UDP and open TCP to the single `Addr:Port` a node advertises, so both
 sockets must share one port.  Every TCP exchange here runs under one deadline so that a

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import msgpack
 import pytest
 
-from register import Register
+from register import Register, RegisterError
 
 from .helpers import Registry, procs, wait_for
 
@@ -124,7 +124,11 @@ def _join(name: str, seed: str, key: str | None) -> tuple[Register, float]:
 def test_idle_flood_does_not_lock_joins_out_of_a_registry(registry: Registry, key: str | None) -> None:
     port = registry.gossip_port
     with IdleFlood(port, FLOOD) as flood:
-        reg, took = _join("svc-through-registry", registry.gossip, key)
+        try:
+            reg, took = _join("svc-through-registry", registry.gossip, key)
+        except RegisterError as exc:  # say what the node did with the joiner's stream
+            lines = [ln for ln in registry.proc.output().splitlines() if "127.0.0.1:" in ln or "raised" in ln]
+            raise AssertionError(f"{exc}; registry log: {lines[-30:]}") from None
         print(f"joined through a flooded registry in {took:.2f}s; flood: {flood.connects} connects, "
               f"{flood.closed_by_peer} closed by the node, {len(flood.open)} open")
         try:
