@@ -188,7 +188,7 @@ class Peer:
             if self.closed:
                 return None
             remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no answer in {DEADLINE} s; received {self.received}"
+            assert remaining > 0, f"no answer in {DEADLINE} s; last received {self.received[-8:]}"
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
@@ -205,7 +205,7 @@ class Peer:
         deadline = time.monotonic() + DEADLINE
         while True:
             f = self._read_frame(deadline)
-            assert f is not None, f"connection closed; received {self.received}"
+            assert f is not None, f"connection closed; last received {self.received[-8:]}"
             if match(f):
                 return f
             assert goaway_ok or not isinstance(f, GoAwayFrame), f"unexpected {f}"
@@ -249,3 +249,50 @@ class Peer:
 
     def expect_stream_end(self, sid: int) -> None:
         self.wait(lambda f: isinstance(f, DataFrame | HeadersFrame) and f.stream_id == sid and "END_STREAM" in f.flags)
+
+
+_SERVER = """
+import asyncio
+from registry.catalog import Catalog
+from registry.native import start_native
+
+async def main():
+    server = await start_native(Catalog(), "127.0.0.1:0")
+    print("PORT", server.port, flush=True)
+    await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
+class ServerProcess:
+    """A native server in a process of its own (this checkout), for figures measured from outside:
+    its CPU time and resident memory."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[2]
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=root, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until it serves (or dies: then the assert fails)
+        assert line.startswith("PORT "), f"server did not start: {line!r}"
+        self.port = int(line.split()[1])
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(DEADLINE)
