@@ -50,7 +50,8 @@ def test_restart_on_same_ports_with_clients_connected(tmp_path: Path, engine: st
         wait_for(lambda: first.ids("registry-group") == {"reg-a", "reg-b"}, 60, what="both registries see each other")
 
         with RpcClient([first.rpc], timeout=10.0) as plain, RpcClient([first.rpc], timeout=10.0, cache=True) as cached, \
-                socket.create_connection(("127.0.0.1", rpc), timeout=10) as raw:
+                socket.create_connection(("127.0.0.1", rpc), timeout=10) as raw, \
+                socket.create_connection(("127.0.0.1", gossip), timeout=10):  # a gossip stream, never closed by us
             assert "registry-group" in plain.groups()
             assert cached.match("registry-group", "k").id in {"reg-a", "reg-b"}  # a Watch stream stays open
             # gRPC clients may close first on GOAWAY (then TIME_WAIT is on their side); a bare connection
@@ -62,6 +63,7 @@ def test_restart_on_same_ports_with_clients_connected(tmp_path: Path, engine: st
             stopped = time.monotonic()
             # The situation that used to fail: the stopped server's side of the client connections waits.
             assert _time_wait_on(rpc), "no TIME_WAIT left on the gRPC port: the test would prove nothing"
+            assert _time_wait_on(gossip), "no TIME_WAIT left on the gossip port: the test would prove nothing"
 
             again = Registry(ps, tmp_path, "reg-a", (peer.gossip,), "-rpc-engine", engine, gossip=gossip, rpc=rpc)
             again.wait_ready(RESTART_DEADLINE)
