@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 
 from registry.memberlist.types import DEFAULT_VSN
 
-__all__ = ["Member", "MemberState", "MemberStatus"]
+__all__ = ["Member", "MemberState", "MemberStatus", "SerfState"]
+
+
+class SerfState(enum.Enum):
+    """The local Serf node's own lifecycle (not a member's status)."""
+
+    ALIVE = "alive"
+    LEAVING = "leaving"
+    LEFT = "left"
+    SHUTDOWN = "shutdown"
 
 
 class MemberStatus(enum.IntEnum):
