@@ -46,6 +46,7 @@ log = logging.getLogger("registry.native")
 
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
 _CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
+_CLOSE_GRACE = 5.0  # seconds a closed connection may take to hand its last bytes to a slow reader
 
 
 class _Call:
@@ -208,12 +209,13 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def close(self) -> None:
-        """Close after what is written; at once if the peer is not reading (it would hold the socket)."""
-        if self.transport is not None and not self.transport.is_closing():
-            if self.transport.get_write_buffer_size():
-                self.transport.abort()
-            else:
-                self.transport.close()
+        """Close after what is written, but within _CLOSE_GRACE s: a peer that stops reading must
+        not hold the socket (and what is queued for it) for ever."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.abort)
 
     def credit(self, stream_id: int, call: _Call, *, drop: bool = False) -> None:
         """Settle the call's buffer with the server's memory budget and the client's flow control.
