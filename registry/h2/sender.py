@@ -287,10 +287,12 @@ class Sender:
         return True
 
     def _stream_error(self, stream_id: int, code: int, events: list[Event]) -> None:
-        """RFC 9113 section 5.4.2: reset the stream; the application hears of it if it knew it."""
+        """RFC 9113 section 5.4.2: reset the stream; the application hears of it if it knew it.
+        From then on the stream counts as reset by us, so later frames on it are ignored: one
+        RST_STREAM per stream, however many frames a peer sends on it."""
         self.stream_errors += 1
         self._out.append(_frame(_RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
         if self._drop(stream_id, Closed.RESET_SENT):
             events.append(StreamReset(stream_id, code))
-        elif stream_id > self._last_stream or self._closed.get(stream_id) is None:
+        else:
             self._closed.add(stream_id, Closed.RESET_SENT)

@@ -904,3 +904,12 @@ def test_every_h2spec_case_is_covered() -> None:
     hpack = len(HPACK_ERRORS)
     assert len(CASES) + parametrized + own_tests + malformed + hpack == 146, len(CASES)
 
+
+
+def test_late_frames_after_the_peers_reset_get_one_answer(peer: Peer) -> None:
+    """DATA after the client's own RST_STREAM: one RST_STREAM STREAM_CLOSED, then ignored (no
+    answer per frame a peer can send for free)."""
+    peer.send(peer.headers(1, CHECK, end_stream=False), RstStreamFrame(1, CANCEL),
+              *[peer.data(1, b"x", end_stream=False) for _ in range(50)])
+    peer.expect_rst(1, CLOSED)  # then a PING round trip
+    assert sum(isinstance(f, RstStreamFrame) for f in peer.received) == 1
