@@ -304,12 +304,14 @@ class Memberlist(Prober, PushPuller):
             self.stats["drop.malformed"] += 1
             return self._stream_reply(ErrResp("failed to receive: malformed"))
         self._count_dropped_rows(msg)
+        self._reply_budget = len(data)  # UDP it makes us send elsewhere (a Serf query's answers)
         try:
             return self._handle_stream_msg(msg, source)
         except Exception:  # noqa: BLE001
             self.stats["drop.handler_error"] += 1
             return None
         finally:
+            self._reply_budget = None
             self._flush_death_news()
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:

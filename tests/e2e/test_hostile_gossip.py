@@ -198,12 +198,15 @@ def test_non_utf8_alive_cannot_stop_joins(pool: Pool) -> None:
     ])
     pool.send(packet)
     pool.barrier()
+    t0 = time.monotonic()
     r3 = Registry(pool.ps, pool.tmp, "registry-3", [pool.r1.gossip]).wait_ready(60)
     web1 = Service(pool.ps, pool.tmp, "web-1", [pool.r1.gossip]).wait_registered(60)
     want = {"web-0", "web-1"}
     for r in (pool.r1, pool.r2, r3):
         wait_for(lambda r=r: r.ids(GROUP) == want, 60, what=f"{r.id} serving both services")
         wait_for(lambda r=r: r.ids("registry-group") == {"registry-1", "registry-2", "registry-3"}, 60)
+    print(f"after the hostile alive: a registry and a service joined through r1, seen everywhere in "
+          f"{time.monotonic() - t0:.1f} s (process start included)")
     out = _members_cli(pool.r1.rpc)
     assert "web-1" in out and "evil" not in out
     pp = pool.counters().get("push_pull.sent", 0)
@@ -228,8 +231,10 @@ def test_forged_max_incarnation_does_not_evict_a_service(pool: Pool) -> None:
             return {s.id for s in c.match_batch(GROUP, [f"k{i}" for i in range(50)])} == {"web-0"}
 
     def stays_alive() -> None:
+        t0 = time.monotonic()
         for r in (pool.r1, pool.r2):
             wait_for(lambda r=r: "web-0" in r.ids(GROUP) and in_ring(r), 30, what=f"web-0 alive on {r.id}")
+        print(f"web-0 alive on both registries and in their rings {time.monotonic() - t0:.2f} s after the dead")
         deadline = time.monotonic() + 3.0  # and it stays (on d96d263 it never came back)
         while time.monotonic() < deadline:
             assert all("web-0" in r.ids(GROUP) for r in (pool.r1, pool.r2))
