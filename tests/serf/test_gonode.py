@@ -17,13 +17,23 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.helpers import Proc, Registry, Service, free_port, procs, wait_for
+from e2e.helpers import (
+    Proc,
+    Registry,
+    Service,
+    env,
+    free_port,
+    procs,
+    registry_cmd,
+    wait_for,
+)
 from gonode import GoNode
 
 from register import Register, RegisterError
@@ -481,6 +491,9 @@ async def test_go_member_with_a_non_utf8_name_is_refused_alone(gonode: GoFactory
     go1 = await gonode("go1", start=False).astart()
     bad = await gonode(os.fsdecode(b"bad-\xff\xfe"), start=False, join=[go1.bind]).astart()
     await go1.await_member(bad.json_name, "alive", 30)
+    # and one whose tags are not text: refused as a member (its tags are all a registry reads)
+    badtag = await gonode("badtag", start=False, tags={"group": os.fsdecode(b"\xff")}, join=[go1.bind]).astart()
+    await go1.await_member(badtag.name, "alive", 30)
     port = free_port()
     agents: list[SerfAgent] = []
     for _restart in range(2):  # the same node, then the same name again (a redeployed service)
@@ -491,7 +504,7 @@ async def test_go_member_with_a_non_utf8_name_is_refused_alone(gonode: GoFactory
         assert await py.join([go1.bind]) == 1
         await go1.await_member("py1", "alive", 30)
         assert await wait(lambda py=py: py.status_of("go1") == MemberStatus.ALIVE)  # type: ignore[misc]
-        assert {m.name for m in py.members()} == {"go1", "py1"}  # the bad name is not carried
+        assert {m.name for m in py.members()} == {"go1", "py1"}  # the bad name and tags are not carried
         assert await py.leave(15.0)
         await py.shutdown()
         assert await asyncio.to_thread(settled, go1, "py1") == "left"
@@ -499,10 +512,35 @@ async def test_go_member_with_a_non_utf8_name_is_refused_alone(gonode: GoFactory
     for py in agents:
         # the bad rows were refused one by one (memberlist's and Serf's push/pull rows; whole
         # messages only when they are about the bad node, e.g. its join intent)
-        assert py.stats["serf.drop.bad_utf8_entry"] >= 1
-        assert drops(py, "bad_utf8", "bad_utf8_entry") == {}
+        assert py.stats["serf.drop.bad_utf8_entry"] >= 1 and py.stats["drop.bad_meta"] >= 1
+        assert drops(py, "bad_utf8", "bad_utf8_entry", "bad_meta") == {}
     assert go1.complaints() == []
 
+
+
+def test_registry_process_serves_with_non_utf8_go_members_in_the_pool(
+    gonode: GoFactory, ps: list[Proc], tmp_path: Path
+) -> None:
+    """Issue 11's pool-wide wedge with the bytes carried by real Go nodes: a registry joining a pool
+    that holds a non-UTF-8 name and non-UTF-8 tags keeps serving, and services still join through it."""
+    go1 = gonode("go1", tags=web_tags(9001))
+    gonode(os.fsdecode(b"bad-\xff"), tags=web_tags(9002), join=[go1.bind])
+    gonode("badtag", tags={"group": "web", "addr": os.fsdecode(b"\xfe")}, join=[go1.bind])
+    r1 = Registry(ps, tmp_path, "r1", [go1.bind], profile="lan").wait_ready()
+    wait_for(lambda: set(services(r1, "web")) == {"go1"}, 30, what="go1 alone in r1's web ring")
+    assert matched(r1, "web", 8) == {"go1"}
+    with Register("svc-1", "127.0.0.1:0", "", r1.gossip, "svc", "127.0.0.1:7001") as reg:
+        go1.wait_member("svc-1", "alive", 30)
+        wait_for(lambda: set(services(r1, "svc")) == {"svc-1"}, 30, what="svc-1 in r1's ring")
+        assert {m.name for m in reg.members()} >= {"go1", "r1", "svc-1"}
+    go1.wait_member("svc-1", "left", 30)
+    go2 = gonode("go2", tags=web_tags(9003), join=[r1.gossip])  # a Go node joins through the registry
+    go2.wait_member("r1", "alive", 30)
+    wait_for(lambda: set(services(r1, "web")) == {"go1", "go2"}, 30, what="go2 in r1's ring")
+    argv = registry_cmd("members", "-rpc", r1.rpc)
+    cli = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, env=env())
+    assert cli.returncode == 0 and "go2" in cli.stdout and "bad" not in cli.stdout, cli.stdout + cli.stderr
+    assert r1.proc.alive()
 
 # -- UDP lost, TCP fine: memberlist's fallback probes across implementations -----------------------
 
