@@ -118,6 +118,7 @@ class Config:
             "gossip_interval": 0.5,
             "gossip_nodes": 4,
             "gossip_to_the_dead_time": 60.0,
+            "inbound_message_timeout": 10.0,  # slower links: a few MB of state may take seconds
         }
         base.update(overrides)
         return cls(**base)
