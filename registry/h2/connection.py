@@ -91,6 +91,9 @@ class ServerConnection(Sender):
         self._decoder = Decoder(max_header_list_size=max_header_list_size)
         self._buf = bytearray()
         self._continuation: tuple[int, int, bytearray, int] | None = None  # (stream, flags, block, frames)
+        # check_request's verdict per header block, valid while the decoder reuses its decoding
+        # of the same bytes (same table): at most 32 blocks of at most 512 bytes.
+        self._checked: dict[bytes, tuple[str | None, int]] = {}
         self._table_size = 4096
         self.frames_received = 0
         self.pings_acked = 0
@@ -264,7 +267,16 @@ class ServerConnection(Sender):
         if self.goaway_sent:  # streams above the GOAWAY's last id are not served (RFC 9113 section 6.8)
             self._closed.add(stream_id, Closed.RESET_SENT)
             return
-        malformed, length = check_request(headers)
+        checked = self._checked.get(block) if self._decoder.reused else None
+        if checked is None:  # checked once per distinct block: clients repeat theirs
+            checked = check_request(headers)
+            if len(block) <= 512:
+                if len(self._checked) >= 32:
+                    self._checked.clear()
+                self._checked[block] = checked
+            else:
+                self._checked.pop(block, None)
+        malformed, length = checked
         if malformed is None and (flags & _SELF_DEPENDENT or (end_stream and length > 0)):
             malformed = "bad priority or content-length"
         if malformed is not None:  # section 8.1.1: a stream error, unseen by the application

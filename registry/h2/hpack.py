@@ -135,6 +135,9 @@ class Decoder:
         # Once a client has indexed its headers it re-sends the very same block on every request;
         # valid while the table is unchanged, so any table change empties it.
         self._blocks: dict[bytes, tuple[tuple[tuple[str, str], ...], int]] = {}
+        # True when the last `decode` answered from that cache: the same bytes gave the same
+        # fields under the same table, so a caller may reuse what it concluded about them then.
+        self.reused = False
 
     @property
     def table_size(self) -> int:
@@ -157,7 +160,9 @@ class Decoder:
             block = bytes(block)
         cached = self._blocks.get(block)
         if cached is not None and cached[1] <= self.max_header_list_size:
+            self.reused = True
             return list(cached[0])
+        self.reused = False
         headers: list[tuple[str, str]] = []
         changes_table = False
         table = self._table

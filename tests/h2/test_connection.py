@@ -370,3 +370,21 @@ def test_lowered_header_table_size_is_acknowledged_in_the_next_block() -> None:
     request(c, 7, None)
     c.send_headers(7, b"H", end_stream=True)
     assert [p for t, _, _, p in parse_frames(c.data_to_send()) if t == HEADERS] == [b"H"]
+
+
+def test_request_checks_follow_the_header_table() -> None:
+    """The verdict on a header block is reused only while the same bytes mean the same fields:
+    an indexed reference whose entry changed is checked again."""
+    from registry.h2.hpack import encode_integer
+
+    c = opened()
+    base = block(REQUEST)
+    with_index = lambda name, value: b"\x40" + encode_integer(len(name), 7) + name + encode_integer(len(value), 7) + value
+    c.receive(frame(HEADERS, 0x5, 1, base + with_index(b"x-a", b"ok")))  # entry 62: x-a: ok
+    same = base + b"\xbe"  # indexed field 62
+    assert isinstance(c.receive(frame(HEADERS, 0x5, 3, same))[-1], RequestReceived)
+    assert isinstance(c.receive(frame(HEADERS, 0x5, 5, same))[-1], RequestReceived)  # reused verdict
+    c.receive(frame(HEADERS, 0x5, 7, base + with_index(b"X-BAD", b"v")))  # malformed, but indexed: entry 62 now
+    c.data_to_send()
+    assert c.receive(frame(HEADERS, 0x5, 9, same)) == []  # the same bytes, now malformed
+    assert parse_frames(c.data_to_send()) == [(RST, 0, 9, ErrorCode.PROTOCOL_ERROR.to_bytes(4, "big"))]
