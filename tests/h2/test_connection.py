@@ -388,3 +388,29 @@ def test_request_checks_follow_the_header_table() -> None:
     c.data_to_send()
     assert c.receive(frame(HEADERS, 0x5, 9, same)) == []  # the same bytes, now malformed
     assert parse_frames(c.data_to_send()) == [(RST, 0, 9, ErrorCode.PROTOCOL_ERROR.to_bytes(4, "big"))]
+
+
+def test_continuation_frames_per_header_block_are_bounded() -> None:
+    from registry.h2.connection import MAX_CONTINUATIONS
+
+    c = opened()
+    wire = frame(HEADERS, 0x1, 1, block(REQUEST)) + frame(CONT, 0, 1) * (MAX_CONTINUATIONS - 1) + frame(CONT, 0x4, 1)
+    assert c.receive(wire) == [RequestReceived(1, REQUEST, True)]  # MAX_CONTINUATIONS frames: fine
+    events = c.receive(frame(HEADERS, 0x1, 3, block(REQUEST)) + frame(CONT, 0, 3) * MAX_CONTINUATIONS + frame(CONT, 0x4, 3))
+    assert events == [ConnectionEnded(ErrorCode.ENHANCE_YOUR_CALM, f"header block over {MAX_CONTINUATIONS} CONTINUATION frames")]
+
+
+def test_closed_streams_are_remembered_within_a_bound() -> None:
+    """10,000 streams opened and ended: the memory of closed streams stays at its bound, and a
+    frame on a stream long forgotten is ignored rather than taken for a protocol error."""
+    from registry.h2.streams import CLOSED_STREAMS_REMEMBERED
+
+    c = opened()
+    for sid in range(1, 20_001, 2):
+        c.receive(frame(HEADERS, 0x5, sid, block(REQUEST)))
+        c.respond(sid, b"H", b"B", b"T")
+        c.data_to_send()
+    assert c.open_streams == 0 and len(c._closed._kind) == len(c._closed._order) == CLOSED_STREAMS_REMEMBERED
+    assert c.receive(frame(DATA, 1, 1, b"late")) == [] and not c.ended  # forgotten: ignored (credited back)
+    c.receive(frame(DATA, 1, 19_999, b"late"))  # remembered as ended on both sides: RFC 9113 5.1
+    assert c.ended
