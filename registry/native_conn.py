@@ -46,6 +46,10 @@ log = logging.getLogger("registry.native")
 
 _STREAM_BUFFER = 1 << 20  # queued bytes per stream before a streaming call waits for the peer
 _CONNECTION_BUFFER = 16 << 20  # queued bytes per connection above which new calls are refused (retryable)
+# What one connection may send us before we credit any of it: with a 1 MiB stream window, a
+# connection that stalls on the memory budget holds at most this much (it was 16 MiB: two
+# stalled connections filled the budget and calls still receiving had to be refused).
+_RECEIVE_WINDOW = 1 << 20
 _CLOSE_GRACE = 5.0  # seconds a closed connection may take to hand its last bytes to a slow reader
 
 
@@ -74,7 +78,7 @@ class Connection(asyncio.Protocol):
         self.source = source  # the peer's address, for the per-source connection cap
         self.socket = sock  # until connection_made: shedding closes it before a transport exists
         self.shed_early = False
-        self.h2 = ServerConnection()
+        self.h2 = ServerConnection(connection_window=_RECEIVE_WINDOW)
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, _Call] = {}
         self.writable = asyncio.Event()
