@@ -78,6 +78,7 @@ class NativeServer:
         self._listener: Listener | None = None
         self._connections: set[Connection] = set()
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._requests_timer: asyncio.TimerHandle | None = None
         self._framed: tuple[bytes, bytes] | None = None  # (message, framed): a change fans out framed once
 
     def framed(self, message: bytes) -> bytes:
@@ -104,6 +105,18 @@ class NativeServer:
         self._listener = Listener(lambda source, sock: Connection(self, source, sock), self.table, ssl=ssl)
         self.port = await self._listener.start(host.strip("[]"), port, backlog=1024)
         self._keepalive_timer = loop.call_later(self.keepalive, self._ping_idle_streams)
+        self._requests_timer = loop.call_later(self.limits.request_timeout / 2, self._expire_requests)
+
+    def _expire_requests(self) -> None:
+        """Every half request_timeout: refuse requests that have been arriving for longer."""
+        loop = asyncio.get_running_loop()
+        try:
+            before = loop.time() - self.limits.request_timeout
+            for conn in list(self._connections):
+                if conn.calls:
+                    conn.expire_requests(before)
+        finally:
+            self._requests_timer = loop.call_later(self.limits.request_timeout / 2, self._expire_requests)
 
     def _ping_idle_streams(self) -> None:
         """Keep long Watch streams alive through NATs, and drop peers that stopped answering."""
@@ -124,6 +137,8 @@ class NativeServer:
         self._health_changed.set()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
+        if self._requests_timer is not None:
+            self._requests_timer.cancel()
         if self._listener is not None:
             self._listener.close()
         for conn in list(self._connections):

@@ -54,7 +54,9 @@ _CLOSE_GRACE = 5.0  # seconds a closed connection may take to hand its last byte
 
 
 class _Call:
-    __slots__ = ("accounted", "buf", "done", "encoding", "ended", "held", "kind", "path", "paused", "started", "task")
+    __slots__ = (
+        "accounted", "buf", "done", "encoding", "ended", "held", "kind", "opened", "path", "paused", "started", "task"
+    )
 
     def __init__(self, path: str, kind: str, encoding: str) -> None:
         self.path = path
@@ -68,6 +70,7 @@ class _Call:
         self.accounted = 0  # len(buf) as the server's memory budget counts it
         self.paused = False  # bidi: answers wait behind the client's window; its requests wait too
         self.ended = False  # bidi: the client ended its side (answered once the buffer is drained)
+        self.opened = asyncio.get_running_loop().time()  # a request still incomplete long after: refused
 
 
 class Connection(asyncio.Protocol):
@@ -362,6 +365,16 @@ class Connection(asyncio.Protocol):
         call = self.calls[sid] = _Call(path, kind, encoding)
         if event.end_stream:
             self.request_complete(sid, call)
+
+    def expire_requests(self, before: float) -> None:
+        """Refuse calls opened before `before` whose request is still not whole: a never-ended
+        request must not hold its stream and its share of the memory budget for ever."""
+        for sid, call in list(self.calls.items()):
+            if call.kind != "bidi" and not call.done and call.opened < before:
+                self.server.stats.request_timeouts += 1
+                self.refuse(sid, Status.RESOURCE_EXHAUSTED, "request not complete in time")
+        self.flush()
+        self.update_idle()
 
     def _watches(self) -> int:
         """Server-streaming calls (Watch) open on this connection."""

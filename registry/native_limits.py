@@ -22,6 +22,9 @@ Why these numbers (measured on a 2-core loopback machine, see tests/registry/tes
   refused (REFUSED_STREAM, retryable; clients that read are still served), and past twice
   which a connection that grows its unread queue beyond 1 MiB is closed (GOAWAY
   ENHANCE_YOUR_CALM). One connection alone stops at 16 MiB (REFUSED_STREAM), as before.
+- `request_timeout` 60 s: a unary or Watch request must be whole this long after its stream
+  opened (a LAN sends 16 MiB in well under a second); a never-ended one is refused
+  (RESOURCE_EXHAUSTED) and gives its budget back. Checked every half of it.
 - `max_watches_per_connection` 100: a client watches a few groups per channel;
   `max_watchers` 10,000 for the whole server (registry.api.MAX_WATCHERS, both fronts).
 """
@@ -41,6 +44,7 @@ IDLE_TIMEOUT = 300.0
 MAX_CONNECTIONS = 16_384
 MAX_PER_SOURCE = 1_024
 MEMORY_BUDGET = 32 << 20
+REQUEST_TIMEOUT = 60.0
 MAX_WATCHES_PER_CONNECTION = 100
 
 
@@ -63,6 +67,7 @@ class Limits:
     memory_budget: int = MEMORY_BUDGET
     output_budget: int = MEMORY_BUDGET
     max_watches_per_connection: int = MAX_WATCHES_PER_CONNECTION
+    request_timeout: float = REQUEST_TIMEOUT
     max_watchers: int = MAX_WATCHERS  # Watch streams of every connection together (registry.api)
 
     def connection_cap(self) -> int:

@@ -28,4 +28,5 @@ class Stats:
     connections_refused: int = 0  # connections closed at accept: a cap reached and nothing idle to shed
     accept_errors: int = 0  # accept() failures (EMFILE...): counted, not logged each time
     watches_refused: int = 0  # Watch calls refused by the per-connection cap
+    request_timeouts: int = 0  # calls refused because their request was still not whole after request_timeout
     bidi_paused: int = 0  # times a bidi call stopped reading requests until its answers drained

@@ -493,3 +493,19 @@ async def test_a_grpc_client_whose_idle_connection_was_closed_calls_on() -> None
         assert srv.stats.connections == 2
     finally:
         await srv.stop(None)
+
+
+def test_a_request_never_ended_is_refused_after_the_request_timeout(server_proc: Callable[..., ServerProc]) -> None:
+    """A stream that announces a 1 MB message, sends 1 KB and then nothing: refused once the
+    request timeout is over, its buffer given back to the budget; whole requests are not affected."""
+    srv = server_proc({"request_timeout": 1.0})
+    c = H2Client(srv.port)
+    sid = c.open(MATCH)
+    c.send(sid, b"\x00" + (1 << 20).to_bytes(4, "big") + b"k" * 1024)
+    _wait(lambda: srv.stats()["budget_used"] > 0 or c.headers_of(sid), 10, "the server to buffer the request")
+    assert c.wait(lambda c: "grpc-status" in c.headers_of(sid), 10), "an unfinished request was held for ever"
+    assert c.headers_of(sid)["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    stats = srv.stats()
+    assert stats["request_timeouts"] == 1 and stats["budget_used"] == 0, stats
+    assert _legit_match(srv.port)
+    c.close()
