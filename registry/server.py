@@ -431,6 +431,7 @@ class RegistryServer:
                           ({"reason": "connection_refused"}, float(rpc_stats.connections_refused)),
                           ({"reason": "accept_error"}, float(rpc_stats.accept_errors)),
                           ({"reason": "request_memory_budget"}, float(rpc_stats.over_budget)),
+                          ({"reason": "request_timeout"}, float(rpc_stats.request_timeouts)),
                           ({"reason": "output_budget"}, float(rpc_stats.output_refused)),
                           ({"reason": "output_budget_shed"}, float(rpc_stats.output_shed)),
                           ({"reason": "watches_per_connection"}, float(rpc_stats.watches_refused)),
