@@ -16,7 +16,7 @@ the stream sends a fresh full snapshot (snapshot=true) when it gets there. Chang
 queued after the marker whose version is not newer than that snapshot are skipped.
 
 Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs a queue, a
-task and a stream (~7 KiB), and a change wakes every watcher of its group (~10-20 us each), so
+task and a stream (~7 KiB), and a change wakes every watcher of its group (~35 us each), so
 20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
 cap is refused with `Exhausted` (RESOURCE_EXHAUSTED on both fronts) and counted.
 """

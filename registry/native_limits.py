@@ -10,7 +10,7 @@ Why these numbers (measured on a 2-core loopback machine, see tests/registry/tes
   against a flood, the caps are.
 - `max_connections`: the soft RLIMIT_NOFILE minus a reserve (gossip streams, metrics,
   logs: 256 descriptors, or 1/8 of the limit when that is more), and at most 16,384. An idle
-  connection costs about 10 KiB here; a connection beyond the cap first sheds the oldest
+  connection costs about 5 KiB of RSS here; a connection beyond the cap first sheds the oldest
   idle one, so a flood of idle connections can never lock a legitimate client out.
 - `max_connections_per_source` 1,024: one address (a NAT may hide many clients) cannot
   take every slot; past it, that address's own oldest idle connection is shed.
