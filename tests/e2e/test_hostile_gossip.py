@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import msgpack
@@ -107,15 +108,20 @@ def raw_alive(name: bytes, port: int, meta: bytes, inc: int = 1) -> bytes:
     """An alive message with any bytes as its name (our encoder only writes UTF-8)."""
     body = {b"Addr": bytes([127, 0, 0, 1]), b"Incarnation": inc, b"Meta": meta, b"Node": name, b"Port": port,
             b"Vsn": DEFAULT_VSN}
-    return b"\x04" + msgpack.packb(body, use_bin_type=False)
+    return b"\x04" + pack(body)
+
+
+def pack(obj: object) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=False)
+    return out
 
 
 def service_tags(addr: str) -> bytes:
-    return b"\xff" + msgpack.packb({b"group": GROUP.encode(), b"addr": addr.encode()}, use_bin_type=False)
+    return b"\xff" + pack({b"group": GROUP.encode(), b"addr": addr.encode()})
 
 
 def compressed(msg: bytes) -> bytes:
-    return b"\x09" + msgpack.packb({b"Algo": 0, b"Buf": lzw.compress(msg)}, use_bin_type=False)
+    return b"\x09" + pack({b"Algo": 0, b"Buf": lzw.compress(msg)})
 
 
 def _members_cli(rpc: str) -> str:
@@ -177,8 +183,9 @@ def test_lzw_bomb_costs_little_cpu(pool: Pool) -> None:
             for _ in range(batch):
                 pool.send(bomb, s)
             # paced by r1's own count, so the kernel's socket buffer does not drop bombs
-            wait_for(lambda i=i: pool.counters().get("drop.too_large", 0) >= before + i + batch, 60,
-                     what=f"r1 dropped {i + batch} bombs")
+            want = before + i + batch
+            wait_for(partial(lambda w: pool.counters().get("drop.too_large", 0) >= w, want), 60,
+                     what=f"r1 dropped {want} bombs")
     cpu = _cpu_seconds(pid) - cpu0
     per = cpu / n
     print(f"LZW bomb: {len(bomb)} B packets, {n} in {time.monotonic() - t0:.1f} s, r1 used {cpu * 1e3:.0f} ms CPU "
@@ -202,9 +209,10 @@ def test_non_utf8_alive_cannot_stop_joins(pool: Pool) -> None:
     r3 = Registry(pool.ps, pool.tmp, "registry-3", [pool.r1.gossip]).wait_ready(60)
     web1 = Service(pool.ps, pool.tmp, "web-1", [pool.r1.gossip]).wait_registered(60)
     want = {"web-0", "web-1"}
+    registries = {"registry-1", "registry-2", "registry-3"}
     for r in (pool.r1, pool.r2, r3):
-        wait_for(lambda r=r: r.ids(GROUP) == want, 60, what=f"{r.id} serving both services")
-        wait_for(lambda r=r: r.ids("registry-group") == {"registry-1", "registry-2", "registry-3"}, 60)
+        wait_for(partial(lambda r: r.ids(GROUP) == want, r), 60, what=f"{r.id} serving both services")
+        wait_for(partial(lambda r: r.ids("registry-group") == registries, r), 60, what=f"{r.id}: 3 registries")
     print(f"after the hostile alive: a registry and a service joined through r1, seen everywhere in "
           f"{time.monotonic() - t0:.1f} s (process start included)")
     out = _members_cli(pool.r1.rpc)
@@ -233,7 +241,7 @@ def test_forged_max_incarnation_does_not_evict_a_service(pool: Pool) -> None:
     def stays_alive() -> None:
         t0 = time.monotonic()
         for r in (pool.r1, pool.r2):
-            wait_for(lambda r=r: "web-0" in r.ids(GROUP) and in_ring(r), 30, what=f"web-0 alive on {r.id}")
+            wait_for(partial(lambda r: "web-0" in r.ids(GROUP) and in_ring(r), r), 30, what=f"web-0 alive on {r.id}")
         print(f"web-0 alive on both registries and in their rings {time.monotonic() - t0:.2f} s after the dead")
         deadline = time.monotonic() + 3.0  # and it stays (on d96d263 it never came back)
         while time.monotonic() < deadline:

@@ -30,6 +30,7 @@ from registry.memberlist.messages import (
     Alive,
     Dead,
     IndirectPing,
+    Message,
     Ping,
     PushNodeState,
     PushPull,
@@ -51,14 +52,18 @@ U32_MAX = 2**32 - 1
 def raw_alive(name: bytes, inc: int = 1, host: str = "10.0.9.9", meta: bytes | None = b"", vsn: bytes = DEFAULT_VSN) -> bytes:
     """An alive message with any bytes as its name (our encoder only writes UTF-8)."""
     body = {b"Addr": ip_to_bytes(host), b"Incarnation": inc, b"Meta": meta, b"Node": name, b"Port": 7946, b"Vsn": vsn}
-    return b"\x04" + msgpack.packb(body, use_bin_type=False)
+    return b"\x04" + pack(body)
+
+
+def pack(obj: object) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=False)
+    return out
 
 
 def raw_push_node(name: bytes, host: str, inc: int = 1, vsn: bytes = DEFAULT_VSN) -> bytes:
-    return msgpack.packb(
+    return pack(
         {b"Addr": ip_to_bytes(host), b"Incarnation": inc, b"Meta": b"", b"Name": name, b"Port": 7946,
          b"State": 0, b"Vsn": vsn},
-        use_bin_type=False,
     )
 
 
@@ -305,12 +310,12 @@ def test_forged_incarnation_cannot_wedge_a_node(kind: str, inc: int) -> None:
     names = {"n0", "n1", "n2"}
     assert c.net.run_until_true(lambda: c.alive_views(names), 20)
     n1 = c.nodes[1].local_node
-    forged = {
+    forged: dict[str, Message] = {
         "dead": Dead(inc, "n1", "n2"),
         "suspect": Suspect(inc, "n1", "n2"),
         "alive": Alive(inc, "n1", ip_to_bytes(n1.addr), n1.port, b"forged", DEFAULT_VSN),
-    }[kind]
-    c.nodes[0].receive_packet(encode(forged), SRC, c.net.now)
+    }
+    c.nodes[0].receive_packet(encode(forged[kind]), SRC, c.net.now)
     c.net.kick(c.addrs[0])
     c.net.run_for(0.5)
     assert c.net.run_until_true(

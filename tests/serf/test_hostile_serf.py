@@ -24,11 +24,16 @@ SRC = Address("10.9.9.9", 7946)
 def raw_alive(name: bytes, host: str = "10.1.9.9", meta: bytes | None = b"", inc: int = 1,
               vsn: bytes = DEFAULT_VSN) -> bytes:
     body = {b"Addr": ip_to_bytes(host), b"Incarnation": inc, b"Meta": meta, b"Node": name, b"Port": 7946, b"Vsn": vsn}
-    return b"\x04" + msgpack.packb(body, use_bin_type=False)
+    return b"\x04" + pack(body)
+
+
+def pack(obj: object) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=False)
+    return out
 
 
 def tags(d: dict[bytes, bytes]) -> bytes:
-    return b"\xff" + msgpack.packb(d, use_bin_type=False)
+    return b"\xff" + pack(d)
 
 
 def test_non_utf8_member_is_refused_and_joins_still_work() -> None:
@@ -40,7 +45,7 @@ def test_non_utf8_member_is_refused_and_joins_still_work() -> None:
     c.net.kick(addr(2))
     assert c.run_until(lambda: all(c.status(v, "s2") == MemberStatus.ALIVE for v in (0, 1, 2)), 30)
     assert s2.join_results and all(s2.join_results.values())
-    M.encode(M.decode(s0.local_state(True)))  # type: ignore[arg-type]  # what a join reply carries
+    M.encode(M.decode(s0.local_state(True)))  # what a join reply carries
     assert s0.memberlist.stats["drop.bad_utf8"] == 1
     assert {m.name for m in s0.members()} == {"s0", "s1", "s2"}
 
@@ -76,7 +81,7 @@ def test_serf_messages_with_non_utf8_text_are_refused() -> None:
         s0.receive_packet(encode(UserMsg(b)), SRC, c.net.now)
     assert s0.stats["serf.drop.bad_utf8"] == 3
     assert s0.member("s1").status == MemberStatus.ALIVE  # type: ignore[union-attr]  # no leave for "s1\ufffd"...
-    M.encode(M.decode(s0.local_state(False)))  # type: ignore[arg-type]
+    M.encode(M.decode(s0.local_state(False)))
 
 
 def test_push_pull_state_with_bad_names_is_refused() -> None:
@@ -88,7 +93,7 @@ def test_push_pull_state_with_bad_names_is_refused() -> None:
     s0.merge_remote_state(state, False)
     assert s0.stats["serf.drop.bad_utf8_entry"] == 1  # the entry alone: the rest of the state merges
     assert s0.clock.time() >= 5
-    M.encode(M.decode(s0.local_state(False)))  # type: ignore[arg-type]
+    M.encode(M.decode(s0.local_state(False)))
 
 
 def test_push_pull_leave_at_max_ltime_keeps_state_encodable() -> None:
@@ -100,7 +105,7 @@ def test_push_pull_leave_at_max_ltime_keeps_state_encodable() -> None:
         {b"LTime": 5, b"StatusLTimes": {b"s1": 2**64 - 1}, b"LeftMembers": [b"s1"], b"EventLTime": 1,
          b"Events": [], b"QueryLTime": 1}, use_bin_type=False)
     s0.merge_remote_state(state, False)
-    M.encode(M.decode(s0.local_state(False)))  # type: ignore[arg-type]
+    M.encode(M.decode(s0.local_state(False)))
 
 
 def test_query_and_relay_to_impossible_ports_are_dropped() -> None:
@@ -137,7 +142,7 @@ def alive_packets(draw: st.DrawFn) -> bytes:
 @st.composite
 def push_pulls(draw: st.DrawFn) -> bytes:
     rows = draw(st.lists(st.tuples(names, metas, st.integers(0, 3)), max_size=4))
-    head = msgpack.packb({b"Join": draw(st.booleans()), b"Nodes": len(rows), b"UserStateLen": 0}, use_bin_type=False)
+    head = pack({b"Join": draw(st.booleans()), b"Nodes": len(rows), b"UserStateLen": 0})
     body = b"".join(
         msgpack.packb({b"Addr": ip_to_bytes("10.1.8.8"), b"Incarnation": 3, b"Meta": meta, b"Name": name,
                        b"Port": 7946, b"State": state, b"Vsn": DEFAULT_VSN}, use_bin_type=False)
@@ -163,7 +168,7 @@ def test_random_names_and_tags_never_break_encoding_or_timers(packets: list[byte
     c.net.kick(addr(0))
     c.net.run_for(0.5)
     for s in c.nodes:
-        M.encode(M.decode(s.local_state(True)))  # type: ignore[arg-type]
+        M.encode(M.decode(s.local_state(True)))
         encode(s.memberlist._local_state(True))
         assert s.stats["timer.errors"] == 0 and s.memberlist.stats["timer.errors"] == 0
         assert s.memberlist.stats["drop.handler_error"] == 0
@@ -188,6 +193,6 @@ def test_random_serf_state_never_breaks_encoding(status: dict[bytes, int], left:
          b"Events": [{b"LTime": ev, b"Events": [{b"Name": n, b"Payload": b""} for n in left]}], b"QueryLTime": q},
         use_bin_type=False)
     s0.merge_remote_state(state, True)
-    M.encode(M.decode(s0.local_state(True)))  # type: ignore[arg-type]
+    M.encode(M.decode(s0.local_state(True)))
     CLUSTER.net.run_for(0.2)
     assert s0.stats["timer.errors"] == 0
