@@ -327,7 +327,9 @@ class Connection(asyncio.Protocol):
             elif name == "grpc-encoding":
                 encoding = value
         if method != "POST" or not content_type.startswith("application/grpc"):
-            # not a gRPC call: a plain HTTP answer (grpc's PROTOCOL-HTTP2.md), and no more of its body
+            # not a gRPC call: a plain HTTP answer (grpc's PROTOCOL-HTTP2.md); a body still coming is
+            # read and dropped (no RST_STREAM: frames after ours must be ignored, so a peer's errors
+            # on the stream would go unanswered, which h2spec's 5.1 and 8.1 cases catch when timing splits them)
             status = b"405" if method != "POST" else b"415"
             head = encode_indexed_name_literal(8, status) + encode_indexed_name_literal(31, b"text/plain")
             if method == "HEAD":  # no body, ever (RFC 9110 9.3.2)
@@ -335,8 +337,6 @@ class Connection(asyncio.Protocol):
             else:  # a short body: h2spec checks flow control and stream states with it
                 self.h2.send_headers(sid, head)
                 self.h2.send_data(sid, b"a gRPC server: POST application/grpc\n", end_stream=True)
-            if not event.end_stream:
-                self.h2.reset(sid, ErrorCode.NO_ERROR)
             return
         if self.h2.pending_total > _CONNECTION_BUFFER:
             # The client opens calls faster than it lets their answers through its flow-control

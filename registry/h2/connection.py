@@ -347,6 +347,10 @@ class ServerConnection(Sender):
             raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
         if self._drop(stream_id, Closed.RESET_RECEIVED):
             events.append(StreamReset(stream_id, int.from_bytes(payload, "big")))
+        elif self._closed.get(stream_id) is not None:
+            # Closed already (our RST_STREAM or both END_STREAMs may have crossed theirs): from
+            # now on the peer has reset it, so its later frames on it are its error (RFC 9113 5.1).
+            self._closed.add(stream_id, Closed.RESET_RECEIVED)
 
     def _on_window_update(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) != 4:

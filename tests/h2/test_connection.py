@@ -414,3 +414,16 @@ def test_closed_streams_are_remembered_within_a_bound() -> None:
     assert c.receive(frame(DATA, 1, 1, b"late")) == [] and not c.ended  # forgotten: ignored (credited back)
     c.receive(frame(DATA, 1, 19_999, b"late"))  # remembered as ended on both sides: RFC 9113 5.1
     assert c.ended
+
+
+def test_frames_after_the_peers_reset_of_a_stream_we_reset_first() -> None:
+    """Both sides reset stream 1 (ours first): a HEADERS the peer sends after its own RST_STREAM is
+    its error, answered once with STREAM_CLOSED (h2spec http2/5.1/9 when our reset wins the race)."""
+    c = opened()
+    c.receive(frame(HEADERS, 0x4, 1, block(REQUEST)))
+    c.reset(1, ErrorCode.NO_ERROR)
+    c.data_to_send()
+    assert c.receive(frame(RST, 0, 1, (8).to_bytes(4, "big"))) == []
+    c.receive(frame(HEADERS, 0x5, 1, block([("x-test", "ok")])) * 3)
+    assert parse_frames(c.data_to_send()) == [(RST, 0, 1, ErrorCode.STREAM_CLOSED.to_bytes(4, "big"))]
+    assert not c.ended

@@ -5,10 +5,11 @@ dynamic table size changes; decoded by both; the fields and the dynamic tables m
 from __future__ import annotations
 
 import hpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.h2.hpack import Decoder
+from registry.h2.hpack import Decoder, HPACKError
 
 # Names: mostly short tokens (so the encoder's dynamic table gets hits), some arbitrary octets.
 names = st.one_of(
@@ -41,8 +42,16 @@ def test_decoder_equals_the_hpack_library(sequence: list[tuple[list[tuple[str | 
         tuples = [hpack.NeverIndexedHeaderTuple(_octets(n), _octets(v)) if never else (_octets(n), _octets(v))
                   for n, v, never in headers]
         block = encoder.encode(tuples, huffman=huffman)
-        want = [(bytes(n), bytes(v)) for n, v in reference.decode(block, raw=True)]
+        try:
+            want = [(bytes(n), bytes(v)) for n, v in reference.decode(block, raw=True)]
+        except hpack.HPACKError:
+            # hpack 4.x's encoder forgets to announce a table size set twice to the same value, then
+            # refers to entries the decoder's table cannot hold: both decoders must refuse that block.
+            with pytest.raises(HPACKError):
+                ours.decode(block)
+            return
         got = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in ours.decode(block)]
+        assert got == [(n, v) for n, v, *_ in tuples]  # what the encoder was given
         assert got == want
         assert [(n.encode("latin-1"), v.encode("latin-1")) for n, v in ours.dynamic_table] == [
             (bytes(n), bytes(v)) for n, v in reference.header_table.dynamic_entries
