@@ -92,7 +92,8 @@ class ServerConnection(Sender):
         self._buf = bytearray()
         self._continuation: tuple[int, int, bytearray, int] | None = None  # (stream, flags, block, frames)
         # check_request's verdict per header block, valid while the decoder reuses its decoding
-        # of the same bytes (same table): at most 32 blocks of at most 512 bytes.
+        # of the same bytes (same table): at most 16 blocks of at most 256 bytes (indexed blocks
+        # of repeated requests are a few dozen bytes).
         self._checked: dict[bytes, tuple[str | None, int]] = {}
         self._table_size = 4096
         self.frames_received = 0
@@ -270,8 +271,8 @@ class ServerConnection(Sender):
         checked = self._checked.get(block) if self._decoder.reused else None
         if checked is None:  # checked once per distinct block: clients repeat theirs
             checked = check_request(headers)
-            if len(block) <= 512:
-                if len(self._checked) >= 32:
+            if len(block) <= 256:
+                if len(self._checked) >= 16:
                     self._checked.clear()
                 self._checked[block] = checked
             else:
