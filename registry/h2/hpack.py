@@ -94,11 +94,12 @@ STATIC_TABLE: tuple[tuple[str, str], ...] = (
 _STATIC_COUNT = len(STATIC_TABLE)
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1, also the per-field overhead of SETTINGS_MAX_HEADER_LIST_SIZE
 _MAX_INT = 1 << 32  # nothing HPACK counts (indices, lengths, sizes) is legitimately larger
-# Per-connection caches, bounded so a peer cannot grow them: at most ~0.2 MB and ~40 kB.
-_HUFFMAN_CACHE_LIMIT = 512
-_HUFFMAN_CACHE_MAX_LEN = 128
+# Per-connection caches, bounded so a peer cannot grow them: ~20 kB and ~10 kB at most (they
+# were 512 strings of 128 bytes, ~185 kB a connection, x 1,024 connections a source allows).
+_HUFFMAN_CACHE_LIMIT = 64
+_HUFFMAN_CACHE_MAX_LEN = 64
 _BLOCK_CACHE_LIMIT = 16
-_BLOCK_CACHE_MAX_LEN = 512
+_BLOCK_CACHE_MAX_LEN = 256
 
 
 def _integer_tail(block: bytes, pos: int, value: int) -> tuple[int, int]:
