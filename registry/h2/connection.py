@@ -231,7 +231,10 @@ class ServerConnection(Sender):
         if count >= MAX_CONTINUATIONS:
             raise _ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, f"header block over {MAX_CONTINUATIONS} CONTINUATION frames")
         block.extend(payload)
-        if len(block) > 4 * self._decoder.max_header_list_size:
+        # Encoded, a field never takes more octets than it counts toward SETTINGS_MAX_HEADER_LIST_SIZE
+        # (name + value + 32): a larger block could only decode to a list we refuse, so it is not
+        # buffered (was 4x, 256 KiB a connection).
+        if len(block) > self._decoder.max_header_list_size:
             raise _ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
         if flags & _END_HEADERS:
             self._continuation = None

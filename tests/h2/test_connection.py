@@ -427,3 +427,18 @@ def test_frames_after_the_peers_reset_of_a_stream_we_reset_first() -> None:
     c.receive(frame(HEADERS, 0x5, 1, block([("x-test", "ok")])) * 3)
     assert parse_frames(c.data_to_send()) == [(RST, 0, 1, ErrorCode.STREAM_CLOSED.to_bytes(4, "big"))]
     assert not c.ended
+
+
+def test_a_header_block_is_buffered_up_to_the_header_list_limit_only() -> None:
+    """CONTINUATION frames may not pile up more encoded octets than SETTINGS_MAX_HEADER_LIST_SIZE:
+    no field encodes to more than it counts toward that limit, so more could only be refused later."""
+    c = ServerConnection(max_header_list_size=4096)
+    c.receive(PREFACE + settings() + ACK_SETTINGS)
+    fields = [(f"x-{i}", "v" * 100) for i in range(30)]  # ~3,700 octets encoded, ~4,100 counted
+    events = c.receive(frame(HEADERS, 0x1, 1, block(REQUEST)) + frame(CONT, 0, 1, block(fields[:15]))
+                       + frame(CONT, 0x4, 1, block(fields[15:])))
+    assert isinstance(events[-1], ConnectionEnded) and events[-1].error_code == ErrorCode.COMPRESSION_ERROR  # decoded: too long
+    c = ServerConnection(max_header_list_size=4096)
+    c.receive(PREFACE + settings() + ACK_SETTINGS)
+    events = c.receive(frame(HEADERS, 0x1, 1, block(REQUEST)) + frame(CONT, 0, 1, bytes(4000)) + frame(CONT, 0, 1, bytes(200)))
+    assert events == [ConnectionEnded(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")]  # not even decoded
