@@ -21,13 +21,8 @@ Ports are picked free and retried if another process takes them first; logs go t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentproc import AgentProc, agent_factory, free_port
 
 __all__ = ["GoNode", "GoNodeError", "gonode", "gonode_binary", "gonode_missing"]
 
 ROOT = Path(__file__).resolve().parents[1]
-#: How long a node may take to list itself on /members.
-START_TIMEOUT = 20.0
 #: Log lines about timing or a dead peer, not content: a starved node suspected and refuting,
 #: UDP late but TCP fine, dialing a node just killed.
 TIMING = (
@@ -75,23 +69,11 @@ def gonode_missing() -> str | None:
     return f"needs gonode, a serf v0.10.2 node: no executable at {path} (set $GONODE, or see ../shared/tools)"
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (gossip needs both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise GoNodeError("no free port")
-
-
-class GoNode:
+class GoNode(AgentProc):
     """One gonode process on loopback. Construct, `start()`; `terminate()`/`kill()`/`close()` end it."""
+
+    error = GoNodeError
+    what = "gonode"
 
     def __init__(
         self,
@@ -109,19 +91,15 @@ class GoNode:
     ) -> None:
         """`host`: the address to bind gossip and HTTP on; `wrap`: a command prefix, such as
         `ip netns exec NS` to run the node in a network namespace (tests/chaos/netlab.py)."""
-        self.name = name
+        super().__init__(name, host=host, port=port, log_prefix="gonode")
         self.tags = dict(tags or {})
         self.encrypt = encrypt
         self.join = list(join)
         self.join_retry = join_retry
         self.protocol = protocol
-        self.port = port
-        self.host = host
         self.wrap = list(wrap)
         self.http_port = 0
         self.binary = binary or gonode_binary()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"gonode-{name}-", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def bind(self) -> str:
@@ -147,78 +125,18 @@ class GoNode:
             args += ["-protocol", str(self.protocol)]
         return args
 
-    def start(self, timeout: float = START_TIMEOUT) -> GoNode:
-        """Start and wait until /members lists this node alive (new ports if it died at bind)."""
-        fixed = self.port != 0
-        for _attempt in range(5):
-            if not fixed:
-                self.port = _free_port()
-            self.http_port = _free_port()
-            self.proc = subprocess.Popen(
-                self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break  # port race, most likely: retry with new ports
-                try:
-                    if any(m["name"] == self.json_name and m["status"] == "alive" for m in self.members()):
-                        return self
-                except GoNodeError:
-                    pass
-                time.sleep(0.05)
-            else:
-                self.kill()
-                raise GoNodeError(f"gonode {self.name} not up in {timeout}s:\n{self.log_text()}")
-            if fixed:
-                break
-        raise GoNodeError(f"gonode {self.name} exited at start:\n{self.log_text()}")
+    def _pick_ports(self, attempt: int) -> None:
+        """Free ports on 127.0.0.1 (where the test runs, even when `host` is in a namespace)."""
+        if self.port == 0 or attempt > 0:
+            self.port = free_port()
+        self.http_port = free_port()
 
-    async def astart(self, timeout: float = START_TIMEOUT) -> GoNode:
-        """`start()` in a thread, so Python nodes on the running loop keep answering meanwhile."""
-        return await asyncio.to_thread(self.start, timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _signal(self, sig: int, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def terminate(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM: gonode leaves gracefully (about 1.5 s), then exits 0; returns the exit code."""
-        return self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the node vanishes without a leave (peers must find it failed)."""
-        self._signal(signal.SIGKILL, 5.0)
-
-    def close(self) -> None:
-        self.kill()
+    def _ready(self) -> bool:
+        """True once /members lists this node alive."""
         try:
-            self._log.close()
-            os.unlink(self._log.name)
-        except OSError:
-            pass
-
-    def log_text(self) -> str:
-        self._log.flush()
-        try:
-            return Path(self._log.name).read_text(errors="replace")
-        except OSError:
-            return ""
+            return any(m["name"] == self.json_name and m["status"] == "alive" for m in self.members())
+        except GoNodeError:
+            return False
 
     def wait_log(self, text: str, timeout: float = 30.0) -> str:
         """Block until `text` is in the log (e.g. "] failed" of a `-join` given up); returns the log."""
@@ -272,28 +190,6 @@ class GoNode:
         except (OSError, urllib.error.URLError, ValueError) as exc:
             raise GoNodeError(f"GET /members on {self.name}: {exc}") from None
 
-    def member(self, name: str) -> dict[str, Any] | None:
-        return next((m for m in self.members() if m.get("name") == name), None)
-
-    def wait_member(self, name: str, status: str = "alive", timeout: float = 30.0,
-                    tags: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Block until `name` has `status` (and exactly `tags`, if given) in this node's view."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] | None = None
-        while True:
-            last = self.member(name)
-            if last is not None and last["status"] == status and (tags is None or last["tags"] == dict(tags)):
-                return last
-            if time.monotonic() > deadline:
-                raise GoNodeError(f"{name} not {status} (tags {tags}) in {self.name}'s view after {timeout}s: {last}")
-            if not self.alive:
-                raise GoNodeError(f"gonode {self.name} exited:\n{self.log_text()}")
-            time.sleep(0.1)
-
-    async def await_member(self, name: str, status: str = "alive", timeout: float = 30.0,
-                           tags: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return await asyncio.to_thread(self.wait_member, name, status, timeout, tags)
-
 
 @pytest.fixture
 def gonode() -> Iterator[Callable[..., GoNode]]:
@@ -303,13 +199,4 @@ def gonode() -> Iterator[Callable[..., GoNode]]:
     why = gonode_missing()
     if why is not None:
         pytest.skip(why)
-    nodes: list[GoNode] = []
-
-    def make(name: str = "go1", *, start: bool = True, **kwargs: Any) -> GoNode:
-        node = GoNode(name, **kwargs)
-        nodes.append(node)
-        return node.start() if start else node
-
-    yield make
-    for node in nodes:
-        node.close()
+    yield from agent_factory(GoNode)

@@ -25,22 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from agentproc import AgentProc, agent_factory, free_port
 
 __all__ = ["SerfAgent", "SerfAgentError", "free_port", "serf_agent", "serf_agents", "serf_binary"]
-
-#: How long an agent may take to answer its first RPC.
-START_TIMEOUT = 20.0
 
 
 class SerfAgentError(RuntimeError):
@@ -52,28 +46,16 @@ def serf_binary() -> str | None:
     return shutil.which("serf")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port currently free for both TCP and UDP on `host` (races are retried by `SerfAgent.start`)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(fam, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = int(t.getsockname()[1])
-            try:
-                with socket.socket(fam, socket.SOCK_DGRAM) as u:
-                    u.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise SerfAgentError("no free port found")
-
-
 def _fmt_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class SerfAgent:
+class SerfAgent(AgentProc):
     """One `serf agent` process on loopback.  Construct, then `start()`; `stop()`/`kill()` end it."""
+
+    error = SerfAgentError
+    what = "serf agent"
+    not_up = "did not answer RPC"
 
     def __init__(
         self,
@@ -90,9 +72,7 @@ class SerfAgent:
         extra_args: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
-        self.name = name
-        self.host = host
-        self.port = port
+        super().__init__(name, host=host, port=port, log_prefix="serf")
         self.rpc_port = rpc_port
         self.tags = dict(tags or {})
         self.encrypt = encrypt
@@ -101,8 +81,6 @@ class SerfAgent:
         self.log_level = log_level
         self.extra_args = list(extra_args)
         self.binary = binary or serf_binary() or "serf"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"serf-{name}-", suffix=".log", delete=False)
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -135,76 +113,24 @@ class SerfAgent:
             args.append(f"-event-handler={handler}")
         return args + self.extra_args
 
-    def start(self, timeout: float = START_TIMEOUT) -> SerfAgent:
-        """Start the process and wait until `serf members` answers on its RPC port."""
-        fixed = self.port != 0
-        for _attempt in range(5):
-            if not fixed:
-                self.port = free_port(self.host)
-            if self.rpc_port == 0 or _attempt > 0:
-                self.rpc_port = free_port()
-            self.proc = subprocess.Popen(
-                self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break  # died (port race?): retry with new ports
-                if self._rpc_ok():
-                    return self
-                time.sleep(0.05)
-            else:
-                self.kill()
-                raise SerfAgentError(f"serf agent {self.name} did not answer RPC in {timeout}s:\n{self.log_text()}")
-            if fixed:
-                break
-        raise SerfAgentError(f"serf agent {self.name} exited at start:\n{self.log_text()}")
+    def _pick_ports(self, attempt: int) -> None:
+        if self.port == 0 or attempt > 0:
+            self.port = free_port(self.host)
+        if self.rpc_port == 0 or attempt > 0:
+            self.rpc_port = free_port()
 
-    async def astart(self, timeout: float = START_TIMEOUT) -> SerfAgent:
-        """`start()` without blocking the event loop (use it while Python nodes are running)."""
-        fixed = self.port != 0
-        for _attempt in range(5):
-            if not fixed:
-                self.port = free_port(self.host)
-            if self.rpc_port == 0 or _attempt > 0:
-                self.rpc_port = free_port()
-            self.proc = subprocess.Popen(
-                self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    await self.arun("members", timeout=5)
-                    return self
-                except SerfAgentError:
-                    await asyncio.sleep(0.05)
-            else:
-                self.kill()
-                raise SerfAgentError(f"serf agent {self.name} did not answer RPC in {timeout}s:\n{self.log_text()}")
-            if fixed:
-                break
-        raise SerfAgentError(f"serf agent {self.name} exited at start:\n{self.log_text()}")
-
-    def _rpc_ok(self) -> bool:
+    def _ready(self) -> bool:
+        """True once `serf members` answers on the RPC port."""
         try:
             res = subprocess.run(
                 [self.binary, "members", f"-rpc-addr={self.rpc_addr}"],
+                check=False,
                 capture_output=True,
                 timeout=5,
             )
         except subprocess.TimeoutExpired:
             return False
         return res.returncode == 0
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the agent vanishes without a leave (peers must detect it as failed)."""
-        self._signal(signal.SIGKILL)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (the agent shuts down without leaving, like Ctrl-C would not)."""
@@ -216,42 +142,12 @@ class SerfAgent:
             self.run("leave", timeout=timeout, check=False)
         self._signal(signal.SIGTERM, timeout)
 
-    def _signal(self, sig: int, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def close(self) -> None:
-        self.kill()
-        try:
-            self._log.close()
-            os.unlink(self._log.name)
-        except OSError:
-            pass
-
-    def log_text(self) -> str:
-        self._log.flush()
-        try:
-            with open(self._log.name, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
     # -- CLI (blocking) --------------------------------------------------------------------
 
     def run(self, *args: str, timeout: float = 15.0, check: bool = True) -> str:
         """Run `serf <args> -rpc-addr=<this agent>`; returns stdout (raises on failure if check)."""
         cmd = [self.binary, args[0], f"-rpc-addr={self.rpc_addr}", *args[1:]]
-        res = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        res = subprocess.run(cmd, check=False, capture_output=True, timeout=timeout)
         if check and res.returncode != 0:
             raise SerfAgentError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.decode(errors='replace')}")
         return res.stdout.decode(errors="replace")
@@ -260,20 +156,6 @@ class SerfAgent:
         """`serf members -format=json` as a list of dicts (name, addr, port, tags, status, protocol)."""
         out = json.loads(self.run("members", "-format=json"))
         return list(out.get("members") or [])
-
-    def member(self, name: str) -> dict[str, Any] | None:
-        return next((m for m in self.members() if m.get("name") == name), None)
-
-    def wait_member(self, name: str, status: str = "alive", timeout: float = 30.0) -> dict[str, Any]:
-        """Block until `name` has `status` in this agent's view (raises SerfAgentError on timeout)."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.member(name)
-            if last is not None and last.get("status") == status:
-                return dict(last)
-            time.sleep(0.1)
-        raise SerfAgentError(f"{name} not {status} in {self.name}'s view after {timeout}s (last: {last})")
 
     # -- CLI (async: keeps the event loop running) -------------------------------------------
 
@@ -299,17 +181,6 @@ class SerfAgent:
     async def amember(self, name: str) -> dict[str, Any] | None:
         return next((m for m in await self.amembers() if m.get("name") == name), None)
 
-    async def await_member(self, name: str, status: str = "alive", timeout: float = 30.0) -> dict[str, Any]:
-        """Async `wait_member`: polls `serf members` without blocking the loop."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = await self.amember(name)
-            if last is not None and last.get("status") == status:
-                return dict(last)
-            await asyncio.sleep(0.1)
-        raise SerfAgentError(f"{name} not {status} in {self.name}'s view after {timeout}s (last: {last})")
-
     # -- common commands -----------------------------------------------------------------------
 
     def join(self, *addrs: str) -> str:
@@ -326,12 +197,6 @@ class SerfAgent:
     async def aevent(self, name: str, payload: str = "", coalesce: bool = True) -> str:
         return await self.arun("event", f"-coalesce={str(coalesce).lower()}", name, *([payload] if payload else []))
 
-    def __enter__(self) -> SerfAgent:
-        return self.start() if self.proc is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 @pytest.fixture
 def serf_agents() -> Iterator[list[SerfAgent]]:
@@ -347,13 +212,4 @@ def serf_agents() -> Iterator[list[SerfAgent]]:
 def serf_agent() -> Iterator[Callable[..., SerfAgent]]:
     """Factory fixture: `serf_agent(name=..., tags=..., encrypt=..., event_handlers=[...])` starts an
     agent (ready for RPC) and kills it at teardown.  Tests using it should be marked `@pytest.mark.serf`."""
-    agents: list[SerfAgent] = []
-
-    def make(name: str = "go1", **kwargs: Any) -> SerfAgent:
-        agent = SerfAgent(name, **kwargs)
-        agents.append(agent)
-        return agent.start()
-
-    yield make
-    for agent in agents:
-        agent.close()
+    yield from agent_factory(SerfAgent)

@@ -19,7 +19,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from e2e.helpers import (
     wait_for,
 )
 from gonode import GoNode
+from serf_live import wait
 
 from register import Register, RegisterError
 from registry.memberlist.config import Config
@@ -59,14 +60,6 @@ GoFactory = Callable[..., GoNode]
 def ps() -> Iterator[list[Proc]]:
     with procs() as started:
         yield started
-
-
-@pytest.fixture
-async def nodes() -> AsyncIterator[list[SerfAgent]]:
-    made: list[SerfAgent] = []
-    yield made
-    for n in made:
-        await n.shutdown()
 
 
 async def py_node(nodes: list[SerfAgent], name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
@@ -95,16 +88,6 @@ def drops(agent: SerfAgent, *expected: str) -> dict[str, int]:
 def gossip(agent: SerfAgent) -> str:
     m = agent.local_member()
     return f"{m.addr}:{m.port}"
-
-
-async def wait(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
 
 
 def services(reg: Registry, group: str) -> dict[str, tuple[str, dict[str, str]]]:

@@ -7,11 +7,11 @@ import base64
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from serf_live import wait
 from serfagent import SerfAgent as GoAgent
 
 from registry.memberlist.config import Config
@@ -52,24 +52,6 @@ async def py_node(
     return a
 
 
-async def wait(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
-
-
-@pytest.fixture
-async def nodes() -> AsyncIterator[list[SerfAgent]]:
-    made: list[SerfAgent] = []
-    yield made
-    for n in made:
-        await n.shutdown()
-
-
 async def test_members_tags_update_and_leave(
     serf_agent: Any, nodes: list[SerfAgent]
 ) -> None:
@@ -80,7 +62,7 @@ async def test_members_tags_update_and_leave(
     m = await go.await_member("py1", "alive", timeout=20)
     assert m["tags"] == {"role": "web", "zone": "a"}
     assert m["protocol"]["version"] == 5 if "protocol" in m else True
-    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE)
+    assert await wait(lambda: py.status_of("go1") == MemberStatus.ALIVE, 20)
     assert must(py.core.member("go1")).tags == {"role": "db"}
     # our acks carry a Vivaldi coordinate, so `serf rtt` can estimate the distance to us
     loop = asyncio.get_running_loop()
@@ -129,7 +111,8 @@ async def test_python_sees_go_leave_and_failure(
         lambda: (
             py.status_of("go1") == MemberStatus.ALIVE
             and py.status_of("go2") == MemberStatus.ALIVE
-        )
+        ),
+        20,
     )
     await asyncio.get_running_loop().run_in_executor(None, go1.leave)
     assert await wait(lambda: py.status_of("go1") == MemberStatus.LEFT, 30)
@@ -282,7 +265,7 @@ async def test_relayed_query_responses(serf_agent: Any, nodes: list[SerfAgent]) 
     await py.join([go1.bind, go2.bind])
     await go1.await_member("py1", "alive", timeout=20)
     await go1.await_member("go2", "alive", timeout=20)
-    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE)
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE, 20)
     stream = py.query("relayed", b"", request_ack=True, relay_factor=2, timeout=3.0)
     got = {i.from_: i.payload async for i in stream}
     assert got == {"py1": b"py"} and sorted(stream.acks) == ["go1", "go2", "py1"]
@@ -400,7 +383,7 @@ async def test_force_leave_of_failed_go_node(
     py = await py_node("py1")
     nodes.append(py)
     await py.join([go1.bind, go2.bind])
-    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE)
+    assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE, 20)
     go2.kill()
     assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 40)
     await go1.arun("force-leave", "go2")
