@@ -178,9 +178,14 @@ class Listener:
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> int:
         """Bind every address `host` resolves to ("" = all) like asyncio does; returns the first port."""
-        infos = await self._loop.getaddrinfo(
-            host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        try:  # a numeric or empty host needs no lookup: no executor thread for it (asyncio skips it too)
+            infos = socket.getaddrinfo(
+                host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE | socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            infos = await self._loop.getaddrinfo(
+                host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
         seen: set[tuple[Any, ...]] = set()
         try:
             for family, kind, proto, _, addr in infos:

@@ -32,6 +32,9 @@ def answer():
             heavy = ("ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "cryptography", "grpc")
             loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
             print("MODULES " + " ".join(loaded), flush=True)
+        elif line.strip() == "threads":
+            others = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+            print("THREADS " + " ".join(others), flush=True)
 
 threading.Thread(target=answer, daemon=True).start()
 from registry.cli import main
@@ -77,6 +80,16 @@ def _modules(p: subprocess.Popen[str]) -> set[str]:
     return set(line.split()[1:])
 
 
+def _threads(p: subprocess.Popen[str]) -> list[str]:
+    """Names of the server's threads (its stdin helper left out)."""
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write("threads\n")
+    p.stdin.flush()
+    line = p.stdout.readline()
+    assert line.startswith("THREADS"), line
+    return line.split()[1:]
+
+
 def _use(addr: str, peer: str) -> None:
     """Health, reflection and the registry API, as an operator's tools would; gossip with a peer."""
     from client import RpcClient
@@ -115,6 +128,7 @@ def test_server_loads_no_openssl_and_cryptography_only_with_encrypt(encrypt: boo
             Registry(ps, tmp_path, "footprint-peer", [addr["gossip"]], *extra, profile="lan")
             _use(addr["grpc"], "footprint-peer")  # gossip both ways: AES-GCM used when encrypted
             loaded = _modules(p)
+            threads = _threads(p)
     finally:
         rc = _stop(p)
     assert rc == 0, "".join(log)
@@ -122,6 +136,8 @@ def test_server_loads_no_openssl_and_cryptography_only_with_encrypt(encrypt: boo
     # native front: no grpcio C core (reflection's *_pb2 messages are plain protobuf, loaded on first use)
     assert not {m for m in loaded if m.split(".")[0] == "grpc"}, loaded
     assert ("cryptography" in loaded) == encrypt, loaded
+    # one thread: binding numeric addresses must not start asyncio's resolver executor (+1 thread, +0.9 MiB)
+    assert threads == ["MainThread"], threads
     assert any('"registry stopped"' in line for line in log), "".join(log)
 
 
