@@ -6,8 +6,11 @@ resources.  Refusing newcomers when the slots are full would let anyone holding 
 connections lock every legitimate joiner out; instead, when a newcomer arrives at a full
 table, we shed the oldest connection that has not completed a message from the source
 holding the most slots (so a busy source cannot push out a quiet one).  A peer that completed
-its message is past the pre-auth stage and is not shed (it is bounded by the exchange
-timeout); if only such peers hold slots, the newcomer is refused.
+its message is past the pre-auth stage and is not shed while we answer it; but a peer that
+leaves our reply unread for `GRACE` after its message (a legitimate one reads it at once, and
+the kernel's buffers take a small reply whole) is stalled, and is shed first, oldest first,
+so peers that complete a push/pull and then stop reading cannot lock joiners out either.  The
+newcomer is refused only when every slot is held by a stream we answered less than `GRACE` ago.
 
 A newcomer from a source at its own cap sheds that source's oldest incomplete stream, but
 only one older than `GRACE`: a peer writes its message as soon as it is connected, so a
@@ -90,6 +93,7 @@ class _Entry:
     since: float
     buffered: int = 0
     complete: bool = False
+    completed_at: float = 0.0
 
 
 class Admission(Generic[K]):
@@ -136,14 +140,14 @@ class Admission(Generic[K]):
         shed: list[tuple[K, Shed]] = []
         if self.from_source(source) >= self.max_per_source:
             keys = self._by_source[source]
-            victim = self._oldest_incomplete(keys)
+            victim = self._oldest_stalled(keys, now) or self._oldest_incomplete(keys)
             if victim is None:
                 return False, shed
             if now - self._entries[victim].since >= self.grace:
                 self._forget(victim)
                 shed.append((victim, Shed.SOURCE))
         if len(self._entries) >= self.max_streams:
-            victim = self._global_victim()
+            victim = self._oldest_stalled(self._entries, now) or self._global_victim()
             if victim is None:
                 return False, shed
             self._forget(victim)
@@ -171,15 +175,17 @@ class Admission(Generic[K]):
         self._buffered += nbytes
         return shed
 
-    def complete(self, key: K) -> None:
-        """`key` delivered its message: its bytes leave the budget (the driver hands them to
-        the machine at once) and it can no longer be shed."""
+    def complete(self, key: K, now: float = 0.0) -> None:
+        """`key` delivered its message at `now`: its bytes leave the budget (the driver hands
+        them to the machine at once) and it is shed only once it has left our reply unread
+        for `grace`."""
         entry = self._entries.get(key)
         if entry is None or entry.complete:
             return
         self._buffered -= entry.buffered
         entry.buffered = 0
         entry.complete = True
+        entry.completed_at = now
 
     def release(self, key: K) -> None:
         """The stream closed (for whatever reason)."""
@@ -202,6 +208,14 @@ class Admission(Generic[K]):
     def _oldest_incomplete(self, keys: dict[K, None] | dict[K, _Entry]) -> K | None:
         for k in keys:
             if not self._entries[k].complete:
+                return k
+        return None
+
+    def _oldest_stalled(self, keys: dict[K, None] | dict[K, _Entry], now: float) -> K | None:
+        """The oldest completed stream whose reply has waited unread for `grace` or more."""
+        for k in keys:
+            e = self._entries[k]
+            if e.complete and now - e.completed_at >= self.grace:
                 return k
         return None
 

@@ -79,7 +79,7 @@ class _Stream(asyncio.Protocol):
         if msg is None:
             return
         self.done = True
-        server.admission.complete(self)
+        server.admission.complete(self, server.loop.time())
         transport = self._transport
         assert transport is not None
         transport.pause_reading()

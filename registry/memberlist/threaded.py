@@ -713,10 +713,10 @@ class ThreadedRunner:
                 return
             conn.done = True
             conn.deadline = conn.accepted + conn.timeout
-            self._admission.complete(conn)
+            now = time.monotonic()
+            self._admission.complete(conn, now)
             machine = self._machine
             assert machine is not None
-            now = time.monotonic()
             source = conn.source
             reply = self._guard("receive_stream", functools.partial(machine.receive_stream, msg, source, now))
             self._pump()

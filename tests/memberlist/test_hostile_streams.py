@@ -171,16 +171,36 @@ def test_admission_sheds_oldest_idle_of_the_source_then_of_the_heaviest_source()
     assert adm.admit("a5", "A", 1.0) == (True, [("a1", Shed.SOURCE)])
     assert adm.admit("b1", "B", 1.0) == (True, [])  # full: a2 a3 a4 a5 b1
     assert adm.admit("c1", "C", 1.0) == (True, [("a2", Shed.GLOBAL)])  # A is the heaviest; age ignored
-    adm.complete("a3")
-    adm.complete("a4")
-    adm.complete("a5")  # A holds 3 complete streams: the oldest incomplete anywhere goes
+    adm.complete("a3", 8.5)
+    adm.complete("a4", 8.5)
+    adm.complete("a5", 8.5)  # A holds 3 complete streams: the oldest incomplete anywhere goes
     assert adm.admit("c2", "C", 1.0) == (True, [("b1", Shed.GLOBAL)])
-    assert adm.admit("a6", "A", 9.0) == (False, [])  # A at its cap with only complete streams
+    assert adm.admit("a6", "A", 9.0) == (False, [])  # A at its cap with only complete streams, answered 0.5 s ago
     for k in ("c1", "c2"):
-        adm.complete(k)
-    assert adm.admit("d1", "D", 9.0) == (False, [])  # every holder completed its message: refuse
+        adm.complete(k, 8.5)
+    assert adm.admit("d1", "D", 9.0) == (False, [])  # every holder completed its message just now: refuse
     assert len(adm) == 5 and "d1" not in adm
     assert adm.shed_for_fd(9.0) is None
+
+
+def test_admission_sheds_peers_that_leave_our_reply_unread() -> None:
+    """Completing a message and then not reading the answer must not lock joiners out either:
+    once a completed stream has waited `grace` with our reply unread it goes before a newcomer
+    is refused (the oldest first), globally and per source."""
+    adm: Admission[str] = Admission(max_streams=4, max_per_source=2, max_buffered=100, grace=1.0)
+    for i, src in enumerate(("A", "A", "B", "B")):
+        key = f"{src}{i}"
+        assert adm.admit(key, src, 0.0) == (True, [])
+        adm.complete(key, 0.5 + i * 0.1)  # A0 answered at 0.5, A1 at 0.6, B2 at 0.7, B3 at 0.8
+    assert adm.admit("C1", "C", 1.2) == (False, [])  # every reply is younger than the grace
+    assert adm.admit("C1", "C", 1.55) == (True, [("A0", Shed.GLOBAL)])  # A0 waited 1.05 s
+    assert adm.admit("B9", "B", 1.75) == (True, [("B2", Shed.SOURCE)])  # B at its cap: its stalled B2 goes
+    assert adm.admit("D1", "D", 1.75) == (True, [("A1", Shed.GLOBAL)])  # full: stalled A1 before incomplete B9
+    assert adm.admit("D2", "D", 1.75) == (True, [("B9", Shed.GLOBAL)])  # B3 waited 0.95 s: B's incomplete goes
+    assert len(adm) == 4 and adm.from_source("A") == 0 and "B3" in adm
+    for k in ("C1", "D1", "D2"):
+        adm.complete(k, 1.76)
+    assert adm.admit("E1", "E", 1.79) == (False, [])  # all answered within the grace: refuse
 
 
 def test_admission_spares_young_streams_when_out_of_descriptors() -> None:
