@@ -35,7 +35,6 @@ from registry.h2.connection import (
     StreamReset,
 )
 from registry.h2.hpack import encode_indexed_name_literal
-from registry.native_stats import Stats
 
 if TYPE_CHECKING:
     from registry.native import NativeServer
@@ -147,8 +146,19 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         event: Event | None = None
         try:
-            for event in self.h2.receive(data):
-                self.handle(event)
+            events = self.h2.receive(data)
+            # Requests whose whole body came in this read too (one DATA event, with END_STREAM):
+            # a unary call is answered from it when its headers are handled (see `request`).
+            whole: dict[int, bytes | None] = {}
+            for event in events:
+                if type(event) is DataReceived:
+                    sid = event.stream_id
+                    whole[sid] = event.data if event.end_stream and sid not in whole else None
+            for event in events:
+                if type(event) is RequestReceived:
+                    self.request(event, whole.get(event.stream_id) if whole and not event.end_stream else None)
+                else:
+                    self.handle(event)
         except Exception:  # a bug of ours must cost one connection, not the server
             log.exception("native gRPC: unexpected error %s", f"handling {type(event).__name__}" if event else "in HTTP/2")
             self.server.stats.internal_errors += 1
@@ -313,7 +323,11 @@ class Connection(asyncio.Protocol):
             self.flush()
             self.close()
 
-    def request(self, event: RequestReceived) -> None:
+    def request(self, event: RequestReceived, body: bytes | None = None) -> None:
+        """Open a call for a new stream. `body` is the whole request body when its DATA event
+        (with END_STREAM) came in the same read: a unary call whose one uncompressed message it
+        is exactly is answered now, with no `_Call` and nothing buffered; anything else takes the
+        general path. Either way the DATA event follows (and is acknowledged: no call holds it)."""
         sid = event.stream_id
         path = method = content_type = ""
         encoding = "identity"
@@ -338,33 +352,61 @@ class Connection(asyncio.Protocol):
                 self.h2.send_headers(sid, head)
                 self.h2.send_data(sid, b"a gRPC server: POST application/grpc\n", end_stream=True)
             return
-        if self.h2.pending_total > _CONNECTION_BUFFER:
-            # The client opens calls faster than it lets their answers through its flow-control
-            # windows: REFUSED_STREAM is safe for it to retry, and bounds what we hold for it.
-            self.server.stats.refused_streams += 1
-            self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
+        server = self.server
+        if self.h2.pending_total:
+            if self.h2.pending_total > _CONNECTION_BUFFER:
+                # The client opens calls faster than it lets their answers through its flow-control
+                # windows: REFUSED_STREAM is safe for it to retry, and bounds what we hold for it.
+                server.stats.refused_streams += 1
+                self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
+                return
+            if server.queued > server.limits.output_budget:
+                # The same, summed over every connection: many clients that each stay under the
+                # per-connection bound must not add up to more than the process can hold. Only
+                # clients that leave answers waiting themselves are refused: one that reads its
+                # answers is served whatever others do.
+                server.stats.output_refused += 1
+                self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
+                return
+        server.stats.calls += 1
+        kind = server.kind_of(path)
+        if (
+            body is not None
+            and kind == "unary"
+            and 5 <= len(body) <= MAX_MESSAGE + 5
+            and body[0] == 0
+            and int.from_bytes(body[1:5], "big") == len(body) - 5
+        ):
+            self.unary_whole(sid, path, body)
             return
-        if self.h2.pending_total and self.server.queued > self.server.limits.output_budget:
-            # The same, summed over every connection: many clients that each stay under the
-            # per-connection bound must not add up to more than the process can hold. Only
-            # clients that leave answers waiting themselves are refused: one that reads its
-            # answers is served whatever others do.
-            self.server.stats.output_refused += 1
-            self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
-            return
-        self.server.stats.calls += 1
-        kind = self.server.kind_of(path)
         if kind is None:
             self.refuse(sid, Status.UNIMPLEMENTED, f"unknown method {path}", reset=not event.end_stream)
             return
-        if kind == "stream" and self._watches() >= self.server.limits.max_watches_per_connection:
-            self.server.stats.watches_refused += 1
-            limit = self.server.limits.max_watches_per_connection
+        if kind == "stream" and self._watches() >= server.limits.max_watches_per_connection:
+            server.stats.watches_refused += 1
+            limit = server.limits.max_watches_per_connection
             self.refuse(sid, Status.RESOURCE_EXHAUSTED, f"at most {limit} streams per connection", reset=not event.end_stream)
             return
         call = self.calls[sid] = _Call(path, kind, encoding)
         if event.end_stream:
             self.request_complete(sid, call)
+
+    def unary_whole(self, sid: int, path: str, body: bytes) -> None:
+        """A unary call whose request (one uncompressed message of at most MAX_MESSAGE, nothing
+        else) came whole in the read that opened its stream: answered now. What the
+        general path (`_Call`, `handle`, `request_complete`) would do with it, without its
+        bookkeeping: nothing is buffered, so the memory budget has nothing to count, and the
+        DATA event that follows acknowledges the body (it finds no call)."""
+        try:
+            answer = self.server.unary[path](body[5:])
+        except (CallError, Invalid, Missing, Exhausted) as exc:
+            self.finish(sid, code_of(exc), str(exc), started=False)
+            return
+        except Exception as exc:
+            log.exception("native gRPC: %s failed", path)
+            self.finish(sid, Status.INTERNAL, f"internal error in {path}: {type(exc).__name__}", started=False)
+            return
+        self.h2.respond(sid, HEAD, frame_message(answer), TRAILERS_OK)
 
     def expire_requests(self, before: float) -> None:
         """Refuse calls opened before `before` whose request is still not whole: a never-ended
