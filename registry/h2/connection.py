@@ -133,20 +133,24 @@ class ServerConnection(Sender):
                 self._preface_seen = True
             pos, end = 0, len(buf)
             view = memoryview(buf)
+            frames = self.frames_received
+            on_frame = self._frame_received
             try:
                 while end - pos >= 9:
                     length = int.from_bytes(view[pos : pos + 3], "big")
                     if length > MIN_FRAME:  # we never advertise a larger SETTINGS_MAX_FRAME_SIZE
                         raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                    if end - pos < 9 + length:
+                    stop = pos + 9 + length
+                    if stop > end:
                         break
                     ftype, flags = view[pos + 3], view[pos + 4]
                     stream_id = int.from_bytes(view[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                    payload = bytes(view[pos + 9 : pos + 9 + length])
-                    pos += 9 + length
-                    self.frames_received += 1
-                    self._frame_received(ftype, flags, stream_id, payload, events)
+                    payload = bytes(view[pos + 9 : stop])
+                    pos = stop
+                    frames += 1
+                    on_frame(ftype, flags, stream_id, payload, events)
             finally:
+                self.frames_received = frames
                 view.release()
                 del buf[:pos]
         except _ProtocolError as exc:
@@ -211,7 +215,7 @@ class ServerConnection(Sender):
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id == 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
-        block = self._unpad(flags, payload, "HEADERS")
+        block = self._unpad(flags, payload, "HEADERS") if flags & _PADDED else payload
         if flags & _PRIORITY_FLAG:
             if len(block) < 5:
                 raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
@@ -316,7 +320,7 @@ class ServerConnection(Sender):
         self._recv_window -= size
         if self._recv_window < 0:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window")
-        data = self._unpad(flags, payload, "DATA")
+        data = self._unpad(flags, payload, "DATA") if flags & _PADDED else payload
         s = self._streams.get(stream_id)
         if s is None or not s.remote_open:
             if stream_id > self._last_stream:
@@ -332,16 +336,21 @@ class ServerConnection(Sender):
         if s.recv_taken > self._local_initial:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, f"peer overran stream {stream_id}'s window")
         end_stream = bool(flags & _END_STREAM)
-        s.received_len += len(data)
-        if s.expect_len >= 0 and (s.received_len > s.expect_len or (end_stream and s.received_len < s.expect_len)):
+        n = len(data)
+        received = s.received_len = s.received_len + n
+        expect = s.expect_len
+        if expect >= 0 and (received > expect or (end_stream and received < expect)):
             self._credit(0, None, size)
             self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)  # section 8.1.1: content-length
             return
         if end_stream:
-            self._remote_close(stream_id, s)
-        self._recv_held += len(data)
-        if size > len(data):
-            self._credit(stream_id, s, size - len(data))  # padding: nothing for the application to consume
+            s.remote_open = False  # _remote_close, inline
+            if not s.local_open:
+                del self._streams[stream_id]
+                self._closed.add(stream_id, Closed.ENDED)
+        self._recv_held += n
+        if size > n:
+            self._credit(stream_id, s, size - n)  # padding: nothing for the application to consume
         events.append(DataReceived(stream_id, data, end_stream, size))
 
     def _on_rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:

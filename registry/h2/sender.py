@@ -139,7 +139,10 @@ class Sender:
                 + n.to_bytes(3, "big") + b"\x00\x00" + sid + body
                 + len(trailers).to_bytes(3, "big") + b"\x01\x05" + sid + trailers
             )
-            self._local_close(stream_id, s)
+            s.local_open = False  # _local_close, inline
+            if not s.remote_open:
+                del self._streams[stream_id]
+                self._closed.add(stream_id, Closed.ENDED)
             return
         self.send_headers(stream_id, head)
         self.send_data(stream_id, body)
@@ -166,11 +169,26 @@ class Sender:
         the peer may send that much again. WINDOW_UPDATEs go out once half a window is owed,
         not per call. The stream part is a no-op once the stream is closed or reset; the
         connection part always counts (else the connection window would leak shut)."""
-        n = min(n, self._recv_held)  # never credit what was not delivered: the windows stay bounded
+        held = self._recv_held
+        n = min(n, held)  # never credit what was not delivered: the windows stay bounded
         if n <= 0 or self.ended:
             return
-        self._recv_held -= n
-        self._credit(stream_id, self._streams.get(stream_id), n)
+        self._recv_held = held - n
+        # What _credit does, inline: every unary request comes through here.
+        credit = self._recv_credit + n
+        if credit >= self._conn_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, credit.to_bytes(4, "big")))
+            self._recv_window += credit
+            credit = 0
+        self._recv_credit = credit
+        s = self._streams.get(stream_id)
+        if s is None or not s.remote_open:
+            return  # the peer sends nothing more on it: no stream WINDOW_UPDATE is due
+        s.recv_credit += n
+        if s.recv_credit >= self._stream_window // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, s.recv_credit.to_bytes(4, "big")))
+            s.recv_taken -= s.recv_credit
+            s.recv_credit = 0
 
     def _credit(self, stream_id: int, s: Stream | None, n: int) -> None:
         """Return `n` bytes of credit to the connection and, if open for receiving, the stream."""
