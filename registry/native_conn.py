@@ -90,6 +90,7 @@ class Connection(asyncio.Protocol):
         self.paused: set[int] = set()  # bidi calls not reading requests until their answers drain
         self.queued_limit = _STREAM_BUFFER  # past the process's output budget, more than this here: closed
         self.flush_pending = False
+        self.busy = False  # what the connection table was last told (idle from accept on)
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -148,17 +149,28 @@ class Connection(asyncio.Protocol):
         try:
             events = self.h2.receive(data)
             # Requests whose whole body came in this read too (one DATA event, with END_STREAM):
-            # a unary call is answered from it when its headers are handled (see `request`).
-            whole: dict[int, bytes | None] = {}
+            # a unary call is answered from it when its headers are handled (see `request`), and
+            # its DATA event is skipped, acknowledged with the others after the loop.
+            whole: dict[int, DataReceived | None] = {}
             for event in events:
                 if type(event) is DataReceived:
                     sid = event.stream_id
-                    whole[sid] = event.data if event.end_stream and sid not in whole else None
+                    whole[sid] = event if event.end_stream and sid not in whole else None
+            consumed = 0
             for event in events:
                 if type(event) is RequestReceived:
-                    self.request(event, whole.get(event.stream_id) if whole and not event.end_stream else None)
+                    body = whole.get(event.stream_id) if whole and not event.end_stream else None
+                    if body is None:
+                        self.request(event)
+                    elif self.request(event, body.data):
+                        del whole[event.stream_id]
+                        consumed += len(body.data)
+                elif type(event) is DataReceived and event.stream_id not in whole:
+                    continue  # consumed by `request`
                 else:
                     self.handle(event)
+            if consumed:  # those streams are closed for receiving: only the connection's window is owed
+                self.h2.acknowledge_received_data(0, consumed)
         except Exception:  # a bug of ours must cost one connection, not the server
             log.exception("native gRPC: unexpected error %s", f"handling {type(event).__name__}" if event else "in HTTP/2")
             self.server.stats.internal_errors += 1
@@ -169,13 +181,16 @@ class Connection(asyncio.Protocol):
         if self.paused:
             self.resume_paused()
         self.flush()
-        self.update_idle()
+        if self.busy != bool(self.calls or self.h2.open_streams):
+            self.update_idle()
 
     def update_idle(self) -> None:
         """Tell the connection table whether a call is open (grpc's idleness: no outstanding RPC)."""
         if self.calls or self.h2.open_streams:
+            self.busy = True
             self.server.table.set_busy(self)
         else:
+            self.busy = False
             self.server.table.set_idle(self)
 
     def shed(self) -> None:
@@ -323,11 +338,11 @@ class Connection(asyncio.Protocol):
             self.flush()
             self.close()
 
-    def request(self, event: RequestReceived, body: bytes | None = None) -> None:
+    def request(self, event: RequestReceived, body: bytes | None = None) -> bool:
         """Open a call for a new stream. `body` is the whole request body when its DATA event
         (with END_STREAM) came in the same read: a unary call whose one uncompressed message it
-        is exactly is answered now, with no `_Call` and nothing buffered; anything else takes the
-        general path. Either way the DATA event follows (and is acknowledged: no call holds it)."""
+        is exactly is answered now, with no `_Call` and nothing buffered (True: the caller skips
+        that DATA event and acknowledges `body`); anything else takes the general path (False)."""
         sid = event.stream_id
         path = method = content_type = ""
         encoding = "identity"
@@ -351,7 +366,7 @@ class Connection(asyncio.Protocol):
             else:  # a short body: h2spec checks flow control and stream states with it
                 self.h2.send_headers(sid, head)
                 self.h2.send_data(sid, b"a gRPC server: POST application/grpc\n", end_stream=True)
-            return
+            return False
         server = self.server
         if self.h2.pending_total:
             if self.h2.pending_total > _CONNECTION_BUFFER:
@@ -359,7 +374,7 @@ class Connection(asyncio.Protocol):
                 # windows: REFUSED_STREAM is safe for it to retry, and bounds what we hold for it.
                 server.stats.refused_streams += 1
                 self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
-                return
+                return False
             if server.queued > server.limits.output_budget:
                 # The same, summed over every connection: many clients that each stay under the
                 # per-connection bound must not add up to more than the process can hold. Only
@@ -367,7 +382,7 @@ class Connection(asyncio.Protocol):
                 # answers is served whatever others do.
                 server.stats.output_refused += 1
                 self.h2.reset(sid, ErrorCode.REFUSED_STREAM)
-                return
+                return False
         server.stats.calls += 1
         kind = server.kind_of(path)
         if (
@@ -378,25 +393,25 @@ class Connection(asyncio.Protocol):
             and int.from_bytes(body[1:5], "big") == len(body) - 5
         ):
             self.unary_whole(sid, path, body)
-            return
+            return True
         if kind is None:
             self.refuse(sid, Status.UNIMPLEMENTED, f"unknown method {path}", reset=not event.end_stream)
-            return
+            return False
         if kind == "stream" and self._watches() >= server.limits.max_watches_per_connection:
             server.stats.watches_refused += 1
             limit = server.limits.max_watches_per_connection
             self.refuse(sid, Status.RESOURCE_EXHAUSTED, f"at most {limit} streams per connection", reset=not event.end_stream)
-            return
+            return False
         call = self.calls[sid] = _Call(path, kind, encoding)
         if event.end_stream:
             self.request_complete(sid, call)
+        return False
 
     def unary_whole(self, sid: int, path: str, body: bytes) -> None:
         """A unary call whose request (one uncompressed message of at most MAX_MESSAGE, nothing
         else) came whole in the read that opened its stream: answered now. What the
         general path (`_Call`, `handle`, `request_complete`) would do with it, without its
-        bookkeeping: nothing is buffered, so the memory budget has nothing to count, and the
-        DATA event that follows acknowledges the body (it finds no call)."""
+        bookkeeping: nothing is buffered, so the memory budget has nothing to count."""
         try:
             answer = self.server.unary[path](body[5:])
         except (CallError, Invalid, Missing, Exhausted) as exc:
