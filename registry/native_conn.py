@@ -146,6 +146,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         event: Event | None = None
+        opened = self.h2.last_stream_id
         try:
             events = self.h2.receive(data)
             # Requests whose whole body came in this read too (one DATA event, with END_STREAM):
@@ -183,6 +184,8 @@ class Connection(asyncio.Protocol):
         self.flush()
         if self.busy != bool(self.calls or self.h2.open_streams):
             self.update_idle()
+        elif not self.busy and self.h2.last_stream_id != opened:
+            self.server.table.touch(self)  # calls came and went within this read: activity
 
     def update_idle(self) -> None:
         """Tell the connection table whether a call is open (grpc's idleness: no outstanding RPC)."""

@@ -109,6 +109,15 @@ class ConnectionTable:
         if self._timer is None:
             self._timer = loop.call_at(self._idle[next(iter(self._idle))] + self.idle_timeout, self._expire)
 
+    def touch(self, peer: Peer) -> None:
+        """Calls opened and finished since the last look (within one read): an idle connection is
+        idle from now, and last in the shedding order. Without this, a client making one call at
+        a time (each whole in one read) stayed idle since its first call, and got the idle
+        timeout's GOAWAY every `idle_timeout` however busy it was."""
+        if peer in self._idle:
+            self.set_busy(peer)
+            self.set_idle(peer)
+
     def set_busy(self, peer: Peer) -> None:
         if self._idle.pop(peer, None) is None:
             return

@@ -6,6 +6,7 @@ Issue 11, items 3 (memory), 5 (idle connections, descriptors), 8a (length prefix
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -491,6 +492,29 @@ async def test_a_grpc_client_whose_idle_connection_was_closed_calls_on() -> None
             again = await stub.Match(pb.MatchRequest(group=GROUP, key="k"), timeout=10)
         assert again.services[0].id == first.services[0].id
         assert srv.stats.connections == 2
+    finally:
+        await srv.stop(None)
+
+
+async def test_a_connection_making_calls_is_not_idle() -> None:
+    """Calls that open and finish within one read each (sequential unary calls) are activity: the
+    connection's idle time restarts with every call, so a client calling more often than the idle
+    timeout never gets its GOAWAY (and is never the "oldest idle" one shed for a newcomer)."""
+    catalog = Catalog()
+    populate(catalog)
+    srv = await start_native(catalog, "127.0.0.1:0", limits=Limits(idle_timeout=1.0))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            stub = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 3.5
+            calls = 0
+            while loop.time() < end:
+                await stub.Match(pb.MatchRequest(group=GROUP, key=f"k{calls}"), timeout=10)
+                calls += 1
+                await asyncio.sleep(0.1)  # the pace of a client, not a wait for a condition
+        assert calls > 10
+        assert srv.stats.idle_timeouts == 0 and srv.stats.connections == 1, srv.stats
     finally:
         await srv.stop(None)
 
