@@ -71,22 +71,13 @@ def _start(*extra: str) -> tuple[subprocess.Popen[str], dict[str, str], list[str
     return p, started[0], lines
 
 
-def _modules(p: subprocess.Popen[str]) -> set[str]:
+def _ask(p: subprocess.Popen[str], what: str) -> list[str]:
+    """The child's answer to "modules" (heavy modules loaded) or "threads" (its threads but the helper)."""
     assert p.stdin is not None and p.stdout is not None
-    p.stdin.write("modules\n")
+    p.stdin.write(what + "\n")
     p.stdin.flush()
     line = p.stdout.readline()
-    assert line.startswith("MODULES"), line
-    return set(line.split()[1:])
-
-
-def _threads(p: subprocess.Popen[str]) -> list[str]:
-    """Names of the server's threads (its stdin helper left out)."""
-    assert p.stdin is not None and p.stdout is not None
-    p.stdin.write("threads\n")
-    p.stdin.flush()
-    line = p.stdout.readline()
-    assert line.startswith("THREADS"), line
+    assert line.startswith(what.upper()), line
     return line.split()[1:]
 
 
@@ -127,8 +118,8 @@ def test_server_loads_no_openssl_and_cryptography_only_with_encrypt(encrypt: boo
         with procs() as ps:
             Registry(ps, tmp_path, "footprint-peer", [addr["gossip"]], *extra, profile="lan")
             _use(addr["grpc"], "footprint-peer")  # gossip both ways: AES-GCM used when encrypted
-            loaded = _modules(p)
-            threads = _threads(p)
+            loaded = set(_ask(p, "modules"))
+            threads = _ask(p, "threads")
     finally:
         rc = _stop(p)
     assert rc == 0, "".join(log)
