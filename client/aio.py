@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar, overload
 
 import grpc
 import grpc.aio
@@ -35,6 +35,8 @@ from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only (the package supports 3.10)
+
     from client.cache import GroupView
 
 __all__ = ["AsyncRpcClient"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import grpc
 
@@ -40,6 +40,8 @@ from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only (the package supports 3.10)
+
     from client.cache import GroupView
 
 __all__ = ["RpcClient"]

@@ -19,7 +19,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations only (tests run on 3.10 too)
 
 __all__ = ["AgentProc", "agent_factory", "free_port"]
 
