@@ -174,21 +174,7 @@ class Sender:
         if n <= 0 or self.ended:
             return
         self._recv_held = held - n
-        # What _credit does, inline: every unary request comes through here.
-        credit = self._recv_credit + n
-        if credit >= self._conn_window // 2:
-            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, credit.to_bytes(4, "big")))
-            self._recv_window += credit
-            credit = 0
-        self._recv_credit = credit
-        s = self._streams.get(stream_id)
-        if s is None or not s.remote_open:
-            return  # the peer sends nothing more on it: no stream WINDOW_UPDATE is due
-        s.recv_credit += n
-        if s.recv_credit >= self._stream_window // 2:
-            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, s.recv_credit.to_bytes(4, "big")))
-            s.recv_taken -= s.recv_credit
-            s.recv_credit = 0
+        self._credit(stream_id, self._streams.get(stream_id), n)
 
     def _credit(self, stream_id: int, s: Stream | None, n: int) -> None:
         """Return `n` bytes of credit to the connection and, if open for receiving, the stream."""
