@@ -47,7 +47,7 @@ def best(fn: Callable[[], object], passes: int) -> tuple[float, float]:
 
 
 def measure_sync(addr: str, keys: list[str], n: int, passes: int) -> dict[str, tuple[float, float]]:
-    from client import RpcClient
+    from registry.client import RpcClient
 
     out: dict[str, tuple[float, float]] = {}
     with RpcClient(addr, timeout=30, cache=True) as c:
@@ -73,7 +73,7 @@ def measure_sync(addr: str, keys: list[str], n: int, passes: int) -> dict[str, t
 
 
 def measure_aio(addr: str, keys: list[str], n: int, passes: int) -> dict[str, tuple[float, float]]:
-    from client import AsyncRpcClient
+    from registry.client import AsyncRpcClient
 
     async def run() -> dict[str, tuple[float, float]]:
         out: dict[str, tuple[float, float]] = {}
@@ -113,9 +113,9 @@ def main() -> int:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--services", type=int, default=0, help="services in the group (default 3 quick, 10 full)")
     args = p.parse_args()
-    common.require_import("client", args)
+    common.require_import("registry.client", args)
     common.require_import("registry.cli", args)
-    common.require_import("register", args)
+    common.require_import("registry.register", args)
     n = args.services or (3 if args.quick else 10)
     nkeys = 50_000 if args.quick else 200_000
     passes = 3
@@ -132,9 +132,9 @@ def main() -> int:
                 f"cache-svc-{i}", f"127.0.0.1:{common.free_port()}", f"127.0.0.1:{gport}", GROUP,
                 f"127.0.0.1:{9000 + i}"), env=env, stdin=True))
         addr = f"127.0.0.1:{rport}"
-        from client import RpcClient
+        from registry.client import RpcClient
 
-        from client.errors import NotFound
+        from registry.client.errors import NotFound
 
         def listed(c: Any) -> int:
             try:

@@ -57,12 +57,12 @@ class Poller:
     """Polls Match on one registry until `want(answer)` holds; answer is the service id or None."""
 
     def __init__(self, rpc_addr: str) -> None:
-        from client import RpcClient
+        from registry.client import RpcClient
 
         self.client = RpcClient(rpc_addr, cache=False, timeout=2.0)
 
     def answer(self) -> str | None:
-        from client import RegistryError
+        from registry.client import RegistryError
 
         try:
             svc = self.client.match(GROUP, "user-42")
@@ -141,7 +141,7 @@ class Pool:
         common.wait_server(self.procs[1], "127.0.0.1", r2, 30)
         self.pollers = [Poller(f"127.0.0.1:{r1}"), Poller(f"127.0.0.1:{r2}")]
         try:
-            from client import RpcClient
+            from registry.client import RpcClient
 
             with RpcClient(f"127.0.0.1:{r2}") as c:
                 common.wait_for(lambda: len(c.members("registry-group")) >= 2, 60, 0.05, "R2 to list both registries")
@@ -295,7 +295,7 @@ def main() -> int:
     p.add_argument("--stops", type=int, default=0,
                    help="services started and stopped gracefully per round, after the killed one (default 3; quick 2)")
     args = p.parse_args()
-    for mod in ("registry.cli", "registry.server", "register", "client"):
+    for mod in ("registry.cli", "registry.server", "registry.register", "registry.client"):
         common.require_import(mod, args)
     rounds = args.rounds or (6 if args.quick else 10)
     stops = args.stops or (2 if args.quick else 3)

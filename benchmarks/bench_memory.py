@@ -102,9 +102,9 @@ def byte_compile_checkout() -> None:
     (this sandbox sets it): every process then compiles our modules from source at start, and
     the compiler's leftovers count in its RSS (0.2-0.5 MiB), which no deployed server pays."""
     root = Path(__file__).resolve().parent.parent
-    for pkg in ("registry", "register", "client"):
+    for pkg in ("registry",):
         compileall.compile_dir(str(root / pkg), quiet=1)
-    print("   note: byte-compiled registry/, register/, client/ first (__pycache__, git-ignored), as an "
+    print("   note: byte-compiled registry/ first (__pycache__, git-ignored), as an "
           "installed package is; --no-compile to measure without", flush=True)
 
 
@@ -118,7 +118,7 @@ def main() -> int:
     args = p.parse_args()
     if not args.no_compile:
         byte_compile_checkout()
-    for mod in ("registry.cli", "registry.server", "register", "client"):
+    for mod in ("registry.cli", "registry.server", "registry.register", "registry.client"):
         common.require_import(mod, args)
     calls = args.calls or (3000 if args.quick else 20000)
     common.print_header("memory: registry server RSS, Register cost in a service", args.quick)
@@ -174,7 +174,7 @@ def main() -> int:
                 common.record("memory: service process RSS with Register started", started / MiB, "MiB",
                               "VmRSS of a bare `python -c` service after Register.start() returned",
                               reference="Go 17 MB per service (owners)"),
-                common.record("memory: RSS added by `from register import Register`", (imported - base) / MiB, "MiB",
+                common.record("memory: RSS added by `from registry.register import Register`", (imported - base) / MiB, "MiB",
                               "VmRSS after the import minus before it, in the service process"),
                 common.record("memory: RSS added by Register.start()", (started - imported) / MiB, "MiB",
                               "VmRSS after start() (joined, gossiping) minus after the import"),
@@ -189,7 +189,7 @@ def main() -> int:
             print(f"   ASSERT grpc not loaded by Register: {'FAILED - grpc is loaded' if grpc_loaded else 'ok'}")
 
         # RPC run: Match (and Members) calls against the registry, then RSS again
-        from client import RegistryError, RpcClient
+        from registry.client import RegistryError, RpcClient
 
         with RpcClient(f"127.0.0.1:{r1}") as c:
             try:

@@ -146,7 +146,7 @@ def serve_bare_sync(port: int) -> None:
 
 async def _aio_load(addr: str, method: str, conc: int, seconds: float, warmup: float,
                     cache: bool = False) -> dict[str, Any]:
-    from client import AsyncRpcClient
+    from registry.client import AsyncRpcClient
 
     lat: list[float] = []
     calls = 0
@@ -180,7 +180,7 @@ async def _aio_load(addr: str, method: str, conc: int, seconds: float, warmup: f
 
 
 def _sync_load(addr: str, method: str, conc: int, seconds: float, warmup: float) -> dict[str, Any]:
-    from client import RpcClient
+    from registry.client import RpcClient
 
     lat: list[float] = []
     lock = threading.Lock()
@@ -473,7 +473,7 @@ def main() -> None:
     p = common.base_parser(__doc__ or "")
     args = p.parse_args()
     common.require_import("registry.rpc", args)
-    common.require_import("client", args)
+    common.require_import("registry.client", args)
     common.print_header("gRPC API load (bench_rpc)", args.quick)
     seconds, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
     records: list[common.Record] = []

@@ -478,7 +478,7 @@ def tops(names):
 sid, bind, registries, group, addr, profile = sys.argv[1:7]
 before = set(sys.modules)
 print("BASE rss=%d" % rss(), flush=True)
-from register import Register
+from registry.register import Register
 imported = set(sys.modules)
 print("IMPORTED rss=%d modules=%s" % (rss(), json.dumps(tops(imported - before))), flush=True)
 reg = Register(sid, bind, "", registries, group, addr, profile=profile)

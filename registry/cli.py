@@ -331,7 +331,7 @@ def _client(ns: argparse.Namespace) -> Any:
             _readable(path, flag)
     if bool(ns.tls_cert) != bool(ns.tls_key):
         raise UsageError("-tls-cert and -tls-key go together")
-    from client import RpcClient
+    from registry.client import RpcClient
 
     return RpcClient(
         ns.rpc, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None, tls_key=ns.tls_key or None
@@ -377,7 +377,7 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
     if name == "match" and ns.n < 1:
         raise UsageError("-n must be at least 1")
     try:
-        from client import RegistryError
+        from registry.client import RegistryError
     except ImportError as exc:
         _fail(f"the gRPC client is not available: {exc}")
         return EXIT_RUNTIME

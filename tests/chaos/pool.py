@@ -73,14 +73,14 @@ class RegistryProc:
     def client(self) -> Any:
         """A client for this registry alone, opened once (its channel reconnects by itself)."""
         if self._client is None:
-            from client import RpcClient
+            from registry.client import RpcClient
 
             self._client = RpcClient(self.rpc, timeout=5.0)
         return self._client
 
     def ids(self, group: str, timeout: float = 5.0) -> set[str]:
         """Ids this registry lists alive in `group` (empty when the group is unknown to it)."""
-        from client import NotFound
+        from registry.client import NotFound
 
         try:
             return {s.id for s in self.client().members(group, timeout=timeout)}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, whatever the cwd
 
-from register import Register
+from registry.register import Register
 
 
 def main(argv: list[str]) -> int:

@@ -37,7 +37,7 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        from client import RpcClient
+        from registry.client import RpcClient
 
         with RpcClient(",".join(self.addrs), timeout=CALL_TIMEOUT) as c:
             i = 0

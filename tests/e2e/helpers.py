@@ -160,13 +160,13 @@ class Registry:
         return f"127.0.0.1:{self.rpc_port}"
 
     def client(self, **kw: object) -> "object":
-        from client import RpcClient
+        from registry.client import RpcClient
 
         return RpcClient(self.rpc, timeout=10.0, **kw)  # type: ignore[arg-type]
 
     def ids(self, group: str) -> set[str]:
         """Ids of the group's members on this registry (empty if the group is unknown)."""
-        from client import NotFound, RpcClient
+        from registry.client import NotFound, RpcClient
 
         with RpcClient(self.rpc, timeout=10.0) as c:
             try:

@@ -13,8 +13,8 @@ from .helpers import TOLERANT, Proc, ProcessExited, Registry, env, free_port, pr
 
 @pytest.mark.parametrize("bind_form, adv_form", [("0.0.0.0:{p}", "127.0.0.1:{p}"), (":{p}", "127.0.0.1")])
 def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: str) -> None:
-    from client import RpcClient
-    from register import Register
+    from registry.client import RpcClient
+    from registry.register import Register
 
     gossip, rpc = free_port(), free_port()
     advertised_rpc = f"localhost:{rpc}"  # differs from what -addr alone would derive (127.0.0.1:port)

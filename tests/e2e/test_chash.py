@@ -18,8 +18,8 @@ GO_ANSWERS = {
 
 
 def test_chash_matches_go_original(tmp_path: Path) -> None:
-    from client import RpcClient
-    from register import Register
+    from registry.client import RpcClient
+    from registry.register import Register
 
     with procs() as ps:
         # no timing under test: a tolerant profile, so no live member is declared dead under load

@@ -56,7 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _batch(r: Registry) -> list[tuple[str, str]]:
-    from client import RpcClient
+    from registry.client import RpcClient
 
     with RpcClient(r.rpc, timeout=30) as c:
         return [(s.id, s.addr) for s in c.match_batch(GROUP, KEYS)]
@@ -68,7 +68,7 @@ def test_match_identical_everywhere(cluster: Cluster) -> None:
     Agreement is eventual: on a loaded machine the fast profile can briefly declare a starved
     service dead (it refutes within a second), so the comparison is retried until it holds,
     with a deadline; a lasting disagreement still fails."""
-    from client import RpcClient
+    from registry.client import RpcClient
 
     want = {s.id for s in cluster.services}
 
@@ -200,7 +200,7 @@ def test_go_serf_agent_as_service_and_peer_with_encryption(tmp_path: Path) -> No
     shows the registry with its tags; a Register with the wrong key is refused."""
     from serfagent import SerfAgent
 
-    from register import Register, RegisterError
+    from registry.register import Register, RegisterError
 
     with procs() as ps:
         r = Registry(ps, tmp_path, "registry-enc", (), "-encrypt", KEY).wait_ready()

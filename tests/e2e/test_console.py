@@ -45,7 +45,7 @@ def test_console_script_errors_and_version(tmp_path: Path) -> None:
 
 
 def test_console_script_serves(tmp_path: Path) -> None:
-    from client import RpcClient
+    from registry.client import RpcClient
 
     gossip, rpc = free_port(), free_port()
     with procs() as ps:

@@ -232,7 +232,7 @@ def test_forged_max_incarnation_does_not_evict_a_service(pool: Pool) -> None:
     """Item 7: dead{web-0} at 2**32-1 (older than web-0's incarnation in serial order:
     ignored), then at 2**31 (applied at web-0's own incarnation, which it refutes): web-0
     is alive on both registries and in the ring within seconds, and stays."""
-    from client import RpcClient
+    from registry.client import RpcClient
 
     def in_ring(r: Registry) -> bool:
         with RpcClient(r.rpc, timeout=10.0) as c:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import msgpack
 import pytest
 
-from register import Register, RegisterError
+from registry.register import Register, RegisterError
 
 from .helpers import Registry, procs, wait_for
 

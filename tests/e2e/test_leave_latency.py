@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from register import Register
+from registry.register import Register
 
 from .helpers import Registry, procs, wait_for
 

@@ -20,7 +20,7 @@ def _ops(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("engine", ["native", "grpcio"])
 def test_mutual_tls_end_to_end(tmp_path: Path, engine: str) -> None:
-    from client import RegistryError, RpcClient
+    from registry.client import RegistryError, RpcClient
 
     pki = write_pki(tmp_path)
     gossip, rpc = free_port(), free_port()

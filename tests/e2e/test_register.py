@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from register import AsyncRegister, Register, RegisterError
+from registry.register import AsyncRegister, Register, RegisterError
 
 from .helpers import Registry, env, free_port, procs, wait_for
 
@@ -59,7 +59,7 @@ def test_register_is_matched_then_leaves(registry: Registry) -> None:
                   profile="fast", handler=H(), weight=2) as reg:
         assert reg.address.startswith("127.0.0.1:")
         wait_for(lambda: "svc-a" in registry.ids("reg-test"), 10, what="svc-a in Members")
-        from client import RpcClient
+        from registry.client import RpcClient
 
         with RpcClient(registry.rpc) as c:
             svc = c.match("reg-test", "user-1")
@@ -91,7 +91,7 @@ def test_register_does_not_import_grpc_asyncio_or_ssl(registry: Registry) -> Non
     """A sync service pays for gossip only: no grpc, and no asyncio (which drags in ssl/OpenSSL)."""
     code = f"""
 import sys
-from register import Register
+from registry.register import Register
 r = Register("svc-nogrpc", "127.0.0.1:0", "", "{registry.gossip}", "reg-nogrpc", "127.0.0.1:9", profile="fast")
 r.start()
 heavy = ("grpc", "asyncio", "ssl", "_ssl", "cryptography")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from client import RpcClient
+from registry.client import RpcClient
 
 from .helpers import Registry, env, procs, registry_cmd, wait_for
 

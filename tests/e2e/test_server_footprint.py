@@ -83,7 +83,7 @@ def _ask(p: subprocess.Popen[str], what: str) -> list[str]:
 
 def _use(addr: str, peer: str) -> None:
     """Health, reflection and the registry API, as an operator's tools would; gossip with a peer."""
-    from client import RpcClient
+    from registry.client import RpcClient
 
     with grpc.insecure_channel(addr) as ch:
         h = health_pb2_grpc.HealthStub(ch)

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import AsyncRpcClient, InvalidArgument, NotFound, RegistryError, RpcClient, Service, TlsConfig, Unavailable
+from registry.client import AsyncRpcClient, InvalidArgument, NotFound, RegistryError, RpcClient, Service, TlsConfig, Unavailable
 from registry.catalog import Catalog
 from registry.tls import TlsFiles
 from rpc_fixtures import ENGINES, GROUP, ServerThread, start_server, async_wait_for, make_certs, populate, tags, wait_for

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from rpc_fixtures import GROUP, ServerThread, async_wait_for, wait_for
 
-from client import AsyncRpcClient, RpcClient, Service
+from registry.client import AsyncRpcClient, RpcClient, Service
 from registry.catalog import Catalog
 
 pytestmark = pytest.mark.slow

@@ -160,7 +160,7 @@ def test_idle_connections_get_goaway_then_close_busy_ones_stay(server_proc: Call
 def test_idle_flood_under_1024_descriptors_starves_no_call_and_no_join(tmp_path: Path) -> None:
     """1,100 idle HTTP/2 connections against a `registry` whose open-file limit is 1,024 (soft and
     hard: it cannot raise it): a legitimate call and a join still succeed, the log stays small."""
-    from register import Register
+    from registry.register import Register
 
     log = tmp_path / "registry.log"
     cmd = [sys.executable, str(ROOT / "cmd" / "registry" / "main.py"), "-id", "r1", "-bind", "127.0.0.1:0",

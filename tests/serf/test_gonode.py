@@ -37,7 +37,7 @@ from e2e.helpers import (
 from gonode import GoNode
 from serf_live import wait
 
-from register import Register, RegisterError
+from registry.register import Register, RegisterError
 from registry.memberlist.config import Config
 from registry.serf.agent import SerfAgent
 from registry.serf.config import SerfConfig
@@ -92,7 +92,7 @@ def gossip(agent: SerfAgent) -> str:
 
 def services(reg: Registry, group: str) -> dict[str, tuple[str, dict[str, str]]]:
     """{id: (addr, tags)} of `group` in the registry's ring (empty if the group is unknown)."""
-    from client import NotFound, RpcClient
+    from registry.client import NotFound, RpcClient
 
     with RpcClient(reg.rpc, timeout=10.0) as c:
         try:
@@ -102,7 +102,7 @@ def services(reg: Registry, group: str) -> dict[str, tuple[str, dict[str, str]]]
 
 
 def matched(reg: Registry, group: str, keys: int = 64) -> set[str]:
-    from client import RpcClient
+    from registry.client import RpcClient
 
     with RpcClient(reg.rpc, timeout=10.0) as c:
         return {c.match(group, f"key-{i}").id for i in range(keys)}

@@ -1,6 +1,6 @@
 """Registry client: ask a registry which service owns a key, or who is in a group.
 
-    from client import RpcClient
+    from registry.client import RpcClient
     with RpcClient("127.0.0.1:9800") as c:
         c.match("webservice", "user-42")      # -> Service(id, group, addr, tags)
         c.match("webservice", "user-42", 3)   # -> [Service, ...] distinct, ring order
@@ -9,10 +9,10 @@
 subclasses: `NotFound`, `InvalidArgument`, `Unavailable`.
 """
 
-from client.aio import AsyncRpcClient
-from client.errors import InvalidArgument, NotFound, RegistryError, Unavailable
-from client.sync import RpcClient
-from client.types import Service, TlsConfig
+from registry.client.aio import AsyncRpcClient
+from registry.client.errors import InvalidArgument, NotFound, RegistryError, Unavailable
+from registry.client.sync import RpcClient
+from registry.client.types import Service, TlsConfig
 
 __all__ = [
     "AsyncRpcClient",

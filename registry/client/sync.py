@@ -11,7 +11,7 @@ up to `timeout` for the snapshot). If every registry is unreachable the cache ke
 answering from the last state it saw while the thread keeps reconnecting; a new
 connection starts with a full snapshot, so nothing missed in between is lost. Matches
 never wait for the watch thread: while it applies a snapshot (seconds for thousands of
-services) they answer from the previous ring (see client.cache).
+services) they answer from the previous ring (see registry.client.cache).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import grpc
 
-from client.common import (
+from registry.client.common import (
     DEFAULT_TIMEOUT,
     FAILOVER_CODES,
     channel_options,
@@ -34,15 +34,15 @@ from client.common import (
     to_service,
     unavailable,
 )
-from client.errors import RegistryError, from_rpc_error
-from client.types import Service, TlsConfig
+from registry.client.errors import RegistryError, from_rpc_error
+from registry.client.types import Service, TlsConfig
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from typing import Self  # 3.11+; annotations only (the package supports 3.10)
 
-    from client.cache import GroupView
+    from registry.client.cache import GroupView
 
 __all__ = ["RpcClient"]
 
@@ -188,7 +188,7 @@ class RpcClient:
                 view = self._views.get(group)
                 if view is None:
                     # lazy: only caching clients need the ring code
-                    from client.cache import GroupView
+                    from registry.client.cache import GroupView
 
                     view = self._views[group] = GroupView(group)
                     w = self._watches[group] = _WatchThread(self, view)

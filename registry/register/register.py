@@ -27,7 +27,7 @@ from registry.serf.threaded import ThreadedSerf
 
 __all__ = ["Register", "AsyncRegister", "RegisterError", "Handler", "DEFAULT_REPLICAS"]
 
-log = logging.getLogger("register")
+log = logging.getLogger(__name__)
 
 #: What the Go original puts in the `replicas` tag by default.
 DEFAULT_REPLICAS = 10000

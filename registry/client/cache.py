@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from client.common import to_service
-from client.errors import NotFound
-from client.types import Service
+from registry.client.common import to_service
+from registry.client.errors import NotFound
+from registry.client.types import Service
 from registry.catalog import Catalog, UnknownGroup
 from registry.ring import EmptyRing, Ring
 from registry.v1 import registry_pb2 as pb

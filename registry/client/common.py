@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 
-from client.errors import InvalidArgument, RegistryError, Unavailable
-from client.types import Service, TlsConfig
+from registry.client.errors import InvalidArgument, RegistryError, Unavailable
+from registry.client.types import Service, TlsConfig
 from registry.v1 import registry_pb2 as pb
 
 __all__ = [

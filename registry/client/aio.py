@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar, overload
 import grpc
 import grpc.aio
 
-from client.common import (
+from registry.client.common import (
     DEFAULT_TIMEOUT,
     FAILOVER_CODES,
     channel_options,
@@ -29,15 +29,15 @@ from client.common import (
     to_service,
     unavailable,
 )
-from client.errors import RegistryError, from_rpc_error
-from client.types import Service, TlsConfig
+from registry.client.errors import RegistryError, from_rpc_error
+from registry.client.types import Service, TlsConfig
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from typing import Self  # 3.11+; annotations only (the package supports 3.10)
 
-    from client.cache import GroupView
+    from registry.client.cache import GroupView
 
 __all__ = ["AsyncRpcClient"]
 
@@ -170,7 +170,7 @@ class AsyncRpcClient:
             if self._closed:
                 raise RegistryError("client is closed")
             # lazy: only caching clients need the ring code
-            from client.cache import GroupView
+            from registry.client.cache import GroupView
 
             view = self._views[group] = GroupView(group)
             ready = self._ready[group] = asyncio.Event()
