@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-from grpc_health.v1 import health_pb2
 
 from registry.api import (
     COMPAT_SERVICE,
     V1_SERVICE,
-    Missing,
     RegistryCore,
     StreamMethod,
     UnaryMethod,
-    parse,
 )
 from registry.catalog import Catalog
 from registry.grpcwire import frame_message
+from registry.health import HEALTH_SERVICE, Health
 from registry.native_conn import Connection
 from registry.native_limits import Budget, Limits
 from registry.native_listen import ConnectionTable, Listener
@@ -42,7 +39,6 @@ __all__ = ["HEALTH_SERVICE", "KEEPALIVE", "PREFACE_TIMEOUT", "NativeServer", "st
 
 log = logging.getLogger(__name__)
 
-HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 KEEPALIVE = 30.0  # PING connections with open streams this often; no answer by the next: close
 PREFACE_TIMEOUT = 20.0  # a connection that has not sent the HTTP/2 preface by then is closed
@@ -57,6 +53,7 @@ class NativeServer:
         keepalive: float = KEEPALIVE,
         preface_timeout: float = PREFACE_TIMEOUT,
         limits: Limits | None = None,
+        health: Health | None = None,
     ) -> None:
         self.keepalive = keepalive
         self.preface_timeout = preface_timeout
@@ -67,14 +64,12 @@ class NativeServer:
         self.budget = Budget(self.limits.memory_budget)  # request bytes buffered, all connections
         self.queued = 0  # answer bytes waiting behind clients' flow-control windows, all connections
         self.port = 0
-        self.unary: dict[str, UnaryMethod] = self.core.unary_methods()
-        self.unary[f"/{HEALTH_SERVICE}/Check"] = self._health_check
-        self.streams: dict[str, StreamMethod] = self.core.stream_methods()
-        self.streams[f"/{HEALTH_SERVICE}/Watch"] = self._health_watch
+        #: The status health Check/Watch report; a registry server passes its own and drives it.
+        self.health = health if health is not None else Health()
+        self.unary: dict[str, UnaryMethod] = {**self.core.unary_methods(), **self.health.unary_methods()}
+        self.streams: dict[str, StreamMethod] = {**self.core.stream_methods(), **self.health.stream_methods()}
         self.bidi: dict[str, Callable[[bytes], bytes]] = {f"/{REFLECTION_SERVICE}/ServerReflectionInfo": self._reflect}
         self._reflection: Any = None
-        self._serving = True
-        self._health_changed = asyncio.Event()
         self._listener: Listener | None = None
         self._connections: set[Connection] = set()
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -133,8 +128,7 @@ class NativeServer:
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Refuse new calls (GOAWAY), let unary ones finish for up to `grace` s, end streams UNAVAILABLE."""
-        self._serving = False
-        self._health_changed.set()
+        self.health.shutdown()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
         if self._requests_timer is not None:
@@ -160,38 +154,7 @@ class NativeServer:
             await self._listener.wait_closed()
         self.core.close()
 
-    # -- health and reflection -----------------------------------------------------------
-
-    def _health_status(self, service: str) -> int:
-        r = health_pb2.HealthCheckResponse
-        if service not in ("", V1_SERVICE, COMPAT_SERVICE):
-            return int(r.SERVICE_UNKNOWN)
-        return int(r.SERVING if self._serving else r.NOT_SERVING)
-
-    @staticmethod
-    def _health_answer(status: int) -> bytes:
-        data: bytes = health_pb2.HealthCheckResponse(status=status).SerializeToString()
-        return data
-
-    def _health_check(self, data: bytes) -> bytes:
-        req = parse(health_pb2.HealthCheckRequest, data)
-        status = self._health_status(req.service)
-        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
-            raise Missing(f"unknown service {req.service!r}")
-        return self._health_answer(status)
-
-    def _health_watch(self, data: bytes) -> AsyncIterator[bytes]:
-        req = parse(health_pb2.HealthCheckRequest, data)
-        return self._health_updates(req.service)
-
-    async def _health_updates(self, service: str) -> AsyncIterator[bytes]:
-        status = self._health_status(service)
-        yield self._health_answer(status)
-        if self._serving:
-            await self._health_changed.wait()
-            if self._health_status(service) != status:
-                yield self._health_answer(self._health_status(service))
-        await asyncio.Future()  # a Watch stays open until the client or the server ends it
+    # -- reflection ----------------------------------------------------------------------
 
     def _reflect(self, data: bytes) -> bytes:
         if self._reflection is None:
@@ -211,13 +174,14 @@ async def start_native(
     keepalive: float = KEEPALIVE,
     preface_timeout: float = PREFACE_TIMEOUT,
     limits: Limits | None = None,
+    health: Health | None = None,
 ) -> NativeServer:
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving,
     over TLS (HTTP/2 by ALPN; mutual when `tls.ca` is set) when `tls` is given."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"gRPC address {addr!r} is not host:port")
-    server = NativeServer(catalog, keepalive, preface_timeout, limits)
+    server = NativeServer(catalog, keepalive, preface_timeout, limits, health)
     try:
         await server.start(host, int(port), tls)
     except BaseException:

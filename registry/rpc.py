@@ -9,13 +9,13 @@ identical; here gRPC gets no (de)serializers at all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from registry.api import (
@@ -32,6 +32,7 @@ from registry.api import (
     UnaryMethod,
 )
 from registry.catalog import Catalog
+from registry.health import HEALTH_SERVICE, Health
 from registry.tls import TlsFiles
 
 __all__ = [
@@ -93,10 +94,16 @@ def _stream(method: StreamMethod) -> grpc.RpcMethodHandler:
     return grpc.unary_stream_rpc_method_handler(handle, None, None)
 
 
-def _handlers(core: RegistryCore) -> grpc.GenericRpcHandler:
-    """One generic handler for every registry method, keyed by full path."""
-    table: dict[str, grpc.RpcMethodHandler] = {path: _unary(m) for path, m in core.unary_methods().items()}
-    table.update({path: _stream(m) for path, m in core.stream_methods().items()})
+def _handlers(core: RegistryCore, health: Health) -> grpc.GenericRpcHandler:
+    """One generic handler for every registry and health method, keyed by full path.
+
+    Health is `registry.health`'s, not grpcio's HealthServicer: the same status, and the same
+    answers, as the native front's, driven by the registry server's life.
+    """
+    unary = {**core.unary_methods(), **health.unary_methods()}
+    table: dict[str, grpc.RpcMethodHandler] = {path: _unary(m) for path, m in unary.items()}
+    streams = {**core.stream_methods(), **health.stream_methods()}
+    table.update({path: _stream(m) for path, m in streams.items()})
 
     class Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -112,10 +119,12 @@ class RpcServer:
     server: grpc.aio.Server
     port: int
     core: RegistryCore
-    health: health.aio.HealthServicer
+    health: Health
 
     async def stop(self, grace: float | None = 1.0) -> None:
-        await self.health.enter_graceful_shutdown()
+        self.health.shutdown()
+        for _ in range(3):  # health watchers wake on the next loop turns: let them send NOT_SERVING
+            await asyncio.sleep(0)
         await self.server.stop(grace)
         self.core.close()
 
@@ -133,36 +142,33 @@ async def start_rpc(
     *,
     tls: TlsFiles | None = None,
     options: Iterable[tuple[str, Any]] = (),
+    health: Health | None = None,
 ) -> RpcServer:
-    """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving."""
+    """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving;
+    health reports `health` (SERVING from the start when None)."""
     host, port = _split_port(addr)
     bind = f"{host or '[::]'}:{port}"
     if tls is not None:
         tls.ssl_context()  # grpcio reports unusable PEM files as "Failed to bind": check them first, by name
     server = grpc.aio.server(options=[*_SERVER_OPTIONS, *options])
     core = RegistryCore(catalog)
+    health = health if health is not None else Health()
     try:
-        server.add_generic_rpc_handlers((_handlers(core),))
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (V1_SERVICE, COMPAT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        server.add_generic_rpc_handlers((_handlers(core, health),))
+        reflection.enable_server_reflection((V1_SERVICE, COMPAT_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
         try:
             bound = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
         except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
             raise OSError(f"cannot listen for gRPC on {addr}: {exc}") from exc
         if bound == 0:
             raise OSError(f"cannot listen for gRPC on {addr}")
-        for name in ("", V1_SERVICE, COMPAT_SERVICE):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
     except BaseException:
         core.close()
         await server.stop(None)
         raise
     log.info("gRPC listening on %s:%d (tls=%s)", host or "*", bound, tls is not None)
-    return RpcServer(server, bound, core, health_servicer)
+    return RpcServer(server, bound, core, health)
 
 
 async def serve_grpc(catalog: Catalog, addr: str, *, tls: TlsFiles | None = None) -> grpc.aio.Server:

@@ -6,6 +6,14 @@ address clients should dial, id), so clients and other registries can discover e
 registry through any one of them.  Membership events update the catalog as they arrive;
 a periodic reconcile against the member table repairs anything an event queue overflow
 could have dropped, so the catalog never drifts for long.
+
+Health (grpc.health.v1, `self.health`, served by either gRPC front) follows the server's life:
+NOT_SERVING from the moment gRPC listens until the catalog is loaded from a pool, i.e. a seed
+of `registries` answered the join and the member table it brought was reconciled into the
+catalog; without `registries` the server forms a pool of one, and its (empty) catalog is loaded
+once started, so it serves at once.  While no seed answers, the server keeps retrying and stays
+NOT_SERVING (its catalog would show only itself).  NOT_SERVING again from the first moment of
+`stop()` (SIGTERM), before the leave, so health checkers stop routing to it while it drains.
 """
 
 from __future__ import annotations
@@ -125,8 +133,11 @@ class RegistryServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         from registry.catalog import Catalog
+        from registry.health import Health
 
         self.catalog = Catalog(algorithm=config.hash)
+        #: What grpc.health.v1 answers: see the module docstring (NOT_SERVING until ready).
+        self.health = Health(serving=False)
         self.agent: Any = None
         self._grpc: Any = None
         self._metrics: MetricsServer | None = None
@@ -212,11 +223,11 @@ class RegistryServer:
             if self.rpc_engine == "native":
                 from registry.native import start_native
 
-                self._grpc = await start_native(self.catalog, bind_rpc, tls=self._tls())
+                self._grpc = await start_native(self.catalog, bind_rpc, tls=self._tls(), health=self.health)
             else:
-                from registry.rpc import serve_grpc
+                from registry.rpc import start_rpc
 
-                self._grpc = await serve_grpc(self.catalog, bind_rpc, tls=self._tls())
+                self._grpc = await start_rpc(self.catalog, bind_rpc, tls=self._tls(), health=self.health)
         except StartError:
             raise
         except ValueError as exc:  # unusable TLS files, named by registry.tls
@@ -244,6 +255,8 @@ class RegistryServer:
             await self._try_join()
             if not self._joined:
                 self._tasks.append(asyncio.create_task(self._rejoin_loop()))
+        else:
+            self._serve()  # a pool of one, its catalog reconciled above
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
 
     @property
@@ -270,8 +283,16 @@ class RegistryServer:
         if n and n > 0:
             self._joined = True
             log.info("joined the pool", contacted=n)
+            self._reconcile()  # the member table the seeds sent, into the catalog now
+            self._serve()
         else:
             log.warning("no seed answered; will retry", seeds=self.config.registries)
+
+    def _serve(self) -> None:
+        """Health says SERVING: the catalog is loaded (never once stopping: shutdown latched it)."""
+        if not self._stopping and not self.health.serving:
+            self.health.set_serving(True)
+            log.info("health: serving")
 
     def _interval(self, configured: float, default_lan: float) -> float:
         if configured > 0:
@@ -296,8 +317,12 @@ class RegistryServer:
                 log.exception("reconcile failed")
 
     async def stop(self) -> None:
-        """Leave the pool gracefully (bounded by leave_timeout), then shut everything down."""
+        """Leave the pool gracefully (bounded by leave_timeout), then shut everything down.
+
+        Health says NOT_SERVING first: Watch streams are told while the leave runs, before the
+        front closes their connections."""
         self._stopping = True
+        self.health.shutdown()
         for t in self._tasks:
             t.cancel()
         if self.agent is not None:
@@ -310,6 +335,7 @@ class RegistryServer:
     async def close(self) -> None:
         """Shut down without leaving (also used to clean up after a failed start)."""
         self._stopping = True
+        self.health.shutdown()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
