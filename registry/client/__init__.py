@@ -6,16 +6,24 @@
         c.match("webservice", "user-42", 3)   # -> [Service, ...] distinct, ring order
 
 `AsyncRpcClient` offers the same methods as coroutines. Errors are `RegistryError`
-subclasses: `NotFound`, `InvalidArgument`, `Unavailable`.
+subclasses: `NotFound`, `InvalidArgument` (also a ValueError; `InvalidAddress` is one, raised
+by the constructors), `Unavailable`.
 """
 
 from registry.client.aio import AsyncRpcClient
-from registry.client.errors import InvalidArgument, NotFound, RegistryError, Unavailable
+from registry.client.errors import (
+    InvalidAddress,
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    Unavailable,
+)
 from registry.client.sync import RpcClient
 from registry.client.types import Service, TlsConfig
 
 __all__ = [
     "AsyncRpcClient",
+    "InvalidAddress",
     "InvalidArgument",
     "NotFound",
     "RegistryError",

@@ -22,7 +22,9 @@ from registry.client.common import (
     DEFAULT_TIMEOUT,
     FAILOVER_CODES,
     channel_options,
+    check_batch,
     check_match,
+    check_timeout,
     describe,
     parse_addresses,
     tls_from,
@@ -60,7 +62,7 @@ class AsyncRpcClient:
         cache: bool = False,
     ) -> None:
         self.addresses = parse_addresses(addrs)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.cache = cache
         self._tls = tls_from(tls, tls_cert, tls_key, tls_ca)
         self._channels: list[grpc.aio.Channel | None] = [None] * len(self.addresses)
@@ -99,7 +101,7 @@ class AsyncRpcClient:
                 result = await fn(self._stub(i))
             except grpc.aio.AioRpcError as err:
                 if err.code() in FAILOVER_CODES:
-                    tried.append((self.addresses[i], describe(err)))
+                    tried.append((self.addresses[i], describe(err, self._tls)))
                     continue
                 raise from_rpc_error(method, group, self.addresses[i], err) from None
             if i != start:
@@ -118,11 +120,11 @@ class AsyncRpcClient:
                     timeout: float | None = None) -> Service | list[Service]:
         """The service owning `key` in `group`; with `n`, the n distinct owners in ring order."""
         count = 1 if n is None else n
+        check_match(group, key, count)
         if self.cache:
-            check_match(group, key, count)
             found = (await self._view(group, timeout)).match(key, count)
         else:
-            t = self.timeout if timeout is None else timeout
+            t = self.timeout if timeout is None else check_timeout(timeout)
             req = pb.MatchRequest(group=group, key=key, n=count)
             resp = await self._call("Match", group, lambda s: s.Match(req, timeout=t))
             found = [to_service(s) for s in resp.services]
@@ -132,12 +134,10 @@ class AsyncRpcClient:
         return await self.match(group, key, n, timeout=timeout)
 
     async def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None) -> list[Service]:
+        check_batch(group, keys)
         if self.cache:
-            if keys and (not group or not all(keys)):  # all(): one C-level pass; the loop names the culprit
-                for k in keys:
-                    check_match(group, k, 1)
             return (await self._view(group, timeout)).match_batch(keys)
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         req = pb.MatchBatchRequest(group=group, keys=list(keys))
         resp = await self._call("MatchBatch", group, lambda s: s.MatchBatch(req, timeout=t))
         cache: dict[str, Service] = {}
@@ -150,13 +150,13 @@ class AsyncRpcClient:
         return out
 
     async def members(self, group: str, *, timeout: float | None = None) -> list[Service]:
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         req = pb.MembersRequest(group=group)
         resp = await self._call("Members", group, lambda s: s.Members(req, timeout=t))
         return [to_service(s) for s in resp.services]
 
     async def groups(self, *, timeout: float | None = None) -> list[str]:
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         resp = await self._call("Groups", "", lambda s: s.Groups(pb.GroupsRequest(), timeout=t))
         return list(resp.groups)
 
@@ -176,10 +176,10 @@ class AsyncRpcClient:
             ready = self._ready[group] = asyncio.Event()
             self._tasks[group] = asyncio.create_task(self._watch(view, ready), name=f"registry-watch-{group}")
         if not view.ready.is_set():
-            t = self.timeout if timeout is None else timeout
+            t = self.timeout if timeout is None else check_timeout(timeout)
             try:
                 await asyncio.wait_for(self._ready[group].wait(), t)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 raise unavailable("Watch", group, [(",".join(self.addresses), view.error or f"no snapshot within {t}s")]) from None
         return view
 
@@ -200,7 +200,7 @@ class AsyncRpcClient:
                     backoff = 0.05
                 view.error = f"{addr}: stream ended"
             except grpc.aio.AioRpcError as err:
-                view.error = f"{addr}: {describe(err)}"
+                view.error = f"{addr}: {describe(err, self._tls)}"
             except RegistryError:
                 return
             except Exception as exc:  # noqa: BLE001 -- a bad event must not end the watch silently

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import grpc
 
-from registry.client.errors import InvalidArgument, RegistryError, Unavailable
+from registry.addresses import UsageError, parse_hostport
+from registry.client.errors import (
+    InvalidAddress,
+    InvalidArgument,
+    RegistryError,
+    Unavailable,
+)
 from registry.client.types import Service, TlsConfig
 from registry.v1 import registry_pb2 as pb
 
@@ -15,7 +23,10 @@ __all__ = [
     "CHANNEL_OPTIONS",
     "DEFAULT_TIMEOUT",
     "FAILOVER_CODES",
+    "check_batch",
     "check_match",
+    "check_timeout",
+    "describe",
     "parse_addresses",
     "tls_from",
     "to_service",
@@ -23,7 +34,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 5.0
-MAX_MATCH_N = 1000  # same limit as the server (registry.rpc.MAX_MATCH_N)
+MAX_MATCH_N = 1000  # same limit as the server (registry.api.MAX_MATCH_N)
+MAX_BATCH_KEYS = 100_000  # same limit as the server (registry.api.MAX_BATCH_KEYS)
 FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
@@ -38,30 +50,69 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
 )
 
 
+_EXPECTED = "expected host:port, e.g. 127.0.0.1:9800, registry.example:9800 or [::1]:9800"
+
+
 def parse_addresses(addrs: str | Sequence[str]) -> list[str]:
-    """'h:p', 'h1:p1,h2:p2' or a list of those -> ['h:p', ...]; raises ValueError if none."""
-    items = [addrs] if isinstance(addrs, str) else list(addrs)
+    """'h:p', 'h1:p1,h2:p2' or a list of those -> ['h:p', ...].
+
+    Raises InvalidAddress naming the bad address and the expected form: grpcio would accept
+    most typos as a target and then fail every call with UNAVAILABLE, far from the cause."""
+    if isinstance(addrs, str):
+        items = [addrs]
+    elif isinstance(addrs, Sequence) and all(isinstance(a, str) for a in addrs):
+        items = list(addrs)
+    else:
+        raise InvalidAddress(f"registry addresses must be strings ({_EXPECTED}), not {addrs!r}")
     out = [part.strip() for item in items for part in item.split(",") if part.strip()]
     if not out:
-        raise ValueError("no registry address given")
+        raise InvalidAddress(f"no registry address given ({_EXPECTED})")
     for a in out:
-        host, sep, port = a.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"registry address {a!r} is not host:port")
-        if not host:
-            raise ValueError(f"registry address {a!r} has no host")
+        try:
+            hp = parse_hostport(a, "registry")
+        except UsageError as exc:  # "registry: bad address 'x': why"
+            why = str(exc).removeprefix("registry: bad address ")
+            raise InvalidAddress(f"bad registry address {why}; {_EXPECTED}") from None
+        if not hp.host:
+            raise InvalidAddress(f"bad registry address {a!r}: no host; {_EXPECTED}")
+        if hp.port == 0:
+            raise InvalidAddress(f"bad registry address {a!r}: port 0 cannot be dialled; {_EXPECTED}")
     return out
+
+
+def check_timeout(value: float, what: str = "timeout") -> float:
+    """A positive, finite number of seconds: 0 or less fails every call at once with
+    DEADLINE_EXCEEDED (reported as "no registry answered"), which hides the real mistake."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidArgument(f"{what} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _check_pem(role: str, path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"TLS {role} {path!r}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise InvalidArgument(f"TLS {role} {path!r} is not a PEM file (no '-----BEGIN' line)")
 
 
 def tls_from(tls: TlsConfig | None, tls_cert: str | None, tls_key: str | None,
              tls_ca: str | None) -> TlsConfig | None:
+    """The client's TLS settings, with every file read once now: a missing or non-PEM file
+    is an InvalidArgument naming it here, not an opaque handshake failure on every call."""
     if tls is not None:
         if tls_cert or tls_key or tls_ca:
-            raise ValueError("give either tls= or tls_cert/tls_key/tls_ca, not both")
-        return tls
-    if tls_cert or tls_key or tls_ca:
-        return TlsConfig(ca=tls_ca, cert=tls_cert, key=tls_key)
-    return None
+            raise InvalidArgument("give either tls= or tls_cert/tls_key/tls_ca, not both")
+    elif tls_cert or tls_key or tls_ca:
+        tls = TlsConfig(ca=tls_ca, cert=tls_cert, key=tls_key)
+    else:
+        return None
+    for role, path in (("CA bundle", tls.ca), ("client certificate", tls.cert), ("client key", tls.key)):
+        if path:
+            _check_pem(role, path)
+    return tls
 
 
 def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
@@ -76,13 +127,34 @@ def to_service(s: pb.Service) -> Service:
 
 
 def check_match(group: str, key: str, n: int) -> None:
-    """The server's argument checks, done locally when the answer comes from the cache."""
+    """The server's argument checks, made before any call (cached or not), so the verdict and
+    its message are the same with and without the cache.
+
+    `n` counts services and must be 1..MAX_MATCH_N. The server reads n=0 as 1 only because
+    proto3 cannot tell 0 from "not set" (MatchRequest.n: "0 means 1"); a Python caller who
+    writes n=0 asked for no service, which is a mistake, as `registry match -n 0` says too."""
     if not group:
         raise InvalidArgument("Match: group is empty", group=group)
     if not key:
         raise InvalidArgument(f"Match (group {group!r}): key is empty", group=group)
-    if n < 1 or n > MAX_MATCH_N:
-        raise InvalidArgument(f"Match (group {group!r}): n={n} out of range 1..{MAX_MATCH_N}", group=group)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_MATCH_N:
+        raise InvalidArgument(f"Match (group {group!r}): n={n!r} out of range 1..{MAX_MATCH_N}", group=group)
+
+
+def check_batch(group: str, keys: Sequence[str]) -> None:
+    """MatchBatch's argument checks (the server's, plus one string passed as `keys`, which
+    would otherwise be matched character by character)."""
+    if isinstance(keys, (str, bytes)):
+        raise InvalidArgument(f"MatchBatch (group {group!r}): keys must be a list of keys, not one string "
+                              f"(for one key use match)", group=group)
+    if not group:
+        raise InvalidArgument("MatchBatch: group is empty", group=group)
+    if len(keys) > MAX_BATCH_KEYS:
+        raise InvalidArgument(f"MatchBatch (group {group!r}): {len(keys)} keys, at most {MAX_BATCH_KEYS} per batch",
+                              group=group)
+    if keys and not all(keys):  # all(): one C-level pass; only a failure looks for the culprit
+        i = next(i for i, k in enumerate(keys) if not k)
+        raise InvalidArgument(f"MatchBatch (group {group!r}): key #{i} is empty", group=group)
 
 
 def unavailable(method: str, group: str, tried: list[tuple[str, str]]) -> RegistryError:
@@ -92,7 +164,44 @@ def unavailable(method: str, group: str, tried: list[tuple[str, str]]) -> Regist
                        addresses=[a for a, _ in tried])
 
 
-def describe(err: grpc.RpcError) -> str:
-    code = err.code()
-    details = err.details()
-    return f"{code.name} {details}" if details else str(code.name)
+class TlsHint(Enum):
+    """What a connection failure says about a TLS setting that does not match the registry's."""
+
+    SERVER_USES_TLS = ("the registry may be serving TLS: give the client its CA with tls=TlsConfig(ca=...), "
+                       "or -tls-ca on the registry command")
+    SERVER_PLAINTEXT = "the registry is not serving TLS: connect without tls=, or without the -tls-* flags"
+    CLIENT_CERT = ("the registry may require a client certificate: give one with TlsConfig(cert=..., key=...), "
+                   "or -tls-cert and -tls-key")
+    CLIENT_CERT_REFUSED = "the registry may not trust this client certificate (it accepts those its -tls-ca signed)"
+    SERVER_UNTRUSTED = ("the registry's certificate is not signed by a CA the client trusts: give its CA with "
+                        "TlsConfig(ca=...), or -tls-ca")
+
+
+def tls_hint(code: grpc.StatusCode, details: str, tls: TlsConfig | None) -> TlsHint | None:
+    """Read grpcio's connection error for a TLS mismatch.
+
+    grpcio reports a plaintext client on a TLS port as "Socket closed" (the server drops the
+    connection when the bytes are not a TLS handshake), and a TLS client on a plaintext port as
+    a handshake failure with WRONG_VERSION_NUMBER. "Socket closed" has other causes too (a
+    registry stopping or shedding connections), hence "may" in the hints."""
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    if tls is None:
+        return TlsHint.SERVER_USES_TLS if "Socket closed" in details else None
+    if "WRONG_VERSION_NUMBER" in details or "HTTP_REQUEST" in details:
+        return TlsHint.SERVER_PLAINTEXT
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return TlsHint.SERVER_UNTRUSTED
+    if "Socket closed" in details:
+        return TlsHint.CLIENT_CERT_REFUSED if tls.cert else TlsHint.CLIENT_CERT
+    return None
+
+
+def describe(err: grpc.RpcError, tls: TlsConfig | None = None) -> str:
+    """One attempt's failure for an error message: status, details and, when the failure looks
+    like a TLS mismatch, what to change."""
+    code: grpc.StatusCode = err.code()
+    details: str = err.details() or ""
+    text = f"{code.name} {details}" if details else str(code.name)
+    hint = tls_hint(code, details, tls)
+    return f"{text} -- {hint.value}" if hint is not None else text

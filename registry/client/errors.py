@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
-__all__ = ["InvalidArgument", "NotFound", "RegistryError", "Unavailable", "from_rpc_error"]
+__all__ = ["InvalidAddress", "InvalidArgument", "NotFound", "RegistryError", "Unavailable", "from_rpc_error"]
 
 
 class RegistryError(Exception):
@@ -25,7 +25,16 @@ class NotFound(RegistryError, LookupError):
 
 
 class InvalidArgument(RegistryError, ValueError):
-    """The request was malformed (empty group or key, bad n)."""
+    """A bad argument: refused by the client before any call (empty group or key, n out of range,
+    bad timeout or TLS files) or by the server (INVALID_ARGUMENT). A ValueError, so code that
+    validates with `except ValueError` keeps working."""
+
+
+class InvalidAddress(InvalidArgument):
+    """A registry address the client cannot dial (not host:port, no host, port 0).
+
+    Raised by the constructors, so a typo fails at once and names the address, instead of
+    every call failing later with UNAVAILABLE."""
 
 
 class Unavailable(RegistryError, ConnectionError):

@@ -27,7 +27,9 @@ from registry.client.common import (
     DEFAULT_TIMEOUT,
     FAILOVER_CODES,
     channel_options,
+    check_batch,
     check_match,
+    check_timeout,
     describe,
     parse_addresses,
     tls_from,
@@ -65,7 +67,7 @@ class RpcClient:
         cache: bool = False,
     ) -> None:
         self.addresses = parse_addresses(addrs)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.cache = cache
         self._tls = tls_from(tls, tls_cert, tls_key, tls_ca)
         self._lock = threading.Lock()
@@ -108,7 +110,7 @@ class RpcClient:
                 result = fn(self._stub(i))
             except grpc.RpcError as err:
                 if err.code() in FAILOVER_CODES:
-                    tried.append((self.addresses[i], describe(err)))
+                    tried.append((self.addresses[i], describe(err, self._tls)))
                     continue
                 raise from_rpc_error(method, group, self.addresses[i], err) from None
             if i != start:
@@ -129,11 +131,11 @@ class RpcClient:
               timeout: float | None = None) -> Service | list[Service]:
         """The service owning `key` in `group`; with `n`, the n distinct owners in ring order."""
         count = 1 if n is None else n
+        check_match(group, key, count)
         if self.cache:
-            check_match(group, key, count)
             found = self._view(group, timeout).match(key, count)
         else:
-            t = self.timeout if timeout is None else timeout
+            t = self.timeout if timeout is None else check_timeout(timeout)
             req = pb.MatchRequest(group=group, key=key, n=count)
             resp = self._call("Match", group, lambda s: s.Match(req, timeout=t))
             found = [to_service(s) for s in resp.services]
@@ -144,12 +146,10 @@ class RpcClient:
 
     def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None) -> list[Service]:
         """One service per key, in the order of `keys`."""
+        check_batch(group, keys)
         if self.cache:
-            if keys and (not group or not all(keys)):  # all(): one C-level pass; the loop names the culprit
-                for k in keys:
-                    check_match(group, k, 1)
             return self._view(group, timeout).match_batch(keys)
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         req = pb.MatchBatchRequest(group=group, keys=list(keys))
         resp = self._call("MatchBatch", group, lambda s: s.MatchBatch(req, timeout=t))
         cache: dict[str, Service] = {}
@@ -162,13 +162,13 @@ class RpcClient:
         return out
 
     def members(self, group: str, *, timeout: float | None = None) -> list[Service]:
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         req = pb.MembersRequest(group=group)
         resp = self._call("Members", group, lambda s: s.Members(req, timeout=t))
         return [to_service(s) for s in resp.services]
 
     def groups(self, *, timeout: float | None = None) -> list[str]:
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_timeout(timeout)
         resp = self._call("Groups", "", lambda s: s.Groups(pb.GroupsRequest(), timeout=t))
         return list(resp.groups)
 
@@ -194,7 +194,7 @@ class RpcClient:
                     w = self._watches[group] = _WatchThread(self, view)
                     w.start()
         if not view.ready.is_set():
-            t = self.timeout if timeout is None else timeout
+            t = self.timeout if timeout is None else check_timeout(timeout)
             if not view.ready.wait(t):
                 raise unavailable("Watch", group, [(",".join(self.addresses), view.error or f"no snapshot within {t}s")])
         return view
@@ -254,7 +254,7 @@ class _WatchThread(threading.Thread):
             except grpc.RpcError as err:
                 if c._closed.is_set():
                     return
-                self._view.error = f"{addr}: {describe(err)}"
+                self._view.error = f"{addr}: {describe(err, c._tls)}"
             except RegistryError:  # closed while reconnecting
                 return
             except Exception as exc:  # noqa: BLE001 -- channel closed under us, or a bad event

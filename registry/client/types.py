@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from registry.client.errors import InvalidArgument
+
 __all__ = ["Service", "TlsConfig"]
 
 
@@ -31,7 +33,7 @@ class TlsConfig:
 
     def __post_init__(self) -> None:
         if bool(self.cert) != bool(self.key):
-            raise ValueError("TLS client certificate and key go together")
+            raise InvalidArgument("TLS client certificate and key go together (give both cert= and key=)")
 
     def credentials(self) -> grpc.ChannelCredentials:
         def read(path: str | None) -> bytes | None:
