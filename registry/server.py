@@ -292,7 +292,7 @@ class RegistryServer:
         """Health says SERVING: the catalog is loaded (never once stopping: shutdown latched it)."""
         if not self._stopping and not self.health.serving:
             self.health.set_serving(True)
-            log.info("health: serving")
+            log.info("health: serving", services=sum(len(self.catalog.members(g)) for g in self.catalog.groups()))
 
     def _interval(self, configured: float, default_lan: float) -> float:
         if configured > 0:

@@ -11,6 +11,7 @@ cost of one registry start.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -25,6 +26,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 #: The overall server, the v1 API and the Go-compatible API: one status for all.
 SERVICES = ("", "registry.v1.Registry", "R")
 ENGINES = ("native", "grpcio")
+#: How a call open when the server stops ends: UNAVAILABLE, or CANCELLED when grpc.aio's stop
+#: cancels a Check it had already taken.
+STOPPED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class Watch:
@@ -76,6 +80,12 @@ class Poller:
         self._thread.join(15)
 
 
+def _serving_logged(reg: Registry) -> list[int]:
+    """The catalog's size each time the registry logged that health says SERVING."""
+    rows = [json.loads(ln) for ln in reg.proc.output().splitlines() if '"health: serving"' in ln]
+    return [int(r["services"]) for r in rows]
+
+
 def _checks(channel: grpc.Channel) -> set[int]:
     stub = health_pb2_grpc.HealthStub(channel)
     return {stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=10).status for s in SERVICES}
@@ -98,8 +108,11 @@ def test_health_not_serving_until_joined_then_serving_then_not_serving_while_lea
             wait_for(lambda: all(w.statuses[-1:] == [SERVING] for w in watches.values()), 60,
                      what="every Watch says SERVING once joined")
             for e, reg in regs.items():
-                # Serving means the catalog is loaded: the seed is listed from the first SERVING on.
-                assert {"seed", f"reg-{e}"} <= reg.ids("registry-group"), e
+                # Serving means the catalog is loaded: it held more than itself (the seed, maybe the other
+                # registry) when health said so; read from the log line of that moment, as a fast-profile
+                # seed can flap later on a loaded machine.  Logged once: SERVING was set once.
+                logged = _serving_logged(reg)
+                assert len(logged) == 1 and logged[0] >= 2, (e, logged)
                 assert _checks(channels[e]) == {SERVING}, e
             assert seed.proc.alive()
 
@@ -112,7 +125,7 @@ def test_health_not_serving_until_joined_then_serving_then_not_serving_while_lea
             for (e, s), w in watches.items():
                 # NOT_SERVING reached the client on the open stream before the server closed it.
                 assert w.statuses == [NOT_SERVING, SERVING, NOT_SERVING], (e, s, w.statuses)
-                assert w.ended == grpc.StatusCode.UNAVAILABLE, (e, s, w.ended)
+                assert w.ended in STOPPED, (e, s, w.ended)
         finally:
             for w in watches.values():
                 w.close()
@@ -145,9 +158,9 @@ def test_health_not_serving_from_the_start_of_the_leave_until_the_connection_clo
                 assert NOT_SERVING in answers, (e, answers)
                 first = answers.index(NOT_SERVING)
                 assert set(answers[:first]) == {SERVING} and set(answers[first:]) == {NOT_SERVING}, (e, answers)
-                assert pollers[e].ended == grpc.StatusCode.UNAVAILABLE, (e, pollers[e].ended)
+                assert pollers[e].ended in STOPPED, (e, pollers[e].ended)
                 assert watches[e].statuses == [SERVING, NOT_SERVING], (e, watches[e].statuses)
-                assert watches[e].ended == grpc.StatusCode.UNAVAILABLE, (e, watches[e].ended)
+                assert watches[e].ended in STOPPED, (e, watches[e].ended)
         finally:
             for p in pollers.values():
                 p.close()
