@@ -34,7 +34,7 @@ from .messages import (
     UserMsg,
 )
 from .probe import Prober
-from .pushpull import PushPuller
+from .pushpull import PushPuller, explain_refused_reply
 from .state import next_inc
 from .suspicion import Suspicion
 from .timers import TimerHeap
@@ -77,6 +77,9 @@ class Memberlist(Prober, PushPuller):
         self.now = now
         self.stats: collections.Counter[str] = collections.Counter()
         self.codec = self._make_codec(config)
+        #: why the last `stream_result` refused a reply, for a person ("" when it did not, or
+        #: when only the stats can tell); drivers read it right after the call
+        self.refusal = ""
         self.awareness = Awareness(config.awareness_max_multiplier)
         self._advertise_ip = ip_to_bytes(advertise.host)
         self.broadcasts = TransmitLimitedQueue(config.retransmit_mult)
@@ -318,6 +321,7 @@ class Memberlist(Prober, PushPuller):
         if self._shutdown:
             return False
         self.now = now
+        self.refusal = ""
         st = self._streams.pop(stream_id, None)
         if st is None:
             return False
@@ -335,6 +339,7 @@ class Memberlist(Prober, PushPuller):
             msg = self.codec.decode_stream(reply, from_dialer=False)
         except wire.DecodeError as e:
             self.stats["drop." + e.reason] += 1
+            self.refusal = explain_refused_reply(encrypting=self._encrypting(), reason=e.reason)
             return False
         except Exception:  # noqa: BLE001
             self.stats["drop.malformed"] += 1
@@ -345,6 +350,7 @@ class Memberlist(Prober, PushPuller):
                 return self._tcp_ping_result(st.seq, msg)
             if isinstance(msg, ErrResp):
                 self.stats["push_pull.remote_error"] += 1
+                self.refusal = explain_refused_reply(encrypting=self._encrypting(), remote_error=msg.error)
                 return False
             if not isinstance(msg, PushPull):
                 self.stats["drop.unexpected_reply"] += 1
@@ -359,6 +365,10 @@ class Memberlist(Prober, PushPuller):
             self._flush_death_news()
 
     # ------------------------------------------------------------------ helpers
+
+    def _encrypting(self) -> bool:
+        kr = self.codec.keyring
+        return kr is not None and bool(kr.keys)
 
     def _count_dropped_rows(self, msg: Message) -> None:
         """Push/pull rows refused at decode (the rest of the state still merges)."""

@@ -26,7 +26,35 @@ from .types import (
     ip_to_bytes,
 )
 
-__all__ = ["PushPuller", "verify_protocol"]
+__all__ = ["PushPuller", "explain_refused_reply", "verify_protocol"]
+
+#: Longest part of a peer's error text we repeat (it comes from the network).
+_REMOTE_ERROR_MAX = 200
+
+_KEY_HINT = "do both sides use the same -encrypt key?"
+
+
+def explain_refused_reply(*, encrypting: bool, reason: str = "", remote_error: str | None = None) -> str:
+    """Why a push/pull's reply was refused, in words a person can act on; "" if nothing more
+    useful than the stats counter can be said.
+
+    A key mismatch never looks like one on the wire: the peer cannot read our stream, answers
+    with an error (encrypted with its own key, or not at all encrypted), and that answer is
+    what fails here, as a `DecodeError` `reason` ("decrypt", "plaintext") or, when we could
+    read it, the peer's `remote_error` text."""
+    if reason == "decrypt":
+        if encrypting:
+            return f"the peer did not accept our encrypted stream and answered with a key we do not hold: {_KEY_HINT}"
+        return "the peer encrypts gossip and we have no key: give both sides the same -encrypt key"
+    if reason == "plaintext":
+        return "the peer answered unencrypted: it has no -encrypt key and we have one (give both sides the same key)"
+    if remote_error is not None:
+        text = "".join(c if c.isprintable() else "?" for c in remote_error[:_REMOTE_ERROR_MAX])
+        lowered = text.lower()
+        if "crypt" in lowered or "plaintext" in lowered:
+            return f"the peer could not read our stream ({text}): {_KEY_HINT}"
+        return f"the peer could not read our stream ({text})"
+    return ""
 
 
 def verify_protocol(local: list[tuple[bytes, bool]], remote: list[tuple[bytes, bool]]) -> bool:

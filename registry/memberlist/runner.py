@@ -25,7 +25,7 @@ from .transport import (
     bind_sockets,
     dial_stream,
 )
-from .types import REFUSED, Address, Machine, OpenStream, SendPacket
+from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
 
 __all__ = ["MachineRunner", "StreamOutcome"]
 
@@ -289,7 +289,7 @@ class MachineRunner:
         fut = self._watchers.pop(out.stream_id, None)
         if fut is not None and not fut.done():
             if reply is not None and not accepted:
-                error = "reply refused (see the node's stats/logs)"
+                error = refusal_text(machine)
             fut.set_result(StreamOutcome(bool(accepted), error))
         self._pump()
 

@@ -41,7 +41,7 @@ from .admission import (
 )
 from .config import Config
 from .stream import StreamFramer
-from .types import REFUSED, Address, Machine, OpenStream, SendPacket
+from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
 
 __all__ = [
     "RunnerClosed",
@@ -778,6 +778,6 @@ class ThreadedRunner:
         done = self._watchers.pop(out.stream_id, None)
         if done is not None:
             if reply is not None and not accepted:
-                error = "reply refused (see the node's stats/logs)"
+                error = refusal_text(machine)
             self._guard("watcher", lambda: done(accepted, error))
         self._pump()

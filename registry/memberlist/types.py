@@ -24,6 +24,7 @@ __all__ = [
     "OpenStream",
     "Output",
     "Machine",
+    "refusal_text",
     "DEFAULT_VSN",
     "META_MAX_SIZE",
     "ip_to_bytes",
@@ -179,3 +180,11 @@ class Machine(Protocol):
     def drain(self) -> list[Output]:
         """Take (and clear) everything the machine wants sent."""
         ...
+
+
+def refusal_text(machine: Machine) -> str:
+    """A stream's error when the machine refused its reply: the machine's own explanation
+    (its optional `refusal` attribute, read right after `stream_result`), else a pointer to
+    its stats."""
+    why = getattr(machine, "refusal", "")
+    return why if isinstance(why, str) and why else "reply refused (see the node's stats/logs)"

@@ -266,6 +266,11 @@ class Serf(QueryRules, Delegate):
     def left(self) -> bool:
         return self.state in (SerfState.LEFT, SerfState.SHUTDOWN)
 
+    @property
+    def refusal(self) -> str:
+        """Why the last `stream_result` refused a reply, for a person (memberlist's)."""
+        return self.memberlist.refusal
+
     def shutdown(self) -> None:
         if self.state == SerfState.SHUTDOWN:
             return

@@ -290,3 +290,19 @@ async def test_label_and_encryption_on_real_sockets(
     with pytest.raises(JoinError):
         await c.join([str(a.address)])
     assert names(a) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,why",
+    [
+        ({"label": "dev"}, {"label": "prod"}, r"could not read our stream \(failed to receive: label\)\)$"),
+        ({"secret_keys": [b"k" * 16]}, {"secret_keys": [b"j" * 16]}, "answered with a key we do not hold"),
+    ],
+)
+async def test_a_refused_join_says_why(spawn: Spawn, ours: dict[str, object], theirs: dict[str, object],
+                                       why: str) -> None:
+    """The join error explains the peer's refusal (its error text, or which key is missing)."""
+    a = await spawn("a", **theirs)
+    c = await spawn("c", **ours)
+    with pytest.raises(JoinError, match=why):
+        await c.join([str(a.address)])
