@@ -146,6 +146,12 @@ class Memberlist(Prober, PushPuller):
             ids.append(self._open_push_pull(addr, join=True))
         return ids
 
+    def push_pull(self, addr: Address, now: float) -> int:
+        """Start one anti-entropy push/pull (Join=false) with `addr` now; its outcome arrives
+        via `stream_result` (accepted: the peer read our whole state and we merged its)."""
+        self.now = now
+        return self._open_push_pull(addr, join=False)
+
     def update_meta(self, now: float, meta: bytes | None = None) -> None:
         self.now = now
         if meta is None:

@@ -5,6 +5,7 @@
     reg.start(); ...; reg.stop()
 """
 
-from registry.register.register import DEFAULT_REPLICAS, AsyncRegister, Handler, Register, RegisterError
+from registry.register.options import DEFAULT_REPLICAS, Handler, RegisterError
+from registry.register.register import AsyncRegister, Register
 
-__all__ = ["Register", "AsyncRegister", "RegisterError", "Handler", "DEFAULT_REPLICAS"]
+__all__ = ["DEFAULT_REPLICAS", "AsyncRegister", "Handler", "Register", "RegisterError"]

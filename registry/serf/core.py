@@ -126,6 +126,11 @@ class Serf(QueryRules, Delegate):
         #: set when a name conflict was lost (Go shuts the node down)
         self.conflict_lost = False
         self._conflict_query: QueryHandle | None = None
+        #: the node holding our name alive at another address, as a join's reply showed it: that
+        #: peer kept the holder and refused our alive (the join still counts, as in Go, and the
+        #: conflict query decides; an embedding SDK can refuse to start instead)
+        self.name_taken_by: Node | None = None
+        self._merging_join = False
         self.coord_client = VivaldiClient(rng=self.rng)
         #: latest coordinate each peer reported in its acks (ours under our own name)
         self.coord_cache: dict[str, Coordinate] = {}
@@ -262,6 +267,19 @@ class Serf(QueryRules, Delegate):
         else:
             self._timers.schedule(self.now, self._leave_step)
 
+    def leave_now(self, now: float, confirm_with: list[Address]) -> list[int]:
+        """Leave without waiting for gossip to spread it, for a node about to exit: the leave
+        intent and memberlist's dead{me} go out at once (not the intent's full retransmit count,
+        then the death's, then LeavePropagateDelay, as `leave` waits), and our state, which now
+        says we left, is pushed to each of `confirm_with`.  Returns those push/pulls' stream ids:
+        one accepted reply means that peer has merged our departure (it reads our state before
+        it answers).  Gossip carries the news on from there and from the copies just sent."""
+        self.leave(now)
+        if self.state != SerfState.LEAVING:
+            return []
+        self.memberlist.leave(now)
+        return [self.memberlist.push_pull(addr, now) for addr in confirm_with]
+
     @property
     def left(self) -> bool:
         return self.state in (SerfState.LEFT, SerfState.SHUTDOWN)
@@ -319,10 +337,11 @@ class Serf(QueryRules, Delegate):
         pj = self._joins.pop(stream_id, None)
         if pj is not None:
             self._join_ignore = pj.ignore_old
+            self._merging_join = True
         try:
             ok = self.memberlist.stream_result(stream_id, reply, now, refused)
         finally:
-            self._join_ignore = False
+            self._join_ignore = self._merging_join = False
         if pj is not None:
             pj.pending.discard(stream_id)
             if ok:
@@ -543,6 +562,12 @@ class Serf(QueryRules, Delegate):
 
     def notify_conflict(self, existing: Node, other: Node) -> None:
         self.stats["conflict.seen"] += 1
+        if existing.name == self.name and self._merging_join:
+            # A join's reply lists our name alive at another address: that peer (like every
+            # member that knows the holder) refused our alive.  Known before the join returns,
+            # where the conflict query below takes a query timeout to say so.
+            self.stats["conflict.on_join"] += 1
+            self.name_taken_by = other
         if (
             existing.name != self.name
             or not self.config.enable_name_conflict_resolution

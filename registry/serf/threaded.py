@@ -22,11 +22,14 @@ from registry.memberlist.types import Address
 from .config import SerfConfig
 from .core import Serf
 from .events import Event
-from .member import Member
+from .member import Member, MemberStatus
 
-__all__ = ["SerfJoinError", "ThreadedSerf", "resolve_address"]
+__all__ = ["Chooser", "SerfJoinError", "ThreadedSerf", "resolve_address"]
 
 log = logging.getLogger(__name__)
+
+#: picks, from the alive members, the peers asked to acknowledge a leave
+Chooser = Callable[[list[Member]], list[Member]]
 
 
 class SerfJoinError(ConnectionError):
@@ -167,8 +170,14 @@ class ThreadedSerf:
             raise SerfJoinError(failures)
         return ok
 
-    def leave(self, timeout: float | None = None) -> bool:
-        """Graceful leave (intent, memberlist leave, propagate delay); True once done."""
+    def leave(self, timeout: float | None = None, confirm_with: Chooser | None = None) -> bool:
+        """Graceful leave; True once done (False on timeout or when shut down).
+
+        Without `confirm_with`, Go's sequence: the intent is gossiped its full retransmit count,
+        then memberlist's leave, then LeavePropagateDelay (about 2 s at the LAN profile).  With
+        it, for a node about to exit: `confirm_with(alive members)` picks peers, `Serf.leave_now`
+        sends the news at once and pushes our state to them, and the leave is done as soon as
+        one of them has accepted it (or, if none does, when the full sequence ends)."""
         if self._shut or self._runner is None:
             return False
         cfg = self.config
@@ -176,11 +185,37 @@ class ThreadedSerf:
             timeout = 2 * cfg.broadcast_timeout + cfg.leave_propagate_delay + 1.0
         core = self.core
         runner = self.runner
+        acked: list[bool] = []
+
+        def begin() -> None:
+            if confirm_with is None:
+                core.leave(runner.now())
+                return
+            alive = [m for m in core.members() if m.status == MemberStatus.ALIVE and m.name != core.name]
+            peers = [Address(m.addr, m.port) for m in confirm_with(alive)]
+            for sid in core.leave_now(runner.now(), peers):
+                runner.watch_stream(sid, lambda ok, _why: acked.append(True) if ok else None)
+
         try:
-            runner.call(lambda: core.leave(runner.now()), timeout)
+            runner.call(begin, timeout)
         except (RunnerClosed, TimeoutError):
             return False
-        return runner.wait_until(lambda: core.left, timeout)
+        return runner.wait_until(lambda: bool(acked) or core.left, timeout)
+
+    @property
+    def name_taken_by(self) -> Member | None:
+        """The member holding our name alive at another address, if a join's reply showed one
+        (that join failed: the pool keeps the holder and refused us)."""
+        core, runner = self.core, self.runner
+
+        def read() -> Member | None:
+            n = core.name_taken_by
+            return None if n is None else Member(n.name, n.addr, n.port, {}, MemberStatus.ALIVE, n.vsn)
+
+        try:
+            return runner.call(read, 5.0)
+        except (RunnerClosed, TimeoutError):
+            return read()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop at once (no leave: peers will see us fail) and join the gossip thread."""
