@@ -1,14 +1,17 @@
 """What `pip install` gives a user: one top-level package, importable next to their own `client.py`,
 typed for `mypy --strict`.
 
-Built for real: a wheel of this checkout (no build isolation, no dependencies fetched), installed into a
-fresh venv that sees the test environment's dependencies (grpcio, ...) through --system-site-packages. The
-checkout itself is never on that venv's path: the imports run from a temporary directory that holds a
+Built for real: a wheel of this checkout (pip wheel, as a user's pip builds it), installed into a fresh venv
+that sees the test environment's dependencies (grpcio, ...) through a .pth line naming this environment's
+site-packages (not --system-site-packages: under a venv that would be the base interpreter's, and a .pth
+line adds the directory without running the editable install's finder that lives there). The checkout
+itself is never on that venv's path: the imports run from a temporary directory that holds a
 user's own `client.py` and `register.py`, the names the SDK used to install at top level.
 """
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import textwrap
@@ -25,9 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    # --no-build-isolation: setuptools and wheel come from the test environment, so no index is needed.
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -38,9 +40,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def venv_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+    site_dir = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    Path(site_dir, "test-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
+                        str(wheel)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return py
