@@ -21,6 +21,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -30,6 +31,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from registry.addresses import HostPort, UsageError, parse_hostport
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
+
+# Not `registry.catalog.REGISTRY_GROUP`: importing the catalog (and the ring) would slow every
+# ops subcommand; tests check that the two agree.
+REGISTRY_GROUP = "registry-group"
+MAX_MATCH_N = 1000  # the server's limit (registry.api.MAX_MATCH_N), checked before calling it
 
 if TYPE_CHECKING:
     from registry.server import ServerConfig
@@ -69,6 +75,20 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
 
 
+def _seconds(text: str) -> float:
+    """argparse type of the duration flags: a positive, finite number of seconds.
+
+    Checked at parse time: `-timeout 0` used to be accepted and then fail every call with
+    DEADLINE_EXCEEDED ("no registry answered"), which sends the operator looking at the network."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
 def _server_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
@@ -83,7 +103,8 @@ def _server_parser() -> argparse.ArgumentParser:
     _flag(p, "registries", default="", help="comma-separated gossip addresses of other registries")
     _flag(p, "hash", default="consistent", choices=HASHES, help="ring algorithm (chash = Go original's)")
     _flag(p, "encrypt", default="", help="gossip encryption key (base64, from `registry keygen`)")
-    _flag(p, "log-format", default="", choices=("", *LOG_FORMATS), help="console or json (default: console on a tty)")
+    _flag(p, "log-format", default=None, choices=LOG_FORMATS,
+          help="log format (default: console when stderr is a terminal, json otherwise)")
     _flag(p, "log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default info")
     _flag(p, "metrics-addr", default="", help="serve Prometheus metrics on this address")
     _flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
@@ -92,7 +113,7 @@ def _server_parser() -> argparse.ArgumentParser:
     _flag(p, "rpc-engine", default="native", choices=RPC_ENGINES,
           help="gRPC server: native (default: no grpcio in the process, faster) or grpcio (grpc.aio)")
     _flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
-    _flag(p, "leave-timeout", default=5.0, type=float, help="seconds to spend leaving on SIGTERM (default 5)")
+    _flag(p, "leave-timeout", default=5.0, type=_seconds, help="seconds to spend leaving on SIGTERM (default 5)")
     return p
 
 
@@ -125,6 +146,20 @@ def _readable(path: str, flag: str) -> str:
     return path
 
 
+def _dialable(hp: HostPort, flag: str, text: str) -> HostPort:
+    """An address given to others to dial: no wildcard host, no port 0 (both mean "here, any")."""
+    if hp.port == 0:
+        raise UsageError(f"{flag}: {text!r}: port 0 cannot be dialled; give the real port")
+    if hp.host and _is_wildcard(hp.host):
+        raise UsageError(f"{flag}: {text!r}: {hp.host} means every interface and cannot be dialled; "
+                         "give an address the others can reach")
+    return hp
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
+
+
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     """Parse and validate every server flag; raises UsageError with a one-line message."""
     ns = _server_parser().parse_args(list(argv))
@@ -138,14 +173,22 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         if ns.bind_advertise
         else None
     )
+    if bind_adv is not None and bind_adv.host and _is_wildcard(bind_adv.host):
+        _dialable(bind_adv, "-bind-advertise", ns.bind_advertise)
     if bind_adv is not None and not bind_adv.host:
         bind_adv = None if bind_adv.port == bind.port else bind_adv
     addr = parse_hostport(ns.addr, "-addr", default_port=DEFAULT_RPC_PORT, resolve=True)
-    adv = parse_hostport(ns.advertise, "-advertise", default_port=addr.port) if ns.advertise else None
+    adv = None
+    if ns.advertise:
+        # used verbatim as the address clients dial: it needs a host and a real port
+        adv = _dialable(parse_hostport(ns.advertise, "-advertise", default_port=addr.port), "-advertise", ns.advertise)
+        if not adv.host:
+            raise UsageError(f"-advertise: {ns.advertise!r} has no host; give the address clients dial (host:port)")
     seeds: list[str] = []
     for part in ns.registries.split(","):
         if part.strip():
-            seeds.append(str(parse_hostport(part, "-registries", default_port=DEFAULT_GOSSIP_PORT)))
+            hp = parse_hostport(part, "-registries", default_port=DEFAULT_GOSSIP_PORT)
+            seeds.append(str(_dialable(hp, "-registries", part.strip())))
     key = None
     if ns.encrypt:
         decode_key(ns.encrypt)
@@ -158,8 +201,6 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
             _readable(path, flag)
-    if not ns.leave_timeout > 0:
-        raise UsageError("-leave-timeout must be positive")
     return ServerArgs(
         id=ns.id.strip(),
         bind=bind,
@@ -314,37 +355,71 @@ def _run_server(argv: Sequence[str]) -> int:
 # -- ops subcommands ----------------------------------------------------------------------
 
 
+_OPS_HELP = {
+    "members": (
+        "List the live members of every group (or of -group G): one line each, "
+        "ID GROUP ADDR TAGS, as the registry's rings hold them. A member is listed from its join "
+        "until it starts leaving or is declared failed; members leaving, left or failed are not "
+        "listed (the registry's Members answer carries no status). The registries themselves are "
+        f"the members of the group {REGISTRY_GROUP!r}."
+    ),
+    "groups": f"List the groups that have live members, {REGISTRY_GROUP!r} (the registries) included.",
+    "match": "Print the service owning KEY in GROUP (with -n N, the N distinct owners in ring order): "
+             "ID GROUP ADDR TAGS.",
+}
+
+
 def _ops_parser(name: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} {name}", allow_abbrev=False)
-    _flag(p, "rpc", default=f"127.0.0.1:{DEFAULT_RPC_PORT}", help="gRPC address of a registry (default 127.0.0.1:9800)")
-    _flag(p, "timeout", default=5.0, type=float, help="seconds per call (default 5)")
+    p = _Parser(prog=f"{PROG} {name}", allow_abbrev=False, description=_OPS_HELP.get(name))
+    _flag(p, "rpc", default=f"127.0.0.1:{DEFAULT_RPC_PORT}",
+          help="gRPC address of a registry, or several separated by commas to fail over (default 127.0.0.1:9800)")
+    _flag(p, "timeout", default=5.0, type=_seconds, help="seconds per call (default 5)")
     _flag(p, "tls-ca", default="", help="verify the registry's certificate with this CA bundle")
     _flag(p, "tls-cert", default="", help="client certificate (PEM), for servers started with -tls-ca")
     _flag(p, "tls-key", default="", help="client key (PEM)")
     return p
 
 
+def rpc_targets(text: str) -> list[str]:
+    """-rpc: `host:port`, `host` (port 9800) or `:port` (this machine), comma-separated to fail over."""
+    out = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        # resolved now, as -bind and -addr are: a typo is a usage error naming it, not UNAVAILABLE
+        hp = parse_hostport(part, "-rpc", default_port=DEFAULT_RPC_PORT, resolve=True)
+        hp = _dialable(hp, "-rpc", part.strip())
+        out.append(str(HostPort(hp.host or "127.0.0.1", hp.port)))
+    if not out:
+        raise UsageError("-rpc: empty address")
+    return out
+
+
 def _client(ns: argparse.Namespace) -> Any:
-    parse_hostport(ns.rpc, "-rpc", default_port=DEFAULT_RPC_PORT)
+    targets = rpc_targets(ns.rpc)
     for flag, path in (("-tls-ca", ns.tls_ca), ("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key)):
         if path:
             _readable(path, flag)
     if bool(ns.tls_cert) != bool(ns.tls_key):
         raise UsageError("-tls-cert and -tls-key go together")
-    from registry.client import RpcClient
+    from registry.client import InvalidArgument, RpcClient
 
-    return RpcClient(
-        ns.rpc, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None, tls_key=ns.tls_key or None
-    )
+    try:
+        return RpcClient(targets, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None,
+                         tls_key=ns.tls_key or None)
+    except InvalidArgument as exc:  # what the client checks before any call: a TLS file that is not PEM, ...
+        raise UsageError(str(exc)) from None
 
 
 def _print_services(services: Sequence[Any]) -> None:
-    rows = [(s.id, getattr(s, "group", ""), s.addr, "alive", _tags_text(s)) for s in services]
+    """ID GROUP ADDR TAGS, columns aligned. No status column: every service a registry answers
+    with is live in its ring (see the members -h), and a constant "alive" told nothing."""
+    rows = [(s.id, getattr(s, "group", ""), s.addr, _tags_text(s)) for s in services]
     if not rows:
         return
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
 
 
 def _tags_text(s: Any) -> str:
@@ -362,6 +437,7 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
         print(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
         return EXIT_OK
     if name == "version":
+        _Parser(prog=f"{PROG} version", allow_abbrev=False).parse_args(list(argv))
         from registry import __version__
 
         print(f"registry {__version__}")
@@ -372,12 +448,20 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
     elif name == "match":
         p.add_argument("group")
         p.add_argument("key")
-        _flag(p, "n", default=1, type=int, help="how many distinct services, in ring order (default 1)")
+        _flag(p, "n", default=1, type=int,
+              help=f"how many distinct services, in ring order (1 to {MAX_MATCH_N}, default 1)")
     ns = p.parse_args(list(argv))
-    if name == "match" and ns.n < 1:
-        raise UsageError("-n must be at least 1")
+    if name == "match":
+        # the client's and the server's limits, said before any call
+        if ns.n < 1:
+            raise UsageError("-n must be at least 1")
+        if ns.n > MAX_MATCH_N:
+            raise UsageError(f"-n must be at most {MAX_MATCH_N} (the server's limit)")
+        for what, value in (("GROUP", ns.group), ("KEY", ns.key)):
+            if not value:
+                raise UsageError(f"match: {what} is empty")
     try:
-        from registry.client import RegistryError
+        from registry.client import NotFound, RegistryError
     except ImportError as exc:
         _fail(f"the gRPC client is not available: {exc}")
         return EXIT_RUNTIME
@@ -387,10 +471,15 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
                 for g in c.groups():
                     print(g)
             elif name == "members":
-                groups = [ns.group] if ns.group else list(c.groups())
                 services: list[Any] = []
-                for g in groups:
-                    services.extend(c.members(g))
+                if ns.group:
+                    services = c.members(ns.group)
+                else:
+                    for g in c.groups():
+                        try:
+                            services.extend(c.members(g))
+                        except NotFound:  # emptied since Groups answered
+                            continue
                 _print_services(services)
             else:
                 if ns.n == 1:

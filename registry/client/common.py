@@ -177,22 +177,27 @@ class TlsHint(Enum):
                         "TlsConfig(ca=...), or -tls-ca")
 
 
+_CLOSED = ("Socket closed", "Connection reset by peer")  # the peer hung up during the handshake
+
+
 def tls_hint(code: grpc.StatusCode, details: str, tls: TlsConfig | None) -> TlsHint | None:
     """Read grpcio's connection error for a TLS mismatch.
 
     grpcio reports a plaintext client on a TLS port as "Socket closed" (the server drops the
-    connection when the bytes are not a TLS handshake), and a TLS client on a plaintext port as
-    a handshake failure with WRONG_VERSION_NUMBER. "Socket closed" has other causes too (a
-    registry stopping or shedding connections), hence "may" in the hints."""
-    if code != grpc.StatusCode.UNAVAILABLE:
+    connection when the bytes are not a TLS handshake; sometimes "Connection reset by peer"),
+    and a TLS client on a plaintext port as a handshake failure with WRONG_VERSION_NUMBER.
+    Only failures to connect are read (not a connection lost later), and a closed connection
+    has other causes too (a registry stopping or shedding connections), hence "may"."""
+    if code != grpc.StatusCode.UNAVAILABLE or "failed to connect" not in details:
         return None
+    closed = any(c in details for c in _CLOSED)
     if tls is None:
-        return TlsHint.SERVER_USES_TLS if "Socket closed" in details else None
+        return TlsHint.SERVER_USES_TLS if closed else None
     if "WRONG_VERSION_NUMBER" in details or "HTTP_REQUEST" in details:
         return TlsHint.SERVER_PLAINTEXT
     if "CERTIFICATE_VERIFY_FAILED" in details:
         return TlsHint.SERVER_UNTRUSTED
-    if "Socket closed" in details:
+    if closed:
         return TlsHint.CLIENT_CERT_REFUSED if tls.cert else TlsHint.CLIENT_CERT
     return None
 

@@ -177,7 +177,7 @@ def test_ops_subcommands(cluster: Cluster) -> None:
     m = run("members", "-rpc", cluster.r2.rpc, "-group", GROUP)
     assert m.returncode == 0, m
     assert {ln.split()[0] for ln in m.stdout.splitlines()} == {s.id for s in cluster.services}
-    assert "alive" in m.stdout and "group=webservice" in m.stdout
+    assert "group=webservice" in m.stdout  # no status column: the answer carries none (members -h)
     allm = run("members", "-rpc", cluster.r2.rpc)
     assert "registry-1" in allm.stdout and "web-0" in allm.stdout
     x = run("match", GROUP, "user-42", "-rpc", cluster.r1.rpc)

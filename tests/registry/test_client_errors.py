@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populate
 
 from registry import api
 from registry.client import (
@@ -22,12 +23,11 @@ from registry.client import (
     RpcClient,
     TlsConfig,
     Unavailable,
+    common,
 )
-from registry.client import common
 from registry.tls import TlsFiles
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
-from rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populate
 
 BAD_ADDRESSES = ["garbage", ":9800", "host:0", "::1:9800", "bad host:1", "host:99999", "", " , "]
 Factory = Callable[..., Any]
@@ -155,9 +155,8 @@ def test_tls_files_checked_when_the_client_is_made(tmp_path: Path, certs: dict[s
 
 def _failure(addr: str, **kw: Any) -> tuple[str, str]:
     """The Unavailable messages of a sync and an async call with these client settings."""
-    with RpcClient(addr, timeout=10, **kw) as c:
-        with pytest.raises(Unavailable) as sync_info:
-            c.groups()
+    with RpcClient(addr, timeout=10, **kw) as c, pytest.raises(Unavailable) as sync_info:
+        c.groups()
 
     async def run() -> str:
         async with AsyncRpcClient(addr, timeout=10, **kw) as ac:
