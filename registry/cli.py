@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from registry.addresses import HostPort, UsageError, parse_hostport
+from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 
-# Not `registry.catalog.REGISTRY_GROUP`: importing the catalog (and the ring) would slow every
-# ops subcommand; tests check that the two agree.
-REGISTRY_GROUP = "registry-group"
-MAX_MATCH_N = 1000  # the server's limit (registry.api.MAX_MATCH_N), checked before calling it
+# Not imported from registry.api: that imports asyncio, which must be loaded after the command
+# decides whether to hide ssl from it (_import_asyncio_without_ssl). A test checks they agree.
+MAX_MATCH_N = 1000  # the server's limit, checked before calling it
 
 if TYPE_CHECKING:
     from registry.server import ServerConfig

@@ -127,3 +127,10 @@ def test_plaintext_ops_on_a_tls_registry_say_so(tls_registry: tuple[Registry, Pk
     line = one_line(r)
     assert r.returncode == 1, r
     assert reg.rpc in line and "may be serving TLS" in line and "-tls-ca" in line, line
+
+
+def test_cli_constants_are_the_servers() -> None:
+    """The command keeps its own copy of the server's n limit (registry.api imports asyncio too early)."""
+    from registry import api, catalog, cli
+
+    assert cli.REGISTRY_GROUP == catalog.REGISTRY_GROUP and cli.MAX_MATCH_N == api.MAX_MATCH_N
