@@ -133,11 +133,13 @@ def check_match(group: str, key: str, n: int) -> None:
     `n` counts services and must be 1..MAX_MATCH_N. The server reads n=0 as 1 only because
     proto3 cannot tell 0 from "not set" (MatchRequest.n: "0 means 1"); a Python caller who
     writes n=0 asked for no service, which is a mistake, as `registry match -n 0` says too."""
+    if type(n) is int and 0 < n <= MAX_MATCH_N and group and key:  # one test on the hot (cached) path
+        return
     if not group:
         raise InvalidArgument("Match: group is empty", group=group)
     if not key:
         raise InvalidArgument(f"Match (group {group!r}): key is empty", group=group)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_MATCH_N:
+    if type(n) is not int or not 1 <= n <= MAX_MATCH_N:
         raise InvalidArgument(f"Match (group {group!r}): n={n!r} out of range 1..{MAX_MATCH_N}", group=group)
 
 
