@@ -166,7 +166,7 @@ class SerfAgent(AgentProc):
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             proc.kill()
             await proc.wait()
             raise SerfAgentError(f"{' '.join(cmd)} timed out") from None

@@ -135,6 +135,14 @@ class MachineRunner:
             self._udp.transport.close()
         if self._server is not None:
             await self._server.close()
+        if self._udp is not None and self._udp.transport is not None:
+            # Return only once the UDP socket is closed, so the port can be bound again at once
+            # (a service restarting in the same process).  Nothing else here needs to yield to
+            # the loop for that: since Python 3.12 `wait_for` on a finished coroutine does not.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._udp.closed), 1.0)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                self.stats["udp.close_timeout"] += 1
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -181,7 +189,7 @@ class MachineRunner:
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
             return True
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             return bool(predicate())
         except asyncio.CancelledError:
             if fut.cancelled() and self._closed:  # woken by close(), not cancelled ourselves

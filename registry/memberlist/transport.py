@@ -113,9 +113,16 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._on_packet = on_packet
         self._stats = stats
         self.transport: asyncio.DatagramTransport | None = None
+        #: done once asyncio has closed the socket: `transport.close()` only schedules that
+        #: for a later loop iteration, and the port cannot be bound again until then
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self._stats["udp.in.packets"] += 1
@@ -183,7 +190,7 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
     try:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), 1.0)
-    except (TimeoutError, OSError, ConnectionError):
+    except (asyncio.TimeoutError, OSError, ConnectionError):  # asyncio's, not the builtin, before 3.11
         pass
 
 
@@ -215,7 +222,7 @@ async def dial_stream(
 
     try:
         reply = await asyncio.wait_for(exchange(), timeout)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
         stats["tcp.dial.timeout"] += 1
         return None, f"timed out after {timeout:g}s"
     except (OSError, ConnectionError) as exc:

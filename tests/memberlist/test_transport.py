@@ -17,6 +17,7 @@ import pytest
 
 from registry.memberlist.config import Config
 from registry.memberlist.runner import MachineRunner
+from registry.memberlist.transport import bind_sockets
 from registry.memberlist.types import Address, OpenStream, Output, SendPacket
 
 LOOP4 = "127.0.0.1"
@@ -183,6 +184,25 @@ async def test_stream_to_closed_port_fails_with_reason(make_runner: MakeRunner) 
     assert ma.results[sid] is None
 
 
+async def test_wait_until_returns_false_at_its_deadline(make_runner: MakeRunner) -> None:
+    """A predicate that never holds: False after `timeout` (on 3.10 asyncio's TimeoutError is not
+    the builtin one, and `except TimeoutError` let it escape to the caller, e.g. a Serf leave)."""
+    a, _ = await make_runner()
+    started = time.monotonic()
+    assert await a.wait_until(lambda: False, 0.05) is False
+    assert time.monotonic() - started < 5
+
+
+async def test_close_releases_the_port_before_it_returns(make_runner: MakeRunner) -> None:
+    """The port can be bound again right after close(), without yielding to the loop first:
+    asyncio closes a datagram socket one loop iteration after transport.close()."""
+    a, _ = await make_runner()
+    await a.close()
+    tcp, udp = bind_sockets(LOOP4, a.bound.port)
+    tcp.close()
+    udp.close()
+
+
 async def test_stream_to_silent_peer_times_out(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     accepted: list[asyncio.StreamWriter] = []
@@ -257,9 +277,9 @@ async def test_udp_garbage_does_not_hurt(make_runner: MakeRunner) -> None:
         s.bind((LOOP4, 0))
         s.sendto(b"\x00" * 2000, (LOOP4, b.bound.port))
         s.sendto(b"ping:raw", (LOOP4, b.bound.port))
-        s.setblocking(False)
-        loop = asyncio.get_running_loop()
-        data, _ = await asyncio.wait_for(loop.sock_recvfrom(s, 65536), 10)
+        s.settimeout(10)
+        # loop.sock_recvfrom is 3.11+; a blocking read on a worker thread runs on 3.10 too.
+        data, _ = await asyncio.to_thread(s.recvfrom, 65536)
     assert data == b"pong:raw"
     assert b.stats["udp.in.packets"] == 2
 
