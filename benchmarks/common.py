@@ -75,7 +75,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def today() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # datetime.UTC is 3.11+
 
 
 def print_header(title: str, quick: bool) -> None:

@@ -27,3 +27,11 @@ def test_script_compiles_and_follows_the_convention(script: Path, tmp_path: Path
     )
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout and "--json" in out.stdout, f"{script.name} lacks --quick/--json"
+
+
+def test_the_shared_header_runs_on_this_python() -> None:
+    """Every script prints `common.print_header` first (it used datetime.UTC, 3.11+: on 3.10 every one failed)."""
+    code = "import common; common.print_header('check', True)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=BENCH, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "== check (quick mode) 20" in out.stdout, out.stdout
