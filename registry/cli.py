@@ -160,6 +160,32 @@ def _is_wildcard(host: str) -> bool:
     return host in ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
 
 
+# The longest gRPC address a registry can advertise when -advertise does not say it: [IPv6]:port.
+_LONGEST_ADDR = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535"
+
+
+def _check_id_fits(ident: str, advertise: str) -> None:
+    """The id must fit the registry's gossip metadata (tags id, group and addr: 512 bytes).
+
+    Found here, naming -id, rather than at start as "gossip: encoded tags take N bytes" (exit 1).
+    Without -advertise the address is taken at its longest, so the verdict does not depend on
+    the interface the registry ends up advertising."""
+    from registry.memberlist.types import META_MAX_SIZE
+    from registry.serf.tags import encode_tags
+
+    def size(name: str) -> int:
+        return len(encode_tags({"group": REGISTRY_GROUP, "addr": advertise or _LONGEST_ADDR, "id": name}))
+
+    try:
+        used = size(ident)
+    except UnicodeEncodeError:
+        raise UsageError(f"-id: {ident!r} is not valid text") from None
+    if used > META_MAX_SIZE:
+        most = next(n for n in range(META_MAX_SIZE, -1, -1) if size("x" * n) <= META_MAX_SIZE)
+        raise UsageError(f"-id is too long ({len(ident.encode())} bytes): with the group and address tags it "
+                         f"would take {used} of the {META_MAX_SIZE} bytes of gossip metadata; at most {most} bytes")
+
+
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     """Parse and validate every server flag; raises UsageError with a one-line message."""
     ns = _server_parser().parse_args(list(argv))
@@ -167,6 +193,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         raise UsageError("-id is required (the server's unique name in the pool)")
     if any(c.isspace() for c in ns.id):
         raise UsageError(f"-id: {ns.id!r} must not contain spaces")
+    _check_id_fits(ns.id.strip(), ns.advertise)
     bind = parse_hostport(ns.bind, "-bind", default_port=DEFAULT_GOSSIP_PORT, resolve=True)
     bind_adv = (
         parse_hostport(ns.bind_advertise, "-bind-advertise", default_port=bind.port, resolve=True)
