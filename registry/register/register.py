@@ -9,19 +9,27 @@ for nothing but SWIM.  The sync `Register` drives gossip from one daemon thread 
 sockets (`registry.serf.threaded`), so a blocking app (Flask, a worker loop, ...) pays for
 neither asyncio nor the ssl/OpenSSL it imports (~8 MiB RSS).  `AsyncRegister` runs on the
 app's own event loop; asyncio is imported only inside its coroutines, where it is loaded anyway.
+
+`start()` returns once a registry has merged our state (and fails, leaving nothing running,
+when none answers or when our id is alive at another address: the join's reply says so).
+`stop()` returns once a registry has acknowledged our departure, not after Serf's gossip-paced
+leave (about 2 s at the LAN profile): a service being stopped should not wait on gossip timers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.memberlist.types import Address
 from registry.serf.member import MemberStatus
 from registry.serf.threaded import ThreadedSerf
 
 from .options import DEFAULT_REPLICAS, Handler, Options, RegisterError
+
+if TYPE_CHECKING:  # typing.Self is 3.11+: only the type checker sees it (the package runs on 3.10)
+    from typing import Self
 
 __all__ = ["DEFAULT_REPLICAS", "AsyncRegister", "Handler", "Register", "RegisterError"]
 
@@ -97,6 +105,9 @@ class AsyncRegister(Options):
         agent = self.agent
         if agent is None:
             return
+        if agent.is_shutdown:  # it stopped itself (its id lost a name conflict, logged then)
+            await self._abort()
+            return
         try:
             if not await asyncio.wait_for(self._leave(agent), self.leave_timeout):
                 log.warning("leave not acknowledged by the pool; shutting down anyway")
@@ -144,7 +155,7 @@ class AsyncRegister(Options):
             except Exception:
                 log.exception("handler %s failed for %s", method, m.name)
 
-    async def __aenter__(self) -> "AsyncRegister":
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -213,6 +224,9 @@ class Register(Options):
         agent, self.agent = self.agent, None
         if agent is None:
             return
+        if agent.is_shutdown:  # it stopped itself (its id lost a name conflict, logged then)
+            agent.shutdown()
+            return
         try:
             if not agent.leave(self.leave_timeout, confirm_with=self._confirm_peers):
                 log.warning("leave not acknowledged within %gs; shutting down anyway", self.leave_timeout)
@@ -246,7 +260,7 @@ class Register(Options):
                 if close is not None:
                     close()
 
-    def __enter__(self) -> "Register":
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -5,10 +5,12 @@ arguments refused at construction, and how long `stop()` takes."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +46,10 @@ def _matched(registry: Registry, group: str) -> tuple[str, str] | None:
         except NotFound:
             return None
         return s.id, s.addr
+
+
+def _matches(registry: Registry, group: str, want: tuple[str, str]) -> Callable[[], bool]:
+    return lambda: _matched(registry, group) == want
 
 
 def _port_free(port: int) -> bool:
@@ -222,7 +228,7 @@ def test_stop_returns_once_the_registry_dropped_the_service(registry: Registry) 
     for i in range(3):
         reg = Register(f"stop-{i}", "127.0.0.1:0", "", registry.gossip, group, "127.0.0.1:8701")
         reg.start()
-        wait_for(lambda i=i: _matched(registry, group) == (f"stop-{i}", "127.0.0.1:8701"), 15, what="listed")
+        wait_for(_matches(registry, group, (f"stop-{i}", "127.0.0.1:8701")), 15, what="listed")
         t0 = time.monotonic()
         reg.stop()
         took.append(time.monotonic() - t0)
@@ -237,10 +243,35 @@ async def test_async_stop_returns_once_the_registry_dropped_the_service(registry
     for i in range(3):
         reg = AsyncRegister(f"astop-{i}", "127.0.0.1:0", "", [registry.gossip], group, "127.0.0.1:8801")
         await reg.start()
-        await asyncio.to_thread(wait_for, lambda i=i: _matched(registry, group) == (f"astop-{i}", "127.0.0.1:8801"), 15)
+        await asyncio.to_thread(wait_for, _matches(registry, group, (f"astop-{i}", "127.0.0.1:8801")), 15)
         t0 = time.monotonic()
         await reg.stop()
         took.append(time.monotonic() - t0)
         assert await asyncio.to_thread(_matched, registry, group) is None
         assert reg.agent is None
     assert sorted(took)[1] < 0.5, took
+
+
+async def test_stop_is_bounded_by_leave_timeout_when_no_registry_answers(tmp_path: Path) -> None:
+    """A registry that takes our push/pull and never answers (SIGSTOP: the kernel still accepts)
+    holds stop() no longer than leave_timeout, for both drivers."""
+    with procs() as ps:
+        frozen = Registry(ps, tmp_path, "reg-frozen", profile="lan").wait_ready()
+        sync = Register("frozen-1", "127.0.0.1:0", "", frozen.gossip, GROUP + "-frozen", "127.0.0.1:8901",
+                        leave_timeout=1.0)
+        sync.start()
+        aio = AsyncRegister("frozen-2", "127.0.0.1:0", "", frozen.gossip, GROUP + "-frozen", "127.0.0.1:8902",
+                            leave_timeout=1.0)
+        await aio.start()
+        frozen.proc.signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            await asyncio.to_thread(sync.stop)
+            took_sync = time.monotonic() - t0
+            t0 = time.monotonic()
+            await aio.stop()
+            took_async = time.monotonic() - t0
+        finally:
+            frozen.proc.signal(signal.SIGCONT)
+        assert 0.9 < took_sync < 3.0 and 0.9 < took_async < 3.0, (took_sync, took_async)
+        assert sync.agent is None and aio.agent is None
