@@ -127,6 +127,8 @@ class AsyncRegister(Options):
         peers = [Address(m.addr, m.port) for m in self._confirm_peers(alive)]
         pending = {runner.watch_stream(sid) for sid in core.leave_now(runner.now(), peers)}
         runner.kick()
+        if not alive:
+            return True  # nobody left to tell (Serf would still wait LeavePropagateDelay)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if any(f.result().accepted for f in done):

@@ -275,3 +275,36 @@ async def test_stop_is_bounded_by_leave_timeout_when_no_registry_answers(tmp_pat
             frozen.proc.signal(signal.SIGCONT)
         assert 0.9 < took_sync < 3.0 and 0.9 < took_async < 3.0, (took_sync, took_async)
         assert sync.agent is None and aio.agent is None
+
+
+async def test_stop_returns_at_once_when_nobody_is_left_to_tell(tmp_path: Path) -> None:
+    """The registry left the pool first: there is no one to acknowledge our leave, nor to gossip
+    it to (before: Serf's LeavePropagateDelay, 1 s at the LAN profile, was still waited).  One
+    pool per driver, so that the two registers are not each other's audience."""
+    with procs() as ps:
+        ra = Registry(ps, tmp_path, "reg-gone-a", profile="lan")
+        rb = Registry(ps, tmp_path, "reg-gone-b", profile="lan")
+        ra.wait_ready()
+        rb.wait_ready()
+        sync = Register("alone-1", "127.0.0.1:0", "", ra.gossip, GROUP + "-alone", "127.0.0.1:9101")
+        sync.start()
+        aio = AsyncRegister("alone-2", "127.0.0.1:0", "", rb.gossip, GROUP + "-alone", "127.0.0.1:9102")
+        await aio.start()
+
+        def nobody_alive(reg: Register | AsyncRegister) -> bool:
+            return all(m.status.name != "ALIVE" for m in reg.members() if m.name != reg.id)
+
+        for r in (ra, rb):
+            r.proc.signal(signal.SIGTERM)  # a graceful leave: its intent reaches us at once
+        await asyncio.to_thread(wait_for, lambda: nobody_alive(sync), 30)
+        deadline = time.monotonic() + 30
+        while not nobody_alive(aio):  # the async register's gossip runs on this loop: no thread
+            assert time.monotonic() < deadline, "the async register never saw its registry leave"
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await asyncio.to_thread(sync.stop)
+        took_sync = time.monotonic() - t0
+        t0 = time.monotonic()
+        await aio.stop()
+        took_async = time.monotonic() - t0
+        assert took_sync < 0.5 and took_async < 0.5, (took_sync, took_async)
