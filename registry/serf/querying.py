@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
 from registry.memberlist.timers import TimerHeap
-from registry.memberlist.types import Address, ip_from_bytes, ip_to_bytes
+from registry.memberlist.types import Address, Node, ip_from_bytes, ip_to_bytes
 
 from . import keyring as keys
 from . import messages as msgs
@@ -57,6 +57,7 @@ class QueryRules:
     query_clock: LamportClock
     keyring_file: str | None
     conflict_lost: bool
+    name_taken_by: Node | None
     _members: dict[str, MemberState]
     _tags: dict[str, str]
     _timers: TimerHeap
@@ -331,6 +332,15 @@ class QueryRules:
                     matching += 1
             if matching >= responses // 2 + 1:
                 self.stats["conflict.won"] += 1
+                return
+            if responses == 0 and self.name_taken_by is None:
+                # Nobody could vote: claimants never answer about their own name, so in a pool of two
+                # (two registries, say) only the two claimants exist.  Go's serf then shuts down both,
+                # and a misconfigured newcomer takes the gossip of the healthy incumbent with it.  No
+                # vote against us is no majority against us: the incumbent keeps its name.  The
+                # newcomer knows it is the newcomer (its join's reply showed the holder alive:
+                # name_taken_by), and loses as in Go.
+                self.stats["conflict.unopposed"] += 1
                 return
             self.stats["conflict.lost"] += 1
             self.conflict_lost = True
