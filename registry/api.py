@@ -19,17 +19,25 @@ Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs
 task and a stream (~7 KiB), and a change wakes every watcher of its group (~35 us each), so
 20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
 cap is refused with `Exhausted` (RESOURCE_EXHAUSTED on both fronts) and counted.
+
+Members with all=true (`registry members`, like `serf members`) answers from the gossip pool's
+member table, not the catalog: the catalog holds only the live members the rings route to,
+while an operator also wants to see who is leaving, left or failed (until the pool reaps them).
+That table is the server's, so the server hands it over as `RegistryCore.member_table`; a core
+over a bare catalog (no gossip) answers with the catalog's live members. Those answers are
+built per call, uncached: they serve people and scripts, not routing, and every answer routing
+reads (Match, MatchBatch, Members without all, Watch) stays as it was, status left empty.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
+from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.ring import RingNode
 from registry.v1 import registry_pb2 as pb
@@ -39,6 +47,8 @@ __all__ = [
     "Exhausted",
     "Invalid",
     "MAX_BATCH_KEYS",
+    "MemberRow",
+    "MemberTable",
     "MAX_MATCH_N",
     "MAX_WATCHERS",
     "Missing",
@@ -57,6 +67,13 @@ MAX_MATCH_N = 1000  # more distinct owners of one key than this is a client bug
 MAX_BATCH_KEYS = 100_000
 WATCH_QUEUE_SIZE = 1024  # changes buffered per watcher before it is resynced with a snapshot
 MAX_WATCHERS = 10_000  # open Watch streams, all groups together (see the module docstring)
+
+#: One gossip member as Members(all=true) lists it: (name, tags, Serf status word, e.g. "failed").
+MemberRow = tuple[str, Mapping[str, str], str]
+#: Every member of the gossip pool, any status (the registry server's Serf member table).
+MemberTable = Callable[[], Iterable[MemberRow]]
+#: The Serf status of a member that serves (the only one the catalog and its rings hold).
+ALIVE = "alive"
 
 UnaryMethod = Callable[[bytes], bytes]
 StreamMethod = Callable[[bytes], AsyncIterator[bytes]]
@@ -167,6 +184,9 @@ class RegistryCore:
         self.catalog = catalog
         self.max_watchers = max_watchers
         self.watchers_refused = 0  # Watch calls refused at the cap
+        #: What Members(all=true) lists; the registry server sets it to its Serf member table
+        #: once gossip runs (None: only the catalog's live members are known).
+        self.member_table: MemberTable | None = None
         self._encoded: dict[str, dict[str, _Encoded]] = {}
         self._watchers: dict[str, set[_Watcher]] = {}
         self._watcher_total = 0
@@ -275,6 +295,40 @@ class RegistryCore:
             raise self._missing(group)
         return found
 
+    def members_all(self, group: str) -> list[pb.Service]:
+        """Every member of `group` (every group when "") the gossip pool knows, any status, by
+        (group, id), status set.  A member is listed under the group its tags name; one whose
+        tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
+        A live member in a ring carries that ring's replicas and weight, any other 0."""
+        table = self.member_table
+        if table is None:  # no gossip behind this core: the catalog's live members are all it knows
+            groups = [group] if group else self.catalog.groups()
+            rows: Iterable[MemberRow] = [(s.id, s.tags, ALIVE) for g in groups for s in self.catalog.members(g)]
+        else:
+            rows = table()
+        live: dict[str, tuple[dict[str, Service], Mapping[str, RingNode]]] = {}
+        found: list[pb.Service] = []
+        for name, tags, status in rows:
+            g = tags.get(TAG_GROUP, "")
+            if not g or (group and g != group):
+                continue
+            service: pb.Service | None = None
+            if status == ALIVE:
+                ring = live.get(g)
+                if ring is None:
+                    ring = live[g] = ({s.id: s for s in self.catalog.members(g)}, self.ring_nodes(g))
+                s = ring[0].get(name)
+                if s is not None:
+                    service = service_pb(s, ring[1])
+            if service is None:  # in no ring (not alive, or not applied yet): no ring parameters
+                service = pb.Service(id=name, group=g, addr=tags.get(TAG_ADDR, ""), tags=dict(tags))
+            service.status = status
+            found.append(service)
+        if not found:
+            raise self._missing(group) if group else Missing("no member in any group")
+        found.sort(key=lambda s: (s.group, s.id))
+        return found
+
     def version(self, group: str) -> int:
         return self.catalog.version(group)
 
@@ -367,8 +421,10 @@ class RegistryCore:
 
     def wire_members(self, data: bytes) -> bytes:
         req = parse(pb.MembersRequest, data)
-        found = self.members(req.group)
-        body = b"".join([self.encoded(s).v1 for s in found])
+        if req.all:
+            body = b"".join([_field1(s.SerializeToString()) for s in self.members_all(req.group)])
+        else:
+            body = b"".join([self.encoded(s).v1 for s in self.members(req.group)])
         version = self.version(req.group)
         return body + (b"\x10" + _varint(version) if version else b"")
 

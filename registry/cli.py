@@ -5,7 +5,7 @@ server exactly like the Go original; flags take one dash or two and `-flag=value
 works too.  When the first argument does not start with "-" it names a subcommand
 that talks gRPC to a running server, in the spirit of `serf members`:
 
-    registry members [-rpc ADDR] [-group G]
+    registry members [-rpc ADDR] [-group G] [-status alive|leaving|left|failed]
     registry groups  [-rpc ADDR]
     registry match GROUP KEY [-n N] [-rpc ADDR]
     registry keygen
@@ -50,6 +50,8 @@ PROFILES = ("lan", "wan", "local", "fast")
 HASHES = ("consistent", "chash")
 RPC_ENGINES = ("native", "grpcio")
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
+#: Serf's member statuses, as `serf members` prints them (registry.serf.member.MemberStatus).
+MEMBER_STATUSES = ("alive", "leaving", "left", "failed")
 
 
 def decode_key(text: str) -> bytes:
@@ -384,11 +386,13 @@ def _run_server(argv: Sequence[str]) -> int:
 
 _OPS_HELP = {
     "members": (
-        "List the live members of every group (or of -group G): one line each, "
-        "ID GROUP ADDR TAGS, as the registry's rings hold them. A member is listed from its join "
-        "until it starts leaving or is declared failed; members leaving, left or failed are not "
-        "listed (the registry's Members answer carries no status). The registries themselves are "
-        f"the members of the group {REGISTRY_GROUP!r}."
+        "List every member of every group (or of -group G) that the registry's gossip pool knows, "
+        "as `serf members` does: one line each, ID GROUP ADDR STATUS TAGS, sorted by group and id. "
+        "STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
+        "stopped answering); left and failed members stay listed until the pool reaps them. Only "
+        "alive members are in the rings: Match never returns the others. The registries themselves "
+        f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
+        "not services and are not listed."
     ),
     "groups": f"List the groups that have live members, {REGISTRY_GROUP!r} (the registries) included.",
     "match": "Print the service owning KEY in GROUP (with -n N, the N distinct owners in ring order): "
@@ -449,6 +453,38 @@ def _print_services(services: Sequence[Any]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
 
 
+def _print_members(services: Sequence[Any]) -> None:
+    """ID GROUP ADDR STATUS TAGS, columns aligned (`serf members` prints NAME ADDR STATUS TAGS)."""
+    rows = [(s.id, s.group, s.addr, s.status or "alive", _tags_text(s)) for s in services]
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+
+
+def _all_members(c: Any, group: str) -> list[Any]:
+    """Members(group, all=True): every member with its status.
+
+    A registry older than the `all` field ignores it and answers with the live ring members,
+    status empty (printed as alive, which they are), and refuses the group "" that means
+    "every group": then each group it names is asked in turn."""
+    from registry.client import InvalidArgument, NotFound
+
+    try:
+        return list(c.members(group, all=True))
+    except InvalidArgument:
+        if group:
+            raise
+    services: list[Any] = []
+    for g in c.groups():
+        try:
+            services.extend(c.members(g, all=True))
+        except NotFound:  # emptied since Groups answered
+            continue
+    return services
+
+
 def _tags_text(s: Any) -> str:
     tags = dict(getattr(s, "tags", None) or {})
     if not tags:
@@ -472,6 +508,7 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
     p = _ops_parser(name)
     if name == "members":
         _flag(p, "group", default="", help="only this group (default: every group)")
+        _flag(p, "status", default="", choices=MEMBER_STATUSES, help="only members with this status")
     elif name == "match":
         p.add_argument("group")
         p.add_argument("key")
@@ -488,7 +525,7 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
             if not value:
                 raise UsageError(f"match: {what} is empty")
     try:
-        from registry.client import NotFound, RegistryError
+        from registry.client import RegistryError
     except ImportError as exc:
         _fail(f"the gRPC client is not available: {exc}")
         return EXIT_RUNTIME
@@ -498,16 +535,8 @@ def _run_ops(name: str, argv: Sequence[str]) -> int:
                 for g in c.groups():
                     print(g)
             elif name == "members":
-                services: list[Any] = []
-                if ns.group:
-                    services = c.members(ns.group)
-                else:
-                    for g in c.groups():
-                        try:
-                            services.extend(c.members(g))
-                        except NotFound:  # emptied since Groups answered
-                            continue
-                _print_services(services)
+                services = _all_members(c, ns.group)
+                _print_members([s for s in services if not ns.status or (s.status or "alive") == ns.status])
             else:
                 if ns.n == 1:
                     found = [c.match(ns.group, ns.key)]

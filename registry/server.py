@@ -237,6 +237,7 @@ class RegistryServer:
         except Exception as exc:
             raise StartError(f"cannot listen for gRPC on {bind_rpc}: {exc}") from None
         self.grpc_address = rpc_addr
+        self._grpc.core.member_table = self._member_rows  # Members(all=true): every status, not just the rings
 
         if c.metrics_addr is not None:
             self._metrics = MetricsServer(self._collect)
@@ -376,6 +377,11 @@ class RegistryServer:
         except Exception:
             log.exception("catalog rejected a membership batch", members=[name for name, _ in updates])
         log.debug("membership", kind=event.type.value, members=[m.name for m in event.members])
+
+    def _member_rows(self) -> list[tuple[str, Mapping[str, str], str]]:
+        """Every member of the pool in any status, with its status word (registry.api.MemberTable)."""
+        agent = self.agent
+        return [] if agent is None else [(m.name, m.tags, str(m.status)) for m in agent.members()]
 
     def _reconcile(self) -> None:
         """Make the catalog agree with the member table (repairs dropped events)."""

@@ -26,6 +26,7 @@ from registry.client.common import (
     check_match,
     check_timeout,
     describe,
+    members_request,
     parse_addresses,
     tls_from,
     to_service,
@@ -149,9 +150,11 @@ class AsyncRpcClient:
             out.append(svc)
         return out
 
-    async def members(self, group: str, *, timeout: float | None = None) -> list[Service]:
+    async def members(self, group: str, all: bool = False, *,
+                      timeout: float | None = None) -> list[Service]:
+        """As `RpcClient.members`: live ring members, or with `all=True` every member with its status."""
+        req = members_request(group, all)
         t = self.timeout if timeout is None else check_timeout(timeout)
-        req = pb.MembersRequest(group=group)
         resp = await self._call("Members", group, lambda s: s.Members(req, timeout=t))
         return [to_service(s) for s in resp.services]
 

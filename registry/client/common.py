@@ -27,6 +27,7 @@ __all__ = [
     "check_match",
     "check_timeout",
     "describe",
+    "members_request",
     "parse_addresses",
     "tls_from",
     "to_service",
@@ -123,7 +124,16 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
 
 
 def to_service(s: pb.Service) -> Service:
-    return Service(s.id, s.group, s.addr, dict(s.tags))
+    return Service(s.id, s.group, s.addr, dict(s.tags), s.status)
+
+
+def members_request(group: str, all: bool) -> pb.MembersRequest:
+    """The Members request, `all` checked first (a truthy string would otherwise pass as True)."""
+    if type(all) is not bool:
+        raise InvalidArgument(f"Members (group {group!r}): all={all!r} must be True or False", group=group)
+    if not group and not all:
+        raise InvalidArgument("Members: group is empty (all=True lists every group)", group=group)
+    return pb.MembersRequest(group=group, all=all)
 
 
 def check_match(group: str, key: str, n: int) -> None:

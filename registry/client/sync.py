@@ -31,6 +31,7 @@ from registry.client.common import (
     check_match,
     check_timeout,
     describe,
+    members_request,
     parse_addresses,
     tls_from,
     to_service,
@@ -161,9 +162,16 @@ class RpcClient:
             out.append(svc)
         return out
 
-    def members(self, group: str, *, timeout: float | None = None) -> list[Service]:
+    def members(self, group: str, all: bool = False, *,
+                timeout: float | None = None) -> list[Service]:
+        """The live members of `group`, as its ring holds them (sorted by id; ring order for "chash").
+
+        With `all=True`, every member the registry's gossip pool knows, each with its `status`
+        ("alive", "leaving", "left", "failed"; failed and left ones until the pool reaps them),
+        sorted by (group, id); `group=""` then means every group. Always asks a registry, also
+        with `cache=True` (the cache holds rings, not the member table)."""
+        req = members_request(group, all)
         t = self.timeout if timeout is None else check_timeout(timeout)
-        req = pb.MembersRequest(group=group)
         resp = self._call("Members", group, lambda s: s.Members(req, timeout=t))
         return [to_service(s) for s in resp.services]
 

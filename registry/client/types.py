@@ -14,12 +14,17 @@ __all__ = ["Service", "TlsConfig"]
 
 @dataclass(frozen=True)
 class Service:
-    """One live service. Hashable on (id, group, addr); equality also compares tags."""
+    """One service. Hashable on (id, group, addr); equality also compares tags and status.
+
+    `status` is the member's Serf status ("alive", "leaving", "left", "failed") in what
+    `members(group, all=True)` returns, and "" everywhere else: Match, Members without `all`
+    and the cache hand out live services only, and their answers carry no status."""
 
     id: str
     group: str
     addr: str
     tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+    status: str = field(default="", hash=False)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Service(_message.Message):
-    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight")
+    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight", "status")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +21,15 @@ class Service(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     group: str
     addr: str
     tags: _containers.ScalarMap[str, str]
     replicas: int
     weight: int
-    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
+    status: str
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("group", "key", "n")
@@ -60,10 +62,12 @@ class MatchBatchResponse(_message.Message):
     def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
-    __slots__ = ("group",)
+    __slots__ = ("group", "all")
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     group: str
-    def __init__(self, group: _Optional[str] = ...) -> None: ...
+    all: bool
+    def __init__(self, group: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class MembersResponse(_message.Message):
     __slots__ = ("services", "version")

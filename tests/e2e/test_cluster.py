@@ -174,10 +174,10 @@ def test_ops_subcommands(cluster: Cluster) -> None:
 
     g = run("groups", "-rpc", cluster.r1.rpc)
     assert g.returncode == 0 and set(g.stdout.split()) >= {GROUP, "registry-group"}, g
-    m = run("members", "-rpc", cluster.r2.rpc, "-group", GROUP)
+    m = run("members", "-rpc", cluster.r2.rpc, "-group", GROUP, "-status", "alive")  # the tests above left some
     assert m.returncode == 0, m
     assert {ln.split()[0] for ln in m.stdout.splitlines()} == {s.id for s in cluster.services}
-    assert "group=webservice" in m.stdout  # no status column: the answer carries none (members -h)
+    assert "group=webservice" in m.stdout and {ln.split()[3] for ln in m.stdout.splitlines()} == {"alive"}, m
     allm = run("members", "-rpc", cluster.r2.rpc)
     assert "registry-1" in allm.stdout and "web-0" in allm.stdout
     x = run("match", GROUP, "user-42", "-rpc", cluster.r1.rpc)
