@@ -22,6 +22,7 @@ from registry.memberlist.config import Config
 from registry.register import Register
 from registry.serf.agent import SerfAgent
 from registry.serf.config import SerfConfig
+from registry.serf.events import EventType, MemberEvent
 from registry.server import RegistryServer, ServerConfig
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
@@ -156,4 +157,39 @@ async def test_members_all_in_process_lists_services_only_with_their_ring_parame
     finally:
         for agent in agents:
             await agent.shutdown()
+        await server.close()
+
+
+async def test_a_member_is_listed_leaving_between_its_leave_intent_and_its_departure() -> None:
+    """"leaving" lasts from a member's leave intent to its memberlist leave (a few gossip rounds),
+    too short to catch over RPC on a loaded machine: the registry's own handler reads its
+    Members(all=True) answer (registry.api, what both fronts serve) the moment it learns of the
+    intent, on the loop that applies the events, before any later datagram is read."""
+    server = RegistryServer(ServerConfig(id="r-leave", bind=("127.0.0.1", 0), addr=("127.0.0.1", 0),
+                                         profile="fast", freeze_gc=False))
+    await server.start()
+    bye = SerfAgent(SerfConfig(name="bye", tags={"group": GROUP, "addr": "127.0.0.1:7200"}, leave_propagate_delay=0.1,
+                               memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0)))
+    seen: list[tuple[str, str]] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, MemberEvent) and event.type == EventType.MEMBER_LEAVING and not seen:
+            seen.extend((s.id, s.status) for s in server._grpc.core.members_all(GROUP))
+
+    try:
+        await bye.start()
+        await bye.join([server.gossip_address])
+        server.agent.add_handler(on_event)
+        async with AsyncRpcClient(server.grpc_address, timeout=10) as c:
+            deadline = asyncio.get_running_loop().time() + 30
+            while [s.id for s in await c.members(GROUP)] != ["bye"]:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            assert await bye.leave(10.0)
+            assert seen == [("bye", "leaving")]
+            while [(s.id, s.status) for s in await c.members(GROUP, all=True)] != [("bye", "left")]:
+                assert asyncio.get_running_loop().time() < deadline + 30
+                await asyncio.sleep(0.02)
+    finally:
+        await bye.shutdown()
         await server.close()
