@@ -279,7 +279,7 @@ async def _serve(args: ServerArgs) -> int:
 
     import structlog
 
-    from registry.server import RegistryServer
+    from registry.server import RegistryServer, StartError
 
     log = structlog.get_logger("registry.cli")
     loop = asyncio.get_running_loop()
@@ -294,7 +294,14 @@ async def _serve(args: ServerArgs) -> int:
         raise
     log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address,
              rpc_engine=server.rpc_engine)
-    await stop.wait()
+    failed = asyncio.ensure_future(server.failed.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed.cancel()
+    stopped.cancel()
+    if server.failed.is_set():  # no leave: our name is another node's
+        await server.close()
+        raise StartError(server.failure)
     log.info("leaving the pool", timeout=args.leave_timeout)
     again = asyncio.Event()  # a second signal skips the graceful leave
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -145,6 +145,10 @@ class RegistryServer:
         self._grpc_port = config.addr[1]
         self._joined = not config.registries
         self._stopping = False
+        #: Set when the server cannot go on (its -id is held by another live node, found by a join
+        #: after start): the embedding program (the CLI) stops it and exits non-zero.
+        self.failed = asyncio.Event()
+        self.failure = ""
         self.started_at = 0.0
         self.gossip_address = ""
         self.grpc_address = ""
@@ -253,7 +257,7 @@ class RegistryServer:
             gc.freeze()
         self.started_at = time.monotonic()
         if c.registries:
-            await self._try_join()
+            await self._try_join()  # StartError: our -id is taken
             if not self._joined:
                 self._tasks.append(asyncio.create_task(self._rejoin_loop()))
         else:
@@ -282,6 +286,13 @@ class RegistryServer:
             log.warning("join failed; will retry", seeds=self.config.registries, error=str(exc) or type(exc).__name__)
             return
         if n and n > 0:
+            holder = self.agent.core.name_taken_by
+            if holder is not None:
+                # The seeds kept a live node of our name and refused our alive: serving under a name
+                # the pool gives to another node would answer for it.  No leave (it would be read as
+                # the holder leaving): the caller closes us.
+                raise StartError(f"-id {self.config.id!r} is taken by {_fmt(holder.addr, holder.port)} "
+                                 "(alive in the pool); pick another -id or stop that registry")
             self._joined = True
             log.info("joined the pool", contacted=n)
             self._reconcile()  # the member table the seeds sent, into the catalog now
@@ -306,7 +317,13 @@ class RegistryServer:
             await asyncio.sleep(delay)
             if self._stopping:
                 return
-            await self._try_join()
+            try:
+                await self._try_join()
+            except StartError as exc:
+                log.error(str(exc))
+                self.failure = str(exc)
+                self.failed.set()
+                return
 
     async def _reconcile_loop(self) -> None:
         delay = self._interval(self.config.reconcile_interval, 5.0)
