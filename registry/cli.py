@@ -11,8 +11,10 @@ that talks gRPC to a running server, in the spirit of `serf members`:
     registry keygen
 
 Every failure ends in ONE line on stderr and a non-zero status: 2 for a usage error
-(missing -id, bad address, bad key), 1 for a runtime error (port taken, registry
-unreachable).  SIGINT/SIGTERM make a server leave the pool gracefully and exit 0.
+(missing -id, bad address, bad key), 1 for a runtime error (port taken, -id held by a
+live node; for a subcommand, no registry answered at -rpc).  A server whose -registries
+do not answer does not exit: it retries every few seconds for as long as it runs.
+SIGINT/SIGTERM make a server leave the pool gracefully and exit 0.
 """
 
 from __future__ import annotations
