@@ -228,6 +228,23 @@ def main() -> int:
                 common.wait_for(lambda: not svc.alive(), 15, 0.05, "the service to leave")
             except (OSError, TimeoutError):
                 pass
+    # the same server on the grpc.aio front (-rpc-engine grpcio), idle: what the native front saves
+    with common.ProcGroup() as group:
+        g2, r2 = common.free_ports(2)
+        argv = common.registry_argv("mem-grpcio", g2, r2, profile=args.profile) + ["-rpc-engine", "grpcio"]
+        alt = group.add(common.Proc("R2", argv, env=env))
+        try:
+            common.wait_server(alt, "127.0.0.1", r2, 30)
+            time.sleep(3.0)
+            alt_idle = common.rss_bytes(alt.pid)
+            records += [
+                common.record("memory: registry server RSS, idle, -rpc-engine grpcio", alt_idle / MiB, "MiB",
+                              "the same measurement with the grpc.aio front instead of the native one"),
+                common.record("memory: RSS the native front saves against grpcio, idle", (alt_idle - idle) / MiB,
+                              "MiB", "the two idle figures above, same run"),
+            ]
+        except (TimeoutError, RuntimeError):
+            print(f"   the grpcio-front registry did not serve gRPC:\n{alt.tail()}")
     # the interpreter alone in this environment: what the server figure starts from
     bare = bare_interpreter_rss(env)
     nosite = bare_interpreter_rss(env, "-S")
