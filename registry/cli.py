@@ -35,14 +35,10 @@ from registry.addresses import HostPort, UsageError, parse_hostport
 from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 
-# Not imported from registry.api: that imports asyncio, which must be loaded after the command
-# decides whether to hide ssl from it (_import_asyncio_without_ssl). A test checks they agree.
-MAX_MATCH_N = 1000  # the server's limit, checked before calling it
-
 if TYPE_CHECKING:
     from registry.server import ServerConfig
 
-__all__ = ["main", "UsageError", "HostPort", "parse_hostport", "parse_server_args", "raise_fd_limit", "SUBCOMMANDS"]
+__all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
 PROG = "registry"
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -52,8 +48,6 @@ PROFILES = ("lan", "wan", "local", "fast")
 HASHES = ("consistent", "chash")
 RPC_ENGINES = ("native", "grpcio")
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
-#: Serf's member statuses, as `serf members` prints them (registry.serf.member.MemberStatus).
-MEMBER_STATUSES = ("alive", "leaving", "left", "failed")
 
 
 def decode_key(text: str) -> bytes:
@@ -67,19 +61,19 @@ def decode_key(text: str) -> bytes:
     return key
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting, so errors stay one line."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     """Accept `-name`, `--name` and (argparse does it) `-name=value`, like Go's flag package."""
     parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
 
 
-def _seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     """argparse type of the duration flags: a positive, finite number of seconds.
 
     Checked at parse time: `-timeout 0` used to be accepted and then fail every call with
@@ -94,30 +88,30 @@ def _seconds(text: str) -> float:
 
 
 def _server_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         allow_abbrev=False,
         description="Run a registry server. Subcommands (first argument): " + ", ".join(SUBCOMMANDS) + ".",
     )
-    _flag(p, "id", default="", help="server id, unique in the pool (required)")
-    _flag(p, "bind", default=f":{DEFAULT_GOSSIP_PORT}", help="gossip bind address (default :7370)")
-    _flag(p, "bind-advertise", default="", help="gossip address told to the pool (default: derived from -bind)")
-    _flag(p, "addr", default=f":{DEFAULT_RPC_PORT}", help="gRPC listen address (default :9800)")
-    _flag(p, "advertise", default="", help="gRPC address told to clients (default: derived from -addr)")
-    _flag(p, "registries", default="", help="comma-separated gossip addresses of other registries")
-    _flag(p, "hash", default="consistent", choices=HASHES, help="ring algorithm (chash = Go original's)")
-    _flag(p, "encrypt", default="", help="gossip encryption key (base64, from `registry keygen`)")
-    _flag(p, "log-format", default=None, choices=LOG_FORMATS,
+    add_flag(p, "id", default="", help="server id, unique in the pool (required)")
+    add_flag(p, "bind", default=f":{DEFAULT_GOSSIP_PORT}", help="gossip bind address (default :7370)")
+    add_flag(p, "bind-advertise", default="", help="gossip address told to the pool (default: derived from -bind)")
+    add_flag(p, "addr", default=f":{DEFAULT_RPC_PORT}", help="gRPC listen address (default :9800)")
+    add_flag(p, "advertise", default="", help="gRPC address told to clients (default: derived from -addr)")
+    add_flag(p, "registries", default="", help="comma-separated gossip addresses of other registries")
+    add_flag(p, "hash", default="consistent", choices=HASHES, help="ring algorithm (chash = Go original's)")
+    add_flag(p, "encrypt", default="", help="gossip encryption key (base64, from `registry keygen`)")
+    add_flag(p, "log-format", default=None, choices=LOG_FORMATS,
           help="log format (default: console when stderr is a terminal, json otherwise)")
-    _flag(p, "log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default info")
-    _flag(p, "metrics-addr", default="", help="serve Prometheus metrics on this address")
-    _flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
-    _flag(p, "tls-key", default="", help="gRPC server private key (PEM)")
-    _flag(p, "tls-ca", default="", help="CA bundle: require and verify client certificates")
-    _flag(p, "rpc-engine", default="native", choices=RPC_ENGINES,
+    add_flag(p, "log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="default info")
+    add_flag(p, "metrics-addr", default="", help="serve Prometheus metrics on this address")
+    add_flag(p, "tls-cert", default="", help="gRPC server certificate (PEM)")
+    add_flag(p, "tls-key", default="", help="gRPC server private key (PEM)")
+    add_flag(p, "tls-ca", default="", help="CA bundle: require and verify client certificates")
+    add_flag(p, "rpc-engine", default="native", choices=RPC_ENGINES,
           help="gRPC server: native (default: no grpcio in the process, faster) or grpcio (grpc.aio)")
-    _flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
-    _flag(p, "leave-timeout", default=5.0, type=_seconds, help="seconds to spend leaving on SIGTERM (default 5)")
+    add_flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
+    add_flag(p, "leave-timeout", default=5.0, type=positive_seconds, help="seconds to spend leaving on SIGTERM (default 5)")
     return p
 
 
@@ -144,13 +138,13 @@ class ServerArgs:
     leave_timeout: float = 5.0
 
 
-def _readable(path: str, flag: str) -> str:
+def readable_file(path: str, flag: str) -> str:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise UsageError(f"{flag}: cannot read {path!r}")
     return path
 
 
-def _dialable(hp: HostPort, flag: str, text: str) -> HostPort:
+def dialable(hp: HostPort, flag: str, text: str) -> HostPort:
     """An address given to others to dial: no wildcard host, no port 0 (both mean "here, any")."""
     if hp.port == 0:
         raise UsageError(f"{flag}: {text!r}: port 0 cannot be dialled; give the real port")
@@ -205,21 +199,21 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         else None
     )
     if bind_adv is not None and bind_adv.host and _is_wildcard(bind_adv.host):
-        _dialable(bind_adv, "-bind-advertise", ns.bind_advertise)
+        dialable(bind_adv, "-bind-advertise", ns.bind_advertise)
     if bind_adv is not None and not bind_adv.host:
         bind_adv = None if bind_adv.port == bind.port else bind_adv
     addr = parse_hostport(ns.addr, "-addr", default_port=DEFAULT_RPC_PORT, resolve=True)
     adv = None
     if ns.advertise:
         # used verbatim as the address clients dial: it needs a host and a real port
-        adv = _dialable(parse_hostport(ns.advertise, "-advertise", default_port=addr.port), "-advertise", ns.advertise)
+        adv = dialable(parse_hostport(ns.advertise, "-advertise", default_port=addr.port), "-advertise", ns.advertise)
         if not adv.host:
             raise UsageError(f"-advertise: {ns.advertise!r} has no host; give the address clients dial (host:port)")
     seeds: list[str] = []
     for part in ns.registries.split(","):
         if part.strip():
             hp = parse_hostport(part, "-registries", default_port=DEFAULT_GOSSIP_PORT)
-            seeds.append(str(_dialable(hp, "-registries", part.strip())))
+            seeds.append(str(dialable(hp, "-registries", part.strip())))
     key = None
     if ns.encrypt:
         decode_key(ns.encrypt)
@@ -231,7 +225,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         raise UsageError("-tls-ca needs -tls-cert and -tls-key")
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
-            _readable(path, flag)
+            readable_file(path, flag)
     return ServerArgs(
         id=ns.id.strip(),
         bind=bind,
@@ -253,7 +247,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     )
 
 
-def _server_config(args: ServerArgs) -> "ServerConfig":
+def _server_config(args: ServerArgs) -> ServerConfig:
     from registry.server import ServerConfig
 
     return ServerConfig(
@@ -384,184 +378,16 @@ def _run_server(argv: Sequence[str]) -> int:
     try:
         return asyncio.run(_serve(args))
     except StartError as exc:
-        _fail(str(exc))
+        print_error(str(exc))
         return EXIT_RUNTIME
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return EXIT_OK
 
 
-# -- ops subcommands ----------------------------------------------------------------------
-
-
-_OPS_HELP = {
-    "members": (
-        "List every member of every group (or of -group G) that the registry's gossip pool knows, "
-        "as `serf members` does: one line each, ID GROUP ADDR STATUS TAGS, sorted by group and id. "
-        "STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
-        "stopped answering); left and failed members stay listed until the pool reaps them. Only "
-        "alive members are in the rings: Match never returns the others. The registries themselves "
-        f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
-        "not services and are not listed."
-    ),
-    "groups": f"List the groups that have live members, {REGISTRY_GROUP!r} (the registries) included.",
-    "match": "Print the service owning KEY in GROUP (with -n N, the N distinct owners in ring order): "
-             "ID GROUP ADDR TAGS.",
-}
-
-
-def _ops_parser(name: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} {name}", allow_abbrev=False, description=_OPS_HELP.get(name))
-    _flag(p, "rpc", default=f"127.0.0.1:{DEFAULT_RPC_PORT}",
-          help="gRPC address of a registry, or several separated by commas to fail over (default 127.0.0.1:9800)")
-    _flag(p, "timeout", default=5.0, type=_seconds, help="seconds per call (default 5)")
-    _flag(p, "tls-ca", default="", help="verify the registry's certificate with this CA bundle")
-    _flag(p, "tls-cert", default="", help="client certificate (PEM), for servers started with -tls-ca")
-    _flag(p, "tls-key", default="", help="client key (PEM)")
-    return p
-
-
-def rpc_targets(text: str) -> list[str]:
-    """-rpc: `host:port`, `host` (port 9800) or `:port` (this machine), comma-separated to fail over."""
-    out = []
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        # resolved now, as -bind and -addr are: a typo is a usage error naming it, not UNAVAILABLE
-        hp = parse_hostport(part, "-rpc", default_port=DEFAULT_RPC_PORT, resolve=True)
-        hp = _dialable(hp, "-rpc", part.strip())
-        out.append(str(HostPort(hp.host or "127.0.0.1", hp.port)))
-    if not out:
-        raise UsageError("-rpc: empty address")
-    return out
-
-
-def _client(ns: argparse.Namespace) -> Any:
-    targets = rpc_targets(ns.rpc)
-    for flag, path in (("-tls-ca", ns.tls_ca), ("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key)):
-        if path:
-            _readable(path, flag)
-    if bool(ns.tls_cert) != bool(ns.tls_key):
-        raise UsageError("-tls-cert and -tls-key go together")
-    from registry.client import InvalidArgument, RpcClient
-
-    try:
-        return RpcClient(targets, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None,
-                         tls_key=ns.tls_key or None)
-    except InvalidArgument as exc:  # what the client checks before any call: a TLS file that is not PEM, ...
-        raise UsageError(str(exc)) from None
-
-
-def _print_services(services: Sequence[Any]) -> None:
-    """ID GROUP ADDR TAGS, columns aligned. No status column: every service a registry answers
-    with is live in its ring (see the members -h), and a constant "alive" told nothing."""
-    rows = [(s.id, getattr(s, "group", ""), s.addr, _tags_text(s)) for s in services]
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
-
-
-def _print_members(services: Sequence[Any]) -> None:
-    """ID GROUP ADDR STATUS TAGS, columns aligned (`serf members` prints NAME ADDR STATUS TAGS)."""
-    rows = [(s.id, s.group, s.addr, s.status or "alive", _tags_text(s)) for s in services]
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-
-
-def _all_members(c: Any, group: str) -> list[Any]:
-    """Members(group, all=True): every member with its status.
-
-    A registry older than the `all` field ignores it and answers with the live ring members,
-    status empty (printed as alive, which they are), and refuses the group "" that means
-    "every group": then each group it names is asked in turn."""
-    from registry.client import InvalidArgument, NotFound
-
-    try:
-        return list(c.members(group, all=True))
-    except InvalidArgument:
-        if group:
-            raise
-    services: list[Any] = []
-    for g in c.groups():
-        try:
-            services.extend(c.members(g, all=True))
-        except NotFound:  # emptied since Groups answered
-            continue
-    return services
-
-
-def _tags_text(s: Any) -> str:
-    tags = dict(getattr(s, "tags", None) or {})
-    if not tags:
-        tags = {"group": getattr(s, "group", ""), "addr": s.addr}
-    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
-
-
-def _run_ops(name: str, argv: Sequence[str]) -> int:
-    if name == "keygen":
-        _Parser(prog=f"{PROG} keygen", allow_abbrev=False).parse_args(list(argv))
-        import secrets  # here, not at the top: it loads hashlib and OpenSSL's libcrypto
-
-        print(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
-        return EXIT_OK
-    if name == "version":
-        _Parser(prog=f"{PROG} version", allow_abbrev=False).parse_args(list(argv))
-        from registry import __version__
-
-        print(f"registry {__version__}")
-        return EXIT_OK
-    p = _ops_parser(name)
-    if name == "members":
-        _flag(p, "group", default="", help="only this group (default: every group)")
-        _flag(p, "status", default="", choices=MEMBER_STATUSES, help="only members with this status")
-    elif name == "match":
-        p.add_argument("group")
-        p.add_argument("key")
-        _flag(p, "n", default=1, type=int,
-              help=f"how many distinct services, in ring order (1 to {MAX_MATCH_N}, default 1)")
-    ns = p.parse_args(list(argv))
-    if name == "match":
-        # the client's and the server's limits, said before any call
-        if ns.n < 1:
-            raise UsageError("-n must be at least 1")
-        if ns.n > MAX_MATCH_N:
-            raise UsageError(f"-n must be at most {MAX_MATCH_N} (the server's limit)")
-        for what, value in (("GROUP", ns.group), ("KEY", ns.key)):
-            if not value:
-                raise UsageError(f"match: {what} is empty")
-    try:
-        from registry.client import RegistryError
-    except ImportError as exc:
-        _fail(f"the gRPC client is not available: {exc}")
-        return EXIT_RUNTIME
-    try:
-        with _client(ns) as c:
-            if name == "groups":
-                for g in c.groups():
-                    print(g)
-            elif name == "members":
-                services = _all_members(c, ns.group)
-                _print_members([s for s in services if not ns.status or (s.status or "alive") == ns.status])
-            else:
-                if ns.n == 1:
-                    found = [c.match(ns.group, ns.key)]
-                else:
-                    found = list(c.match_n(ns.group, ns.key, ns.n))
-                _print_services(found)
-    except RegistryError as exc:
-        _fail(f"{name}: {exc}")
-        return EXIT_RUNTIME
-    return EXIT_OK
-
-
 # -- entry point ---------------------------------------------------------------------------
 
 
-def _fail(message: str) -> None:
+def print_error(message: str) -> None:
     line = " ".join(message.split())
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
@@ -573,15 +399,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and not args[0].startswith("-"):
             if args[0] not in SUBCOMMANDS:
                 raise UsageError(f"unknown subcommand {args[0]!r} (one of: {', '.join(SUBCOMMANDS)})")
-            return _run_ops(args[0], args[1:])
+            from registry.ops import run
+
+            return run(args[0], args[1:])
         return _run_server(args)
     except UsageError as exc:
-        _fail(f"{exc} (see `registry -h`)")
+        print_error(f"{exc} (see `registry -h`)")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:  # last resort: still one line, never a traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        print_error(f"{type(exc).__name__}: {exc}")
         return EXIT_RUNTIME
 
 

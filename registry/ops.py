@@ -1,0 +1,201 @@
+"""The `registry` command's ops subcommands: members, groups, match, keygen, version.
+
+Apart from `registry.cli` (the server's flags and the entry point) because they share nothing
+with running a server but the flag conventions: each talks gRPC to a running registry through
+`registry.client`, imported only when a subcommand runs, so starting a server never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from registry.addresses import HostPort, UsageError, parse_hostport
+from registry.catalog import REGISTRY_GROUP
+from registry.cli import (
+    DEFAULT_RPC_PORT,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    PROG,
+    Parser,
+    add_flag,
+    dialable,
+    positive_seconds,
+    print_error,
+    readable_file,
+)
+
+__all__ = ["MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
+
+# Not imported from registry.api: that imports asyncio, which must be loaded after the command
+# decides whether to hide ssl from it (cli._import_asyncio_without_ssl). A test checks they agree.
+MAX_MATCH_N = 1000  # the server's limit, checked before calling it
+#: Serf's member statuses, as `serf members` prints them (registry.serf.member.MemberStatus).
+MEMBER_STATUSES = ("alive", "leaving", "left", "failed")
+
+
+_OPS_HELP = {
+    "members": (
+        "List every member of every group (or of -group G) that the registry's gossip pool knows, "
+        "as `serf members` does: one line each, ID GROUP ADDR STATUS TAGS, sorted by group and id. "
+        "STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
+        "stopped answering); left and failed members stay listed until the pool reaps them. Only "
+        "alive members are in the rings: Match never returns the others. The registries themselves "
+        f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
+        "not services and are not listed."
+    ),
+    "groups": f"List the groups that have live members, {REGISTRY_GROUP!r} (the registries) included.",
+    "match": "Print the service owning KEY in GROUP (with -n N, the N distinct owners in ring order): "
+             "ID GROUP ADDR TAGS.",
+}
+
+
+def _ops_parser(name: str) -> argparse.ArgumentParser:
+    p = Parser(prog=f"{PROG} {name}", allow_abbrev=False, description=_OPS_HELP.get(name))
+    add_flag(p, "rpc", default=f"127.0.0.1:{DEFAULT_RPC_PORT}",
+          help="gRPC address of a registry, or several separated by commas to fail over (default 127.0.0.1:9800)")
+    add_flag(p, "timeout", default=5.0, type=positive_seconds, help="seconds per call (default 5)")
+    add_flag(p, "tls-ca", default="", help="verify the registry's certificate with this CA bundle")
+    add_flag(p, "tls-cert", default="", help="client certificate (PEM), for servers started with -tls-ca")
+    add_flag(p, "tls-key", default="", help="client key (PEM)")
+    return p
+
+
+def rpc_targets(text: str) -> list[str]:
+    """-rpc: `host:port`, `host` (port 9800) or `:port` (this machine), comma-separated to fail over."""
+    out = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        # resolved now, as -bind and -addr are: a typo is a usage error naming it, not UNAVAILABLE
+        hp = parse_hostport(part, "-rpc", default_port=DEFAULT_RPC_PORT, resolve=True)
+        hp = dialable(hp, "-rpc", part.strip())
+        out.append(str(HostPort(hp.host or "127.0.0.1", hp.port)))
+    if not out:
+        raise UsageError("-rpc: empty address")
+    return out
+
+
+def _client(ns: argparse.Namespace) -> Any:
+    targets = rpc_targets(ns.rpc)
+    for flag, path in (("-tls-ca", ns.tls_ca), ("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key)):
+        if path:
+            readable_file(path, flag)
+    if bool(ns.tls_cert) != bool(ns.tls_key):
+        raise UsageError("-tls-cert and -tls-key go together")
+    from registry.client import InvalidArgument, RpcClient
+
+    try:
+        return RpcClient(targets, timeout=ns.timeout, tls_ca=ns.tls_ca or None, tls_cert=ns.tls_cert or None,
+                         tls_key=ns.tls_key or None)
+    except InvalidArgument as exc:  # what the client checks before any call: a TLS file that is not PEM, ...
+        raise UsageError(str(exc)) from None
+
+
+def _print_services(services: Sequence[Any]) -> None:
+    """ID GROUP ADDR TAGS, columns aligned. No status column: every service a registry answers
+    with is live in its ring (see the members -h), and a constant "alive" told nothing."""
+    rows = [(s.id, getattr(s, "group", ""), s.addr, _tags_text(s)) for s in services]
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+
+
+def _print_members(services: Sequence[Any]) -> None:
+    """ID GROUP ADDR STATUS TAGS, columns aligned (`serf members` prints NAME ADDR STATUS TAGS)."""
+    rows = [(s.id, s.group, s.addr, s.status or "alive", _tags_text(s)) for s in services]
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+
+
+def _all_members(c: Any, group: str) -> list[Any]:
+    """Members(group, all=True): every member with its status.
+
+    A registry older than the `all` field ignores it and answers with the live ring members,
+    status empty (printed as alive, which they are), and refuses the group "" that means
+    "every group": then each group it names is asked in turn."""
+    from registry.client import InvalidArgument, NotFound
+
+    try:
+        return list(c.members(group, all=True))
+    except InvalidArgument:
+        if group:
+            raise
+    services: list[Any] = []
+    for g in c.groups():
+        try:
+            services.extend(c.members(g, all=True))
+        except NotFound:  # emptied since Groups answered
+            continue
+    return services
+
+
+def _tags_text(s: Any) -> str:
+    tags = dict(getattr(s, "tags", None) or {})
+    if not tags:
+        tags = {"group": getattr(s, "group", ""), "addr": s.addr}
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def run(name: str, argv: Sequence[str]) -> int:
+    if name == "keygen":
+        Parser(prog=f"{PROG} keygen", allow_abbrev=False).parse_args(list(argv))
+        import secrets  # here, not at the top: it loads hashlib and OpenSSL's libcrypto
+
+        print(base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+        return EXIT_OK
+    if name == "version":
+        Parser(prog=f"{PROG} version", allow_abbrev=False).parse_args(list(argv))
+        from registry import __version__
+
+        print(f"registry {__version__}")
+        return EXIT_OK
+    p = _ops_parser(name)
+    if name == "members":
+        add_flag(p, "group", default="", help="only this group (default: every group)")
+        add_flag(p, "status", default="", choices=MEMBER_STATUSES, help="only members with this status")
+    elif name == "match":
+        p.add_argument("group")
+        p.add_argument("key")
+        add_flag(p, "n", default=1, type=int,
+              help=f"how many distinct services, in ring order (1 to {MAX_MATCH_N}, default 1)")
+    ns = p.parse_args(list(argv))
+    if name == "match":
+        # the client's and the server's limits, said before any call
+        if ns.n < 1:
+            raise UsageError("-n must be at least 1")
+        if ns.n > MAX_MATCH_N:
+            raise UsageError(f"-n must be at most {MAX_MATCH_N} (the server's limit)")
+        for what, value in (("GROUP", ns.group), ("KEY", ns.key)):
+            if not value:
+                raise UsageError(f"match: {what} is empty")
+    try:
+        from registry.client import RegistryError
+    except ImportError as exc:
+        print_error(f"the gRPC client is not available: {exc}")
+        return EXIT_RUNTIME
+    try:
+        with _client(ns) as c:
+            if name == "groups":
+                for g in c.groups():
+                    print(g)
+            elif name == "members":
+                services = _all_members(c, ns.group)
+                _print_members([s for s in services if not ns.status or (s.status or "alive") == ns.status])
+            else:
+                if ns.n == 1:
+                    found = [c.match(ns.group, ns.key)]
+                else:
+                    found = list(c.match_n(ns.group, ns.key, ns.n))
+                _print_services(found)
+    except RegistryError as exc:
+        print_error(f"{name}: {exc}")
+        return EXIT_RUNTIME
+    return EXIT_OK
