@@ -1,15 +1,17 @@
 """Real Go traffic: every UDP packet and TCP stream message in the three loopback captures.
 
-The captures are unencrypted (serf_plain: compression off; serf_default and
-registry_service: compression on, so UDP compress wrappers and compressed
-push/pulls appear).  Decoding must succeed without any drop, and re-encoding
-must reproduce Go's bytes, including the LZW output.
+The captures (tests/data/captures, made by tests/data/capture.py from Debian's `serf agent`
+0.8.2-dev; how each was made is in its README) are unencrypted: serf_plain with compression
+off, serf_default and registry_service with compression on, so UDP compress wrappers and
+compressed push/pulls appear.  In registry_service one node is our registry (port 18501) and
+two are real agents.  Decoding must succeed without any drop, and re-encoding must reproduce
+Go's bytes, including the LZW output, the Serf messages inside user messages and push/pulls,
+and the Vivaldi coordinates in acks.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-import os
 from pathlib import Path
 
 import pytest
@@ -20,24 +22,20 @@ from pcap import (  # tests/memberlist is on sys.path (rootdir import mode)
 
 from registry.memberlist import lzw
 from registry.memberlist.codec import WireCodec, decode, encode, split_compound
-from registry.memberlist.messages import PushPull, UserMsg
+from registry.memberlist.messages import Ack, PushPull, UserMsg
 from registry.memberlist.stream import StreamFramer
+from registry.serf import messages as serf_messages
+from registry.serf.coordinate import decode_ack_payload, encode_ack_payload
 
-# shared/ sits beside the checkout (CI clones main next to it); /work/shared on the developers' machines.
-CAPTURES = next(
-    (p for p in (Path(__file__).resolve().parents[3] / "shared/protocol/captures", Path("/work/shared/protocol/captures")) if p.is_dir()),
-    Path(__file__).resolve().parents[3] / "shared/protocol/captures",
-)
+# Made by tests/data/capture.py from real `serf agent` processes (see tests/data/captures/README.md).
+CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
 NAMES = ["serf_plain", "serf_default", "registry_service"]
+# Gossip ports of the real serf agents in each capture (the others are our registry's).
+GO_PORTS = {"serf_plain": {18401, 18402}, "serf_default": {18401, 18402}, "registry_service": {18502, 18503}}
 
 
 def _load(name: str) -> Capture:
-    path = CAPTURES / f"{name}.pcap"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"capture {path} not present (shared/ must sit beside the checkout)")
-        pytest.skip(f"capture {path} not present")
-    return read_pcap(path)
+    return read_pcap(CAPTURES / f"{name}.pcap")
 
 
 def _leaves(buf: bytes) -> list[bytes]:
@@ -56,17 +54,32 @@ def _leaves(buf: bytes) -> list[bytes]:
     return [buf]
 
 
+# Exact for these files; a re-made capture changes them (timers), see the captures' README.
 EXPECTED_UDP = {
-    "serf_plain": {"Alive": 24, "UserMsg": 16, "Ping": 8, "Ack": 8},
-    "serf_default": {"Alive": 24, "UserMsg": 16, "Ping": 8, "Ack": 8},
+    "serf_plain": {"UserMsg": 34, "Alive": 16, "Ping": 13, "Ack": 13, "Dead": 5},
+    "serf_default": {"UserMsg": 34, "Alive": 16, "Ping": 12, "Ack": 12, "Dead": 6},
     "registry_service": {
-        "Alive": 16,
-        "Ping": 10,
-        "UserMsg": 8,
-        "Dead": 8,
-        "Ack": 7,
-        "Suspect": 6,
+        "Alive": 24,
+        "Dead": 20,
+        "Ping": 18,
+        "UserMsg": 16,
+        "Suspect": 12,
+        "Ack": 6,
+        "IndirectPing": 6,
+        "Nack": 6,
     },
+}
+# What each scenario is made to make a real agent send (a failure found by indirect probes in
+# registry_service, a query and its response in the two-agent ones).
+GO_SENDS = {
+    "serf_plain": {"Alive", "Ping", "Ack", "Dead", "UserMsg"},
+    "serf_default": {"Alive", "Ping", "Ack", "Dead", "UserMsg"},
+    "registry_service": {"Alive", "Ping", "Ack", "Dead", "UserMsg", "Suspect", "IndirectPing", "Nack"},
+}
+GO_SERF_SENDS = {
+    "serf_plain": {"Join", "Leave", "UserEventMsg", "QueryMsg", "QueryResponseMsg"},
+    "serf_default": {"Join", "Leave", "UserEventMsg", "QueryMsg", "QueryResponseMsg"},
+    "registry_service": {"Join", "Leave"},
 }
 
 
@@ -75,6 +88,7 @@ def test_every_udp_packet_decodes_and_reencodes(name: str) -> None:
     cap = _load(name)
     codec = WireCodec(compress=name != "serf_plain")
     kinds: Counter[str] = Counter()
+    go_kinds: set[str] = set()
     wrappers: Counter[int] = Counter()
     for dgram in cap.udp:
         msgs, drops = codec.decode_packet(dgram.payload)
@@ -83,12 +97,16 @@ def test_every_udp_packet_decodes_and_reencodes(name: str) -> None:
         assert len(leaves) == len(msgs)
         for raw, msg in zip(leaves, msgs):
             kinds[type(msg).__name__] += 1
+            if dgram.src[1] in GO_PORTS[name]:
+                go_kinds.add(type(msg).__name__)
             assert decode(raw) == msg
             assert encode(msg) == raw, (type(msg).__name__, raw.hex())
         crc = dgram.payload[0] == 12
         inner = dgram.payload[5:] if crc else dgram.payload
         wrappers[inner[0]] += 1
         wrappers[12] += crc
+        if dgram.src[1] not in GO_PORTS[name]:
+            continue  # our registry's packets: it sends UDP uncompressed (compress_packets off)
         if inner[0] == 9:
             # Go compresses UDP only when it helps; re-wrapping reproduces its bytes exactly.
             assert (
@@ -97,11 +115,13 @@ def test_every_udp_packet_decodes_and_reencodes(name: str) -> None:
         else:
             assert codec.encode_packet(inner, crc=crc) == dgram.payload
     assert dict(kinds) == EXPECTED_UDP[name]
+    assert go_kinds == GO_SENDS[name]
     if name == "serf_plain":
         assert 9 not in wrappers
     else:
         assert wrappers[9] > 0
     assert wrappers[12] > 0  # Go sends CRC headers to peers advertising PMax 5
+    assert wrappers[7] > 0  # and compound messages when it has gossip beside a ping or ack
 
 
 def _unwrap_compress(buf: bytes) -> bytes:
@@ -138,15 +158,31 @@ def test_every_tcp_stream_message_decodes_and_reencodes(name: str) -> None:
             assert st.data[0] == 9
 
 
-def test_serf_user_messages_carry_serf_payloads() -> None:
-    cap = _load("serf_plain")
-    codec = WireCodec()
-    users = [
-        m
-        for d in cap.udp
-        for m in codec.decode_packet(d.payload)[0]
-        if isinstance(m, UserMsg)
-    ]
-    assert users and all(
-        u.payload[:1] in (b"\x00", b"\x01", b"\x02", b"\x03") for u in users
-    )
+@pytest.mark.parametrize("name", NAMES)
+def test_serf_messages_and_coordinates_decode_and_reencode(name: str) -> None:
+    """Serf's own layer inside memberlist: user messages, push/pull user state, ack payloads."""
+    cap = _load(name)
+    codec = WireCodec(compress=name != "serf_plain")
+    go_serf: set[str] = set()
+    acks = 0
+    for dgram in cap.udp:
+        for msg in codec.decode_packet(dgram.payload)[0]:
+            if isinstance(msg, UserMsg):
+                serf = serf_messages.decode(msg.payload)
+                assert serf_messages.encode(serf) == msg.payload, msg.payload.hex()
+                if dgram.src[1] in GO_PORTS[name]:
+                    go_serf.add(type(serf).__name__)
+            elif isinstance(msg, Ack) and dgram.src[1] in GO_PORTS[name]:
+                assert msg.payload is not None
+                coord = decode_ack_payload(msg.payload)
+                assert coord is not None and coord.is_valid()
+                assert encode_ack_payload(coord) == msg.payload
+                acks += 1
+    assert go_serf == GO_SERF_SENDS[name]
+    assert acks > 0
+    for st in cap.tcp:
+        push = codec.decode_stream(st.data, from_dialer=st.from_dialer)
+        assert isinstance(push, PushPull)
+        state = serf_messages.decode(push.user_state)
+        assert isinstance(state, serf_messages.PushPullState)
+        assert serf_messages.encode(state) == push.user_state

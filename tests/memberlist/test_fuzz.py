@@ -8,7 +8,6 @@ small so a decompression bomb or a huge declared length cannot slow a case.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -28,22 +27,17 @@ from registry.memberlist.stream import StreamFramer
 
 KEY = bytes(range(16))
 VSN = bytes([1, 5, 2, 2, 5, 5])
-# shared/ sits beside the checkout (CI clones main next to it); /work/shared on the developers' machines.
-CAPTURES = next(
-    (p for p in (Path(__file__).resolve().parents[3] / "shared/protocol/captures", Path("/work/shared/protocol/captures")) if p.is_dir()),
-    Path(__file__).resolve().parents[3] / "shared/protocol/captures",
-)
+# Real agents' traffic, made by tests/data/capture.py (see tests/data/captures/README.md).
+CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
 
 
 def _corpus() -> tuple[list[bytes], list[bytes]]:
     packets: list[bytes] = []
     streams: list[bytes] = []
     for name in ("serf_plain", "serf_default", "registry_service"):
-        path = CAPTURES / f"{name}.pcap"
-        if path.exists():
-            cap = read_pcap(path)
-            packets += [d.payload for d in cap.udp]
-            streams += [t.data for t in cap.tcp]
+        cap = read_pcap(CAPTURES / f"{name}.pcap")
+        packets += [d.payload for d in cap.udp]
+        streams += [t.data for t in cap.tcp]
     # Our own variants, so the fuzzer also reaches decryption, labels and CRC.
     ping = encode(Ping(1, "node-b", b"\x7f\x00\x00\x01", 7946, "node-a"))
     alive = encode(Alive(3, "node-a", b"\x7f\x00\x00\x01", 7946, b"\xff\x80", VSN))
