@@ -1,17 +1,45 @@
-"""Address parsing shared by the command line and `register`.
+"""Addresses and sockets, in one place: parsing `host:port`, IP literals and their family,
+wildcards, the outward IP, and binding the UDP+TCP pair a gossip node listens on.
 
-Kept apart from `registry.cli` so a service embedding `Register` does not import argparse,
-structlog and the rest of the command-line machinery just to read `host:port`.
+Every layer used to carry its own copy (both gossip drivers, the server, `register`, the
+client, the command line), and the copies drifted: "" became "0.0.0.0" in one and stayed ""
+in another.  Here is the one rule: an empty host means every interface, and where an IP
+literal is needed that is "0.0.0.0" (IPv4, as Go's memberlist binds by default); give "::"
+for every IPv6 interface.  Errors are `UsageError` (a ValueError) with a one-line message;
+each caller translates it at its edge into its own type (RegisterError, InvalidAddress,
+StartError, the command's exit 2).  No asyncio here: the threaded driver and `Register` use
+it without paying for asyncio and ssl.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["UsageError", "HostPort", "parse_hostport"]
+__all__ = [
+    "WILDCARD_V4",
+    "HostPort",
+    "UsageError",
+    "bind_pair",
+    "family_of",
+    "format_hostport",
+    "ip_literal",
+    "is_ip",
+    "is_wildcard",
+    "outward_host",
+    "parse_hostport",
+    "unique_ips",
+]
+
+#: The IP literal of an empty host ("every interface").
+WILDCARD_V4 = "0.0.0.0"
+#: How many times port 0 is retried when the UDP twin of the OS's TCP pick is taken.
+_BIND_ATTEMPTS = 20
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
 
@@ -28,7 +56,129 @@ class HostPort:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_hostport(self.host, self.port)
+
+
+def format_hostport(host: str, port: int) -> str:
+    """`host:port`, IPv6 hosts in brackets (what every parser here reads back)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_ip(host: str) -> bool:
+    """Whether `host` is an IP literal (an IPv6 zone, `%eth0`, allowed)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for IPv6 literals, AF_INET otherwise (names are resolved before binding)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return socket.AF_INET
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether `host` means every interface: "" or an unspecified IP (0.0.0.0, ::, 0::0, ...)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+    except ValueError:
+        return False
+
+
+def ip_literal(host: str) -> str:
+    """The IP literal to bind or advertise for `host`: "" is "0.0.0.0" (see the module's rule),
+    a literal is normalised, a name is resolved (blocking) to its first address.
+
+    The gossip layer takes literal IPs only: it compares and sends them on the wire."""
+    if not host:
+        return WILDCARD_V4
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"cannot resolve {host!r}: {exc}") from None
+    return str(infos[0][4][0])
+
+
+def unique_ips(infos: Iterable[tuple[Any, ...]]) -> list[str]:
+    """The IPv4/IPv6 addresses of `getaddrinfo` results, first occurrence first."""
+    out: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and str(sockaddr[0]) not in out:
+            out.append(str(sockaddr[0]))
+    return out
+
+
+def outward_host(host: str) -> str:
+    """`host`, or for a wildcard the address the OS would use to reach the outside (no packet
+    is sent; loopback when there is no route): a wildcard cannot be advertised to peers."""
+    if host not in (WILDCARD_V4, "::", ""):
+        return host
+    fam = socket.AF_INET6 if host == "::" else socket.AF_INET
+    probe = "2001:db8::1" if fam == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return "::1" if fam == socket.AF_INET6 else "127.0.0.1"
+
+
+def _bind_once(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    fam = family_of(host)
+    tcp = socket.socket(fam, socket.SOCK_STREAM)
+    udp = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        for s in (tcp, udp):
+            s.setblocking(False)
+            if fam == socket.AF_INET6:
+                # Bind exactly the family asked for; "::" then means IPv6 only.
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((host, port))
+        udp.bind((host, tcp.getsockname()[1]))
+        tcp.listen(128)
+    except BaseException:
+        tcp.close()
+        udp.close()
+        raise
+    for size in (4 << 20, 2 << 20, 1 << 20):
+        # A larger receive buffer absorbs gossip bursts; fall back quietly if the OS refuses.
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            break
+        except OSError:
+            continue
+    return tcp, udp
+
+
+def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A listening TCP socket and a UDP socket on the same `host:port`, both non-blocking.
+
+    memberlist peers send UDP and open TCP to the one port a node advertises, so both sockets
+    share it.  With port 0 the OS picks the TCP port and UDP takes the same number; if that UDP
+    port is taken we try again with a fresh pick.  `host` must be an IP literal (`ip_literal`).
+    """
+    last: OSError | None = None
+    for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
+        try:
+            return _bind_once(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+    assert last is not None
+    raise OSError(last.errno, f"could not bind UDP and TCP on {format_hostport(host, port)}: {last.strerror}")
 
 
 def parse_hostport(text: str, flag: str, *, default_port: int | None = None, resolve: bool = False) -> HostPort:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from registry.addresses import HostPort, UsageError, parse_hostport
+from registry.addresses import HostPort, UsageError, is_wildcard, parse_hostport
 from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 
@@ -148,14 +148,10 @@ def dialable(hp: HostPort, flag: str, text: str) -> HostPort:
     """An address given to others to dial: no wildcard host, no port 0 (both mean "here, any")."""
     if hp.port == 0:
         raise UsageError(f"{flag}: {text!r}: port 0 cannot be dialled; give the real port")
-    if hp.host and _is_wildcard(hp.host):
+    if hp.host and is_wildcard(hp.host):
         raise UsageError(f"{flag}: {text!r}: {hp.host} means every interface and cannot be dialled; "
                          "give an address the others can reach")
     return hp
-
-
-def _is_wildcard(host: str) -> bool:
-    return host in ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
 
 
 # The longest gRPC address a registry can advertise when -advertise does not say it: [IPv6]:port.
@@ -198,7 +194,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         if ns.bind_advertise
         else None
     )
-    if bind_adv is not None and bind_adv.host and _is_wildcard(bind_adv.host):
+    if bind_adv is not None and bind_adv.host and is_wildcard(bind_adv.host):
         dialable(bind_adv, "-bind-advertise", ns.bind_advertise)
     if bind_adv is not None and not bind_adv.host:
         bind_adv = None if bind_adv.port == bind.port else bind_adv

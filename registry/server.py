@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import os
 import socket
 import time
@@ -31,6 +30,9 @@ from typing import Any
 
 import structlog
 
+from registry.addresses import UsageError, ip_literal
+from registry.addresses import format_hostport as _fmt
+from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
 from registry.metrics import Metric, MetricsServer
 from registry.tls import TlsFiles
@@ -77,32 +79,12 @@ class ServerConfig:
     freeze_gc: bool = True
 
 
-def _fmt(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_wildcard(host: str) -> bool:
-    if not host:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
 def _literal(host: str) -> str:
-    """The IP literal for `host` (the gossip layer takes literal IPs only)."""
-    if not host:
-        return host
+    """The IP literal for `host` (the gossip layer takes literal IPs only), or StartError."""
     try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise StartError(f"cannot resolve {host!r}: {exc}") from None
-    return str(infos[0][4][0])
+        return ip_literal(host)
+    except UsageError as exc:
+        raise StartError(str(exc)) from None
 
 
 def _check_tcp_free(host: str, port: int, what: str) -> int:
@@ -159,7 +141,7 @@ class RegistryServer:
         c = self.config
         overrides: dict[str, Any] = {
             "name": c.id,
-            "bind_addr": _literal(c.bind[0]) or "0.0.0.0",
+            "bind_addr": _literal(c.bind[0]),
             "bind_port": c.bind[1],
         }
         if c.bind_advertise is not None:

@@ -7,16 +7,18 @@ the runner's clock and then kicks the runner so what the core queued leaves at o
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
 
+from registry.addresses import is_ip, unique_ips
+
 from .config import Config
 from .core import Memberlist
 from .delegate import Delegate
 from .runner import MachineRunner
+from .threaded import local_advertise
 from .transport import StreamOutcome
 from .types import META_MAX_SIZE, Address, Node
 
@@ -32,14 +34,6 @@ class JoinError(ConnectionError):
         self.failures = dict(failures)
         detail = "; ".join(f"{addr}: {why}" for addr, why in self.failures.items()) or "no addresses given"
         super().__init__(f"failed to join any node ({detail})")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-        return True
-    except ValueError:
-        return False
 
 
 def _port(text: str, whole: str) -> int:
@@ -77,11 +71,11 @@ def parse_address(text: str, default_port: int) -> Address:
             port = _port(rest[1:], whole)
         else:
             raise ValueError(f"unexpected {rest!r} after ']' in address {whole!r}")
-        if not _is_ip(host) or ":" not in host:
+        if not is_ip(host) or ":" not in host:
             raise ValueError(f"{host!r} in brackets is not an IPv6 address ({whole!r})")
         return Address(host, port)
     if text.count(":") > 1:  # a bare IPv6 literal, no port
-        if not _is_ip(text):
+        if not is_ip(text):
             raise ValueError(f"bad address {whole!r}")
         return Address(text, default_port)
     if ":" in text:
@@ -94,41 +88,15 @@ def parse_address(text: str, default_port: int) -> Address:
 
 async def resolve(addr: Address) -> list[Address]:
     """All A/AAAA records of a DNS name (an IP literal stands for itself), in resolver order."""
-    if _is_ip(addr.host):
+    if is_ip(addr.host):
         return [addr]
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
-    seen: list[Address] = []
-    for family, _, _, _, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        a = Address(str(sockaddr[0]), addr.port)
-        if a not in seen:
-            seen.append(a)
-    return seen
+    return [Address(ip, addr.port) for ip in unique_ips(infos)]
 
 
-def _local_ip(family: socket.AddressFamily) -> str:
-    """The address the OS would use to reach the outside (no packet is sent); loopback if none."""
-    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((probe, 9))
-            return str(s.getsockname()[0])
-    except OSError:
-        return "127.0.0.1" if family == socket.AF_INET else "::1"
-
-
-def advertise_address(config: Config, bound: Address) -> Address:
-    """What peers should dial: the configured advertise address, else the bound one (a
-    wildcard bind advertises the machine's outward IP)."""
-    port = config.advertise_port or bound.port
-    if config.advertise_addr:
-        return Address(config.advertise_addr, port)
-    host = bound.host
-    if host in ("0.0.0.0", "::", ""):
-        host = _local_ip(socket.AF_INET6 if host == "::" else socket.AF_INET)
-    return Address(host, port)
+#: What peers should dial (one definition, shared with the threaded driver).
+advertise_address = local_advertise
 
 
 class MemberlistNode:
@@ -146,7 +114,7 @@ class MemberlistNode:
         if not config.name:
             config = config.replace(name=socket.gethostname())
         bind_host = config.bind_addr or "0.0.0.0"
-        if not _is_ip(bind_host):  # a host name: bind (and by default advertise) its first IP
+        if not is_ip(bind_host):  # a host name: bind (and by default advertise) its first IP
             found = await resolve(Address(bind_host, config.bind_port))
             if not found:
                 raise OSError(f"bind address {bind_host!r} does not resolve")
@@ -285,7 +253,7 @@ class MemberlistNode:
         if node is not None:
             return node.address
         addr = parse_address(name_or_addr, self.config.bind_port)
-        if not _is_ip(addr.host):
+        if not is_ip(addr.host):
             raise ValueError(f"{name_or_addr!r} is neither a known node name nor an IP address")
         return addr
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import ipaddress
 import logging
 import os
 import selectors
@@ -30,6 +29,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from registry.addresses import bind_pair, family_of, outward_host
 
 from .admission import (
     ACCEPT_BATCH,
@@ -62,8 +63,6 @@ _UDP_RECV_MAX = 65536
 _UDP_BATCH = 64
 #: If a machine keeps reporting a deadline in the past after `tick`, poll this often.
 _STUCK_TIMER_DELAY = 0.01
-#: How many times port 0 is retried when the UDP twin of the picked TCP port is taken.
-_BIND_ATTEMPTS = 20
 _CHUNK = 65536
 
 #: `callback(accepted, error)` for the outcome of one outbound stream.
@@ -74,73 +73,13 @@ class RunnerClosed(RuntimeError):
     """The runner is not running (never started, or closed)."""
 
 
-def family_of(host: str) -> socket.AddressFamily:
-    """AF_INET6 for IPv6 literals, AF_INET otherwise (hosts here are always IP literals)."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return socket.AF_INET
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-
-
-def _bind_once(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    fam = family_of(host)
-    tcp = socket.socket(fam, socket.SOCK_STREAM)
-    udp = socket.socket(fam, socket.SOCK_DGRAM)
-    try:
-        for s in (tcp, udp):
-            s.setblocking(False)
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((host, port))
-        udp.bind((host, tcp.getsockname()[1]))
-        tcp.listen(128)
-    except BaseException:
-        tcp.close()
-        udp.close()
-        raise
-    for size in (4 << 20, 2 << 20, 1 << 20):
-        try:  # a larger receive buffer absorbs gossip bursts; fall back quietly if refused
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            break
-        except OSError:
-            continue
-    return tcp, udp
-
-
-def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """A listening TCP socket and a UDP socket on the same `host:port` (peers use one port
-    for both); with port 0, retried while the UDP twin of the OS's pick is taken."""
-    last: OSError | None = None
-    for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
-        try:
-            return _bind_once(host, port)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            last = exc
-    assert last is not None
-    raise OSError(last.errno, f"could not bind UDP and TCP on {Address(host, port)}: {last.strerror}")
-
-
 def local_advertise(config: Config, bound: Address) -> Address:
     """What peers should dial: the configured advertise address, else the bound one; a
     wildcard bind advertises the address the OS would use to reach the outside."""
     port = config.advertise_port or bound.port
     if config.advertise_addr:
         return Address(config.advertise_addr, port)
-    host = bound.host
-    if host in ("0.0.0.0", "::", ""):
-        fam = socket.AF_INET6 if host == "::" else socket.AF_INET
-        probe = "2001:db8::1" if fam == socket.AF_INET6 else "192.0.2.1"
-        try:
-            with socket.socket(fam, socket.SOCK_DGRAM) as s:
-                s.connect((probe, 9))  # no packet is sent
-                host = str(s.getsockname()[0])
-        except OSError:
-            host = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
-    return Address(host, port)
+    return Address(outward_host(bound.host), port)
 
 
 class _Call:

@@ -10,17 +10,19 @@ Framing (where a stream message ends) is delegated to `StreamFramer`, which know
 from __future__ import annotations
 
 import asyncio
-import errno
-import ipaddress
 import logging
 import os
-import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from registry.addresses import bind_pair, family_of
+
 from .types import Address
+
+#: The UDP+TCP pair on one port (`registry.addresses.bind_pair`, shared with the threaded driver).
+bind_sockets = bind_pair
 
 __all__ = [
     "UDP_RECV_MAX",
@@ -37,9 +39,6 @@ log = logging.getLogger(__name__)
 #: Largest datagram we accept (Go reads UDP with a 64 KiB buffer).
 UDP_RECV_MAX = 65536
 
-#: How many times to retry when port 0 gave a UDP port whose TCP twin is taken (or vice versa).
-_BIND_ATTEMPTS = 20
-
 
 @dataclass(frozen=True)
 class StreamOutcome:
@@ -47,63 +46,6 @@ class StreamOutcome:
 
     accepted: bool
     error: str = ""
-
-
-def family_of(host: str) -> socket.AddressFamily:
-    """AF_INET6 for IPv6 literals, AF_INET otherwise (hosts here are always IP literals)."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return socket.AF_INET
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-
-
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    fam = family_of(host)
-    tcp = socket.socket(fam, socket.SOCK_STREAM)
-    udp = socket.socket(fam, socket.SOCK_DGRAM)
-    try:
-        for s in (tcp, udp):
-            s.setblocking(False)
-            if fam == socket.AF_INET6:
-                # Bind exactly the family asked for; "::" then means IPv6 only.
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((host, port))
-        actual = tcp.getsockname()[1]
-        udp.bind((host, actual))
-        tcp.listen(128)
-    except BaseException:
-        tcp.close()
-        udp.close()
-        raise
-    for size in (4 << 20, 2 << 20, 1 << 20):
-        # A larger receive buffer absorbs gossip bursts; fall back quietly if the OS refuses.
-        try:
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            break
-        except OSError:
-            continue
-    return tcp, udp
-
-
-def bind_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """A listening TCP socket and a UDP socket bound to the same `host:port`.
-
-    With port 0 the OS picks the TCP port and UDP takes the same number; if that UDP port
-    is busy we try again with a fresh pick.
-    """
-    attempts = _BIND_ATTEMPTS if port == 0 else 1
-    last: OSError | None = None
-    for _ in range(attempts):
-        try:
-            return _bind_pair(host, port)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            last = exc
-    assert last is not None
-    raise OSError(last.errno, f"could not bind UDP and TCP on {Address(host, port)}: {last.strerror}")
 
 
 class UdpProtocol(asyncio.DatagramProtocol):

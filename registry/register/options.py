@@ -9,12 +9,10 @@ not at all (clients got `Service(addr='')`).
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from registry.addresses import UsageError, parse_hostport
+from registry.addresses import UsageError, format_hostport, ip_literal, parse_hostport
 from registry.memberlist.config import Config
 from registry.memberlist.types import META_MAX_SIZE
 from registry.serf.config import SerfConfig
@@ -79,16 +77,10 @@ def client_addr(value: object, what: str = "addr") -> str:
 
 def _literal(host: str) -> str:
     """An IP literal for `host` ("" = every interface); the gossip layer binds literal IPs only."""
-    if not host:
-        return "0.0.0.0"
     try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    try:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
-    except (OSError, UnicodeError) as exc:
-        raise RegisterError(f"cannot resolve {host!r}: {exc}") from None
+        return ip_literal(host)
+    except UsageError as exc:
+        raise RegisterError(str(exc)) from None
 
 
 def _seeds(registries: object) -> list[str]:
@@ -106,7 +98,7 @@ def _seeds(registries: object) -> list[str]:
             host, port = _split(p.strip(), "registries", 7370)
             if port == 0:
                 raise RegisterError(f"registries: {p.strip()!r}: port 0 cannot be dialed")
-            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            out.append(format_hostport(host, port))
     return out
 
 

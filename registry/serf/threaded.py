@@ -8,14 +8,13 @@ handlers run on the gossip thread: keep them short, they hold up gossip.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from registry.addresses import UsageError, parse_hostport
+from registry.addresses import UsageError, is_ip, parse_hostport, unique_ips
 from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
 from registry.memberlist.types import Address
 
@@ -43,18 +42,9 @@ class SerfJoinError(ConnectionError):
 
 def resolve_address(host: str, port: int) -> list[Address]:
     """`host` as IP literals: itself if it is one, else its A/AAAA records (blocking lookup)."""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+    if is_ip(host):
         return [Address(host, port)]
-    except ValueError:
-        pass
-    out: list[Address] = []
-    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        if family in (socket.AF_INET, socket.AF_INET6):
-            a = Address(str(sockaddr[0]), port)
-            if a not in out:
-                out.append(a)
-    return out
+    return [Address(ip, port) for ip in unique_ips(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))]
 
 
 class ThreadedSerf:

@@ -1,0 +1,65 @@
+"""`registry.addresses`, the one place for address parsing, wildcards and the UDP+TCP pair.
+
+Every layer (both gossip drivers, the server, `register`, the client, the command) uses it, so
+a rule is stated and checked once here: an empty host is every interface, "0.0.0.0" where a
+literal is needed; any spelling of the unspecified address is a wildcard that cannot be dialled.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+
+import pytest
+
+from registry.addresses import (
+    bind_pair,
+    format_hostport,
+    ip_literal,
+    is_wildcard,
+    outward_host,
+)
+
+from .helpers import env, registry_cmd
+
+SERVER = ["-id", "a", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0", "-log-format", "json"]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("-advertise", "[0::]:9800"),
+    ("-advertise", "[::0]:9800"),
+    ("-registries", "[0:0::0]:7370"),
+    ("-bind-advertise", "[::0]:7370"),
+])
+def test_every_spelling_of_the_wildcard_is_refused_where_others_dial(flag: str, value: str) -> None:
+    """The command refused "::" and "0:0:0:0:0:0:0:0" but took "0::" or "::0" as an address to give
+    others (the server then advertised an address nobody can dial); one `is_wildcard` now decides.
+    A wrongly accepted value starts a server on loopback port 0, and the timeout fails the test."""
+    r = subprocess.run(registry_cmd(*SERVER, flag, value), check=False, capture_output=True, text=True,
+                       env=env(), timeout=20)
+    assert r.returncode == 2, r
+    assert flag in r.stderr and "every interface" in r.stderr, r.stderr
+
+
+def test_the_one_rule_for_an_empty_host() -> None:
+    assert ip_literal("") == "0.0.0.0"
+    assert ip_literal("::0") == "::" and ip_literal("127.0.0.1") == "127.0.0.1"
+    assert ip_literal("localhost") in ("127.0.0.1", "::1")
+    assert all(is_wildcard(h) for h in ("", "0.0.0.0", "::", "0::", "0:0:0:0:0:0:0:0"))
+    assert not any(is_wildcard(h) for h in ("127.0.0.1", "::1", "localhost"))
+    assert outward_host("127.0.0.1") == "127.0.0.1" and not is_wildcard(outward_host(""))
+    assert format_hostport("::1", 7) == "[::1]:7" and format_hostport("", 7) == ":7"
+
+
+def test_bind_pair_takes_one_port_for_udp_and_tcp_and_says_when_it_is_taken() -> None:
+    tcp, udp = bind_pair("127.0.0.1", 0)
+    try:
+        port = tcp.getsockname()[1]
+        assert udp.getsockname()[1] == port and udp.type == socket.SOCK_DGRAM
+        with pytest.raises(OSError) as info:
+            bind_pair("127.0.0.1", port)
+        assert info.value.errno == errno.EADDRINUSE and f"127.0.0.1:{port}" in str(info.value)
+    finally:
+        tcp.close()
+        udp.close()
