@@ -83,6 +83,11 @@ class Config:
     #: Largest user message body a stream may announce (checked at its header).  Serf sends user
     #: messages over UDP only; memberlist (SendReliable) has no bound but allocates what is announced.
     max_stream_user_msg_size: int = 1024 * 1024
+    #: Raise an exception from inside a message handler (a bug: ours or a delegate's) to the
+    #: caller instead of counting it as "drop.handler_error" and logging it once per kind.  For
+    #: the simulator and the tests, so that none passes on a handler bug; a running node keeps
+    #: going (see handler_errors.py).  Malformed input is still dropped and counted, never raised.
+    strict: bool = False
 
     @property
     def vsn(self) -> bytes:

@@ -4,7 +4,8 @@
 `SendPacket` / `OpenStream` outputs; a driver (asyncio runner or `SimNetwork`)
 carries them out.  State rules follow memberlist's state.go (reference §8),
 gossip and push/pull follow §5/§6/§9.  Malformed or unwanted input is counted
-in `stats` under "drop.<reason>" and never raised.
+in `stats` under "drop.<reason>" and never raised; an exception inside a handler is a bug,
+counted as "drop.handler_error", logged once per kind and raised in strict mode (handler_errors.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .base import COMPOUND_HEADER, COMPOUND_PART, MAX_PARTS, StreamCtx
 from .broadcast import TransmitLimitedQueue
 from .config import Config, push_pull_scale
 from .delegate import Delegate
+from .handler_errors import HandlerErrors
 from .messages import (
     Ack,
     Alive,
@@ -76,6 +78,7 @@ class Memberlist(Prober, PushPuller):
         self.rng = rng if rng is not None else random.Random()
         self.now = now
         self.stats: collections.Counter[str] = collections.Counter()
+        self._handler_errors = HandlerErrors(self.stats, log, strict=config.strict)
         self.codec = self._make_codec(config)
         #: why the last `stream_result` refused a reply, for a person ("" when it did not, or
         #: when only the stats can tell); drivers read it right after the call
@@ -116,6 +119,21 @@ class Memberlist(Prober, PushPuller):
     @property
     def local_node(self) -> Node:
         return dataclasses.replace(self._nodes[self.name])
+
+    @property
+    def strict(self) -> bool:
+        """Handler exceptions raised to the caller instead of counted (Config.strict); a test
+        driver such as `SimNetwork` may switch it on for a machine it was handed."""
+        return self._handler_errors.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._handler_errors.strict = value
+
+    @property
+    def handler_errors(self) -> int:
+        """Exceptions raised inside message handlers ("drop.handler_error"): each a bug."""
+        return self._handler_errors.count
 
     @property
     def health_score(self) -> int:
@@ -294,8 +312,8 @@ class Memberlist(Prober, PushPuller):
                         continue
                 try:
                     self._handle_packet_msg(msg, source)
-                except Exception:  # noqa: BLE001
-                    self.stats["drop.handler_error"] += 1
+                except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
+                    self._handler_errors.failed(exc, type(msg).__name__, source)
         finally:
             self._reply_budget = None
         self._flush_death_news()
@@ -316,8 +334,8 @@ class Memberlist(Prober, PushPuller):
         self._reply_budget = len(data)  # UDP it makes us send elsewhere (a Serf query's answers)
         try:
             return self._handle_stream_msg(msg, source)
-        except Exception:  # noqa: BLE001
-            self.stats["drop.handler_error"] += 1
+        except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
+            self._handler_errors.failed(exc, f"stream {type(msg).__name__}", source)
             return None
         finally:
             self._reply_budget = None
@@ -364,8 +382,8 @@ class Memberlist(Prober, PushPuller):
             ok = self._merge_remote(msg, st.join)
             self.stats["push_pull." + ("ok" if ok else "failed")] += 1
             return ok
-        except Exception:  # noqa: BLE001
-            self.stats["drop.handler_error"] += 1
+        except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
+            self._handler_errors.failed(exc, f"{st.kind} reply {type(msg).__name__}", f"stream {stream_id}")
             return False
         finally:
             self._flush_death_news()

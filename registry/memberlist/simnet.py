@@ -4,6 +4,11 @@ Lets tests run minutes of cluster life in seconds of CPU, deterministically
 for a given seed, with loss, delay jitter (reordering), duplication,
 partitions, silenced nodes (`stop`: a host gone quiet) and killed processes (`kill`: the
 host still answers, so a TCP connection to the dead node is refused at once).
+
+A simulation is strict by default: every machine added that has a `strict` switch (Memberlist,
+Serf) raises exceptions from its message handlers instead of counting them, and every
+`run_until` ends by checking that no machine counted one ("drop.handler_error" == 0), so no
+simulated test can pass on a handler bug.  Malformed input is still dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,10 +17,25 @@ import functools
 import heapq
 import random
 from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 from .types import Address, Machine, OpenStream, SendPacket
 
-__all__ = ["SimNetwork"]
+__all__ = ["HandlerErrorCounted", "SimNetwork"]
+
+
+@runtime_checkable
+class _Checked(Protocol):
+    """A machine whose handler exceptions can be raised (`strict`) and are counted."""
+
+    strict: bool
+
+    @property
+    def handler_errors(self) -> int: ...
+
+
+class HandlerErrorCounted(AssertionError):
+    """A machine of a strict simulation counted an exception from a message handler."""
 
 
 class SimNetwork:
@@ -28,8 +48,12 @@ class SimNetwork:
         loss: float = 0.0,
         duplicate: float = 0.0,
         now: float = 0.0,
+        strict: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
+        #: machines added are switched to strict, and `run_until` checks that none counted a
+        #: handler error (see the module docstring)
+        self.strict = strict
         self.delay = delay
         self.jitter = jitter
         self.loss = loss
@@ -50,6 +74,8 @@ class SimNetwork:
     # -- topology ------------------------------------------------------------------------------
 
     def add(self, machine: Machine, address: Address) -> None:
+        if self.strict and isinstance(machine, _Checked):
+            machine.strict = True
         self.machines[address] = machine
         self.stopped.discard(address)
         self.killed.discard(address)
@@ -101,6 +127,21 @@ class SimNetwork:
             self.now = max(self.now, at)
             fn(self.now)
         self.now = max(self.now, t)
+        if self.strict:
+            self.check_handler_errors()
+
+    def handler_errors(self) -> dict[Address, int]:
+        """Exceptions raised inside message handlers, per machine that counted any."""
+        counts = {a: m.handler_errors for a, m in self.machines.items() if isinstance(m, _Checked)}
+        return {a: n for a, n in counts.items() if n}
+
+    def check_handler_errors(self) -> None:
+        """Raise `HandlerErrorCounted` if any machine counted a handler error (in a strict run
+        the handler raised; a count means something swallowed it, or a machine was not strict)."""
+        errors = self.handler_errors()
+        if errors:
+            where = ", ".join(f"{a.host}:{a.port} ({n})" for a, n in errors.items())
+            raise HandlerErrorCounted(f"drop.handler_error counted at {where}: see the log for the traceback")
 
     def run_for(self, dt: float) -> None:
         self.run_until(self.now + dt)

@@ -289,6 +289,22 @@ class Serf(QueryRules, Delegate):
         """Why the last `stream_result` refused a reply, for a person (memberlist's)."""
         return self.memberlist.refusal
 
+    @property
+    def strict(self) -> bool:
+        """Handler exceptions raised instead of counted.  Serf's handlers run as memberlist's
+        delegate, inside memberlist's handlers: one switch, memberlist's, covers both."""
+        return self.memberlist.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self.memberlist.strict = value
+
+    @property
+    def handler_errors(self) -> int:
+        """Exceptions raised inside message handlers, Serf's or memberlist's ("drop.handler_error"
+        in `memberlist.stats`): a bug, each kind logged once with its traceback."""
+        return self.memberlist.handler_errors
+
     def shutdown(self) -> None:
         if self.state == SerfState.SHUTDOWN:
             return

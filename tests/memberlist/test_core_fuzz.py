@@ -44,7 +44,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
 
 
 def fresh() -> Memberlist:
-    return Memberlist(Config.fast(name="me"), Address("10.0.0.1", 7946), rng=random.Random(0))
+    return Memberlist(Config.fast(name="me", strict=True), Address("10.0.0.1", 7946), rng=random.Random(0))
 
 
 @settings(max_examples=150, deadline=None)

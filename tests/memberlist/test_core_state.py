@@ -34,7 +34,7 @@ SRC = Address("10.9.9.9", 7946)
 
 def solo(name: str = "me", **kw: object) -> tuple[Memberlist, Recorder]:
     rec = Recorder()
-    m = Memberlist(Config.fast(name=name, **kw), Address("10.0.0.1", 7946), rec, rng=random.Random(1))
+    m = Memberlist(Config.fast(name=name, strict=True, **kw), Address("10.0.0.1", 7946), rec, rng=random.Random(1))
     return m, rec
 
 
