@@ -14,7 +14,7 @@ fixed loopback ports, drives them with the `serf` CLI over their RPC ports, and 
 conditions (with deadlines), never fixed sleeps, so the packets a capture holds depend on
 the scenario, though their exact number varies a little from run to run (timers).
 
-Usage:  sudo python3 tests/data/capture.py [scenario ...]    (default: all three)
+Usage:  sudo python3 tests/data/capture.py [scenario ...]    (default: all four)
 """
 
 from __future__ import annotations
@@ -156,9 +156,13 @@ def agents() -> Iterator[list[Agent]]:
                 a.proc.wait()
 
 
-def two_agents(compress: bool) -> Sniffer:
+#: The gossip key of serf_encrypted (AES-128: bytes 0..15), public on purpose: a test vector.
+ENCRYPT_KEY = "AAECAwQFBgcICQoLDA0ODw=="
+
+
+def two_agents(compress: bool, *extra: str) -> Sniffer:
     """Agent b joins agent a, b fires a user event and a query (a answers), then b leaves."""
-    flags = [] if compress else ["-disable-compression"]
+    flags = ([] if compress else ["-disable-compression"]) + list(extra)
     with sniffing({18401, 18402}) as sniff, agents() as live:
         a = Agent("cap-a", 18401, "-tag", "group=g1", "-tag", f"addr={HOST}:8000", *flags)
         live.append(a)
@@ -211,6 +215,7 @@ SCENARIOS: dict[str, Callable[[], Sniffer]] = {
     "serf_plain": lambda: two_agents(compress=False),
     "serf_default": lambda: two_agents(compress=True),
     "registry_service": registry_service,
+    "serf_encrypted": lambda: two_agents(True, f"-encrypt={ENCRYPT_KEY}"),
 }
 
 

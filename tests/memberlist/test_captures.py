@@ -21,7 +21,14 @@ from pcap import (  # tests/memberlist is on sys.path (rootdir import mode)
 )
 
 from registry.memberlist import lzw
-from registry.memberlist.codec import WireCodec, decode, encode, split_compound
+from registry.memberlist.codec import (
+    DecodeError,
+    WireCodec,
+    decode,
+    encode,
+    split_compound,
+)
+from registry.memberlist.crypto import Keyring, decode_key
 from registry.memberlist.messages import Ack, PushPull, UserMsg
 from registry.memberlist.stream import StreamFramer
 from registry.serf import messages as serf_messages
@@ -186,3 +193,42 @@ def test_serf_messages_and_coordinates_decode_and_reencode(name: str) -> None:
         state = serf_messages.decode(push.user_state)
         assert isinstance(state, serf_messages.PushPullState)
         assert serf_messages.encode(state) == push.user_state
+
+
+# serf_encrypted: the two-agent scenario with `serf agent -encrypt=<this key>` (bytes 0..15).
+ENCRYPT_KEY = "AAECAwQFBgcICQoLDA0ODw=="
+
+
+def test_encrypted_capture_decrypts_and_reencodes_inside() -> None:
+    """Go's AES-GCM envelopes: version 1 (protocol 2+), no AAD on packets, the 5-byte stream
+    header as AAD on streams; what they hold re-encodes to Go's plaintext (CRC, LZW, compound).
+    Any other key, or none, refuses every packet (nothing is taken as plaintext)."""
+    cap = _load("serf_encrypted")
+    ring = Keyring([decode_key(ENCRYPT_KEY)])
+    codec = WireCodec(keyring=ring)
+    kinds: Counter[str] = Counter()
+    for dgram in cap.udp:
+        assert dgram.payload[0] == 1  # envelope version 1
+        msgs, drops = codec.decode_packet(dgram.payload)
+        assert drops == [] and msgs
+        kinds.update(type(m).__name__ for m in msgs)
+        plain = ring.decrypt(dgram.payload, b"")
+        crc = plain[0] == 12
+        inner = plain[5:] if crc else plain
+        if inner[0] == 9:
+            inner = _unwrap_compress(inner)
+        assert WireCodec(compress=True).encode_packet(inner, crc=crc) == plain
+        for wrong in (WireCodec(keyring=Keyring([bytes(16)])), WireCodec()):
+            with pytest.raises(DecodeError):
+                wrong.decode_packet(dgram.payload)
+    assert {"Alive", "Ping", "Ack", "Dead", "UserMsg"} <= set(kinds)
+    assert len(cap.tcp) == 2
+    for st in cap.tcp:
+        assert st.data[0] == 10 and st.data[5] == 1  # encrypt header, length, envelope version 1
+        msg = codec.decode_stream(st.data, from_dialer=st.from_dialer)
+        assert isinstance(msg, PushPull) and msg.join
+        plain = ring.decrypt(st.data[5:], st.data[:5])
+        assert plain[0] == 9  # compressed inside the envelope
+        assert WireCodec(compress=True).encode_stream(encode(msg), dialer=st.from_dialer) == plain
+        with pytest.raises(DecodeError):
+            WireCodec().decode_stream(st.data, from_dialer=st.from_dialer)

@@ -34,7 +34,7 @@ CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"
 def _corpus() -> tuple[list[bytes], list[bytes]]:
     packets: list[bytes] = []
     streams: list[bytes] = []
-    for name in ("serf_plain", "serf_default", "registry_service"):
+    for name in ("serf_plain", "serf_default", "registry_service", "serf_encrypted"):
         cap = read_pcap(CAPTURES / f"{name}.pcap")
         packets += [d.payload for d in cap.udp]
         streams += [t.data for t in cap.tcp]
