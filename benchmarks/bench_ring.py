@@ -44,11 +44,12 @@ import common  # noqa: E402
 
 common.setup_path()
 
-import registry.ring as ring_mod  # noqa: E402
 from registry.ring import (  # noqa: E402
     CHASH_DEFAULT_REPLICAS,
     DEFAULT_REPLICAS,
     MAX_REPLICAS,
+    ChashRing,
+    ConsistentRing,
     Ring,
     RingNode,
 )
@@ -65,14 +66,21 @@ def ms(fn: Callable[[], object]) -> float:
 
 def ring_bytes(ring: Ring) -> int:
     seen: set[int] = set()
-    total = sys.getsizeof(ring) + sys.getsizeof(ring._flags)
-    for container in (ring._bk, ring._pts, ring._own):
+    # Each algorithm's storage (docs/ring.md): the consistent ring's buckets and flags, chash's arrays.
+    if isinstance(ring, ConsistentRing):
+        total = sys.getsizeof(ring) + sys.getsizeof(ring._flags)
+        containers = [ring._bk]
+    else:
+        assert isinstance(ring, ChashRing)
+        total = sys.getsizeof(ring) + sys.getsizeof(ring._nonempty)
+        containers = [ring._pts, ring._own]
+    for container in containers:
         total += sys.getsizeof(container)
         for arr in container:
             if id(arr) not in seen:
                 seen.add(id(arr))
                 total += sys.getsizeof(arr)
-    total += sys.getsizeof(ring._nonempty) + sys.getsizeof(ring._ids) + sys.getsizeof(ring._index)
+    total += sys.getsizeof(ring._ids) + sys.getsizeof(ring._index)
     total += sys.getsizeof(ring._nodes)
     total += sum(sys.getsizeof(n) for n in ring._ids if n is not None)
     return total
@@ -101,23 +109,23 @@ class Result:
 
 
 def path_name() -> str:
-    return "C accelerator (registry._ringaccel)" if ring_mod._ringaccel is not None else "pure Python"
+    return "C accelerator (registry._ringaccel)" if ConsistentRing.accel is not None else "pure Python"
 
 
 def pure_python_ms(fn: Callable[[], object]) -> float:
-    """``ms(fn)`` with the C accelerator switched off (ring.py reads the module global per call)."""
-    saved = ring_mod._ringaccel
-    ring_mod._ringaccel = None
+    """``ms(fn)`` with the C accelerator switched off (the ring reads ConsistentRing.accel per call)."""
+    saved = ConsistentRing.accel
+    ConsistentRing.accel = None
     try:
         return ms(fn)
     finally:
-        ring_mod._ringaccel = saved
+        ConsistentRing.accel = saved
 
 
 def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list[str]) -> Result:
     node = RingNode(replicas)
     # The pure-Python row only means something where the accelerator applies.
-    compare = algorithm == "consistent" and ring_mod._ringaccel is not None
+    compare = algorithm == "consistent" and ConsistentRing.accel is not None
     pure_insert: dict[int, float] = {}
     pure_delete: dict[int, float] = {}
     snapshots: dict[int, Ring] = {}
@@ -282,7 +290,7 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}; DEFAULT_REPLICAS={DEFAULT_REPLICAS}, MAX_REPLICAS={MAX_REPLICAS}")
     print(f"sampled keys: {len(keys)}; repeats per timing: {repeat}")
     print(f"consistent joins/leaves measured on: {path_name()}"
-          + ("" if ring_mod._ringaccel is not None else " (registry._ringaccel not built: no comparison row)"))
+          + ("" if ConsistentRing.accel is not None else " (registry._ringaccel not built: no comparison row)"))
     recs: list[common.Record] = []
     for algorithm, replicas, short, label, sizes in configs:
         res = run(algorithm, replicas, sizes, repeat, keys)

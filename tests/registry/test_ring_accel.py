@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import registry.ring as ring_mod
-from registry.ring import Ring, RingNode
+import registry.ring.consistent as ring_mod
+from registry.ring import ConsistentRing, Ring, RingNode
 
-ACCEL = ring_mod._ringaccel
+ACCEL = ConsistentRing.accel
 #: Why a test here may be skipped: these tests compare the C accelerator with the pure-Python path; where
 #: `pip install` found no C compiler the accelerator does not exist and the ring runs the pure-Python path,
 #: which the other ring tests cover.  Under CI (CI=true) test_accelerator_is_built_under_ci fails instead.
@@ -35,8 +35,8 @@ KEYS = [f"key-{i}" for i in range(1500)] + ["\udcff-lone-surrogate", "ü", ""]
 
 def test_accelerator_is_built_under_ci() -> None:
     # CI installs with a compiler: a silent fallback to pure Python there is a build bug.
-    if ring_mod._ringaccel is not None:
-        assert (ring_mod._ringaccel.BUCKET_BITS, ring_mod._ringaccel.OWNER_BITS) == (ring_mod._CBITS, ring_mod._OBITS)
+    if ConsistentRing.accel is not None:
+        assert (ConsistentRing.accel.BUCKET_BITS, ConsistentRing.accel.OWNER_BITS) == (ring_mod._CBITS, ring_mod._OBITS)
         return
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("registry._ringaccel did not build (or does not match ring.py's layout); "
@@ -47,12 +47,12 @@ def test_accelerator_is_built_under_ci() -> None:
 @contextmanager
 def path(accel: ModuleType | None) -> Iterator[None]:
     """Run ring updates through the accelerator (``ACCEL``) or the pure-Python passes (None)."""
-    saved = ring_mod._ringaccel
-    ring_mod._ringaccel = accel
+    saved = ConsistentRing.accel
+    ConsistentRing.accel = accel
     try:
         yield
     finally:
-        ring_mod._ringaccel = saved
+        ConsistentRing.accel = saved
 
 
 State = tuple[bytes, bytes, bytes, int, list[str | None], dict[str, int]]
@@ -61,6 +61,7 @@ State = tuple[bytes, bytes, bytes, int, list[str | None], dict[str, int]]
 def state(ring: Ring) -> State:
     """Everything a consistent snapshot holds: every bucket's entries (their bytes, and
     the bucket lengths), flags, point count, owner indexes."""
+    assert isinstance(ring, ConsistentRing)
     lengths = array("I", map(len, ring._bk)).tobytes()
     return b"".join(ring._bk), lengths, bytes(ring._flags), ring.point_count, list(ring._ids), dict(ring._index)
 
@@ -148,10 +149,10 @@ def test_leaving_everyone_empties_every_bucket() -> None:
 
 @needs_accel
 def test_touched_buckets_are_new_arrays_others_shared() -> None:
-    base = Ring.build("consistent", {f"s{i}": RingNode(256) for i in range(4)})
+    base = ConsistentRing.build("consistent", {f"s{i}": RingNode(256) for i in range(4)})
     with path(ACCEL):
         grown = base.with_node("new", RingNode(256))
-    touched = {p >> ring_mod._LOW for p in ring_mod._points("consistent", "new", RingNode(256))}
+    touched = {p >> ring_mod._LOW for p in ConsistentRing.replica_points("new", RingNode(256))}
     for b in range(ring_mod._CN):
         if b in touched:
             assert grown._bk[b] is not base._bk[b] and isinstance(grown._bk[b], array)
@@ -165,15 +166,14 @@ def test_touched_buckets_are_new_arrays_others_shared() -> None:
 
 def forced_points(mp: pytest.MonkeyPatch, table: dict[str, list[int]]) -> None:
     """Members named in ``table`` own exactly those points (64-bit ties are not findable)."""
-    real = ring_mod._points
+    real = ConsistentRing.replica_points
 
-    def fake(algorithm: str, node_id: str, node: RingNode) -> list[int]:
+    def fake(node_id: str, node: RingNode) -> list[int]:
         if node_id in table:
             return list(table[node_id])
-        return real(algorithm, node_id, node)
+        return real(node_id, node)
 
-    mp.setattr(ring_mod, "_points", fake)
-    mp.setattr(ring_mod, "node_points", lambda a, i, n: sorted(fake(a, i, n)))
+    mp.setattr(ConsistentRing, "replica_points", staticmethod(fake))
 
 
 LOW, CN, LMASK = ring_mod._LOW, ring_mod._CN, ring_mod._LMASK
@@ -248,7 +248,7 @@ def test_property_real_hashes_same_on_both_paths(script: list[tuple[int, bool, i
 
 
 def fresh() -> tuple[list[array[int]], bytearray, list[str | None]]:
-    ring = Ring.build("consistent", {"a": RingNode(64), "b": RingNode(64)})
+    ring = ConsistentRing.build("consistent", {"a": RingNode(64), "b": RingNode(64)})
     return list(ring._bk), bytearray(ring._flags), list(ring._ids) + ["c"]
 
 
@@ -257,7 +257,7 @@ def test_bad_arguments_raise_without_leaking() -> None:
     assert ACCEL is not None
     bk, flags, ids = fresh()
     name = ids[2]
-    pts = ring_mod._points("consistent", "c", RingNode(64))
+    pts = ConsistentRing.replica_points("c", RingNode(64))
     keep = [a.tolist() for a in bk]
     refs = (sys.getrefcount(bk), sys.getrefcount(flags), sys.getrefcount(ids), sys.getrefcount(pts),
             sys.getrefcount(name), [sys.getrefcount(a) for a in bk[:64]])
@@ -294,13 +294,13 @@ def test_bad_arguments_raise_without_leaking() -> None:
 def test_bad_bucket_contents_raise() -> None:
     assert ACCEL is not None
     bk, flags, ids = fresh()
-    b = ring_mod._points("consistent", "c", RingNode(64))[0] >> LOW
+    b = ConsistentRing.replica_points("c", RingNode(64))[0] >> LOW
     for wrong, exc in ((array("q", [-1]), TypeError), (array("Q"), ValueError), (array("Q", [5]), ValueError),
                        (b"x" * 8, TypeError), (None, TypeError)):
         bk2 = list(bk)
         bk2[b] = wrong  # type: ignore[assignment]
         with pytest.raises(exc):
-            ACCEL.insert(bk2, bytearray(flags), ring_mod._points("consistent", "c", RingNode(64)), 2, ids)
+            ACCEL.insert(bk2, bytearray(flags), ConsistentRing.replica_points("c", RingNode(64)), 2, ids)
     # An entry naming an owner without an id, met during a tie check.
     point = (b << LOW) | 3
     bk3 = list(bk)
@@ -314,7 +314,7 @@ def test_direct_insert_then_remove_round_trips() -> None:
     assert ACCEL is not None
     bk, flags, ids = fresh()
     before, flags_before = [a.tolist() for a in bk], bytes(flags)
-    pts = ring_mod._points("consistent", "c", RingNode(300))
+    pts = ConsistentRing.replica_points("c", RingNode(300))
     ACCEL.insert(bk, flags, pts, 2, ids)
     assert sum(map(len, bk)) == len(before) + 128 + 300
     ACCEL.remove(bk, flags, pts, 2)
@@ -345,6 +345,7 @@ def test_bulk_build_same_on_both_paths(count: int) -> None:
     fast, slow = built_both_ways(nodes)
     assert state(fast) == state(slow)
     assert answers(fast, shares=False) == answers(slow, shares=False)
+    assert isinstance(fast, ConsistentRing)
     assert all(gc.is_tracked(a) is False for a in fast._bk if len(a) > 1)  # C arrays: no GC work
 
 
@@ -364,7 +365,7 @@ def test_property_bulk_build_forced_ties_same_on_both_paths(table: dict[str, lis
 @needs_accel
 def test_bulk_build_rejects_bad_input() -> None:
     assert ACCEL is not None
-    ring = Ring("consistent")
+    ring = ConsistentRing()
     for bad in ([[1, 2]], [array("I", [1])]):  # lists and other item sizes are refused, not misread
         with pytest.raises(TypeError):
             ACCEL.build(list(ring._bk), bytearray(ring._flags), bad, [0], [0])

@@ -8,8 +8,8 @@ import pytest
 import uhashring
 import xxhash
 
-import registry.ring as ring_mod
-from registry.ring import MAX_MEMBERS, EmptyRing, Ring, RingNode
+import registry.ring.consistent as ring_mod
+from registry.ring import MAX_MEMBERS, ConsistentRing, EmptyRing, Ring, RingNode
 
 
 def xx(text: str) -> int:
@@ -22,6 +22,7 @@ def oracle(nodes: dict[str, RingNode]) -> uhashring.HashRing:
 
 def canonical(ring: Ring) -> tuple[list[tuple[int, str | None]], bytes, int]:
     """Everything a consistent ring answers from: entries (point, owner id) in order, flags, count."""
+    assert isinstance(ring, ConsistentRing)
     ids = ring._ids
     return [(p, ids[o]) for p, o in ring._entries()], bytes(ring._flags), ring.point_count
 
@@ -66,7 +67,7 @@ def test_leave_restores_the_previous_ring_exactly() -> None:
     empty = base
     for i in range(6):
         empty = empty.without(f"s{i}")
-    assert empty.point_count == 0 and not any(empty._flags)
+    assert isinstance(empty, ConsistentRing) and empty.point_count == 0 and not any(empty._flags)
 
 
 def test_get_many_equals_get_including_wraps() -> None:
@@ -100,15 +101,14 @@ def test_get_many_after_changes_uses_fresh_successors() -> None:
 
 def tied_points(monkeypatch: pytest.MonkeyPatch, shared: list[int]) -> None:
     """Members named t* own exactly the points in ``shared`` (forces 64-bit ties)."""
-    real = ring_mod._points
+    real = ConsistentRing.replica_points
 
-    def fake(algorithm: str, node_id: str, node: RingNode) -> list[int]:
+    def fake(node_id: str, node: RingNode) -> list[int]:
         if node_id.startswith("t"):
             return list(shared)
-        return real(algorithm, node_id, node)
+        return real(node_id, node)
 
-    monkeypatch.setattr(ring_mod, "_points", fake)
-    monkeypatch.setattr(ring_mod, "node_points", lambda a, i, n: sorted(fake(a, i, n)))
+    monkeypatch.setattr(ConsistentRing, "replica_points", staticmethod(fake))
 
 
 def test_ties_smallest_id_wins_in_any_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +179,7 @@ def test_small_rounds_give_the_same_ring(monkeypatch: pytest.MonkeyPatch) -> Non
     # Large rings run the map() passes in rounds of buckets; force tiny rounds on a small ring.
     nodes = {f"s{i}": RingNode(1024) for i in range(8)}
     whole = Ring.build("consistent", nodes)
-    monkeypatch.setattr(Ring, "_chunk", lambda self: 7)
+    monkeypatch.setattr(ConsistentRing, "_chunk", lambda self: 7)
     ring = Ring("consistent")
     for name, node in nodes.items():
         ring = ring.with_node(name, node)
