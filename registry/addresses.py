@@ -33,6 +33,7 @@ __all__ = [
     "is_wildcard",
     "outward_host",
     "parse_hostport",
+    "parse_join_address",
     "unique_ips",
 ]
 
@@ -234,3 +235,17 @@ def parse_hostport(text: str, flag: str, *, default_port: int | None = None, res
                 except UnicodeError:
                     raise UsageError(f"{flag}: cannot resolve {host!r}") from None
     return HostPort(host, port)
+
+
+def parse_join_address(text: str, default_port: int) -> HostPort:
+    """A gossip join target, as memberlist reads one: "host:port", "[v6]:port", a bare IPv6
+    literal, "host" (default port), ":port" (this machine: "0.0.0.0", the rule for ""), and
+    "name/..." (memberlist's expected node name: accepted and ignored).  `host` may still be a
+    name; the drivers resolve it.  UsageError, flag "join", for anything else."""
+    raw = text.strip()
+    if "/" in raw:
+        raw = raw.split("/", 1)[1]
+    if raw.count(":") > 1 and not raw.startswith("[") and is_ip(raw):
+        return HostPort(raw, default_port)
+    hp = parse_hostport(raw, "join", default_port=default_port)
+    return HostPort(hp.host or WILDCARD_V4, hp.port)

@@ -12,7 +12,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
-from registry.addresses import is_ip, unique_ips
+from registry.addresses import is_ip, parse_join_address, unique_ips
 
 from .config import Config
 from .core import Memberlist
@@ -36,54 +36,11 @@ class JoinError(ConnectionError):
         super().__init__(f"failed to join any node ({detail})")
 
 
-def _port(text: str, whole: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise ValueError(f"bad port {text!r} in address {whole!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range in address {whole!r}")
-    return port
-
-
 def parse_address(text: str, default_port: int) -> Address:
-    """Parse "host:port", "name/host:port", "[v6]:port", "host", "v6-literal" or ":port".
-
-    A leading "name/" (memberlist's expected node name) is accepted and ignored; an empty
-    host (":port") means all interfaces, written "0.0.0.0".  `host` may still be a DNS name:
-    `resolve` turns it into IPs.
-    """
-    whole = text
-    text = text.strip()
-    if "/" in text:
-        text = text.split("/", 1)[1]
-    if not text:
-        raise ValueError(f"empty address {whole!r}")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"unclosed '[' in address {whole!r}")
-        host = text[1:end]
-        rest = text[end + 1 :]
-        if rest == "":
-            port = default_port
-        elif rest.startswith(":"):
-            port = _port(rest[1:], whole)
-        else:
-            raise ValueError(f"unexpected {rest!r} after ']' in address {whole!r}")
-        if not is_ip(host) or ":" not in host:
-            raise ValueError(f"{host!r} in brackets is not an IPv6 address ({whole!r})")
-        return Address(host, port)
-    if text.count(":") > 1:  # a bare IPv6 literal, no port
-        if not is_ip(text):
-            raise ValueError(f"bad address {whole!r}")
-        return Address(text, default_port)
-    if ":" in text:
-        host, port_text = text.split(":", 1)
-        port = _port(port_text, whole)
-    else:
-        host, port = text, default_port
-    return Address(host or "0.0.0.0", port)
+    """A join target ("host:port", "name/host:port", "[v6]:port", "host", a bare IPv6 literal
+    or ":port"); see `registry.addresses.parse_join_address`.  ValueError when malformed."""
+    hp = parse_join_address(text, default_port)
+    return Address(hp.host, hp.port)
 
 
 async def resolve(addr: Address) -> list[Address]:

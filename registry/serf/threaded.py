@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from registry.addresses import UsageError, is_ip, parse_hostport, unique_ips
+from registry.addresses import UsageError, is_ip, parse_join_address, unique_ips
 from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
 from registry.memberlist.types import Address
 
@@ -113,8 +113,8 @@ class ThreadedSerf:
                 if isinstance(item, Address):
                     found = [item]
                 else:
-                    hp = parse_hostport(item, "join", default_port=7946)
-                    found = resolve_address(hp.host or "127.0.0.1", hp.port)
+                    hp = parse_join_address(item, 7946)
+                    found = resolve_address(hp.host, hp.port)
             except (UsageError, OSError, UnicodeError) as exc:
                 failures[label] = str(exc) or type(exc).__name__
                 continue

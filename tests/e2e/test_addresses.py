@@ -7,6 +7,7 @@ literal is needed; any spelling of the unspecified address is a wildcard that ca
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import subprocess
@@ -14,11 +15,13 @@ import subprocess
 import pytest
 
 from registry.addresses import (
+    HostPort,
     bind_pair,
     format_hostport,
     ip_literal,
     is_wildcard,
     outward_host,
+    parse_join_address,
 )
 
 from .helpers import env, registry_cmd
@@ -63,3 +66,34 @@ def test_bind_pair_takes_one_port_for_udp_and_tcp_and_says_when_it_is_taken() ->
     finally:
         tcp.close()
         udp.close()
+
+
+async def test_both_serf_drivers_read_join_targets_alike() -> None:
+    """The asyncio and the threaded Serf drivers parsed join targets with different code: the
+    threaded one refused memberlist's "name/host:port" (and read ":port" as 127.0.0.1 where the
+    other read 0.0.0.0).  Both now use `parse_join_address`; real nodes on loopback."""
+    from registry.memberlist.config import Config
+    from registry.serf.agent import SerfAgent
+    from registry.serf.config import SerfConfig
+    from registry.serf.threaded import ThreadedSerf
+
+    def config(name: str) -> SerfConfig:
+        return SerfConfig(name=name, memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0))
+
+    assert parse_join_address("a/[::1]:7000", 7946) == HostPort("::1", 7000)
+    assert parse_join_address(":7000", 7946) == HostPort("0.0.0.0", 7000)
+    seed = SerfAgent(config("seed"))
+    await seed.start()
+    joiner = SerfAgent(config("agent"))
+    await joiner.start()
+    threaded = ThreadedSerf(config("threaded"))
+    threaded.start()
+    try:
+        port = seed.address.port if seed.address is not None else 0
+        for target in (f"seed/127.0.0.1:{port}", f":{port}"):
+            assert await joiner.join([target]) == 1, target
+            assert await asyncio.to_thread(threaded.join, [target], 10.0) == 1, target
+    finally:
+        await asyncio.to_thread(threaded.shutdown)
+        await joiner.shutdown()
+        await seed.shutdown()
