@@ -2,8 +2,8 @@
 
 `Memberlist` takes datagrams, stream messages and time in, and hands out
 `SendPacket` / `OpenStream` outputs; a driver (asyncio runner or `SimNetwork`)
-carries them out.  State rules follow memberlist's state.go (reference §8),
-gossip and push/pull follow §5/§6/§9.  Malformed or unwanted input is counted
+carries them out.  State rules follow memberlist's state.go (docs/wire.md §8),
+gossip and push/pull follow §7/§6/§9.  Malformed or unwanted input is counted
 in `stats` under "drop.<reason>" and never raised; an exception inside a handler is a bug,
 counted as "drop.handler_error", logged once per kind and raised in strict mode (handler_errors.py).
 """

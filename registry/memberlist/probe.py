@@ -1,4 +1,4 @@
-"""SWIM probing with Lifeguard (reference §8.3, §8.6), and answering pings.
+"""SWIM probing with Lifeguard (docs/wire.md §8.3, §8.6), and answering pings.
 
 One node per (awareness-scaled) probe interval, round-robin over a shuffled
 list; no ack within probe_timeout -> indirect pings through random helpers

@@ -1,4 +1,4 @@
-"""Push/pull anti-entropy and joining (reference §6.2, §7, §9.2, §9.3).
+"""Push/pull anti-entropy and joining (docs/wire.md §6, §9.1, §9.2).
 
 Each side sends its whole table; the receiver merges it through the normal
 state rules, after checking that every node's protocol versions are

@@ -1,4 +1,4 @@
-"""memberlist's node state rules (reference §8.2, §8.4): alive, suspect, dead, refutation.
+"""memberlist's node state rules (docs/wire.md §8.2, §8.4): alive, suspect, dead, refutation.
 
 Incarnation numbers order the claims about a node; only the node itself raises
 its own (refutation), which is how a wrongly accused node clears its name.

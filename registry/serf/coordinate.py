@@ -1,4 +1,4 @@
-"""Vivaldi network coordinates carried in memberlist ack payloads (wire reference §16).
+"""Vivaldi network coordinates carried in memberlist ack payloads (docs/wire.md §16).
 
 Serf puts `01` + msgpack `Coordinate{Adjustment, Error, Height, Vec}` into every UDP ack and
 feeds the coordinates it receives, with the measured RTT, into a Vivaldi estimator; `serf rtt`

@@ -3,7 +3,7 @@ a `Memberlist`, wire-compatible with hashicorp/serf (protocol 2..5).
 
 `Serf` owns a `Memberlist`, is its `Delegate`, and is itself a `Machine`: a driver (asyncio
 runner or `SimNetwork`) feeds it packets, streams and time and carries out what `drain()`
-returns.  Rules follow serf.go / delegate.go / query.go (wire reference §11-§15).  Events for
+returns.  Rules follow serf.go / delegate.go / query.go (docs/wire.md §10-§15).  Events for
 the application wait in a bounded queue (`drain_events`); when it is full the oldest event is
 dropped and counted in `stats["events.dropped"]`, so a slow consumer never stalls gossip.
 Malformed input is counted in `stats["serf.drop.<reason>"]`, never raised.

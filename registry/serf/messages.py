@@ -1,4 +1,4 @@
-"""Serf's message codec (wire reference §12-§15): one type byte + a msgpack map.
+"""Serf's message codec (docs/wire.md §10, §12-§15): one type byte + a msgpack map.
 
 Encoding reproduces go-msgpack 0.5.x bytes (raw strings, sorted struct keys, nil for empty
 byte slices where Go sends nil); decoding accepts both Go codec generations and drops what

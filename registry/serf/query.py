@@ -1,4 +1,4 @@
-"""Query bookkeeping (wire reference §14.2): parameters, filters, the default timeout, and the
+"""Query bookkeeping (docs/wire.md §14.2): parameters, filters, the default timeout, and the
 originator's collection of acks and responses."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Serf queries on the sans-I/O core: asking, answering, relaying answers, and the internal
-queries (name conflicts, key management) -- wire reference §14.2-§14.4 and §15.
+queries (name conflicts, key management) -- docs/wire.md §14 and §15.
 
 `QueryRules` is a mixin of `Serf` (split out of core.py to keep modules small); it uses the
 node's clocks, tables and queues, declared below, and never touches a socket.

@@ -1,4 +1,4 @@
-"""Serf tags in memberlist node metadata (wire reference §11).
+"""Serf tags in memberlist node metadata (docs/wire.md §11).
 
 Protocol >= 3 writes `0xff` + a msgpack map of strings; protocol 2 writes the bare `role` tag.
 """
