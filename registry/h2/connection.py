@@ -96,7 +96,6 @@ class ServerConnection(Sender):
         # of repeated requests are a few dozen bytes).
         self._checked: dict[bytes, tuple[str | None, int]] = {}
         self._table_size = 4096
-        self.frames_received = 0
         self.pings_acked = 0
         self.protocol_errors = 0
         self._out.append(
@@ -133,7 +132,6 @@ class ServerConnection(Sender):
                 self._preface_seen = True
             pos, end = 0, len(buf)
             view = memoryview(buf)
-            frames = self.frames_received
             on_frame = self._frame_received
             try:
                 while end - pos >= 9:
@@ -147,10 +145,8 @@ class ServerConnection(Sender):
                     stream_id = int.from_bytes(view[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                     payload = bytes(view[pos + 9 : stop])
                     pos = stop
-                    frames += 1
                     on_frame(ftype, flags, stream_id, payload, events)
             finally:
-                self.frames_received = frames
                 view.release()
                 del buf[:pos]
         except _ProtocolError as exc:

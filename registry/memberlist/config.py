@@ -51,7 +51,6 @@ class Config:
     #: stay compressed whenever enable_compression is on.
     compress_packets: bool = False
     udp_buffer_size: int = 1400
-    handoff_queue_depth: int = 1024
     dead_node_reclaim_time: float = 0.0
     label: str = ""
     skip_inbound_label_check: bool = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
 
 __all__ = [
     "Ack",
@@ -53,8 +52,6 @@ class MessageType(enum.IntEnum):
 class Ping:
     """Direct probe; ``node`` names the intended recipient ("" = anyone)."""
 
-    TYPE: ClassVar[MessageType] = MessageType.PING
-
     seq_no: int
     node: str
     source_addr: bytes = b""
@@ -65,8 +62,6 @@ class Ping:
 @dataclass(frozen=True, slots=True)
 class IndirectPing:
     """Request to probe ``target:port`` on the sender's behalf."""
-
-    TYPE: ClassVar[MessageType] = MessageType.INDIRECT_PING
 
     seq_no: int
     target: bytes
@@ -82,8 +77,6 @@ class IndirectPing:
 class Ack:
     """Answer to a ping; ``payload`` is the ack-payload hook's bytes (Serf: coordinate) or nil."""
 
-    TYPE: ClassVar[MessageType] = MessageType.ACK
-
     seq_no: int
     payload: bytes | None = None
 
@@ -92,16 +85,12 @@ class Ack:
 class Nack:
     """An intermediary heard nothing from the indirect-probe target."""
 
-    TYPE: ClassVar[MessageType] = MessageType.NACK
-
     seq_no: int
 
 
 @dataclass(frozen=True, slots=True)
 class Suspect:
     """``sender`` (wire key ``From``) suspects ``node`` at ``incarnation``."""
-
-    TYPE: ClassVar[MessageType] = MessageType.SUSPECT
 
     incarnation: int
     node: str
@@ -111,8 +100,6 @@ class Suspect:
 @dataclass(frozen=True, slots=True)
 class Alive:
     """A node announces (or refutes) itself; ``vsn`` is the 6-byte version vector."""
-
-    TYPE: ClassVar[MessageType] = MessageType.ALIVE
 
     incarnation: int
     node: str
@@ -125,8 +112,6 @@ class Alive:
 @dataclass(frozen=True, slots=True)
 class Dead:
     """``sender`` declares ``node`` dead; ``sender == node`` means it left."""
-
-    TYPE: ClassVar[MessageType] = MessageType.DEAD
 
     incarnation: int
     node: str
@@ -150,8 +135,6 @@ class PushNodeState:
 class PushPull:
     """Full-state exchange over TCP: header, node rows, opaque application state."""
 
-    TYPE: ClassVar[MessageType] = MessageType.PUSH_PULL
-
     join: bool
     nodes: list[PushNodeState]
     user_state: bytes
@@ -163,16 +146,12 @@ class PushPull:
 class UserMsg:
     """Application payload (Serf messages); UDP and TCP framings differ, the value does not."""
 
-    TYPE: ClassVar[MessageType] = MessageType.USER
-
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ErrResp:
     """Error reply on a stream the peer could not read."""
-
-    TYPE: ClassVar[MessageType] = MessageType.ERR
 
     error: str
 
