@@ -1,12 +1,13 @@
-"""Real Go traffic: every UDP packet and TCP stream message in the three loopback captures.
+"""Real Go traffic: every UDP packet and TCP stream message in the four loopback captures.
 
-The captures (tests/data/captures, made by tests/data/capture.py from Debian's `serf agent`
-0.8.2-dev; how each was made is in its README) are unencrypted: serf_plain with compression
-off, serf_default and registry_service with compression on, so UDP compress wrappers and
-compressed push/pulls appear.  In registry_service one node is our registry (port 18501) and
-two are real agents.  Decoding must succeed without any drop, and re-encoding must reproduce
-Go's bytes, including the LZW output, the Serf messages inside user messages and push/pulls,
-and the Vivaldi coordinates in acks.
+The captures (tests/data/captures, made by tests/data/capture.py from Debian's `serf agent`,
+package 0.9.4, binary 0.8.2-dev; how each was made is in their README): serf_plain with
+compression off, serf_default and registry_service with compression on (UDP compress wrappers,
+compressed push/pulls), serf_encrypted with a published test key.  In registry_service one node
+is our registry (port 18501) and two are real agents.  Decoding must succeed without any drop,
+and re-encoding must reproduce Go's bytes, including the LZW output, the Serf messages inside
+user messages and push/pulls, and the Vivaldi coordinates in acks.  docs/wire.md §18 lists what
+the captures cover.
 """
 
 from __future__ import annotations
