@@ -1,6 +1,6 @@
 /* registry._ringaccel: optional C helper for registry.ring's packed "consistent" layout.
  *
- * ring.py's module docstring describes the layout: 2**14 buckets, each one sorted
+ * docs/ring.md ("Why the packed layout") describes the layout: 2**14 buckets, each one sorted
  * array('Q') of entries (low 50 bits of a point << 14 | owner index) ending with the
  * sentinel 2**64-1.  In pure Python a join costs a handful of C-level map() passes
  * per point (copy the bucket, bisect, tie check, insert, store), about 8 element
@@ -131,7 +131,7 @@ owner_id(PyObject *ids, uint64_t entry)
 /* Where the new entry x goes in a[lo:end) (end excludes the sentinel): after every
  * smaller point and, among entries of the same point, after those whose id is <= name.
  * That keeps each run in id order, so its first entry (the one lookups find) is the
- * smallest id: the documented tie rule, and the same place ring.py's _place picks. */
+ * smallest id: the documented tie rule, and the same place registry/ring/consistent.py's _place picks. */
 static Py_ssize_t
 insert_pos(const uint64_t *a, Py_ssize_t lo, Py_ssize_t end, uint64_t x,
            PyObject *ids, PyObject *name)
@@ -344,7 +344,7 @@ sort_bucket(uint64_t *a, uint64_t *tmp, Py_ssize_t *count, Py_ssize_t k)
 /* build(buckets, flags, points, ranks, owner_of_rank) -> number of points.
  *
  * Bulk load of a whole ring (Ring.build: a client cache's Watch snapshot, a registry
- * learning a group), replacing ring.py's pure-Python passes, which cost seconds at a few
+ * learning a group), replacing registry/ring/consistent.py's pure-Python passes, which cost seconds at a few
  * thousand members (8 M points at 2,000 members of 4,096 points).  points[i] is an
  * array('Q') of member i's points (any order); ranks[i] its place in the tie order
  * (smaller first on an equal point); owner_of_rank[r] the owner index an entry of rank r
@@ -543,7 +543,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "registry._ringaccel",
-    "C merge for registry.ring's packed consistent layout (optional; see ring.py).",
+    "C merge for registry.ring's packed consistent layout (optional; see docs/ring.md).",
     -1, methods,
 };
 
@@ -564,7 +564,7 @@ PyInit__ringaccel(void)
             return NULL;
         }
     }
-    /* ring.py uses this module only if these match its own layout constants. */
+    /* registry/ring/accel.py loads this module only if these match the ring's layout constants. */
     if (PyModule_AddIntConstant(m, "BUCKET_BITS", BUCKET_BITS) < 0
         || PyModule_AddIntConstant(m, "OWNER_BITS", OWNER_BITS) < 0) {
         Py_DECREF(m);

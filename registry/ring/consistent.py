@@ -14,7 +14,7 @@ import operator
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, compress, repeat
 from operator import and_, eq, getitem, lshift, or_, rshift
 from types import ModuleType
@@ -138,31 +138,17 @@ class ConsistentRing(Ring, algorithm="consistent"):
             self._flags = flags
             self._npoints += len(points)
             return
-        bk = self._bk
-        touched: list[int] = []
-        todo = points
-        while todo:
-            # One point per bucket per pass (the dict keeps the last one seen); the
-            # points that share a bucket with it go in the next, smaller pass.
-            bs = list(map(rshift, todo, repeat(_LOW)))
-            last = dict(zip(bs, todo))
-            keys = list(last)
-            all_lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
-            step = self._chunk()
-            for at in range(0, len(keys), step):
-                ks, lows = keys[at:at + step], all_lows[at:at + step]
-                arrs = self._own_copies(ks, bool(touched))
-                pos = list(map(bisect_left, arrs, lows))
-                if pos == list(map(bisect_right, arrs, map(or_, lows, repeat(_PROBE)))):
-                    # No entry has any of these points yet: plain sorted insert.
-                    list(map(_ainsert, arrs, pos, map(or_, lows, repeat(idx))))
-                else:
-                    for arr, low in zip(arrs, lows):
-                        self._place(arr, low, idx)
-                if not touched:
-                    list(map(bk.__setitem__, ks, arrs))
-            touched = touched or keys
-            todo = self._rest(todo, bs, last) if len(keys) != len(todo) else []
+
+        def insert(arrs: list[array[int]], lows: list[int]) -> None:
+            pos = list(map(bisect_left, arrs, lows))
+            if pos == list(map(bisect_right, arrs, map(or_, lows, repeat(_PROBE)))):
+                # No entry has any of these points yet: plain sorted insert.
+                list(map(_ainsert, arrs, pos, map(or_, lows, repeat(idx))))
+            else:
+                for arr, low in zip(arrs, lows):
+                    self._place(arr, low, idx)
+
+        touched = self._passes(points, insert)
         flags = self._flags
         if 0 in flags:  # some bucket may have been empty until now
             flags = bytearray(flags)
@@ -178,6 +164,34 @@ class ConsistentRing(Ring, algorithm="consistent"):
             self._flags = flags
             self._npoints -= len(points)
             return
+
+        def remove(arrs: list[array[int]], lows: list[int]) -> None:
+            vals = list(map(or_, lows, repeat(idx)))
+            pos = list(map(bisect_left, arrs, lows))
+            if list(map(getitem, arrs, pos)) == vals:
+                list(map(_adel, arrs, pos))
+            else:  # some point is shared with another member: find our entry in its run
+                for arr, v in zip(arrs, vals):
+                    self._unplace(arr, v)
+
+        bk = self._bk
+        touched = self._passes(points, remove)
+        emptied = list(compress(touched, map(eq, map(len, map(bk.__getitem__, touched)), repeat(1))))
+        if emptied:
+            flags = bytearray(self._flags)
+            list(map(flags.__setitem__, emptied, repeat(0)))
+            flags[_CN:] = flags[:_CN]
+            self._flags = flags
+        self._npoints -= len(points)
+
+    def _passes(self, points: list[int], update: Callable[[list[array[int]], list[int]], None]) -> list[int]:
+        """Run ``update(arrays, lows)`` over ``points`` as C-level passes; the buckets touched.
+
+        One point per bucket per pass (the dict keeps the last one seen); the points
+        that share a bucket with it go in the next, smaller pass.  ``arrays`` are this
+        ring's own copies of the points' buckets (copied on the first pass, in rounds
+        of ``_chunk()`` buckets), ``lows`` the points' packed low bits, owner 0.
+        """
         bk = self._bk
         touched: list[int] = []
         todo = points
@@ -188,32 +202,17 @@ class ConsistentRing(Ring, algorithm="consistent"):
             all_lows = list(map(lshift, map(and_, last.values(), repeat(_LMASK)), repeat(_OBITS)))
             step = self._chunk()
             for at in range(0, len(keys), step):
-                ks, lows = keys[at:at + step], all_lows[at:at + step]
-                vals = list(map(or_, lows, repeat(idx)))
-                arrs = self._own_copies(ks, bool(touched))
-                pos = list(map(bisect_left, arrs, lows))
-                if list(map(getitem, arrs, pos)) == vals:
-                    list(map(_adel, arrs, pos))
-                else:  # some point is shared with another member: find our entry in its run
-                    for arr, v in zip(arrs, vals):
-                        self._unplace(arr, v)
+                ks = keys[at:at + step]
+                if touched:  # later pass: these buckets are already this ring's own copies
+                    arrs = list(map(bk.__getitem__, ks))
+                else:
+                    arrs = list(map(_copy, map(bk.__getitem__, ks)))
+                update(arrs, all_lows[at:at + step])
                 if not touched:
                     list(map(bk.__setitem__, ks, arrs))
             touched = touched or keys
             todo = self._rest(todo, bs, last) if len(keys) != len(todo) else []
-        emptied = list(compress(touched, map(eq, map(len, map(bk.__getitem__, touched)), repeat(1))))
-        if emptied:
-            flags = bytearray(self._flags)
-            list(map(flags.__setitem__, emptied, repeat(0)))
-            flags[_CN:] = flags[:_CN]
-            self._flags = flags
-        self._npoints -= len(points)
-
-    def _own_copies(self, buckets: list[int], touched: bool) -> list[array[int]]:
-        """The arrays of ``buckets`` this update may modify: copies on the first pass; a
-        later pass finds them already this ring's own copies."""
-        arrs = list(map(self._bk.__getitem__, buckets))
-        return arrs if touched else list(map(_copy, arrs))
+        return touched
 
     def _chunk(self) -> int:
         """Buckets per round of the map() passes: about 256 KiB of arrays, so the
