@@ -128,14 +128,15 @@ def test_every_udp_packet_decodes_and_reencodes(name: str) -> None:
         assert 9 not in wrappers
     else:
         assert wrappers[9] > 0
-    assert wrappers[12] > 0  # Go sends CRC headers to peers advertising PMax 5
-    assert wrappers[7] > 0  # and compound messages when it has gossip beside a ping or ack
+    assert wrappers[12] > 0  # Go puts CRC on gossip to peers advertising PMax 5
+    assert wrappers[7] > 0  # and packs gossip in compound messages
 
 
 def _unwrap_compress(buf: bytes) -> bytes:
     import msgpack
 
-    return lzw.decompress(msgpack.unpackb(buf[1:], raw=True)[b"Buf"], 1 << 26)
+    body: dict[bytes, bytes] = msgpack.unpackb(buf[1:], raw=True)
+    return lzw.decompress(body[b"Buf"], 1 << 26)
 
 
 @pytest.mark.parametrize("name", NAMES)
