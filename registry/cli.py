@@ -29,14 +29,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from registry.addresses import HostPort, UsageError, is_wildcard, parse_hostport
 from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
-
-if TYPE_CHECKING:
-    from registry.server import ServerConfig
+from registry.server_config import ServerConfig
 
 __all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
@@ -117,25 +115,12 @@ def _server_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class ServerArgs:
-    """Validated server flags (what `registry.server.ServerConfig` is built from)."""
+    """The validated server command line: the server's own configuration, built here at once
+    (no mirror of its fields to keep in step), and how the command logs."""
 
-    id: str
-    bind: HostPort
-    bind_advertise: HostPort | None
-    addr: HostPort
-    advertise: HostPort | None
-    registries: list[str]
-    hash: str = "consistent"
-    encrypt_key: str | None = None
+    config: ServerConfig
     log_format: str = "json"
     log_level: str = "info"
-    metrics_addr: HostPort | None = None
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
-    rpc_engine: str = "native"
-    profile: str = "lan"
-    leave_timeout: float = 5.0
 
 
 def readable_file(path: str, flag: str) -> str:
@@ -222,18 +207,16 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
             readable_file(path, flag)
-    return ServerArgs(
+    config = ServerConfig(
         id=ns.id.strip(),
-        bind=bind,
-        bind_advertise=bind_adv,
-        addr=addr,
-        advertise=adv,
+        bind=(bind.host, bind.port),
+        bind_advertise=(bind_adv.host, bind_adv.port) if bind_adv else None,
+        addr=(addr.host, addr.port),
+        advertise=str(adv) if adv else "",
         registries=seeds,
         hash=ns.hash,
         encrypt_key=key,
-        log_format=ns.log_format or default_format(),
-        log_level=ns.log_level,
-        metrics_addr=metrics,
+        metrics_addr=(metrics.host, metrics.port) if metrics else None,
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         tls_ca=ns.tls_ca,
@@ -241,28 +224,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         profile=ns.profile,
         leave_timeout=ns.leave_timeout,
     )
-
-
-def _server_config(args: ServerArgs) -> ServerConfig:
-    from registry.server import ServerConfig
-
-    return ServerConfig(
-        id=args.id,
-        bind=(args.bind.host, args.bind.port),
-        bind_advertise=(args.bind_advertise.host, args.bind_advertise.port) if args.bind_advertise else None,
-        addr=(args.addr.host, args.addr.port),
-        advertise=str(args.advertise) if args.advertise else "",
-        registries=list(args.registries),
-        hash=args.hash,
-        encrypt_key=args.encrypt_key,
-        metrics_addr=(args.metrics_addr.host, args.metrics_addr.port) if args.metrics_addr else None,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_ca=args.tls_ca,
-        rpc_engine=args.rpc_engine,
-        profile=args.profile,
-        leave_timeout=args.leave_timeout,
-    )
+    return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 
 
 async def _serve(args: ServerArgs) -> int:
@@ -278,13 +240,14 @@ async def _serve(args: ServerArgs) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = RegistryServer(_server_config(args))
+    config = args.config
+    server = RegistryServer(config)
     try:
         await server.start()
     except BaseException:
         await server.close()
         raise
-    log.info("registry started", id=args.id, gossip=server.gossip_address, grpc=server.grpc_address,
+    log.info("registry started", id=config.id, gossip=server.gossip_address, grpc=server.grpc_address,
              rpc_engine=server.rpc_engine)
     failed = asyncio.ensure_future(server.failed.wait())
     stopped = asyncio.ensure_future(stop.wait())
@@ -294,7 +257,7 @@ async def _serve(args: ServerArgs) -> int:
     if server.failed.is_set():  # no leave: our name is another node's
         await server.close()
         raise StartError(server.failure)
-    log.info("leaving the pool", timeout=args.leave_timeout)
+    log.info("leaving the pool", timeout=config.leave_timeout)
     again = asyncio.Event()  # a second signal skips the graceful leave
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, again.set)
@@ -357,7 +320,7 @@ def raise_fd_limit() -> tuple[int, int] | None:
 
 def _run_server(argv: Sequence[str]) -> int:
     args = parse_server_args(argv)
-    if not args.tls_cert:  # with TLS the native front needs asyncio's ssl support
+    if not args.config.tls_cert:  # with TLS the native front needs asyncio's ssl support
         _import_asyncio_without_ssl()
     import asyncio
 

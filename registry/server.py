@@ -25,7 +25,6 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -35,6 +34,7 @@ from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
 from registry.metrics import Metric, MetricsServer
+from registry.server_config import ServerConfig
 from registry.tls import TlsFiles
 
 __all__ = ["REGISTRY_GROUP", "ServerConfig", "RegistryServer", "StartError"]
@@ -46,37 +46,6 @@ log = structlog.get_logger("registry.server")
 
 class StartError(RuntimeError):
     """The server could not start (port taken, bad TLS files, ...); the message is one line for the operator."""
-
-
-@dataclass
-class ServerConfig:
-    id: str
-    bind: tuple[str, int] = ("", 7370)
-    bind_advertise: tuple[str, int] | None = None
-    addr: tuple[str, int] = ("", 9800)
-    advertise: str = ""
-    registries: list[str] = field(default_factory=list)
-    hash: str = "consistent"
-    encrypt_key: str | None = None
-    metrics_addr: tuple[str, int] | None = None
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
-    #: "native" (registry.native: no grpcio in the process, several times faster per call)
-    #: or "grpcio" (registry.rpc on grpc.aio).
-    rpc_engine: str = "native"
-    profile: str = "lan"
-    leave_timeout: float = 5.0
-    #: Extra tags for this server's member (group/addr/id always win).
-    tags: dict[str, str] = field(default_factory=dict)
-    #: Seconds between retries when no seed answered the join (0 = derive from the profile).
-    rejoin_interval: float = 0.0
-    #: Seconds between catalog/member-table reconciles (0 = derive from the profile).
-    reconcile_interval: float = 0.0
-    #: Once started, collect and freeze (gc.freeze) what start-up allocated (modules, gRPC, the
-    #: first catalog): the collector's first full pass otherwise walks all of it on the event
-    #: loop, an ~80 ms stall seen as late membership changes.  Process-wide, hence switchable.
-    freeze_gc: bool = True
 
 
 def _literal(host: str) -> str:

@@ -60,11 +60,11 @@ def test_flag_spellings_go_style() -> None:
     a = parse_server_args(["-id", "s1", "-bind", ":7371", "-registries", "10.0.0.1:7370,10.0.0.2"])
     b = parse_server_args(["--id", "s1", "--bind=:7371", "-registries=10.0.0.1:7370,10.0.0.2:7370"])
     assert a == b
-    assert a.bind == HostPort("", 7371)
-    assert a.registries == ["10.0.0.1:7370", "10.0.0.2:7370"]
-    assert a.addr == HostPort("", 9800)
+    assert a.config.bind == ("", 7371)
+    assert a.config.registries == ["10.0.0.1:7370", "10.0.0.2:7370"]
+    assert a.config.addr == ("", 9800)
     d = parse_server_args(["-id", "s"])
-    assert (d.bind, d.profile, d.hash, d.log_level) == (HostPort("", 7370), "lan", "consistent", "info")
+    assert (d.config.bind, d.config.profile, d.config.hash, d.log_level) == (("", 7370), "lan", "consistent", "info")
 
 
 def test_parse_hostport_forms() -> None:
