@@ -383,6 +383,8 @@ class Memberlist(Prober, PushPuller):
             self.stats["push_pull." + ("ok" if ok else "failed")] += 1
             return ok
         except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
+            # the peer did answer: say the refusal is ours, or a join reads as "nobody answered"
+            self.refusal = f"this node failed handling the reply, a bug ({type(exc).__name__}: {exc}; traceback logged)"
             self._handler_errors.failed(exc, f"{st.kind} reply {type(msg).__name__}", f"stream {stream_id}")
             return False
         finally:

@@ -36,6 +36,15 @@ __all__ = ["DEFAULT_REPLICAS", "AsyncRegister", "Handler", "Register", "Register
 log = logging.getLogger(__name__)
 
 
+def _join_failure(seeds: str, exc: BaseException, bugs: int) -> str:
+    """What a failed join says.  `bugs`: handler errors the join caused in this process (a
+    registry that answered, whose reply our own code failed on): not "no registry answered",
+    which would send the operator to the network instead of to the logged traceback."""
+    if bugs:
+        return f"joining the registries at {seeds} failed on a bug in this process (traceback logged): {exc}"
+    return f"no registry answered at {seeds}: {exc}"
+
+
 class AsyncRegister(Options):
     """A service's membership in the pool, for asyncio apps (arguments: see `Options`)."""
 
@@ -71,12 +80,13 @@ class AsyncRegister(Options):
         timeout = self._join_timeout(cfg)
         failure: str | None = None
         n = 0
+        bugs = agent.core.handler_errors
         try:
             n = await asyncio.wait_for(agent.join(list(self._seeds)), timeout)
         except asyncio.TimeoutError:
             failure = f"no registry answered at {','.join(self._seeds)} within {timeout:.0f}s"
         except Exception as exc:  # noqa: BLE001 - every way a join fails is this one error
-            failure = f"no registry answered at {','.join(self._seeds)}: {exc}"
+            failure = _join_failure(",".join(self._seeds), exc, agent.core.handler_errors - bugs)
         holder = agent.core.name_taken_by
         if holder is not None:  # checked first: a join can also succeed through a seed that missed it
             await self._abort()  # no leave: a leave in our name would take the holder out
@@ -202,6 +212,7 @@ class Register(Options):
         except (OSError, ValueError) as exc:
             raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
         timeout = min(self._join_timeout(cfg), self.start_timeout)
+        bugs = agent.core.handler_errors
         try:
             n = agent.join(self._seeds, timeout)
         except BaseException as exc:
@@ -210,7 +221,8 @@ class Register(Options):
             if holder is not None:
                 raise self._taken(holder) from None
             if isinstance(exc, Exception):
-                raise RegisterError(f"no registry answered at {','.join(self._seeds)}: {exc}") from None
+                bugs = agent.core.handler_errors - bugs  # the gossip thread is stopped: read it as is
+                raise RegisterError(_join_failure(",".join(self._seeds), exc, bugs)) from None
             raise
         holder = agent.name_taken_by  # a join can also succeed through a seed that missed it
         if holder is not None:
