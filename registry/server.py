@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import socket
 import time
@@ -203,9 +202,6 @@ class RegistryServer:
                     f"cannot listen for metrics on {_fmt(*c.metrics_addr)}: {exc.strerror or exc}"
                 ) from None
 
-        if c.freeze_gc:
-            gc.collect()
-            gc.freeze()
         self.started_at = time.monotonic()
         if c.registries:
             await self._try_join()  # StartError: our -id is taken

@@ -40,7 +40,3 @@ class ServerConfig:
     rejoin_interval: float = 0.0
     #: Seconds between catalog/member-table reconciles (0 = derive from the profile).
     reconcile_interval: float = 0.0
-    #: Once started, collect and freeze (gc.freeze) what start-up allocated (modules, gRPC, the
-    #: first catalog): the collector's first full pass otherwise walks all of it on the event
-    #: loop, an ~80 ms stall seen as late membership changes.  Process-wide, hence switchable.
-    freeze_gc: bool = True

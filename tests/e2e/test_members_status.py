@@ -119,8 +119,7 @@ async def test_members_all_in_process_lists_services_only_with_their_ring_parame
     the plain one is in the pool but is no service and is not listed; a live member carries its
     ring's replicas and weight, one that vanished (shut down, no leave: failed) none."""
     fast = Config.fast(bind_addr="127.0.0.1", bind_port=0)
-    server = RegistryServer(ServerConfig(id="r-in", bind=("127.0.0.1", 0), addr=("127.0.0.1", 0), profile="fast",
-                                         freeze_gc=False))
+    server = RegistryServer(ServerConfig(id="r-in", bind=("127.0.0.1", 0), addr=("127.0.0.1", 0), profile="fast"))
     agents: list[SerfAgent] = []
     await server.start()
     try:
@@ -166,7 +165,7 @@ async def test_a_member_is_listed_leaving_between_its_leave_intent_and_its_depar
     Members(all=True) answer (registry.api, what both fronts serve) the moment it learns of the
     intent, on the loop that applies the events, before any later datagram is read."""
     server = RegistryServer(ServerConfig(id="r-leave", bind=("127.0.0.1", 0), addr=("127.0.0.1", 0),
-                                         profile="fast", freeze_gc=False))
+                                         profile="fast"))
     await server.start()
     bye = SerfAgent(SerfConfig(name="bye", tags={"group": GROUP, "addr": "127.0.0.1:7200"}, leave_propagate_delay=0.1,
                                memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0)))
