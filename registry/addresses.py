@@ -31,6 +31,7 @@ __all__ = [
     "ip_literal",
     "is_ip",
     "is_wildcard",
+    "loopback_if_wildcard",
     "outward_host",
     "parse_hostport",
     "parse_join_address",
@@ -91,6 +92,14 @@ def is_wildcard(host: str) -> bool:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
     except ValueError:
         return False
+
+
+def loopback_if_wildcard(host: str) -> str:
+    """`host` as a place to dial: a wildcard ("", 0.0.0.0, ::) means this machine, dialled on
+    the loopback address of its family; anything else is itself."""
+    if not is_wildcard(host):
+        return host
+    return "::1" if family_of(host) == socket.AF_INET6 else "127.0.0.1"
 
 
 def ip_literal(host: str) -> str:

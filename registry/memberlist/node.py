@@ -10,9 +10,14 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from registry.addresses import is_ip, parse_join_address, unique_ips
+from registry.addresses import (
+    is_ip,
+    loopback_if_wildcard,
+    parse_join_address,
+    unique_ips,
+)
 
 from .config import Config
 from .core import Memberlist
@@ -22,7 +27,7 @@ from .threaded import local_advertise
 from .transport import StreamOutcome
 from .types import META_MAX_SIZE, Address, Node
 
-__all__ = ["JoinError", "MemberlistNode", "parse_address", "resolve"]
+__all__ = ["JoinError", "MemberlistNode", "parse_address", "resolve", "resolve_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,24 @@ async def resolve(addr: Address) -> list[Address]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
     return [Address(ip, addr.port) for ip in unique_ips(infos)]
+
+
+async def resolve_targets(texts: Iterable[str], default_port: int) -> tuple[list[tuple[str, Address]], dict[str, str]]:
+    """Join targets as IP addresses, each labelled with its text (and its IP when a name has
+    several), and the texts that gave none, with why.  A wildcard host dials this machine."""
+    failures: dict[str, str] = {}
+    targets: list[tuple[str, Address]] = []
+    for text in texts:
+        try:
+            parsed = parse_address(text, default_port)
+            resolved = await resolve(Address(loopback_if_wildcard(parsed.host), parsed.port))
+        except (ValueError, OSError) as exc:
+            failures[text] = str(exc) or type(exc).__name__
+            continue
+        if not resolved:
+            failures[text] = "no IP addresses found"
+        targets.extend((text if len(resolved) == 1 else f"{text} ({a})", a) for a in resolved)
+    return targets, failures
 
 
 #: What peers should dial (one definition, shared with the threaded driver).
@@ -143,21 +166,7 @@ class MemberlistNode:
     async def join(self, addresses: list[str]) -> int:
         """Push/pull (join) with every address; returns how many answered with a state that
         merged.  Raises JoinError, naming each address and why, when none did."""
-        failures: dict[str, str] = {}
-        targets: list[tuple[str, Address]] = []
-        for text in addresses:
-            try:
-                parsed = parse_address(text, self.config.bind_port)
-                if parsed.host in ("0.0.0.0", "::"):
-                    parsed = Address("::1" if parsed.host == "::" else "127.0.0.1", parsed.port)
-                resolved = await resolve(parsed)
-            except (ValueError, OSError) as exc:
-                failures[text] = str(exc) or type(exc).__name__
-                continue
-            if not resolved:
-                failures[text] = "no IP addresses found"
-            for a in resolved:
-                targets.append((text if len(resolved) == 1 else f"{text} ({a})", a))
+        targets, failures = await resolve_targets(addresses, self.config.bind_port)
         if self._shut:
             raise JoinError({t: "node is shut down" for t in addresses})
         futures: list[tuple[str, asyncio.Future[StreamOutcome]]] = []

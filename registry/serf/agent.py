@@ -18,8 +18,7 @@ from typing import Any
 from registry.memberlist.node import (
     JoinError,
     advertise_address,
-    parse_address,
-    resolve,
+    resolve_targets,
 )
 from registry.memberlist.runner import MachineRunner, StreamOutcome
 from registry.memberlist.types import Address
@@ -200,18 +199,7 @@ class SerfAgent:
 
     async def join(self, addrs: list[str], ignore_old: bool = True) -> int:
         """Join through every address; returns how many answered.  JoinError if none did."""
-        failures: dict[str, str] = {}
-        targets: list[tuple[str, Address]] = []
-        for text in addrs:
-            try:
-                parsed = parse_address(text, 7946)
-                resolved = await resolve(parsed)
-            except (ValueError, OSError) as exc:
-                failures[text] = str(exc) or type(exc).__name__
-                continue
-            if not resolved:
-                failures[text] = "no IP addresses found"
-            targets.extend((text, a) for a in resolved)
+        targets, failures = await resolve_targets(addrs, 7946)
         if self._shut:
             raise JoinError({t: "node is shut down" for t in addrs})
         futs: list[tuple[str, asyncio.Future[StreamOutcome]]] = []

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from registry.addresses import UsageError, is_ip, parse_join_address, unique_ips
+from registry.addresses import UsageError, is_ip, loopback_if_wildcard, parse_join_address, unique_ips
 from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
 from registry.memberlist.types import Address
 
@@ -114,7 +114,7 @@ class ThreadedSerf:
                     found = [item]
                 else:
                     hp = parse_join_address(item, 7946)
-                    found = resolve_address(hp.host, hp.port)
+                    found = resolve_address(loopback_if_wildcard(hp.host), hp.port)
             except (UsageError, OSError, UnicodeError) as exc:
                 failures[label] = str(exc) or type(exc).__name__
                 continue

@@ -20,6 +20,7 @@ from registry.addresses import (
     format_hostport,
     ip_literal,
     is_wildcard,
+    loopback_if_wildcard,
     outward_host,
     parse_join_address,
 )
@@ -53,6 +54,8 @@ def test_the_one_rule_for_an_empty_host() -> None:
     assert not any(is_wildcard(h) for h in ("127.0.0.1", "::1", "localhost"))
     assert outward_host("127.0.0.1") == "127.0.0.1" and not is_wildcard(outward_host(""))
     assert format_hostport("::1", 7) == "[::1]:7" and format_hostport("", 7) == ":7"
+    # a wildcard given as a place to dial (a join target) is this machine
+    assert [loopback_if_wildcard(h) for h in ("", "0.0.0.0", "::", "10.0.0.1")] == ["127.0.0.1", "127.0.0.1", "::1", "10.0.0.1"]
 
 
 def test_bind_pair_takes_one_port_for_udp_and_tcp_and_says_when_it_is_taken() -> None:
@@ -90,7 +93,7 @@ async def test_both_serf_drivers_read_join_targets_alike() -> None:
     threaded.start()
     try:
         port = seed.address.port if seed.address is not None else 0
-        for target in (f"seed/127.0.0.1:{port}", f":{port}"):
+        for target in (f"seed/127.0.0.1:{port}", f":{port}", f"0.0.0.0:{port}"):
             assert await joiner.join([target]) == 1, target
             assert await asyncio.to_thread(threaded.join, [target], 10.0) == 1, target
     finally:
