@@ -26,6 +26,7 @@ __all__ = [
     "HostPort",
     "UsageError",
     "bind_pair",
+    "dial_problem",
     "family_of",
     "format_hostport",
     "ip_literal",
@@ -92,6 +93,17 @@ def is_wildcard(host: str) -> bool:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
     except ValueError:
         return False
+
+
+def dial_problem(hp: HostPort) -> str | None:
+    """Why others cannot dial `hp`, or None: port 0 and a wildcard host both mean "here, any"
+    (a service or registry advertising one sends its clients to their own machine).  An empty
+    host is left to the caller: some fill in a default, some refuse it."""
+    if hp.port == 0:
+        return "port 0 cannot be dialled"
+    if hp.host and is_wildcard(hp.host):
+        return f"{hp.host} means every interface and cannot be dialled"
+    return None
 
 
 def loopback_if_wildcard(host: str) -> str:

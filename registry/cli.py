@@ -31,7 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from registry.addresses import HostPort, UsageError, is_wildcard, parse_hostport
+from registry.addresses import (
+    HostPort,
+    UsageError,
+    dial_problem,
+    is_wildcard,
+    parse_hostport,
+)
 from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import ServerConfig
@@ -131,11 +137,10 @@ def readable_file(path: str, flag: str) -> str:
 
 def dialable(hp: HostPort, flag: str, text: str) -> HostPort:
     """An address given to others to dial: no wildcard host, no port 0 (both mean "here, any")."""
-    if hp.port == 0:
-        raise UsageError(f"{flag}: {text!r}: port 0 cannot be dialled; give the real port")
-    if hp.host and is_wildcard(hp.host):
-        raise UsageError(f"{flag}: {text!r}: {hp.host} means every interface and cannot be dialled; "
-                         "give an address the others can reach")
+    why = dial_problem(hp)
+    if why is not None:
+        hint = "give the real port" if hp.port == 0 else "give an address the others can reach"
+        raise UsageError(f"{flag}: {text!r}: {why}; {hint}")
     return hp
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from registry.addresses import UsageError, parse_hostport
+from registry.addresses import UsageError, dial_problem, parse_hostport
 from registry.client.errors import (
     InvalidAddress,
     InvalidArgument,
@@ -76,8 +76,9 @@ def parse_addresses(addrs: str | Sequence[str]) -> list[str]:
             raise InvalidAddress(f"bad registry address {why}; {_EXPECTED}") from None
         if not hp.host:
             raise InvalidAddress(f"bad registry address {a!r}: no host; {_EXPECTED}")
-        if hp.port == 0:
-            raise InvalidAddress(f"bad registry address {a!r}: port 0 cannot be dialled; {_EXPECTED}")
+        problem = dial_problem(hp)
+        if problem is not None:
+            raise InvalidAddress(f"bad registry address {a!r}: {problem}; {_EXPECTED}")
     return out
 
 

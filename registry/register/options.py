@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from registry.addresses import UsageError, format_hostport, ip_literal, parse_hostport
+from registry.addresses import (
+    HostPort,
+    UsageError,
+    dial_problem,
+    format_hostport,
+    ip_literal,
+    parse_hostport,
+)
 from registry.memberlist.config import Config
 from registry.memberlist.types import META_MAX_SIZE
 from registry.serf.config import SerfConfig
@@ -70,8 +77,9 @@ def client_addr(value: object, what: str = "addr") -> str:
     host, port = _split(text, what, None)
     if not host:
         raise RegisterError(f"{what}: {text!r} has no host: clients need one to dial (e.g. 10.0.0.5:{port})")
-    if port == 0:
-        raise RegisterError(f"{what}: {text!r}: port 0 cannot be dialed (1-65535)")
+    why = dial_problem(HostPort(host, port))
+    if why is not None:
+        raise RegisterError(f"{what}: {text!r}: {why}")
     return text.strip()
 
 
@@ -96,8 +104,9 @@ def _seeds(registries: object) -> list[str]:
     for p in parts:
         if p.strip():
             host, port = _split(p.strip(), "registries", 7370)
-            if port == 0:
-                raise RegisterError(f"registries: {p.strip()!r}: port 0 cannot be dialed")
+            why = dial_problem(HostPort(host, port))
+            if why is not None:
+                raise RegisterError(f"registries: {p.strip()!r}: {why}")
             out.append(format_hostport(host, port))
     return out
 

@@ -100,3 +100,20 @@ async def test_both_serf_drivers_read_join_targets_alike() -> None:
         await asyncio.to_thread(threaded.shutdown)
         await joiner.shutdown()
         await seed.shutdown()
+
+
+@pytest.mark.parametrize("addr", ["0.0.0.0:8080", "[::]:8080"])
+def test_a_wildcard_is_not_an_address_to_give_clients(addr: str) -> None:
+    """`Register` took "0.0.0.0:8080" as the address clients dial (they then dialled their own
+    machine), and its seeds and the client's registry addresses took it too; the command refused
+    it.  One `dial_problem` now decides for all of them, each saying it in its own error type."""
+    from registry.client import InvalidAddress, RpcClient
+    from registry.register import AsyncRegister, Register, RegisterError
+
+    for cls in (Register, AsyncRegister):
+        with pytest.raises(RegisterError, match=r"^addr: .* means every interface and cannot be dialled$"):
+            cls("svc", ":0", "", "127.0.0.1:7370", "g", addr)
+        with pytest.raises(RegisterError, match=r"^registries: .* means every interface and cannot be dialled$"):
+            cls("svc", ":0", "", addr, "g", "127.0.0.1:8080")
+    with pytest.raises(InvalidAddress, match=r"means every interface and cannot be dialled"):
+        RpcClient(addr)

@@ -167,7 +167,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"addr": ""}, r"^addr: empty address$"),
     ({"addr": "127.0.0.1"}, r"^addr: bad address '127.0.0.1': missing port"),
     ({"addr": ":8080"}, r"^addr: ':8080' has no host"),
-    ({"addr": "127.0.0.1:0"}, r"^addr: '127.0.0.1:0': port 0 cannot be dialed"),
+    ({"addr": "127.0.0.1:0"}, r"^addr: '127.0.0.1:0': port 0 cannot be dialled"),
     ({"addr": "127.0.0.1:70000"}, r"^addr: .*out of range"),
     ({"addr": 8080}, r"^addr must be a string such as '10.0.0.5:8080', not int 8080$"),
     ({"bind": 7380}, r"^bind must be a string such as ':7380', not int 7380$"),
