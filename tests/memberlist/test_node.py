@@ -71,8 +71,10 @@ async def spawn() -> AsyncIterator[Spawn]:
         return node
 
     yield make
+    bugs = {n.name: n.core.handler_errors for n in nodes}  # exceptions inside handlers: see the log
     for n in nodes:
         await n.shutdown()
+    assert not any(bugs.values()), f"drop.handler_error counted: {bugs}"
 
 
 async def make_cluster(spawn: Spawn, count: int, host: str = LOOP4) -> list[MemberlistNode]:

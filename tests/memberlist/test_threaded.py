@@ -90,8 +90,10 @@ def threaded() -> Iterator[Callable[..., ThreadedNode]]:
         return node
 
     yield make
+    bugs = {n.core.name: n.core.handler_errors for n in nodes}  # exceptions inside handlers: see the log
     for n in nodes:
         n.runner.close()
+    assert not any(bugs.values()), f"drop.handler_error counted: {bugs}"
 
 
 @pytest.fixture
@@ -104,8 +106,10 @@ async def anode() -> AsyncIterator[Callable[[str], Awaitable[MemberlistNode]]]:
         return node
 
     yield make
+    bugs = {n.name: n.core.handler_errors for n in nodes}
     for n in nodes:
         await n.shutdown()
+    assert not any(bugs.values()), f"drop.handler_error counted: {bugs}"
 
 
 async def test_threaded_joins_asyncio_and_detects_failure_both_ways(threaded: Threaded, anode: Anode) -> None:
