@@ -34,6 +34,14 @@ def _buggy_merge(self: Serf, buf: bytes, join: bool) -> None:
     raise MergeBug("injected: merging the registry's state fails")
 
 
+@pytest.fixture
+def merge_broken(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """This process's Serf fails on every push/pull state it merges; returns the log capture."""
+    caplog.set_level(logging.ERROR)
+    monkeypatch.setattr(Serf, "merge_remote_state", _buggy_merge)
+    return caplog
+
+
 def _check(exc: RegisterError, caplog: pytest.LogCaptureFixture) -> None:
     text = str(exc)
     assert "no registry answered" not in text, text
@@ -42,23 +50,17 @@ def _check(exc: RegisterError, caplog: pytest.LogCaptureFixture) -> None:
     assert len(logged) == 1, [r.getMessage() for r in caplog.records]  # with its traceback, once
 
 
-def test_register_reports_a_handler_bug_as_a_bug(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.ERROR)
-    monkeypatch.setattr(Serf, "merge_remote_state", _buggy_merge)
+def test_register_reports_a_handler_bug_as_a_bug(registry: Registry, merge_broken: pytest.LogCaptureFixture) -> None:
     reg = Register("svc-bug", "127.0.0.1:0", "", registry.gossip, "g", "127.0.0.1:1", profile="fast")
     with pytest.raises(RegisterError) as info:
         reg.start()
-    _check(info.value, caplog)
+    _check(info.value, merge_broken)
     reg.stop()
 
 
 def test_async_register_reports_a_handler_bug_as_a_bug(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    registry: Registry, merge_broken: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR)
-    monkeypatch.setattr(Serf, "merge_remote_state", _buggy_merge)
     reg = AsyncRegister("svc-abug", "127.0.0.1:0", "", registry.gossip, "g", "127.0.0.1:1", profile="fast")
 
     async def run() -> RegisterError:
@@ -67,4 +69,4 @@ def test_async_register_reports_a_handler_bug_as_a_bug(
         await reg.stop()
         return info.value
 
-    _check(asyncio.run(run()), caplog)
+    _check(asyncio.run(run()), merge_broken)
