@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from registry.addresses import parse_hostport
 from registry.api import (
     COMPAT_SERVICE,
     V1_SERVICE,
@@ -178,12 +179,11 @@ async def start_native(
 ) -> NativeServer:
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving,
     over TLS (HTTP/2 by ALPN; mutual when `tls.ca` is set) when `tls` is given."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"gRPC address {addr!r} is not host:port")
+    listen = parse_hostport(addr, "gRPC address")  # UsageError, a ValueError, when malformed
+    host = listen.host
     server = NativeServer(catalog, keepalive, preface_timeout, limits, health)
     try:
-        await server.start(host, int(port), tls)
+        await server.start(host, listen.port, tls)
     except BaseException:
         server.core.close()
         raise

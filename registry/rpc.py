@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from registry.addresses import format_hostport, parse_hostport
 from registry.api import (
     COMPAT_SERVICE,
     MAX_BATCH_KEYS,
@@ -129,13 +130,6 @@ class RpcServer:
         self.core.close()
 
 
-def _split_port(addr: str) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"gRPC address {addr!r} is not host:port")
-    return host, int(port)
-
-
 async def start_rpc(
     catalog: Catalog,
     addr: str,
@@ -146,8 +140,9 @@ async def start_rpc(
 ) -> RpcServer:
     """Bind `addr` ("host:port", ":port" = every interface, port 0 = pick) and start serving;
     health reports `health` (SERVING from the start when None)."""
-    host, port = _split_port(addr)
-    bind = f"{host or '[::]'}:{port}"
+    listen = parse_hostport(addr, "gRPC address")  # UsageError, a ValueError, when malformed
+    host = listen.host
+    bind = format_hostport(host or "::", listen.port)
     if tls is not None:
         tls.ssl_context()  # grpcio reports unusable PEM files as "Failed to bind": check them first, by name
     server = grpc.aio.server(options=[*_SERVER_OPTIONS, *options])
