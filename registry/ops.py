@@ -12,7 +12,12 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from registry.addresses import HostPort, UsageError, parse_hostport
+from registry.addresses import (
+    HostPort,
+    UsageError,
+    loopback_if_wildcard,
+    parse_hostport,
+)
 from registry.catalog import REGISTRY_GROUP
 from registry.cli import (
     DEFAULT_RPC_PORT,
@@ -72,7 +77,7 @@ def rpc_targets(text: str) -> list[str]:
         # resolved now, as -bind and -addr are: a typo is a usage error naming it, not UNAVAILABLE
         hp = parse_hostport(part, "-rpc", default_port=DEFAULT_RPC_PORT, resolve=True)
         hp = dialable(hp, "-rpc", part.strip())
-        out.append(str(HostPort(hp.host or "127.0.0.1", hp.port)))
+        out.append(str(HostPort(loopback_if_wildcard(hp.host), hp.port)))
     if not out:
         raise UsageError("-rpc: empty address")
     return out

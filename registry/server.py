@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from registry.addresses import UsageError, ip_literal
+from registry.addresses import WILDCARD_V4, UsageError, family_of, ip_literal
 from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
@@ -66,12 +66,11 @@ def _check_tcp_free(host: str, port: int, what: str) -> int:
     Linux still refuses SO_REUSEADDR binds on a port some socket LISTENs on, so a port really
     in use is still reported (no SO_REUSEPORT here: that would let us share it).
     """
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
+    with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
         if os.name == "posix":  # on Windows SO_REUSEADDR would mean "steal the port"
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), port))
+            s.bind((host or WILDCARD_V4, port))
         except OSError as exc:
             raise StartError(f"cannot listen for {what} on {_fmt(host, port)}: {exc.strerror or exc}") from None
         return int(s.getsockname()[1])
