@@ -206,9 +206,8 @@ class Memberlist(Prober, PushPuller):
         before = len(self._out)
         try:
             self._gossip()
-        except Exception:  # called from input handlers and tick: nothing may escape to the driver
-            self.stats["gossip.errors"] += 1
-            log.exception("memberlist gossip round failed")
+        except Exception as exc:  # noqa: BLE001 - called from handlers and tick: logged once, raised if strict
+            self._handler_errors.periodic_failed(exc, "memberlist gossip round", "gossip.errors")
             return len(self._out) - before
         self.stats["gossip.immediate"] += 1
         return len(self._out) - before
@@ -257,14 +256,14 @@ class Memberlist(Prober, PushPuller):
 
     def _run_timers(self, now: float) -> None:
         """Run every due timer; one that raises is counted and the others still run (the
-        periodic ones reschedule in `finally`, so no input can stop them)."""
+        periodic ones reschedule in `finally`, so no input can stop them); logged once per
+        kind, raised when strict (see handler_errors.py)."""
         while True:
             try:
                 self._timers.run_due(now)
                 return
-            except Exception:
-                self.stats["timer.errors"] += 1
-                log.exception("memberlist timer failed")
+            except Exception as exc:  # noqa: BLE001 - logged once per kind, raised if strict
+                self._handler_errors.periodic_failed(exc, "memberlist timer", "timer.errors")
 
     def _flush_death_news(self) -> None:
         """Hand a fresh death to `gossip_nodes` peers now instead of at the next gossip tick.

@@ -11,6 +11,10 @@ second, different bug still gets its own log line.  Kinds are bounded by the cod
 
 In `strict` mode (Config.strict: the simulator and the tests) the exception is raised to the
 caller instead, so a test cannot pass on a handler bug.
+
+Timers are handlers of time: a timer or gossip round that raises is counted under its own key
+("timer.errors", "gossip.errors"; the other timers still run), logged once per kind and raised
+when strict, by the same rules.
 """
 
 from __future__ import annotations
@@ -51,7 +55,15 @@ class HandlerErrors:
     def failed(self, exc: Exception, kind: str, source: object) -> None:
         """Call from the `except` block around a handler: `kind` names the message handled,
         `source` where it came from.  Raises `exc` again when strict."""
-        self.stats[HANDLER_ERROR] += 1
+        self._count(exc, f"handler for {kind}", f" from {source}", HANDLER_ERROR)
+
+    def periodic_failed(self, exc: Exception, kind: str, counter: str) -> None:
+        """Call from the `except` block around due timers or a gossip round: `kind` names it
+        ("memberlist timer"), `counter` is the stats key it is counted under."""
+        self._count(exc, kind, "", counter)
+
+    def _count(self, exc: Exception, kind: str, detail: str, counter: str) -> None:
+        self.stats[counter] += 1
         if self.strict:
             raise exc
         key = (kind, type(exc), _raise_site(exc.__traceback__))
@@ -59,11 +71,11 @@ class HandlerErrors:
             return
         self._logged.add(key)
         self.log.error(
-            "handler for %s from %s failed: %s: %s (counted in %s; later failures of this kind are only counted)",
+            "%s%s failed: %s: %s (counted in %s; later failures of this kind are only counted)",
             kind,
-            source,
+            detail,
             type(exc).__name__,
             exc,
-            HANDLER_ERROR,
+            counter,
             exc_info=exc,
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
 from registry.memberlist.delegate import Delegate
+from registry.memberlist.handler_errors import HandlerErrors
 from registry.memberlist.timers import TimerHeap
 from registry.memberlist.types import (
     Address,
@@ -86,6 +87,8 @@ class Serf(QueryRules, Delegate):
         self.config = config
         self.rng = rng if rng is not None else random.Random()
         self.stats: collections.Counter[str] = collections.Counter()
+        #: Serf's own timers: a failure is counted, logged once per kind, raised when strict
+        self._timer_errors = HandlerErrors(self.stats, log, strict=config.memberlist.strict)
         self.state = SerfState.ALIVE
         self._start = now
         self.clock = LamportClock()
@@ -291,13 +294,14 @@ class Serf(QueryRules, Delegate):
 
     @property
     def strict(self) -> bool:
-        """Handler exceptions raised instead of counted.  Serf's handlers run as memberlist's
-        delegate, inside memberlist's handlers: one switch, memberlist's, covers both."""
+        """Handler and timer exceptions raised instead of counted.  Serf's message handlers run as
+        memberlist's delegate, inside memberlist's handlers: memberlist's switch covers them;
+        Serf's own timers follow the same switch."""
         return self.memberlist.strict
 
     @strict.setter
     def strict(self, value: bool) -> None:
-        self.memberlist.strict = value
+        self.memberlist.strict = self._timer_errors.strict = value
 
     @property
     def handler_errors(self) -> int:
@@ -377,9 +381,8 @@ class Serf(QueryRules, Delegate):
             try:
                 self._timers.run_due(now)
                 return
-            except Exception:
-                self.stats["timer.errors"] += 1
-                log.exception("serf timer failed")
+            except Exception as exc:  # noqa: BLE001 - logged once per kind, raised if strict (handler_errors.py)
+                self._timer_errors.periodic_failed(exc, "serf timer", "timer.errors")
 
     def next_deadline(self) -> float | None:
         if self.state == SerfState.SHUTDOWN:

@@ -20,10 +20,10 @@ from memberlist_sim import Recorder, make_cluster
 from registry.memberlist.codec import WireCodec, encode, encode_user_stream
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
-from registry.memberlist.messages import UserMsg
+from registry.memberlist.messages import Alive, UserMsg
 from registry.memberlist.node import MemberlistNode
 from registry.memberlist.simnet import HandlerErrorCounted, SimNetwork
-from registry.memberlist.types import Address
+from registry.memberlist.types import DEFAULT_VSN, Address, ip_to_bytes
 
 LOOP4 = "127.0.0.1"
 SRC = Address("10.9.9.9", 7946)
@@ -120,3 +120,36 @@ def test_a_simulation_fails_on_a_counted_handler_error() -> None:
     with pytest.raises(HandlerErrorCounted, match="drop.handler_error"):
         c.net.run_for(1.0)
     assert SimNetwork(strict=False).strict is False  # a driver may opt out, for fault injection
+
+
+class BrokenBroadcasts(Recorder):
+    """A delegate whose broadcast hook has a bug: every gossip round (a timer) raises."""
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        raise RuntimeError("broadcast bug")
+
+
+def _with_a_peer(strict: bool) -> Memberlist:
+    cfg = Config.fast(name="me", strict=strict, probe_interval=0, push_pull_interval=0)  # gossip timer only
+    m = Memberlist(cfg, Address("10.0.0.1", 7946), BrokenBroadcasts(), rng=random.Random(1))
+    m.receive_packet(encode(Alive(1, "peer", ip_to_bytes("10.0.0.2"), 7946, b"", DEFAULT_VSN)), SRC, 0.0)
+    assert m.get("peer") is not None
+    return m
+
+
+def test_a_failing_timer_logs_once_and_keeps_running(caplog: pytest.LogCaptureFixture) -> None:
+    """Before issue 13 every failing gossip tick logged its traceback (5 a second here)."""
+    caplog.set_level(logging.ERROR, logger="registry.memberlist")
+    m = _with_a_peer(strict=False)
+    for i in range(1, 51):
+        m.tick(i * m.config.gossip_interval)
+    assert m.stats["timer.errors"] >= 40  # the timer kept being rescheduled
+    records = [r for r in caplog.records if "memberlist timer" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is not None, [r.getMessage() for r in caplog.records]
+
+
+def test_strict_mode_raises_a_timer_failure() -> None:
+    m = _with_a_peer(strict=True)
+    with pytest.raises(RuntimeError, match="broadcast bug"):
+        for i in range(1, 51):
+            m.tick(i * m.config.gossip_interval)
