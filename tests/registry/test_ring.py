@@ -305,6 +305,19 @@ def test_default_balance_small_group() -> None:
     assert min(shares.values()) / mean >= 0.95
 
 
+def test_the_algorithm_is_chosen_once_at_construction() -> None:
+    # Ring(algorithm) is the algorithm's class, and every snapshot derived from it stays that class.
+    assert type(Ring()) is ConsistentRing and type(Ring("consistent")) is ConsistentRing
+    chash = Ring.build("chash", {"a": RingNode(3), "b": RingNode(3)})
+    assert type(chash) is ChashRing and chash.algorithm == "chash"
+    assert type(chash.with_node("c", RingNode(2)).without("a")) is ChashRing
+    assert type(Ring.build("consistent", {"a": RingNode(3), "b": RingNode(3)}).without("b")) is ConsistentRing
+    with pytest.raises(ValueError, match="unknown ring algorithm 'md5'"):
+        Ring.build("md5", {"a": RingNode(3)})
+    with pytest.raises(ValueError, match="ChashRing is the 'chash' ring, not 'consistent'"):
+        ChashRing("consistent")
+
+
 def test_empty_ring_and_bad_input() -> None:
     with pytest.raises(EmptyRing):
         Ring("consistent").get("k")
