@@ -140,7 +140,8 @@ class RegistryServer:
         from registry.serf.agent import SerfAgent
         from registry.serf.config import SerfConfig
 
-        self._grpc_port = _check_tcp_free(c.addr[0], c.addr[1], "gRPC")
+        if c.addr[1]:  # a port asked for: refuse a taken one before anything starts
+            self._grpc_port = _check_tcp_free(c.addr[0], c.addr[1], "gRPC")
         guess_host = c.bind_advertise[0] if c.bind_advertise and c.bind_advertise[0] else c.bind[0]
         serf_cfg = SerfConfig(
             name=c.id,
@@ -164,6 +165,11 @@ class RegistryServer:
             ) from None
         except ValueError as exc:
             raise StartError(f"gossip: {exc}") from None
+        if not c.addr[1]:
+            # Port 0: picked only now that gossip holds its ports.  Picked before, the probe's port was
+            # free again when gossip's own bind to port 0 ran, which could take it, and the gRPC bind
+            # then failed "Address already in use" (seen under load with -bind :0 -addr :0).
+            self._grpc_port = _check_tcp_free(c.addr[0], 0, "gRPC")
         local = self.agent.local_member()
         self.gossip_address = _fmt(local.addr, local.port)
         rpc_addr = self._advertised_rpc(local.addr)
