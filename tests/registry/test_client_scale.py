@@ -25,9 +25,12 @@ from registry.catalog import Catalog
 pytestmark = pytest.mark.slow
 
 SERVICES = 2000
-#: The first cached match gets this long (the snapshot is ~8 M points to hash and sort: ~1.5 s
-#: unloaded, ~3 s on this 2-core machine under load); before the fix it took ~24 s.
-FIRST_MATCH_TIMEOUT = 10.0
+#: CPU seconds the whole test process may spend on the first cached match (the snapshot is ~8 M points
+#: to hash and sort: ~1.5 s; before the fix ~24 s, applying it one member at a time).  Process CPU time,
+#: not wall time: with four suites at once on 2 cores the same work took over 10 s of wall time (a CI trial).
+FIRST_MATCH_CPU = 8.0
+#: Wall-time limit of that first match: only a guard against a hang.
+FIRST_MATCH_TIMEOUT = 120.0
 #: Longest a cached match may take while the client applies a failover snapshot (it took ~8 s; typically
 #: under 50 ms now: the bound leaves room for a loaded machine).
 BLOCKED_BOUND = 1.0
@@ -62,28 +65,28 @@ def ids(found: list[Service]) -> list[str]:
 
 def test_first_cached_match_answers_within_timeout(server: ServerThread) -> None:
     with RpcClient(server.addr) as plain, RpcClient(server.addr, cache=True, timeout=FIRST_MATCH_TIMEOUT) as cached:
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         first = cached.match(GROUP, KEYS[0])  # waits for the snapshot; Unavailable if not within the timeout
-        took = time.monotonic() - start
+        took, cpu = time.monotonic() - start, time.process_time() - cpu
         assert first == plain.match(GROUP, KEYS[0])
         assert cached.match_batch(GROUP, KEYS) == plain.match_batch(GROUP, KEYS)
         for k in KEYS[:20]:
             assert cached.match(GROUP, k, 3) == plain.match(GROUP, k, 3)
         assert len(cached._views[GROUP].members()) == SERVICES
-    print(f"first cached match with {SERVICES} services: {took:.2f}s")
-    assert took < FIRST_MATCH_TIMEOUT
+    print(f"first cached match with {SERVICES} services: {took:.2f}s, {cpu:.2f} CPU s")
+    assert cpu < FIRST_MATCH_CPU
 
 
 async def test_first_cached_match_answers_within_timeout_async(server: ServerThread) -> None:
     async with AsyncRpcClient(server.addr) as plain, \
             AsyncRpcClient(server.addr, cache=True, timeout=FIRST_MATCH_TIMEOUT) as cached:
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         first = await cached.match(GROUP, KEYS[0])
-        took = time.monotonic() - start
+        took, cpu = time.monotonic() - start, time.process_time() - cpu
         assert first == await plain.match(GROUP, KEYS[0])
         assert await cached.match_batch(GROUP, KEYS) == await plain.match_batch(GROUP, KEYS)
-    print(f"first cached match (asyncio) with {SERVICES} services: {took:.2f}s")
-    assert took < FIRST_MATCH_TIMEOUT
+    print(f"first cached match (asyncio) with {SERVICES} services: {took:.2f}s, {cpu:.2f} CPU s")
+    assert cpu < FIRST_MATCH_CPU
 
 
 class Failover:
