@@ -252,6 +252,17 @@ async def test_async_stop_returns_once_the_registry_dropped_the_service(registry
     assert sorted(took)[1] < 0.5, took
 
 
+async def _timed_stops(sync: Register, aio: AsyncRegister) -> tuple[float, float]:
+    """Seconds each stop() blocked: the sync one on a thread (its gossip thread answers meanwhile), then
+    the async one on this loop."""
+    t0 = time.monotonic()
+    await asyncio.to_thread(sync.stop)
+    took_sync = time.monotonic() - t0
+    t0 = time.monotonic()
+    await aio.stop()
+    return took_sync, time.monotonic() - t0
+
+
 async def test_stop_is_bounded_by_leave_timeout_when_no_registry_answers(tmp_path: Path) -> None:
     """A registry that takes our push/pull and never answers (SIGSTOP: the kernel still accepts)
     holds stop() no longer than leave_timeout, for both drivers."""
@@ -265,12 +276,7 @@ async def test_stop_is_bounded_by_leave_timeout_when_no_registry_answers(tmp_pat
         await aio.start()
         frozen.proc.signal(signal.SIGSTOP)
         try:
-            t0 = time.monotonic()
-            await asyncio.to_thread(sync.stop)
-            took_sync = time.monotonic() - t0
-            t0 = time.monotonic()
-            await aio.stop()
-            took_async = time.monotonic() - t0
+            took_sync, took_async = await _timed_stops(sync, aio)
         finally:
             frozen.proc.signal(signal.SIGKILL)  # no graceful leave to wait for at the end
         assert 0.9 < took_sync < 3.0 and 0.9 < took_async < 3.0, (took_sync, took_async)
@@ -301,10 +307,5 @@ async def test_stop_returns_at_once_when_nobody_is_left_to_tell(tmp_path: Path) 
         while not nobody_alive(aio):  # the async register's gossip runs on this loop: no thread
             assert time.monotonic() < deadline, "the async register never saw its registry leave"
             await asyncio.sleep(0.01)
-        t0 = time.monotonic()
-        await asyncio.to_thread(sync.stop)
-        took_sync = time.monotonic() - t0
-        t0 = time.monotonic()
-        await aio.stop()
-        took_async = time.monotonic() - t0
+        took_sync, took_async = await _timed_stops(sync, aio)
         assert took_sync < 0.5 and took_async < 0.5, (took_sync, took_async)
