@@ -44,19 +44,19 @@ from registry.v1 import registry_pb2 as pb
 
 __all__ = [
     "COMPAT_SERVICE",
-    "Exhausted",
-    "Invalid",
     "MAX_BATCH_KEYS",
-    "MemberRow",
-    "MemberTable",
     "MAX_MATCH_N",
     "MAX_WATCHERS",
+    "V1_SERVICE",
+    "WATCH_QUEUE_SIZE",
+    "Exhausted",
+    "Invalid",
+    "MemberRow",
+    "MemberTable",
     "Missing",
     "RegistryCore",
     "StreamMethod",
     "UnaryMethod",
-    "V1_SERVICE",
-    "WATCH_QUEUE_SIZE",
     "ring_info",
     "service_pb",
 ]
@@ -123,7 +123,7 @@ class _Encoded:
     parameters depend only on itself and its group's fixed replica count (chash).
     """
 
-    __slots__ = ("source", "v1", "compat", "compat_bare")
+    __slots__ = ("compat", "compat_bare", "source", "v1")
     source: Service
     v1: bytes
     compat: bytes

@@ -31,16 +31,16 @@ from types import MappingProxyType
 from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, Ring, RingNode
 
 __all__ = [
-    "Service",
-    "GroupChange",
-    "UnknownGroup",
-    "Catalog",
+    "MAX_WEIGHT",
     "REGISTRY_GROUP",
-    "TAG_GROUP",
     "TAG_ADDR",
+    "TAG_GROUP",
     "TAG_REPLICAS",
     "TAG_WEIGHT",
-    "MAX_WEIGHT",
+    "Catalog",
+    "GroupChange",
+    "Service",
+    "UnknownGroup",
 ]
 
 #: Group of the registry servers themselves (Go: registryName).
@@ -339,7 +339,7 @@ class Catalog:
             for callback in listeners:
                 try:
                     callback(change)
-                except Exception:  # a listener must not break membership handling
+                except Exception:  # noqa: BLE001 - a listener must not break membership handling
                     self.stats["listener_error"] += 1
 
     # ----------------------------------------------------------------- reads

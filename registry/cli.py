@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
-    except Exception as exc:  # last resort: still one line, never a traceback
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line, never a traceback
         print_error(f"{type(exc).__name__}: {exc}")
         return EXIT_RUNTIME
 

@@ -111,7 +111,7 @@ class MetricsServer:
         if path in (b"/metrics", b"/"):
             try:
                 return "200 OK", render(self._collect()), CONTENT_TYPE
-            except Exception as exc:  # a collector bug must not kill the listener
+            except Exception as exc:  # noqa: BLE001 - a collector bug must not kill the listener
                 return "500 Internal Server Error", f"collect failed: {exc}\n", "text/plain"
         if path == b"/healthz":
             return "200 OK", "ok\n", "text/plain"

@@ -36,7 +36,7 @@ from registry.metrics import Metric, MetricsServer
 from registry.server_config import ServerConfig
 from registry.tls import TlsFiles
 
-__all__ = ["REGISTRY_GROUP", "ServerConfig", "RegistryServer", "StartError"]
+__all__ = ["REGISTRY_GROUP", "RegistryServer", "ServerConfig", "StartError"]
 
 REGISTRY_GROUP = "registry-group"
 
@@ -193,7 +193,7 @@ class RegistryServer:
             raise StartError(str(exc)) from None
         except OSError as exc:
             raise StartError(str(exc)) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the gRPC front raises while binding is a start error
             raise StartError(f"cannot listen for gRPC on {bind_rpc}: {exc}") from None
         self.grpc_address = rpc_addr
         self._grpc.core.member_table = self._member_rows  # Members(all=true): every status, not just the rings
@@ -234,7 +234,7 @@ class RegistryServer:
         try:
             timeout = 2 * self.agent.config.memberlist.tcp_timeout + 5.0
             n = await asyncio.wait_for(self.agent.join(list(self.config.registries)), timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed join is retried, whatever the cause
             log.warning("join failed; will retry", seeds=self.config.registries, error=str(exc) or type(exc).__name__)
             return
         if n and n > 0:
@@ -298,7 +298,7 @@ class RegistryServer:
         if self.agent is not None:
             try:
                 await asyncio.wait_for(self.agent.leave(self.config.leave_timeout), self.config.leave_timeout + 1.0)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever leave() raises
                 log.warning("leave did not finish cleanly", error=str(exc) or type(exc).__name__)
         await self.close()
 

@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from registry.catalog import Catalog, UnknownGroup
 from registry.client.common import to_service
 from registry.client.errors import NotFound
 from registry.client.types import Service
-from registry.catalog import Catalog, UnknownGroup
 from registry.ring import EmptyRing, Ring
 from registry.v1 import registry_pb2 as pb
 

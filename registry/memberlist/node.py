@@ -242,7 +242,7 @@ class MemberlistNode:
         """Wait until `predicate()` holds (re-checked after every network input/timer)."""
         return await self._runner.wait_until(predicate, timeout)
 
-    async def __aenter__(self) -> MemberlistNode:
+    async def __aenter__(self) -> MemberlistNode:  # noqa: PYI034 - typing.Self is 3.11+; the class is not meant to be subclassed
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -367,7 +367,7 @@ class ThreadedRunner:
             c.done.set()
         for conn in list(self._conns):
             self._drop(conn)
-        for sid, done in list(self._watchers.items()):
+        for done in list(self._watchers.values()):
             self._guard("watcher", functools.partial(done, False, "node shut down"))
         self._watchers.clear()
         for _, ev in self._waiters:

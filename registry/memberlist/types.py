@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from typing import Protocol, Union
 
 __all__ = [
-    "REFUSED",
-    "Address",
-    "NodeState",
-    "Node",
-    "SendPacket",
-    "OpenStream",
-    "Output",
-    "Machine",
-    "refusal_text",
     "DEFAULT_VSN",
     "META_MAX_SIZE",
-    "ip_to_bytes",
+    "REFUSED",
+    "Address",
+    "Machine",
+    "Node",
+    "NodeState",
+    "OpenStream",
+    "Output",
+    "SendPacket",
     "ip_from_bytes",
+    "ip_to_bytes",
+    "refusal_text",
 ]
 
 #: `[pmin, pmax, pcur, dmin, dmax, dcur]` as a stock `serf agent` advertises it.
@@ -54,7 +54,7 @@ def ip_to_bytes(host: str) -> bytes:
 def ip_from_bytes(raw: bytes) -> str:
     """Text form of a wire IP; a 16-byte IPv4-mapped address comes back as dotted IPv4."""
     if len(raw) == 4:
-        return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])  # = str(IPv4Address(raw)), much cheaper
+        return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])  # noqa: UP031 - = str(IPv4Address(raw)), much cheaper
     if len(raw) == 16:
         ip6 = ipaddress.IPv6Address(raw)
         return str(ip6.ipv4_mapped) if ip6.ipv4_mapped is not None else str(ip6)
@@ -151,7 +151,7 @@ class OpenStream:
     kind: str = field(default="push_pull")
 
 
-Output = Union[SendPacket, OpenStream]
+Output = Union[SendPacket, OpenStream]  # noqa: UP007 - a run-time alias, as in registry/h2/events.py
 
 
 class Machine(Protocol):

@@ -163,7 +163,7 @@ class AsyncRegister(Options):
             try:
                 result = fn(m)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
+                    asyncio.ensure_future(result)  # noqa: RUF006 - fire and forget, as before (see issue 13 report)
             except Exception:
                 log.exception("handler %s failed for %s", method, m.name)
 

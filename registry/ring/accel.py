@@ -23,6 +23,6 @@ def load(bucket_bits: int, owner_bits: int) -> ModuleType | None:
         from registry import _ringaccel
     except ImportError:
         return None
-    if (_ringaccel.BUCKET_BITS, _ringaccel.OWNER_BITS) != (bucket_bits, owner_bits):
+    if (bucket_bits, owner_bits) != (_ringaccel.BUCKET_BITS, _ringaccel.OWNER_BITS):
         return None
     return _ringaccel

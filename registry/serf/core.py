@@ -775,10 +775,10 @@ class Serf(QueryRules, Delegate):
         for name, ms in list(self._members.items()):
             st = ms.member.status
             if (
-                st == MemberStatus.FAILED
-                and now - ms.leave_time > self.config.reconnect_timeout
-                or st == MemberStatus.LEFT
-                and now - ms.leave_time > self.config.tombstone_timeout
+                (st == MemberStatus.FAILED
+                and now - ms.leave_time > self.config.reconnect_timeout)
+                or (st == MemberStatus.LEFT
+                and now - ms.leave_time > self.config.tombstone_timeout)
             ):
                 pass
             else:
