@@ -14,7 +14,6 @@ import shutil
 
 import pytest
 
-
 _NEEDS = {
     "serf": (("serf",), "apt-get install serf"),
     "nghttp2": (("h2load", "nghttp"), "apt-get install nghttp2-client"),

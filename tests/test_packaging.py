@@ -64,7 +64,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Requires-Dist: uhashring" not in text.split("Provides-Extra: test")[0], "uhashring is test-only"
-    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    assert any(n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE")) for n in names)
 
 
 def test_installed_sdk_imports_beside_a_users_own_client_py(venv_python: Path, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def wait_for(pred: Callable[[], T | None], timeout: float = 30.0, interval: floa
                 return value
         except ProcessExited:
             raise
-        except Exception as exc:  # the condition may raise until the system is up
+        except Exception as exc:  # noqa: BLE001 - the condition may raise until the system is up
             last_exc = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}; last error: {last_exc!r}")
@@ -59,7 +59,7 @@ class Proc:
     def __init__(self, argv: Sequence[str], log: Path) -> None:
         self.argv = list(argv)
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 - the child writes to it until stop()
         self.p = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env(), cwd=str(ROOT))
 
     def output(self) -> str:
@@ -159,7 +159,7 @@ class Registry:
     def rpc(self) -> str:
         return f"127.0.0.1:{self.rpc_port}"
 
-    def client(self, **kw: object) -> "object":
+    def client(self, **kw: object) -> object:
         from registry.client import RpcClient
 
         return RpcClient(self.rpc, timeout=10.0, **kw)  # type: ignore[arg-type]
@@ -174,7 +174,7 @@ class Registry:
             except NotFound:
                 return set()
 
-    def wait_ready(self, timeout: float = 60.0) -> "Registry":
+    def wait_ready(self, timeout: float = 60.0) -> Registry:
         def serving() -> bool:
             if not self.proc.alive():
                 raise ProcessExited(f"{self.id} exited: {self.proc.output()}")
@@ -215,7 +215,7 @@ class Service:
         self.addr, self.gossip = m.group(1), m.group(2)
         return True
 
-    def wait_registered(self, timeout: float = 60.0) -> "Service":
+    def wait_registered(self, timeout: float = 60.0) -> Service:
         wait_for(self.registered, timeout, what=f"{self.id} registered", interval=0.02)
         return self
 

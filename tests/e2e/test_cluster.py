@@ -35,7 +35,7 @@ class Cluster:
     def seeds(self) -> list[str]:
         return [self.r1.gossip, self.r2.gossip]
 
-    def on_both(self, pred: "object") -> bool:
+    def on_both(self, pred: object) -> bool:
         return all(pred(r) for r in (self.r1, self.r2))  # type: ignore[operator]
 
 
@@ -101,7 +101,7 @@ def test_match_identical_everywhere(cluster: Cluster) -> None:
         raise AssertionError(f"never agreed; last: {last[0]}") from None
 
 
-def _measure(pred: "object", timeout: float) -> float:
+def _measure(pred: object, timeout: float) -> float:
     t0 = time.monotonic()
     wait_for(pred, timeout, interval=0.01)  # type: ignore[arg-type]
     return time.monotonic() - t0

@@ -38,7 +38,7 @@ def _register(seed: str, key: str | None) -> Register:
 
 def test_register_with_another_key_is_told_to_check_the_key(pool: tuple[Registry, Registry]) -> None:
     keyed, _ = pool
-    with pytest.raises(RegisterError, match="did not accept our encrypted stream.*same -encrypt key"):
+    with pytest.raises(RegisterError, match=r"did not accept our encrypted stream.*same -encrypt key"):
         _register(keyed.gossip, KEY_B).start()
 
 
@@ -46,19 +46,19 @@ async def test_async_register_with_another_key_is_told_to_check_the_key(pool: tu
     keyed, _ = pool
     reg = AsyncRegister("svc-enc", "127.0.0.1:0", "", keyed.gossip, "enc", "127.0.0.1:8080", profile="fast",
                         encrypt=KEY_B)
-    with pytest.raises(RegisterError, match="did not accept our encrypted stream.*same -encrypt key"):
+    with pytest.raises(RegisterError, match=r"did not accept our encrypted stream.*same -encrypt key"):
         await reg.start()
 
 
 def test_register_without_a_key_is_told_the_registry_encrypts(pool: tuple[Registry, Registry]) -> None:
     keyed, _ = pool
-    with pytest.raises(RegisterError, match="encrypts gossip and we have no key.*same -encrypt key"):
+    with pytest.raises(RegisterError, match=r"encrypts gossip and we have no key.*same -encrypt key"):
         _register(keyed.gossip, None).start()
 
 
 def test_register_with_a_key_is_told_the_registry_has_none(pool: tuple[Registry, Registry]) -> None:
     _, plain = pool
-    with pytest.raises(RegisterError, match="answered unencrypted.*same key"):
+    with pytest.raises(RegisterError, match=r"answered unencrypted.*same key"):
         _register(plain.gossip, KEY_B).start()
 
 

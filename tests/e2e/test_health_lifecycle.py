@@ -120,7 +120,7 @@ def test_health_not_serving_until_joined_then_serving_then_not_serving_while_lea
                 reg.proc.signal(signal.SIGTERM)
             wait_for(lambda: all(w.ended is not None for w in watches.values()), 60,
                      what="every Watch ended by the stopping registry")
-            for e, reg in regs.items():
+            for reg in regs.values():
                 assert reg.proc.wait(30) == 0, reg.proc.output()
             for (e, s), w in watches.items():
                 # NOT_SERVING reached the client on the open stream before the server closed it.

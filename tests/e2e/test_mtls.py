@@ -55,9 +55,8 @@ def test_mutual_tls_end_to_end(tmp_path: Path, engine: str) -> None:
             {},
         ]
         for kw in refused:
-            with RpcClient(target, timeout=5, **kw) as c:
-                with pytest.raises(RegistryError):
-                    c.groups()
+            with RpcClient(target, timeout=5, **kw) as c, pytest.raises(RegistryError):
+                c.groups()
         assert p.alive(), p.output()
 
         # the ops subcommands take the same three flags

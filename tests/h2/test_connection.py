@@ -379,7 +379,10 @@ def test_request_checks_follow_the_header_table() -> None:
 
     c = opened()
     base = block(REQUEST)
-    with_index = lambda name, value: b"\x40" + encode_integer(len(name), 7) + name + encode_integer(len(value), 7) + value
+
+    def with_index(name: bytes, value: bytes) -> bytes:
+        return b"\x40" + encode_integer(len(name), 7) + name + encode_integer(len(value), 7) + value
+
     c.receive(frame(HEADERS, 0x5, 1, base + with_index(b"x-a", b"ok")))  # entry 62: x-a: ok
     same = base + b"\xbe"  # indexed field 62
     assert isinstance(c.receive(frame(HEADERS, 0x5, 3, same))[-1], RequestReceived)

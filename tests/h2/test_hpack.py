@@ -632,7 +632,7 @@ def _serve_once(listener: socket.socket, got: list[Fields], decoder: Decoder, er
                         got.append(decoder.decode(block))
                         block = b""
                         conn.sendall(_frame(1, 0x5, stream, response))
-    except BaseException as exc:  # reported by the test thread
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
         errors.append(exc)
 
 

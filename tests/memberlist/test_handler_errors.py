@@ -117,7 +117,7 @@ def test_a_simulation_fails_on_a_counted_handler_error() -> None:
     c.nodes[1].strict = False
     c.nodes[0].send_best_effort(c.addrs[1], b"\x01hello", c.net.now)
     c.net.kick(c.addrs[0])
-    with pytest.raises(HandlerErrorCounted, match="drop.handler_error"):
+    with pytest.raises(HandlerErrorCounted, match=r"drop\.handler_error"):
         c.net.run_for(1.0)
     assert SimNetwork(strict=False).strict is False  # a driver may opt out, for fault injection
 

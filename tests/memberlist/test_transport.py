@@ -228,7 +228,7 @@ async def test_stream_to_silent_peer_times_out(make_runner: MakeRunner) -> None:
 
 
 async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner: MakeRunner) -> None:
-    b, mb = await make_runner(config=Config.fast(tcp_timeout=0.5))
+    b, _mb = await make_runner(config=Config.fast(tcp_timeout=0.5))
     a, ma = await make_runner()
     # A silent client: the node must close it after tcp_timeout.
     r1, w1 = await asyncio.open_connection(LOOP4, b.bound.port)
@@ -256,7 +256,7 @@ async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner: M
 
 async def test_machine_exceptions_are_contained(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
-    b, mb = await make_runner()
+    b, _mb = await make_runner()
     ma.send(b.bound, b"boom")
     sid = ma.open(b.bound, b"boom")
     fut = a.watch_stream(sid)
@@ -272,7 +272,7 @@ async def test_machine_exceptions_are_contained(make_runner: MakeRunner) -> None
 
 
 async def test_udp_garbage_does_not_hurt(make_runner: MakeRunner) -> None:
-    b, mb = await make_runner()
+    b, _mb = await make_runner()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOOP4, 0))
         s.sendto(b"\x00" * 2000, (LOOP4, b.bound.port))
@@ -306,7 +306,7 @@ async def test_timer_armed_at_next_deadline_and_rearmed(make_runner: MakeRunner)
 
 
 async def test_inbound_concurrency_is_capped(make_runner: MakeRunner) -> None:
-    b, mb = await make_runner(config=Config.fast(tcp_timeout=5.0, max_concurrent_push_pulls=2))
+    b, _mb = await make_runner(config=Config.fast(tcp_timeout=5.0, max_concurrent_push_pulls=2))
     conns = [await asyncio.open_connection(LOOP4, b.bound.port) for _ in range(2)]
     await wait_for(lambda: b.stats["tcp.accept"] == 2)
     _r3, w3 = await asyncio.open_connection(LOOP4, b.bound.port)

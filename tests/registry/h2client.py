@@ -46,7 +46,7 @@ class H2Client:
         """Bytes the server's windows let us send on `sid` now (0 once the stream is closed)."""
         try:
             return int(min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size))
-        except Exception:  # stream closed or reset by the server
+        except Exception:  # noqa: BLE001 - stream closed or reset by the server
             return 0
 
     def send(self, sid: int, data: bytes, end_stream: bool = False) -> None:

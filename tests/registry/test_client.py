@@ -9,11 +9,30 @@ from pathlib import Path
 
 import grpc
 import pytest
+from rpc_fixtures import (
+    ENGINES,
+    GROUP,
+    ServerThread,
+    async_wait_for,
+    make_certs,
+    populate,
+    start_server,
+    tags,
+    wait_for,
+)
 
-from registry.client import AsyncRpcClient, InvalidArgument, NotFound, RegistryError, RpcClient, Service, TlsConfig, Unavailable
 from registry.catalog import Catalog
+from registry.client import (
+    AsyncRpcClient,
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    RpcClient,
+    Service,
+    TlsConfig,
+    Unavailable,
+)
 from registry.tls import TlsFiles
-from rpc_fixtures import ENGINES, GROUP, ServerThread, start_server, async_wait_for, make_certs, populate, tags, wait_for
 
 KEYS = [f"user-{i}" for i in range(200)]
 
@@ -95,9 +114,8 @@ def test_failover_when_first_address_hangs(server: ServerThread) -> None:
 
 def test_all_down_is_unavailable_naming_addresses() -> None:
     a, b = dead_addr(), dead_addr()
-    with RpcClient([a, b], timeout=2) as c:
-        with pytest.raises(Unavailable) as info:
-            c.match(GROUP, "k")
+    with RpcClient([a, b], timeout=2) as c, pytest.raises(Unavailable) as info:
+        c.match(GROUP, "k")
     assert a in str(info.value) and b in str(info.value) and repr(GROUP) in str(info.value)
 
 
@@ -230,9 +248,9 @@ def test_tls_and_mutual_tls(tmp_path: Path, engine: str) -> None:
         s.call(populate, s.catalog, GROUP, 3)
         with RpcClient(s.addr, tls_ca=certs["ca"]) as c:
             assert c.match(GROUP, "k").group == GROUP
-        with RpcClient(s.addr, timeout=3) as c:  # plaintext to a TLS port fails
-            with pytest.raises(RegistryError):
-                c.match(GROUP, "k")
+        # plaintext to a TLS port fails
+        with RpcClient(s.addr, timeout=3) as c, pytest.raises(RegistryError):
+            c.match(GROUP, "k")
     finally:
         s.stop()
     m = ServerThread(tls=TlsFiles(cert=certs["server_cert"], key=certs["server_key"], ca=certs["ca"]), engine=engine)
@@ -241,9 +259,9 @@ def test_tls_and_mutual_tls(tmp_path: Path, engine: str) -> None:
         tls = TlsConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
         with RpcClient(m.addr, tls=tls) as c:
             assert c.match(GROUP, "k").group == GROUP
-        with RpcClient(m.addr, tls_ca=certs["ca"], timeout=3) as c:  # no client certificate: refused
-            with pytest.raises(RegistryError):
-                c.match(GROUP, "k")
+        # no client certificate: refused
+        with RpcClient(m.addr, tls_ca=certs["ca"], timeout=3) as c, pytest.raises(RegistryError):
+            c.match(GROUP, "k")
     finally:
         m.stop()
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 from rpc_fixtures import GROUP, ServerThread, async_wait_for, wait_for
 
-from registry.client import AsyncRpcClient, RpcClient, Service
 from registry.catalog import Catalog
+from registry.client import AsyncRpcClient, RpcClient, Service
 
 pytestmark = pytest.mark.slow
 

@@ -70,7 +70,7 @@ class ServerProc:
 
     def __init__(self, tmp: Path, options: dict[str, Any] | None = None, nofile: tuple[int, int] | None = None) -> None:
         self.log = tmp / f"native-{time.monotonic_ns()}.log"
-        self._log = open(self.log, "wb")
+        self._log = open(self.log, "wb")  # noqa: SIM115 - the child writes to it until stop()
         cmd = [sys.executable, str(PROC), json.dumps(options or {})]
         self.p = subprocess.Popen(
             _nofile(*nofile, cmd) if nofile else cmd,

@@ -355,7 +355,7 @@ def test_readers_never_see_a_half_built_ring(algorithm: str) -> None:
                     assert got in allowed[k] and got in ring.nodes
                     assert len(ring.get_n(k, 2)) == 2
                 reads[0] += 1
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(2)]

@@ -10,6 +10,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from rpc_fixtures import ENGINES, GROUP, AnyServer, async_wait_for, populate, start_server, tags
 
 from registry.catalog import Catalog
 from registry.compat import rpcserver_pb2 as compat_pb2
@@ -17,7 +18,6 @@ from registry.compat import rpcserver_pb2_grpc as compat_grpc
 from registry.rpc import COMPAT_SERVICE, MAX_MATCH_N, V1_SERVICE, WATCH_QUEUE_SIZE
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
-from rpc_fixtures import ENGINES, GROUP, AnyServer, async_wait_for, populate, start_server, tags
 
 KEYS = [f"user-{i}" for i in range(300)]
 
@@ -128,7 +128,7 @@ async def test_invalid_argument(stub: pb_grpc.RegistryStub, request_: object, me
     err = await _code(getattr(stub, method)(request_))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (err.details() or "")
-    if getattr(request_, "group"):
+    if request_.group:
         assert repr(GROUP) in (err.details() or "")
 
 

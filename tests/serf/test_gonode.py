@@ -37,8 +37,8 @@ from e2e.helpers import (
 from gonode import GoNode
 from serf_live import wait
 
-from registry.register import Register, RegisterError
 from registry.memberlist.config import Config
+from registry.register import Register, RegisterError
 from registry.serf.agent import SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import QueryEvent
