@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 GROUP = "bench-cache"
@@ -133,7 +133,6 @@ def main() -> int:
                 f"127.0.0.1:{9000 + i}"), env=env, stdin=True))
         addr = f"127.0.0.1:{rport}"
         from registry.client import RpcClient
-
         from registry.client.errors import NotFound
 
         def listed(c: Any) -> int:

@@ -148,7 +148,7 @@ class Cluster:
             if join:
                 argv += ["--join", join]
             stdin = True
-        node.proc = common.Proc(name, argv, on_line=lambda p, t, l: self._on_line(node, t, l), stdin=stdin)
+        node.proc = common.Proc(name, argv, on_line=lambda p, t, line: self._on_line(node, t, line), stdin=stdin)
         self.nodes[name] = node
         self.group.add(node.proc)
         return node

@@ -157,11 +157,11 @@ def main() -> int:
                                                                 f"127.0.0.1:{g1}", "mem-group", "127.0.0.1:8080",
                                                                 args.profile), env=env, stdin=True))
         try:
-            common.wait_for(lambda: any(l.startswith("ALLMODULES") for _, l in list(svc.lines)) or not svc.alive(),
+            common.wait_for(lambda: any(line.startswith("ALLMODULES") for _, line in list(svc.lines)) or not svc.alive(),
                             60, 0.01, "the service to start")
         except TimeoutError:
             pass
-        lines = {l.split()[0]: l for _, l in list(svc.lines) if l and l.split()[0].isupper()}
+        lines = {line.split()[0]: line for _, line in list(svc.lines) if line and line.split()[0].isupper()}
         if "ALLMODULES" not in lines:
             print(f"   service did not start:\n{svc.tail()}")
         else:

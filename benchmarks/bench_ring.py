@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 
@@ -144,11 +144,11 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
             if k in (1, 10, 100, 1000):
                 base = ring
                 insert[k] = statistics.median(
-                    ms(lambda j=j: base.with_node(f"fresh-{j}", node)) for j in range(repeat)  # type: ignore[misc]
+                    ms(lambda j=j: base.with_node(f"fresh-{j}", node)) for j in range(repeat)  # type: ignore[misc]  # noqa: B023 - called at once, inside the iteration
                 )
                 if compare:
                     pure_insert[k] = statistics.median(
-                        pure_python_ms(lambda j=j: base.with_node(f"fresh-{j}", node))  # type: ignore[misc]
+                        pure_python_ms(lambda j=j: base.with_node(f"fresh-{j}", node))  # type: ignore[misc]  # noqa: B023 - called at once, inside the iteration
                         for j in range(repeat)
                     )
         if count >= top:
@@ -161,10 +161,10 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
         if k in snapshots:
             full = snapshots[k]
             names = [f"service-{i}" for i in range(k)][:repeat]
-            delete[k] = statistics.median(ms(lambda n=n: full.without(n)) for n in names)  # type: ignore[misc]
+            delete[k] = statistics.median(ms(lambda n=n: full.without(n)) for n in names)  # type: ignore[misc]  # noqa: B023 - called at once, inside the iteration
             if compare:
                 pure_delete[k] = statistics.median(
-                    pure_python_ms(lambda n=n: full.without(n)) for n in names  # type: ignore[misc]
+                    pure_python_ms(lambda n=n: full.without(n)) for n in names  # type: ignore[misc]  # noqa: B023 - called at once, inside the iteration
                 )
 
     balance: dict[int, tuple[float, float]] = {}
@@ -190,10 +190,10 @@ def run(algorithm: str, replicas: int, sizes: list[int], repeat: int, keys: list
     for n in sizes:
         r = snapshots[n]
         get = r.get
-        best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))
+        best = min(ms(lambda: [get(k) for k in keys]) for _ in range(3))  # noqa: B023 - called at once, inside the iteration
         lookups[n] = len(keys) / (best / 1000)
         get_many = r.get_many
-        best = min(ms(lambda: [get_many(b) for b in batches]) for _ in range(3))
+        best = min(ms(lambda: [get_many(b) for b in batches]) for _ in range(3))  # noqa: B023 - called at once, inside the iteration
         many[n] = len(keys) / (best / 1000)
     memory = {n: ring_bytes(snapshots[n]) for n in sizes}
     points = {n: snapshots[n].point_count for n in sizes}
@@ -212,7 +212,7 @@ def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
     times = []
     for j in range(repeat):
         ring = uhashring.HashRing({f"service-{i}": {"vnodes": vnodes} for i in range(n - 1)}, hash_fn=h)
-        times.append(ms(lambda: ring.add_node(f"fresh-{j}", {"vnodes": vnodes})))
+        times.append(ms(lambda: ring.add_node(f"fresh-{j}", {"vnodes": vnodes})))  # noqa: B023 - called at once, inside the iteration
     return statistics.median(times)
 
 

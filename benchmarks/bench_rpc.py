@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.setup_path()
 GROUP = "bench"
@@ -485,7 +485,7 @@ def main() -> None:
         bare = procs.add(common.Proc("bare", [sys.executable, __file__, "--serve-bare", str(bare_port)]))
         bare_sync = procs.add(common.Proc("bare-sync", [sys.executable, __file__, "--serve-bare-sync", str(sync_port)]))
         for proc in (srv, srv_grpcio, bare, bare_sync):
-            common.wait_for(lambda: any(line.startswith("READY") for _, line in proc.lines), 60,
+            common.wait_for(lambda: any(line.startswith("READY") for _, line in proc.lines), 60,  # noqa: B023 - called at once, inside the iteration
                             what=f"{proc.name} ready")
         addr = f"127.0.0.1:{port}"
         refs = {"bare": (bare, f"127.0.0.1:{bare_port}"), "bare-sync": (bare_sync, f"127.0.0.1:{sync_port}")}

@@ -295,9 +295,9 @@ class Proc:
 
     def _read(self) -> None:
         assert self.popen is not None and self.popen.stdout is not None
-        for line in self.popen.stdout:
+        for raw in self.popen.stdout:
             t = time.monotonic()
-            line = line.rstrip("\n")
+            line = raw.rstrip("\n")
             self.lines.append((t, line))
             if len(self.lines) > self.keep_lines:
                 del self.lines[: len(self.lines) - self.keep_lines]
@@ -342,7 +342,7 @@ class Proc:
             self.kill()
 
     def tail(self, n: int = 15) -> str:
-        return "\n".join(f"    {l}" for _, l in self.lines[-n:])
+        return "\n".join(f"    {line}" for _, line in self.lines[-n:])
 
 
 class ProcGroup:

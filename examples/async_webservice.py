@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
-from registry.register import AsyncRegister, RegisterError  # noqa: E402
+from registry.register import AsyncRegister, RegisterError
 
 
 async def serve(a: argparse.Namespace) -> int:

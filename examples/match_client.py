@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
-from registry.client import RegistryError, RpcClient  # noqa: E402
+from registry.client import RegistryError, RpcClient
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
-from registry.register import Register, RegisterError  # noqa: E402
+from registry.register import Register, RegisterError
 
 
 def main() -> int:
