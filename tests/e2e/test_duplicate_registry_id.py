@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .helpers import TOLERANT, Registry, Service, free_port, procs, wait_for
+from .helpers import TOLERANT, Proc, Registry, Service, free_port, procs, wait_for
 
 TAKEN = "is taken by another node"  # what a gossip layer that shut itself down logs
 
 
-def _holder_is_healthy(r1: Registry, ps: list, tmp: Path) -> None:
+def _holder_is_healthy(r1: Registry, ps: list[Proc], tmp: Path) -> None:
     """The holder still gossips: a service joins through it and is matched; its gossip never shut down."""
     svc = Service(ps, tmp, "svc-after", [r1.gossip], profile=TOLERANT).wait_registered()
     wait_for(lambda: "svc-after" in r1.ids("webservice"), 30, what="the service listed by the holder")
