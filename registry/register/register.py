@@ -18,6 +18,7 @@ leave (about 2 s at the LAN profile): a service being stopped should not wait on
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from registry.serf.threaded import ThreadedSerf
 from .options import DEFAULT_REPLICAS, Handler, Options, RegisterError
 
 if TYPE_CHECKING:  # typing.Self is 3.11+: only the type checker sees it (the package runs on 3.10)
+    import asyncio
     from typing import Self
 
 __all__ = ["DEFAULT_REPLICAS", "AsyncRegister", "Handler", "Register", "RegisterError"]
@@ -50,6 +52,11 @@ class AsyncRegister(Options):
 
     #: the running `SerfAgent` (None when not started)
     agent: Any = None
+
+    @functools.cached_property
+    def _handler_tasks(self) -> set[asyncio.Future[Any]]:
+        """Coroutines of async handlers still running (per instance, made on first use)."""
+        return set()
 
     @property
     def address(self) -> str:
@@ -163,9 +170,18 @@ class AsyncRegister(Options):
             try:
                 result = fn(m)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)  # noqa: RUF006 - fire and forget, as before (see issue 13 report)
+                    # The loop holds tasks only weakly: keep each until it ends (one not referenced could
+                    # be collected midway), and log its failure as a sync handler's is logged.
+                    task = asyncio.ensure_future(result)
+                    self._handler_tasks.add(task)
+                    task.add_done_callback(functools.partial(self._handler_done, method, m.name))
             except Exception:
                 log.exception("handler %s failed for %s", method, m.name)
+
+    def _handler_done(self, method: str, name: str, task: asyncio.Future[Any]) -> None:
+        self._handler_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler %s failed for %s", method, name, exc_info=task.exception())
 
     async def __aenter__(self) -> Self:
         await self.start()

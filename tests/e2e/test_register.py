@@ -115,3 +115,34 @@ def test_one_dead_seed_is_tolerated(registry: Registry) -> None:
         reg.stop()
     assert reg.members() == []  # stopped: no gossip thread left
     assert not [t for t in threading.enumerate() if t.name.startswith("serf-svc-seeds")]
+
+
+async def test_async_handlers_run_to_the_end_and_their_failures_are_logged(
+        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    """An async handler's coroutine is kept until it ends (the loop holds tasks only weakly), and its
+    exception is logged like a sync handler's (before: asyncio's "Task exception was never retrieved",
+    if ever, at garbage collection)."""
+    seen: list[str] = []
+
+    class Handler:
+        async def on_member_join(self, m: Any) -> None:
+            await asyncio.sleep(0)
+            seen.append(m.name)
+            raise RuntimeError(f"boom on {m.name}")
+
+        def on_member_leave(self, m: Any) -> None:
+            pass
+
+        def on_member_update(self, m: Any) -> None:
+            pass
+
+    async with AsyncRegister("svc-async-h", "127.0.0.1:0", "", [registry.gossip], "reg-async-h", "127.0.0.1:8101",
+                             profile="fast", handler=Handler()) as reg:
+        deadline = time.monotonic() + 10
+        while not any("boom on" in r.getMessage() or (r.exc_info and "boom on" in str(r.exc_info[1]))
+                      for r in caplog.records):
+            assert time.monotonic() < deadline, (seen, [r.getMessage() for r in caplog.records])
+            await asyncio.sleep(0.01)
+        failed = [r for r in caplog.records if r.getMessage().startswith("handler on_member_join failed")]
+        assert failed and failed[0].exc_info is not None and "boom on" in str(failed[0].exc_info[1])
+        assert seen and not reg._handler_tasks
