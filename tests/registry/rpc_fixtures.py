@@ -12,7 +12,7 @@ import datetime
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,3 +142,14 @@ def make_certs(tmp: Path) -> dict[str, str]:
         path.write_bytes(data)
         out[k] = str(path)
     return out
+
+
+def populated_server(engine: str) -> Iterator[ServerThread]:
+    """A ServerThread on `engine` with 5 services in GROUP, stopped at the end: the module fixture of the
+    client tests (`yield from populated_server(request.param)`)."""
+    s = ServerThread(engine=engine)
+    s.call(populate, s.catalog, GROUP, 5)
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -16,6 +16,7 @@ from rpc_fixtures import (
     async_wait_for,
     make_certs,
     populate,
+    populated_server,
     start_server,
     tags,
     wait_for,
@@ -39,10 +40,7 @@ KEYS = [f"user-{i}" for i in range(200)]
 
 @pytest.fixture(scope="module", params=ENGINES)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
-    s = ServerThread(engine=request.param)
-    s.call(populate, s.catalog, GROUP, 5)
-    yield s
-    s.stop()
+    yield from populated_server(request.param)
 
 
 def dead_addr() -> str:

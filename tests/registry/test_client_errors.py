@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populate
+from rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populated_server
 
 from registry import api
 from registry.client import (
@@ -40,10 +40,7 @@ CLIENTS: dict[str, Factory] = {
 
 @pytest.fixture(scope="module", params=ENGINES)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
-    s = ServerThread(engine=request.param)
-    s.call(populate, s.catalog, GROUP, 5)
-    yield s
-    s.stop()
+    yield from populated_server(request.param)
 
 
 @pytest.fixture(scope="module")
