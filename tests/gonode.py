@@ -3,7 +3,7 @@ go-msgpack v2), for interop tests; Debian's `serf` agent (tests/serfagent.py) is
 
 Usage::
 
-    from gonode import GoNode, gonode   # `gonode` is a pytest fixture factory
+    from tests.gonode import GoNode, gonode   # `gonode` is a pytest fixture factory
 
     def test_x(gonode):
         go = gonode("go1", tags={"group": "web"}, encrypt=KEY)   # started: lists itself alive
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import AgentProc, agent_factory, free_port
+
+from tests.agentproc import AgentProc, agent_factory, free_port
 
 __all__ = ["GoNode", "GoNodeError", "gonode", "gonode_binary", "gonode_missing"]
 

@@ -2,7 +2,7 @@
 
 Usage (sync or async tests alike)::
 
-    from serfagent import SerfAgent, serf_agent   # `serf_agent` is a pytest fixture factory
+    from tests.serfagent import SerfAgent, serf_agent   # `serf_agent` is a pytest fixture factory
 
     def test_x(serf_agent):
         agent = serf_agent(name="go1", tags={"role": "db"}, encrypt=KEY)   # started and answering RPC
@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
-from agentproc import AgentProc, agent_factory, free_port
+
+from tests.agentproc import AgentProc, agent_factory, free_port
 
 __all__ = ["SerfAgent", "SerfAgentError", "free_port", "serf_agent", "serf_agents", "serf_binary"]
 

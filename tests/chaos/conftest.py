@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e.helpers import Proc
+
+from tests.e2e.helpers import Proc
 
 from .netlab import NetLab, sweep_stale
 from .pool import Pool

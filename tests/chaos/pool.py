@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from e2e.helpers import Proc, ProcessExited, registry_cmd, wait_for
+from tests.e2e.helpers import Proc, ProcessExited, registry_cmd, wait_for
 
 from .netlab import NetLab, Node
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from e2e.helpers import wait_for
+
+from tests.e2e.helpers import wait_for
 
 from . import netlab
 from .netlab import NetLab

@@ -15,7 +15,8 @@ import sys
 import time
 
 import pytest
-from e2e.helpers import ROOT, env
+
+from tests.e2e.helpers import ROOT, env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 

@@ -16,7 +16,8 @@ import socket
 import time
 
 import pytest
-from e2e.helpers import wait_for
+
+from tests.e2e.helpers import wait_for
 
 from .conftest import PoolFactory
 from .pool import GROUP, KEYS, REGISTRY_GROUP, RPC_PORT, until

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
+from tests.agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

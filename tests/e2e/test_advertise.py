@@ -72,7 +72,7 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
 def test_go_serf_members_shows_advertised_addresses(tmp_path: Path) -> None:
     """Go's `serf members` (the Serf-level member list) shows the advertised gossip address
     and the -advertise value in the addr tag of a registry bound on every interface."""
-    from serfagent import SerfAgent
+    from tests.serfagent import SerfAgent
 
     gossip, rpc = free_port(), free_port()
     with procs() as ps:

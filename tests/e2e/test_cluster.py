@@ -198,9 +198,8 @@ def test_go_serf_agent_as_service_and_peer_with_encryption(tmp_path: Path) -> No
     """Debian's Go `serf agent` joins an encrypted registry as a service (tags group/addr, as a
     Go Register would send); a Python Register joins *through* the Go agent; `serf members`
     shows the registry with its tags; a Register with the wrong key is refused."""
-    from serfagent import SerfAgent
-
     from registry.register import Register, RegisterError
+    from tests.serfagent import SerfAgent
 
     with procs() as ps:
         r = Registry(ps, tmp_path, "registry-enc", (), "-encrypt", KEY).wait_ready()

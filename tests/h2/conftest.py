@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from wirepeer import Peer, native_server_thread
+
+from tests.h2.wirepeer import Peer, native_server_thread
 
 
 @pytest.fixture(scope="module")

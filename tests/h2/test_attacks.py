@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from hyperframe.frame import GoAwayFrame, SettingsFrame
-from wirepeer import CHECK, DEADLINE, EMPTY_MESSAGE, GET, Peer, ServerProcess
+
+from tests.h2.wirepeer import CHECK, DEADLINE, EMPTY_MESSAGE, GET, Peer, ServerProcess
 
 ENHANCE_YOUR_CALM = 0xB
 

@@ -21,9 +21,9 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
-from wirepeer import CHECK, EMPTY_MESSAGE, GET, POST, WATCH, Peer
 
 from registry.h2.connection import PREFACE
+from tests.h2.wirepeer import CHECK, EMPTY_MESSAGE, GET, POST, WATCH, Peer
 
 NO_ERROR, PROTOCOL, INTERNAL, FLOW, SETTINGS_TIMEOUT, CLOSED, FRAME_SIZE, REFUSED, CANCEL, COMPRESSION = range(10)
 WINDOW = SettingsFrame.INITIAL_WINDOW_SIZE

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wirepeer import ServerProcess
+
+from tests.h2.wirepeer import ServerProcess
 
 _CANDIDATES = [os.environ.get("H2SPEC", ""), str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "h2spec")]
 H2SPEC = next((p for p in _CANDIDATES if p and os.access(p, os.X_OK)), None)

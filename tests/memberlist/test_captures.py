@@ -16,10 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pcap import (  # tests/memberlist is on sys.path (rootdir import mode)
-    Capture,
-    read_pcap,
-)
 
 from registry.memberlist import lzw
 from registry.memberlist.codec import (
@@ -34,6 +30,10 @@ from registry.memberlist.messages import Ack, PushPull, UserMsg
 from registry.memberlist.stream import StreamFramer
 from registry.serf import messages as serf_messages
 from registry.serf.coordinate import decode_ack_payload, encode_ack_payload
+from tests.memberlist.pcap import (
+    Capture,
+    read_pcap,
+)
 
 # Made by tests/data/capture.py from real `serf agent` processes (see tests/data/captures/README.md).
 CAPTURES = Path(__file__).resolve().parents[1] / "data" / "captures"

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from serfagent import SerfAgent, serf_agent  # noqa: F401  (fixture; tests/ is on sys.path)
 
 from registry.memberlist.codec import DecodeError, WireCodec, encode
 from registry.memberlist.crypto import Keyring
 from registry.memberlist.messages import Ack, Ping, PushNodeState, PushPull
 from registry.memberlist.stream import StreamFramer
+from tests.serfagent import SerfAgent, serf_agent  # noqa: F401  (fixture)
 
 KEY = bytes(range(32))
 VSN = bytes([1, 5, 2, 2, 5, 5])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-from memberlist_sim import Recorder, addr, make_cluster
-
 from registry.memberlist.codec import WireCodec, encode
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
@@ -28,6 +26,7 @@ from registry.memberlist.types import (
     SendPacket,
     ip_to_bytes,
 )
+from tests.memberlist.memberlist_sim import Recorder, addr, make_cluster
 
 SRC = Address("10.9.9.9", 7946)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pcap import read_pcap  # tests/memberlist is on sys.path (rootdir import mode)
 
 from registry.memberlist.codec import (
     DecodeError,
@@ -24,6 +23,7 @@ from registry.memberlist.codec import (
 from registry.memberlist.crypto import Keyring
 from registry.memberlist.messages import Ack, Alive, Ping, PushNodeState, PushPull
 from registry.memberlist.stream import StreamFramer
+from tests.memberlist.pcap import read_pcap
 
 KEY = bytes(range(16))
 VSN = bytes([1, 5, 2, 2, 5, 5])

@@ -5,10 +5,9 @@ immediate gossip round can explain a peer knowing within them."""
 
 from __future__ import annotations
 
-from memberlist_sim import make_cluster
-
 from registry.memberlist.config import Config
 from registry.memberlist.types import NodeState
+from tests.memberlist.memberlist_sim import make_cluster
 
 SLOW_GOSSIP = Config.lan(gossip_interval=5.0)
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from memberlist_sim import Recorder, make_cluster
 
 from registry.memberlist.codec import WireCodec, encode, encode_user_stream
 from registry.memberlist.config import Config
@@ -24,6 +23,7 @@ from registry.memberlist.messages import Alive, UserMsg
 from registry.memberlist.node import MemberlistNode
 from registry.memberlist.simnet import HandlerErrorCounted, SimNetwork
 from registry.memberlist.types import DEFAULT_VSN, Address, ip_to_bytes
+from tests.memberlist.memberlist_sim import Recorder, make_cluster
 
 LOOP4 = "127.0.0.1"
 SRC = Address("10.9.9.9", 7946)

@@ -13,7 +13,6 @@ import time
 
 import msgpack
 import pytest
-from memberlist_sim import Recorder, make_cluster
 
 from registry.memberlist import lzw
 from registry.memberlist.codec import (
@@ -44,6 +43,7 @@ from registry.memberlist.types import (
     SendPacket,
     ip_to_bytes,
 )
+from tests.memberlist.memberlist_sim import Recorder, make_cluster
 
 SRC = Address("10.9.9.9", 7946)
 U32_MAX = 2**32 - 1

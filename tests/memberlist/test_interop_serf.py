@@ -13,16 +13,16 @@ from collections.abc import AsyncIterator, Callable
 
 import msgpack
 import pytest
-from serfagent import (  # noqa: F401  (fixtures)
-    SerfAgent,
-    serf_agent,
-    serf_agents,
-)
 
 from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.node import MemberlistNode
 from registry.memberlist.types import DEFAULT_VSN, NodeState
+from tests.serfagent import (  # noqa: F401  (fixtures)
+    SerfAgent,
+    serf_agent,
+    serf_agents,
+)
 
 pytestmark = pytest.mark.serf
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from memberlist_sim import make_cluster
 
 from registry.memberlist.config import Config
 from registry.memberlist.types import NodeState
+from tests.memberlist.memberlist_sim import make_cluster
 
 CFG = Config.lan()
 N = 5

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from memberlist_sim import make_cluster
 
 from registry.memberlist.codec import encode
 from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.messages import Suspect
 from registry.memberlist.types import NodeState
+from tests.memberlist.memberlist_sim import make_cluster
 
 
 def test_100_nodes_join_through_one_seed() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from rpc_fixtures import populate
 
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
+from tests.registry.rpc_fixtures import populate
 
 
 @pytest.fixture

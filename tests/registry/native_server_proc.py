@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from rpc_fixtures import GROUP, populate, tags
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: `tests` and `registry`, whatever the cwd
 
 from registry.catalog import Catalog
 from registry.native import start_native
+from tests.registry.rpc_fixtures import GROUP, populate, tags
 
 
 async def main(options: dict[str, object]) -> None:

@@ -9,18 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from rpc_fixtures import (
-    ENGINES,
-    GROUP,
-    ServerThread,
-    async_wait_for,
-    make_certs,
-    populate,
-    populated_server,
-    start_server,
-    tags,
-    wait_for,
-)
 
 from registry.catalog import Catalog
 from registry.client import (
@@ -34,6 +22,18 @@ from registry.client import (
     Unavailable,
 )
 from registry.tls import TlsFiles
+from tests.registry.rpc_fixtures import (
+    ENGINES,
+    GROUP,
+    ServerThread,
+    async_wait_for,
+    make_certs,
+    populate,
+    populated_server,
+    start_server,
+    tags,
+    wait_for,
+)
 
 KEYS = [f"user-{i}" for i in range(200)]
 

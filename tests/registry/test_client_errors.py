@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populated_server
 
 from registry import api
 from registry.client import (
@@ -28,6 +27,7 @@ from registry.client import (
 from registry.tls import TlsFiles
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
+from tests.registry.rpc_fixtures import ENGINES, GROUP, ServerThread, make_certs, populated_server
 
 BAD_ADDRESSES = ["garbage", ":9800", "host:0", "::1:9800", "bad host:1", "host:99999", "", " , "]
 Factory = Callable[..., Any]

@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from rpc_fixtures import GROUP, ServerThread, async_wait_for, wait_for
 
 from registry.catalog import Catalog
 from registry.client import AsyncRpcClient, RpcClient, Service
+from tests.registry.rpc_fixtures import GROUP, ServerThread, async_wait_for, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from rpc_fixtures import GROUP, ServerThread, populate
 
 from registry.client import NotFound, RpcClient
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.compat import rpcserver_pb2_grpc as compat_grpc
+from tests.registry.rpc_fixtures import GROUP, ServerThread, populate
 
 KEYS = [f"device-{i}" for i in range(200)]
 

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from rpc_fixtures import GROUP, make_certs
 
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
 from registry.tls import TlsFiles
+from tests.registry.rpc_fixtures import GROUP, make_certs
 
 pytestmark = pytest.mark.grpcurl
 

@@ -12,12 +12,12 @@ import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rpc_fixtures import GROUP, async_wait_for, tags
 
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
+from tests.registry.rpc_fixtures import GROUP, async_wait_for, tags
 
 
 def stub_for(ch: grpc.aio.Channel) -> pb_grpc.RegistryStub:

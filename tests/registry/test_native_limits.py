@@ -24,14 +24,14 @@ import grpc
 import grpc.aio
 import h2.exceptions
 import pytest
-from h2client import H2Client, frame, rss_mb
-from rpc_fixtures import ENGINES, GROUP, async_wait_for, populate, start_server
 
 from registry.catalog import Catalog
 from registry.native import start_native
 from registry.native_limits import Limits
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
+from tests.registry.h2client import H2Client, frame, rss_mb
+from tests.registry.rpc_fixtures import ENGINES, GROUP, async_wait_for, populate, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = Path(__file__).resolve().parent / "native_server_proc.py"

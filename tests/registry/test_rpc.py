@@ -10,7 +10,6 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from rpc_fixtures import ENGINES, GROUP, AnyServer, async_wait_for, populate, start_server, tags
 
 from registry.catalog import Catalog
 from registry.compat import rpcserver_pb2 as compat_pb2
@@ -18,6 +17,7 @@ from registry.compat import rpcserver_pb2_grpc as compat_grpc
 from registry.rpc import COMPAT_SERVICE, MAX_MATCH_N, V1_SERVICE, WATCH_QUEUE_SIZE
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
+from tests.registry.rpc_fixtures import ENGINES, GROUP, AnyServer, async_wait_for, populate, start_server, tags
 
 KEYS = [f"user-{i}" for i in range(300)]
 

@@ -1,16 +1,10 @@
-import os
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
 from registry.serf.agent import SerfAgent
-
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from gonode import gonode  # noqa: F401  (fixture)
-from serfagent import serf_agent  # noqa: F401  (fixture)
+from tests.gonode import gonode  # noqa: F401  (fixture)
+from tests.serfagent import serf_agent  # noqa: F401  (fixture)
 
 
 def _handler_errors(agent: SerfAgent) -> int:

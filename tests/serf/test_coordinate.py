@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 
-from serf_sim import make_cluster
-
 from registry.serf.coordinate import (
     Coordinate,
     VivaldiClient,
     decode_ack_payload,
     encode_ack_payload,
 )
+from tests.serf.serf_sim import make_cluster
 
 GOLDEN = (
     "0184aa41646a7573746d656e74cb0000000000000000a54572726f72cb3ff8000000000000a6486569676874cb3ee4f8b588e368f1"

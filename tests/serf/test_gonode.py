@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.helpers import (
+
+from registry.memberlist.config import Config
+from registry.register import Register, RegisterError
+from registry.serf.agent import SerfAgent
+from registry.serf.config import SerfConfig
+from registry.serf.events import QueryEvent
+from registry.serf.member import MemberStatus
+from tests.e2e.helpers import (
     Proc,
     Registry,
     Service,
@@ -34,15 +41,8 @@ from e2e.helpers import (
     registry_cmd,
     wait_for,
 )
-from gonode import GoNode
-from serf_live import wait
-
-from registry.memberlist.config import Config
-from registry.register import Register, RegisterError
-from registry.serf.agent import SerfAgent
-from registry.serf.config import SerfConfig
-from registry.serf.events import QueryEvent
-from registry.serf.member import MemberStatus
+from tests.gonode import GoNode
+from tests.serf.serf_live import wait
 
 pytestmark = [pytest.mark.gonode, pytest.mark.timeout(180)]
 
@@ -534,8 +534,8 @@ def test_udp_blocked_tcp_fallback_pings_keep_both_alive(gonode: GoFactory, ps: l
     them is dropped.  Each side's probes fail over UDP and fall back to a ping over TCP (both
     announce protocol max 5, so each expects the other to answer one): nobody is declared failed.
     Without a working TCP ping either side would fail the other within a few seconds."""
-    from chaos.netlab import NetLab, sweep_stale
-    from chaos.pool import RegistryProc
+    from tests.chaos.netlab import NetLab, sweep_stale
+    from tests.chaos.pool import RegistryProc
 
     sweep_stale()
     lab = NetLab()

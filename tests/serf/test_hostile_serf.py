@@ -10,13 +10,13 @@ from __future__ import annotations
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serf_sim import addr, make_cluster
 
 from registry.memberlist.codec import WireCodec, encode, make_compound
 from registry.memberlist.messages import UserMsg
 from registry.memberlist.types import DEFAULT_VSN, Address, ip_to_bytes
 from registry.serf import messages as M
 from registry.serf.member import MemberStatus
+from tests.serf.serf_sim import addr, make_cluster
 
 SRC = Address("10.9.9.9", 7946)
 

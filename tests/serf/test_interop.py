@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serf_live import wait
-from serfagent import SerfAgent as GoAgent
 
 from registry.memberlist.config import Config
 from registry.memberlist.crypto import Keyring
@@ -20,6 +18,8 @@ from registry.serf.agent import JoinError, SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import QueryEvent, UserEvent
 from registry.serf.member import Member, MemberStatus
+from tests.serf.serf_live import wait
+from tests.serfagent import SerfAgent as GoAgent
 
 pytestmark = [pytest.mark.serf, pytest.mark.timeout(120)]
 
@@ -335,7 +335,7 @@ async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
 async def test_restart_after_kill_and_after_leave_rejoins(
     serf_agent: Any, nodes: list[SerfAgent]
 ) -> None:
-    from serfagent import free_port
+    from tests.serfagent import free_port
 
     go: GoAgent = serf_agent(name="go1")
     port = free_port()

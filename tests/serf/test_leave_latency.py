@@ -6,13 +6,13 @@ immediate rounds (`Memberlist.gossip_now`) explain a peer knowing within them.""
 from __future__ import annotations
 
 import pytest
-from serf_sim import addr, make_cluster
 
 from registry.memberlist.config import Config
 from registry.memberlist.types import Node, NodeState
 from registry.serf import messages as M
 from registry.serf.events import EventType, MemberEvent
 from registry.serf.member import MemberStatus
+from tests.serf.serf_sim import addr, make_cluster
 
 SLOW = Config.lan(gossip_interval=60.0)
 

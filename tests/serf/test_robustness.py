@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serf_sim import make_cluster
 
 from registry.serf import messages as M
 from registry.serf.member import MemberStatus
+from tests.serf.serf_sim import make_cluster
 
 CLUSTER = make_cluster(2)
 

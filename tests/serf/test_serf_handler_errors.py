@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from serf_sim import SerfCluster, addr
 
 from registry.memberlist.config import Config
 from registry.memberlist.simnet import SimNetwork
 from registry.serf import messages as M
 from registry.serf.config import SerfConfig
 from registry.serf.core import Serf
+from tests.serf.serf_sim import SerfCluster, addr
 
 
 class BuggySerf(Serf):

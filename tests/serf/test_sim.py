@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from serf_sim import addr, make_cluster
-
 from registry.memberlist.config import Config
 from registry.memberlist.types import Address, Node
 from registry.serf import messages as M
 from registry.serf.events import EventType, MemberEvent, QueryEvent, UserEvent
 from registry.serf.member import Member, MemberStatus
 from registry.serf.query import QueryParams, default_query_timeout
+from tests.serf.serf_sim import addr, make_cluster
 
 
 def must(m: Member | None) -> Member:
@@ -338,9 +337,8 @@ def test_user_event_coalescing_keeps_newest_per_name() -> None:
 
 
 def test_lossy_reordering_network_still_converges_on_left_and_events() -> None:
-    from serf_sim import SerfCluster
-
     from registry.memberlist.simnet import SimNetwork
+    from tests.serf.serf_sim import SerfCluster
 
     c = SerfCluster(SimNetwork(seed=7, loss=0.1, jitter=0.05, duplicate=0.1))
     for i in range(5):

@@ -6,8 +6,6 @@ import base64
 import json
 import os
 
-from serf_sim import SerfCluster, make_cluster
-
 from registry.serf import messages as M
 from registry.serf.keyring import (
     KEY_QUERIES,
@@ -17,6 +15,7 @@ from registry.serf.keyring import (
 )
 from registry.serf.member import MemberStatus
 from registry.serf.query import QueryHandle
+from tests.serf.serf_sim import SerfCluster, make_cluster
 
 K1 = base64.b64encode(bytes(range(16))).decode()
 K2 = base64.b64encode(bytes(range(100, 132))).decode()
