@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .config import Config
+from .driver import DriverBase
 from .inbound import InboundServer
-from .transport import (
-    StreamOutcome,
-    UdpProtocol,
-    bind_sockets,
-    dial_stream,
-)
-from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
+from .transport import StreamOutcome, UdpProtocol, dial_stream
+from .types import Address, Machine, OpenStream, SendPacket
 
 __all__ = ["MachineRunner", "StreamOutcome"]
 
 log = logging.getLogger(__name__)
-
-#: If a buggy machine keeps reporting a deadline in the past after `tick`, poll this often
-#: instead of spinning.
-_STUCK_TIMER_DELAY = 0.01
 
 
 def _make_framer(*, expect_label: bool, max_size: int) -> Any:
@@ -43,7 +34,7 @@ def _make_framer(*, expect_label: bool, max_size: int) -> Any:
     return StreamFramer(expect_label=expect_label, max_size=max_size)
 
 
-class MachineRunner:
+class MachineRunner(DriverBase):
     """Runs one `Machine` on UDP + TCP sharing one port.
 
     `machine` may be given now or produced by `start(bind, factory)` once the bound address
@@ -53,39 +44,15 @@ class MachineRunner:
     """
 
     def __init__(self, machine: Machine | None = None, config: Config | None = None) -> None:
-        self._machine = machine
-        self.config = config if config is not None else Config()
-        #: transport counters: bytes/packets in and out, timeouts, errors, exceptions caught.
-        self.stats: Counter[str] = Counter()
+        super().__init__(machine, config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: UdpProtocol | None = None
         self._server: InboundServer | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watchers: dict[int, asyncio.Future[StreamOutcome]] = {}
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._bound: Address | None = None
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def machine(self) -> Machine:
-        if self._machine is None:
-            raise RuntimeError("the runner has no machine yet (start it first)")
-        return self._machine
-
-    @property
-    def bound(self) -> Address:
-        """The address actually bound (port filled in when 0 was asked)."""
-        if self._bound is None:
-            raise RuntimeError("the runner is not started")
-        return self._bound
-
-    @property
-    def running(self) -> bool:
-        return self._bound is not None and not self._closed
 
     def now(self) -> float:
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()
@@ -94,23 +61,15 @@ class MachineRunner:
     async def start(self, bind: Address, factory: Callable[[Address], Machine] | None = None) -> Address:
         """Bind UDP and TCP on `bind` (port 0 = pick a free one), then start driving the
         machine (made by `factory(bound)` if given).  Returns the bound address."""
-        if self._bound is not None:
-            raise RuntimeError("the runner was already started")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        tcp_sock, udp_sock = bind_sockets(bind.host, bind.port)
+        tcp_sock, udp_sock, bound = self._bind(bind, factory)
         try:
-            host, port = udp_sock.getsockname()[:2]
-            bound = Address(str(host), int(port))
-            if factory is not None:
-                self._machine = factory(bound)
-            if self._machine is None:
-                raise RuntimeError("MachineRunner.start needs a machine or a factory")
             _, proto = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self._on_packet, self.stats), sock=udp_sock
+                lambda: UdpProtocol(self._feed_packet, self.stats), sock=udp_sock
             )
             self._udp = proto
-            self._server = InboundServer(tcp_sock, config=self.config, handle=self._handle_stream, stats=self.stats)
+            self._server = InboundServer(tcp_sock, config=self.config, handle=self._feed_stream, stats=self.stats)
             self._server.start()
         except BaseException:
             if self._udp is not None and self._udp.transport is not None:
@@ -127,10 +86,8 @@ class MachineRunner:
         """Stop timers, sockets and in-flight streams.  Idempotent."""
         if self._closed:
             return
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stopping = self._closed = True
+        self._set_timer(None)
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
         if self._server is not None:
@@ -148,14 +105,7 @@ class MachineRunner:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
-        for fut in self._watchers.values():
-            if not fut.done():
-                fut.set_result(StreamOutcome(False, "node shut down"))
-        self._watchers.clear()
-        for _, waiter in self._waiters:
-            if not waiter.done():
-                waiter.cancel()
-        self._waiters.clear()
+        self._release_all()
 
     # -- API helpers -------------------------------------------------------------------------
 
@@ -170,10 +120,12 @@ class MachineRunner:
         Register it before `kick()` so the result cannot be missed."""
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()
         fut: asyncio.Future[StreamOutcome] = loop.create_future()
-        if self._closed:
-            fut.set_result(StreamOutcome(False, "node shut down"))
-        else:
-            self._watchers[stream_id] = fut
+
+        def done(accepted: bool, error: str) -> None:
+            if not fut.done():
+                fut.set_result(StreamOutcome(accepted, error))
+
+        self.watch(stream_id, done)
         return fut
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -183,81 +135,29 @@ class MachineRunner:
         if self._closed:
             return False
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        entry = (predicate, fut)
-        self._waiters.append(entry)
+        fut: asyncio.Future[bool] = loop.create_future()
+
+        def wake(held: bool) -> None:
+            if not fut.done():
+                fut.set_result(held)
+
+        entry = self._add_waiter(predicate, wake)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
+            held = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             return bool(predicate())
-        except asyncio.CancelledError:
-            if fut.cancelled() and self._closed:  # woken by close(), not cancelled ourselves
-                return bool(predicate())
-            raise
         finally:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+            self._remove_waiter(entry)
+        return held or bool(predicate())  # woken by close(): say how things stand
 
-    # -- the engine ----------------------------------------------------------------------------
-
-    def _guard(self, where: str, fn: Callable[[], Any]) -> Any:
-        """Run one machine call; an exception is logged and counted, never propagated."""
-        try:
-            return fn()
-        except Exception as exc:
-            self.stats["runner.exception." + where] += 1
-            log.warning("machine raised in %s: %r", where, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-            return None
-
-    def _on_packet(self, data: bytes, source: Address) -> None:
-        if self._closed or self._machine is None:
-            return
-        machine = self._machine
-        now = self.now()
-        self._guard("receive_packet", lambda: machine.receive_packet(data, source, now))
-        self._pump()
+    # -- I/O for DriverBase ------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
         self._timer = None
         self._armed = None
-        if self._closed or self._machine is None:
-            return
-        machine = self._machine
-        now = self.now()
-        self._guard("tick", lambda: machine.tick(now))
-        self._pump(after_tick=now)
+        self._feed_tick(self.now())
 
-    def _pump(self, after_tick: float | None = None) -> None:
-        """Drain and execute outputs, re-arm the timer, wake waiters."""
-        machine = self._machine
-        if machine is None or self._closed:
-            return
-        outputs = self._guard("drain", machine.drain) or []
-        for out in outputs:
-            if isinstance(out, SendPacket):
-                assert self._udp is not None
-                self._udp.send(out.data, out.addr)
-            elif isinstance(out, OpenStream):
-                self._spawn(self._run_outbound(out))
-            else:
-                self.stats["runner.unknown_output"] += 1
-        self._arm(after_tick)
-        if self._waiters:
-            for pred, fut in list(self._waiters):
-                if not fut.done():
-                    ok = self._guard("waiter", pred)
-                    if ok:
-                        fut.set_result(None)
-
-    def _arm(self, after_tick: float | None) -> None:
-        machine = self._machine
-        assert machine is not None
-        deadline = self._guard("next_deadline", machine.next_deadline)
-        if after_tick is not None and deadline is not None and deadline <= after_tick:
-            # tick(now) left work due at or before now: do not spin on it.
-            self.stats["runner.timer_stuck"] += 1
-            deadline = after_tick + _STUCK_TIMER_DELAY
+    def _set_timer(self, deadline: float | None) -> None:
         if deadline == self._armed and self._timer is not None:
             return
         if self._timer is not None:
@@ -268,7 +168,14 @@ class MachineRunner:
             assert self._loop is not None
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def _spawn(self, coro: Any) -> None:
+    def _send_packet(self, out: SendPacket) -> None:
+        assert self._udp is not None
+        self._udp.send(out.data, out.addr)
+
+    def _open_stream(self, out: OpenStream) -> None:
+        self._spawn(self._run_outbound(out))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
         task: asyncio.Task[None] = self._loop.create_task(coro)
         self._tasks.add(task)
@@ -288,24 +195,4 @@ class MachineRunner:
             self.stats["runner.exception.dial"] += 1
             log.warning("stream to %s failed unexpectedly: %r", out.addr, exc)
             reply, error = None, f"{type(exc).__name__}: {exc}"
-        if self._closed or self._machine is None:
-            return
-        machine = self._machine
-        now = self.now()
-        refused = error == REFUSED
-        accepted = self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now, refused))
-        fut = self._watchers.pop(out.stream_id, None)
-        if fut is not None and not fut.done():
-            if reply is not None and not accepted:
-                error = refusal_text(machine)
-            fut.set_result(StreamOutcome(bool(accepted), error))
-        self._pump()
-
-    def _handle_stream(self, data: bytes, source: Address) -> bytes | None:
-        if self._closed or self._machine is None:
-            return None
-        machine = self._machine
-        now = self.now()
-        reply: bytes | None = self._guard("receive_stream", lambda: machine.receive_stream(data, source, now))
-        self._pump()
-        return reply
+        self._stream_done(out, reply, error)

@@ -19,18 +19,17 @@ budget), and running out of descriptors sheds or pauses accepting instead of spi
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import selectors
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from registry.addresses import bind_pair, family_of, outward_host
+from registry.addresses import bind_pair, family_of
 
 from .admission import (
     ACCEPT_BATCH,
@@ -41,8 +40,9 @@ from .admission import (
     make_admission,
 )
 from .config import Config
+from .driver import DriverBase, StreamDone, local_advertise
 from .stream import StreamFramer
-from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
+from .types import Address, Machine, OpenStream, SendPacket
 
 __all__ = [
     "RunnerClosed",
@@ -61,25 +61,11 @@ T = TypeVar("T")
 _UDP_RECV_MAX = 65536
 #: Datagrams read per readiness event before the other sockets get a turn.
 _UDP_BATCH = 64
-#: If a machine keeps reporting a deadline in the past after `tick`, poll this often.
-_STUCK_TIMER_DELAY = 0.01
 _CHUNK = 65536
-
-#: `callback(accepted, error)` for the outcome of one outbound stream.
-StreamDone = Callable[[bool, str], None]
 
 
 class RunnerClosed(RuntimeError):
     """The runner is not running (never started, or closed)."""
-
-
-def local_advertise(config: Config, bound: Address) -> Address:
-    """What peers should dial: the configured advertise address, else the bound one; a
-    wildcard bind advertises the address the OS would use to reach the outside."""
-    port = config.advertise_port or bound.port
-    if config.advertise_addr:
-        return Address(config.advertise_addr, port)
-    return Address(outward_host(bound.host), port)
 
 
 class _Call:
@@ -116,7 +102,7 @@ class _Conn:
         self.source = source
 
 
-class ThreadedRunner:
+class ThreadedRunner(DriverBase):
     """Runs one `Machine` on UDP + TCP sharing one port, from a daemon thread.
 
     `start(bind, factory)` binds, builds the machine with `factory(bound)` (so a port-0
@@ -125,13 +111,8 @@ class ThreadedRunner:
     """
 
     def __init__(self, machine: Machine | None = None, config: Config | None = None, *, name: str = "gossip") -> None:
-        self._machine = machine
-        self.config = config if config is not None else Config()
+        super().__init__(machine, config)
         self.name = name
-        #: transport counters, as the asyncio driver keeps them (bytes, timeouts, exceptions caught)
-        self.stats: Counter[str] = Counter()
-        #: run on the gossip thread after every drain of the machine (event dispatch hooks here)
-        self.on_pump: Callable[[], None] | None = None
         self._sel: selectors.BaseSelector | None = None
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
@@ -143,32 +124,9 @@ class ThreadedRunner:
         self._conns: set[_Conn] = set()
         self._admission = make_admission(self.config)
         self._accept_resume: float | None = None  # accepting paused (out of descriptors) until then
-        self._watchers: dict[int, StreamDone] = {}
-        self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
         self._deadline: float | None = None
-        self._bound: Address | None = None
-        self._stopping = False
-        self._closed = False
-        self._pumping = False
-        self._again = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def machine(self) -> Machine:
-        if self._machine is None:
-            raise RuntimeError("the runner has no machine yet (start it first)")
-        return self._machine
-
-    @property
-    def bound(self) -> Address:
-        if self._bound is None:
-            raise RuntimeError("the runner is not started")
-        return self._bound
-
-    @property
-    def running(self) -> bool:
-        return self._bound is not None and not self._stopping
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -182,18 +140,10 @@ class ThreadedRunner:
     def start(self, bind: Address, factory: Callable[[Address], Machine] | None = None) -> Address:
         """Bind UDP and TCP on `bind` (port 0 = a free one), build the machine and start the
         gossip thread.  Returns the bound address."""
-        if self._bound is not None or self._closed:
-            raise RuntimeError("the runner was already started")
-        tcp, udp = bind_pair(bind.host, bind.port)
+        tcp, udp, bound = self._bind(bind, factory)
         wake_r, wake_w = socket.socketpair()
         sel = selectors.DefaultSelector()
         try:
-            host, port = udp.getsockname()[:2]
-            bound = Address(str(host), int(port))
-            if factory is not None:
-                self._machine = factory(bound)
-            if self._machine is None:
-                raise RuntimeError("ThreadedRunner.start needs a machine or a factory")
             for s in (wake_r, wake_w):
                 s.setblocking(False)
             sel.register(udp, selectors.EVENT_READ, self._on_udp)
@@ -268,7 +218,7 @@ class ThreadedRunner:
         """Have `done(accepted, error)` called on the gossip thread with the outcome of the
         machine's `OpenStream(stream_id)`.  Call it (on the gossip thread) before the outputs
         are drained, i.e. inside the same `call` that made the machine open the stream."""
-        self._watchers[stream_id] = done
+        self.watch(stream_id, done)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block (not on the gossip thread) until `predicate()`, evaluated on the gossip thread
@@ -276,12 +226,12 @@ class ThreadedRunner:
         if self.on_thread():
             raise RuntimeError("wait_until would block the gossip thread it waits on")
         ev = threading.Event()
-        entry = (predicate, ev)
+        entries: list[Any] = []
 
         def add() -> bool:
             if predicate():
                 return True
-            self._waiters.append(entry)
+            entries.append(self._add_waiter(predicate, lambda _held: ev.set()))
             return False
 
         try:
@@ -292,8 +242,8 @@ class ThreadedRunner:
         ev.wait(timeout)
 
         def remove() -> bool:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+            for entry in entries:
+                self._remove_waiter(entry)
             return bool(predicate())
 
         try:
@@ -311,15 +261,6 @@ class ThreadedRunner:
             w.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (a wake-up is pending anyway) or already closed
-
-    def _guard(self, where: str, fn: Callable[[], T]) -> T | None:
-        """Run one machine call; an exception is logged and counted, never propagated."""
-        try:
-            return fn()
-        except Exception as exc:
-            self.stats["runner.exception." + where] += 1
-            log.warning("machine raised in %s: %r", where, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-            return None
 
     def _run(self) -> None:
         sel = self._sel
@@ -349,7 +290,8 @@ class ThreadedRunner:
                 for conn in expired:
                     self._timed_out(conn)
                 if self._deadline is not None and self._deadline <= now:
-                    self._tick(now)
+                    self._deadline = None
+                    self._feed_tick(now)
         except BaseException:
             log.exception("the gossip thread failed")
             raise
@@ -367,12 +309,7 @@ class ThreadedRunner:
             c.done.set()
         for conn in list(self._conns):
             self._drop(conn)
-        for done in list(self._watchers.values()):
-            self._guard("watcher", functools.partial(done, False, "node shut down"))
-        self._watchers.clear()
-        for _, ev in self._waiters:
-            ev.set()
-        self._waiters.clear()
+        self._release_all()
         if self._sel is not None:
             self._sel.close()
         for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
@@ -399,56 +336,8 @@ class ThreadedRunner:
             c.done.set()
             self._pump()
 
-    def _tick(self, now: float) -> None:
-        self._deadline = None
-        machine = self._machine
-        if machine is None:
-            return
-        self._guard("tick", lambda: machine.tick(now))
-        self._pump(after_tick=now)
-
-    def _pump(self, after_tick: float | None = None) -> None:
-        """Drain and carry out the machine's outputs, re-arm its timer, wake waiters; the
-        `on_pump` hook may queue more, so repeat until nothing new was asked."""
-        if self._pumping:
-            self._again = True
-            return
-        machine = self._machine
-        if machine is None or self._closed:
-            return
-        self._pumping = True
-        try:
-            while True:
-                self._again = False
-                for out in self._guard("drain", machine.drain) or []:
-                    if isinstance(out, SendPacket):
-                        self._send_packet(out)
-                    elif isinstance(out, OpenStream):
-                        self._dial(out)
-                    else:
-                        self.stats["runner.unknown_output"] += 1
-                self._arm(after_tick)
-                if self._waiters:
-                    for entry in list(self._waiters):
-                        pred, ev = entry
-                        if self._guard("waiter", pred):
-                            ev.set()
-                            self._waiters.remove(entry)
-                if self.on_pump is not None:
-                    self._guard("on_pump", self.on_pump)
-                if not self._again:
-                    break
-        finally:
-            self._pumping = False
-
-    def _arm(self, after_tick: float | None) -> None:
-        machine = self._machine
-        assert machine is not None
-        deadline = self._guard("next_deadline", machine.next_deadline)
-        if after_tick is not None and deadline is not None and deadline <= after_tick:
-            self.stats["runner.timer_stuck"] += 1  # tick(now) left work due now: do not spin
-            deadline = after_tick + _STUCK_TIMER_DELAY
-        self._deadline = deadline
+    def _set_timer(self, deadline: float | None) -> None:
+        self._deadline = deadline  # the loop in `_run` sleeps until then at most
 
     # -- UDP ------------------------------------------------------------------------------
 
@@ -467,10 +356,7 @@ class ThreadedRunner:
                 return
             self.stats["udp.in.packets"] += 1
             self.stats["udp.in.bytes"] += len(data)
-            source = Address(str(addr[0]), int(addr[1]))
-            now = time.monotonic()
-            self._guard("receive_packet", functools.partial(machine.receive_packet, data, source, now))
-            self._pump()
+            self._feed_packet(data, Address(str(addr[0]), int(addr[1])))
             if self._stopping:
                 return
 
@@ -488,7 +374,7 @@ class ThreadedRunner:
 
     # -- TCP ------------------------------------------------------------------------------
 
-    def _dial(self, out: OpenStream) -> None:
+    def _open_stream(self, out: OpenStream) -> None:
         timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
         self.stats["tcp.dial"] += 1
         try:
@@ -652,13 +538,8 @@ class ThreadedRunner:
                 return
             conn.done = True
             conn.deadline = conn.accepted + conn.timeout
-            now = time.monotonic()
-            self._admission.complete(conn, now)
-            machine = self._machine
-            assert machine is not None
-            source = conn.source
-            reply = self._guard("receive_stream", functools.partial(machine.receive_stream, msg, source, now))
-            self._pump()
+            self._admission.complete(conn, time.monotonic())
+            reply = self._feed_stream(msg, conn.source)
             if not reply or not conn.open:
                 self._drop(conn)
                 return
@@ -706,17 +587,3 @@ class ThreadedRunner:
         self._drop(conn)
         assert conn.outbound is not None
         self._stream_done(conn.outbound, reply, error)
-
-    def _stream_done(self, out: OpenStream, reply: bytes | None, error: str) -> None:
-        machine = self._machine
-        if machine is None or self._stopping:
-            return
-        now = time.monotonic()
-        refused = error == REFUSED
-        accepted = bool(self._guard("stream_result", lambda: machine.stream_result(out.stream_id, reply, now, refused)))
-        done = self._watchers.pop(out.stream_id, None)
-        if done is not None:
-            if reply is not None and not accepted:
-                error = refusal_text(machine)
-            self._guard("watcher", lambda: done(accepted, error))
-        self._pump()
