@@ -30,6 +30,7 @@ from registry.api import (
 from registry.catalog import Catalog
 from registry.grpcwire import frame_message
 from registry.health import HEALTH_SERVICE, Health
+from registry.native_call import CallKind
 from registry.native_conn import Connection
 from registry.native_limits import Budget, Limits
 from registry.native_listen import ConnectionTable, Listener
@@ -86,7 +87,8 @@ class NativeServer:
         self._framed = (message, out)
         return out
 
-    def kind_of(self, path: str) -> str | None:
+    def kind_of(self, path: str) -> CallKind | None:
+        """How the method at `path` is run (see registry.native_call.CallKind); None: no such method."""
         if path in self.unary:
             return "unary"
         if path in self.streams:
@@ -109,7 +111,7 @@ class NativeServer:
         try:
             before = loop.time() - self.limits.request_timeout
             for conn in list(self._connections):
-                if conn.calls:
+                if conn.calls.open:
                     conn.expire_requests(before)
         finally:
             self._requests_timer = loop.call_later(self.limits.request_timeout / 2, self._expire_requests)
@@ -117,7 +119,7 @@ class NativeServer:
     def _ping_idle_streams(self) -> None:
         """Keep long Watch streams alive through NATs, and drop peers that stopped answering."""
         for conn in list(self._connections):
-            if not conn.calls:
+            if not conn.calls.open:
                 continue
             if conn.h2.pings_sent > conn.h2.pings_acked:
                 log.info("native gRPC: a peer left a keepalive PING unanswered for %.0f s; closing", self.keepalive)
@@ -142,9 +144,7 @@ class NativeServer:
         for _ in range(3):  # health watchers wake on the next loop turn: let them send NOT_SERVING
             await asyncio.sleep(0)
         for conn in list(self._connections):
-            for call in list(conn.calls.values()):
-                if call.task is not None:
-                    call.task.cancel()
+            conn.calls.cancel_tasks()
         deadline = asyncio.get_running_loop().time() + (grace or 0.0)
         while self._connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
