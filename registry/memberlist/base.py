@@ -16,7 +16,7 @@ from . import codec as wire
 from .awareness import Awareness
 from .broadcast import TransmitLimitedQueue
 from .config import Config
-from .delegate import Delegate
+from .delegate import Hooks
 from .messages import (
     Message,
 )
@@ -52,7 +52,7 @@ class StreamCtx:
 class CoreBase:
     config: Config
     advertise: Address
-    delegate: Delegate | None
+    _hooks: Hooks  # who answers each delegate interface (delegate.py)
     rng: random.Random
     now: float
     stats: collections.Counter[str]
@@ -75,7 +75,6 @@ class CoreBase:
     _shutdown: bool
     _death_news: bool
     _n_members: int  # nodes in state ALIVE or SUSPECT, kept by the state rules (num_members is O(1))
-    _alive_hook: bool  # the delegate overrides notify_alive (else no Node is built per alive message)
     #: bytes we may still send to unverified addresses in answer to the packet being handled
     #: (None outside `receive_packet`: timers and API calls are not answers to anyone)
     _reply_budget: int | None
@@ -149,9 +148,10 @@ class CoreBase:
 
     def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         msgs = self.broadcasts.get_broadcasts(overhead, limit, len(self._nodes))
-        if self.delegate is not None:
+        delegate = self._hooks.delegate
+        if delegate is not None:
             used = sum(len(m) + overhead for m in msgs)
-            extra = self.delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, limit - used)
+            extra = delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, limit - used)
             msgs.extend(b"\x08" + m for m in extra)
         return msgs
 

@@ -20,7 +20,18 @@ from .awareness import Awareness
 from .base import COMPOUND_HEADER, COMPOUND_PART, MAX_PARTS, StreamCtx
 from .broadcast import TransmitLimitedQueue
 from .config import Config, push_pull_scale
-from .delegate import Delegate
+from .delegate import (
+    DEFAULT,
+    AliveDelegate,
+    ConflictDelegate,
+    Delegate,
+    EventDelegate,
+    Hooks,
+    MergeDelegate,
+    PingDelegate,
+    Wiring,
+    _Default,
+)
 from .handler_errors import HandlerErrors
 from .messages import (
     Ack,
@@ -61,7 +72,14 @@ class Memberlist(Prober, PushPuller):
         *,
         rng: random.Random | None = None,
         now: float = 0.0,
+        events: EventDelegate | _Default | None = DEFAULT,
+        conflict: ConflictDelegate | _Default | None = DEFAULT,
+        merge: MergeDelegate | _Default | None = DEFAULT,
+        alive: AliveDelegate | _Default | None = DEFAULT,
+        ping: PingDelegate | _Default | None = DEFAULT,
     ) -> None:
+        """`delegate` gets the required hooks; each optional interface goes to the object
+        given for it (None: nobody), else to `delegate` if it implements it (delegate.py)."""
         if not config.name:
             raise ValueError("Config.name must be set")
         try:
@@ -71,10 +89,8 @@ class Memberlist(Prober, PushPuller):
             raise ValueError(f"node name {config.name!r} is not valid UTF-8 text") from None
         self.config = config
         self.advertise = advertise
-        self.delegate = delegate
-        self._alive_hook = delegate is not None and (
-            "notify_alive" in vars(delegate) or type(delegate).notify_alive is not Delegate.notify_alive
-        )
+        self._wiring = Wiring(events, conflict, merge, alive, ping)
+        self._hooks: Hooks = self._wiring.hooks(delegate)
         self.rng = rng if rng is not None else random.Random()
         self.now = now
         self.stats: collections.Counter[str] = collections.Counter()
@@ -115,6 +131,15 @@ class Memberlist(Prober, PushPuller):
         self._schedule_periodic(now)
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def delegate(self) -> Delegate | None:
+        return self._hooks.delegate
+
+    @delegate.setter
+    def delegate(self, value: Delegate | None) -> None:
+        """A new delegate also answers the optional interfaces that were not given explicitly."""
+        self._hooks = self._wiring.hooks(value)
 
     @property
     def local_node(self) -> Node:

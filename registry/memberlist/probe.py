@@ -206,8 +206,9 @@ class Prober(StateRules):
         self.awareness.apply_delta(-1)
         self.stats["probe.ok"] += 1
         node = self._nodes.get(probe.target)
-        if node is not None and self.delegate is not None:
-            self.delegate.notify_ping_complete(dataclasses.replace(node), now - probe.start, payload or b"")
+        ping = self._hooks.ping
+        if node is not None and ping is not None:
+            ping.notify_ping_complete(dataclasses.replace(node), now - probe.start, payload or b"")
         return True
 
     def _tcp_ping_result(self, seq: int, msg: Message) -> bool:
@@ -223,7 +224,8 @@ class Prober(StateRules):
         if ping.node and ping.node != self.name:
             self.stats["drop.ping_wrong_node"] += 1
             return
-        payload = (self.delegate.ack_payload() or None) if self.delegate is not None else None
+        hook = self._hooks.ping
+        payload = (hook.ack_payload() or None) if hook is not None else None
         dest = self._reply_addr(ping.source_addr, ping.source_port, source)
         verified = self._verified(ping.source_node, dest)
         full = wire.encode(Ack(ping.seq_no, payload))

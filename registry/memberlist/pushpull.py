@@ -104,7 +104,8 @@ class PushPuller(StateRules):
             )
             for n in self._nodes.values()
         ]
-        user = self.delegate.local_state(join) if self.delegate is not None else b""
+        delegate = self._hooks.delegate
+        user = delegate.local_state(join) if delegate is not None else b""
         return PushPull(join=join, nodes=nodes, user_state=user)
 
     def _verify_protocol(self, remote: list[PushNodeState]) -> bool:
@@ -115,9 +116,10 @@ class PushPuller(StateRules):
         if not self._verify_protocol(pp.nodes):
             self.stats["drop.incompatible_version"] += 1
             return False
-        if join and self.delegate is not None:
+        hooks = self._hooks
+        if join and hooks.merge is not None:
             peers = [self._node_from_state(r) for r in pp.nodes]
-            err = self.delegate.notify_merge(peers)
+            err = hooks.merge.notify_merge(peers)
             if err:
                 self.stats["drop.merge_vetoed"] += 1
                 return False
@@ -133,8 +135,8 @@ class PushPuller(StateRules):
                 self._on_dead(Dead(r.incarnation, r.name, r.name))
             else:
                 self._on_suspect(Suspect(r.incarnation, r.name, self.name))
-        if pp.user_state and self.delegate is not None:
-            self.delegate.merge_remote_state(pp.user_state, join)
+        if pp.user_state and hooks.delegate is not None:
+            hooks.delegate.merge_remote_state(pp.user_state, join)
         return True
 
     @staticmethod

@@ -96,8 +96,9 @@ class StateRules(CoreBase):
             if (known is None or known.meta != meta) and not self.accept_meta(meta):
                 self.stats["drop.bad_meta"] += 1  # refused: the member is not admitted/updated
                 return
-        if self._alive_hook and self.delegate is not None and not bootstrap:
-            err = self.delegate.notify_alive(Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation))
+        hooks = self._hooks
+        if hooks.alive is not None and not bootstrap:
+            err = hooks.alive.notify_alive(Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation))
             if err:
                 self.stats["drop.alive_vetoed"] += 1
                 return
@@ -118,9 +119,9 @@ class StateRules(CoreBase):
                 updates_node = True
             else:
                 self.stats["drop.name_conflict"] += 1
-                if self.delegate is not None:
+                if hooks.conflict is not None:
                     other = Node(a.node, host, port, meta, a.vsn, NodeState.ALIVE, a.incarnation)
-                    self.delegate.notify_conflict(dataclasses.replace(state), other)
+                    hooks.conflict.notify_conflict(dataclasses.replace(state), other)
                 return
         if not (is_new or is_local or updates_node or inc_newer(a.incarnation, state.incarnation)):
             return
@@ -145,11 +146,11 @@ class StateRules(CoreBase):
                 self._n_members += 1
             state.state = NodeState.ALIVE
             state.state_change = self.now
-        if self.delegate is not None:
+        if hooks.events is not None:
             if old_state in (NodeState.DEAD, NodeState.LEFT):
-                self.delegate.notify_join(dataclasses.replace(state))
+                hooks.events.notify_join(dataclasses.replace(state))
             elif old_meta != state.meta or updates_node:
-                self.delegate.notify_update(dataclasses.replace(state))
+                hooks.events.notify_update(dataclasses.replace(state))
 
     def _on_suspect(self, s: Suspect) -> None:
         state = self._nodes.get(s.node)
@@ -214,8 +215,9 @@ class StateRules(CoreBase):
         state.state_change = self.now
         if d.node != self.name:
             self._death_news = True
-        if self.delegate is not None:
-            self.delegate.notify_leave(dataclasses.replace(state))
+        events = self._hooks.events
+        if events is not None:
+            events.notify_leave(dataclasses.replace(state))
 
     def _leave_transmitted(self) -> None:
         self._leave_sent = True
