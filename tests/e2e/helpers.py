@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
+
+if TYPE_CHECKING:
+    from registry.client import RpcClient
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -159,10 +162,10 @@ class Registry:
     def rpc(self) -> str:
         return f"127.0.0.1:{self.rpc_port}"
 
-    def client(self, **kw: object) -> object:
+    def client(self, **kw: Any) -> RpcClient:
         from registry.client import RpcClient
 
-        return RpcClient(self.rpc, timeout=10.0, **kw)  # type: ignore[arg-type]
+        return RpcClient(self.rpc, timeout=10.0, **kw)
 
     def ids(self, group: str) -> set[str]:
         """Ids of the group's members on this registry (empty if the group is unknown)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,8 @@ class Cluster:
     def seeds(self) -> list[str]:
         return [self.r1.gossip, self.r2.gossip]
 
-    def on_both(self, pred: object) -> bool:
-        return all(pred(r) for r in (self.r1, self.r2))  # type: ignore[operator]
+    def on_both(self, pred: Callable[[Registry], bool]) -> bool:
+        return all(pred(r) for r in (self.r1, self.r2))
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_match_identical_everywhere(cluster: Cluster) -> None:
         raise AssertionError(f"never agreed; last: {last[0]}") from None
 
 
-def _measure(pred: object, timeout: float) -> float:
+def _measure(pred: Callable[[], object], timeout: float) -> float:
     t0 = time.monotonic()
-    wait_for(pred, timeout, interval=0.01)  # type: ignore[arg-type]
+    wait_for(pred, timeout, interval=0.01)
     return time.monotonic() - t0
 
 

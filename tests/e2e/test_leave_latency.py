@@ -5,6 +5,7 @@ bench_discovery.py prints the figure."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.client import NotFound, RpcClient
 from registry.register import Register
 
 from .helpers import Registry, procs, wait_for
@@ -46,12 +48,12 @@ def test_stopped_service_leaves_match_on_its_leave_intent(pair: tuple[Registry, 
     reg.start()
     stopper = threading.Thread(target=reg.stop)
     try:
-        with r1.client() as c1, r2.client() as c2:  # type: ignore[attr-defined]
+        with r1.client() as c1, r2.client() as c2:
 
-            def matched(c: object, present: bool) -> bool:
+            def matched(c: RpcClient, present: bool) -> bool:
                 try:
-                    return (c.match(GROUP, "user-1").id == "svc-leave") is present  # type: ignore[attr-defined]
-                except Exception:  # noqa: BLE001 - NotFound: the group is empty
+                    return (c.match(GROUP, "user-1").id == "svc-leave") is present
+                except NotFound:  # the group is empty
                     return not present
 
             wait_for(lambda: matched(c1, True) and matched(c2, True), 30, what="svc-leave matched on both")
@@ -61,7 +63,7 @@ def test_stopped_service_leaves_match_on_its_leave_intent(pair: tuple[Registry, 
             took = time.monotonic() - t0
         print(f"graceful stop -> gone from Match on both registries: {took * 1000:.0f} ms")
         for r in (r1, r2):
-            wait_for(lambda r=r: _leaving_logged(r, "svc-leave"), 10, what=f"{r.id} logging member-leaving")
+            wait_for(functools.partial(_leaving_logged, r, "svc-leave"), 10, what=f"{r.id} logging member-leaving")
     finally:
         if stopper.ident is None:
             reg.stop()

@@ -93,7 +93,7 @@ class H2Client:
         out: dict[str, str] = {}
         for ev in self.events:
             if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and ev.stream_id == sid:
-                out.update(dict(ev.headers))
+                out.update((_text(name), _text(value)) for name, value in ev.headers)
         return out
 
     def reset_on(self, sid: int) -> bool:
@@ -104,6 +104,11 @@ class H2Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _text(value: str | bytes) -> str:
+    """A header name or value as str: h2 types them as either (str here, with header_encoding set)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def frame(message: bytes) -> bytes:

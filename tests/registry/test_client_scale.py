@@ -20,6 +20,7 @@ import pytest
 
 from registry.catalog import Catalog
 from registry.client import AsyncRpcClient, RpcClient, Service
+from registry.ring.consistent import ConsistentRing
 from tests.registry.rpc_fixtures import GROUP, ServerThread, async_wait_for, wait_for
 
 pytestmark = pytest.mark.slow
@@ -220,7 +221,8 @@ def test_failover_to_a_registry_with_the_same_services_applies_the_difference() 
             assert cached.cache_version(GROUP) == f.second_version
             assert ids(cached.match_batch(GROUP, KEYS)) == f.answers_of_second()
             ring_after = view._state.ring
-            assert ring_after is not None and ring_before is not None and len(ring_after) == len(ring_before) + 1
+            assert isinstance(ring_before, ConsistentRing) and isinstance(ring_after, ConsistentRing)
+            assert len(ring_after) == len(ring_before) + 1
             # one join on the previous ring: most buckets are shared with it, not rebuilt
             shared = sum(a is b for a, b in zip(ring_before._bk, ring_after._bk, strict=True))
             assert shared > len(ring_after._bk) // 2, shared

@@ -124,7 +124,7 @@ async def _code(call: object) -> grpc.aio.AioRpcError:
         (pb.MembersRequest(group=""), "Members", "group is empty"),
     ],
 )
-async def test_invalid_argument(stub: pb_grpc.RegistryStub, request_: object, method: str, fragment: str) -> None:
+async def test_invalid_argument(stub: pb_grpc.RegistryStub, request_: pb.MatchRequest | pb.MatchBatchRequest | pb.MembersRequest, method: str, fragment: str) -> None:
     err = await _code(getattr(stub, method)(request_))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (err.details() or "")

@@ -76,11 +76,11 @@ async def test_members_tags_update_and_leave(
     loop = asyncio.get_running_loop()
     end = loop.time() + 20
     while loop.time() < end:
-        m = await go.amember("py1")
-        if m and m["tags"].get("zone") == "b":
+        seen = await go.amember("py1")
+        if seen and seen["tags"].get("zone") == "b":
             break
         await asyncio.sleep(0.2)
-    assert m and m["tags"] == {"role": "web", "zone": "b"}
+    assert seen and seen["tags"] == {"role": "web", "zone": "b"}
     assert await py.leave(15.0)
     m = await go.await_member("py1", "left", timeout=20)
     assert m["status"] == "left"

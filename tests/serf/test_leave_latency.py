@@ -5,6 +5,8 @@ immediate rounds (`Memberlist.gossip_now`) explain a peer knowing within them.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from registry.memberlist.config import Config
@@ -17,7 +19,7 @@ from tests.serf.serf_sim import addr, make_cluster
 SLOW = Config.lan(gossip_interval=60.0)
 
 
-def kinds(events: list[object], name: str) -> list[EventType]:
+def kinds(events: Sequence[object], name: str) -> list[EventType]:
     return [e.type for e in events if isinstance(e, MemberEvent) and e.members[0].name == name]
 
 
