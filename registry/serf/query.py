@@ -52,7 +52,7 @@ def filters_pass(filters: list[bytes], name: str, tags: Mapping[str, str]) -> bo
             kind, arg = msgs.decode_filter(raw)
         except msgs.SerfDecodeError:
             return False
-        if kind == msgs.FILTER_NODE:
+        if kind == msgs.FilterType.NODE:
             if name not in arg:
                 return False
         else:

@@ -110,7 +110,7 @@ class QueryRules:
             port=local.port,
             source_node=self.name,
             filters=encode_filters(params),
-            flags=msgs.QUERY_FLAG_ACK if params.request_ack else 0,
+            flags=msgs.QueryFlag.ACK if params.request_ack else 0,
             relay_factor=params.relay_factor,
             timeout=round(timeout * 1e9),
             name=name,
@@ -171,7 +171,7 @@ class QueryRules:
         if q.ack:
             ack = msgs.encode(
                 msgs.QueryResponseMsg(
-                    q.ltime, q.id, self.name, msgs.QUERY_FLAG_ACK, None
+                    q.ltime, q.id, self.name, msgs.QueryFlag.ACK, None
                 )
             )
             self._send_response(dest, ack)

@@ -113,7 +113,7 @@ def test_query_and_relay_to_impossible_ports_are_dropped() -> None:
     s0 = c.nodes[0]
     q = bytes([M.SerfMessageType.QUERY]) + msgpack.packb(
         {b"LTime": 50, b"ID": 1, b"Addr": ip_to_bytes("10.1.0.2"), b"Port": 70000, b"SourceNode": b"s1",
-         b"Filters": None, b"Flags": M.QUERY_FLAG_ACK, b"RelayFactor": 0, b"Timeout": 10**9, b"Name": b"q",
+         b"Filters": None, b"Flags": M.QueryFlag.ACK, b"RelayFactor": 0, b"Timeout": 10**9, b"Name": b"q",
          b"Payload": b""}, use_bin_type=False)
     relay = M.encode_relay(M.RelayHeader(ip_to_bytes("10.1.0.2"), 0, "s1"), b"\x05\xc0")
     s0.receive_packet(make_compound([encode(UserMsg(q)), encode(UserMsg(relay))]), SRC, c.net.now)

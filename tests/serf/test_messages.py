@@ -75,11 +75,11 @@ def test_filters_relay_key_payloads_golden() -> None:
         == "0182a445787072a57765622e2aa3546167a4726f6c65"
     )
     assert M.decode_filter(bytes.fromhex("0091a66e6f64652d61")) == (
-        M.FILTER_NODE,
+        M.FilterType.NODE,
         ["node-a"],
     )
     assert M.decode_filter(M.encode_tag_filter("role", "web.*")) == (
-        M.FILTER_TAG,
+        M.FilterType.TAG,
         ("role", "web.*"),
     )
     hdr = M.RelayHeader(bytes([10, 0, 0, 1]), 7946, "node-a")
