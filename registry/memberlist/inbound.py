@@ -18,16 +18,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
-from .admission import (
-    ACCEPT_BATCH,
-    NO_FD_BACKOFF,
-    NO_FD_ERRNOS,
-    Admission,
-    Shed,
-    first_message_timeout,
-    make_admission,
-)
+from .admission import NO_FD_BACKOFF, first_message_timeout
 from .config import Config
+from .gate import Gate, accept_some, peer_address
 from .types import Address
 
 __all__ = ["InboundServer"]
@@ -63,23 +56,18 @@ class _Stream(asyncio.Protocol):
         if self.done or self.closed:
             return
         server = self._server
-        stats = server.stats
-        stats["tcp.in.bytes"] += len(data)
+        server.gate.charge(self, len(data))
+        if self.closed:
+            return
         try:
-            for victim, why in server.admission.charge(self, len(data)):
-                server.shed(victim, why)
-            if self.closed:
-                return
             msg = self._framer.feed(data)
         except ValueError as exc:  # DecodeError: too large, malformed, unknown type
-            stats["tcp.in.drop." + str(getattr(exc, "reason", "malformed"))] += 1
-            log.debug("inbound stream from %s dropped: %s", self.source, exc)
-            self.abort()
+            server.gate.malformed(self, exc)
             return
         if msg is None:
             return
         self.done = True
-        server.admission.complete(self, server.loop.time())
+        server.gate.complete(self, server.loop.time())
         transport = self._transport
         assert transport is not None
         transport.pause_reading()
@@ -87,7 +75,7 @@ class _Stream(asyncio.Protocol):
         try:
             reply = server.handle(msg, self.source)
         except Exception as exc:  # noqa: BLE001 - never let one connection hurt the node
-            stats["runner.exception.connection"] += 1
+            server.stats["runner.exception.connection"] += 1
             log.warning("inbound connection failed: %r", exc)
             self.abort()
             return
@@ -95,7 +83,7 @@ class _Stream(asyncio.Protocol):
             return
         if reply:
             transport.write(reply)
-            stats["tcp.out.bytes"] += len(reply)
+            server.stats["tcp.out.bytes"] += len(reply)
         transport.close()  # after the reply is flushed; the exchange deadline still applies
 
     def eof_received(self) -> bool:
@@ -105,8 +93,7 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.closed:
-            self._server.stats["tcp.in.error"] += 1
-            log.debug("inbound stream from %s failed: %s", self.source, exc)
+            self._server.gate.failed(self, exc)
         self._forget()
 
     # -- ours -------------------------------------------------------------------------------
@@ -118,14 +105,8 @@ class _Stream(asyncio.Protocol):
 
     def _expired(self) -> None:
         self._timer = None
-        if self.closed:
-            return
-        stats = self._server.stats
-        stats["tcp.in.timeout"] += 1
-        if not self.done:
-            stats["tcp.in.timeout.first_message"] += 1
-        log.debug("inbound stream from %s timed out", self.source)
-        self.abort()
+        if not self.closed:
+            self._server.gate.timed_out(self)
 
     def _forget(self) -> None:
         self.closed = True
@@ -158,7 +139,7 @@ class InboundServer:
         self.config = config
         self.handle = handle
         self.stats = stats
-        self.admission: Admission[_Stream] = make_admission(config)
+        self.gate: Gate[_Stream] = Gate(config, stats, _Stream.abort)
         self._sock = sock
         self._streams: set[_Stream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -208,49 +189,19 @@ class InboundServer:
     # -- accepting --------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        for i in range(ACCEPT_BATCH):
-            try:
-                conn, peer = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in NO_FD_ERRNOS:
-                    # Linux checks for a free descriptor before looking at the queue, so only a
-                    # failure on the first try (the listener was readable) proves a newcomer waits.
-                    if i == 0:
-                        self._out_of_fds()
-                else:  # e.g. ECONNABORTED: that connection is gone, the listener is fine
-                    self.stats["tcp.accept.error"] += 1
-                    log.debug("accept failed: %s", exc)
-                return
-            self._admit(conn, peer)
+        accept_some(self._sock, self.stats, self._admit, self._out_of_fds)
 
-    def _out_of_fds(self) -> None:
+    def _out_of_fds(self) -> bool:
         """No descriptor for the next connection: shed an idle stream to make one (it is
-        closed by the loop before accepting resumes), else pause accepting briefly.  Counted,
-        never logged per retry, never spinning."""
-        self.stats["tcp.accept.no_fd"] += 1
-        victim = self.admission.shed_for_fd(self.loop.time())
-        if victim is not None:
-            self.shed(victim, Shed.NO_FD)
-            self._pause(0.0)
-        else:
-            self._pause(NO_FD_BACKOFF)
+        closed by the loop before accepting resumes), else pause accepting briefly."""
+        self._pause(0.0 if self.gate.out_of_fds(self.loop.time()) else NO_FD_BACKOFF)
+        return False
 
     def _admit(self, conn: socket.socket, peer: Any) -> None:
-        try:
-            source = Address(str(peer[0]), int(peer[1]))
-        except (IndexError, TypeError, ValueError):
-            source = Address("0.0.0.0", 0)
-        stream = _Stream(self, source, self.loop.time())
-        admitted, shed = self.admission.admit(stream, source.host, stream.accepted)
-        for victim, why in shed:
-            self.shed(victim, why)
-        if not admitted:
-            self.stats["tcp.in.rejected_busy"] += 1
+        stream = _Stream(self, peer_address(peer), self.loop.time())
+        if not self.gate.admit(stream, stream.accepted):
             conn.close()
             return
-        self.stats["tcp.accept"] += 1
         self._streams.add(stream)
         task = self.loop.create_task(self._connect(stream, conn))
         self._tasks.add(task)
@@ -263,18 +214,11 @@ class InboundServer:
             conn.close()
             stream.abort()
         except Exception as exc:  # noqa: BLE001 - e.g. the peer reset already
-            self.stats["tcp.in.error"] += 1
-            log.debug("inbound stream from %s failed at setup: %s", stream.source, exc)
             conn.close()
-            stream.abort()
+            self.gate.failed(stream, f"at setup: {exc}")
 
     # -- called by streams ------------------------------------------------------------------
 
-    def shed(self, victim: _Stream, why: Shed) -> None:
-        self.stats["tcp.in.shed." + why.value] += 1
-        log.debug("inbound stream from %s shed (%s)", victim.source, why.value)
-        victim.abort()
-
     def forget(self, stream: _Stream) -> None:
-        self.admission.release(stream)
+        self.gate.release(stream)
         self._streams.discard(stream)

@@ -18,9 +18,7 @@ budget), and running out of descriptors sheds or pauses accepting instead of spi
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import selectors
 import socket
 import threading
@@ -31,17 +29,9 @@ from typing import Any, TypeVar
 
 from registry.addresses import bind_pair, family_of
 
-from .admission import (
-    ACCEPT_BATCH,
-    NO_FD_BACKOFF,
-    NO_FD_ERRNOS,
-    Shed,
-    first_message_timeout,
-    make_admission,
-)
 from .config import Config
 from .driver import DriverBase, StreamDone, local_advertise
-from .stream import StreamFramer
+from .threaded_streams import Exchanges
 from .types import Address, Machine, OpenStream, SendPacket
 
 __all__ = [
@@ -80,28 +70,6 @@ class _Call:
         self.error: BaseException | None = None
 
 
-class _Conn:
-    """One TCP exchange in flight: outbound (dial, write, maybe read a reply) or inbound
-    (read one message, write the machine's reply)."""
-
-    __slots__ = ("accepted", "connected", "deadline", "done", "framer", "open", "out", "outbound", "sock", "source",
-                 "timeout")
-
-    def __init__(self, sock: socket.socket, outbound: OpenStream | None, deadline: float, timeout: float,
-                 framer: StreamFramer | None, source: Address) -> None:
-        self.accepted = time.monotonic()
-        self.done = False  # inbound: its message arrived (no longer sheddable)
-        self.sock = sock
-        self.outbound = outbound
-        self.deadline = deadline
-        self.timeout = timeout
-        self.out = b""
-        self.framer = framer
-        self.open = True
-        self.connected = outbound is None
-        self.source = source
-
-
 class ThreadedRunner(DriverBase):
     """Runs one `Machine` on UDP + TCP sharing one port, from a daemon thread.
 
@@ -116,14 +84,12 @@ class ThreadedRunner(DriverBase):
         self._sel: selectors.BaseSelector | None = None
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
+        self._exchanges: Exchanges | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._calls: deque[_Call] = deque()
         self._lock = threading.Lock()
-        self._conns: set[_Conn] = set()
-        self._admission = make_admission(self.config)
-        self._accept_resume: float | None = None  # accepting paused (out of descriptors) until then
         self._deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -147,7 +113,7 @@ class ThreadedRunner(DriverBase):
             for s in (wake_r, wake_w):
                 s.setblocking(False)
             sel.register(udp, selectors.EVENT_READ, self._on_udp)
-            sel.register(tcp, selectors.EVENT_READ, self._on_accept)
+            exchanges = Exchanges(sel, tcp, self.config, self.stats, handle=self._feed_stream, done=self._stream_done)
             sel.register(wake_r, selectors.EVENT_READ, self._on_wake)
         except BaseException:
             sel.close()
@@ -155,6 +121,7 @@ class ThreadedRunner(DriverBase):
                 s.close()
             raise
         self._sel, self._tcp, self._udp, self._wake_r, self._wake_w = sel, tcp, udp, wake_r, wake_w
+        self._exchanges = exchanges
         self._bound = bound
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-{bound.port}", daemon=True)
         self._thread.start()
@@ -263,18 +230,16 @@ class ThreadedRunner(DriverBase):
             pass  # the pipe is full (a wake-up is pending anyway) or already closed
 
     def _run(self) -> None:
-        sel = self._sel
-        assert sel is not None
+        sel, exchanges = self._sel, self._exchanges
+        assert sel is not None and exchanges is not None
         try:
             while not self._stopping:
                 now = time.monotonic()
                 wait = None
                 soonest = self._deadline
-                if self._accept_resume is not None and (soonest is None or self._accept_resume < soonest):
-                    soonest = self._accept_resume
-                for conn in self._conns:
-                    if soonest is None or conn.deadline < soonest:
-                        soonest = conn.deadline
+                streams_due = exchanges.next_deadline()
+                if streams_due is not None and (soonest is None or streams_due < soonest):
+                    soonest = streams_due
                 if soonest is not None:
                     wait = max(0.0, soonest - now)
                 for key, mask in sel.select(wait):
@@ -284,11 +249,7 @@ class ThreadedRunner(DriverBase):
                 if self._stopping:
                     break
                 now = time.monotonic()
-                if self._accept_resume is not None and self._accept_resume <= now:
-                    self._resume_accepting()
-                expired = [c for c in self._conns if c.deadline <= now]
-                for conn in expired:
-                    self._timed_out(conn)
+                exchanges.expire(now)
                 if self._deadline is not None and self._deadline <= now:
                     self._deadline = None
                     self._feed_tick(now)
@@ -307,8 +268,8 @@ class ThreadedRunner(DriverBase):
         for c in calls:
             c.error = RunnerClosed("the gossip runner stopped")
             c.done.set()
-        for conn in list(self._conns):
-            self._drop(conn)
+        if self._exchanges is not None:
+            self._exchanges.close()
         self._release_all()
         if self._sel is not None:
             self._sel.close()
@@ -372,218 +333,6 @@ class ThreadedRunner(DriverBase):
         self.stats["udp.out.packets"] += 1
         self.stats["udp.out.bytes"] += len(out.data)
 
-    # -- TCP ------------------------------------------------------------------------------
-
     def _open_stream(self, out: OpenStream) -> None:
-        timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
-        self.stats["tcp.dial"] += 1
-        try:
-            sock = socket.socket(family_of(out.addr.host), socket.SOCK_STREAM)
-        except OSError as exc:
-            self.stats["tcp.dial.error"] += 1
-            self._stream_done(out, None, os.strerror(exc.errno) if exc.errno else str(exc))
-            return
-        framer = StreamFramer(expect_label=False, max_size=self.config.max_stream_size) if out.expect_reply else None
-        conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr)
-        conn.out = out.data
-        sock.setblocking(False)
-        try:
-            err = sock.connect_ex((out.addr.host, out.addr.port))
-        except (OSError, ValueError, TypeError, OverflowError) as exc:
-            sock.close()
-            self.stats["runner.exception.dial"] += 1
-            self._stream_done(out, None, f"{type(exc).__name__}: {exc}")
-            return
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            sock.close()
-            self.stats["tcp.dial.error"] += 1
-            self._stream_done(out, None, os.strerror(err))
-            return
-        assert self._sel is not None
-        self._sel.register(sock, selectors.EVENT_WRITE, lambda key, mask: self._on_conn(conn, mask))
-        self._conns.add(conn)
-
-    def _on_accept(self, key: selectors.SelectorKey, mask: int) -> None:
-        tcp = self._tcp
-        assert tcp is not None and self._sel is not None
-        accepted = False
-        for _ in range(ACCEPT_BATCH):  # then UDP and the open streams get a turn
-            if self._accept_resume is not None:
-                return
-            try:
-                sock, peer = tcp.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno not in NO_FD_ERRNOS:  # e.g. ECONNABORTED: that peer is gone
-                    self.stats["tcp.accept.error"] += 1
-                    log.debug("accept failed: %s", exc)
-                    return
-                if accepted:
-                    # Linux checks for a free descriptor before looking at the queue: after an
-                    # accept this proves nobody waits; select says so if someone does.
-                    return
-                # Out of descriptors with a newcomer waiting: the listener stays readable, so
-                # retrying at once would spin.  Shed an idle stream (its descriptor is free at
-                # once) and retry, else pause accepting briefly.  Counted, never logged per retry.
-                self.stats["tcp.accept.no_fd"] += 1
-                victim = self._admission.shed_for_fd(time.monotonic())
-                if victim is None:
-                    self._pause_accepting()
-                    return
-                self._shed(victim, Shed.NO_FD)
-                continue
-            accepted = True
-            self._admit(sock, peer)
-
-    def _pause_accepting(self) -> None:
-        assert self._sel is not None and self._tcp is not None
-        self._sel.unregister(self._tcp)
-        self._accept_resume = time.monotonic() + NO_FD_BACKOFF
-
-    def _resume_accepting(self) -> None:
-        self._accept_resume = None
-        if self._sel is not None and self._tcp is not None:
-            self._sel.register(self._tcp, selectors.EVENT_READ, self._on_accept)
-
-    def _admit(self, sock: socket.socket, peer: Any) -> None:
-        assert self._sel is not None
-        try:
-            source = Address(str(peer[0]), int(peer[1]))
-        except (IndexError, TypeError, ValueError):
-            source = Address("0.0.0.0", 0)
-        framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size,
-                              max_user_size=self.config.max_stream_user_msg_size)
-        now = time.monotonic()
-        conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout, framer, source)
-        admitted, shed = self._admission.admit(conn, source.host, conn.accepted)
-        for victim, why in shed:
-            self._shed(victim, why)
-        if not admitted:
-            self.stats["tcp.in.rejected_busy"] += 1
-            sock.close()
-            return
-        self.stats["tcp.accept"] += 1
-        sock.setblocking(False)
-        self._conns.add(conn)
-        self._sel.register(sock, selectors.EVENT_READ, lambda key, mask, c=conn: self._on_conn(c, mask))
-
-    def _shed(self, conn: _Conn, why: Shed) -> None:
-        self.stats["tcp.in.shed." + why.value] += 1
-        log.debug("inbound stream from %s shed (%s)", conn.source, why.value)
-        self._drop(conn)
-
-    def _on_conn(self, conn: _Conn, mask: int) -> None:
-        if not conn.open:
-            return
-        try:
-            if not conn.connected:
-                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, os.strerror(err))
-                conn.connected = True
-            if mask & selectors.EVENT_WRITE:
-                self._write(conn)
-            elif mask & selectors.EVENT_READ:
-                self._read(conn)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._failed(conn, os.strerror(exc.errno) if exc.errno else str(exc), "error")
-        except ValueError as exc:  # DecodeError from the framer
-            if conn.outbound is not None:
-                self._failed(conn, f"bad reply: {exc}", "bad_reply")
-            else:
-                self.stats["tcp.in.drop." + str(getattr(exc, "reason", "malformed"))] += 1
-                log.debug("inbound stream from %s dropped: %s", conn.source, exc)
-                self._drop(conn)
-
-    def _write(self, conn: _Conn) -> None:
-        while conn.out:
-            n = conn.sock.send(conn.out)
-            self.stats["tcp.out.bytes"] += n
-            conn.out = conn.out[n:]
-        out = conn.outbound
-        if out is None:  # inbound: our reply is out
-            self._drop(conn)
-        elif not out.expect_reply:
-            self._finish(conn, b"", "")
-        else:
-            assert self._sel is not None
-            self._sel.modify(conn.sock, selectors.EVENT_READ, self._sel.get_key(conn.sock).data)
-
-    def _read(self, conn: _Conn) -> None:
-        assert conn.framer is not None
-        while conn.open:
-            data = conn.sock.recv(_CHUNK)
-            if not data:
-                if conn.outbound is not None:
-                    self.stats["tcp.dial.eof"] += 1
-                    self._finish(conn, None, "connection closed before a reply")
-                else:
-                    self.stats["tcp.in.eof"] += 1
-                    self._drop(conn)
-                return
-            self.stats["tcp.in.bytes"] += len(data)
-            if conn.outbound is None:
-                for victim, why in self._admission.charge(conn, len(data)):
-                    self._shed(victim, why)
-                if not conn.open:
-                    return
-            msg = conn.framer.feed(data)
-            if msg is None:
-                continue
-            if conn.outbound is not None:
-                self._finish(conn, msg, "")
-                return
-            conn.done = True
-            conn.deadline = conn.accepted + conn.timeout
-            self._admission.complete(conn, time.monotonic())
-            reply = self._feed_stream(msg, conn.source)
-            if not reply or not conn.open:
-                self._drop(conn)
-                return
-            conn.out = reply
-            assert self._sel is not None
-            self._sel.modify(conn.sock, selectors.EVENT_WRITE, self._sel.get_key(conn.sock).data)
-            return
-
-    def _timed_out(self, conn: _Conn) -> None:
-        if conn.outbound is not None:
-            self.stats["tcp.dial.timeout"] += 1
-            self._finish(conn, None, f"timed out after {conn.timeout:g}s")
-        else:
-            self.stats["tcp.in.timeout"] += 1
-            if not conn.done:
-                self.stats["tcp.in.timeout.first_message"] += 1
-            log.debug("inbound stream from %s timed out after %gs", conn.source, conn.timeout)
-            self._drop(conn)
-
-    def _failed(self, conn: _Conn, why: str, kind: str) -> None:
-        if conn.outbound is not None:
-            self.stats["tcp.dial." + kind] += 1
-            self._finish(conn, None, why)
-        else:
-            self.stats["tcp.in.error"] += 1
-            log.debug("inbound stream from %s failed: %s", conn.source, why)
-            self._drop(conn)
-
-    def _drop(self, conn: _Conn) -> None:
-        """Forget and close one exchange (without reporting it to the machine)."""
-        if not conn.open:
-            return
-        conn.open = False
-        self._conns.discard(conn)
-        if conn.outbound is None:
-            self._admission.release(conn)
-        if self._sel is not None:
-            try:
-                self._sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-        conn.sock.close()
-
-    def _finish(self, conn: _Conn, reply: bytes | None, error: str) -> None:
-        self._drop(conn)
-        assert conn.outbound is not None
-        self._stream_done(conn.outbound, reply, error)
+        assert self._exchanges is not None
+        self._exchanges.dial(out)

@@ -1,0 +1,266 @@
+"""The thread driver's TCP exchanges: outbound dials and inbound accepts, each a non-blocking
+socket in the driver's selector, with a deadline.
+
+Split from `threaded.py` (the thread, its calls and UDP) because the exchanges are their own
+concern: a small state machine per connection (connect, write, read one framed message, write
+the reply) that the gossip thread steps whenever `select()` says a socket is ready or a
+deadline passed.  Inbound streams are admitted, charged and shed by the same `gate.Gate` as the
+asyncio driver's (`inbound.py`), so both report alike; a complete inbound message goes to
+`handle` (the machine) and an outbound outcome to `done` (`DriverBase._stream_done`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from registry.addresses import family_of
+
+from .admission import NO_FD_BACKOFF, first_message_timeout
+from .config import Config
+from .gate import Gate, accept_some, peer_address
+from .stream import StreamFramer
+from .types import Address, OpenStream
+
+__all__ = ["Exchanges"]
+
+_CHUNK = 65536
+
+
+class _Conn:
+    """One TCP exchange in flight: outbound (dial, write, maybe read a reply) or inbound
+    (read one message, write the machine's reply)."""
+
+    __slots__ = ("accepted", "connected", "deadline", "done", "framer", "open", "out", "outbound", "sock", "source",
+                 "timeout")
+
+    def __init__(self, sock: socket.socket, outbound: OpenStream | None, deadline: float, timeout: float,
+                 framer: StreamFramer | None, source: Address) -> None:
+        self.accepted = time.monotonic()
+        self.done = False  # inbound: its message arrived (no longer sheddable)
+        self.sock = sock
+        self.outbound = outbound
+        self.deadline = deadline
+        self.timeout = timeout
+        self.out = b""
+        self.framer = framer
+        self.open = True
+        self.connected = outbound is None
+        self.source = source
+
+
+class Exchanges:
+    """Every TCP exchange of one thread-driven node, and its listener.  Runs on the gossip
+    thread only: `dial` for each `OpenStream`, `next_deadline`/`expire` from the loop."""
+
+    def __init__(
+        self,
+        sel: selectors.BaseSelector,
+        listener: socket.socket,
+        config: Config,
+        stats: Counter[str],
+        *,
+        handle: Callable[[bytes, Address], bytes | None],
+        done: Callable[[OpenStream, bytes | None, str], None],
+    ) -> None:
+        self._sel = sel
+        self._tcp = listener
+        self.config = config
+        self.stats = stats
+        self._handle = handle
+        self._done = done
+        self._conns: set[_Conn] = set()
+        self.gate: Gate[_Conn] = Gate(config, stats, self._drop)
+        self._accept_resume: float | None = None  # accepting paused (out of descriptors) until then
+        sel.register(listener, selectors.EVENT_READ, self._on_accept)
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment `expire` has work: an exchange's deadline or accepting's resume."""
+        soonest = self._accept_resume
+        for conn in self._conns:
+            if soonest is None or conn.deadline < soonest:
+                soonest = conn.deadline
+        return soonest
+
+    def expire(self, now: float) -> None:
+        if self._accept_resume is not None and self._accept_resume <= now:
+            self._resume_accepting()
+        for conn in [c for c in self._conns if c.deadline <= now]:
+            self._timed_out(conn)
+
+    def close(self) -> None:
+        """Close every exchange, unreported (the driver tells watchers it shut down)."""
+        for conn in list(self._conns):
+            self._drop(conn)
+
+    def dial(self, out: OpenStream) -> None:
+        """Start the exchange an `OpenStream` asks for; its outcome goes to `done`."""
+        timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
+        self.stats["tcp.dial"] += 1
+        try:
+            sock = socket.socket(family_of(out.addr.host), socket.SOCK_STREAM)
+        except OSError as exc:
+            self.stats["tcp.dial.error"] += 1
+            self._done(out, None, os.strerror(exc.errno) if exc.errno else str(exc))
+            return
+        framer = StreamFramer(expect_label=False, max_size=self.config.max_stream_size) if out.expect_reply else None
+        conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr)
+        conn.out = out.data
+        sock.setblocking(False)
+        try:
+            err = sock.connect_ex((out.addr.host, out.addr.port))
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            sock.close()
+            self.stats["runner.exception.dial"] += 1
+            self._done(out, None, f"{type(exc).__name__}: {exc}")
+            return
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            self.stats["tcp.dial.error"] += 1
+            self._done(out, None, os.strerror(err))
+            return
+        self._sel.register(sock, selectors.EVENT_WRITE, lambda key, mask: self._on_conn(conn, mask))
+        self._conns.add(conn)
+
+    def _on_accept(self, key: selectors.SelectorKey, mask: int) -> None:
+        accept_some(self._tcp, self.stats, self._admit, self._out_of_fds)
+
+    def _out_of_fds(self) -> bool:
+        """Out of descriptors with a newcomer waiting: the listener stays readable, so
+        retrying at once would spin.  Shed an idle stream (its descriptor is free at once) and
+        retry, else pause accepting briefly."""
+        if self.gate.out_of_fds(time.monotonic()):
+            return True
+        self._pause_accepting()
+        return False
+
+    def _pause_accepting(self) -> None:
+        self._sel.unregister(self._tcp)
+        self._accept_resume = time.monotonic() + NO_FD_BACKOFF
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume = None
+        self._sel.register(self._tcp, selectors.EVENT_READ, self._on_accept)
+
+    def _admit(self, sock: socket.socket, peer: Any) -> None:
+        source = peer_address(peer)
+        framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size,
+                              max_user_size=self.config.max_stream_user_msg_size)
+        now = time.monotonic()
+        conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout, framer, source)
+        if not self.gate.admit(conn, conn.accepted):
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._conns.add(conn)
+        self._sel.register(sock, selectors.EVENT_READ, lambda key, mask, c=conn: self._on_conn(c, mask))
+
+    def _on_conn(self, conn: _Conn, mask: int) -> None:
+        if not conn.open:
+            return
+        try:
+            if not conn.connected:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                conn.connected = True
+            if mask & selectors.EVENT_WRITE:
+                self._write(conn)
+            elif mask & selectors.EVENT_READ:
+                self._read(conn)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._failed(conn, os.strerror(exc.errno) if exc.errno else str(exc), "error")
+        except ValueError as exc:  # DecodeError from the framer
+            if conn.outbound is not None:
+                self._failed(conn, f"bad reply: {exc}", "bad_reply")
+            else:
+                self.gate.malformed(conn, exc)
+
+    def _write(self, conn: _Conn) -> None:
+        while conn.out:
+            n = conn.sock.send(conn.out)
+            self.stats["tcp.out.bytes"] += n
+            conn.out = conn.out[n:]
+        out = conn.outbound
+        if out is None:  # inbound: our reply is out
+            self._drop(conn)
+        elif not out.expect_reply:
+            self._finish(conn, b"", "")
+        else:
+            self._sel.modify(conn.sock, selectors.EVENT_READ, self._sel.get_key(conn.sock).data)
+
+    def _read(self, conn: _Conn) -> None:
+        assert conn.framer is not None
+        while conn.open:
+            data = conn.sock.recv(_CHUNK)
+            if not data:
+                if conn.outbound is not None:
+                    self.stats["tcp.dial.eof"] += 1
+                    self._finish(conn, None, "connection closed before a reply")
+                else:
+                    self.stats["tcp.in.eof"] += 1
+                    self._drop(conn)
+                return
+            if conn.outbound is None:
+                self.gate.charge(conn, len(data))
+                if not conn.open:
+                    return
+            else:
+                self.stats["tcp.in.bytes"] += len(data)
+            msg = conn.framer.feed(data)
+            if msg is None:
+                continue
+            if conn.outbound is not None:
+                self._finish(conn, msg, "")
+                return
+            conn.done = True
+            conn.deadline = conn.accepted + conn.timeout
+            self.gate.complete(conn, time.monotonic())
+            reply = self._handle(msg, conn.source)
+            if not reply or not conn.open:
+                self._drop(conn)
+                return
+            conn.out = reply
+            self._sel.modify(conn.sock, selectors.EVENT_WRITE, self._sel.get_key(conn.sock).data)
+            return
+
+    def _timed_out(self, conn: _Conn) -> None:
+        if conn.outbound is not None:
+            self.stats["tcp.dial.timeout"] += 1
+            self._finish(conn, None, f"timed out after {conn.timeout:g}s")
+        else:
+            self.gate.timed_out(conn)
+
+    def _failed(self, conn: _Conn, why: str, kind: str) -> None:
+        if conn.outbound is not None:
+            self.stats["tcp.dial." + kind] += 1
+            self._finish(conn, None, why)
+        else:
+            self.gate.failed(conn, why)
+
+    def _drop(self, conn: _Conn) -> None:
+        """Forget and close one exchange (without reporting it to the machine)."""
+        if not conn.open:
+            return
+        conn.open = False
+        self._conns.discard(conn)
+        if conn.outbound is None:
+            self.gate.release(conn)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _finish(self, conn: _Conn, reply: bytes | None, error: str) -> None:
+        self._drop(conn)
+        assert conn.outbound is not None
+        self._done(conn.outbound, reply, error)
