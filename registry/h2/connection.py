@@ -38,6 +38,7 @@ from registry.h2.frames import (
 from registry.h2.hpack import Decoder, HPACKError
 from registry.h2.request import check_request, check_trailers
 from registry.h2.sender import Sender
+from registry.h2.stream_state import ILLEGAL, NEXT, RECEIVING, StreamInput, StreamState
 from registry.h2.streams import Closed, Stream
 
 __all__ = [
@@ -63,6 +64,11 @@ _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWA
 _END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 _SELF_DEPENDENT = 0x100  # not on the wire: the HEADERS frame's priority named its own stream
 _frame = frame
+_IDLE, _CLOSED = int(StreamState.IDLE), int(StreamState.CLOSED)
+_RECV_HEADERS, _RECV_DATA, _RECV_END = (
+    int(StreamInput.RECV_HEADERS), int(StreamInput.RECV_DATA), int(StreamInput.RECV_END_STREAM)
+)
+_RECV_RST, _RECV_WINDOW_UPDATE = int(StreamInput.RECV_RST_STREAM), int(StreamInput.RECV_WINDOW_UPDATE)
 
 
 class _ProtocolError(Exception):
@@ -250,8 +256,8 @@ class ServerConnection(Sender):
         end_stream = bool(flags & _END_STREAM)
         s = self._streams.get(stream_id)
         if s is not None:  # trailers of a request
-            if not s.remote_open:
-                self._stream_error(stream_id, ErrorCode.STREAM_CLOSED, events)  # half-closed (remote)
+            if NEXT[s.state][_RECV_HEADERS] < 0:  # half-closed (remote)
+                self._illegal(stream_id, s.state, _RECV_HEADERS, "HEADERS", events)
                 return
             malformed = check_trailers(headers) if end_stream else "trailers without END_STREAM"
             if malformed is None and (flags & _SELF_DEPENDENT or s.expect_len not in (-1, s.received_len)):
@@ -259,7 +265,7 @@ class ServerConnection(Sender):
             if malformed is not None:
                 self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)
                 return
-            self._remote_close(stream_id, s)
+            self._step(stream_id, s, _RECV_END)
             events.append(DataReceived(stream_id, b"", True, 0))
             return
         if stream_id % 2 == 0:
@@ -291,10 +297,18 @@ class ServerConnection(Sender):
             self._closed.add(stream_id, Closed.RESET_SENT)
             events.append(StreamReset(stream_id, ErrorCode.REFUSED_STREAM))
             return
-        s = self._streams[stream_id] = Stream(length)
+        s = self._streams[stream_id] = Stream(length)  # idle, RECV_HEADERS: open
         if end_stream:
-            s.remote_open = False
+            s.state = NEXT[s.state][_RECV_END]  # half-closed (remote)
         events.append(RequestReceived(stream_id, headers, end_stream))
+
+    def _illegal(self, stream_id: int, state: int, event: int, what: str, events: list[Event]) -> None:
+        """A peer's frame the stream's state does not allow (registry.h2.stream_state.ILLEGAL):
+        a connection error raises, a stream error resets the stream."""
+        bad = ILLEGAL[(StreamState(state), StreamInput(event))]
+        if bad.connection:
+            raise _ProtocolError(bad.code, f"{what} on {StreamState(state).name.lower()} stream {stream_id}")
+        self._stream_error(stream_id, bad.code, events)
 
     def _late_frame(self, stream_id: int, what: str, events: list[Event]) -> None:
         """DATA or HEADERS on a stream id the peer used before that is no longer open (RFC 9113 5.1)."""
@@ -318,13 +332,14 @@ class ServerConnection(Sender):
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window")
         data = self._unpad(flags, payload, "DATA") if flags & _PADDED else payload
         s = self._streams.get(stream_id)
-        if s is None or not s.remote_open:
+        if s is None or not RECEIVING[s.state]:
             if stream_id > self._last_stream:
-                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+                self._illegal(stream_id, _IDLE, _RECV_DATA, "DATA", events)
+                return  # (a connection error: _illegal raised)
             # No application will see these bytes: their connection-level credit goes back now.
             self._credit(0, None, size)
             if s is not None:
-                self._stream_error(stream_id, ErrorCode.STREAM_CLOSED, events)  # half-closed (remote)
+                self._illegal(stream_id, s.state, _RECV_DATA, "DATA", events)  # half-closed (remote)
             else:
                 self._late_frame(stream_id, "DATA", events)
             return
@@ -340,8 +355,8 @@ class ServerConnection(Sender):
             self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)  # section 8.1.1: content-length
             return
         if end_stream:
-            s.remote_open = False  # _remote_close, inline
-            if not s.local_open:
+            state = s.state = NEXT[s.state][_RECV_END]  # _step, inline: RECEIVING made it legal
+            if state == _CLOSED:
                 del self._streams[stream_id]
                 self._closed.add(stream_id, Closed.ENDED)
         self._recv_held += n
@@ -350,8 +365,11 @@ class ServerConnection(Sender):
         events.append(DataReceived(stream_id, data, end_stream, size))
 
     def _on_rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id == 0 or stream_id > self._last_stream:
-            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+        if stream_id == 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if stream_id > self._last_stream:
+            self._illegal(stream_id, _IDLE, _RECV_RST, "RST_STREAM", events)
+            return  # (a connection error: _illegal raised)
         if len(payload) != 4:
             raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
         if self._drop(stream_id, Closed.RESET_RECEIVED):
@@ -374,7 +392,8 @@ class ServerConnection(Sender):
             self._flush_blocked()
             return
         if stream_id > self._last_stream:
-            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+            self._illegal(stream_id, _IDLE, _RECV_WINDOW_UPDATE, "WINDOW_UPDATE", events)
+            return  # (a connection error: _illegal raised)
         s = self._streams.get(stream_id)
         if s is None:
             return  # closed: WINDOW_UPDATEs may still be in flight (section 5.1)

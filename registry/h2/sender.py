@@ -16,6 +16,7 @@ from collections import OrderedDict
 from registry.h2.events import ErrorCode, Event, StreamReset
 from registry.h2.frames import DEFAULT_WINDOW, MIN_FRAME, FrameType, frame
 from registry.h2.hpack import encode_integer
+from registry.h2.stream_state import ILLEGAL, NEXT, RECEIVING, SENDING, StreamInput, StreamState, StreamStateError
 from registry.h2.streams import Closed, ClosedStreams, CreditBound, Stream
 
 __all__ = ["Sender"]
@@ -26,6 +27,9 @@ _DATA, _HEADERS, _RST_STREAM, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
 )
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _frame = frame
+_CLOSED = int(StreamState.CLOSED)
+_SEND_END, _RECV_END = int(StreamInput.SEND_END_STREAM), int(StreamInput.RECV_END_STREAM)
+_SEND_RST, _RECV_RST = int(StreamInput.SEND_RST_STREAM), int(StreamInput.RECV_RST_STREAM)
 
 
 class Sender:
@@ -78,7 +82,15 @@ class Sender:
     def is_open(self, stream_id: int) -> bool:
         """True while this side may still send on the stream."""
         s = self._streams.get(stream_id)
-        return s is not None and s.local_open
+        return s is not None and SENDING[s.state]
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        """The stream's RFC 9113 section 5.1 state as this side sees it: idle above the last id
+        the peer opened, closed once it left the open streams (for tests and diagnostics)."""
+        s = self._streams.get(stream_id)
+        if s is not None:
+            return StreamState(s.state)
+        return StreamState.IDLE if stream_id > self._last_stream else StreamState.CLOSED
 
     def pending_bytes(self, stream_id: int) -> int:
         """Bytes queued on the stream waiting for the peer's flow-control windows."""
@@ -87,16 +99,16 @@ class Sender:
 
     def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
         s = self._streams.get(stream_id)
-        if s is None or not s.local_open:
+        if s is None or not SENDING[s.state]:
             return
         self._headers_frames(stream_id, block, end_stream)
         if end_stream:
-            self._local_close(stream_id, s)
+            self._step(stream_id, s, _SEND_END)
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Queue `data`; it leaves as the windows allow (see `pending_bytes`)."""
         s = self._streams.get(stream_id)
-        if s is None or not s.local_open:
+        if s is None or not SENDING[s.state]:
             return
         if data:
             s.pending.append(data)
@@ -110,7 +122,7 @@ class Sender:
     def send_trailers(self, stream_id: int, block: bytes) -> None:
         """End the stream with a trailing header block, after any queued data."""
         s = self._streams.get(stream_id)
-        if s is None or not s.local_open or s.trailers is not None:
+        if s is None or not SENDING[s.state] or s.trailers is not None:
             return
         s.trailers = block
         if not s.stalled:
@@ -119,7 +131,7 @@ class Sender:
     def respond(self, stream_id: int, head: bytes, body: bytes, trailers: bytes) -> None:
         """Headers, one DATA payload and trailers: the whole unary response in one call."""
         s = self._streams.get(stream_id)
-        if s is None or not s.local_open:
+        if s is None or not SENDING[s.state]:
             return
         n = len(body)
         if self._table_update is not None:
@@ -139,8 +151,8 @@ class Sender:
                 + n.to_bytes(3, "big") + b"\x00\x00" + sid + body
                 + len(trailers).to_bytes(3, "big") + b"\x01\x05" + sid + trailers
             )
-            s.local_open = False  # _local_close, inline
-            if not s.remote_open:
+            state = s.state = NEXT[s.state][_SEND_END]  # _step, inline: SENDING made it legal
+            if state == _CLOSED:
                 del self._streams[stream_id]
                 self._closed.add(stream_id, Closed.ENDED)
             return
@@ -183,7 +195,7 @@ class Sender:
             self._out.append(_frame(_WINDOW_UPDATE, 0, 0, self._recv_credit.to_bytes(4, "big")))
             self._recv_window += self._recv_credit
             self._recv_credit = 0
-        if s is None or not s.remote_open:
+        if s is None or not RECEIVING[s.state]:
             return  # the peer sends nothing more on it: no stream WINDOW_UPDATE is due
         s.recv_credit += n
         if s.recv_credit >= self._stream_window // 2:
@@ -242,7 +254,7 @@ class Sender:
                 self._headers_frames(stream_id, s.trailers, True)
             else:
                 self._out.append(_frame(_DATA, _END_STREAM, stream_id))
-            self._local_close(stream_id, s)
+            self._step(stream_id, s, _SEND_END)
 
     def _stall(self, stream_id: int, s: Stream) -> None:
         s.stalled = True
@@ -268,15 +280,15 @@ class Sender:
             if s is not None and s.stalled and s.credit == -neg:
                 self._flush_stream(stream_id, s)
 
-    def _local_close(self, stream_id: int, s: Stream) -> None:
-        s.local_open = False
-        if not s.remote_open:
-            del self._streams[stream_id]
-            self._closed.add(stream_id, Closed.ENDED)
-
-    def _remote_close(self, stream_id: int, s: Stream) -> None:
-        s.remote_open = False
-        if not s.local_open:
+    def _step(self, stream_id: int, s: Stream, event: int) -> None:
+        """Move an open stream along the table (END_STREAM sent or received); a stream that
+        ends closed goes to the closed ones, as ENDED. An illegal step here is a bug of ours:
+        the frame handlers judge the peer's inputs before they step."""
+        state = NEXT[s.state][event]
+        if state < 0:
+            raise StreamStateError(StreamState(s.state), StreamInput(event), ILLEGAL[(StreamState(s.state), StreamInput(event))])
+        s.state = state
+        if state == _CLOSED:
             del self._streams[stream_id]
             self._closed.add(stream_id, Closed.ENDED)
 
@@ -285,6 +297,7 @@ class Sender:
         s = self._streams.pop(stream_id, None)
         if s is None:
             return False
+        s.state = NEXT[s.state][_RECV_RST if how is Closed.RESET_RECEIVED else _SEND_RST]  # CLOSED from any open state
         self._blocked.pop(stream_id, None)
         self.pending_total -= s.pending_bytes
         self._closed.add(stream_id, how)

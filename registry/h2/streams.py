@@ -10,6 +10,8 @@ import heapq
 from collections import deque
 from enum import IntEnum
 
+from registry.h2.stream_state import StreamState
+
 __all__ = ["CLOSED_STREAMS_REMEMBERED", "Closed", "ClosedStreams", "CreditBound", "Stream"]
 
 # How many closed streams a connection remembers, to answer late frames on them as RFC 9113
@@ -30,20 +32,20 @@ class Stream:
     """One open stream. The send window is the peer's SETTINGS_INITIAL_WINDOW_SIZE plus
     `credit` (its WINDOW_UPDATEs minus what we sent), so a SETTINGS change moves every
     stream's window at once, in O(1); the receive side counts what the peer sent and we
-    have not credited back."""
+    have not credited back. `state` is its RFC 9113 section 5.1 state, moved only along
+    `registry.h2.stream_state.TRANSITIONS` (open, or half-closed either way, while it is here)."""
 
     __slots__ = (
         "credit",
         "credit_seq",
         "expect_len",
-        "local_open",
         "pending",
         "pending_bytes",
         "received_len",
         "recv_credit",
         "recv_taken",
-        "remote_open",
         "stalled",
+        "state",
         "trailers",
     )
 
@@ -54,8 +56,7 @@ class Stream:
         self.pending_bytes = 0
         self.trailers: bytes | None = None  # header block to send after `pending`, with END_STREAM
         self.stalled = False  # waiting for its own window (filed in the connection's stalled heap)
-        self.remote_open = True
-        self.local_open = True
+        self.state: int = StreamState.OPEN  # a StreamState; int so per-frame code indexes NEXT with it
         self.recv_taken = 0  # received and not yet credited back with a WINDOW_UPDATE
         self.recv_credit = 0  # acknowledged by the application, not yet sent in a WINDOW_UPDATE
         self.expect_len = expect_len  # the request's content-length, or -1
