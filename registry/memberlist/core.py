@@ -14,10 +14,10 @@ import collections
 import dataclasses
 import logging
 import random
+from collections.abc import Callable
 
 from . import codec as wire
 from .awareness import Awareness
-from .base import COMPOUND_HEADER, COMPOUND_PART, MAX_PARTS, StreamCtx
 from .broadcast import TransmitLimitedQueue
 from .config import Config, push_pull_scale
 from .delegate import (
@@ -33,6 +33,7 @@ from .delegate import (
     _Default,
 )
 from .handler_errors import HandlerErrors
+from .membership import Membership
 from .messages import (
     Ack,
     Alive,
@@ -46,12 +47,11 @@ from .messages import (
     Suspect,
     UserMsg,
 )
+from .outbox import Outbox, StreamCtx
 from .probe import Prober
 from .pushpull import PushPuller, explain_refused_reply
-from .state import next_inc
-from .suspicion import Suspicion
-from .timers import TimerHeap
-from .types import META_MAX_SIZE, Address, Node, NodeState, Output, ip_to_bytes
+from .timers import Clock, TimerHeap
+from .types import META_MAX_SIZE, Address, Node, NodeState, Output
 
 __all__ = ["MAX_PINGS_PER_PACKET", "Memberlist"]
 
@@ -61,8 +61,13 @@ log = logging.getLogger(__name__)
 MAX_PINGS_PER_PACKET = 1
 
 
-class Memberlist(Prober, PushPuller):
-    """One memberlist node's protocol state machine (see module docstring)."""
+class Memberlist:
+    """One memberlist node's protocol state machine (see module docstring).
+
+    It owns the parts and wires them: `Membership` (the table and its rules), `Prober`,
+    `PushPuller`, the `Outbox` (output list and packet filling), the broadcast queue, the
+    awareness score, the timer heap and the clock they share; it dispatches inputs to them
+    and keeps the public API the drivers and Serf use."""
 
     def __init__(
         self,
@@ -92,7 +97,7 @@ class Memberlist(Prober, PushPuller):
         self._wiring = Wiring(events, conflict, merge, alive, ping)
         self._hooks: Hooks = self._wiring.hooks(delegate)
         self.rng = rng if rng is not None else random.Random()
-        self.now = now
+        self._clock = Clock(now)
         self.stats: collections.Counter[str] = collections.Counter()
         self._handler_errors = HandlerErrors(self.stats, log, strict=config.strict)
         self.codec = self._make_codec(config)
@@ -100,37 +105,55 @@ class Memberlist(Prober, PushPuller):
         #: when only the stats can tell); drivers read it right after the call
         self.refusal = ""
         self.awareness = Awareness(config.awareness_max_multiplier)
-        self._advertise_ip = ip_to_bytes(advertise.host)
         self.broadcasts = TransmitLimitedQueue(config.retransmit_mult)
-
-        self._nodes: dict[str, Node] = {}
-        self._n_members = 0
-        self._order: list[str] = []  # probe order
-        self._probe_index = 0
-        self._suspicions: dict[str, tuple[Suspicion, int]] = {}
         self._timers = TimerHeap()
-        self._out: list[Output] = []
-        self._seq = 0
-        self._stream_seq = 0
-        self._incarnation = 0
-        self._probes = {}
-        self._relays = {}
-        self._streams = {}
-        self._leaving = False
-        self._leave_sent = False
         self._shutdown = False
-        self._death_news = False  # a peer was just declared dead/left here: gossip it now
-        self._reply_budget = None
-        self.accept_meta = None
+        hooks, stats, timers, clock = self._hooks, self.stats, self._timers, self._clock
+        self._members = members = Membership(
+            config,
+            advertise,
+            clock=clock,
+            rng=self.rng,
+            stats=stats,
+            timers=timers,
+            broadcasts=self.broadcasts,
+            awareness=self.awareness,
+            hooks=hooks,
+        )
+        self._outbox = outbox = Outbox(
+            config, self.codec, stats=stats, broadcasts=self.broadcasts, hooks=hooks, nodes=members.nodes
+        )
+        self._prober = Prober(
+            config,
+            advertise,
+            clock=clock,
+            stats=stats,
+            timers=timers,
+            awareness=self.awareness,
+            membership=members,
+            outbox=outbox,
+            hooks=hooks,
+        )
+        self._push_pull = PushPuller(
+            config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks
+        )
 
-        meta = delegate.node_meta(META_MAX_SIZE) if delegate is not None else b""
-        if len(meta) > META_MAX_SIZE:
-            raise ValueError(f"node metadata is {len(meta)} bytes, the limit is {META_MAX_SIZE}")
-        self._incarnation = 1
-        self._on_alive(self._self_alive(self._incarnation, meta), bootstrap=True)
+        members.announce(self._checked_meta(None))
         self._schedule_periodic(now)
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def now(self) -> float:
+        return self._clock.now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._clock.now = value
 
     @property
     def delegate(self) -> Delegate | None:
@@ -139,11 +162,20 @@ class Memberlist(Prober, PushPuller):
     @delegate.setter
     def delegate(self, value: Delegate | None) -> None:
         """A new delegate also answers the optional interfaces that were not given explicitly."""
-        self._hooks = self._wiring.hooks(value)
+        self._hooks.rewire(self._wiring.hooks(value))
+
+    @property
+    def accept_meta(self) -> Callable[[bytes], bool] | None:
+        """The layer above may refuse a member's metadata (Serf: tags that are not UTF-8 text)."""
+        return self._members.accept_meta
+
+    @accept_meta.setter
+    def accept_meta(self, value: Callable[[bytes], bool] | None) -> None:
+        self._members.accept_meta = value
 
     @property
     def local_node(self) -> Node:
-        return dataclasses.replace(self._nodes[self.name])
+        return dataclasses.replace(self._members.nodes[self.name])
 
     @property
     def strict(self) -> bool:
@@ -166,56 +198,57 @@ class Memberlist(Prober, PushPuller):
 
     @property
     def incarnation(self) -> int:
-        return self._nodes[self.name].incarnation
+        return self._members.nodes[self.name].incarnation
 
     def members(self) -> list[Node]:
-        return [dataclasses.replace(n) for n in self._nodes.values() if n.state in (NodeState.ALIVE, NodeState.SUSPECT)]
+        return [
+            dataclasses.replace(n)
+            for n in self._members.nodes.values()
+            if n.state in (NodeState.ALIVE, NodeState.SUSPECT)
+        ]
 
     def all_nodes(self) -> list[Node]:
-        return [dataclasses.replace(n) for n in self._nodes.values()]
+        return [dataclasses.replace(n) for n in self._members.nodes.values()]
 
     def num_members(self) -> int:
-        return self._n_members
+        return self._members.n_members
 
     def get(self, name: str) -> Node | None:
-        n = self._nodes.get(name)
+        n = self._members.nodes.get(name)
         return dataclasses.replace(n) if n is not None else None
 
     def join(self, addresses: list[Address], now: float) -> list[int]:
         """Start a Join=true push/pull with each address; results arrive via `stream_result`."""
-        self.now = now
-        ids = []
-        for addr in addresses:
-            ids.append(self._open_push_pull(addr, join=True))
-        return ids
+        self._clock.now = now
+        return [self._push_pull.open(addr, join=True) for addr in addresses]
 
     def push_pull(self, addr: Address, now: float) -> int:
         """Start one anti-entropy push/pull (Join=false) with `addr` now; its outcome arrives
         via `stream_result` (accepted: the peer read our whole state and we merged its)."""
-        self.now = now
-        return self._open_push_pull(addr, join=False)
+        self._clock.now = now
+        return self._push_pull.open(addr, join=False)
 
     def update_meta(self, now: float, meta: bytes | None = None) -> None:
-        self.now = now
+        self._clock.now = now
+        self._members.announce(self._checked_meta(meta))
+
+    def _checked_meta(self, meta: bytes | None) -> bytes:
+        """`meta`, or the delegate's when None, refused when over memberlist's limit."""
         if meta is None:
-            meta = self.delegate.node_meta(META_MAX_SIZE) if self.delegate is not None else b""
+            delegate = self._hooks.delegate
+            meta = delegate.node_meta(META_MAX_SIZE) if delegate is not None else b""
         if len(meta) > META_MAX_SIZE:
             raise ValueError(f"node metadata is {len(meta)} bytes, the limit is {META_MAX_SIZE}")
-        self._incarnation = next_inc(self._nodes[self.name].incarnation)
-        self._on_alive(self._self_alive(self._incarnation, meta), bootstrap=True)
+        return meta
 
     def leave(self, now: float) -> None:
         """Broadcast dead{me, From=me}, handing it to `gossip_nodes` peers at once (not at the
         next gossip tick: a departure is news to spread now); poll `leave_done()` until the
         queue has sent it its full retransmit count."""
-        self.now = now
-        if self._leaving:
+        self._clock.now = now
+        if self._members.leaving:
             return
-        self._leaving = True
-        me = self._nodes[self.name]
-        if not self._any_alive_peer():
-            self._leave_sent = True
-        self._on_dead(Dead(me.incarnation, self.name, self.name))
+        self._members.leave()
         self.gossip_now(now)
 
     def gossip_now(self, now: float) -> int:
@@ -227,47 +260,51 @@ class Memberlist(Prober, PushPuller):
         Returns the number of packets put on the output list."""
         if self._shutdown or self.config.gossip_nodes <= 0:
             return 0
-        self.now = max(self.now, now)
-        before = len(self._out)
+        self._clock.now = max(self._clock.now, now)
+        before = len(self._outbox.out)
         try:
             self._gossip()
         except Exception as exc:  # noqa: BLE001 - called from handlers and tick: logged once, raised if strict
             self._handler_errors.periodic_failed(exc, "memberlist gossip round", "gossip.errors")
-            return len(self._out) - before
+            return len(self._outbox.out) - before
         self.stats["gossip.immediate"] += 1
-        return len(self._out) - before
+        return len(self._outbox.out) - before
 
     def leave_done(self) -> bool:
-        return self._leave_sent or not self._any_alive_peer()
+        return self._members.leave_sent or not self._members.any_alive_peer()
 
     def shutdown(self) -> None:
         self._shutdown = True
         self._timers.clear()
-        self._out.clear()
+        self._outbox.out.clear()
         self.broadcasts.reset()
 
     def send_best_effort(self, addr: Address, payload: bytes, now: float) -> None:
         """One UDP user message.  Called while a packet is being handled (a Serf query
         answer), it is a reply: to an address that is no member's it must fit the packet's
-        reply budget (see `_emit_reply`)."""
-        self.now = now
-        node = self._node_at(addr)
+        reply budget (see `Outbox.emit_reply`)."""
+        self._clock.now = now
+        out = self._outbox
+        node = self._members.node_at(addr)
         msg = wire.encode(UserMsg(payload))
-        if self._reply_budget is not None and node is None and not self._trusted():
-            self._emit_reply(addr, False, msg)
+        if out.reply_budget is not None and node is None and not out.trusted():
+            out.emit_reply(addr, False, msg)
             return
-        self._emit(addr, msg, node=node)
+        out.emit(addr, msg, node=node)
 
     def send_reliable(self, addr: Address, payload: bytes, now: float) -> int:
-        self.now = now
+        self._clock.now = now
         data = self.codec.encode_stream(wire.encode_user_stream(payload), dialer=True)
-        return self._open(addr, data, StreamCtx("user"), expect_reply=False)
+        return self._outbox.open(addr, data, StreamCtx("user"), expect_reply=False)
+
+    def _local_state(self, join: bool) -> PushPull:
+        """Our side of a push/pull (tests encode it to check it always encodes)."""
+        return self._push_pull.local_state(join)
 
     # ------------------------------------------------------------------ Machine
 
     def drain(self) -> list[Output]:
-        out, self._out = self._out, []
-        return out
+        return self._outbox.drain()
 
     def next_deadline(self) -> float | None:
         return None if self._shutdown else self._timers.next_deadline()
@@ -275,7 +312,7 @@ class Memberlist(Prober, PushPuller):
     def tick(self, now: float) -> None:
         if self._shutdown:
             return
-        self.now = now
+        self._clock.now = now
         self._run_timers(now)
         self._flush_death_news()
 
@@ -298,15 +335,15 @@ class Memberlist(Prober, PushPuller):
         long as the spread itself.  The immediate round counts toward the retransmit limit
         (nothing is sent more often than Go sends it, only sooner) and runs once per input
         that brought deaths, however many it brought."""
-        if self._death_news:
-            self._death_news = False
-            if self.gossip_now(self.now):
+        if self._members.death_news:
+            self._members.death_news = False
+            if self.gossip_now(self._clock.now):
                 self.stats["gossip.death_now"] += 1
 
     def receive_packet(self, data: bytes, source: Address, now: float) -> None:
         if self._shutdown:
             return
-        self.now = now
+        self._clock.now = now
         try:
             msgs, drops = self.codec.decode_packet(data)
         except wire.DecodeError as e:
@@ -320,7 +357,8 @@ class Memberlist(Prober, PushPuller):
         # Answers to this packet sent to addresses that are no member's may total at most
         # its own size, and it may ask for one probe and one indirect probe (all Go ever
         # puts in a packet): no input amplifies towards a spoofed source.
-        self._reply_budget = len(data)
+        out = self._outbox
+        out.reply_budget = len(data)
         pings = indirect = 0
         try:
             for msg in msgs:
@@ -339,38 +377,39 @@ class Memberlist(Prober, PushPuller):
                 except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
                     self._handler_errors.failed(exc, type(msg).__name__, source)
         finally:
-            self._reply_budget = None
+            out.reply_budget = None
         self._flush_death_news()
 
     def receive_stream(self, data: bytes, source: Address, now: float) -> bytes | None:
         if self._shutdown:
             return None
-        self.now = now
+        self._clock.now = now
+        out = self._outbox
         try:
             msg = self.codec.decode_stream(data, from_dialer=True)
         except wire.DecodeError as e:
             self.stats["drop." + e.reason] += 1
-            return self._stream_reply(ErrResp(f"failed to receive: {e.reason}"))
+            return out.stream_reply(ErrResp(f"failed to receive: {e.reason}"))
         except Exception:  # noqa: BLE001
             self.stats["drop.malformed"] += 1
-            return self._stream_reply(ErrResp("failed to receive: malformed"))
+            return out.stream_reply(ErrResp("failed to receive: malformed"))
         self._count_dropped_rows(msg)
-        self._reply_budget = len(data)  # UDP it makes us send elsewhere (a Serf query's answers)
+        out.reply_budget = len(data)  # UDP it makes us send elsewhere (a Serf query's answers)
         try:
             return self._handle_stream_msg(msg, source)
         except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
             self._handler_errors.failed(exc, f"stream {type(msg).__name__}", source)
             return None
         finally:
-            self._reply_budget = None
+            out.reply_budget = None
             self._flush_death_news()
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         if self._shutdown:
             return False
-        self.now = now
+        self._clock.now = now
         self.refusal = ""
-        st = self._streams.pop(stream_id, None)
+        st = self._outbox.streams.pop(stream_id, None)
         if st is None:
             return False
         if st.kind == "user":
@@ -380,7 +419,7 @@ class Memberlist(Prober, PushPuller):
         if reply is None:
             self.stats[f"stream.{st.kind}.failed"] += 1
             if refused and st.kind == "ping":
-                self._tcp_ping_refused(st.seq, now)
+                self._prober.tcp_ping_refused(st.seq, now)
                 self._flush_death_news()
             return False
         try:
@@ -395,7 +434,7 @@ class Memberlist(Prober, PushPuller):
         self._count_dropped_rows(msg)
         try:
             if st.kind == "ping":
-                return self._tcp_ping_result(st.seq, msg)
+                return self._prober.tcp_ping_result(st.seq, msg)
             if isinstance(msg, ErrResp):
                 self.stats["push_pull.remote_error"] += 1
                 self.refusal = explain_refused_reply(encrypting=self._encrypting(), remote_error=msg.error)
@@ -403,7 +442,7 @@ class Memberlist(Prober, PushPuller):
             if not isinstance(msg, PushPull):
                 self.stats["drop.unexpected_reply"] += 1
                 return False
-            ok = self._merge_remote(msg, st.join)
+            ok = self._push_pull.merge_remote(msg, st.join)
             self.stats["push_pull." + ("ok" if ok else "failed")] += 1
             return ok
         except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
@@ -448,27 +487,17 @@ class Memberlist(Prober, PushPuller):
             protocol_version=config.protocol_version,
         )
 
-    def _self_alive(self, incarnation: int, meta: bytes) -> Alive:
-        return Alive(
-            incarnation=incarnation,
-            node=self.name,
-            addr=self._advertise_ip,
-            port=self.advertise.port,
-            meta=meta,
-            vsn=self.config.vsn,
-        )
-
     # ------------------------------------------------------------------ timers
 
     def _schedule_periodic(self, now: float) -> None:
         cfg = self.config
         if cfg.probe_interval > 0:
-            self._timers.schedule(now + self.rng.uniform(0, cfg.probe_interval), self._probe_tick)
+            self._timers.schedule(now + self.rng.uniform(0, cfg.probe_interval), self._prober.tick)
         if cfg.gossip_interval > 0 and cfg.gossip_nodes > 0:
             self._timers.schedule(now + self.rng.uniform(0, cfg.gossip_interval), self._gossip_tick)
         if cfg.push_pull_interval > 0:
-            first = push_pull_scale(cfg.push_pull_interval, len(self._nodes))
-            self._timers.schedule(now + self.rng.uniform(0, first), self._push_pull_tick)
+            first = push_pull_scale(cfg.push_pull_interval, len(self._members.nodes))
+            self._timers.schedule(now + self.rng.uniform(0, first), self._push_pull.tick)
 
     def _gossip_tick(self, now: float) -> None:
         try:
@@ -480,58 +509,50 @@ class Memberlist(Prober, PushPuller):
 
     def _handle_packet_msg(self, msg: Message, source: Address) -> None:
         if isinstance(msg, Ping):
-            self._on_ping(msg, source)
+            self._prober.on_ping(msg, source)
         elif isinstance(msg, IndirectPing):
-            self._on_indirect_ping(msg, source)
+            self._prober.on_indirect_ping(msg, source)
         elif isinstance(msg, Ack):
-            if not self._probe_acked(msg.seq_no, msg.payload, self.now):
-                relay = self._relays.pop(msg.seq_no, None)
-                if relay is not None:
-                    self._timers.cancel(relay.timer)
-                    ack = wire.encode(Ack(relay.orig_seq, None))  # its size was reserved if unverified
-                    self._emit(relay.reply_to, ack, piggyback=relay.verified)
-                else:
-                    self.stats["drop.unknown_ack"] += 1
+            self._prober.on_ack(msg)
         elif isinstance(msg, Nack):
-            probe = self._probes.get(msg.seq_no)
-            if probe is not None and not probe.done:
-                probe.nacks += 1
-            else:
-                self.stats["drop.unknown_nack"] += 1
+            self._prober.on_nack(msg)
         elif isinstance(msg, Alive):
-            self._on_alive(msg)
+            self._members.on_alive(msg)
         elif isinstance(msg, Suspect):
-            self._on_suspect(msg)
+            self._members.on_suspect(msg)
         elif isinstance(msg, Dead):
-            self._on_dead(msg)
+            self._members.on_dead(msg)
         elif isinstance(msg, UserMsg):
-            if self.delegate is not None:
-                self.delegate.notify_msg(msg.payload)
+            delegate = self._hooks.delegate
+            if delegate is not None:
+                delegate.notify_msg(msg.payload)
         else:
             self.stats["drop.unexpected_packet"] += 1
 
     # ------------------------------------------------------------------ streams
 
     def _handle_stream_msg(self, msg: Message, source: Address) -> bytes | None:
+        out = self._outbox
         if isinstance(msg, Ping):
             if msg.node and msg.node != self.name:
                 self.stats["drop.ping_wrong_node"] += 1
                 return None
-            return self._stream_reply(Ack(msg.seq_no, None))
+            return out.stream_reply(Ack(msg.seq_no, None))
         if isinstance(msg, PushPull):
             if len(msg.nodes) > self.config.max_push_pull_nodes:
                 self.stats["drop.too_large"] += 1
-                return self._stream_reply(ErrResp("too many nodes"))
-            reply = self._stream_reply(self._local_state(msg.join))
-            ok = self._merge_remote(msg, msg.join)
+                return out.stream_reply(ErrResp("too many nodes"))
+            reply = out.stream_reply(self._push_pull.local_state(msg.join))
+            ok = self._push_pull.merge_remote(msg, msg.join)
             self.stats["push_pull.inbound_" + ("ok" if ok else "failed")] += 1
             if ok and msg.join:
                 # we are the seed of a joining node: pass its alive on now, not at the next tick
-                self.gossip_now(self.now)
+                self.gossip_now(self._clock.now)
             return reply
         if isinstance(msg, UserMsg):
-            if self.delegate is not None:
-                self.delegate.notify_msg(msg.payload)
+            delegate = self._hooks.delegate
+            if delegate is not None:
+                delegate.notify_msg(msg.payload)
             return None
         self.stats["drop.unexpected_stream"] += 1
         return None
@@ -539,27 +560,18 @@ class Memberlist(Prober, PushPuller):
     # ------------------------------------------------------------------ gossip
 
     def _gossip(self) -> None:
-        if self.delegate is None and not len(self.broadcasts):
+        if self._hooks.delegate is None and not len(self.broadcasts):
             return  # nothing could be sent: skip picking targets
         horizon = self.config.gossip_to_the_dead_time
+        name, now = self.name, self._clock.now
 
         def exclude(n: Node) -> bool:
-            if n.name == self.name:
+            if n.name == name:
                 return True
             if n.state in (NodeState.ALIVE, NodeState.SUSPECT):
                 return False
             if n.state == NodeState.DEAD:
-                return self.now - n.state_change > horizon
+                return now - n.state_change > horizon
             return True
 
-        targets = self._random_nodes(self.config.gossip_nodes, exclude)
-        budget = self.config.udp_buffer_size - COMPOUND_HEADER - self.codec.overhead
-        for node in targets:
-            msgs = self._get_broadcasts(COMPOUND_PART, budget)
-            if not msgs:
-                return
-            if len(msgs) == 1:
-                self._emit_raw(node.address, msgs[0], node)
-            else:
-                for i in range(0, len(msgs), MAX_PARTS):
-                    self._emit_raw(node.address, wire.make_compound(msgs[i : i + MAX_PARTS]), node)
+        self._outbox.gossip(self._members.random_nodes(self.config.gossip_nodes, exclude))

@@ -128,12 +128,13 @@ class _Default:
 DEFAULT = _Default()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hooks:
     """Which object answers each interface; None: nobody (the core skips the work).
 
     Resolved once, when the core is built or its delegate is replaced, so the hot path reads
-    an attribute instead of asking the delegate what it implements."""
+    an attribute instead of asking the delegate what it implements.  The core's parts share
+    one instance, rewired in place (`rewire`) when the delegate changes."""
 
     delegate: Delegate | None = None
     events: EventDelegate | None = None
@@ -141,6 +142,11 @@ class Hooks:
     merge: MergeDelegate | None = None
     alive: AliveDelegate | None = None
     ping: PingDelegate | None = None
+
+    def rewire(self, other: Hooks) -> None:
+        """Take `other`'s choices, keeping this object (the parts hold it)."""
+        self.delegate, self.events, self.conflict = other.delegate, other.events, other.conflict
+        self.merge, self.alive, self.ping = other.merge, other.alive, other.ping
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,15 @@ probe_interval - probe_timeout without adding false deaths.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from dataclasses import dataclass, field
 
 from . import codec as wire
-from .base import StreamCtx
+from .awareness import Awareness
+from .config import Config
+from .delegate import Hooks
+from .membership import Membership
 from .messages import (
     Ack,
     IndirectPing,
@@ -28,7 +32,8 @@ from .messages import (
     Ping,
     Suspect,
 )
-from .state import StateRules
+from .outbox import Outbox, StreamCtx
+from .timers import Clock, TimerHeap
 from .types import (
     Address,
     Node,
@@ -67,80 +72,91 @@ class _Relay:
     verified: bool = True
 
 
-class Prober(StateRules):
-    _probes: dict[int, _Probe]
-    _relays: dict[int, _Relay]
+class Prober:
+    """One part of the core (`core.Memberlist` owns it): the probe schedule, outstanding
+    probes and relayed indirect probes, and the Lifeguard health score they feed.
 
-    def _probe_tick(self, now: float) -> None:
+    A failed probe becomes a suspicion through `Membership.on_suspect`, the one way a row
+    changes; packets go out through the `Outbox`."""
+
+    def __init__(
+        self,
+        config: Config,
+        advertise: Address,
+        *,
+        clock: Clock,
+        stats: collections.Counter[str],
+        timers: TimerHeap,
+        awareness: Awareness,
+        membership: Membership,
+        outbox: Outbox,
+        hooks: Hooks,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.advertise = advertise
+        self.advertise_ip = ip_to_bytes(advertise.host)
+        self.clock = clock
+        self.stats = stats
+        self.timers = timers
+        self.awareness = awareness
+        self.membership = membership
+        self.outbox = outbox
+        self.hooks = hooks
+        self.probes: dict[int, _Probe] = {}
+        self.relays: dict[int, _Relay] = {}
+        self._seq = 0
+
+    def tick(self, now: float) -> None:
+        """The periodic probe: the next node in probe order, then itself again an (awareness-
+        scaled) interval later."""
         interval = self.awareness.scale(self.config.probe_interval)
         try:
-            self._probe_next(now, interval)
+            node = self.membership.next_to_probe(now)
+            if node is not None:
+                self._probe_node(node, now, interval)
         finally:  # rescheduled whatever happened: no input may stop probing
-            self._timers.schedule(now + interval, self._probe_tick)
+            self.timers.schedule(now + interval, self.tick)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
 
     # ------------------------------------------------------------------ probing
-
-    def _probe_next(self, now: float, interval: float) -> None:
-        checked = 0
-        while checked <= len(self._order):
-            if self._probe_index >= len(self._order):
-                self._reset_nodes(now)
-                self._probe_index = 0
-                checked += 1
-                continue
-            node = self._nodes.get(self._order[self._probe_index])
-            self._probe_index += 1
-            if node is None or node.name == self.name or node.state in (NodeState.DEAD, NodeState.LEFT):
-                checked += 1
-                continue
-            self._probe_node(node, now, interval)
-            return
-
-    def _reset_nodes(self, now: float) -> None:
-        """On wrap: reap dead/left nodes older than gossip_to_the_dead_time, reshuffle."""
-        horizon = self.config.gossip_to_the_dead_time
-        for name in list(self._order):
-            n = self._nodes[name]
-            if n.state in (NodeState.DEAD, NodeState.LEFT) and now - n.state_change > horizon and name != self.name:
-                del self._nodes[name]
-                self._cancel_suspicion(name)
-                self.stats["nodes.reaped"] += 1
-        self._order = list(self._nodes)
-        self.rng.shuffle(self._order)
 
     def _probe_node(self, node: Node, now: float, interval: float) -> None:
         seq = self._next_seq()
         probe = _Probe(node.name, now, now + interval)
-        self._probes[seq] = probe
+        self.probes[seq] = probe
         ping = wire.encode(self._ping(seq, node.name))
         if node.state == NodeState.ALIVE:
-            self._emit(node.address, ping, node=node, piggyback=True)
+            self.outbox.emit(node.address, ping, node=node, piggyback=True)
         else:
             sus = wire.encode(Suspect(node.incarnation, node.name, self.name))
-            self._emit(node.address, wire.make_compound([ping, sus]), node=node)
+            self.outbox.emit(node.address, wire.make_compound([ping, sus]), node=node)
         self.stats["probe.sent"] += 1
         probe.timers.append(
-            self._timers.schedule(now + self.config.probe_timeout, lambda t: self._probe_indirect(seq, t))
+            self.timers.schedule(now + self.config.probe_timeout, lambda t: self._probe_indirect(seq, t))
         )
-        probe.timers.append(self._timers.schedule(probe.deadline, lambda t: self._probe_finish(seq, t)))
+        probe.timers.append(self.timers.schedule(probe.deadline, lambda t: self._probe_finish(seq, t)))
 
     def _ping(self, seq: int, target: str) -> Ping:
         return Ping(
             seq_no=seq,
             node=target,
-            source_addr=self._advertise_ip,
+            source_addr=self.advertise_ip,
             source_port=self.advertise.port,
             source_node=self.name,
         )
 
     def _probe_indirect(self, seq: int, now: float) -> None:
-        probe = self._probes.get(seq)
+        probe = self.probes.get(seq)
         if probe is None or probe.done:
             return
-        node = self._nodes.get(probe.target)
+        node = self.membership.nodes.get(probe.target)
         if node is None:
             return
-        helpers = self._random_nodes(
+        helpers = self.membership.random_nodes(
             self.config.indirect_checks,
             lambda n: n.name in (self.name, probe.target) or n.state != NodeState.ALIVE,
         )
@@ -155,28 +171,28 @@ class Prober(StateRules):
                 port=node.port,
                 node=node.name,
                 nack=want_nack,
-                source_addr=self._advertise_ip,
+                source_addr=self.advertise_ip,
                 source_port=self.advertise.port,
                 source_node=self.name,
             )
-            self._emit(h.address, wire.encode(req), node=h, piggyback=True)
+            self.outbox.emit(h.address, wire.encode(req), node=h, piggyback=True)
         self.stats["probe.indirect"] += 1
         if not self.config.disable_tcp_pings and node.pmax >= 3:
-            data = self.codec.encode_stream(wire.encode(self._ping(seq, node.name)), dialer=True)
-            self._open(node.address, data, StreamCtx("ping", seq=seq), timeout=max(0.001, probe.deadline - now))
+            data = self.outbox.codec.encode_stream(wire.encode(self._ping(seq, node.name)), dialer=True)
+            self.outbox.open(node.address, data, StreamCtx("ping", seq=seq), timeout=max(0.001, probe.deadline - now))
 
-    def _tcp_ping_refused(self, seq: int, now: float) -> None:
+    def tcp_ping_refused(self, seq: int, now: float) -> None:
         """The fallback ping's connection was refused: suspect now (see the module docstring)."""
-        probe = self._probes.get(seq)
+        probe = self.probes.get(seq)
         if probe is None or probe.done or probe.tcp_ok:
             return
         self.stats["probe.tcp_refused"] += 1
         for t in probe.timers:
-            self._timers.cancel(t)
+            self.timers.cancel(t)
         self._probe_finish(seq, now, refused=True)
 
     def _probe_finish(self, seq: int, now: float, refused: bool = False) -> None:
-        probe = self._probes.pop(seq, None)
+        probe = self.probes.pop(seq, None)
         if probe is None or probe.done:
             return
         probe.done = True
@@ -191,28 +207,47 @@ class Prober(StateRules):
             self.awareness.apply_delta(probe.expected_nacks - probe.nacks)
         else:
             self.awareness.apply_delta(1)
-        node = self._nodes.get(probe.target)
+        node = self.membership.nodes.get(probe.target)
         if node is not None and node.state not in (NodeState.DEAD, NodeState.LEFT):
-            self._on_suspect(Suspect(node.incarnation, node.name, self.name))
+            self.membership.on_suspect(Suspect(node.incarnation, node.name, self.name))
+
+    def on_ack(self, ack: Ack) -> None:
+        """An ack: for one of our probes, or for a ping we relay (passed back to its asker)."""
+        if self._probe_acked(ack.seq_no, ack.payload, self.clock.now):
+            return
+        relay = self.relays.pop(ack.seq_no, None)
+        if relay is not None:
+            self.timers.cancel(relay.timer)
+            answer = wire.encode(Ack(relay.orig_seq, None))  # its size was reserved if unverified
+            self.outbox.emit(relay.reply_to, answer, piggyback=relay.verified)
+        else:
+            self.stats["drop.unknown_ack"] += 1
+
+    def on_nack(self, nack: Nack) -> None:
+        probe = self.probes.get(nack.seq_no)
+        if probe is not None and not probe.done:
+            probe.nacks += 1
+        else:
+            self.stats["drop.unknown_nack"] += 1
 
     def _probe_acked(self, seq: int, payload: bytes | None, now: float) -> bool:
-        probe = self._probes.get(seq)
+        probe = self.probes.get(seq)
         if probe is None or probe.done:
             return False
         probe.done = True
-        del self._probes[seq]
+        del self.probes[seq]
         for t in probe.timers:
-            self._timers.cancel(t)
+            self.timers.cancel(t)
         self.awareness.apply_delta(-1)
         self.stats["probe.ok"] += 1
-        node = self._nodes.get(probe.target)
-        ping = self._hooks.ping
+        node = self.membership.nodes.get(probe.target)
+        ping = self.hooks.ping
         if node is not None and ping is not None:
             ping.notify_ping_complete(dataclasses.replace(node), now - probe.start, payload or b"")
         return True
 
-    def _tcp_ping_result(self, seq: int, msg: Message) -> bool:
-        probe = self._probes.get(seq)
+    def tcp_ping_result(self, seq: int, msg: Message) -> bool:
+        probe = self.probes.get(seq)
         if isinstance(msg, Ack) and msg.seq_no == seq:
             if probe is not None:
                 probe.tcp_ok = True
@@ -220,45 +255,49 @@ class Prober(StateRules):
         self.stats["drop.bad_tcp_ack"] += 1
         return False
 
-    def _on_ping(self, ping: Ping, source: Address) -> None:
+    # ------------------------------------------------------------------ answering
+
+    def on_ping(self, ping: Ping, source: Address) -> None:
         if ping.node and ping.node != self.name:
             self.stats["drop.ping_wrong_node"] += 1
             return
-        hook = self._hooks.ping
+        hook = self.hooks.ping
         payload = (hook.ack_payload() or None) if hook is not None else None
-        dest = self._reply_addr(ping.source_addr, ping.source_port, source)
-        verified = self._verified(ping.source_node, dest)
+        out = self.outbox
+        dest = out.reply_addr(ping.source_addr, ping.source_port, source)
+        verified = out.verified(ping.source_node, dest)
         full = wire.encode(Ack(ping.seq_no, payload))
         if payload is None:
-            self._emit_reply(dest, verified, full)
+            out.emit_reply(dest, verified, full)
         else:  # an unverified asker gets the bare ack if the coordinate would not fit its budget
-            self._emit_reply(dest, verified, full, wire.encode(Ack(ping.seq_no, None)))
+            out.emit_reply(dest, verified, full, wire.encode(Ack(ping.seq_no, None)))
 
-    def _on_indirect_ping(self, req: IndirectPing, source: Address) -> None:
+    def on_indirect_ping(self, req: IndirectPing, source: Address) -> None:
         try:
             target = Address(ip_from_bytes(req.target), req.port or self.advertise.port)
         except ValueError:
             self.stats["drop.bad_target"] += 1
             return
-        reply_to = self._reply_addr(req.source_addr, req.source_port, source)
-        verified = self._verified(req.source_node, reply_to)
-        if not verified and self._reply_budget is not None:
+        out = self.outbox
+        reply_to = out.reply_addr(req.source_addr, req.source_port, source)
+        verified = out.verified(req.source_node, reply_to)
+        if not verified and out.reply_budget is not None:
             # reserve the answer we owe (a relayed ack, or a nack) out of this packet's budget
-            owed = len(self.codec.encode_packet(wire.encode(Ack(req.seq_no, None))))
-            if owed > self._reply_budget:
+            owed = len(out.codec.encode_packet(wire.encode(Ack(req.seq_no, None))))
+            if owed > out.reply_budget:
                 self.stats["drop.reply_budget"] += 1
                 return
-            self._reply_budget -= owed
+            out.reply_budget -= owed
         seq = self._next_seq()
-        node = self._nodes.get(req.node)
+        node = self.membership.nodes.get(req.node)
         ping = wire.encode(self._ping(seq, req.node))
-        if not self._emit_reply(target, self._verified(req.node, target), ping, node=node):
+        if not out.emit_reply(target, out.verified(req.node, target), ping, node=node):
             return
         relay = _Relay(req.seq_no, reply_to, req.nack, verified=verified)
-        self._relays[seq] = relay
-        relay.timer = self._timers.schedule(self.now + self.config.probe_timeout, lambda t: self._relay_expired(seq))
+        self.relays[seq] = relay
+        relay.timer = self.timers.schedule(self.clock.now + self.config.probe_timeout, lambda t: self._relay_expired(seq))
 
     def _relay_expired(self, seq: int) -> None:
-        relay = self._relays.pop(seq, None)
+        relay = self.relays.pop(seq, None)
         if relay is not None and relay.want_nack:
-            self._emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=relay.verified)
+            self.outbox.emit(relay.reply_to, wire.encode(Nack(relay.orig_seq)), piggyback=relay.verified)

@@ -7,9 +7,12 @@ compatible with the whole cluster (Go's verifyProtocol).
 
 from __future__ import annotations
 
+import collections
+
 from . import codec as wire
-from .base import StreamCtx
-from .config import push_pull_scale
+from .config import Config, push_pull_scale
+from .delegate import Hooks
+from .membership import Membership
 from .messages import (
     Alive,
     Dead,
@@ -17,7 +20,8 @@ from .messages import (
     PushPull,
     Suspect,
 )
-from .state import StateRules
+from .outbox import Outbox, StreamCtx
+from .timers import TimerHeap
 from .types import (
     Address,
     Node,
@@ -75,23 +79,49 @@ def verify_protocol(local: list[tuple[bytes, bool]], remote: list[tuple[bytes, b
     return True
 
 
-class PushPuller(StateRules):
-    def _push_pull_tick(self, now: float) -> None:
+class PushPuller:
+    """One part of the core (`core.Memberlist` owns it): the periodic push/pull, our side of
+    a push/pull (the whole table plus the delegate's state), and merging the peer's side.
+
+    The peer's rows go through `Membership`'s state rules like gossip does, so a push/pull
+    can never change a row in a way a message could not."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stats: collections.Counter[str],
+        timers: TimerHeap,
+        membership: Membership,
+        outbox: Outbox,
+        hooks: Hooks,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = stats
+        self.timers = timers
+        self.membership = membership
+        self.outbox = outbox
+        self.hooks = hooks
+
+    def tick(self, now: float) -> None:
+        """The periodic push/pull with one random alive peer, then itself again an interval
+        (scaled by the cluster's size) later."""
+        members = self.membership
         try:
-            peers = self._random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
+            peers = members.random_nodes(1, lambda n: n.name == self.name or n.state != NodeState.ALIVE)
             if peers:
-                self._open_push_pull(peers[0].address, join=False)
+                self.open(peers[0].address, join=False)
         finally:  # rescheduled whatever happened (an unencodable state once stopped it for good)
-            self._timers.schedule(
-                now + push_pull_scale(self.config.push_pull_interval, len(self._nodes)), self._push_pull_tick
-            )
+            self.timers.schedule(now + push_pull_scale(self.config.push_pull_interval, len(members.nodes)), self.tick)
 
-    def _open_push_pull(self, addr: Address, join: bool) -> int:
-        data = self.codec.encode_stream(wire.encode(self._local_state(join)), dialer=True)
+    def open(self, addr: Address, join: bool) -> int:
+        """Start a push/pull with `addr`: our state goes out, the peer's comes back in its reply."""
+        data = self.outbox.codec.encode_stream(wire.encode(self.local_state(join)), dialer=True)
         self.stats["push_pull.sent"] += 1
-        return self._open(addr, data, StreamCtx("push_pull", join=join))
+        return self.outbox.open(addr, data, StreamCtx("push_pull", join=join))
 
-    def _local_state(self, join: bool) -> PushPull:
+    def local_state(self, join: bool) -> PushPull:
         nodes = [
             PushNodeState(
                 name=n.name,
@@ -102,27 +132,29 @@ class PushPuller(StateRules):
                 state=int(n.state),
                 vsn=n.vsn,
             )
-            for n in self._nodes.values()
+            for n in self.membership.nodes.values()
         ]
-        delegate = self._hooks.delegate
+        delegate = self.hooks.delegate
         user = delegate.local_state(join) if delegate is not None else b""
         return PushPull(join=join, nodes=nodes, user_state=user)
 
     def _verify_protocol(self, remote: list[PushNodeState]) -> bool:
-        local = [(n.vsn, n.state == NodeState.ALIVE) for n in self._nodes.values()]
+        local = [(n.vsn, n.state == NodeState.ALIVE) for n in self.membership.nodes.values()]
         return verify_protocol(local, [(r.vsn, r.state == int(NodeState.ALIVE)) for r in remote])
 
-    def _merge_remote(self, pp: PushPull, join: bool) -> bool:
+    def merge_remote(self, pp: PushPull, join: bool) -> bool:
+        """Apply a peer's state; False when refused (incompatible versions, a merge veto)."""
         if not self._verify_protocol(pp.nodes):
             self.stats["drop.incompatible_version"] += 1
             return False
-        hooks = self._hooks
+        hooks = self.hooks
         if join and hooks.merge is not None:
             peers = [self._node_from_state(r) for r in pp.nodes]
             err = hooks.merge.notify_merge(peers)
             if err:
                 self.stats["drop.merge_vetoed"] += 1
                 return False
+        members = self.membership
         for r in pp.nodes:
             try:
                 st = NodeState(r.state)
@@ -130,11 +162,11 @@ class PushPuller(StateRules):
                 self.stats["drop.bad_state"] += 1
                 continue
             if st == NodeState.ALIVE:
-                self._on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn))
+                members.on_alive(Alive(r.incarnation, r.name, r.addr, r.port, r.meta, r.vsn))
             elif st == NodeState.LEFT:
-                self._on_dead(Dead(r.incarnation, r.name, r.name))
+                members.on_dead(Dead(r.incarnation, r.name, r.name))
             else:
-                self._on_suspect(Suspect(r.incarnation, r.name, self.name))
+                members.on_suspect(Suspect(r.incarnation, r.name, self.name))
         if pp.user_state and hooks.delegate is not None:
             hooks.delegate.merge_remote_state(pp.user_state, join)
         return True

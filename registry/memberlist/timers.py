@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-__all__ = ["TimerHeap"]
+__all__ = ["Clock", "TimerHeap"]
 
 
 class TimerHeap:
@@ -41,3 +41,16 @@ class TimerHeap:
             if ident in self._live:
                 self._live.discard(ident)
                 fn(now)
+
+
+class Clock:
+    """The core's current time, one object its parts share.
+
+    Time only enters a sans-I/O core with its inputs; the core sets `now` once per input and
+    every part reads the same value, instead of each keeping its own copy or a reference to
+    the whole core."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
