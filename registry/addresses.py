@@ -32,6 +32,7 @@ __all__ = [
     "ip_literal",
     "is_ip",
     "is_wildcard",
+    "lookup_ips",
     "loopback_if_wildcard",
     "outward_host",
     "parse_hostport",
@@ -139,6 +140,14 @@ def unique_ips(infos: Iterable[tuple[Any, ...]]) -> list[str]:
         if family in (socket.AF_INET, socket.AF_INET6) and str(sockaddr[0]) not in out:
             out.append(str(sockaddr[0]))
     return out
+
+
+def lookup_ips(host: str, port: int) -> list[str]:
+    """`host`'s IP addresses: itself if it is an IP literal, else its A/AAAA records in resolver
+    order (a blocking lookup; OSError when the name does not resolve)."""
+    if is_ip(host):
+        return [host]
+    return unique_ips(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
 
 
 def outward_host(host: str) -> str:

@@ -12,67 +12,59 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from registry.addresses import (
-    is_ip,
-    loopback_if_wildcard,
-    parse_join_address,
-    unique_ips,
-)
+from registry.addresses import is_ip
 
 from .config import Config
 from .core import Memberlist
 from .delegate import Delegate
+from .driver import local_advertise
+from .joining import JoinError, JoinTally, needs_lookup, parse_address, resolve_now, resolve_targets_now
 from .runner import MachineRunner
-from .threaded import local_advertise
-from .transport import StreamOutcome
 from .types import META_MAX_SIZE, Address, Node
 
-__all__ = ["JoinError", "MemberlistNode", "parse_address", "resolve", "resolve_targets"]
+__all__ = ["JoinError", "MemberlistNode", "join_pool", "parse_address", "resolve", "resolve_targets"]
 
 log = logging.getLogger(__name__)
 
 
-class JoinError(ConnectionError):
-    """No address answered a join; `failures` maps each address text to why."""
-
-    def __init__(self, failures: dict[str, str]) -> None:
-        self.failures = dict(failures)
-        detail = "; ".join(f"{addr}: {why}" for addr, why in self.failures.items()) or "no addresses given"
-        super().__init__(f"failed to join any node ({detail})")
-
-
-def parse_address(text: str, default_port: int) -> Address:
-    """A join target ("host:port", "name/host:port", "[v6]:port", "host", a bare IPv6 literal
-    or ":port"); see `registry.addresses.parse_join_address`.  ValueError when malformed."""
-    hp = parse_join_address(text, default_port)
-    return Address(hp.host, hp.port)
-
-
 async def resolve(addr: Address) -> list[Address]:
-    """All A/AAAA records of a DNS name (an IP literal stands for itself), in resolver order."""
+    """All A/AAAA records of a DNS name (an IP literal stands for itself), in resolver order,
+    looked up off the loop."""
     if is_ip(addr.host):
         return [addr]
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
-    return [Address(ip, addr.port) for ip in unique_ips(infos)]
+    return await asyncio.get_running_loop().run_in_executor(None, resolve_now, addr)
 
 
 async def resolve_targets(texts: Iterable[str], default_port: int) -> tuple[list[tuple[str, Address]], dict[str, str]]:
-    """Join targets as IP addresses, each labelled with its text (and its IP when a name has
-    several), and the texts that gave none, with why.  A wildcard host dials this machine."""
-    failures: dict[str, str] = {}
-    targets: list[tuple[str, Address]] = []
-    for text in texts:
-        try:
-            parsed = parse_address(text, default_port)
-            resolved = await resolve(Address(loopback_if_wildcard(parsed.host), parsed.port))
-        except (ValueError, OSError) as exc:
-            failures[text] = str(exc) or type(exc).__name__
-            continue
-        if not resolved:
-            failures[text] = "no IP addresses found"
-        targets.extend((text if len(resolved) == 1 else f"{text} ({a})", a) for a in resolved)
-    return targets, failures
+    """`joining.resolve_targets_now`, with any DNS lookup off the loop."""
+    items = list(texts)
+    if not needs_lookup(items, default_port):
+        return resolve_targets_now(items, default_port)
+    return await asyncio.get_running_loop().run_in_executor(None, resolve_targets_now, items, default_port)
+
+
+async def join_pool(
+    runner: MachineRunner,
+    texts: Iterable[str],
+    default_port: int,
+    start: Callable[[Address, float], list[int]],
+    shut: Callable[[], bool],
+) -> int:
+    """Push/pull with every target in `texts` through `start(address, now)` (the machine's
+    join, returning its stream ids); how many answered with a state that merged.  JoinError,
+    naming each address and why, when none did or the node is shut down (`shut()`)."""
+    items = list(texts)
+    targets, failures = await resolve_targets(items, default_port)
+    if shut():
+        raise JoinError({t: "node is shut down" for t in items})
+    settled = asyncio.Event()
+    tally = JoinTally(failures, settled.set)
+    now = runner.now()
+    tally.begin(targets, lambda a: start(a, now), runner.watch)
+    runner.kick()
+    await settled.wait()
+    runner.kick()  # whatever the outcomes made the machine queue
+    return tally.result()
 
 
 #: What peers should dial (one definition, shared with the threaded driver).
@@ -166,27 +158,10 @@ class MemberlistNode:
     async def join(self, addresses: list[str]) -> int:
         """Push/pull (join) with every address; returns how many answered with a state that
         merged.  Raises JoinError, naming each address and why, when none did."""
-        targets, failures = await resolve_targets(addresses, self.config.bind_port)
-        if self._shut:
-            raise JoinError({t: "node is shut down" for t in addresses})
-        futures: list[tuple[str, asyncio.Future[StreamOutcome]]] = []
-        now = self._runner.now()
-        for label, a in targets:
-            for sid in self._core.join([a], now):
-                futures.append((label, self._runner.watch_stream(sid)))
-        self._runner.kick()
-        ok = 0
-        for label, fut in futures:
-            outcome = await fut
-            if outcome.accepted:
-                ok += 1
-            else:
-                failures[label] = outcome.error or "refused"
-        if ok == 0:
-            raise JoinError(failures)
-        for label, why in failures.items():
-            log.info("join: %s failed: %s", label, why)
-        return ok
+        core = self._core
+        return await join_pool(
+            self._runner, addresses, self.config.bind_port, lambda a, now: core.join([a], now), lambda: self._shut
+        )
 
     async def leave(self, timeout: float) -> bool:
         """Broadcast our departure and wait until it went out (True) or `timeout` passed (False).

@@ -15,12 +15,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from registry.memberlist.node import (
-    JoinError,
-    advertise_address,
-    resolve_targets,
-)
-from registry.memberlist.runner import MachineRunner, StreamOutcome
+from registry.memberlist.driver import local_advertise
+from registry.memberlist.node import JoinError, join_pool
+from registry.memberlist.runner import MachineRunner
 from registry.memberlist.types import Address
 
 from . import keyring as keys
@@ -147,7 +144,7 @@ class SerfAgent:
         holder: list[Serf] = []
 
         def factory(bound: Address) -> Serf:
-            adv = advertise_address(ml, bound)
+            adv = local_advertise(ml, bound)
             cfg = self.config.replace(memberlist=ml.replace(bind_port=bound.port))
             core = Serf(cfg, adv, now=runner.now())
             holder.append(core)
@@ -199,26 +196,10 @@ class SerfAgent:
 
     async def join(self, addrs: list[str], ignore_old: bool = True) -> int:
         """Join through every address; returns how many answered.  JoinError if none did."""
-        targets, failures = await resolve_targets(addrs, 7946)
-        if self._shut:
-            raise JoinError({t: "node is shut down" for t in addrs})
-        futs: list[tuple[str, asyncio.Future[StreamOutcome]]] = []
-        now = self.runner.now()
-        for label, a in targets:
-            for sid in self.core.join([a], now, ignore_old=ignore_old):
-                futs.append((label, self.runner.watch_stream(sid)))
-        self.runner.kick()
-        ok = 0
-        for label, fut in futs:
-            outcome = await fut
-            if outcome.accepted:
-                ok += 1
-            else:
-                failures[label] = outcome.error or "refused"
-        self.runner.kick()
-        if ok == 0:
-            raise JoinError(failures)
-        return ok
+        core = self.core
+        return await join_pool(
+            self.runner, addrs, 7946, lambda a, now: core.join([a], now, ignore_old=ignore_old), lambda: self._shut
+        )
 
     async def leave(self, timeout: float | None = None) -> bool:
         """Graceful leave (intent, then memberlist leave, then propagate delay); True once done."""

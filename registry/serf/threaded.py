@@ -9,12 +9,11 @@ handlers run on the gossip thread: keep them short, they hold up gossip.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from registry.addresses import UsageError, is_ip, loopback_if_wildcard, parse_join_address, unique_ips
+from registry.memberlist.joining import JoinError, JoinTally, resolve_targets_now
 from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
 from registry.memberlist.types import Address
 
@@ -23,7 +22,7 @@ from .core import Serf
 from .events import Event
 from .member import Member, MemberStatus
 
-__all__ = ["Chooser", "SerfJoinError", "ThreadedSerf", "resolve_address"]
+__all__ = ["Chooser", "SerfJoinError", "ThreadedSerf"]
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +30,9 @@ log = logging.getLogger(__name__)
 Chooser = Callable[[list[Member]], list[Member]]
 
 
-class SerfJoinError(ConnectionError):
-    """No address answered a join; `failures` maps each address text to why."""
-
-    def __init__(self, failures: dict[str, str]) -> None:
-        self.failures = dict(failures)
-        detail = "; ".join(f"{a}: {why}" for a, why in self.failures.items()) or "no addresses given"
-        super().__init__(f"failed to join any node ({detail})")
-
-
-def resolve_address(host: str, port: int) -> list[Address]:
-    """`host` as IP literals: itself if it is one, else its A/AAAA records (blocking lookup)."""
-    if is_ip(host):
-        return [Address(host, port)]
-    return [Address(ip, port) for ip in unique_ips(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))]
+#: The join error of every driver (`memberlist.joining.JoinError`), under the name this module
+#: has always exported.
+SerfJoinError = JoinError
 
 
 class ThreadedSerf:
@@ -105,60 +93,21 @@ class ThreadedSerf:
         """Push/pull with every address ("host:port" or Address; names are resolved);
         returns how many answered with a state that merged, as soon as all have.
         SerfJoinError when none did (within `timeout`)."""
-        failures: dict[str, str] = {}
-        targets: list[tuple[str, Address]] = []
-        for item in addrs:
-            label = str(item)
-            try:
-                if isinstance(item, Address):
-                    found = [item]
-                else:
-                    hp = parse_join_address(item, 7946)
-                    found = resolve_address(loopback_if_wildcard(hp.host), hp.port)
-            except (UsageError, OSError, UnicodeError) as exc:
-                failures[label] = str(exc) or type(exc).__name__
-                continue
-            if not found:
-                failures[label] = "no IP addresses found"
-            targets.extend((label, a) for a in found)
+        targets, failures = resolve_targets_now(addrs, 7946)
         done = threading.Event()
-        results: dict[int, tuple[str, bool, str]] = {}
-        pending: set[int] = set()
-
-        def begin() -> None:
-            core = self.core
-            for label, a in targets:
-                for sid in core.join([a], self.runner.now(), ignore_old=ignore_old):
-                    pending.add(sid)
-                    self.runner.watch_stream(sid, _finisher(sid, label))
-            if not pending:
-                done.set()
-
-        def _finisher(sid: int, label: str) -> Callable[[bool, str], None]:
-            def finish(ok: bool, why: str) -> None:
-                results[sid] = (label, ok, why)
-                pending.discard(sid)
-                if not pending:
-                    done.set()
-
-            return finish
-
+        tally = JoinTally(failures, done.set)
         if targets:
+            core, runner = self.core, self.runner
+
+            def begin() -> None:
+                tally.begin(targets, lambda a: core.join([a], runner.now(), ignore_old=ignore_old), runner.watch)
+
             try:
-                self.runner.call(begin, timeout)
+                runner.call(begin, timeout)
             except RunnerClosed:
                 raise SerfJoinError({label: "node is shut down" for label, _ in targets}) from None
-            if not done.wait(timeout):
-                failures.update({label: f"no answer within {timeout:g}s" for label, _ in targets})
-        ok = 0
-        for label, accepted, why in list(results.values()):
-            if accepted:
-                ok += 1
-            else:
-                failures[label] = why or "refused"
-        if ok == 0:
-            raise SerfJoinError(failures)
-        return ok
+            done.wait(timeout)
+        return tally.result(unanswered=f"no answer within {timeout:g}s")
 
     def leave(self, timeout: float | None = None, confirm_with: Chooser | None = None) -> bool:
         """Graceful leave; True once done (False on timeout or when shut down).
