@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
+from registry.addresses import HostPort
+
 __all__ = [
     "DEFAULT_VSN",
     "META_MAX_SIZE",
@@ -62,14 +64,14 @@ def ip_from_bytes(raw: bytes) -> str:
 
 
 @dataclass(frozen=True, order=True)
-class Address:
-    """A UDP/TCP endpoint; `host` is always a literal IP (drivers resolve names first)."""
+class Address(HostPort):
+    """A UDP/TCP endpoint the gossip layer dials: a `HostPort` whose `host` is always a literal
+    IP (drivers resolve names first).
 
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    Why a class of its own: the core compares addresses (a node's identity on the wire is its
+    IP and port), sends their IPs as bytes and sorts them, so it needs them resolved and
+    ordered; a `HostPort` is what a person wrote, possibly a name or "" (every interface), and
+    is never compared with one.  An `Address` is still a `HostPort`, printed the same way."""
 
 
 class NodeState(enum.IntEnum):
