@@ -37,3 +37,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{what} is required when CI=true", pytrace=False)
         pytest.skip(f"needs {what}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "handler_errors(*exception_names): the test injects handler bugs of these exception types on purpose "
+        "(tests/logcheck.py: they must be logged, and no other)",
+    )

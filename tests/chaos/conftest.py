@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Proc
+from tests.e2e.helpers import Proc, check_logs
+from tests.logcheck import no_handler_errors  # noqa: F401  (autouse fixture)
 
 from .netlab import NetLab, sweep_stale
 from .pool import Pool
@@ -65,3 +66,4 @@ def make_pool(_swept: list[str], tmp_path: Path) -> Iterator[PoolFactory]:
             lab.close()
     left = [x for lab, _ in made for x in lab.leftovers()]
     assert not left, f"left behind: {left}"
+    check_logs(ps)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
+from tests.logcheck import bugs_in
 
 if TYPE_CHECKING:
     from registry.client import RpcClient
@@ -66,8 +67,13 @@ class Proc:
         self.p = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env(), cwd=str(ROOT))
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def bugs(self) -> list[str]:
+        """The lines of its output that report a bug: a handler error, an unhandled exception."""
+        return bugs_in(self.output())
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -90,15 +96,25 @@ class Proc:
         self._log.close()
 
 
+def check_logs(started: Sequence[Proc]) -> None:
+    """Fail naming every process whose output reports a bug (tests/logcheck.py): a handler error is
+    counted and logged, never fatal, so a test that only looks at answers would pass on it."""
+    found = {p.log_path.name: bugs for p in started if (bugs := p.bugs())}
+    if found:
+        raise AssertionError(f"a process under test logged a bug (whole logs in the test's tmp_path): {found}")
+
+
 @contextmanager
 def procs() -> Iterator[list[Proc]]:
-    """Every Proc appended to the yielded list is stopped at the end, pass or fail."""
+    """Every Proc appended to the yielded list is stopped at the end, pass or fail; then the test
+    fails if any of them logged a bug (after the test's own failure, if any, which stays shown)."""
     started: list[Proc] = []
     try:
         yield started
     finally:
         for p in reversed(started):
             p.stop()
+        check_logs(started)
 
 
 # Tests that do not measure timing use TOLERANT: the fast profile's 0.1 s probe timeout and
