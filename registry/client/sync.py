@@ -17,28 +17,16 @@ services) they answer from the previous ring (see registry.client.cache).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import grpc
 
-from registry.client.common import (
-    DEFAULT_TIMEOUT,
-    FAILOVER_CODES,
-    channel_options,
-    check_batch,
-    check_match,
-    check_timeout,
-    describe,
-    members_request,
-    parse_addresses,
-    tls_from,
-    to_service,
-    unavailable,
-)
-from registry.client.errors import RegistryError, from_rpc_error
-from registry.client.types import Service, TlsConfig
+from registry.client.common import check_batch, check_match
+from registry.client.core import ClientCore, Rpc, WatchRetry, groups_rpc, match_batch_rpc, match_rpc, members_rpc
+from registry.client.errors import RegistryError
+from registry.client.types import Service
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
@@ -50,33 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["RpcClient"]
 
 _R = TypeVar("_R")
-_WATCH_BACKOFF_MAX = 2.0
 
 
-class RpcClient:
+class RpcClient(ClientCore[grpc.Channel]):
     """Blocking registry client (thread-safe). Use as a context manager or call close()."""
 
-    def __init__(
-        self,
-        addrs: str | Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        tls: TlsConfig | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        tls_ca: str | None = None,
-        cache: bool = False,
-    ) -> None:
-        self.addresses = parse_addresses(addrs)
-        self.timeout = check_timeout(timeout)
-        self.cache = cache
-        self._tls = tls_from(tls, tls_cert, tls_key, tls_ca)
+    def _setup(self) -> None:
         self._lock = threading.Lock()
-        self._channels: list[grpc.Channel | None] = [None] * len(self.addresses)
-        self._stubs: list[pb_grpc.RegistryStub | None] = [None] * len(self.addresses)
-        self._current = 0
-        self._closed = threading.Event()
-        self._views: dict[str, GroupView] = {}
         self._watches: dict[str, _WatchThread] = {}
 
     # -- plumbing ------------------------------------------------------------------------
@@ -89,35 +57,15 @@ class RpcClient:
                     raise RegistryError("client is closed")
                 stub = self._stubs[i]
                 if stub is None:
-                    addr = self.addresses[i]
-                    opts = channel_options(self._tls)
-                    if self._tls is not None:
-                        ch = grpc.secure_channel(addr, self._tls.credentials(), options=opts)
-                    else:
-                        ch = grpc.insecure_channel(addr, options=opts)
-                    self._channels[i] = ch
-                    stub = self._stubs[i] = pb_grpc.RegistryStub(ch)  # type: ignore[no-untyped-call]
+                    stub = self._dial(i, grpc.secure_channel, grpc.insecure_channel)
         return stub
 
-    def _call(self, method: str, group: str, fn: Callable[[pb_grpc.RegistryStub], _R]) -> _R:
-        if self._closed.is_set():
-            raise RegistryError(f"{method}: client is closed", group=group)
-        tried: list[tuple[str, str]] = []
-        start = self._current
-        n = len(self.addresses)
-        for step in range(n):
-            i = (start + step) % n
-            try:
-                result = fn(self._stub(i))
-            except grpc.RpcError as err:
-                if err.code() in FAILOVER_CODES:
-                    tried.append((self.addresses[i], describe(err, self._tls)))
-                    continue
-                raise from_rpc_error(method, group, self.addresses[i], err) from None
-            if i != start:
-                self._current = i
-            return result
-        raise unavailable(method, group, tried)
+    def _call(self, rpc: Rpc[_R], timeout: float | None) -> _R:
+        attempts = self._attempts(rpc, timeout)
+        for i in attempts:
+            with attempts:
+                return rpc.decode(getattr(self._stub(i), rpc.method)(rpc.request, timeout=attempts.timeout))
+        raise attempts.exhausted()
 
     # -- API -----------------------------------------------------------------------------
 
@@ -136,10 +84,7 @@ class RpcClient:
         if self.cache:
             found = self._view(group, timeout).match(key, count)
         else:
-            t = self.timeout if timeout is None else check_timeout(timeout)
-            req = pb.MatchRequest(group=group, key=key, n=count)
-            resp = self._call("Match", group, lambda s: s.Match(req, timeout=t))
-            found = [to_service(s) for s in resp.services]
+            found = self._call(match_rpc(group, key, count), timeout)
         return found[0] if n is None else found
 
     def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]:
@@ -150,17 +95,7 @@ class RpcClient:
         check_batch(group, keys)
         if self.cache:
             return self._view(group, timeout).match_batch(keys)
-        t = self.timeout if timeout is None else check_timeout(timeout)
-        req = pb.MatchBatchRequest(group=group, keys=list(keys))
-        resp = self._call("MatchBatch", group, lambda s: s.MatchBatch(req, timeout=t))
-        cache: dict[str, Service] = {}
-        out = []
-        for s in resp.services:
-            svc = cache.get(s.id)
-            if svc is None:
-                svc = cache[s.id] = to_service(s)
-            out.append(svc)
-        return out
+        return self._call(match_batch_rpc(group, keys), timeout)
 
     def members(self, group: str, all: bool = False, *,
                 timeout: float | None = None) -> list[Service]:
@@ -170,20 +105,10 @@ class RpcClient:
         ("alive", "leaving", "left", "failed"; failed and left ones until the pool reaps them),
         sorted by (group, id); `group=""` then means every group. Always asks a registry, also
         with `cache=True` (the cache holds rings, not the member table)."""
-        req = members_request(group, all)
-        t = self.timeout if timeout is None else check_timeout(timeout)
-        resp = self._call("Members", group, lambda s: s.Members(req, timeout=t))
-        return [to_service(s) for s in resp.services]
+        return self._call(members_rpc(group, all), timeout)
 
     def groups(self, *, timeout: float | None = None) -> list[str]:
-        t = self.timeout if timeout is None else check_timeout(timeout)
-        resp = self._call("Groups", "", lambda s: s.Groups(pb.GroupsRequest(), timeout=t))
-        return list(resp.groups)
-
-    def cache_version(self, group: str) -> int:
-        """Server version of `group` last applied to the cache (-1: none yet)."""
-        view = self._views.get(group)
-        return -1 if view is None else view.version
+        return self._call(groups_rpc(), timeout)
 
     # -- cache ---------------------------------------------------------------------------
 
@@ -202,9 +127,9 @@ class RpcClient:
                     w = self._watches[group] = _WatchThread(self, view)
                     w.start()
         if not view.ready.is_set():
-            t = self.timeout if timeout is None else check_timeout(timeout)
+            t = self._timeout(timeout)
             if not view.ready.wait(t):
-                raise unavailable("Watch", group, [(",".join(self.addresses), view.error or f"no snapshot within {t}s")])
+                raise self._no_snapshot(view, t)
         return view
 
     # -- lifetime ------------------------------------------------------------------------
@@ -245,31 +170,23 @@ class _WatchThread(threading.Thread):
 
     def run(self) -> None:
         c = self._client
-        backoff = 0.05
-        i = c._current
+        retry = WatchRetry(c)
         while not c._closed.is_set():
-            addr = c.addresses[i]
+            why: BaseException | None = None
             try:
-                call = c._stub(i).Watch(pb.WatchRequest(group=self._view.group))
+                call = c._stub(retry.index).Watch(pb.WatchRequest(group=self._view.group))
                 self._call = call
                 if c._closed.is_set():
                     call.cancel()
                     return
                 for event in call:
                     self._view.apply(event)
-                    backoff = 0.05
-                self._view.error = f"{addr}: stream ended"
-            except grpc.RpcError as err:
-                if c._closed.is_set():
-                    return
-                self._view.error = f"{addr}: {describe(err, c._tls)}"
+                    retry.applied()
             except RegistryError:  # closed while reconnecting
                 return
-            except Exception as exc:  # noqa: BLE001 -- channel closed under us, or a bad event
+            except Exception as exc:  # noqa: BLE001 -- an RPC error, the channel closed under us, or a bad event
                 if c._closed.is_set():
                     return
-                self._view.error = f"{addr}: {type(exc).__name__}: {exc}"
-            i = (i + 1) % len(c.addresses)
-            if c._closed.wait(backoff):
+                why = exc
+            if c._closed.wait(retry.ended(self._view, why)):
                 return
-            backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)
