@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import msgpack
 __all__ = [
     "Coordinate",
     "CoordinateConfig",
+    "Coordinates",
     "VivaldiClient",
     "decode_ack_payload",
     "encode_ack_payload",
@@ -208,3 +210,35 @@ def decode_ack_payload(data: bytes) -> Coordinate | None:
         return None
     err, adj, height = (float(x) for x in fields)  # type: ignore[arg-type]
     return Coordinate([float(x) for x in vec], err, adj, height)  # type: ignore[arg-type]
+
+
+class Coordinates:
+    """Serf's use of Vivaldi (ping_delegate.go): our coordinate rides in every probe ack, and
+    each ack we receive updates ours and records the peer's (`cache`, ours under our own
+    name).  Off (`enabled=False`), acks carry nothing and nothing is learnt."""
+
+    def __init__(self, name: str, rng: random.Random, stats: Counter[str], *, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self.client = VivaldiClient(rng=rng)
+        #: latest coordinate each peer reported in its acks (ours under our own name)
+        self.cache: dict[str, Coordinate] = {}
+        self._stats = stats
+
+    def ack_payload(self) -> bytes:
+        return encode_ack_payload(self.client.coord) if self.enabled else b""
+
+    def observe(self, node: str, rtt: float, payload: bytes) -> None:
+        """A probe of `node` was acked after `rtt` seconds with `payload`."""
+        if not self.enabled or not payload:
+            return
+        coord = decode_ack_payload(payload)
+        if coord is None or not self.client.update(node, coord, rtt):
+            self._stats["coordinate.rejected"] += 1
+            return
+        self.cache[node] = coord
+        self.cache[self.name] = self.client.coord.copy()
+
+    def forget(self, node: str) -> None:
+        self.cache.pop(node, None)
+        self.client.forget(node)

@@ -1,14 +1,16 @@
-"""What the Serf layer tells the application: member changes, user events, queries."""
+"""What the Serf layer tells the application: member changes, user events, queries, and the
+bounded queue they wait in."""
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .member import Member
 
-__all__ = ["Event", "EventType", "MemberEvent", "QueryEvent", "UserEvent"]
+__all__ = ["Event", "EventQueue", "EventType", "MemberEvent", "QueryEvent", "UserEvent"]
 
 
 class EventType(enum.Enum):
@@ -60,3 +62,30 @@ class QueryEvent:
 
 
 Event = MemberEvent | UserEvent | QueryEvent
+
+
+class EventQueue:
+    """Events waiting for the application (`Serf.drain_events`).
+
+    Bounded: when full the oldest event is dropped and counted (`events.dropped`), so a slow
+    consumer never stalls gossip.  `wake` tells the driver there is something to hand out."""
+
+    def __init__(
+        self, limit: int, stats: collections.Counter[str], wake: Callable[[], None]
+    ) -> None:
+        self._limit = limit
+        self._stats = stats
+        self._wake = wake
+        self._events: collections.deque[Event] = collections.deque()
+
+    def emit(self, event: Event) -> None:
+        if len(self._events) >= self._limit:
+            self._events.popleft()
+            self._stats["events.dropped"] += 1
+        self._events.append(event)
+        self._wake()
+
+    def drain(self) -> list[Event]:
+        out = list(self._events)
+        self._events.clear()
+        return out

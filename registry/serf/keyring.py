@@ -12,18 +12,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import messages as msgs
+from .events import QueryEvent
 from .query import QueryItem
 
 if TYPE_CHECKING:
     from registry.memberlist.crypto import Keyring
 
 __all__ = [
+    "KEY_OPS",
     "KEY_QUERIES",
     "KeyOpResult",
     "aggregate_key_responses",
+    "answer_key_event",
     "answer_key_query",
     "decode_key",
     "encode_key",
+    "initial_keys",
     "load_keyring_file",
     "write_keyring_file",
 ]
@@ -34,6 +38,9 @@ KEY_QUERIES = {
     "remove": "_serf_remove-key",
     "list": "_serf_list-keys",
 }
+
+#: internal query operation (the query name after "_serf_") -> key operation
+KEY_OPS = {query.removeprefix("_serf_"): op for op, query in KEY_QUERIES.items()}
 
 #: a base64-encoded 16-byte key is 24 characters; Go sizes the truncation loop with 25
 MIN_ENCODED_KEY_LENGTH = 25
@@ -65,6 +72,23 @@ def load_keyring_file(path: str) -> list[bytes]:
     if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
         raise ValueError(f"keyring file {path}: expected a JSON list of base64 keys")
     return [decode_key(k) for k in data]
+
+
+def initial_keys(secret_keys: list[bytes], encrypt_key: str | None, keyring_file: str | None) -> list[bytes]:
+    """The keys a node starts with: memberlist's configured keys, then the keyring file's,
+    with `encrypt_key` (if any) first as primary; the file is rewritten with the result so it
+    holds every key in use, as Serf's agent does."""
+    key_list = list(secret_keys)
+    if keyring_file:
+        for k in load_keyring_file(keyring_file):
+            if k not in key_list:
+                key_list.append(k)
+    if encrypt_key:
+        primary = decode_key(encrypt_key)
+        key_list = [primary] + [k for k in key_list if k != primary]
+    if keyring_file and key_list:
+        write_keyring_file(keyring_file, key_list)
+    return key_list
 
 
 def write_keyring_file(path: str, keys: list[bytes]) -> None:
@@ -109,6 +133,21 @@ def answer_key_query(
         except OSError as exc:
             return msgs.KeyResponse(False, str(exc))
     return msgs.KeyResponse(True, "")
+
+
+def answer_key_event(
+    op: str, event: QueryEvent, keyring: Keyring | None, keyring_file: str | None, *, name: str, limit: int
+) -> None:
+    """Answer one internal key query as node `name`; a key list is cut to fit `limit` bytes
+    once wrapped in its query response."""
+    resp = answer_key_query(op, event.payload, keyring, keyring_file)
+    if op == "list" and resp.result:
+
+        def wrapped(p: bytes) -> int:
+            return len(msgs.encode(msgs.QueryResponseMsg(event.ltime, event.id, name, 0, p)))
+
+        resp = fit_list_response(resp, limit, wrapped)
+    event.respond(msgs.encode_key_response(resp))
 
 
 def fit_list_response(

@@ -1,29 +1,30 @@
-"""Serf queries on the sans-I/O core: asking, answering, relaying answers, and the internal
-queries (name conflicts, key management) -- docs/wire.md §14 and §15.
+"""Serf queries on the sans-I/O core (docs/wire.md §14, serf.go's Query/handleQuery): asking,
+answering, and relaying answers.
 
-`QueryRules` is a mixin of `Serf` (split out of core.py to keep modules small); it uses the
-node's clocks, tables and queues, declared below, and never touches a socket.
+A query is gossiped like a user event (de-duplicated per Lamport time in a ring of
+`query_buffer` slots, ordered by `clock`), but each node that passes its filters answers
+straight to the asker, optionally through `relay_factor` other members.  Queries whose name
+starts with `INTERNAL_QUERY_PREFIX` are Serf's own (name conflicts, key management): they go
+to the handler registered for their operation instead of the application.
 """
 
 from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.core import Memberlist
 from registry.memberlist.timers import TimerHeap
-from registry.memberlist.types import Address, Node, ip_from_bytes, ip_to_bytes
+from registry.memberlist.types import Address, ip_from_bytes, ip_to_bytes
 
-from . import keyring as keys
 from . import messages as msgs
 from .clock import LamportClock
 from .config import SerfConfig
 from .events import Event, QueryEvent
-from .member import MemberState, MemberStatus, SerfState
+from .member import MemberStatus
+from .membership import Membership
 from .query import (
     QueryHandle,
     QueryParams,
@@ -32,7 +33,7 @@ from .query import (
     filters_pass,
 )
 
-__all__ = ["INTERNAL_QUERY_PREFIX", "QueryRules"]
+__all__ = ["INTERNAL_QUERY_PREFIX", "Queries"]
 
 INTERNAL_QUERY_PREFIX = "_serf_"
 
@@ -45,46 +46,62 @@ class _QuerySlot:
     ids: list[int] = field(default_factory=list)
 
 
-class QueryRules:
-    """Queries for `Serf` (see module docstring)."""
+class Queries:
+    """Queries asked and answered by one Serf node (see module docstring)."""
 
-    config: SerfConfig
-    memberlist: Memberlist
-    stats: collections.Counter[str]
-    rng: random.Random
-    state: SerfState
-    name: str
-    query_clock: LamportClock
-    keyring_file: str | None
-    conflict_lost: bool
-    name_taken_by: Node | None
-    _members: dict[str, MemberState]
-    _tags: dict[str, str]
-    _timers: TimerHeap
-    _queries: dict[int, QueryHandle]
-    _query_buffer: list[_QuerySlot | None]
-    _query_min_time: int
-    _query_broadcasts: TransmitLimitedQueue
-    _conflict_query: QueryHandle | None
+    def __init__(
+        self,
+        config: SerfConfig,
+        memberlist: Memberlist,
+        members: Membership,
+        *,
+        stats: collections.Counter[str],
+        timers: TimerHeap,
+        rng: random.Random,
+        emit: Callable[[Event], None],
+        wake: Callable[[], None],
+        broadcast: Callable[[bytes], None],
+        deliver_local: Callable[[bytes], None],
+        tags: Callable[[], Mapping[str, str]],
+        shut_down: Callable[[], bool],
+        encrypted: Callable[[], bool],
+    ) -> None:
+        """`broadcast` gossips an encoded query, `deliver_local` takes an answer to a query we
+        asked ourselves (as if it came from the network), `shut_down` says whether the node
+        stopped (late answers are refused), `encrypted` whether gossip is encrypted (relays are
+        then trusted)."""
+        self.config = config
+        self.memberlist = memberlist
+        self.name = memberlist.config.name
+        self.clock = LamportClock()
+        self.clock.increment()
+        self._members = members
+        self._stats = stats
+        self._timers = timers
+        self._rng = rng
+        self._emit = emit
+        self._wake = wake
+        self._broadcast = broadcast
+        self._deliver_local = deliver_local
+        self._tags = tags
+        self._shut_down = shut_down
+        self._encrypted = encrypted
+        self._buffer: list[_QuerySlot | None] = [None] * config.query_buffer
+        #: queries older than this are ignored (never raised today; Go's minQueryTime)
+        self.min_time = 0
+        self._open: dict[int, QueryHandle] = {}
+        #: internal query operation (name after the prefix) -> its handler
+        self.internal: dict[str, Callable[[QueryEvent], None]] = {}
 
-    if TYPE_CHECKING:  # provided by Serf
+    @property
+    def now(self) -> float:
+        return self.memberlist.now
 
-        @property
-        def now(self) -> float: ...
-
-        def shutdown(self) -> None: ...
-
-        def encryption_enabled(self) -> bool: ...
-
-        def notify_msg(self, msg: bytes) -> None: ...
-
-        def _wake(self) -> None: ...
-
-        def _emit(self, event: Event) -> None: ...
-
-        def _queue(
-            self, q: TransmitLimitedQueue, raw: bytes, on_done: Callable[[], None] | None = None
-        ) -> None: ...
+    def close_all(self) -> None:
+        """Close every open query (shutdown)."""
+        for h in list(self._open.values()):
+            h.close()
+        self._open.clear()
 
     def default_query_timeout(self) -> float:
         return default_query_timeout(
@@ -104,8 +121,8 @@ class QueryRules:
         timeout = params.timeout if params.timeout > 0 else self.default_query_timeout()
         local = self.memberlist.local_node
         q = msgs.QueryMsg(
-            ltime=self.query_clock.time(),
-            id=self.rng.getrandbits(31),
+            ltime=self.clock.time(),
+            id=self._rng.getrandbits(31),
             addr=ip_to_bytes(local.addr),
             port=local.port,
             source_node=self.name,
@@ -124,49 +141,47 @@ class QueryRules:
         handle = QueryHandle(
             q.ltime, q.id, name, self.now + timeout, self.memberlist.num_members()
         )
-        self._queries[q.ltime] = handle
+        self._open[q.ltime] = handle
 
         def expire(_now: float) -> None:
-            if self._queries.get(handle.ltime) is handle:
-                del self._queries[handle.ltime]
+            if self._open.get(handle.ltime) is handle:
+                del self._open[handle.ltime]
             handle.close()
             self._wake()
 
         self._timers.schedule(handle.deadline, expire)
-        self._handle_query(q, raw)
-        self._queue(self._query_broadcasts, raw)
+        self.handle(q, raw)
+        self._broadcast(raw)
         return handle
 
-
-
-    def _handle_query(self, q: msgs.QueryMsg, raw: bytes) -> bool:
-        self.query_clock.witness(q.ltime)
-        if q.ltime < self._query_min_time:
+    def handle(self, q: msgs.QueryMsg, raw: bytes) -> bool:
+        self.clock.witness(q.ltime)
+        if q.ltime < self.min_time:
             return False
-        size = len(self._query_buffer)
-        cur = self.query_clock.time()
+        size = len(self._buffer)
+        cur = self.clock.time()
         if cur > size and q.ltime < cur - size:
-            self.stats["queries.too_old"] += 1
+            self._stats["queries.too_old"] += 1
             return False
         idx = q.ltime % size
-        slot = self._query_buffer[idx]
+        slot = self._buffer[idx]
         if slot is not None and slot.ltime == q.ltime:
             if q.id in slot.ids:
                 return False
         else:
             slot = _QuerySlot(q.ltime)
-            self._query_buffer[idx] = slot
+            self._buffer[idx] = slot
         slot.ids.append(q.id)
         rebroadcast = not q.no_broadcast
-        if not filters_pass(q.filters, self.name, self._tags):
+        if not filters_pass(q.filters, self.name, self._tags()):
             return rebroadcast
         try:
             dest = Address(ip_from_bytes(q.addr), q.port)
         except ValueError:
-            self.stats["serf.drop.bad_query_addr"] += 1
+            self._stats["serf.drop.bad_query_addr"] += 1
             return rebroadcast
         if not 0 < q.port <= 0xFFFF:  # no socket can send there: answering would only fail in the driver
-            self.stats["serf.drop.bad_query_addr"] += 1
+            self._stats["serf.drop.bad_query_addr"] += 1
             return rebroadcast
         if q.ack:
             ack = msgs.encode(
@@ -180,14 +195,14 @@ class QueryRules:
         responded = [False]
 
         def respond(payload: bytes) -> bool:
-            if self.state == SerfState.SHUTDOWN or self.now > deadline or responded[0]:
-                self.stats["query.respond_refused"] += 1
+            if self._shut_down() or self.now > deadline or responded[0]:
+                self._stats["query.respond_refused"] += 1
                 return False
             out = msgs.encode(
                 msgs.QueryResponseMsg(q.ltime, q.id, self.name, 0, bytes(payload))
             )
             if len(out) > self.config.query_response_size_limit:
-                self.stats["query.response_too_large"] += 1
+                self._stats["query.response_too_large"] += 1
                 return False
             responded[0] = True
             self._send_response(dest, out)
@@ -199,14 +214,14 @@ class QueryRules:
             q.ltime, q.id, q.name, q.payload, q.source_node, deadline, respond
         )
         if q.name.startswith(INTERNAL_QUERY_PREFIX):
-            self._handle_internal_query(event)
+            self._answer_internal(event)
         else:
             self._emit(event)
         return rebroadcast
 
     def _send_response(self, dest: Address, raw: bytes) -> None:
         if dest == self.memberlist.advertise:
-            self.notify_msg(raw)  # a query we sent ourselves: no need for the network
+            self._deliver_local(raw)  # a query we sent ourselves: no need for the network
         else:
             self.memberlist.send_best_effort(dest, raw, self.now)
 
@@ -218,132 +233,50 @@ class QueryRules:
         if len(self._members) < factor + 1:
             return
         ms = self._members.get(dest_name)
-        if not self.encryption_enabled() and (
+        if not self._encrypted() and (
             ms is None or ms.member.addr != dest.host or ms.member.port != dest.port
         ):
             # the asker is no member at that address: relaying would send relay_factor more
             # copies to an address anyone may have written into the query (reflection)
-            self.stats["query.relay_unverified"] += 1
+            self._stats["query.relay_unverified"] += 1
             return
         candidates = [
             ms.member
-            for ms in self._members.values()
+            for ms in self._members.states()
             if ms.member.status == MemberStatus.ALIVE
             and ms.member.name != self.name
             and (ms.member.vsn[1:2] or b"\0")[0] >= 5
         ]
-        self.rng.shuffle(candidates)
+        self._rng.shuffle(candidates)
         header = msgs.RelayHeader(ip_to_bytes(dest.host), dest.port, dest_name)
         frame = msgs.encode_relay(header, raw)
         for m in candidates[:factor]:
             self.memberlist.send_best_effort(Address(m.addr, m.port), frame, self.now)
-            self.stats["query.relayed"] += 1
+            self._stats["query.relayed"] += 1
 
-    def _handle_relay(self, msg: bytes) -> None:
+    def handle_relay(self, msg: bytes) -> None:
         header, inner = msgs.decode_relay(msg)
         try:
             dest = Address(ip_from_bytes(header.dest_ip), header.dest_port)
         except ValueError:
-            self.stats["serf.drop.bad_relay_addr"] += 1
+            self._stats["serf.drop.bad_relay_addr"] += 1
             return
         if not 0 < header.dest_port <= 0xFFFF:
-            self.stats["serf.drop.bad_relay_addr"] += 1
+            self._stats["serf.drop.bad_relay_addr"] += 1
             return
         self._send_response(dest, inner)
 
-    def _handle_query_response(self, resp: msgs.QueryResponseMsg) -> None:
-        handle = self._queries.get(resp.ltime)
+    def handle_response(self, resp: msgs.QueryResponseMsg) -> None:
+        handle = self._open.get(resp.ltime)
         if handle is None:
-            self.stats["query.response_unknown"] += 1
+            self._stats["query.response_unknown"] += 1
             return
         if handle.add(resp):
             self._wake()
 
-    def _handle_internal_query(self, event: QueryEvent) -> None:
-        op = event.name[len(INTERNAL_QUERY_PREFIX) :]
-        if op == "ping":
+    def _answer_internal(self, event: QueryEvent) -> None:
+        handler = self.internal.get(event.name[len(INTERNAL_QUERY_PREFIX) :])
+        if handler is None:
+            self._stats["query.internal_unknown"] += 1
             return
-        if op == "conflict":
-            node = event.payload.decode("utf-8", errors="replace")
-            if node == self.name:
-                return
-            ms = self._members.get(node)
-            cm = None
-            if ms is not None:
-                m = ms.member
-                cm = msgs.ConflictMember(
-                    m.name,
-                    ip_to_bytes(m.addr),
-                    m.port,
-                    dict(m.tags),
-                    int(m.status),
-                    m.vsn,
-                )
-            event.respond(msgs.encode_conflict_response(cm))
-            return
-        key_ops = {
-            "install-key": "install",
-            "use-key": "use",
-            "remove-key": "remove",
-            "list-keys": "list",
-        }
-        if op not in key_ops:
-            self.stats["query.internal_unknown"] += 1
-            return
-        kr = self.memberlist.codec.keyring if self.encryption_enabled() else None
-        resp = keys.answer_key_query(key_ops[op], event.payload, kr, self.keyring_file)
-        if key_ops[op] == "list" and resp.result:
-
-            def wrapped(p: bytes) -> int:
-                return len(
-                    msgs.encode(
-                        msgs.QueryResponseMsg(event.ltime, event.id, self.name, 0, p)
-                    )
-                )
-
-            resp = keys.fit_list_response(
-                resp, self.config.query_response_size_limit, wrapped
-            )
-        event.respond(msgs.encode_key_response(resp))
-        self._wake()
-
-    def _resolve_conflict(self) -> None:
-        self.stats["conflict.resolving"] += 1
-        handle = self.query(
-            INTERNAL_QUERY_PREFIX + "conflict", self.name.encode(), self.now
-        )
-        self._conflict_query = handle
-        local = self.memberlist.local_node
-
-        def on_item(item: object) -> None:
-            if item is not None:
-                return
-            self._conflict_query = None
-            responses = matching = 0
-            for r in handle.responses:
-                try:
-                    cm = msgs.decode_conflict_response(r.payload)
-                except msgs.SerfDecodeError:
-                    continue
-                if cm is None:
-                    continue
-                responses += 1
-                if cm.addr == ip_to_bytes(local.addr) and cm.port == local.port:
-                    matching += 1
-            if matching >= responses // 2 + 1:
-                self.stats["conflict.won"] += 1
-                return
-            if responses == 0 and self.name_taken_by is None:
-                # Nobody could vote: claimants never answer about their own name, so in a pool of two
-                # (two registries, say) only the two claimants exist.  Go's serf then shuts down both,
-                # and a misconfigured newcomer takes the gossip of the healthy incumbent with it.  No
-                # vote against us is no majority against us: the incumbent keeps its name.  The
-                # newcomer knows it is the newcomer (its join's reply showed the holder alive:
-                # name_taken_by), and loses as in Go.
-                self.stats["conflict.unopposed"] += 1
-                return
-            self.stats["conflict.lost"] += 1
-            self.conflict_lost = True
-            self.shutdown()
-
-        handle.listener = on_item
+        handler(event)

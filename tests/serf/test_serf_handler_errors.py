@@ -4,6 +4,7 @@ is raised by a strict simulation and counted as memberlist's "drop.handler_error
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -15,11 +16,16 @@ from registry.serf.core import Serf
 from tests.serf.serf_sim import SerfCluster, addr
 
 
+def _bug(msg: M.UserEventMsg) -> bool:
+    raise ZeroDivisionError("bug")
+
+
 class BuggySerf(Serf):
     """Serf with a bug in its user-event handler (Serf's handlers run inside memberlist's)."""
 
-    def _handle_user_event(self, msg: M.UserEventMsg) -> bool:
-        raise ZeroDivisionError("bug")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._user_events.handle = _bug  # type: ignore[method-assign]
 
 
 def test_a_serf_handler_bug_is_raised_in_a_simulation() -> None:
