@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .codec import DecodeError
+from .fields import DecodeError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,6 +25,7 @@ __all__ = [
     "Keyring",
     "decode_key",
     "encode_key",
+    "envelope_size",
     "validate_key",
 ]
 
@@ -32,6 +33,15 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 _BLOCK = 16
 _MAX_VERSION = 1
+
+
+def envelope_size(plain: int, version: int) -> int:
+    """Bytes of the envelope of ``plain`` bytes: version byte, nonce, ciphertext (version 0
+    pads it to the next 16-byte block, a whole block when aligned), tag.  With ``plain`` 0
+    this is the most a packet grows by (29 bytes for version 1, 45 for version 0)."""
+    if version == 0:
+        plain = (plain // _BLOCK + 1) * _BLOCK
+    return 1 + NONCE_SIZE + plain + TAG_SIZE
 
 
 def validate_key(key: bytes) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgpack
 
-from .codec import MAX_PUSH_NODES, DecodeError
+from .fields import MAX_PUSH_NODES, DecodeError
 from .messages import MessageType
 
 __all__ = ["StreamFramer"]
