@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.catalog import Catalog, GroupChange, Service, UnknownGroup
 from registry.ring import DEFAULT_REPLICAS, Ring, RingNode
+from tests.registry.readers import reads_during
 
 
 def tags(group: str, addr: str = "", **extra: str) -> dict[str, str]:
@@ -200,37 +199,22 @@ def test_concurrent_readers_during_joins_and_leaves() -> None:
     for name in permanent:
         cat.apply(name, tags("web"))
     allowed = set(permanent) | set(temporary)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    reads = [0]
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                for i in range(50):
-                    svc = cat.match("web", f"k{i}")[0]
-                    assert svc.id in allowed
-                    batch = cat.match_batch("web", [f"k{i}", f"j{i}"])
-                    assert len(batch) == 2
-                reads[0] += 1
-        except BaseException as exc:  # noqa: BLE001 - the reader thread's failure is reported by the test
-            errors.append(exc)
+    def read() -> None:
+        for i in range(50):
+            svc = cat.match("web", f"k{i}")[0]
+            assert svc.id in allowed
+            batch = cat.match_batch("web", [f"k{i}", f"j{i}"])
+            assert len(batch) == 2
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    def write() -> None:
         for _ in range(10):
             for name in temporary:
                 cat.apply(name, tags("web"))
             for name in temporary:
                 cat.apply(name, None)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    assert not errors, errors
-    assert reads[0] > 0
+
+    reads_during(read, write)
     assert cat.version("web") == 5 + 60
 
 

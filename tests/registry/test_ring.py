@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import zlib
 from bisect import bisect_right
 
@@ -23,6 +22,7 @@ from registry.ring import (
     RingNode,
     node_points,
 )
+from tests.registry.readers import reads_during
 
 
 def go_crc(text: str) -> int:
@@ -342,36 +342,21 @@ def test_readers_never_see_a_half_built_ring(algorithm: str) -> None:
         states.append(states[0].with_node(name, RingNode(300)))
     allowed = {k: {s.get(k) for s in states} for k in keys}
     holder = [states[0]]
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    reads = [0]
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                ring = holder[0]
-                for k in keys:
-                    got = ring.get(k)
-                    assert got in allowed[k] and got in ring.nodes
-                    assert len(ring.get_n(k, 2)) == 2
-                reads[0] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def read() -> None:
+        ring = holder[0]
+        for k in keys:
+            got = ring.get(k)
+            assert got in allowed[k] and got in ring.nodes
+            assert len(ring.get_n(k, 2)) == 2
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    def write() -> None:
         for _ in range(6):
             for name in extra:
                 holder[0] = holder[0].with_node(name, RingNode(300))
                 holder[0] = holder[0].without(name)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    assert not errors, errors
-    assert reads[0] > 0
+
+    reads_during(read, write)
 
 
 def test_owner_index_widens_past_65536_members() -> None:
