@@ -32,13 +32,13 @@ from .delegate import (
     Wiring,
     _Default,
 )
+from .exchange import Exchanges
 from .handler_errors import HandlerErrors
 from .membership import Membership
 from .messages import (
     Ack,
     Alive,
     Dead,
-    ErrResp,
     IndirectPing,
     Message,
     Nack,
@@ -47,9 +47,9 @@ from .messages import (
     Suspect,
     UserMsg,
 )
-from .outbox import Outbox, StreamCtx
+from .outbox import Outbox, StreamCtx, make_codec
 from .probe import Prober
-from .pushpull import PushPuller, explain_refused_reply
+from .pushpull import PushPuller
 from .timers import Clock, TimerHeap
 from .types import META_MAX_SIZE, Address, Node, NodeState, Output
 
@@ -100,15 +100,13 @@ class Memberlist:
         self._clock = Clock(now)
         self.stats: collections.Counter[str] = collections.Counter()
         self._handler_errors = HandlerErrors(self.stats, log, strict=config.strict)
-        self.codec = self._make_codec(config)
-        #: why the last `stream_result` refused a reply, for a person ("" when it did not, or
-        #: when only the stats can tell); drivers read it right after the call
-        self.refusal = ""
+        self.codec = make_codec(config)
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = TransmitLimitedQueue(config.retransmit_mult)
         self._timers = TimerHeap()
         self._shutdown = False
-        hooks, stats, timers, clock = self._hooks, self.stats, self._timers, self._clock
+        # the parts, each handed what it uses (no part holds the whole core)
+        hooks, stats, timers, clock, queue = self._hooks, self.stats, self._timers, self._clock, self.broadcasts
         self._members = members = Membership(
             config,
             advertise,
@@ -116,12 +114,12 @@ class Memberlist:
             rng=self.rng,
             stats=stats,
             timers=timers,
-            broadcasts=self.broadcasts,
+            broadcasts=queue,
             awareness=self.awareness,
             hooks=hooks,
         )
         self._outbox = outbox = Outbox(
-            config, self.codec, stats=stats, broadcasts=self.broadcasts, hooks=hooks, nodes=members.nodes
+            config, self.codec, stats=stats, broadcasts=queue, hooks=hooks, nodes=members.nodes
         )
         self._prober = Prober(
             config,
@@ -134,10 +132,18 @@ class Memberlist:
             outbox=outbox,
             hooks=hooks,
         )
-        self._push_pull = PushPuller(
-            config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks
+        self._push_pull = PushPuller(config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks)
+        self._exchanges = Exchanges(
+            config.name,
+            self.codec,
+            stats=stats,
+            handler_errors=self._handler_errors,
+            hooks=hooks,
+            outbox=outbox,
+            prober=self._prober,
+            push_pull=self._push_pull,
+            gossip_now=self.gossip_now,
         )
-
         members.announce(self._checked_meta(None))
         self._schedule_periodic(now)
 
@@ -163,6 +169,12 @@ class Memberlist:
     def delegate(self, value: Delegate | None) -> None:
         """A new delegate also answers the optional interfaces that were not given explicitly."""
         self._hooks.rewire(self._wiring.hooks(value))
+
+    @property
+    def refusal(self) -> str:
+        """Why the last `stream_result` refused a reply, for a person ("" when it did not, or
+        when only the stats can tell); drivers read it right after the call."""
+        return self._exchanges.refusal
 
     @property
     def accept_meta(self) -> Callable[[bytes], bool] | None:
@@ -384,108 +396,19 @@ class Memberlist:
         if self._shutdown:
             return None
         self._clock.now = now
-        out = self._outbox
         try:
-            msg = self.codec.decode_stream(data, from_dialer=True)
-        except wire.DecodeError as e:
-            self.stats["drop." + e.reason] += 1
-            return out.stream_reply(ErrResp(f"failed to receive: {e.reason}"))
-        except Exception:  # noqa: BLE001
-            self.stats["drop.malformed"] += 1
-            return out.stream_reply(ErrResp("failed to receive: malformed"))
-        self._count_dropped_rows(msg)
-        out.reply_budget = len(data)  # UDP it makes us send elsewhere (a Serf query's answers)
-        try:
-            return self._handle_stream_msg(msg, source)
-        except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
-            self._handler_errors.failed(exc, f"stream {type(msg).__name__}", source)
-            return None
+            return self._exchanges.answer(data, source, now)
         finally:
-            out.reply_budget = None
             self._flush_death_news()
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
         if self._shutdown:
             return False
         self._clock.now = now
-        self.refusal = ""
-        st = self._outbox.streams.pop(stream_id, None)
-        if st is None:
-            return False
-        if st.kind == "user":
-            ok = reply is not None
-            self.stats["stream.user." + ("ok" if ok else "failed")] += 1
-            return ok
-        if reply is None:
-            self.stats[f"stream.{st.kind}.failed"] += 1
-            if refused and st.kind == "ping":
-                self._prober.tcp_ping_refused(st.seq, now)
-                self._flush_death_news()
-            return False
         try:
-            msg = self.codec.decode_stream(reply, from_dialer=False)
-        except wire.DecodeError as e:
-            self.stats["drop." + e.reason] += 1
-            self.refusal = explain_refused_reply(encrypting=self._encrypting(), reason=e.reason)
-            return False
-        except Exception:  # noqa: BLE001
-            self.stats["drop.malformed"] += 1
-            return False
-        self._count_dropped_rows(msg)
-        try:
-            if st.kind == "ping":
-                return self._prober.tcp_ping_result(st.seq, msg)
-            if isinstance(msg, ErrResp):
-                self.stats["push_pull.remote_error"] += 1
-                self.refusal = explain_refused_reply(encrypting=self._encrypting(), remote_error=msg.error)
-                return False
-            if not isinstance(msg, PushPull):
-                self.stats["drop.unexpected_reply"] += 1
-                return False
-            ok = self._push_pull.merge_remote(msg, st.join)
-            self.stats["push_pull." + ("ok" if ok else "failed")] += 1
-            return ok
-        except Exception as exc:  # noqa: BLE001 - a bug: logged once per kind, raised if strict
-            # the peer did answer: say the refusal is ours, or a join reads as "nobody answered"
-            self.refusal = f"this node failed handling the reply, a bug ({type(exc).__name__}: {exc}; traceback logged)"
-            self._handler_errors.failed(exc, f"{st.kind} reply {type(msg).__name__}", f"stream {stream_id}")
-            return False
+            return self._exchanges.outcome(stream_id, reply, now, refused)
         finally:
             self._flush_death_news()
-
-    # ------------------------------------------------------------------ helpers
-
-    def _encrypting(self) -> bool:
-        kr = self.codec.keyring
-        return kr is not None and bool(kr.keys)
-
-    def _count_dropped_rows(self, msg: Message) -> None:
-        """Push/pull rows refused at decode (the rest of the state still merges)."""
-        if isinstance(msg, PushPull):
-            for reason in msg.dropped:
-                self.stats["drop." + reason] += 1
-
-    @staticmethod
-    def _make_codec(config: Config) -> wire.WireCodec:
-        keyring = None
-        if config.secret_keys:
-            from .crypto import (
-                Keyring,  # lazy: cryptography only when a key is configured
-            )
-
-            keyring = Keyring(config.secret_keys)
-        return wire.WireCodec(
-            keyring=keyring,
-            label=config.label,
-            compress=config.enable_compression,
-            compress_packets=config.enable_compression and config.compress_packets,
-            verify_incoming=config.gossip_verify_incoming,
-            verify_outgoing=config.gossip_verify_outgoing,
-            skip_inbound_label_check=config.skip_inbound_label_check,
-            max_decompressed=config.max_decompressed_size,
-            max_stream=config.max_stream_size,
-            protocol_version=config.protocol_version,
-        )
 
     # ------------------------------------------------------------------ timers
 
@@ -529,49 +452,9 @@ class Memberlist:
         else:
             self.stats["drop.unexpected_packet"] += 1
 
-    # ------------------------------------------------------------------ streams
-
-    def _handle_stream_msg(self, msg: Message, source: Address) -> bytes | None:
-        out = self._outbox
-        if isinstance(msg, Ping):
-            if msg.node and msg.node != self.name:
-                self.stats["drop.ping_wrong_node"] += 1
-                return None
-            return out.stream_reply(Ack(msg.seq_no, None))
-        if isinstance(msg, PushPull):
-            if len(msg.nodes) > self.config.max_push_pull_nodes:
-                self.stats["drop.too_large"] += 1
-                return out.stream_reply(ErrResp("too many nodes"))
-            reply = out.stream_reply(self._push_pull.local_state(msg.join))
-            ok = self._push_pull.merge_remote(msg, msg.join)
-            self.stats["push_pull.inbound_" + ("ok" if ok else "failed")] += 1
-            if ok and msg.join:
-                # we are the seed of a joining node: pass its alive on now, not at the next tick
-                self.gossip_now(self._clock.now)
-            return reply
-        if isinstance(msg, UserMsg):
-            delegate = self._hooks.delegate
-            if delegate is not None:
-                delegate.notify_msg(msg.payload)
-            return None
-        self.stats["drop.unexpected_stream"] += 1
-        return None
-
     # ------------------------------------------------------------------ gossip
 
     def _gossip(self) -> None:
         if self._hooks.delegate is None and not len(self.broadcasts):
             return  # nothing could be sent: skip picking targets
-        horizon = self.config.gossip_to_the_dead_time
-        name, now = self.name, self._clock.now
-
-        def exclude(n: Node) -> bool:
-            if n.name == name:
-                return True
-            if n.state in (NodeState.ALIVE, NodeState.SUSPECT):
-                return False
-            if n.state == NodeState.DEAD:
-                return now - n.state_change > horizon
-            return True
-
-        self._outbox.gossip(self._members.random_nodes(self.config.gossip_nodes, exclude))
+        self._outbox.gossip(self._members.gossip_targets(self.config.gossip_nodes))

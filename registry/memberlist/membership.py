@@ -112,6 +112,23 @@ class Membership:
             picked[nd.name] = nd
         return list(picked.values())
 
+    def gossip_targets(self, k: int) -> list[Node]:
+        """Up to k random peers to gossip to: members, and the dead for gossip_to_the_dead_time
+        (so they hear of their death and can refute it)."""
+        horizon = self.config.gossip_to_the_dead_time
+        name, now = self.name, self.clock.now
+
+        def exclude(n: Node) -> bool:
+            if n.name == name:
+                return True
+            if n.state in _MEMBER:
+                return False
+            if n.state == NodeState.DEAD:
+                return now - n.state_change > horizon
+            return True
+
+        return self.random_nodes(k, exclude)
+
     def next_to_probe(self, now: float) -> Node | None:
         """The next live peer in probe order, wrapping (and reaping) at the end of the list."""
         checked = 0

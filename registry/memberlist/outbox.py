@@ -19,12 +19,33 @@ from .delegate import Hooks
 from .messages import Message
 from .types import Address, Node, OpenStream, Output, SendPacket, ip_from_bytes
 
-__all__ = ["COMPOUND_HEADER", "COMPOUND_PART", "MAX_PARTS", "Outbox", "StreamCtx"]
+__all__ = ["COMPOUND_HEADER", "COMPOUND_PART", "MAX_PARTS", "Outbox", "StreamCtx", "make_codec"]
 
 COMPOUND_HEADER = 2  # compound type byte + count
 COMPOUND_PART = 2  # per-part length field
 USER_MSG_OVERHEAD = 1  # userMsg type byte in front of delegate broadcasts
 MAX_PARTS = 255
+
+
+def make_codec(config: Config) -> wire.WireCodec:
+    """The codec a node's config asks for (keys, label, compression, limits)."""
+    keyring = None
+    if config.secret_keys:
+        from .crypto import Keyring  # lazy: cryptography only when a key is configured
+
+        keyring = Keyring(config.secret_keys)
+    return wire.WireCodec(
+        keyring=keyring,
+        label=config.label,
+        compress=config.enable_compression,
+        compress_packets=config.enable_compression and config.compress_packets,
+        verify_incoming=config.gossip_verify_incoming,
+        verify_outgoing=config.gossip_verify_outgoing,
+        skip_inbound_label_check=config.skip_inbound_label_check,
+        max_decompressed=config.max_decompressed_size,
+        max_stream=config.max_stream_size,
+        protocol_version=config.protocol_version,
+    )
 
 
 @dataclass
@@ -102,6 +123,10 @@ class Outbox:
             extra = delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, limit - used)
             msgs.extend(b"\x08" + m for m in extra)
         return msgs
+
+    def encrypting(self) -> bool:
+        kr = self.codec.keyring
+        return kr is not None and bool(kr.keys)
 
     def trusted(self) -> bool:
         """Every packet we accept comes from a key holder (encryption on and enforced)."""

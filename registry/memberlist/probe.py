@@ -295,7 +295,9 @@ class Prober:
             return
         relay = _Relay(req.seq_no, reply_to, req.nack, verified=verified)
         self.relays[seq] = relay
-        relay.timer = self.timers.schedule(self.clock.now + self.config.probe_timeout, lambda t: self._relay_expired(seq))
+        relay.timer = self.timers.schedule(
+            self.clock.now + self.config.probe_timeout, lambda t: self._relay_expired(seq)
+        )
 
     def _relay_expired(self, seq: int) -> None:
         relay = self.relays.pop(seq, None)

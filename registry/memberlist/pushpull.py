@@ -16,6 +16,8 @@ from .membership import Membership
 from .messages import (
     Alive,
     Dead,
+    ErrResp,
+    Message,
     PushNodeState,
     PushPull,
     Suspect,
@@ -120,6 +122,31 @@ class PushPuller:
         data = self.outbox.codec.encode_stream(wire.encode(self.local_state(join)), dialer=True)
         self.stats["push_pull.sent"] += 1
         return self.outbox.open(addr, data, StreamCtx("push_pull", join=join))
+
+    def answer(self, msg: PushPull) -> tuple[bytes, bool]:
+        """A peer's push/pull: our state as the stream's reply, and whether it was a join we
+        merged (the core then gossips the newcomer's alive at once)."""
+        out = self.outbox
+        if len(msg.nodes) > self.config.max_push_pull_nodes:
+            self.stats["drop.too_large"] += 1
+            return out.stream_reply(ErrResp("too many nodes")), False
+        reply = out.stream_reply(self.local_state(msg.join))
+        ok = self.merge_remote(msg, msg.join)
+        self.stats["push_pull.inbound_" + ("ok" if ok else "failed")] += 1
+        return reply, ok and msg.join
+
+    def on_reply(self, msg: Message, join: bool) -> tuple[bool, str]:
+        """The reply to our push/pull: merged, or refused with why for a person ("" if the
+        stats say all there is)."""
+        if isinstance(msg, ErrResp):
+            self.stats["push_pull.remote_error"] += 1
+            return False, explain_refused_reply(encrypting=self.outbox.encrypting(), remote_error=msg.error)
+        if not isinstance(msg, PushPull):
+            self.stats["drop.unexpected_reply"] += 1
+            return False, ""
+        ok = self.merge_remote(msg, join)
+        self.stats["push_pull." + ("ok" if ok else "failed")] += 1
+        return ok, ""
 
     def local_state(self, join: bool) -> PushPull:
         nodes = [
