@@ -5,6 +5,7 @@ Pure functions and constants, shared by the native front's connections."""
 from __future__ import annotations
 
 import zlib
+from enum import IntEnum
 
 from registry.api import Exhausted, Missing
 from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
@@ -25,17 +26,28 @@ __all__ = [
 MAX_MESSAGE = 16 << 20  # largest request message accepted (grpcio front: the same)
 
 
-class Status:
-    """gRPC status codes used here."""
+class Status(IntEnum):
+    """gRPC status codes (grpc/grpc doc/statuscodes.md), as grpc-status carries them.
+
+    Written out with b"%d" or int(): on Python 3.10 str() of an IntEnum member is its name."""
 
     OK = 0
     CANCELLED = 1
+    UNKNOWN = 2
     INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 HEAD = encode_indexed(8) + encode_indexed_name_literal(31, b"application/grpc")  # :status 200, content-type
@@ -55,7 +67,7 @@ def percent_encode(text: str) -> bytes:
 
 def status_block(code: int, message: str) -> bytes:
     """grpc-status (and grpc-message, cut to 1 KiB) as a header block: trailers, or a trailers-only tail."""
-    block = encode_literal(b"grpc-status", str(code).encode())
+    block = encode_literal(b"grpc-status", b"%d" % code)
     if message:
         block += encode_literal(b"grpc-message", percent_encode(message[:1024]))
     return block
@@ -69,12 +81,12 @@ def frame_message(data: bytes) -> bytes:
 class CallError(Exception):
     """A call that fails for a reason of the gRPC layer (framing, size, compression), with its status."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: Status, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def code_of(exc: Exception) -> int:
+def code_of(exc: Exception) -> Status:
     """The status a failed call reports: CallError's own, NOT_FOUND for Missing, RESOURCE_EXHAUSTED
     for Exhausted, else INVALID_ARGUMENT."""
     if isinstance(exc, CallError):

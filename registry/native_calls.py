@@ -118,14 +118,15 @@ class Calls:
 
     # -- ending calls --------------------------------------------------------------------------
 
-    def finish(self, stream_id: int, code: int, message: str, *, started: bool) -> None:
+    def finish(self, stream_id: int, code: Status, message: str, *, started: bool) -> None:
         """End a call with `code`: trailers if the response has begun, else a trailers-only answer."""
         call = self.open.pop(stream_id, None)
         if call is not None:
             self.credit(stream_id, call, drop=True)
         stats = self.server.stats
         if code:
-            stats.errors[code] = stats.errors.get(code, 0) + 1
+            key = int(code)  # a plain int: metrics print it (str() of a Status on 3.10 is its name)
+            stats.errors[key] = stats.errors.get(key, 0) + 1
         block = status_block(code, message) if code else TRAILERS_OK
         if started:
             self.h2.send_trailers(stream_id, block)
@@ -141,7 +142,7 @@ class Calls:
         log.error("native gRPC: %s failed", path, exc_info=exc)
         self.finish(stream_id, Status.INTERNAL, f"internal error in {path}: {type(exc).__name__}", started=started)
 
-    def refuse(self, stream_id: int, code: int, message: str, *, reset: bool = True) -> None:
+    def refuse(self, stream_id: int, code: Status, message: str, *, reset: bool = True) -> None:
         """Answer now, before the request is whole, and tell the client to stop sending it."""
         call = self.open.get(stream_id)
         if call is not None:

@@ -28,11 +28,27 @@ from registry.h2.events import (
     StreamReset,
 )
 from registry.h2.frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
     DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
     MAX_FRAME,
     MAX_WINDOW,
     MIN_FRAME,
+    PADDED,
+    PING,
     PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Setting,
     frame,
 )
 from registry.h2.hpack import Decoder, HPACKError
@@ -58,10 +74,6 @@ __all__ = [
 # nothing else, so without a count a peer could send them for ever (issue 11 item 8).
 MAX_CONTINUATIONS = 32
 
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
-    range(10)
-)
-_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 _SELF_DEPENDENT = 0x100  # not on the wire: the HEADERS frame's priority named its own stream
 _frame = frame
 _IDLE, _CLOSED = int(StreamState.IDLE), int(StreamState.CLOSED)
@@ -72,7 +84,9 @@ _RECV_RST, _RECV_WINDOW_UPDATE = int(StreamInput.RECV_RST_STREAM), int(StreamInp
 
 
 class _ProtocolError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
+    """A connection error (RFC 9113 section 5.4.1): caught in `receive`, answered with GOAWAY."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
 
@@ -106,16 +120,16 @@ class ServerConnection(Sender):
         self.protocol_errors = 0
         self._out.append(
             _frame(
-                _SETTINGS,
+                SETTINGS,
                 0,
                 0,
-                (3).to_bytes(2, "big") + max_concurrent_streams.to_bytes(4, "big")
-                + (4).to_bytes(2, "big") + stream_window.to_bytes(4, "big")
-                + (6).to_bytes(2, "big") + max_header_list_size.to_bytes(4, "big"),
+                Setting.MAX_CONCURRENT_STREAMS.to_bytes(2, "big") + max_concurrent_streams.to_bytes(4, "big")
+                + Setting.INITIAL_WINDOW_SIZE.to_bytes(2, "big") + stream_window.to_bytes(4, "big")
+                + Setting.MAX_HEADER_LIST_SIZE.to_bytes(2, "big") + max_header_list_size.to_bytes(4, "big"),
             )
         )
         if connection_window > DEFAULT_WINDOW:
-            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, (connection_window - DEFAULT_WINDOW).to_bytes(4, "big")))
+            self._out.append(_frame(WINDOW_UPDATE, 0, 0, (connection_window - DEFAULT_WINDOW).to_bytes(4, "big")))
 
     # -- input ---------------------------------------------------------------------------
 
@@ -165,30 +179,30 @@ class ServerConnection(Sender):
         return events
 
     def _frame_received(self, ftype: int, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if self._continuation is not None and ftype != _CONTINUATION:
+        if self._continuation is not None and ftype != CONTINUATION:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "header block interrupted by another frame")
-        if ftype == _HEADERS:
+        if ftype == HEADERS:
             self._on_headers(flags, stream_id, payload, events)
-        elif ftype == _DATA:
+        elif ftype == DATA:
             self._on_data(flags, stream_id, payload, events)
-        elif ftype == _WINDOW_UPDATE:
+        elif ftype == WINDOW_UPDATE:
             self._on_window_update(stream_id, payload, events)
-        elif ftype == _SETTINGS:
+        elif ftype == SETTINGS:
             self._on_settings(flags, stream_id, payload)
-        elif ftype == _PING:
+        elif ftype == PING:
             if stream_id != 0:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
             if len(payload) != 8:
                 raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
-            if flags & _ACK:
+            if flags & ACK:
                 self.pings_acked += 1
             else:
-                self._out.append(_frame(_PING, _ACK, 0, payload))
-        elif ftype == _RST_STREAM:
+                self._out.append(_frame(PING, ACK, 0, payload))
+        elif ftype == RST_STREAM:
             self._on_rst_stream(stream_id, payload, events)
-        elif ftype == _CONTINUATION:
+        elif ftype == CONTINUATION:
             self._on_continuation(flags, stream_id, payload, events)
-        elif ftype == _PRIORITY:
+        elif ftype == PRIORITY:
             if stream_id == 0:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
@@ -197,18 +211,18 @@ class ServerConnection(Sender):
                 if stream_id not in self._streams:  # no stream to reset (an idle one may not be)
                     raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
                 self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)
-        elif ftype == _GOAWAY:
+        elif ftype == GOAWAY:
             if stream_id != 0 or len(payload) < 8:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "malformed GOAWAY")
             last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             events.append(GoAwayReceived(last, int.from_bytes(payload[4:8], "big")))
-        elif ftype == _PUSH_PROMISE:
+        elif ftype == PUSH_PROMISE:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         # Unknown frame types are ignored (RFC 9113 section 4.1).
 
     @staticmethod
     def _unpad(flags: int, payload: bytes, what: str) -> bytes:
-        if not flags & _PADDED:
+        if not flags & PADDED:
             return payload
         if not payload or payload[0] >= len(payload):
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"{what} padding longer than the frame")
@@ -217,14 +231,14 @@ class ServerConnection(Sender):
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id == 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
-        block = self._unpad(flags, payload, "HEADERS") if flags & _PADDED else payload
-        if flags & _PRIORITY_FLAG:
+        block = self._unpad(flags, payload, "HEADERS") if flags & PADDED else payload
+        if flags & PRIORITY_FLAG:
             if len(block) < 5:
                 raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             if int.from_bytes(block[:4], "big") & 0x7FFFFFFF == stream_id:
                 flags |= _SELF_DEPENDENT
             block = block[5:]
-        if flags & _END_HEADERS:
+        if flags & END_HEADERS:
             self._header_block(stream_id, flags, block, events)
         else:
             self._continuation = (stream_id, flags, bytearray(block), 0)
@@ -242,7 +256,7 @@ class ServerConnection(Sender):
         # buffered (was 4x, 256 KiB a connection).
         if len(block) > self._decoder.max_header_list_size:
             raise _ProtocolError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
-        if flags & _END_HEADERS:
+        if flags & END_HEADERS:
             self._continuation = None
             self._header_block(stream_id, first_flags, bytes(block), events)
         else:
@@ -253,7 +267,7 @@ class ServerConnection(Sender):
             headers = self._decoder.decode(block)  # always: the decoder's table must stay in step
         except HPACKError as exc:
             raise _ProtocolError(ErrorCode.COMPRESSION_ERROR, f"header block: {exc}") from None
-        end_stream = bool(flags & _END_STREAM)
+        end_stream = bool(flags & END_STREAM)
         s = self._streams.get(stream_id)
         if s is not None:  # trailers of a request
             if NEXT[s.state][_RECV_HEADERS] < 0:  # half-closed (remote)
@@ -293,7 +307,7 @@ class ServerConnection(Sender):
             self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)
             return
         if len(self._streams) >= self.max_concurrent_streams:
-            self._out.append(_frame(_RST_STREAM, 0, stream_id, ErrorCode.REFUSED_STREAM.to_bytes(4, "big")))
+            self._out.append(_frame(RST_STREAM, 0, stream_id, ErrorCode.REFUSED_STREAM.to_bytes(4, "big")))
             self._closed.add(stream_id, Closed.RESET_SENT)
             events.append(StreamReset(stream_id, ErrorCode.REFUSED_STREAM))
             return
@@ -330,7 +344,7 @@ class ServerConnection(Sender):
         self._recv_window -= size
         if self._recv_window < 0:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window")
-        data = self._unpad(flags, payload, "DATA") if flags & _PADDED else payload
+        data = self._unpad(flags, payload, "DATA") if flags & PADDED else payload
         s = self._streams.get(stream_id)
         if s is None or not RECEIVING[s.state]:
             if stream_id > self._last_stream:
@@ -346,7 +360,7 @@ class ServerConnection(Sender):
         s.recv_taken += size
         if s.recv_taken > self._local_initial:
             raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, f"peer overran stream {stream_id}'s window")
-        end_stream = bool(flags & _END_STREAM)
+        end_stream = bool(flags & END_STREAM)
         n = len(data)
         received = s.received_len = s.received_len + n
         expect = s.expect_len
@@ -409,7 +423,7 @@ class ServerConnection(Sender):
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id != 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & _ACK:
+        if flags & ACK:
             if payload:
                 raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             if not self._settings_acked:  # our only SETTINGS: our stream window holds from now on
@@ -422,9 +436,9 @@ class ServerConnection(Sender):
         for i in range(0, len(payload), 6):
             ident = int.from_bytes(payload[i : i + 2], "big")
             value = int.from_bytes(payload[i + 2 : i + 6], "big")
-            if ident == 0x2 and value > 1:
+            if ident == Setting.ENABLE_PUSH and value > 1:
                 raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
-            if ident == 0x4:
+            if ident == Setting.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
                 if value > self._peer_window:  # section 6.9.2: no stream's window may pass 2^31-1
@@ -432,15 +446,15 @@ class ServerConnection(Sender):
                         raise _ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window would pass 2^31-1")
                     raised = True
                 self._peer_window = value  # every stream's window moves with it: O(1)
-            elif ident == 0x5:
+            elif ident == Setting.MAX_FRAME_SIZE:
                 if not MIN_FRAME <= value <= MAX_FRAME:
                     raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
                 self._peer_max_frame = value
-            elif ident == 0x1 and value != self._table_size:
+            elif ident == Setting.HEADER_TABLE_SIZE and value != self._table_size:
                 smallest = min(value, self._table_update[0]) if self._table_update else value
                 self._table_update = (smallest, value)
                 self._table_size = value
             # Others (MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE): advisory for a server.
-        self._out.append(_frame(_SETTINGS, _ACK, 0))
+        self._out.append(_frame(SETTINGS, ACK, 0))
         if raised:
             self._flush_blocked()

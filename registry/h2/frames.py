@@ -1,6 +1,8 @@
 """HTTP/2 framing constants (RFC 9113 sections 4, 6) and the one frame builder.
 
-Frame types and flags stay plain ints in the parser's hot path; the enums name them.
+The enums name the numbers; per-frame code compares with the plain-int copies below them
+(one global load against an enum attribute lookup per comparison), defined here once from the
+enums so that no module writes the numbers again.
 """
 
 from __future__ import annotations
@@ -8,11 +10,26 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 
 __all__ = [
+    "ACK",
+    "CONTINUATION",
+    "DATA",
     "DEFAULT_WINDOW",
+    "END_HEADERS",
+    "END_STREAM",
+    "GOAWAY",
+    "HEADERS",
     "MAX_FRAME",
     "MAX_WINDOW",
     "MIN_FRAME",
+    "PADDED",
+    "PING",
     "PREFACE",
+    "PRIORITY",
+    "PRIORITY_FLAG",
+    "PUSH_PROMISE",
+    "RST_STREAM",
+    "SETTINGS",
+    "WINDOW_UPDATE",
     "Flag",
     "FrameType",
     "Setting",
@@ -56,5 +73,13 @@ class Setting(IntEnum):
     MAX_HEADER_LIST_SIZE = 0x6
 
 
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
+    int(t) for t in FrameType
+)
+END_STREAM, ACK, END_HEADERS, PADDED = int(Flag.END_STREAM), int(Flag.ACK), int(Flag.END_HEADERS), int(Flag.PADDED)
+PRIORITY_FLAG = int(Flag.PRIORITY)
+
+
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """One frame: the 9-byte header (length, type, flags, stream id) and its payload."""
     return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream_id.to_bytes(4, "big") + payload

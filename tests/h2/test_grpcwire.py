@@ -41,6 +41,12 @@ def test_header_blocks_decode_to_what_grpc_expects() -> None:
     assert long[1] == ("grpc-message", "x" * 1024)  # cut: a trailer must not outgrow the peer's header limit
 
 
+def test_status_codes_go_out_as_numbers() -> None:
+    # Status is an IntEnum: on Python 3.10 its str() is the member's name, never to reach the wire.
+    assert Decoder().decode(status_block(Status.NOT_FOUND, "")) == [("grpc-status", "5")]
+    assert [int(s) for s in Status] == list(range(17))  # grpc's statuscodes.md, every one
+
+
 def test_message_framing() -> None:
     assert frame_message(b"abc") == b"\x00\x00\x00\x00\x03abc"
     assert frame_message(b"") == b"\x00" + bytes(4)
