@@ -32,16 +32,7 @@ from registry.memberlist.codec import encode, make_compound
 from registry.memberlist.messages import Dead, Ping
 from registry.memberlist.types import DEFAULT_VSN
 
-from .helpers import (
-    Proc,
-    Registry,
-    Service,
-    env,
-    free_port,
-    procs,
-    registry_cmd,
-    wait_for,
-)
+from .helpers import Proc, Registry, Service, env, free_port, procs, registry_cmd, wait_for
 
 GROUP = "webservice"
 
@@ -62,7 +53,9 @@ class Pool:
         out: dict[str, float] = {}
         for m in re.finditer(r'^registry_gossip_events_total\{key="([^"]+)"\} (\S+)$', text, re.MULTILINE):
             out[m.group(1)] = float(m.group(2))
-        out["_alive"] = float(re.search(r'registry_gossip_members\{status="alive"\} (\S+)', text).group(1))  # type: ignore[union-attr]
+        alive = re.search(r'registry_gossip_members\{status="alive"\} (\S+)', text)
+        assert alive is not None, text
+        out["_alive"] = float(alive.group(1))
         return out
 
     def barrier(self) -> None:
