@@ -40,7 +40,7 @@ from registry.addresses import (
 )
 from registry.catalog import REGISTRY_GROUP
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
-from registry.server_config import ServerConfig
+from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
 
 __all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
@@ -48,9 +48,6 @@ PROG = "registry"
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 DEFAULT_GOSSIP_PORT = 7370
 DEFAULT_RPC_PORT = 9800
-PROFILES = ("lan", "wan", "local", "fast")
-HASHES = ("consistent", "chash")
-RPC_ENGINES = ("native", "grpcio")
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 
 

@@ -12,8 +12,12 @@ import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["Metric", "MetricsServer", "render"]
+__all__ = ["Metric", "MetricKind", "MetricsServer", "counters_by_key", "render"]
+
+#: The Prometheus types this exposition writes (# TYPE lines).
+MetricKind = Literal["gauge", "counter"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_REQUEST = 8192
@@ -26,8 +30,17 @@ class Metric:
 
     name: str
     help: str
-    kind: str = "gauge"  # "gauge" | "counter"
+    kind: MetricKind = "gauge"
     samples: Sequence[tuple[Mapping[str, str], float]] = field(default_factory=list)
+
+
+def counters_by_key(name: str, help: str, stats: object) -> Metric | None:
+    """A counter family of a component's `stats` mapping, one sample per numeric entry labelled
+    `key`; None when there is nothing to show (no mapping, or an empty one)."""
+    if not isinstance(stats, Mapping) or not stats:
+        return None
+    samples = [({"key": str(k)}, float(v)) for k, v in sorted(stats.items()) if isinstance(v, (int, float))]
+    return Metric(name, help, "counter", samples)
 
 
 def _escape_label(value: str) -> str:

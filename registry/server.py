@@ -32,8 +32,8 @@ from registry.addresses import WILDCARD_V4, UsageError, family_of, ip_literal
 from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
-from registry.metrics import Metric, MetricsServer
-from registry.server_config import ServerConfig
+from registry.metrics import Metric, MetricsServer, counters_by_key
+from registry.server_config import RPC_ENGINES, RpcEngine, ServerConfig
 from registry.tls import TlsFiles
 
 __all__ = ["REGISTRY_GROUP", "RegistryServer", "ServerConfig", "StartError"]
@@ -217,10 +217,10 @@ class RegistryServer:
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
 
     @property
-    def rpc_engine(self) -> str:
-        """The gRPC front this server runs ("native" or "grpcio")."""
+    def rpc_engine(self) -> RpcEngine:
+        """The gRPC front this server runs ("native" or "grpcio"); an embedder's config is checked here."""
         engine = self.config.rpc_engine
-        if engine not in ("native", "grpcio"):
+        if engine not in RPC_ENGINES:
             raise StartError(f"rpc engine {engine!r}: use native or grpcio")
         return engine
 
@@ -396,22 +396,16 @@ class RegistryServer:
                 "gauge",
                 [({"status": k}, float(v)) for k, v in sorted(by_status.items())],
             )
-            stats = getattr(self.agent, "stats", None)
-            if isinstance(stats, Mapping) and stats:
-                yield Metric(
-                    "registry_gossip_events_total",
-                    "Gossip layer counters (drops per reason, messages, ...).",
-                    "counter",
-                    [({"key": str(k)}, float(v)) for k, v in sorted(stats.items()) if isinstance(v, (int, float))],
-                )
-        cstats = getattr(self.catalog, "stats", None)
-        if isinstance(cstats, Mapping) and cstats:
-            yield Metric(
-                "registry_catalog_events_total",
-                "Catalog counters (tags ignored or rejected, listener errors, ...).",
-                "counter",
-                [({"key": str(k)}, float(v)) for k, v in sorted(cstats.items()) if isinstance(v, (int, float))],
-            )
+            gossip = counters_by_key("registry_gossip_events_total",
+                                     "Gossip layer counters (drops per reason, messages, ...).",
+                                     getattr(self.agent, "stats", None))
+            if gossip is not None:
+                yield gossip
+        catalog = counters_by_key("registry_catalog_events_total",
+                                  "Catalog counters (tags ignored or rejected, listener errors, ...).",
+                                  getattr(self.catalog, "stats", None))
+        if catalog is not None:
+            yield catalog
         rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not
         if rpc_stats is not None:
             yield Metric("registry_grpc_connections_total", "gRPC connections accepted.", "counter",

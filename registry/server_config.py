@@ -9,8 +9,22 @@ as a usage error without loading any of that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-__all__ = ["ServerConfig"]
+from registry.ring.base import ALGORITHMS, Algorithm
+
+__all__ = ["HASHES", "PROFILES", "RPC_ENGINES", "Algorithm", "Profile", "RpcEngine", "ServerConfig"]
+
+#: Gossip timing profiles (registry.memberlist.config.Config.profile): "fast" is for tests.
+Profile = Literal["lan", "wan", "local", "fast"]
+#: The gRPC fronts: "native" (registry.native: no grpcio in the process, several times faster
+#: per call) or "grpcio" (registry.rpc on grpc.aio).
+RpcEngine = Literal["native", "grpcio"]
+
+# The flags' choices, from the types above (and the ring's own Algorithm): one list each.
+PROFILES: tuple[Profile, ...] = get_args(Profile)
+RPC_ENGINES: tuple[RpcEngine, ...] = get_args(RpcEngine)
+HASHES: tuple[str, ...] = ALGORITHMS
 
 
 @dataclass
@@ -23,16 +37,14 @@ class ServerConfig:
     addr: tuple[str, int] = ("", 9800)
     advertise: str = ""
     registries: list[str] = field(default_factory=list)
-    hash: str = "consistent"
+    hash: Algorithm = "consistent"
     encrypt_key: str | None = None
     metrics_addr: tuple[str, int] | None = None
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
-    #: "native" (registry.native: no grpcio in the process, several times faster per call)
-    #: or "grpcio" (registry.rpc on grpc.aio).
-    rpc_engine: str = "native"
-    profile: str = "lan"
+    rpc_engine: RpcEngine = "native"
+    profile: Profile = "lan"
     leave_timeout: float = 5.0
     #: Extra tags for this server's member (group/addr/id always win).
     tags: dict[str, str] = field(default_factory=dict)
