@@ -89,12 +89,24 @@ class Nack:
 
 
 @dataclass(frozen=True, slots=True)
-class Suspect:
-    """``sender`` (wire key ``From``) suspects ``node`` at ``incarnation``."""
+class _Claim:
+    """What ``sender`` (wire key ``From``) says of ``node`` at ``incarnation``; suspect and dead
+    share the layout (one encoder and decoder serve both) but are distinct messages: a suspect
+    never equals a dead with the same fields."""
 
     incarnation: int
     node: str
     sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect(_Claim):
+    """``sender`` suspects ``node`` at ``incarnation``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dead(_Claim):
+    """``sender`` declares ``node`` dead; ``sender == node`` means it left."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +119,6 @@ class Alive:
     port: int
     meta: bytes | None
     vsn: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Dead:
-    """``sender`` declares ``node`` dead; ``sender == node`` means it left."""
-
-    incarnation: int
-    node: str
-    sender: str
 
 
 @dataclass(frozen=True, slots=True)
