@@ -37,7 +37,7 @@ from registry.addresses import bind_pair, outward_host
 from .config import Config
 from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
 
-__all__ = ["SHUT_DOWN", "STUCK_TIMER_DELAY", "DriverBase", "StreamDone", "Wake", "local_advertise"]
+__all__ = ["SHUT_DOWN", "STUCK_TIMER_DELAY", "DriverBase", "StreamDone", "Wake", "local_advertise", "started"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ SHUT_DOWN = "node shut down"
 StreamDone = Callable[[bool, str], None]
 #: `wake(held)`: a waiter's predicate held (True), or the driver stopped (False).
 Wake = Callable[[bool], None]
+
+
+def started(value: T | None, why: str) -> T:
+    """`value`, set once its owner started; RuntimeError(`why`) before (a caller's mistake)."""
+    if value is None:
+        raise RuntimeError(why)
+    return value
 
 
 def local_advertise(config: Config, bound: Address) -> Address:
@@ -93,16 +100,12 @@ class DriverBase:
 
     @property
     def machine(self) -> Machine:
-        if self._machine is None:
-            raise RuntimeError("the runner has no machine yet (start it first)")
-        return self._machine
+        return started(self._machine, "the runner has no machine yet (start it first)")
 
     @property
     def bound(self) -> Address:
         """The address actually bound (port filled in when 0 was asked)."""
-        if self._bound is None:
-            raise RuntimeError("the runner is not started")
-        return self._bound
+        return started(self._bound, "the runner is not started")
 
     @property
     def running(self) -> bool:

@@ -15,7 +15,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from registry.memberlist.driver import local_advertise
 from registry.memberlist.node import JoinError, join_pool
 from registry.memberlist.runner import MachineRunner
 from registry.memberlist.types import Address
@@ -25,15 +24,13 @@ from . import messages as msgs
 from .config import SerfConfig
 from .core import Serf
 from .events import Event
+from .facade import SerfFacade
 from .member import Member, MemberStatus
 from .query import QueryHandle, QueryItem, QueryParams
 
 __all__ = ["EventStream", "JoinError", "QueryStream", "SerfAgent"]
 
 log = logging.getLogger(__name__)
-
-#: an event callback; if it returns an awaitable, that is run as a task
-Handler = Callable[[Event], object]
 
 
 class EventStream:
@@ -51,7 +48,7 @@ class EventStream:
         if len(self._buf) >= self._size:
             self._buf.popleft()
             self.dropped += 1
-            self._agent._agent_stats["events.dropped"] += 1
+            self._agent._node_stats["events.dropped"] += 1
         self._buf.append(ev)
         self._wake.set()
 
@@ -120,73 +117,35 @@ class QueryStream:
         return [item async for item in self]
 
 
-class SerfAgent:
-    """A running Serf node; `await SerfAgent(config).start()` binds and starts gossiping."""
+class SerfAgent(SerfFacade[MachineRunner]):
+    """A running Serf node; `await SerfAgent(config).start()` binds and starts gossiping.
+    Event handlers may be coroutines: their awaitable results run as tasks."""
 
     def __init__(self, config: SerfConfig) -> None:
-        self.config = config
-        self._runner: MachineRunner | None = None
-        self._core: Serf | None = None
-        self.address: Address | None = None
-        self._handlers: list[Handler] = []
+        super().__init__(config)
         self._streams: set[EventStream] = set()
         self._dispatch_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._agent_stats: Counter[str] = Counter()
-        self._shut = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> Address:
         """Bind UDP+TCP (port 0 = any free one) and start; returns the advertised address."""
-        ml = self.config.memberlist
-        runner = MachineRunner(None, ml)
-        holder: list[Serf] = []
-
-        def factory(bound: Address) -> Serf:
-            adv = local_advertise(ml, bound)
-            cfg = self.config.replace(memberlist=ml.replace(bind_port=bound.port))
-            core = Serf(cfg, adv, now=runner.now())
-            holder.append(core)
-            return core
-
-        await runner.start(Address(ml.bind_addr, ml.bind_port), factory)
-        self._runner = runner
-        self._core = holder[0]
-        self._core.wakeup = self._schedule_dispatch
-        self.address = self._core.memberlist.advertise
-        runner.config = self._core.memberlist.config
+        runner = MachineRunner(None, self.config.memberlist)
+        made: list[Serf] = []
+        await runner.start(self._bind_address, self._machine_factory(runner, made, self._schedule_dispatch))
+        address = self._adopt(runner, made[0])
         self._schedule_dispatch()
-        log.info("serf agent %s advertising %s", self.name, self.address)
-        return self.address
-
-    @property
-    def core(self) -> Serf:
-        if self._core is None:
-            raise RuntimeError("the agent is not started")
-        return self._core
-
-    @property
-    def runner(self) -> MachineRunner:
-        if self._runner is None:
-            raise RuntimeError("the agent is not started")
-        return self._runner
+        log.info("serf agent %s advertising %s", self.name, address)
+        return address
 
     @property
     def name(self) -> str:
         return self.core.name
 
     @property
-    def is_shutdown(self) -> bool:
-        return self._shut
-
-    @property
     def stats(self) -> Counter[str]:
-        total: Counter[str] = Counter(self.core.stats)
-        total.update(self.core.memberlist.stats)
-        total.update(self.runner.stats)
-        total.update(self._agent_stats)
-        return total
+        return self._gather_stats()
 
     def members(self) -> list[Member]:
         return self.core.members()
@@ -206,13 +165,9 @@ class SerfAgent:
         if self._shut:
             return False
         c = self.core
-        if timeout is None:
-            timeout = (
-                2 * c.config.broadcast_timeout + c.config.leave_propagate_delay + 1.0
-            )
         c.leave(self.runner.now())
         self.runner.kick()
-        return await self.runner.wait_until(lambda: c.left, timeout)
+        return await self.runner.wait_until(lambda: c.left, self._leave_timeout(timeout))
 
     async def shutdown(self) -> None:
         """Stop at once (no leave): peers will see us fail."""
@@ -243,16 +198,6 @@ class SerfAgent:
         self.core.user_event(name, bytes(payload), coalesce, self.runner.now())
         self.runner.kick()
 
-    def add_handler(self, cb: Handler) -> Callable[[], None]:
-        """Call `cb(event)` for every event (a coroutine result is run as a task); returns a remover."""
-        self._handlers.append(cb)
-
-        def remove() -> None:
-            if cb in self._handlers:
-                self._handlers.remove(cb)
-
-        return remove
-
     def events(self, size: int | None = None) -> EventStream:
         """A new async iterator receiving every event from now on."""
         s = EventStream(self, size or self.config.event_queue_size)
@@ -275,22 +220,15 @@ class SerfAgent:
         for ev in self._core.drain_events():
             for s in list(self._streams):
                 s._push(ev)
-            for cb in list(self._handlers):
-                try:
-                    res = cb(ev)
-                    if inspect.isawaitable(res):
-                        self._spawn(res)
-                except Exception:
-                    self._agent_stats["handler.errors"] += 1
-                    log.exception("serf event handler failed")
+            self._deliver(ev, self._run_if_awaitable)
         if self._runner is not None:
             self._runner.kick()  # query responses sent from handlers
-        if self._core.conflict_lost and not self._shut:
-            # another node holds our name and the cluster sided with it: stop, as Go's Serf does
-            log.error(
-                "serf: name %r is taken by another node; shutting down", self._core.name
-            )
+        if self._name_lost(self._core):
             self._spawn(self.shutdown())
+
+    def _run_if_awaitable(self, res: object) -> None:
+        if inspect.isawaitable(res):
+            self._spawn(res)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -14,12 +14,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from registry.memberlist.joining import JoinError, JoinTally, resolve_targets_now
-from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
+from registry.memberlist.threaded import RunnerClosed, ThreadedRunner
 from registry.memberlist.types import Address
 
 from .config import SerfConfig
 from .core import Serf
-from .events import Event
+from .facade import SerfFacade
 from .member import Member, MemberStatus
 
 __all__ = ["Chooser", "SerfJoinError", "ThreadedSerf"]
@@ -35,17 +35,13 @@ Chooser = Callable[[list[Member]], list[Member]]
 SerfJoinError = JoinError
 
 
-class ThreadedSerf:
-    """A running Serf node on its own thread: `ThreadedSerf(config).start()`, then `join()`."""
+class ThreadedSerf(SerfFacade[ThreadedRunner]):
+    """A running Serf node on its own thread: `ThreadedSerf(config).start()`, then `join()`.
+    Event handlers run on the gossip thread."""
 
     def __init__(self, config: SerfConfig) -> None:
-        self.config = config
-        self._runner: ThreadedRunner | None = None
-        self._core: Serf | None = None
-        self.address: Address | None = None
-        self._handlers: list[Callable[[Event], object]] = []
+        super().__init__(config)
         self._dispatch_due = False
-        self._shut = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -54,40 +50,12 @@ class ThreadedSerf:
         advertised address."""
         ml = self.config.memberlist
         runner = ThreadedRunner(None, ml, name=f"serf-{self.config.name or ml.name}")
-        cores: list[Serf] = []
-
-        def factory(bound: Address) -> Serf:
-            cfg = self.config.replace(memberlist=ml.replace(bind_port=bound.port))
-            core = Serf(cfg, local_advertise(ml, bound), now=runner.now())
-            core.wakeup = self._wakeup
-            cores.append(core)
-            return core
-
+        made: list[Serf] = []
         runner.on_pump = self._dispatch
-        runner.start(Address(ml.bind_addr, ml.bind_port), factory)
-        self._runner = runner
-        self._core = cores[0]
-        self.address = self._core.memberlist.advertise
-        runner.config = self._core.memberlist.config
-        log.info("serf node %s advertising %s (threaded)", self._core.name, self.address)
-        return self.address
-
-    @property
-    def core(self) -> Serf:
-        """The machine: read it only on the gossip thread (inside `runner.call`)."""
-        if self._core is None:
-            raise RuntimeError("the node is not started")
-        return self._core
-
-    @property
-    def runner(self) -> ThreadedRunner:
-        if self._runner is None:
-            raise RuntimeError("the node is not started")
-        return self._runner
-
-    @property
-    def is_shutdown(self) -> bool:
-        return self._shut
+        runner.start(self._bind_address, self._machine_factory(runner, made, self._wakeup))
+        address = self._adopt(runner, made[0])
+        log.info("serf node %s advertising %s (threaded)", made[0].name, address)
+        return address
 
     def join(self, addrs: Iterable[str | Address], timeout: float, ignore_old: bool = True) -> int:
         """Push/pull with every address ("host:port" or Address; names are resolved);
@@ -119,9 +87,7 @@ class ThreadedSerf:
         one of them has accepted it (or, if none does, when the full sequence ends)."""
         if self._shut or self._runner is None:
             return False
-        cfg = self.config
-        if timeout is None:
-            timeout = 2 * cfg.broadcast_timeout + cfg.leave_propagate_delay + 1.0
+        timeout = self._leave_timeout(timeout)
         core = self.core
         runner = self.runner
         acked: list[bool] = []
@@ -190,30 +156,12 @@ class ThreadedSerf:
 
     @property
     def stats(self) -> Counter[str]:
-        core, runner = self.core, self.runner
-
-        def gather() -> Counter[str]:
-            total: Counter[str] = Counter(core.stats)
-            total.update(core.memberlist.stats)
-            total.update(runner.stats)
-            return total
-
         try:
-            return runner.call(gather)
+            return self.runner.call(self._gather_stats)
         except RunnerClosed:
-            return gather()
+            return self._gather_stats()
 
     # -- events -------------------------------------------------------------------------------
-
-    def add_handler(self, cb: Callable[[Event], object]) -> Callable[[], None]:
-        """Call `cb(event)` on the gossip thread for every event; returns a remover."""
-        self._handlers.append(cb)
-
-        def remove() -> None:
-            if cb in self._handlers:
-                self._handlers.remove(cb)
-
-        return remove
 
     def _wakeup(self) -> None:
         self._dispatch_due = True
@@ -225,14 +173,8 @@ class ThreadedSerf:
         self._dispatch_due = False
         core = self._core
         for ev in core.drain_events():
-            for cb in list(self._handlers):
-                try:
-                    cb(ev)
-                except Exception:
-                    log.exception("serf event handler failed")
-        if core.conflict_lost and not self._shut:
-            # another node holds our name and the cluster sided with it: stop, as Go's Serf does
-            log.error("serf: name %r is taken by another node; shutting down", core.name)
+            self._deliver(ev)
+        if self._name_lost(core):
             self._shut = True
             core.shutdown()
             if self._runner is not None:
