@@ -28,7 +28,6 @@ import functools
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from registry.memberlist.core import Memberlist
@@ -45,6 +44,7 @@ from .config import SerfConfig
 from .conflict import NameConflicts
 from .coordinate import Coordinate, Coordinates, VivaldiClient
 from .events import Event, EventQueue, QueryEvent
+from .joins import PendingJoins
 from .leaving import LeaveSequence
 from .member import Member, MemberStatus, SerfState
 from .membership import Membership
@@ -59,13 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["INTERNAL_QUERY_PREFIX", "USER_EVENT_HARD_LIMIT", "Serf", "SerfState"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _PendingJoin:
-    pending: set[int]
-    ignore_old: bool
-    ok: int = 0
 
 
 class Serf(Delegate):
@@ -97,10 +90,7 @@ class Serf(Delegate):
         self._outbox = SerfBroadcasts(config.memberlist.retransmit_mult, config.max_queue_depth, self.stats)
         #: the intents' queue (tests queue raw intents here)
         self._broadcasts = self._outbox.intents
-        self._joins: dict[int, _PendingJoin] = {}
-        self._join_ignore = False
-        self._merging_join = False
-        self.join_results: dict[int, bool] = {}
+        self._joins = PendingJoins()
         #: a fresh leave intent arrived: pass it on once the current input is handled
         self._forward_now = False
 
@@ -213,6 +203,11 @@ class Serf(Delegate):
         return self.coordinates.cache
 
     @property
+    def join_results(self) -> dict[int, bool]:
+        """Every join push/pull's outcome, by stream id."""
+        return self._joins.results
+
+    @property
     def conflict_lost(self) -> bool:
         """A name conflict was lost (Go shuts the node down)."""
         return self._conflicts.lost
@@ -259,9 +254,7 @@ class Serf(Delegate):
         """Push/pull with each address; when at least one succeeds, gossip our join intent.
         Outcomes land in `join_results[stream_id]`."""
         ids = self.memberlist.join(addresses, now)
-        pj = _PendingJoin(set(ids), ignore_old)
-        for sid in ids:
-            self._joins[sid] = pj
+        self._joins.add(ids, ignore_old)
         return ids
 
     def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> None:
@@ -385,20 +378,13 @@ class Serf(Delegate):
             self.memberlist.gossip_now(now)
 
     def stream_result(self, stream_id: int, reply: bytes | None, now: float, refused: bool = False) -> bool:
-        pj = self._joins.pop(stream_id, None)
-        if pj is not None:
-            self._join_ignore = pj.ignore_old
-            self._merging_join = True
+        join = self._joins.begin(stream_id)
         try:
             ok = self.memberlist.stream_result(stream_id, reply, now, refused)
         finally:
-            self._join_ignore = self._merging_join = False
-        if pj is not None:
-            pj.pending.discard(stream_id)
-            if ok:
-                pj.ok += 1
-            self.join_results[stream_id] = ok
-            if not pj.pending and pj.ok > 0 and self.state == SerfState.ALIVE:
+            self._joins.end()
+        if join is not None:
+            if self._joins.record(join, stream_id, ok) and self.state == SerfState.ALIVE:
                 self._members.broadcast_join(self.clock.time())
                 self.memberlist.gossip_now(now)  # our join intent and alive: to peers now
             self._wake()
@@ -418,13 +404,8 @@ class Serf(Delegate):
     def next_deadline(self) -> float | None:
         if self.state == SerfState.SHUTDOWN:
             return None
-        a = self.memberlist.next_deadline()
-        b = self._timers.next_deadline()
-        if a is None:
-            return b
-        if b is None:
-            return a
-        return min(a, b)
+        due = [d for d in (self.memberlist.next_deadline(), self._timers.next_deadline()) if d is not None]
+        return min(due, default=None)
 
     def drain(self) -> list[Output]:
         return self.memberlist.drain()
@@ -502,7 +483,7 @@ class Serf(Delegate):
             if seen > 0:
                 clock.witness(seen - 1)
         self._members.merge(pp)
-        self._user_events.merge(pp, join and self._join_ignore)
+        self._user_events.merge(pp, join and self._joins.ignore_old)
 
     def notify_join(self, node: Node) -> None:
         self._members.node_joined(node)
@@ -520,7 +501,7 @@ class Serf(Delegate):
         self.coordinates.observe(node.name, rtt, payload)
 
     def notify_conflict(self, existing: Node, other: Node) -> None:
-        self._conflicts.notify(existing, other, during_join=self._merging_join)
+        self._conflicts.notify(existing, other, during_join=self._joins.merging)
 
     def _wake(self) -> None:
         if self.wakeup is not None:

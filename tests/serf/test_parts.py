@@ -1,0 +1,230 @@
+"""Serf's parts alone (issue 13): each is built with only what it needs, fed directly, and
+checked on what it emits, broadcasts and counts -- no cluster, no network."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+from registry.memberlist.config import Config
+from registry.memberlist.core import Memberlist
+from registry.memberlist.timers import TimerHeap
+from registry.memberlist.types import Address, Node, NodeState
+from registry.serf import messages as M
+from registry.serf.broadcasts import SerfBroadcasts
+from registry.serf.config import SerfConfig
+from registry.serf.events import Event, EventQueue, EventType, MemberEvent, UserEvent
+from registry.serf.joins import PendingJoins
+from registry.serf.leaving import LeaveSequence, LeaveStage
+from registry.serf.member import MemberStatus, SerfState
+from registry.serf.membership import Membership
+from registry.serf.user_events import Coalescer, UserEvents
+
+
+class Rig:
+    """What a part is handed: a clock, timers, counters, and lists for what it emits/sends."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers = TimerHeap()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.events: list[Event] = []
+        self.sent: list[bytes] = []
+        self.state = SerfState.ALIVE
+
+    def advance(self, to: float) -> None:
+        self.now = to
+        self.timers.run_due(to)
+
+    def membership(self, config: SerfConfig | None = None) -> tuple[Membership, list[str], list[Address]]:
+        forgotten: list[str] = []
+        rejoined: list[Address] = []
+        m = Membership(
+            config or SerfConfig(name="me"),
+            "me",
+            stats=self.stats,
+            timers=self.timers,
+            rng=random.Random(1),
+            now=lambda: self.now,
+            local_state=lambda: self.state,
+            emit=self.events.append,
+            broadcast=self.sent.append,
+            forget=forgotten.append,
+            rejoin=lambda addr, _now: rejoined.append(addr),
+        )
+        return m, forgotten, rejoined
+
+    def kinds(self) -> list[EventType]:
+        return [e.type for e in self.events]
+
+
+def node(name: str, state: NodeState = NodeState.ALIVE) -> Node:
+    return Node(name, "10.0.0.9", 7946, state=state)
+
+
+# ---------------------------------------------------------------------------- Membership
+
+
+def test_an_early_leave_intent_waits_for_its_node_and_an_older_join_cannot_undo_it() -> None:
+    rig = Rig()
+    m, _, _ = rig.membership()
+    assert m.handle_leave_intent(M.Leave(10, "b"))  # b unknown: kept as an intent (news)
+    assert not m.handle_join_intent(M.Join(9, "b"))  # older than the kept leave
+    m.node_joined(node("b"))
+    ms = m.get("b")
+    assert ms is not None and ms.member.status == MemberStatus.LEAVING and ms.status_ltime == 10
+    m.node_left(node("b", NodeState.DEAD))  # the death after an intent is a leave, not a failure
+    assert rig.kinds() == [EventType.MEMBER_JOIN, EventType.MEMBER_LEAVE]
+    assert m.clock.time() == 11  # witnessed past the newest intent
+
+
+def test_a_leave_intent_about_ourselves_is_refuted_with_a_join_intent() -> None:
+    rig = Rig()
+    m, _, _ = rig.membership()
+    m.node_joined(node("me"))
+    assert not m.handle_leave_intent(M.Leave(5, "me"))
+    assert rig.stats["intent.refuted"] == 1
+    refute = M.decode(rig.sent[-1])
+    assert isinstance(refute, M.Join) and refute.node == "me" and refute.ltime > 5
+    assert m.get("me").member.status == MemberStatus.ALIVE  # type: ignore[union-attr]
+
+
+def test_a_failed_member_is_reaped_after_reconnect_timeout_and_its_coordinate_forgotten() -> None:
+    rig = Rig()
+    m, forgotten, rejoined = rig.membership(
+        SerfConfig(name="me", reap_interval=1.0, reconnect_interval=1.0, reconnect_timeout=5.0)
+    )
+    m.start(0.0)
+    m.node_joined(node("me"))
+    m.node_joined(node("b"))
+    m.node_left(node("b", NodeState.DEAD))
+    assert m.get("b").member.status == MemberStatus.FAILED  # type: ignore[union-attr]
+    rig.advance(3.0)
+    assert m.get("b") is not None and rejoined  # reconnect tried (1 failed per 1 alive: always)
+    rig.advance(7.0)
+    assert m.get("b") is None and forgotten == ["b"] and rig.stats["members.reaped"] == 1
+    assert rig.kinds()[-1] == EventType.MEMBER_REAP
+
+
+def test_push_pull_left_members_become_leave_intents_one_past_their_status_time() -> None:
+    rig = Rig()
+    m, _, _ = rig.membership()
+    m.node_joined(node("b"))
+    m.node_left(node("b", NodeState.DEAD))  # failed here
+    m.merge(M.PushPullState(20, {"b": 7}, ["b"], 0, [], 0))
+    ms = m.get("b")
+    assert ms is not None and ms.member.status == MemberStatus.LEFT and ms.status_ltime == 8
+    assert m.left_names() == ["b"] and m.status_ltimes() == {"b": 8}
+
+
+# ---------------------------------------------------------------------------- user events
+
+
+def test_user_events_are_delivered_once_and_too_old_ones_counted() -> None:
+    rig = Rig()
+    ev = UserEvents(SerfConfig(name="me", event_buffer=4), stats=rig.stats, emit=rig.events.append,
+                    coalescer=None, broadcast=rig.sent.append)
+    msg = M.UserEventMsg(10, "deploy", b"v1")
+    assert ev.handle(msg)
+    assert not ev.handle(msg)  # seen: not news, not delivered again
+    assert not ev.handle(M.UserEventMsg(2, "old", b""))  # 4-slot ring, clock at 11
+    assert rig.stats["events.too_old"] == 1
+    assert [e.name for e in rig.events if isinstance(e, UserEvent)] == ["deploy"]
+    ev.send("mine", b"x", coalesce=False)
+    assert isinstance(M.decode(rig.sent[-1]), M.UserEventMsg) and len(rig.events) == 2
+
+
+def test_a_join_that_ignores_old_events_skips_the_peers_ring() -> None:
+    rig = Rig()
+    ev = UserEvents(SerfConfig(name="me"), stats=rig.stats, emit=rig.events.append,
+                    coalescer=None, broadcast=rig.sent.append)
+    slot = M.UserEventSlot(3, [M.UserEventEntry("old", b"")])
+    ev.merge(M.PushPullState(1, {}, [], 4, [slot], 1), ignore_old=True)
+    assert rig.events == [] and ev.min_time == 4
+    ev.merge(M.PushPullState(1, {}, [], 4, [M.UserEventSlot(5, [M.UserEventEntry("new", b"")])], 1), ignore_old=False)
+    assert [e.name for e in rig.events if isinstance(e, UserEvent)] == ["new"]
+
+
+def test_the_coalescer_delivers_only_the_newest_per_name_when_quiet() -> None:
+    rig = Rig()
+    co = Coalescer(3.0, 1.0, timers=rig.timers, now=lambda: rig.now, stats=rig.stats, emit=rig.events.append)
+    co.add(UserEvent(5, "deploy", b"a", True))
+    co.add(UserEvent(7, "deploy", b"b", True))
+    co.add(UserEvent(6, "deploy", b"c", True))  # older than what is held: dropped
+    co.add(UserEvent(1, "other", b"d", True))
+    rig.advance(0.5)
+    assert rig.events == []
+    rig.advance(1.0)  # quiet for 1 s
+    assert [(e.name, e.payload) for e in rig.events if isinstance(e, UserEvent)] == [("deploy", b"b"), ("other", b"d")]
+    assert rig.stats["events.coalesced"] == 1
+
+
+# ---------------------------------------------------------------------------- queues
+
+
+def test_broadcast_queues_fill_a_packet_intents_first_and_prune_beyond_their_depth() -> None:
+    stats: collections.Counter[str] = collections.Counter()
+    out = SerfBroadcasts(4, 2, stats)
+    out.queue(out.events, b"e" * 10)
+    out.queue(out.intents, b"i" * 10)
+    assert out.get(2, 13, 3) == [b"i" * 10]  # room for one: the intent
+    for i in range(3):
+        out.queue(out.queries, bytes([i]) * 5)
+    assert stats["broadcasts.pruned"] == 1 and len(out.queries) == 2
+
+
+def test_the_event_queue_drops_the_oldest_when_full_and_wakes_the_driver() -> None:
+    stats: collections.Counter[str] = collections.Counter()
+    wakes: list[int] = []
+    q = EventQueue(2, stats, lambda: wakes.append(1))
+    events = [MemberEvent(EventType.MEMBER_JOIN, []), UserEvent(1, "a", b"", False), UserEvent(2, "b", b"", False)]
+    for e in events:
+        q.emit(e)
+    assert q.drain() == events[1:] and stats["events.dropped"] == 1 and len(wakes) == 3
+    assert q.drain() == []
+
+
+# ---------------------------------------------------------------------------- leave, joins
+
+
+def test_a_lone_leave_runs_its_stages_to_left() -> None:
+    rig = Rig()
+    config = SerfConfig(name="me", memberlist=Config.fast(name="me"))
+    ml = Memberlist(config.memberlist_config(), Address("10.0.0.1", 7946), None, now=0.0)
+    left: list[float] = []
+    seq = LeaveSequence(config, ml, timers=rig.timers, outbox=SerfBroadcasts(4, 10, rig.stats),
+                        leaving=lambda: True, on_left=lambda: left.append(rig.now))
+    seq.begin(M.encode(M.Leave(1, "me")), has_peers=False)
+    assert seq.stage == LeaveStage.INTENT_QUEUED
+    rig.advance(0.0)
+    assert seq.stage == LeaveStage.PROPAGATING and not left  # nobody to tell: memberlist is done at once
+    rig.advance(config.leave_propagate_delay)
+    assert left == [config.leave_propagate_delay]
+
+
+def test_a_leave_with_peers_waits_for_its_intent_to_be_sent() -> None:
+    rig = Rig()
+    config = SerfConfig(name="me", memberlist=Config.fast(name="me"))
+    ml = Memberlist(config.memberlist_config(), Address("10.0.0.1", 7946), None, now=0.0)
+    out = SerfBroadcasts(1, 10, rig.stats)
+    seq = LeaveSequence(config, ml, timers=rig.timers, outbox=out, leaving=lambda: True, on_left=lambda: None)
+    seq.begin(b"intent", has_peers=True)
+    rig.advance(0.0)
+    assert seq.stage == LeaveStage.INTENT_QUEUED and len(out.intents) == 1
+    while len(out.intents):  # the intent goes out its full retransmit count
+        out.get(2, 1400, 1)
+    rig.advance(0.0)
+    assert seq.stage in (LeaveStage.MEMBERLIST_LEAVE, LeaveStage.PROPAGATING)
+
+
+def test_a_join_gossips_its_intent_once_all_its_push_pulls_ended_and_one_succeeded() -> None:
+    joins = PendingJoins()
+    joins.add([1, 2], ignore_old=True)
+    assert joins.begin(9) is None and not joins.merging
+    first = joins.begin(1)
+    assert first is not None and joins.merging and joins.ignore_old
+    joins.end()
+    assert not joins.merging and not joins.record(first, 1, False)  # one still pending
+    second = joins.begin(2)
+    assert second is not None and joins.record(second, 2, True)
+    assert joins.results == {1: False, 2: True}
