@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Iterable
@@ -32,11 +33,13 @@ __all__ = [
     "ip_literal",
     "is_ip",
     "is_wildcard",
+    "listen_tcp",
     "lookup_ips",
     "loopback_if_wildcard",
     "outward_host",
     "parse_hostport",
     "parse_join_address",
+    "probe_tcp_port",
     "unique_ips",
 ]
 
@@ -165,20 +168,54 @@ def outward_host(host: str) -> str:
         return "::1" if fam == socket.AF_INET6 else "127.0.0.1"
 
 
+def _exact_family(sock: socket.socket) -> None:
+    """Bind exactly the family asked for: on an IPv6 socket "::" then means IPv6 only, so an
+    IPv4 listener on the same port is a different socket, as Go's are."""
+    if sock.family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def listen_tcp(
+    family: int, sockaddr: tuple[Any, ...], *, backlog: int, kind: int = socket.SOCK_STREAM, proto: int = 0
+) -> socket.socket:
+    """A non-blocking TCP listener on `sockaddr`, set up as every listener of ours is (gossip,
+    both gRPC fronts): SO_REUSEADDR, so connections of a previous run still in TIME_WAIT do not
+    keep the port "in use" for a minute (Linux still refuses a port some socket listens on), and
+    an IPv6 socket IPv6 only."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _exact_family(sock)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def probe_tcp_port(host: str, port: int) -> int:
+    """Whether a TCP listener could take `host:port` now (the port it would get when 0): binds
+    a socket set up like a real listener and closes it at once.  OSError when taken.
+
+    SO_REUSEADDR on POSIX as every real listener of ours sets it (on Windows it would mean
+    "steal the port"); no IPv6-only and no SO_REUSEPORT, so a port any socket holds is taken."""
+    with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
+        if os.name == "posix":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host or WILDCARD_V4, port))
+        return int(s.getsockname()[1])
+
+
 def _bind_once(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     fam = family_of(host)
-    tcp = socket.socket(fam, socket.SOCK_STREAM)
+    tcp = listen_tcp(fam, (host, port), backlog=128)
     udp = socket.socket(fam, socket.SOCK_DGRAM)
     try:
-        for s in (tcp, udp):
-            s.setblocking(False)
-            if fam == socket.AF_INET6:
-                # Bind exactly the family asked for; "::" then means IPv6 only.
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((host, port))
+        udp.setblocking(False)
+        _exact_family(udp)
         udp.bind((host, tcp.getsockname()[1]))
-        tcp.listen(128)
     except BaseException:
         tcp.close()
         udp.close()

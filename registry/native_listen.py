@@ -22,6 +22,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from registry.addresses import listen_tcp
 from registry.native_limits import Limits
 
 __all__ = ["ConnectionTable", "Counters", "Listener", "Peer"]
@@ -201,17 +202,11 @@ class Listener:
                 if (family, addr) in seen:
                     continue
                 seen.add((family, addr))
-                sock = socket.socket(family, kind, proto)
-                self.sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
-                    sock.bind(addr)
-                except OSError as exc:
+                    sock = listen_tcp(family, addr, backlog=backlog, kind=kind, proto=proto)
+                except OSError as exc:  # worded as asyncio's create_server words it
                     raise OSError(exc.errno, f"error while attempting to bind on address {addr!r}: {exc.strerror}") from None
-                sock.listen(backlog)
-                sock.setblocking(False)
+                self.sockets.append(sock)
         except BaseException:
             self.close()
             raise

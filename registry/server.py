@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 
-from registry.addresses import WILDCARD_V4, UsageError, family_of, ip_literal
+from registry.addresses import UsageError, ip_literal, probe_tcp_port
 from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
@@ -59,21 +57,13 @@ def _check_tcp_free(host: str, port: int, what: str) -> int:
     """Fail early, with a readable message, if host:port is taken; returns the port (picked if 0).
 
     A listener on the port (another registry, any process) makes this a clear start error
-    rather than a port shared or a traceback from the front.  The probe sets SO_REUSEADDR on
-    POSIX, as every real listener of ours does (both gRPC fronts, gossip TCP, metrics): without
-    it, connections of the previous run still in TIME_WAIT (a registry stopped while clients
-    were connected) kept the port "in use" for ~60 s, where the real bind would have worked.
-    Linux still refuses SO_REUSEADDR binds on a port some socket LISTENs on, so a port really
-    in use is still reported (no SO_REUSEPORT here: that would let us share it).
+    rather than a port shared or a traceback from the front (`addresses.probe_tcp_port` says
+    why the probe is set up as it is).
     """
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
-        if os.name == "posix":  # on Windows SO_REUSEADDR would mean "steal the port"
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host or WILDCARD_V4, port))
-        except OSError as exc:
-            raise StartError(f"cannot listen for {what} on {_fmt(host, port)}: {exc.strerror or exc}") from None
-        return int(s.getsockname()[1])
+    try:
+        return probe_tcp_port(host, port)
+    except OSError as exc:
+        raise StartError(f"cannot listen for {what} on {_fmt(host, port)}: {exc.strerror or exc}") from None
 
 
 class RegistryServer:
