@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from registry.api import Exhausted, Invalid, Missing
 from registry.grpcwire import HEAD, MAX_MESSAGE, TRAILERS_OK, CallError, Status, code_of, frame_message, status_block
-from registry.h2.connection import DataReceived, ErrorCode, RequestReceived, ServerConnection
+from registry.h2.connection import ServerConnection
+from registry.h2.events import DataReceived, ErrorCode, RequestReceived
 from registry.h2.hpack import encode_indexed_name_literal
 from registry.native_call import STREAM_BUFFER, Call, announced_too_large, take_messages
 

@@ -13,20 +13,13 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from registry.h2.connection import (
-    ConnectionEnded,
-    DataReceived,
-    ErrorCode,
-    Event,
-    GoAwayReceived,
-    RequestReceived,
-    ServerConnection,
-    StreamReset,
-)
+from registry.h2.connection import ServerConnection
+from registry.h2.events import ConnectionEnded, DataReceived, ErrorCode, GoAwayReceived, RequestReceived, StreamReset
 from registry.native_call import STREAM_BUFFER
 from registry.native_calls import Calls
 
 if TYPE_CHECKING:
+    from registry.h2.events import Event
     from registry.native import NativeServer
 
 __all__ = ["Connection"]

@@ -18,15 +18,9 @@ most MAX_CONTINUATIONS frames.
 
 from __future__ import annotations
 
-from registry.h2.events import (
-    ConnectionEnded,
-    DataReceived,
-    ErrorCode,
-    Event,
-    GoAwayReceived,
-    RequestReceived,
-    StreamReset,
-)
+from typing import TYPE_CHECKING
+
+from registry.h2.events import ConnectionEnded, DataReceived, ErrorCode, GoAwayReceived, RequestReceived, StreamReset
 from registry.h2.frames import (
     ACK,
     CONTINUATION,
@@ -57,18 +51,10 @@ from registry.h2.sender import Sender
 from registry.h2.stream_state import ILLEGAL, NEXT, RECEIVING, StreamInput, StreamState
 from registry.h2.streams import Closed, Stream
 
-__all__ = [
-    "MAX_CONTINUATIONS",
-    "PREFACE",
-    "ConnectionEnded",
-    "DataReceived",
-    "ErrorCode",
-    "Event",
-    "GoAwayReceived",
-    "RequestReceived",
-    "ServerConnection",
-    "StreamReset",
-]
+if TYPE_CHECKING:
+    from registry.h2.events import Event
+
+__all__ = ["MAX_CONTINUATIONS", "PREFACE", "ServerConnection"]
 
 # CONTINUATION frames one header block may take (nghttp2 allows 8): empty ones cost CPU and
 # nothing else, so without a count a peer could send them for ever (issue 11 item 8).

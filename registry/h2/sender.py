@@ -13,21 +13,9 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 
+from registry.h2 import frames as fr
 from registry.h2.events import ErrorCode, Event, StreamReset
-from registry.h2.frames import (
-    CONTINUATION,
-    DATA,
-    DEFAULT_WINDOW,
-    END_HEADERS,
-    END_STREAM,
-    GOAWAY,
-    HEADERS,
-    MIN_FRAME,
-    PING,
-    RST_STREAM,
-    WINDOW_UPDATE,
-    frame,
-)
+from registry.h2.frames import DEFAULT_WINDOW, MIN_FRAME, frame
 from registry.h2.hpack import encode_integer
 from registry.h2.stream_state import ILLEGAL, NEXT, RECEIVING, SENDING, StreamInput, StreamState, StreamStateError
 from registry.h2.streams import Closed, ClosedStreams, CreditBound, Stream
@@ -170,18 +158,18 @@ class Sender:
 
     def reset(self, stream_id: int, error_code: int = ErrorCode.CANCEL) -> None:
         if self._drop(stream_id, Closed.RESET_SENT):
-            self._out.append(_frame(RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
+            self._out.append(_frame(fr.RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
 
     def ping(self, payload: bytes = bytes(8)) -> None:
         """Send a PING; `pings_acked` catches up with `pings_sent` when the peer answers."""
         self.pings_sent += 1
-        self._out.append(_frame(PING, 0, 0, payload[:8].ljust(8, b"\0")))
+        self._out.append(_frame(fr.PING, 0, 0, payload[:8].ljust(8, b"\0")))
 
     def goaway(self, error_code: int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
         """Tell the peer no stream above the last one it opened will be served."""
         self.goaway_sent = True
         self._out.append(
-            _frame(GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + error_code.to_bytes(4, "big") + debug)
+            _frame(fr.GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + error_code.to_bytes(4, "big") + debug)
         )
 
     def acknowledge_received_data(self, stream_id: int, n: int) -> None:
@@ -200,14 +188,14 @@ class Sender:
         """Return `n` bytes of credit to the connection and, if open for receiving, the stream."""
         self._recv_credit += n
         if self._recv_credit >= self._conn_window // 2:
-            self._out.append(_frame(WINDOW_UPDATE, 0, 0, self._recv_credit.to_bytes(4, "big")))
+            self._out.append(_frame(fr.WINDOW_UPDATE, 0, 0, self._recv_credit.to_bytes(4, "big")))
             self._recv_window += self._recv_credit
             self._recv_credit = 0
         if s is None or not RECEIVING[s.state]:
             return  # the peer sends nothing more on it: no stream WINDOW_UPDATE is due
         s.recv_credit += n
         if s.recv_credit >= self._stream_window // 2:
-            self._out.append(_frame(WINDOW_UPDATE, 0, stream_id, s.recv_credit.to_bytes(4, "big")))
+            self._out.append(_frame(fr.WINDOW_UPDATE, 0, stream_id, s.recv_credit.to_bytes(4, "big")))
             s.recv_taken -= s.recv_credit
             s.recv_credit = 0
 
@@ -225,11 +213,11 @@ class Sender:
             block = self._table_prefix() + block
         limit = self._peer_max_frame
         first, rest = block[:limit], block[limit:]
-        flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
-        self._out.append(_frame(HEADERS, flags, stream_id, first))
+        flags = (fr.END_STREAM if end_stream else 0) | (0 if rest else fr.END_HEADERS)
+        self._out.append(_frame(fr.HEADERS, flags, stream_id, first))
         while rest:
             chunk, rest = rest[:limit], rest[limit:]
-            self._out.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, chunk))
+            self._out.append(_frame(fr.CONTINUATION, 0 if rest else fr.END_HEADERS, stream_id, chunk))
 
     def _flush_stream(self, stream_id: int, s: Stream) -> None:
         """Send what the windows allow; file the stream as blocked (connection window) or
@@ -255,13 +243,13 @@ class Sender:
             self.pending_total -= n
             self._send_window -= n
             s.credit -= n
-            self._out.append(_frame(DATA, 0, stream_id, chunk))
+            self._out.append(_frame(fr.DATA, 0, stream_id, chunk))
         self._blocked.pop(stream_id, None)
         if s.trailers is not None:
             if s.trailers:
                 self._headers_frames(stream_id, s.trailers, True)
             else:
-                self._out.append(_frame(DATA, END_STREAM, stream_id))
+                self._out.append(_frame(fr.DATA, fr.END_STREAM, stream_id))
             self._step(stream_id, s, _SEND_END)
 
     def _stall(self, stream_id: int, s: Stream) -> None:
@@ -316,7 +304,7 @@ class Sender:
         From then on the stream counts as reset by us, so later frames on it are ignored: one
         RST_STREAM per stream, however many frames a peer sends on it."""
         self.stream_errors += 1
-        self._out.append(_frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
+        self._out.append(_frame(fr.RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
         if self._drop(stream_id, Closed.RESET_SENT):
             events.append(StreamReset(stream_id, code))
         else:

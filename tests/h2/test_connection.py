@@ -6,40 +6,35 @@ import random
 
 import pytest
 
-from registry.h2.connection import (
-    PREFACE,
+from registry.h2.connection import PREFACE, ServerConnection
+from registry.h2.events import (
     ConnectionEnded,
     DataReceived,
     ErrorCode,
     Event,
     GoAwayReceived,
     RequestReceived,
-    ServerConnection,
     StreamReset,
 )
-from registry.h2.hpack import Decoder, encode_literal
+from registry.h2.frames import (
+    CONTINUATION,
+    DATA,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PRIORITY,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    frame,
+)
+from registry.h2.hpack import Decoder
+from tests.h2.framebytes import block, parse_frames
 
-DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONT = range(10)
+RST, PUSH, WINDOW, CONT = RST_STREAM, PUSH_PROMISE, WINDOW_UPDATE, CONTINUATION
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/svc/M"), (":authority", "x"),
            ("content-type", "application/grpc"), ("te", "trailers")]
-
-
-def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + sid.to_bytes(4, "big") + payload
-
-
-def block(headers: list[tuple[str, str]]) -> bytes:
-    return b"".join(encode_literal(n.encode(), v.encode()) for n, v in headers)
-
-
-def parse_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    out, pos = [], 0
-    while pos < len(data):
-        n = int.from_bytes(data[pos:pos + 3], "big")
-        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"), data[pos + 9:pos + 9 + n]))
-        pos += 9 + n
-    assert pos == len(data), "output ends inside a frame"
-    return out
 
 
 ACK_SETTINGS = bytes.fromhex("000000040100000000")  # the peer acknowledges our SETTINGS

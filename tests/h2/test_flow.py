@@ -9,23 +9,15 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.h2.connection import (
-    PREFACE,
-    ConnectionEnded,
-    ErrorCode,
-    ServerConnection,
-    StreamReset,
-)
-from registry.h2.hpack import encode_literal
+from registry.h2.connection import PREFACE, ServerConnection
+from registry.h2.events import ConnectionEnded, ErrorCode, StreamReset
+from registry.h2.frames import DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE, frame
+from tests.h2.framebytes import block, parse_frames
 
-DATA, HEADERS, RST, SETTINGS, WINDOW = 0, 1, 3, 4, 8
+RST, WINDOW = RST_STREAM, WINDOW_UPDATE
 MAX = 2**31 - 1
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/svc/M"), (":authority", "x")]
-BLOCK = b"".join(encode_literal(n.encode(), v.encode()) for n, v in REQUEST)
-
-
-def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + sid.to_bytes(4, "big") + payload
+BLOCK = block(REQUEST)
 
 
 def initial_window(value: int) -> bytes:
@@ -34,15 +26,6 @@ def initial_window(value: int) -> bytes:
 
 def window_update(sid: int, inc: int) -> bytes:
     return frame(WINDOW, 0, sid, inc.to_bytes(4, "big"))
-
-
-def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    out, pos = [], 0
-    while pos < len(data):
-        n = int.from_bytes(data[pos:pos + 3], "big")
-        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"), data[pos + 9:pos + 9 + n]))
-        pos += 9 + n
-    return out
 
 
 def connection_with(streams: int, *, queued: bool) -> ServerConnection:
@@ -87,7 +70,7 @@ def test_settings_cost_is_flat_with_stalled_streams() -> None:
     few, many = connection_with(10, queued=True), connection_with(4000, queued=True)
     for c in (few, many):  # every stream: window -6 (6 bytes sent at window 6, then the window fell by 12)
         c.receive(initial_window(6))
-        assert sum(len(p) for t, _, _, p in frames(c.data_to_send()) if t == DATA) == 6 * c.open_streams
+        assert sum(len(p) for t, _, _, p in parse_frames(c.data_to_send()) if t == DATA) == 6 * c.open_streams
         c.send_data(1, b"more")
         c.receive(initial_window(0))
     assert cost_per_settings_frame(many, (0, 0)) < 3 * cost_per_settings_frame(few, (0, 0))
@@ -178,7 +161,7 @@ def test_windows_match_a_model_that_walks_every_stream(program: list[tuple[objec
             events = c.receive(frame(RST, 0, s, bytes(4)))
             window.pop(s, None)
         assert c.ended == expect_end, (op, window)
-        for t, _, sid, payload in frames(c.data_to_send()):
+        for t, _, sid, payload in parse_frames(c.data_to_send()):
             if t == DATA:
                 sent[sid] -= len(payload)
         assert all(v == 0 for v in sent.values()), (op, sent)

@@ -14,8 +14,8 @@ from h2.stream import H2StreamStateMachine, StreamInputs
 from h2.stream import StreamState as H2State
 
 from registry.grpcwire import HEAD, TRAILERS_OK
-from registry.h2.connection import RequestReceived, ServerConnection
-from registry.h2.events import ErrorCode
+from registry.h2.connection import ServerConnection
+from registry.h2.events import DataReceived, ErrorCode, RequestReceived
 from registry.h2.stream_state import (
     ILLEGAL,
     NEXT,
@@ -130,12 +130,12 @@ class Pair:
             out = self.client.data_to_send()
             if out:
                 for event in self.server.receive(out):
-                    if hasattr(event, "data") and event.data:
+                    if isinstance(event, DataReceived) and event.data:
                         self.server.acknowledge_received_data(event.stream_id, len(event.data))
             back = self.server.data_to_send()
             if back:
-                for event in self.client.receive_data(back):
-                    sid, data = getattr(event, "stream_id", None), getattr(event, "data", None)
+                for theirs in self.client.receive_data(back):
+                    sid, data = getattr(theirs, "stream_id", None), getattr(theirs, "data", None)
                     if sid and data:
                         self.client.acknowledge_received_data(len(data), sid)
             if not out and not back:
