@@ -1,7 +1,7 @@
 """Name conflicts (serf.go's handleNodeConflict/resolveNodeConflict, conflict_delegate.go).
 
 memberlist refuses a second node claiming a name it already holds alive and reports it
-here.  When the name is ours, Serf asks the pool (`_serf_conflict`) which address each
+here (it is memberlist's `ConflictDelegate`).  When the name is ours, Serf asks the pool (`_serf_conflict`) which address each
 member holds for it, and the claimant without a majority shuts down.  The same part answers
 that query for others.
 """
@@ -34,16 +34,19 @@ class NameConflicts:
         *,
         stats: collections.Counter[str],
         local_state: Callable[[], SerfState],
+        during_join: Callable[[], bool],
         ask: Callable[[str, bytes], QueryHandle],
         shutdown: Callable[[], None],
     ) -> None:
-        """`local` is memberlist's node for us; `ask(name, payload)` starts a query;
-        `shutdown` stops the node when it lost."""
+        """`local` is memberlist's node for us; `during_join` says whether a join's reply is
+        being merged; `ask(name, payload)` starts a query; `shutdown` stops the node when it
+        lost."""
         self.config = config
         self._local = local
         self._members = members
         self._stats = stats
         self._local_state = local_state
+        self._during_join = during_join
         self._ask = ask
         self._shutdown = shutdown
         self._pending: QueryHandle | None = None
@@ -54,11 +57,11 @@ class NameConflicts:
         #: conflict query decides; an embedding SDK can refuse to start instead)
         self.taken_by: Node | None = None
 
-    def notify(self, existing: Node, other: Node, during_join: bool) -> None:
+    def notify_conflict(self, existing: Node, other: Node) -> None:
         """memberlist refused `other`, which claims `existing`'s name."""
         self._stats["conflict.seen"] += 1
         name = self._local().name
-        if existing.name == name and during_join:
+        if existing.name == name and self._during_join():
             # A join's reply lists our name alive at another address: that peer (like every
             # member that knows the holder) refused our alive.  Known before the join returns,
             # where the conflict query below takes a query timeout to say so.

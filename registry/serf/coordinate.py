@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from registry.memberlist.types import Node
+
 __all__ = [
     "Coordinate",
     "CoordinateConfig",
@@ -213,7 +215,7 @@ def decode_ack_payload(data: bytes) -> Coordinate | None:
 
 
 class Coordinates:
-    """Serf's use of Vivaldi (ping_delegate.go): our coordinate rides in every probe ack, and
+    """Serf's use of Vivaldi, as memberlist's `PingDelegate` (ping_delegate.go): our coordinate rides in every probe ack, and
     each ack we receive updates ours and records the peer's (`cache`, ours under our own
     name).  Off (`enabled=False`), acks carry nothing and nothing is learnt."""
 
@@ -228,15 +230,15 @@ class Coordinates:
     def ack_payload(self) -> bytes:
         return encode_ack_payload(self.client.coord) if self.enabled else b""
 
-    def observe(self, node: str, rtt: float, payload: bytes) -> None:
+    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
         """A probe of `node` was acked after `rtt` seconds with `payload`."""
         if not self.enabled or not payload:
             return
         coord = decode_ack_payload(payload)
-        if coord is None or not self.client.update(node, coord, rtt):
+        if coord is None or not self.client.update(node.name, coord, rtt):
             self._stats["coordinate.rejected"] += 1
             return
-        self.cache[node] = coord
+        self.cache[node.name] = coord
         self.cache[self.name] = self.client.coord.copy()
 
     def forget(self, node: str) -> None:

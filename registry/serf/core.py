@@ -6,19 +6,21 @@ runner or `SimNetwork`) feeds it packets, streams and time and carries out what 
 returns.  Rules follow serf.go / delegate.go / query.go (docs/wire.md §10-§15).
 
 This module is the wiring.  Each concern is a part with its own state, given what it needs
-explicitly (like Go's serf.go beside delegate.go, query.go, coalesce*.go):
+explicitly (like Go's serf.go beside delegate.go, event_delegate.go, query.go, coalesce*.go):
 - `membership.Membership`: the member table, join/leave intents and their Lamport clock,
-  prune/reap/reconnect;
-- `leaving.LeaveSequence`: our own graceful leave, in stages;
+  prune/reap/reconnect; memberlist's EventDelegate;
+- `joins.PendingJoins`: our joins in flight; `leaving.LeaveSequence`: our graceful leave;
 - `user_events.UserEvents` (+ `Coalescer`): the event clock and ring, sending;
 - `querying.Queries`: the query clock and ring, asking, answering, relaying;
-  `conflict.NameConflicts` and `keyring.answer_key_event` answer Serf's internal queries;
-- `coordinate.Coordinates`: Vivaldi coordinates in probe acks;
+  `conflict.NameConflicts` (memberlist's ConflictDelegate) and `keyring.answer_key_event`
+  answer Serf's internal queries;
+- `coordinate.Coordinates`: Vivaldi coordinates in probe acks; memberlist's PingDelegate;
 - `broadcasts.SerfBroadcasts`: the three gossip queues; `events.EventQueue`: what waits for the
   application (bounded: the oldest is dropped and counted in `stats["events.dropped"]`, so a
   slow consumer never stalls gossip).
-The memberlist `Delegate` hooks below only decode and dispatch to those parts.  Malformed input
-is counted in `stats["serf.drop.<reason>"]`, never raised.
+`Serf` itself is memberlist's required `Delegate` (delegate.go): its hooks at the end decode
+Serf's messages and push/pull state and dispatch them to the parts.  Malformed input is
+counted in `stats["serf.drop.<reason>"]`, never raised.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Serf(Delegate):
             ml_config = ml_config.replace(secret_keys=key_list)
         self.name = ml_config.name
         self.coordinates = Coordinates(self.name, self.rng, self.stats, enabled=not config.disable_coordinates)
-        self._members = Membership(
+        self.membership = Membership(
             config,
             self.name,
             stats=self.stats,
@@ -131,13 +133,33 @@ class Serf(Delegate):
             coalescer=coalescer,
             broadcast=functools.partial(self._outbox.queue, self._outbox.events),
         )
-        # memberlist announces us (notify_join) from here on: the parts above must exist
-        self.memberlist = Memberlist(ml_config, advertise, self, rng=self.rng, now=now)
+        self._conflicts = NameConflicts(
+            config,
+            lambda: self.memberlist.local_node,
+            self.membership,
+            stats=self.stats,
+            local_state=lambda: self.state,
+            during_join=lambda: self._joins.merging,
+            ask=lambda op, payload: self.query(INTERNAL_QUERY_PREFIX + op, payload, self.now),
+            shutdown=self.shutdown,
+        )
+        # memberlist announces us (notify_join) from here on: the parts above must exist.  Serf's
+        # parts answer memberlist's optional interfaces themselves, as in Go's serf
+        self.memberlist = Memberlist(
+            ml_config,
+            advertise,
+            self,
+            rng=self.rng,
+            now=now,
+            events=self.membership,
+            conflict=self._conflicts,
+            ping=self.coordinates,
+        )
         self.memberlist.accept_meta = valid_meta  # a member whose tags are not text is refused
         self._queries = Queries(
             config,
             self.memberlist,
-            self._members,
+            self.membership,
             stats=self.stats,
             timers=self._timers,
             rng=self.rng,
@@ -148,15 +170,6 @@ class Serf(Delegate):
             tags=lambda: self._tags,
             shut_down=lambda: self.state == SerfState.SHUTDOWN,
             encrypted=self.encryption_enabled,
-        )
-        self._conflicts = NameConflicts(
-            config,
-            lambda: self.memberlist.local_node,
-            self._members,
-            stats=self.stats,
-            local_state=lambda: self.state,
-            ask=lambda op, payload: self.query(INTERNAL_QUERY_PREFIX + op, payload, self.now),
-            shutdown=self.shutdown,
         )
         self._queries.internal = {"ping": lambda _event: None, "conflict": self._conflicts.answer}
         for op_name, op in keys.KEY_OPS.items():
@@ -169,7 +182,7 @@ class Serf(Delegate):
             leaving=lambda: self.state == SerfState.LEAVING,
             on_left=self._on_left,
         )
-        self._members.start(now)
+        self.membership.start(now)
 
     # ------------------------------------------------------------------ clock
 
@@ -183,7 +196,7 @@ class Serf(Delegate):
     @property
     def clock(self) -> LamportClock:
         """Orders join/leave intents."""
-        return self._members.clock
+        return self.membership.clock
 
     @property
     def event_clock(self) -> LamportClock:
@@ -221,14 +234,14 @@ class Serf(Delegate):
 
     def members(self) -> list[Member]:
         """Every member Serf knows, in any status (like `serf members`)."""
-        return [ms.member.copy() for ms in self._members.states()]
+        return [ms.member.copy() for ms in self.membership.states()]
 
     def member(self, name: str) -> Member | None:
-        ms = self._members.get(name)
+        ms = self.membership.get(name)
         return ms.member.copy() if ms is not None else None
 
     def local_member(self) -> Member:
-        ms = self._members.get(self.name)
+        ms = self.membership.get(self.name)
         if ms is not None:
             return ms.member.copy()
         node = self.memberlist.local_node
@@ -239,7 +252,7 @@ class Serf(Delegate):
         return dict(self._tags)
 
     def status_ltime(self, name: str) -> int | None:
-        ms = self._members.get(name)
+        ms = self.membership.get(name)
         return ms.status_ltime if ms is not None else None
 
     def set_tags(self, tags: dict[str, str], now: float) -> None:
@@ -278,8 +291,8 @@ class Serf(Delegate):
         self.state = SerfState.LEAVING
         msg = msgs.Leave(self.clock.time(), self.name, False)
         self.clock.increment()
-        self._members.handle_leave_intent(msg)
-        self._leaving.begin(msgs.encode(msg), self._members.has_alive_others())
+        self.membership.handle_leave_intent(msg)
+        self._leaving.begin(msgs.encode(msg), self.membership.has_alive_others())
 
     def leave_now(self, now: float, confirm_with: list[Address]) -> list[int]:
         """Leave without waiting for gossip to spread it, for a node about to exit: the leave
@@ -385,7 +398,7 @@ class Serf(Delegate):
             self._joins.end()
         if join is not None:
             if self._joins.record(join, stream_id, ok) and self.state == SerfState.ALIVE:
-                self._members.broadcast_join(self.clock.time())
+                self.membership.broadcast_join(self.clock.time())
                 self.memberlist.gossip_now(now)  # our join intent and alive: to peers now
             self._wake()
         return ok
@@ -433,11 +446,11 @@ class Serf(Delegate):
             return
         outbox = self._outbox
         if isinstance(decoded, msgs.Leave):
-            if self._members.handle_leave_intent(decoded):
+            if self.membership.handle_leave_intent(decoded):
                 outbox.queue(outbox.intents, bytes(msg))
                 self._forward_now = True
         elif isinstance(decoded, msgs.Join):
-            if self._members.handle_join_intent(decoded):
+            if self.membership.handle_join_intent(decoded):
                 outbox.queue(outbox.intents, bytes(msg))
         elif isinstance(decoded, msgs.UserEventMsg):
             if self._user_events.handle(decoded):
@@ -457,8 +470,8 @@ class Serf(Delegate):
     def local_state(self, join: bool) -> bytes:
         state = msgs.PushPullState(
             ltime=self.clock.time(),
-            status_ltimes=self._members.status_ltimes(),
-            left_members=self._members.left_names(),
+            status_ltimes=self.membership.status_ltimes(),
+            left_members=self.membership.left_names(),
             event_ltime=self.event_clock.time(),
             events=self._user_events.slots(),
             query_ltime=self.query_clock.time(),
@@ -482,26 +495,8 @@ class Serf(Delegate):
         for clock, seen in clocks:
             if seen > 0:
                 clock.witness(seen - 1)
-        self._members.merge(pp)
+        self.membership.merge(pp)
         self._user_events.merge(pp, join and self._joins.ignore_old)
-
-    def notify_join(self, node: Node) -> None:
-        self._members.node_joined(node)
-
-    def notify_leave(self, node: Node) -> None:
-        self._members.node_left(node)
-
-    def notify_update(self, node: Node) -> None:
-        self._members.node_updated(node)
-
-    def ack_payload(self) -> bytes:
-        return self.coordinates.ack_payload()
-
-    def notify_ping_complete(self, node: Node, rtt: float, payload: bytes) -> None:
-        self.coordinates.observe(node.name, rtt, payload)
-
-    def notify_conflict(self, existing: Node, other: Node) -> None:
-        self._conflicts.notify(existing, other, during_join=self._joins.merging)
 
     def _wake(self) -> None:
         if self.wakeup is not None:

@@ -7,7 +7,8 @@ rather than a *failure*; intents about nodes not yet known are kept a while
 (`recent_intent_timeout`) for when they show up.  Every intent carries the sender's
 Lamport time (`clock`), so an old intent never undoes a newer one.  The table also decides
 when departed members are forgotten (prune, reap) and which failed one to try again
-(reconnect).  It owns no socket and no queue: what it wants sent goes to `broadcast`, what
+(reconnect).  It is memberlist's `EventDelegate` (event_delegate.go): memberlist tells it
+directly who joined, left or changed.  It owns no socket and no queue: what it wants sent goes to `broadcast`, what
 the application should hear goes to `emit`.
 """
 
@@ -100,9 +101,9 @@ class Membership:
             for n, ms in self._members.items()
         )
 
-    # ------------------------------------------------------------------ memberlist's events
+    # ------------------------------------------------------------------ memberlist's EventDelegate
 
-    def node_joined(self, node: Node) -> None:
+    def notify_join(self, node: Node) -> None:
         ms = self._members.get(node.name)
         tags = decode_tags(node.meta)
         if ms is None:
@@ -124,7 +125,7 @@ class Membership:
             m.addr, m.port, m.tags, m.vsn = node.addr, node.port, tags, node.vsn
         self._emit(MemberEvent(EventType.MEMBER_JOIN, [ms.member.copy()]))
 
-    def node_left(self, node: Node) -> None:
+    def notify_leave(self, node: Node) -> None:
         ms = self._members.get(node.name)
         if ms is None:
             return
@@ -146,7 +147,7 @@ class Membership:
         ms.leave_time = self._now()
         self._emit(MemberEvent(kind, [ms.member.copy()]))
 
-    def node_updated(self, node: Node) -> None:
+    def notify_update(self, node: Node) -> None:
         ms = self._members.get(node.name)
         if ms is None:
             return

@@ -85,11 +85,11 @@ def test_death_announced_by_the_leaver_itself_is_a_leave() -> None:
     c = make_cluster(1)
     s = c.nodes[0]
     for name in ("left", "died"):
-        s.notify_join(Node(name, "10.9.9.8", 7946))
+        s.membership.notify_join(Node(name, "10.9.9.8", 7946))
         s.notify_msg(M.encode(M.Join(5, name)))
     s.drain_events()
-    s.notify_leave(Node("left", "10.9.9.8", 7946, state=NodeState.LEFT))  # dead{left, From=left}
-    s.notify_leave(Node("died", "10.9.9.8", 7946, state=NodeState.DEAD))
+    s.membership.notify_leave(Node("left", "10.9.9.8", 7946, state=NodeState.LEFT))  # dead{left, From=left}
+    s.membership.notify_leave(Node("died", "10.9.9.8", 7946, state=NodeState.DEAD))
     assert [(e.type, e.members[0].name) for e in s.drain_events()] == [  # type: ignore[union-attr]
         (EventType.MEMBER_LEAVE, "left"),
         (EventType.MEMBER_FAILED, "died"),

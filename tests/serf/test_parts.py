@@ -70,10 +70,10 @@ def test_an_early_leave_intent_waits_for_its_node_and_an_older_join_cannot_undo_
     m, _, _ = rig.membership()
     assert m.handle_leave_intent(M.Leave(10, "b"))  # b unknown: kept as an intent (news)
     assert not m.handle_join_intent(M.Join(9, "b"))  # older than the kept leave
-    m.node_joined(node("b"))
+    m.notify_join(node("b"))
     ms = m.get("b")
     assert ms is not None and ms.member.status == MemberStatus.LEAVING and ms.status_ltime == 10
-    m.node_left(node("b", NodeState.DEAD))  # the death after an intent is a leave, not a failure
+    m.notify_leave(node("b", NodeState.DEAD))  # the death after an intent is a leave, not a failure
     assert rig.kinds() == [EventType.MEMBER_JOIN, EventType.MEMBER_LEAVE]
     assert m.clock.time() == 11  # witnessed past the newest intent
 
@@ -81,7 +81,7 @@ def test_an_early_leave_intent_waits_for_its_node_and_an_older_join_cannot_undo_
 def test_a_leave_intent_about_ourselves_is_refuted_with_a_join_intent() -> None:
     rig = Rig()
     m, _, _ = rig.membership()
-    m.node_joined(node("me"))
+    m.notify_join(node("me"))
     assert not m.handle_leave_intent(M.Leave(5, "me"))
     assert rig.stats["intent.refuted"] == 1
     refute = M.decode(rig.sent[-1])
@@ -95,9 +95,9 @@ def test_a_failed_member_is_reaped_after_reconnect_timeout_and_its_coordinate_fo
         SerfConfig(name="me", reap_interval=1.0, reconnect_interval=1.0, reconnect_timeout=5.0)
     )
     m.start(0.0)
-    m.node_joined(node("me"))
-    m.node_joined(node("b"))
-    m.node_left(node("b", NodeState.DEAD))
+    m.notify_join(node("me"))
+    m.notify_join(node("b"))
+    m.notify_leave(node("b", NodeState.DEAD))
     assert m.get("b").member.status == MemberStatus.FAILED  # type: ignore[union-attr]
     rig.advance(3.0)
     assert m.get("b") is not None and rejoined  # reconnect tried (1 failed per 1 alive: always)
@@ -109,8 +109,8 @@ def test_a_failed_member_is_reaped_after_reconnect_timeout_and_its_coordinate_fo
 def test_push_pull_left_members_become_leave_intents_one_past_their_status_time() -> None:
     rig = Rig()
     m, _, _ = rig.membership()
-    m.node_joined(node("b"))
-    m.node_left(node("b", NodeState.DEAD))  # failed here
+    m.notify_join(node("b"))
+    m.notify_leave(node("b", NodeState.DEAD))  # failed here
     m.merge(M.PushPullState(20, {"b": 7}, ["b"], 0, [], 0))
     ms = m.get("b")
     assert ms is not None and ms.member.status == MemberStatus.LEFT and ms.status_ltime == 8

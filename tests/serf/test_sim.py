@@ -93,7 +93,7 @@ def test_intents_out_of_lamport_order() -> None:
     # unknown node: the newest intent wins whatever the arrival order
     s0.notify_msg(M.encode(M.Leave(50, "ghost")))
     s0.notify_msg(M.encode(M.Join(40, "ghost")))
-    s0.notify_join(Node("ghost", "10.9.9.9", 7946))
+    s0.membership.notify_join(Node("ghost", "10.9.9.9", 7946))
     assert must(s0.member("ghost")).status == MemberStatus.LEAVING
     assert s0.status_ltime("ghost") == 50
     # known member: an older join after a newer leave changes nothing; a newer one revives
@@ -265,16 +265,16 @@ def test_event_queue_overflow_drops_oldest_and_counts() -> None:
 def test_push_pull_state_roundtrip_merges_left_members() -> None:
     c = make_cluster(2)
     s0 = c.nodes[0]
-    s0.notify_join(Node("gone", "10.9.9.8", 7946))
+    s0.membership.notify_join(Node("gone", "10.9.9.8", 7946))
     s0.notify_msg(M.encode(M.Leave(s0.clock.time() + 3, "gone")))
-    s0.notify_leave(Node("gone", "10.9.9.8", 7946))
+    s0.membership.notify_leave(Node("gone", "10.9.9.8", 7946))
     assert must(s0.member("gone")).status == MemberStatus.LEFT
     state = M.decode(s0.local_state(False))
     assert isinstance(state, M.PushPullState)
     assert state.left_members == ["gone"] and len(state.events) == 512
     s1 = c.nodes[1]
-    s1.notify_join(Node("gone", "10.9.9.8", 7946))
-    s1.notify_leave(Node("gone", "10.9.9.8", 7946))
+    s1.membership.notify_join(Node("gone", "10.9.9.8", 7946))
+    s1.membership.notify_leave(Node("gone", "10.9.9.8", 7946))
     assert must(s1.member("gone")).status == MemberStatus.FAILED
     s1.merge_remote_state(s0.local_state(False), False)
     assert must(s1.member("gone")).status == MemberStatus.LEFT
@@ -374,13 +374,13 @@ def test_left_members_in_push_pull_override_a_death_seen_first() -> None:
     c = make_cluster(2)
     s0, s1 = c.nodes
     for s in (s0, s1):
-        s.notify_join(Node("gone", "10.9.9.7", 7946))
+        s.membership.notify_join(Node("gone", "10.9.9.7", 7946))
         s.notify_msg(M.encode(M.Join(40, "gone")))
     s0.notify_msg(M.encode(M.Leave(41, "gone")))
-    s0.notify_leave(Node("gone", "10.9.9.7", 7946))
+    s0.membership.notify_leave(Node("gone", "10.9.9.7", 7946))
     assert must(s0.member("gone")).status == MemberStatus.LEFT
     s1.notify_msg(M.encode(M.Join(41, "gone")))  # the push/pull-learnt status time
-    s1.notify_leave(Node("gone", "10.9.9.7", 7946))
+    s1.membership.notify_leave(Node("gone", "10.9.9.7", 7946))
     assert must(s1.member("gone")).status == MemberStatus.FAILED
     s1.notify_msg(M.encode(M.Leave(41, "gone")))  # the real intent now carries no news
     assert must(s1.member("gone")).status == MemberStatus.FAILED
