@@ -10,6 +10,9 @@ What it serves: every registry method (unary and Watch), grpc.health.v1.Health (
 Watch) and server reflection (v1alpha), in plaintext or over TLS (Python's ssl, loaded only
 then; mutual TLS with a CA). Compression: requests in gzip or deflate are accepted, answers
 are never compressed (they are small, and mostly cached bytes).
+
+How the front is cut into modules, its connection and stream model, its limits and its tests:
+docs/native-front.md.
 """
 
 from __future__ import annotations

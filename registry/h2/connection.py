@@ -14,6 +14,9 @@ Costs are bounded by what this side allows, whatever the peer sends: a SETTINGS 
 O(1) however many streams are open (windows are the peer's initial window plus a per-stream
 credit), a WINDOW_UPDATE wakes only streams that can send, and a header block may span at
 most MAX_CONTINUATIONS frames.
+
+A stream's state moves along `registry.h2.stream_state` (RFC 9113 section 5.1 as a table); the peer
+errors it names are the ones raised here. See docs/native-front.md.
 """
 
 from __future__ import annotations
