@@ -17,11 +17,12 @@ import functools
 import heapq
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .types import Address, Machine, OpenStream, SendPacket
 
-__all__ = ["HandlerErrorCounted", "SimNetwork"]
+__all__ = ["HandlerErrorCounted", "Link", "SimNetwork"]
 
 
 @runtime_checkable
@@ -38,7 +39,32 @@ class HandlerErrorCounted(AssertionError):
     """A machine of a strict simulation counted an exception from a message handler."""
 
 
-class SimNetwork:
+@dataclass(eq=False)  # a network is compared and hashed by identity
+class Link:
+    """What the simulated wire does to one datagram: it arrives after `delay` plus up to
+    `jitter` seconds more (so packets reorder), is lost with probability `loss`, or else is
+    duplicated with probability `duplicate`.  Tests change these mid-run (`net.loss = 0.3`)."""
+
+    delay: float = 0.001
+    jitter: float = 0.0
+    loss: float = 0.0
+    duplicate: float = 0.0
+
+    def latency(self, rng: random.Random) -> float:
+        return self.delay + (rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0)
+
+    def copies(self, rng: random.Random) -> int:
+        """How many copies of a datagram arrive: 0 (lost), 1, or 2 (duplicated)."""
+        if self.loss > 0 and rng.random() < self.loss:
+            return 0
+        if self.duplicate > 0 and rng.random() < self.duplicate:
+            return 2
+        return 1
+
+
+class SimNetwork(Link):
+    """Machines joined by one `Link` model, on a virtual clock: see the module docstring."""
+
     def __init__(
         self,
         *,
@@ -50,14 +76,11 @@ class SimNetwork:
         now: float = 0.0,
         strict: bool = True,
     ) -> None:
+        super().__init__(delay, jitter, loss, duplicate)
         self.rng = random.Random(seed)
         #: machines added are switched to strict, and `run_until` checks that none counted a
         #: handler error (see the module docstring)
         self.strict = strict
-        self.delay = delay
-        self.jitter = jitter
-        self.loss = loss
-        self.duplicate = duplicate
         self.now = now
         self.machines: dict[Address, Machine] = {}
         self.stopped: set[Address] = set()
@@ -162,9 +185,6 @@ class SimNetwork:
         self._seq += 1
         heapq.heappush(self._events, (at, self._seq, fn))
 
-    def _latency(self) -> float:
-        return self.delay + (self.rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0)
-
     def _after(self, addr: Address) -> None:
         """Route a machine's outputs and make sure a tick event is queued for its next deadline."""
         m = self.machines.get(addr)
@@ -196,15 +216,11 @@ class SimNetwork:
     def _send_packet(self, src: Address, out: SendPacket) -> None:
         self.packets_sent += 1
         self.max_packet = max(self.max_packet, len(out.data))
-        copies = 1
-        if self.loss > 0 and self.rng.random() < self.loss:
-            copies = 0
-        elif self.duplicate > 0 and self.rng.random() < self.duplicate:
-            copies = 2
+        copies = self.copies(self.rng)
         if copies == 0:
             self.packets_dropped += 1
         for _ in range(copies):
-            self._push(self.now + self._latency(), functools.partial(self._deliver, src, out))
+            self._push(self.now + self.latency(self.rng), functools.partial(self._deliver, src, out))
 
     def _deliver(self, src: Address, out: SendPacket, now: float) -> None:
         if not self.reachable(src, out.addr):
@@ -219,16 +235,16 @@ class SimNetwork:
     def _open_stream(self, src: Address, out: OpenStream) -> None:
         self.streams_opened += 1
         if self._refuses(src, out.addr):
-            self._push(self.now + 2 * self._latency(), lambda now: self._stream_done(src, out.stream_id, None, now, True))
+            self._push(self.now + 2 * self.latency(self.rng), lambda now: self._stream_done(src, out.stream_id, None, now, True))
             return
         if not self.reachable(src, out.addr):
             self._push(self.now + out.timeout, lambda now: self._stream_done(src, out.stream_id, None, now))
             return
-        self._push(self.now + self._latency(), lambda now: self._stream_arrive(src, out, now))
+        self._push(self.now + self.latency(self.rng), lambda now: self._stream_arrive(src, out, now))
 
     def _stream_arrive(self, src: Address, out: OpenStream, now: float) -> None:
         if self._refuses(src, out.addr):
-            self._push(now + self._latency(), lambda t: self._stream_done(src, out.stream_id, None, t, True))
+            self._push(now + self.latency(self.rng), lambda t: self._stream_done(src, out.stream_id, None, t, True))
             return
         if not self.reachable(src, out.addr):
             self._push(now + out.timeout, lambda t: self._stream_done(src, out.stream_id, None, t))
@@ -240,7 +256,7 @@ class SimNetwork:
             result: bytes | None = b""
         else:
             result = reply
-        self._push(now + self._latency(), lambda t: self._stream_done(src, out.stream_id, result, t))
+        self._push(now + self.latency(self.rng), lambda t: self._stream_done(src, out.stream_id, result, t))
 
     def _stream_done(
         self, src: Address, stream_id: int, reply: bytes | None, now: float, refused: bool = False

@@ -18,6 +18,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from registry.addresses import family_of
@@ -33,26 +34,25 @@ __all__ = ["Exchanges"]
 _CHUNK = 65536
 
 
+@dataclass(eq=False, slots=True)  # identity: a key of the admission table
 class _Conn:
     """One TCP exchange in flight: outbound (dial, write, maybe read a reply) or inbound
     (read one message, write the machine's reply)."""
 
-    __slots__ = ("accepted", "connected", "deadline", "done", "framer", "open", "out", "outbound", "sock", "source",
-                 "timeout")
+    sock: socket.socket
+    outbound: OpenStream | None
+    deadline: float
+    timeout: float
+    framer: StreamFramer | None
+    source: Address
+    out: bytes = b""  # still to write
+    accepted: float = field(default_factory=time.monotonic)
+    done: bool = False  # inbound: its message arrived (no longer sheddable)
+    open: bool = True
+    connected: bool = field(init=False)
 
-    def __init__(self, sock: socket.socket, outbound: OpenStream | None, deadline: float, timeout: float,
-                 framer: StreamFramer | None, source: Address) -> None:
-        self.accepted = time.monotonic()
-        self.done = False  # inbound: its message arrived (no longer sheddable)
-        self.sock = sock
-        self.outbound = outbound
-        self.deadline = deadline
-        self.timeout = timeout
-        self.out = b""
-        self.framer = framer
-        self.open = True
-        self.connected = outbound is None
-        self.source = source
+    def __post_init__(self) -> None:
+        self.connected = self.outbound is None  # an inbound socket comes connected
 
 
 class Exchanges:
@@ -110,8 +110,7 @@ class Exchanges:
             self._done(out, None, os.strerror(exc.errno) if exc.errno else str(exc))
             return
         framer = StreamFramer(expect_label=False, max_size=self.config.max_stream_size) if out.expect_reply else None
-        conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr)
-        conn.out = out.data
+        conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr, out.data)
         sock.setblocking(False)
         try:
             err = sock.connect_ex((out.addr.host, out.addr.port))

@@ -83,6 +83,19 @@ class NodeState(enum.IntEnum):
     LEFT = 3
 
 
+class _VsnByte:
+    """One byte of a node's `vsn` by position, 0 when the vector is shorter (as Go reads it)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, node: Node, owner: type | None = None) -> int:
+        vsn = node.vsn
+        return vsn[self.index] if len(vsn) > self.index else 0
+
+
 @dataclass
 class Node:
     """One row of the membership table, as the layers above see it."""
@@ -100,29 +113,12 @@ class Node:
     def address(self) -> Address:
         return Address(self.addr, self.port)
 
-    @property
-    def pmin(self) -> int:
-        return self.vsn[0] if len(self.vsn) > 0 else 0
-
-    @property
-    def pmax(self) -> int:
-        return self.vsn[1] if len(self.vsn) > 1 else 0
-
-    @property
-    def pcur(self) -> int:
-        return self.vsn[2] if len(self.vsn) > 2 else 0
-
-    @property
-    def dmin(self) -> int:
-        return self.vsn[3] if len(self.vsn) > 3 else 0
-
-    @property
-    def dmax(self) -> int:
-        return self.vsn[4] if len(self.vsn) > 4 else 0
-
-    @property
-    def dcur(self) -> int:
-        return self.vsn[5] if len(self.vsn) > 5 else 0
+    pmin = _VsnByte(0)  # protocol versions: lowest, highest, current
+    pmax = _VsnByte(1)
+    pcur = _VsnByte(2)
+    dmin = _VsnByte(3)  # delegate (Serf) versions: lowest, highest, current
+    dmax = _VsnByte(4)
+    dcur = _VsnByte(5)
 
 
 @dataclass(frozen=True)
