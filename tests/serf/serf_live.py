@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
+
+from registry.memberlist.config import Config
+from registry.serf.agent import SerfAgent
+from registry.serf.config import SerfConfig
 
 
 async def wait(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
@@ -16,3 +21,13 @@ async def wait(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return pred()
+
+
+async def py_node(nodes: list[SerfAgent], name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
+    """A Python Serf agent on a free loopback port (LAN timings), started; in `nodes` (the fixture's
+    list, shut down at teardown) before it starts, so a failed start is cleaned up too."""
+    cfg = SerfConfig(name=name, tags=tags or {}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0), **kw)
+    agent = SerfAgent(cfg)
+    nodes.append(agent)
+    await agent.start()
+    return agent

@@ -21,7 +21,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -42,7 +41,7 @@ from tests.e2e.helpers import (
     wait_for,
 )
 from tests.gonode import GoNode
-from tests.serf.serf_live import wait
+from tests.serf.serf_live import py_node, wait
 
 pytestmark = [pytest.mark.gonode, pytest.mark.timeout(180)]
 
@@ -60,14 +59,6 @@ GoFactory = Callable[..., GoNode]
 def ps() -> Iterator[list[Proc]]:
     with procs() as started:
         yield started
-
-
-async def py_node(nodes: list[SerfAgent], name: str, tags: dict[str, str] | None = None, **kw: Any) -> SerfAgent:
-    cfg = SerfConfig(name=name, tags=tags or {}, memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0), **kw)
-    agent = SerfAgent(cfg)
-    nodes.append(agent)
-    await agent.start()
-    return agent
 
 
 #: Drops that are timing, not content: an ack or nack after its probe ended (a Go relay nacks

@@ -18,7 +18,7 @@ from registry.serf.agent import JoinError, SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import QueryEvent, UserEvent
 from registry.serf.member import Member, MemberStatus
-from tests.serf.serf_live import wait
+from tests.serf.serf_live import py_node, wait
 from tests.serfagent import SerfAgent as GoAgent
 
 pytestmark = [pytest.mark.serf, pytest.mark.timeout(120)]
@@ -38,26 +38,11 @@ def must_kr(a: SerfAgent) -> Keyring:
     return kr
 
 
-async def py_node(
-    name: str, tags: dict[str, str] | None = None, **kw: Any
-) -> SerfAgent:
-    cfg = SerfConfig(
-        name=name,
-        tags=tags or {},
-        memberlist=Config.lan(bind_addr="127.0.0.1", bind_port=0),
-        **kw,
-    )
-    a = SerfAgent(cfg)
-    await a.start()
-    return a
-
-
 async def test_members_tags_update_and_leave(
     serf_agent: Any, nodes: list[SerfAgent]
 ) -> None:
     go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
-    py = await py_node("py1", {"role": "web", "zone": "a"})
-    nodes.append(py)
+    py = await py_node(nodes, "py1", {"role": "web", "zone": "a"})
     assert await py.join([go.bind]) == 1
     m = await go.await_member("py1", "alive", timeout=20)
     assert m["tags"] == {"role": "web", "zone": "a"}
@@ -90,8 +75,7 @@ async def test_killed_python_node_shows_failed(
     serf_agent: Any, nodes: list[SerfAgent]
 ) -> None:
     go: GoAgent = serf_agent(name="go1")
-    py = await py_node("py-dead")
-    nodes.append(py)
+    py = await py_node(nodes, "py-dead")
     await py.join([go.bind])
     await go.await_member("py-dead", "alive", timeout=20)
     await py.shutdown()  # no leave: sockets closed, the node vanishes
@@ -104,8 +88,7 @@ async def test_python_sees_go_leave_and_failure(
 ) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
-    py = await py_node("py1")
-    nodes.append(py)
+    py = await py_node(nodes, "py1")
     await py.join([go1.bind, go2.bind])
     assert await wait(
         lambda: (
@@ -130,8 +113,7 @@ async def test_user_events_both_ways(
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     go: GoAgent = serf_agent(name="go1", event_handlers=[f"user={script}"])
-    py = await py_node("py1")
-    nodes.append(py)
+    py = await py_node(nodes, "py1")
     got: list[UserEvent] = []
     py.add_handler(lambda e: got.append(e) if isinstance(e, UserEvent) else None)
     await py.join([go.bind])
@@ -155,8 +137,7 @@ async def test_queries_both_ways(
     go: GoAgent = serf_agent(
         name="go1", tags={"role": "db"}, event_handlers=[f"query:ask-go={script}"]
     )
-    py = await py_node("py1", {"role": "web"})
-    nodes.append(py)
+    py = await py_node(nodes, "py1", {"role": "web"})
 
     def answer(e: Any) -> None:
         if isinstance(e, QueryEvent) and e.name == "who":
@@ -193,19 +174,16 @@ async def test_encrypted_cluster_and_key_rotation(
     go1: GoAgent = serf_agent(name="go1", encrypt=KEY1)
     go2: GoAgent = serf_agent(name="go2", encrypt=KEY1)
     kr = str(tmp_path / "py1.keyring")
-    py = await py_node("py1", encrypt_key=KEY1, keyring_file=kr)
-    nodes.append(py)
+    py = await py_node(nodes, "py1", encrypt_key=KEY1, keyring_file=kr)
     await py.join([go1.bind])
     await go2.arun("join", go1.bind)
     await go1.await_member("py1", "alive", timeout=20)
     await go2.await_member("py1", "alive", timeout=20)
     # a node without the key, and one with a wrong key, stay out
-    nokey = await py_node("nokey")
-    nodes.append(nokey)
+    nokey = await py_node(nodes, "nokey")
     with pytest.raises(JoinError):
         await nokey.join([go1.bind])
-    wrong = await py_node("wrong", encrypt_key=KEY2)
-    nodes.append(wrong)
+    wrong = await py_node(nodes, "wrong", encrypt_key=KEY2)
     with pytest.raises(JoinError):
         await wrong.join([go1.bind])
     assert await go1.amember("nokey") is None and await go1.amember("wrong") is None
@@ -246,8 +224,7 @@ async def test_older_serf_protocols(
     go: GoAgent = serf_agent(
         name="go1", tags={"role": "db"}, extra_args=[f"-protocol={proto}"]
     )
-    py = await py_node("py1", {"role": "web", "x": "y"}, protocol_version=proto)
-    nodes.append(py)
+    py = await py_node(nodes, "py1", {"role": "web", "x": "y"}, protocol_version=proto)
     await py.join([go.bind])
     m = await go.await_member("py1", "alive", timeout=20)
     # protocol 2 carries only the role, as the raw Meta
@@ -259,8 +236,7 @@ async def test_older_serf_protocols(
 async def test_relayed_query_responses(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
-    py = await py_node("py1")
-    nodes.append(py)
+    py = await py_node(nodes, "py1")
     py.add_handler(lambda e: e.respond(b"py") if isinstance(e, QueryEvent) else None)
     await py.join([go1.bind, go2.bind])
     await go1.await_member("py1", "alive", timeout=20)
@@ -380,8 +356,7 @@ async def test_force_leave_of_failed_go_node(
 ) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
-    py = await py_node("py1")
-    nodes.append(py)
+    py = await py_node(nodes, "py1")
     await py.join([go1.bind, go2.bind])
     assert await wait(lambda: py.status_of("go2") == MemberStatus.ALIVE, 20)
     go2.kill()
