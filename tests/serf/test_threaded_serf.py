@@ -112,3 +112,24 @@ def test_join_errors_name_every_address() -> None:
     with pytest.raises(SerfJoinError):
         t.join([dead], 1.0)  # after shutdown
     assert not t.leave(1.0)
+
+
+async def test_failing_handler_is_counted_like_the_agents(agent: SerfAgent) -> None:
+    """A handler that raises is counted (`handler.errors`, as SerfAgent counts it) and the
+    handlers after it still get the event (before: ThreadedSerf only logged it, uncounted)."""
+    t = ThreadedSerf(config("t"))
+    seen: list[Event] = []
+
+    def broken(ev: Event) -> None:
+        raise RuntimeError("handler bug")
+
+    t.add_handler(broken)
+    t.add_handler(seen.append)
+    t.start()
+    try:
+        assert await asyncio.to_thread(t.join, [str(agent.address)], 10.0) == 1
+        await asyncio.to_thread(eventually, lambda: t.stats["handler.errors"] >= 1, 10, "handler error counted")
+        assert seen, "the handler after the failing one got no event"
+        assert t.stats["handler.errors"] == len(seen)
+    finally:
+        await asyncio.to_thread(t.shutdown)
