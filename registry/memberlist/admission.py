@@ -25,8 +25,9 @@ buffered it is charged, and when the budget would overflow the incomplete stream
 most bytes is shed (possibly the one charging), so a few announced 19 MB messages cannot grow
 the process by hundreds of megabytes while small legitimate messages still fit.
 
-Pure bookkeeping with no I/O: both drivers (asyncio `runner` and `threaded`) keep one of
-these and close whatever it names.  Every table is bounded by `max_streams`, and every
+Pure bookkeeping with no I/O: both drivers (asyncio `inbound` and `threaded_streams`) keep
+one of these inside a `gate.Gate`, which counts and logs its decisions and closes whatever it
+names.  Every table is bounded by `max_streams`, and every
 decision costs O(max_streams).
 """
 

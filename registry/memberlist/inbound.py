@@ -3,9 +3,9 @@
 Why not `asyncio.start_server` with a StreamReader: its accept loop logs a traceback every
 second while the process is out of file descriptors, a StreamReader buffers up to twice its
 limit per connection whatever we decide, and it admits whoever connects.  Here every byte is
-charged to `Admission` before it reaches the framer, a newcomer at a full table sheds an idle
-holder instead of being refused, and accept failures for lack of descriptors shed or pause
-quietly and are counted.  Each stream reads one message (within `inbound_message_timeout` of
+charged to the `gate.Gate` (the thread driver's too) before it reaches the framer, a newcomer
+at a full table sheds an idle holder instead of being refused, and accept failures for lack
+of descriptors shed or pause quietly and are counted.  Each stream reads one message (within `inbound_message_timeout` of
 accept), hands it to the machine, writes the reply and closes, all within `tcp_timeout`.
 """
 

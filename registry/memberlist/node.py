@@ -2,6 +2,8 @@
 
 It owns a `MachineRunner` around a `Memberlist` core; every API call feeds the core with
 the runner's clock and then kicks the runner so what the core queued leaves at once.
+`join_pool` (also `SerfAgent`'s) is a join on asyncio: targets resolved off the loop, each
+target's outcome tallied by `joining.JoinTally`.
 """
 
 from __future__ import annotations

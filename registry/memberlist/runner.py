@@ -1,12 +1,12 @@
 """Drive a sans-I/O gossip `Machine` with real sockets on an asyncio loop.
 
-The machine decides everything; the runner only moves bytes and time: datagrams and
-inbound streams go in, `SendPacket`/`OpenStream` outputs go out, and one timer is kept
-armed at `machine.next_deadline()`.  After every input (and after API calls, via `kick`)
-the runner drains the machine, so queued outputs leave at once.  An exception raised by
-the machine while handling input is caught, logged and counted: bad input from the
-network never takes the node down.  Inbound TCP streams are accepted and bounded by
-`inbound.InboundServer` (admission, pre-auth deadline, byte budget).
+The machine decides everything; the runner only moves bytes and time.  The rules around
+the machine (guarded input, draining after every input and API call via `kick`, the timer at
+`machine.next_deadline()`, stream outcomes and waiters) are `driver.DriverBase`'s, shared with
+the thread driver; this module is their asyncio I/O: a `DatagramProtocol` for UDP, one task
+per outbound exchange (`transport.dial_stream`), a loop timer, and futures for callers.
+Inbound TCP streams are accepted and bounded by `inbound.InboundServer` (admission through
+`gate.Gate`, pre-auth deadline, byte budget).
 """
 
 from __future__ import annotations

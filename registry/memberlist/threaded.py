@@ -9,11 +9,13 @@ One thread owns the machine.  It waits in `select()` on the UDP socket, the TCP 
 every open TCP exchange and a wake-up socketpair, with a timeout at the earliest of the
 machine's `next_deadline()` and the exchanges' deadlines.  Other threads never touch the
 machine: they hand a function to `call()`, which runs it on the gossip thread (woken
-through the socketpair) and returns its result.  As in the asyncio driver, every input is
-followed by a drain of the machine's outputs, and an exception raised by the machine is
-logged and counted, never allowed to stop the thread.  Inbound streams go through the same
-`Admission` as the asyncio driver's (slots per source and in all, a pre-auth deadline, a byte
-budget), and running out of descriptors sheds or pauses accepting instead of spinning.
+through the socketpair) and returns its result.
+
+What is the same in both drivers (feeding the machine under a guard, draining its outputs
+after every input, timers, stream outcomes, waiters) is `driver.DriverBase`'s; this module
+is the thread, its calls and UDP.  TCP exchanges are `threaded_streams.Exchanges`, whose
+inbound streams go through the same `gate.Gate` as the asyncio driver's (slots per source and
+in all, a pre-auth deadline, a byte budget, shedding or pausing when out of descriptors).
 """
 
 from __future__ import annotations
