@@ -19,6 +19,8 @@ __all__ = ["CLOSED_STREAMS_REMEMBERED", "Closed", "ClosedStreams", "CreditBound"
 # END_STREAMs) rather than as frames on never-opened streams. About 50 bytes each.
 CLOSED_STREAMS_REMEMBERED = 128
 
+_OPEN = int(StreamState.OPEN)  # a plain int: per-frame code indexes tables with it (an IntEnum goes through __index__)
+
 
 class Closed(IntEnum):
     """How a stream ended, which decides what a late frame on it means."""
@@ -56,7 +58,7 @@ class Stream:
         self.pending_bytes = 0
         self.trailers: bytes | None = None  # header block to send after `pending`, with END_STREAM
         self.stalled = False  # waiting for its own window (filed in the connection's stalled heap)
-        self.state: int = StreamState.OPEN  # a StreamState; int so per-frame code indexes NEXT with it
+        self.state = _OPEN  # a StreamState's value (registry.h2.stream_state.NEXT is indexed with it)
         self.recv_taken = 0  # received and not yet credited back with a WINDOW_UPDATE
         self.recv_credit = 0  # acknowledged by the application, not yet sent in a WINDOW_UPDATE
         self.expect_len = expect_len  # the request's content-length, or -1
