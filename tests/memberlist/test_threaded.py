@@ -17,6 +17,7 @@ from registry.memberlist.core import Memberlist
 from registry.memberlist.node import MemberlistNode
 from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, bind_pair, local_advertise
 from registry.memberlist.types import Address, NodeState, Output
+from tests.waiting import eventually
 
 LOOP4 = "127.0.0.1"
 
@@ -66,14 +67,6 @@ class ThreadedNode:
 
 Threaded = Callable[..., "ThreadedNode"]
 Anode = Callable[[str], Awaitable[MemberlistNode]]
-
-
-def eventually(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
-        time.sleep(0.01)
 
 
 async def aeventually(pred: Callable[[], bool], timeout: float, what: str) -> None:

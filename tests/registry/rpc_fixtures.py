@@ -11,7 +11,6 @@ import asyncio
 import datetime
 import ipaddress
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,9 +19,13 @@ from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
 from registry.rpc import RpcServer, start_rpc
 from registry.tls import TlsFiles
+from tests.waiting import aeventually, eventually
 
 T = TypeVar("T")
 GROUP = "web"
+# the suite's condition waits (tests/waiting.py), under the names the gRPC tests import them by
+wait_for = eventually
+async_wait_for = aeventually
 ENGINES = ("native", "grpcio")
 AnyServer = RpcServer | NativeServer
 
@@ -43,26 +46,6 @@ def populate(catalog: Catalog, group: str = GROUP, count: int = 5, replicas: int
     for i, name in enumerate(names):
         catalog.apply(name, tags(group, f"10.0.0.{i + 1}:8080", replicas))
     return names
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-async def async_wait_for(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 class ServerThread:
