@@ -108,8 +108,8 @@ class Memberlist:
         # the parts, each handed what it uses (no part holds the whole core)
         hooks, stats, timers, clock, queue = self._hooks, self.stats, self._timers, self._clock, self.broadcasts
         self._members = members = Membership(
-            config,
-            advertise,
+            config=config,
+            advertise=advertise,
             clock=clock,
             rng=self.rng,
             stats=stats,
@@ -119,11 +119,11 @@ class Memberlist:
             hooks=hooks,
         )
         self._outbox = outbox = Outbox(
-            config, self.codec, stats=stats, broadcasts=queue, hooks=hooks, nodes=members.nodes
+            config=config, codec=self.codec, stats=stats, broadcasts=queue, hooks=hooks, nodes=members.nodes
         )
         self._prober = Prober(
-            config,
-            advertise,
+            config=config,
+            advertise=advertise,
             clock=clock,
             stats=stats,
             timers=timers,
@@ -132,10 +132,12 @@ class Memberlist:
             outbox=outbox,
             hooks=hooks,
         )
-        self._push_pull = PushPuller(config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks)
+        self._push_pull = PushPuller(
+            config=config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks
+        )
         self._exchanges = Exchanges(
-            config.name,
-            self.codec,
+            name=config.name,
+            codec=self.codec,
             stats=stats,
             handler_errors=self._handler_errors,
             hooks=hooks,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from . import codec as wire
 from .delegate import Hooks
@@ -26,35 +27,23 @@ from .types import Address
 __all__ = ["Exchanges"]
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Exchanges:
     """Stream inputs of the core (module docstring)."""
 
-    def __init__(
-        self,
-        name: str,
-        codec: wire.WireCodec,
-        *,
-        stats: collections.Counter[str],
-        handler_errors: HandlerErrors,
-        hooks: Hooks,
-        outbox: Outbox,
-        prober: Prober,
-        push_pull: PushPuller,
-        gossip_now: Callable[[float], int],
-    ) -> None:
-        self.name = name
-        self.codec = codec
-        self.stats = stats
-        self.handler_errors = handler_errors
-        self.hooks = hooks
-        self.outbox = outbox
-        self.prober = prober
-        self.push_pull = push_pull
-        #: run a gossip round now (a joining node's alive is passed on at once)
-        self.gossip_now = gossip_now
-        #: why the last `outcome` refused a reply, for a person ("" when it did not, or when
-        #: only the stats can tell)
-        self.refusal = ""
+    name: str
+    codec: wire.WireCodec
+    stats: collections.Counter[str]
+    handler_errors: HandlerErrors
+    hooks: Hooks
+    outbox: Outbox
+    prober: Prober
+    push_pull: PushPuller
+    #: run a gossip round now (a joining node's alive is passed on at once)
+    gossip_now: Callable[[float], int]
+    #: why the last `outcome` refused a reply, for a person ("" when it did not, or when
+    #: only the stats can tell)
+    refusal: str = field(default="", init=False)
 
     def answer(self, data: bytes, source: Address, now: float) -> bytes | None:
         """A dialer's stream: the reply to write back, or None to write nothing."""

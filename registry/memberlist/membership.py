@@ -19,6 +19,7 @@ import collections
 import dataclasses
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from . import codec as wire
 from .awareness import Awareness
@@ -37,45 +38,37 @@ _MEMBER = (NodeState.ALIVE, NodeState.SUSPECT)
 _GONE = (NodeState.DEAD, NodeState.LEFT)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Membership:
     """Every node we know and the state rules; see the module docstring."""
 
-    def __init__(
-        self,
-        config: Config,
-        advertise: Address,
-        *,
-        clock: Clock,
-        rng: random.Random,
-        stats: collections.Counter[str],
-        timers: TimerHeap,
-        broadcasts: TransmitLimitedQueue,
-        awareness: Awareness,
-        hooks: Hooks,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.advertise = advertise
-        self.advertise_ip = ip_to_bytes(advertise.host)
-        self.clock = clock
-        self.rng = rng
-        self.stats = stats
-        self.timers = timers
-        self.broadcasts = broadcasts
-        self.awareness = awareness
-        self.hooks = hooks
-        #: every node we know, by name (the dict object never changes: parts may keep it)
-        self.nodes: dict[str, Node] = {}
-        self.n_members = 0  # nodes ALIVE or SUSPECT, kept by the rules (num_members is O(1))
-        self.order: list[str] = []  # probe order
-        self.probe_index = 0
-        self.incarnation = 0  # our own
-        self.suspicions: dict[str, tuple[Suspicion, int]] = {}
-        self.leaving = False
-        self.leave_sent = False
-        self.death_news = False  # a peer was just declared dead/left here: gossip it now
-        #: the layer above may refuse a member's metadata (Serf: tags that are not UTF-8 text)
-        self.accept_meta: Callable[[bytes], bool] | None = None
+    config: Config
+    advertise: Address
+    clock: Clock
+    rng: random.Random
+    stats: collections.Counter[str]
+    timers: TimerHeap
+    broadcasts: TransmitLimitedQueue
+    awareness: Awareness
+    hooks: Hooks
+    #: every node we know, by name (the dict object never changes: parts may keep it)
+    nodes: dict[str, Node] = field(default_factory=dict, init=False)
+    n_members: int = field(default=0, init=False)  # nodes ALIVE or SUSPECT (num_members is O(1))
+    order: list[str] = field(default_factory=list, init=False)  # probe order
+    probe_index: int = field(default=0, init=False)
+    incarnation: int = field(default=0, init=False)  # our own
+    suspicions: dict[str, tuple[Suspicion, int]] = field(default_factory=dict, init=False)
+    leaving: bool = field(default=False, init=False)
+    leave_sent: bool = field(default=False, init=False)
+    death_news: bool = field(default=False, init=False)  # a peer was just declared dead/left: gossip it now
+    #: the layer above may refuse a member's metadata (Serf: tags that are not UTF-8 text)
+    accept_meta: Callable[[bytes], bool] | None = field(default=None, init=False)
+    name: str = field(default="", init=False)
+    advertise_ip: bytes = field(default=b"", init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.config.name
+        self.advertise_ip = ip_to_bytes(self.advertise.host)
 
     # ------------------------------------------------------------------ queries
 

@@ -10,7 +10,7 @@ to addresses that are no member's are bounded by the size of the packet that cau
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import codec as wire
 from .broadcast import TransmitLimitedQueue
@@ -57,34 +57,25 @@ class StreamCtx:
     seq: int = 0
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Outbox:
     """The core's outputs and the rules for what goes into a packet (module docstring).
 
     Reads the membership table (`nodes`, by name) only to tell a member's address from a
     stranger's and to size retransmits; never changes it."""
 
-    def __init__(
-        self,
-        config: Config,
-        codec: wire.WireCodec,
-        *,
-        stats: collections.Counter[str],
-        broadcasts: TransmitLimitedQueue,
-        hooks: Hooks,
-        nodes: dict[str, Node],
-    ) -> None:
-        self.config = config
-        self.codec = codec
-        self.stats = stats
-        self.broadcasts = broadcasts
-        self.hooks = hooks
-        self.nodes = nodes
-        self.out: list[Output] = []
-        self.streams: dict[int, StreamCtx] = {}
-        self._stream_seq = 0
-        #: bytes we may still send to unverified addresses in answer to the packet being handled
-        #: (None outside `receive_packet`: timers and API calls are not answers to anyone)
-        self.reply_budget: int | None = None
+    config: Config
+    codec: wire.WireCodec
+    stats: collections.Counter[str]
+    broadcasts: TransmitLimitedQueue
+    hooks: Hooks
+    nodes: dict[str, Node]
+    out: list[Output] = field(default_factory=list, init=False)
+    streams: dict[int, StreamCtx] = field(default_factory=dict, init=False)
+    _stream_seq: int = field(default=0, init=False)
+    #: bytes we may still send to unverified addresses in answer to the packet being handled
+    #: (None outside `receive_packet`: timers and API calls are not answers to anyone)
+    reply_budget: int | None = field(default=None, init=False)
 
     def drain(self) -> list[Output]:
         out, self.out = self.out, []

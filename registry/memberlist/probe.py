@@ -72,6 +72,7 @@ class _Relay:
     verified: bool = True
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Prober:
     """One part of the core (`core.Memberlist` owns it): the probe schedule, outstanding
     probes and relayed indirect probes, and the Lifeguard health score they feed.
@@ -79,33 +80,24 @@ class Prober:
     A failed probe becomes a suspicion through `Membership.on_suspect`, the one way a row
     changes; packets go out through the `Outbox`."""
 
-    def __init__(
-        self,
-        config: Config,
-        advertise: Address,
-        *,
-        clock: Clock,
-        stats: collections.Counter[str],
-        timers: TimerHeap,
-        awareness: Awareness,
-        membership: Membership,
-        outbox: Outbox,
-        hooks: Hooks,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.advertise = advertise
-        self.advertise_ip = ip_to_bytes(advertise.host)
-        self.clock = clock
-        self.stats = stats
-        self.timers = timers
-        self.awareness = awareness
-        self.membership = membership
-        self.outbox = outbox
-        self.hooks = hooks
-        self.probes: dict[int, _Probe] = {}
-        self.relays: dict[int, _Relay] = {}
-        self._seq = 0
+    config: Config
+    advertise: Address
+    clock: Clock
+    stats: collections.Counter[str]
+    timers: TimerHeap
+    awareness: Awareness
+    membership: Membership
+    outbox: Outbox
+    hooks: Hooks
+    probes: dict[int, _Probe] = field(default_factory=dict, init=False)
+    relays: dict[int, _Relay] = field(default_factory=dict, init=False)
+    _seq: int = field(default=0, init=False)  # ping sequence numbers (ours and relayed)
+    name: str = field(default="", init=False)
+    advertise_ip: bytes = field(default=b"", init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.config.name
+        self.advertise_ip = ip_to_bytes(self.advertise.host)
 
     def tick(self, now: float) -> None:
         """The periodic probe: the next node in probe order, then itself again an (awareness-

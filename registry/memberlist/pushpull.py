@@ -8,6 +8,7 @@ compatible with the whole cluster (Go's verifyProtocol).
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 
 from . import codec as wire
 from .config import Config, push_pull_scale
@@ -81,6 +82,7 @@ def verify_protocol(local: list[tuple[bytes, bool]], remote: list[tuple[bytes, b
     return True
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class PushPuller:
     """One part of the core (`core.Memberlist` owns it): the periodic push/pull, our side of
     a push/pull (the whole table plus the delegate's state), and merging the peer's side.
@@ -88,23 +90,16 @@ class PushPuller:
     The peer's rows go through `Membership`'s state rules like gossip does, so a push/pull
     can never change a row in a way a message could not."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        stats: collections.Counter[str],
-        timers: TimerHeap,
-        membership: Membership,
-        outbox: Outbox,
-        hooks: Hooks,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.stats = stats
-        self.timers = timers
-        self.membership = membership
-        self.outbox = outbox
-        self.hooks = hooks
+    config: Config
+    stats: collections.Counter[str]
+    timers: TimerHeap
+    membership: Membership
+    outbox: Outbox
+    hooks: Hooks
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     def tick(self, now: float) -> None:
         """The periodic push/pull with one random alive peer, then itself again an interval

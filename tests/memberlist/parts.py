@@ -73,8 +73,8 @@ def make_parts(name: str = "me", **cfg: object) -> Parts:
     events = Recorder()
     hooks = Hooks(events=events, conflict=events)
     members = Membership(
-        config,
-        ME,
+        config=config,
+        advertise=ME,
         clock=clock,
         rng=random.Random(1),
         stats=stats,
@@ -83,10 +83,12 @@ def make_parts(name: str = "me", **cfg: object) -> Parts:
         awareness=awareness,
         hooks=hooks,
     )
-    outbox = Outbox(config, make_codec(config), stats=stats, broadcasts=queue, hooks=hooks, nodes=members.nodes)
+    outbox = Outbox(
+        config=config, codec=make_codec(config), stats=stats, broadcasts=queue, hooks=hooks, nodes=members.nodes
+    )
     prober = Prober(
-        config,
-        ME,
+        config=config,
+        advertise=ME,
         clock=clock,
         stats=stats,
         timers=timers,
