@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NONCE_SIZE",
     "TAG_SIZE",
+    "EnvelopeVersion",
     "Keyring",
     "decode_key",
     "encode_key",
@@ -32,14 +34,23 @@ __all__ = [
 NONCE_SIZE = 12
 TAG_SIZE = 16
 _BLOCK = 16
-_MAX_VERSION = 1
+
+
+class EnvelopeVersion(enum.IntEnum):
+    """The envelope's first byte: memberlist protocol 1 pads, protocol 2 and up does not."""
+
+    PADDED = 0
+    PLAIN = 1
+
+
+_MAX_VERSION = max(EnvelopeVersion)
 
 
 def envelope_size(plain: int, version: int) -> int:
     """Bytes of the envelope of ``plain`` bytes: version byte, nonce, ciphertext (version 0
     pads it to the next 16-byte block, a whole block when aligned), tag.  With ``plain`` 0
     this is the most a packet grows by (29 bytes for version 1, 45 for version 0)."""
-    if version == 0:
+    if version == EnvelopeVersion.PADDED:
         plain = (plain // _BLOCK + 1) * _BLOCK
     return 1 + NONCE_SIZE + plain + TAG_SIZE
 
@@ -118,18 +129,20 @@ class Keyring:
         return c
 
     def encrypt(
-        self, plain: bytes, aad: bytes, version: int = 1, *, nonce: bytes | None = None
+        self, plain: bytes, aad: bytes, version: int = EnvelopeVersion.PLAIN, *, nonce: bytes | None = None
     ) -> bytes:
         """Envelope for ``plain`` under the primary key; ``nonce`` is for test vectors only."""
         if not self._keys:
             raise ValueError("the keyring is empty")
-        if version not in (0, 1):
-            raise ValueError(f"unsupported encryption version {version}")
+        try:
+            version = EnvelopeVersion(version)
+        except ValueError:
+            raise ValueError(f"unsupported encryption version {version}") from None
         if nonce is None:
             nonce = os.urandom(NONCE_SIZE)
         elif len(nonce) != NONCE_SIZE:
             raise ValueError("nonce must be 12 bytes")
-        if version == 0:
+        if version == EnvelopeVersion.PADDED:
             pad = _BLOCK - len(plain) % _BLOCK
             plain = plain + bytes((pad,)) * pad
         ct = self._cipher(self._keys[0]).encrypt(nonce, plain, aad or None)
@@ -142,7 +155,7 @@ class Keyring:
         ver = env[0]
         if ver > _MAX_VERSION:
             raise DecodeError("version", f"unsupported encryption version {ver}")
-        minimum = 1 + NONCE_SIZE + TAG_SIZE + (_BLOCK if ver == 0 else 0)
+        minimum = envelope_size(0, ver)
         if len(env) < minimum:
             raise DecodeError("truncated", "encrypted payload too small")
         if not self._keys:
@@ -156,7 +169,7 @@ class Keyring:
                 plain = self._cipher(key).decrypt(nonce, ct, aad or None)
             except InvalidTag:
                 continue
-            if ver == 0:
+            if ver == EnvelopeVersion.PADDED:
                 pad = plain[-1] if plain else 0
                 if not 0 < pad <= min(_BLOCK, len(plain)):
                     raise DecodeError("decrypt", "bad padding")

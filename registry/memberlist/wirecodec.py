@@ -14,7 +14,7 @@ import dataclasses
 import struct
 from dataclasses import dataclass
 
-from .crypto import Keyring, envelope_size
+from .crypto import EnvelopeVersion, Keyring, envelope_size
 from .decoders import decode, decode_push_pull, decode_user_stream
 from .encoders import type_prefix
 from .fields import TEXT, DecodeError
@@ -99,8 +99,8 @@ class WireCodec:
         return kr is not None and bool(kr.keys)
 
     @property
-    def _enc_version(self) -> int:
-        return 0 if self.protocol_version < 2 else 1
+    def _enc_version(self) -> EnvelopeVersion:
+        return EnvelopeVersion.PADDED if self.protocol_version < 2 else EnvelopeVersion.PLAIN
 
     @property
     def overhead(self) -> int:
