@@ -1,4 +1,4 @@
-"""memberlist's AES-GCM envelope and keyring.
+"""memberlist's AES-GCM envelope and keyring (docs/wire.md §3.3, §4.3).
 
 Envelope: version byte (0 = PKCS#7-padded plaintext, 1 = plain), 12-byte
 nonce, ciphertext + 16-byte tag.  The primary (first) key encrypts; every key

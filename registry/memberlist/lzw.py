@@ -1,4 +1,4 @@
-"""Go ``compress/lzw`` (LSB order, 8-bit literals), the only compression memberlist uses.
+"""Go ``compress/lzw`` (LSB order, 8-bit literals), the only compression memberlist uses (docs/wire.md §3.5).
 
 Generic LZW libraries differ in bit order, code-width switching and the EOF
 code, so both directions are written here to match Go's reader and writer

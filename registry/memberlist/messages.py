@@ -1,4 +1,4 @@
-"""memberlist wire messages as plain frozen values.
+"""memberlist wire messages as plain frozen values (docs/wire.md §5, §6).
 
 Field names are snake_case; the codec maps them to the Go struct field names
 that appear as msgpack map keys on the wire (e.g. ``seq_no`` <-> ``SeqNo``,
