@@ -69,10 +69,6 @@ async def join_pool(
     return tally.result()
 
 
-#: What peers should dial (one definition, shared with the threaded driver).
-advertise_address = local_advertise
-
-
 class MemberlistNode:
     """A running memberlist node: create with `await MemberlistNode.create(config, delegate)`."""
 
@@ -99,7 +95,7 @@ class MemberlistNode:
         adv: list[Address] = []
 
         def factory(bound: Address) -> Memberlist:
-            a = advertise_address(config, bound)
+            a = local_advertise(config, bound)
             cfg = config.replace(bind_port=bound.port)
             core = Memberlist(cfg, a, delegate, now=runner.now())
             cores.append(core)

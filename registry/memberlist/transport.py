@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from registry.addresses import bind_pair, family_of
+from registry.addresses import bind_pair
 
 from .types import Address
 
@@ -30,7 +30,6 @@ __all__ = [
     "UdpProtocol",
     "bind_sockets",
     "dial_stream",
-    "family_of",
     "read_framed",
 ]
 
