@@ -41,10 +41,9 @@ from registry.memberlist.types import Address, Node, Output
 from . import keyring as keys
 from . import messages as msgs
 from .broadcasts import SerfBroadcasts
-from .clock import LamportClock
 from .config import SerfConfig
 from .conflict import NameConflicts
-from .coordinate import Coordinate, Coordinates, VivaldiClient
+from .coordinate import Coordinate, Coordinates
 from .events import Event, EventQueue, QueryEvent
 from .joins import PendingJoins
 from .leaving import LeaveSequence
@@ -93,6 +92,8 @@ class Serf(Delegate):
         #: the intents' queue (tests queue raw intents here)
         self._broadcasts = self._outbox.intents
         self._joins = PendingJoins()
+        #: every join push/pull's outcome, by stream id
+        self.join_results = self._joins.results
         #: a fresh leave intent arrived: pass it on once the current input is handled
         self._forward_now = False
 
@@ -103,6 +104,9 @@ class Serf(Delegate):
             ml_config = ml_config.replace(secret_keys=key_list)
         self.name = ml_config.name
         self.coordinates = Coordinates(self.name, self.rng, self.stats, enabled=not config.disable_coordinates)
+        self.coord_client = self.coordinates.client
+        #: latest coordinate each peer reported in its acks (ours under our own name)
+        self.coord_cache = self.coordinates.cache
         self.membership = Membership(
             config,
             self.name,
@@ -116,6 +120,8 @@ class Serf(Delegate):
             forget=self.coordinates.forget,
             rejoin=self._rejoin,
         )
+        #: orders join/leave intents
+        self.clock = self.membership.clock
         coalescer = None
         if config.user_coalesce_period > 0:
             coalescer = Coalescer(
@@ -133,6 +139,7 @@ class Serf(Delegate):
             coalescer=coalescer,
             broadcast=functools.partial(self._outbox.queue, self._outbox.events),
         )
+        self.event_clock = self._user_events.clock
         self._conflicts = NameConflicts(
             config,
             lambda: self.memberlist.local_node,
@@ -171,6 +178,7 @@ class Serf(Delegate):
             shut_down=lambda: self.state == SerfState.SHUTDOWN,
             encrypted=self.encryption_enabled,
         )
+        self.query_clock = self._queries.clock
         self._queries.internal = {"ping": lambda _event: None, "conflict": self._conflicts.answer}
         for op_name, op in keys.KEY_OPS.items():
             self._queries.internal[op_name] = functools.partial(self._answer_key_query, op)
@@ -191,34 +199,7 @@ class Serf(Delegate):
         ml = getattr(self, "memberlist", None)
         return ml.now if ml is not None else self._start
 
-    # ------------------------------------------------------------------ the parts' state, read-only
-
-    @property
-    def clock(self) -> LamportClock:
-        """Orders join/leave intents."""
-        return self.membership.clock
-
-    @property
-    def event_clock(self) -> LamportClock:
-        return self._user_events.clock
-
-    @property
-    def query_clock(self) -> LamportClock:
-        return self._queries.clock
-
-    @property
-    def coord_client(self) -> VivaldiClient:
-        return self.coordinates.client
-
-    @property
-    def coord_cache(self) -> dict[str, Coordinate]:
-        """Latest coordinate each peer reported in its acks (ours under our own name)."""
-        return self.coordinates.cache
-
-    @property
-    def join_results(self) -> dict[int, bool]:
-        """Every join push/pull's outcome, by stream id."""
-        return self._joins.results
+    # ------------------------------------------------------------------ the parts' state that changes
 
     @property
     def conflict_lost(self) -> bool:

@@ -65,8 +65,7 @@ class Membership:
         a member that is erased (its coordinate), `rejoin` asks memberlist to reconnect."""
         self.config = config
         self.name = name
-        self.clock = LamportClock()
-        self.clock.increment()
+        self.clock = LamportClock(1)
         self._stats = stats
         self._timers = timers
         self._rng = rng
@@ -164,6 +163,15 @@ class Membership:
         self.handle_join_intent(msg)
         self._broadcast(msgs.encode(msg))
 
+    def _witness(self, kind: msgs.SerfMessageType, ltime: int, node: str) -> tuple[MemberState | None, bool]:
+        """An intent arrived: (the member it is news for, True), or (None, whether it was news
+        as an intent kept for a node not known yet)."""
+        self.clock.witness(ltime)
+        ms = self._members.get(node)
+        if ms is None:
+            return None, self._upsert_intent(node, kind, ltime)
+        return (ms, True) if ltime > ms.status_ltime else (None, False)
+
     def _upsert_intent(self, name: str, kind: msgs.SerfMessageType, ltime: int) -> bool:
         cur = self._intents.get(name)
         if cur is None or ltime > cur.ltime:
@@ -173,12 +181,9 @@ class Membership:
 
     def handle_join_intent(self, msg: msgs.Join) -> bool:
         """True when the intent is news (to be passed on)."""
-        self.clock.witness(msg.ltime)
-        ms = self._members.get(msg.node)
+        ms, news = self._witness(msgs.SerfMessageType.JOIN, msg.ltime, msg.node)
         if ms is None:
-            return self._upsert_intent(msg.node, msgs.SerfMessageType.JOIN, msg.ltime)
-        if msg.ltime <= ms.status_ltime:
-            return False
+            return news
         ms.status_ltime = msg.ltime
         if ms.member.status == MemberStatus.LEAVING:
             ms.member.status = MemberStatus.ALIVE
@@ -188,12 +193,9 @@ class Membership:
 
     def handle_leave_intent(self, msg: msgs.Leave) -> bool:
         """True when the intent is news (to be passed on)."""
-        self.clock.witness(msg.ltime)
-        ms = self._members.get(msg.node)
+        ms, news = self._witness(msgs.SerfMessageType.LEAVE, msg.ltime, msg.node)
         if ms is None:
-            return self._upsert_intent(msg.node, msgs.SerfMessageType.LEAVE, msg.ltime)
-        if msg.ltime <= ms.status_ltime:
-            return False
+            return news
         if msg.node == self.name and self._local_state() == SerfState.ALIVE:
             # someone thinks we are leaving: refute with a fresh join intent
             self._stats["intent.refuted"] += 1

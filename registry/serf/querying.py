@@ -20,7 +20,7 @@ from registry.memberlist.timers import TimerHeap
 from registry.memberlist.types import Address, ip_from_bytes, ip_to_bytes
 
 from . import messages as msgs
-from .clock import LamportClock
+from .clock import LamportRing
 from .config import SerfConfig
 from .events import Event, QueryEvent
 from .member import MemberStatus
@@ -73,8 +73,11 @@ class Queries:
         self.config = config
         self.memberlist = memberlist
         self.name = memberlist.config.name
-        self.clock = LamportClock()
-        self.clock.increment()
+        self._ring: LamportRing[_QuerySlot, int] = LamportRing(
+            config.query_buffer, _QuerySlot, lambda slot: slot.ids, stats, "queries.too_old"
+        )
+        #: orders queries
+        self.clock = self._ring.clock
         self._members = members
         self._stats = stats
         self._timers = timers
@@ -86,9 +89,6 @@ class Queries:
         self._tags = tags
         self._shut_down = shut_down
         self._encrypted = encrypted
-        self._buffer: list[_QuerySlot | None] = [None] * config.query_buffer
-        #: queries older than this are ignored (never raised today; Go's minQueryTime)
-        self.min_time = 0
         self._open: dict[int, QueryHandle] = {}
         #: internal query operation (name after the prefix) -> its handler
         self.internal: dict[str, Callable[[QueryEvent], None]] = {}
@@ -155,23 +155,8 @@ class Queries:
         return handle
 
     def handle(self, q: msgs.QueryMsg, raw: bytes) -> bool:
-        self.clock.witness(q.ltime)
-        if q.ltime < self.min_time:
+        if not self._ring.record(q.ltime, q.id):
             return False
-        size = len(self._buffer)
-        cur = self.clock.time()
-        if cur > size and q.ltime < cur - size:
-            self._stats["queries.too_old"] += 1
-            return False
-        idx = q.ltime % size
-        slot = self._buffer[idx]
-        if slot is not None and slot.ltime == q.ltime:
-            if q.id in slot.ids:
-                return False
-        else:
-            slot = _QuerySlot(q.ltime)
-            self._buffer[idx] = slot
-        slot.ids.append(q.id)
         rebroadcast = not q.no_broadcast
         if not filters_pass(q.filters, self.name, self._tags()):
             return rebroadcast

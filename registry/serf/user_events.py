@@ -15,7 +15,7 @@ from collections.abc import Callable
 from registry.memberlist.timers import TimerHeap
 
 from . import messages as msgs
-from .clock import LamportClock
+from .clock import LamportRing
 from .config import SerfConfig
 from .events import Event, UserEvent
 
@@ -75,6 +75,10 @@ class Coalescer:
                 self._emit(ev)
 
 
+def _entries(slot: msgs.UserEventSlot) -> list[msgs.UserEventEntry]:
+    return slot.events
+
+
 class UserEvents:
     """The event clock, the ring of recent events, and sending (see module docstring)."""
 
@@ -89,15 +93,14 @@ class UserEvents:
     ) -> None:
         """`coalescer` None: every event is delivered at once; `broadcast` gossips a message."""
         self.config = config
-        self.clock = LamportClock()
-        self.clock.increment()
-        self._stats = stats
+        self._ring: LamportRing[msgs.UserEventSlot, msgs.UserEventEntry] = LamportRing(
+            config.event_buffer, lambda ltime: msgs.UserEventSlot(ltime, []), _entries, stats, "events.too_old"
+        )
+        #: orders user events
+        self.clock = self._ring.clock
         self._emit = emit
         self._coalescer = coalescer
         self._broadcast = broadcast
-        self._buffer: list[msgs.UserEventSlot | None] = [None] * config.event_buffer
-        #: events older than this are ignored (raised by a join that asked to skip old events)
-        self.min_time = 0
 
     def send(self, name: str, payload: bytes, coalesce: bool) -> None:
         """Send a user event (Serf's size checks raise ValueError)."""
@@ -117,24 +120,8 @@ class UserEvents:
 
     def handle(self, msg: msgs.UserEventMsg) -> bool:
         """Deliver an event not seen before; True when it is news (to be passed on)."""
-        self.clock.witness(msg.ltime)
-        if msg.ltime < self.min_time:
+        if not self._ring.record(msg.ltime, msgs.UserEventEntry(msg.name, msg.payload)):
             return False
-        size = len(self._buffer)
-        cur = self.clock.time()
-        if cur > size and msg.ltime < cur - size:
-            self._stats["events.too_old"] += 1
-            return False
-        idx = msg.ltime % size
-        slot = self._buffer[idx]
-        entry = msgs.UserEventEntry(msg.name, msg.payload)
-        if slot is not None and slot.ltime == msg.ltime:
-            if entry in slot.events:
-                return False
-        else:
-            slot = msgs.UserEventSlot(msg.ltime, [])
-            self._buffer[idx] = slot
-        slot.events.append(entry)
         ev = UserEvent(msg.ltime, msg.name, msg.payload, msg.cc)
         if msg.cc and self._coalescer is not None:
             self._coalescer.add(ev)
@@ -144,13 +131,13 @@ class UserEvents:
 
     def slots(self) -> list[msgs.UserEventSlot | None]:
         """The ring, for our push/pull state."""
-        return list(self._buffer)
+        return list(self._ring.slots)
 
     def merge(self, pp: msgs.PushPullState, ignore_old: bool) -> None:
         """A peer's recent events; with `ignore_old` (a join that asked for it) none older
         than the peer's event clock is delivered, then or later."""
-        if ignore_old and pp.event_ltime > self.min_time:
-            self.min_time = pp.event_ltime
+        if ignore_old and pp.event_ltime > self._ring.min_time:
+            self._ring.min_time = pp.event_ltime
         for slot in pp.events:
             if slot is None:
                 continue

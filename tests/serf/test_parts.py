@@ -140,7 +140,7 @@ def test_a_join_that_ignores_old_events_skips_the_peers_ring() -> None:
                     coalescer=None, broadcast=rig.sent.append)
     slot = M.UserEventSlot(3, [M.UserEventEntry("old", b"")])
     ev.merge(M.PushPullState(1, {}, [], 4, [slot], 1), ignore_old=True)
-    assert rig.events == [] and ev.min_time == 4
+    assert rig.events == [] and not ev.handle(M.UserEventMsg(3, "late", b""))  # older than the peer's clock
     ev.merge(M.PushPullState(1, {}, [], 4, [M.UserEventSlot(5, [M.UserEventEntry("new", b"")])], 1), ignore_old=False)
     assert [e.name for e in rig.events if isinstance(e, UserEvent)] == ["new"]
 
