@@ -67,7 +67,7 @@ def test_endless_continuation_frames_end_the_connection(server: ServerProcess) -
     except (BrokenPipeError, ConnectionResetError):
         pass  # the server closed the connection under us: what we want, checked below
     f = p.wait(lambda f: isinstance(f, GoAwayFrame), goaway_ok=True)
-    assert f.error_code == ENHANCE_YOUR_CALM and b"CONTINUATION" in f.additional_data, f
+    assert isinstance(f, GoAwayFrame) and f.error_code == ENHANCE_YOUR_CALM and b"CONTINUATION" in f.additional_data, f
     p.close()
 
 

@@ -102,6 +102,8 @@ class Peer:
         self.decoder = HpackDecoder()
         self.buf = bytearray()
         self.received: list[Frame] = []
+        # Each header block's fields, by the frame that ended it (None: it did not end there).
+        self.decoded: dict[Frame, list[tuple[str | bytes, str | bytes]] | None] = {}
         self.closed = False
         self.server_settings: dict[int, int] = {}
         if handshake:
@@ -182,7 +184,7 @@ class Peer:
                     f.parse_body(memoryview(bytes(self.buf[9 : 9 + length])))
                     del self.buf[: 9 + length]
                     if isinstance(f, HeadersFrame | ContinuationFrame):
-                        f.decoded = self.decoder.decode(bytes(f.data)) if "END_HEADERS" in f.flags else None
+                        self.decoded[f] = list(self.decoder.decode(bytes(f.data))) if "END_HEADERS" in f.flags else None
                     self.received.append(f)
                     return f
             if self.closed:
@@ -238,9 +240,10 @@ class Peer:
     def expect_response(self, sid: int) -> list[tuple[str, str]]:
         """The response HEADERS on `sid`, decoded."""
         f = self.wait(lambda f: isinstance(f, HeadersFrame) and f.stream_id == sid)
-        assert f.decoded is not None, "response header block in CONTINUATION frames"
+        fields = self.decoded.get(f)
+        assert fields is not None, "response header block in CONTINUATION frames"
         return [(n.decode() if isinstance(n, bytes) else n, v.decode() if isinstance(v, bytes) else v)
-                for n, v in f.decoded]
+                for n, v in fields]
 
     def expect_data(self, sid: int) -> DataFrame:
         f = self.wait(lambda f: isinstance(f, DataFrame) and f.stream_id == sid)
