@@ -345,7 +345,7 @@ class Serf(Delegate):
     def get_coordinate(self) -> Coordinate:
         return self.coordinates.client.coord.copy()
 
-    def _answer_key_query(self, op: str, event: QueryEvent) -> None:
+    def _answer_key_query(self, op: keys.KeyOp, event: QueryEvent) -> None:
         kr = self.memberlist.codec.keyring if self.encryption_enabled() else None
         keys.answer_key_event(
             op, event, kr, self.keyring_file, name=self.name, limit=self.config.query_response_size_limit

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import messages as msgs
 from .events import QueryEvent
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_OPS",
     "KEY_QUERIES",
+    "KeyOp",
     "KeyOpResult",
     "aggregate_key_responses",
     "answer_key_event",
@@ -32,7 +33,10 @@ __all__ = [
     "write_keyring_file",
 ]
 
-KEY_QUERIES = {
+#: a cluster-wide key operation (`serf keys -install/-use/-remove/-list`)
+KeyOp = Literal["install", "use", "remove", "list"]
+
+KEY_QUERIES: dict[str, str] = {
     "install": "_serf_install-key",
     "use": "_serf_use-key",
     "remove": "_serf_remove-key",
@@ -40,7 +44,12 @@ KEY_QUERIES = {
 }
 
 #: internal query operation (the query name after "_serf_") -> key operation
-KEY_OPS = {query.removeprefix("_serf_"): op for op, query in KEY_QUERIES.items()}
+KEY_OPS: dict[str, KeyOp] = {
+    "install-key": "install",
+    "use-key": "use",
+    "remove-key": "remove",
+    "list-keys": "list",
+}
 
 #: a base64-encoded 16-byte key is 24 characters; Go sizes the truncation loop with 25
 MIN_ENCODED_KEY_LENGTH = 25
@@ -101,7 +110,7 @@ def write_keyring_file(path: str, keys: list[bytes]) -> None:
 
 
 def answer_key_query(
-    op: str, payload: bytes, keyring: Keyring | None, keyring_file: str | None
+    op: KeyOp, payload: bytes, keyring: Keyring | None, keyring_file: str | None
 ) -> msgs.KeyResponse:
     """Apply one key query to our keyring and build the answer Serf would send."""
     if op == "list":
@@ -136,7 +145,7 @@ def answer_key_query(
 
 
 def answer_key_event(
-    op: str, event: QueryEvent, keyring: Keyring | None, keyring_file: str | None, *, name: str, limit: int
+    op: KeyOp, event: QueryEvent, keyring: Keyring | None, keyring_file: str | None, *, name: str, limit: int
 ) -> None:
     """Answer one internal key query as node `name`; a key list is cut to fit `limit` bytes
     once wrapped in its query response."""

@@ -12,6 +12,7 @@ from registry.memberlist.timers import TimerHeap
 from registry.memberlist.types import Address, Node, NodeState
 from registry.serf import messages as M
 from registry.serf.broadcasts import SerfBroadcasts
+from registry.serf.clock import LamportRing
 from registry.serf.config import SerfConfig
 from registry.serf.events import Event, EventQueue, EventType, MemberEvent, UserEvent
 from registry.serf.joins import PendingJoins
@@ -177,7 +178,9 @@ def test_the_event_queue_drops_the_oldest_when_full_and_wakes_the_driver() -> No
     stats: collections.Counter[str] = collections.Counter()
     wakes: list[int] = []
     q = EventQueue(2, stats, lambda: wakes.append(1))
-    events = [MemberEvent(EventType.MEMBER_JOIN, []), UserEvent(1, "a", b"", False), UserEvent(2, "b", b"", False)]
+    events: list[Event] = [
+        MemberEvent(EventType.MEMBER_JOIN, []), UserEvent(1, "a", b"", False), UserEvent(2, "b", b"", False)
+    ]
     for e in events:
         q.emit(e)
     assert q.drain() == events[1:] and stats["events.dropped"] == 1 and len(wakes) == 3
@@ -185,6 +188,10 @@ def test_the_event_queue_drops_the_oldest_when_full_and_wakes_the_driver() -> No
 
 
 # ---------------------------------------------------------------------------- leave, joins
+
+
+def stage(seq: LeaveSequence) -> LeaveStage:
+    return seq.stage
 
 
 def test_a_lone_leave_runs_its_stages_to_left() -> None:
@@ -195,9 +202,9 @@ def test_a_lone_leave_runs_its_stages_to_left() -> None:
     seq = LeaveSequence(config, ml, timers=rig.timers, outbox=SerfBroadcasts(4, 10, rig.stats),
                         leaving=lambda: True, on_left=lambda: left.append(rig.now))
     seq.begin(M.encode(M.Leave(1, "me")), has_peers=False)
-    assert seq.stage == LeaveStage.INTENT_QUEUED
+    assert stage(seq) == LeaveStage.INTENT_QUEUED
     rig.advance(0.0)
-    assert seq.stage == LeaveStage.PROPAGATING and not left  # nobody to tell: memberlist is done at once
+    assert stage(seq) == LeaveStage.PROPAGATING and not left  # nobody to tell: memberlist is done at once
     rig.advance(config.leave_propagate_delay)
     assert left == [config.leave_propagate_delay]
 
@@ -210,11 +217,11 @@ def test_a_leave_with_peers_waits_for_its_intent_to_be_sent() -> None:
     seq = LeaveSequence(config, ml, timers=rig.timers, outbox=out, leaving=lambda: True, on_left=lambda: None)
     seq.begin(b"intent", has_peers=True)
     rig.advance(0.0)
-    assert seq.stage == LeaveStage.INTENT_QUEUED and len(out.intents) == 1
+    assert stage(seq) == LeaveStage.INTENT_QUEUED and len(out.intents) == 1
     while len(out.intents):  # the intent goes out its full retransmit count
         out.get(2, 1400, 1)
     rig.advance(0.0)
-    assert seq.stage in (LeaveStage.MEMBERLIST_LEAVE, LeaveStage.PROPAGATING)
+    assert stage(seq) in (LeaveStage.MEMBERLIST_LEAVE, LeaveStage.PROPAGATING)
 
 
 def test_a_join_gossips_its_intent_once_all_its_push_pulls_ended_and_one_succeeded() -> None:
@@ -228,3 +235,18 @@ def test_a_join_gossips_its_intent_once_all_its_push_pulls_ended_and_one_succeed
     second = joins.begin(2)
     assert second is not None and joins.record(second, 2, True)
     assert joins.results == {1: False, 2: True}
+
+
+def test_the_lamport_ring_keeps_each_item_once_per_time_and_refuses_what_it_cannot_tell_apart() -> None:
+    stats: collections.Counter[str] = collections.Counter()
+    ring: LamportRing[M.UserEventSlot, M.UserEventEntry] = LamportRing(
+        2, lambda lt: M.UserEventSlot(lt, []), lambda slot: slot.events, stats, "too_old"
+    )
+    a, b = M.UserEventEntry("a", b""), M.UserEventEntry("b", b"")
+    assert ring.record(5, a) and ring.record(5, b) and not ring.record(5, a)
+    assert ring.clock.time() == 6
+    assert ring.record(6, a)  # another time, another slot
+    assert not ring.record(3, a) and stats["too_old"] == 1  # 2 slots: time 3 may be overwritten
+    ring.min_time = 7
+    assert not ring.record(7 - 1, b) and stats["too_old"] == 1
+    assert ring.slots[5 % 2] is not None and [e.name for e in ring.slots[5 % 2].events] == ["a", "b"]
