@@ -1,4 +1,5 @@
-"""Serf's outgoing gossip: three retransmit-limited queues riding in memberlist's packets.
+"""Serf's outgoing gossip: three retransmit-limited queues riding in memberlist's packets
+(docs/wire.md §7, §10).
 
 Serf keeps intents, queries and user events in separate queues (Go's broadcasts,
 queryBroadcasts, eventBroadcasts) and fills memberlist's piggyback space in that order, so a

@@ -1,4 +1,4 @@
-"""Lamport clocks: Serf orders intents, events and queries by them, not by wall time; and the
+"""Lamport clocks (docs/wire.md §12.1): Serf orders intents, events and queries by them, not by wall time; and the
 ring of recent Lamport times that lets a gossiped message be handled once per node."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Name conflicts (serf.go's handleNodeConflict/resolveNodeConflict, conflict_delegate.go).
+"""Name conflicts (docs/wire.md §14.4; serf.go's handleNodeConflict/resolveNodeConflict, conflict_delegate.go).
 
 memberlist refuses a second node claiming a name it already holds alive and reports it
 here (it is memberlist's `ConflictDelegate`).  When the name is ours, Serf asks the pool (`_serf_conflict`) which address each

@@ -1,4 +1,4 @@
-"""Keyring management the Serf way: internal `_serf_*-key` queries answered with Serf's
+"""Keyring management the Serf way (docs/wire.md §15): internal `_serf_*-key` queries answered with Serf's
 messages, results aggregated like Go's KeyManager, and the optional JSON keyring file."""
 
 from __future__ import annotations

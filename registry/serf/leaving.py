@@ -1,4 +1,4 @@
-"""The local node's graceful leave, in stages (serf.go's Leave).
+"""The local node's graceful leave, in stages (docs/wire.md §9.3, §12.2; serf.go's Leave).
 
 Peers must learn *leaving* before they see the node die, or they report a failure: so the
 leave intent is gossiped first (until sent its full retransmit count, or `broadcast_timeout`),
