@@ -9,16 +9,19 @@ import random
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
 from registry.memberlist.timers import TimerHeap
-from registry.memberlist.types import Address, Node, NodeState
+from registry.memberlist.types import Address, Node, NodeState, SendPacket
 from registry.serf import messages as M
 from registry.serf.broadcasts import SerfBroadcasts
 from registry.serf.clock import LamportRing
 from registry.serf.config import SerfConfig
-from registry.serf.events import Event, EventQueue, EventType, MemberEvent, UserEvent
+from registry.serf.conflict import NameConflicts
+from registry.serf.events import Event, EventQueue, EventType, MemberEvent, QueryEvent, UserEvent
 from registry.serf.joins import PendingJoins
 from registry.serf.leaving import LeaveSequence, LeaveStage
 from registry.serf.member import MemberStatus, SerfState
 from registry.serf.membership import Membership
+from registry.serf.query import QueryHandle, QueryParams
+from registry.serf.querying import Queries
 from registry.serf.user_events import Coalescer, UserEvents
 
 
@@ -250,3 +253,79 @@ def test_the_lamport_ring_keeps_each_item_once_per_time_and_refuses_what_it_cann
     ring.min_time = 7
     assert not ring.record(7 - 1, b) and stats["too_old"] == 1
     assert ring.slots[5 % 2] is not None and [e.name for e in ring.slots[5 % 2].events] == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- queries, conflicts
+
+
+def queries_rig(tags: dict[str, str]) -> tuple[Rig, Memberlist, Queries, Membership, list[bytes]]:
+    rig = Rig()
+    config = SerfConfig(name="me", memberlist=Config.fast(name="me"))
+    ml = Memberlist(config.memberlist_config(), Address("10.0.0.1", 7946), None, now=0.0)
+    members, _, _ = rig.membership(config)
+    local: list[bytes] = []
+    queries = Queries(
+        config, ml, members, stats=rig.stats, timers=rig.timers, rng=random.Random(3), emit=rig.events.append,
+        wake=lambda: None, broadcast=rig.sent.append, deliver_local=local.append, tags=lambda: tags,
+        shut_down=lambda: rig.state == SerfState.SHUTDOWN, encrypted=lambda: False,
+    )
+    return rig, ml, queries, members, local
+
+
+def query_msg(qid: int, name: str, filters: list[bytes]) -> M.QueryMsg:
+    return M.QueryMsg(4, qid, bytes([10, 0, 0, 2]), 7946, "asker", filters, 0, 0, 5 * 10**9, name, b"q?")
+
+
+def test_a_query_is_answered_once_to_the_asker_and_filters_decide_who_answers() -> None:
+    rig, ml, queries, _, _ = queries_rig({"role": "db"})
+    assert queries.handle(query_msg(1, "other-role", [M.encode_tag_filter("role", "^web$")]), b"raw")  # passed on,
+    assert rig.events == []  # but not for us
+    assert queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]), b"raw")
+    assert not queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]), b"raw")  # seen: once
+    (event,) = rig.events
+    assert isinstance(event, QueryEvent) and event.name == "ask" and event.source_node == "asker"
+    ml.drain()
+    assert event.respond(b"yes") and not event.respond(b"again")
+    assert rig.stats["query.respond_refused"] == 1
+    (out,) = [o for o in ml.drain() if isinstance(o, SendPacket)]
+    assert out.addr == Address("10.0.0.2", 7946)
+
+
+def test_our_own_query_is_answered_without_the_network_and_collected_until_its_deadline() -> None:
+    rig, _ml, queries, _, local = queries_rig({})
+    handle = queries.query("ask", b"", 0.0, QueryParams(timeout=2.0))
+    assert isinstance(M.decode(rig.sent[-1]), M.QueryMsg)  # gossiped
+    (event,) = rig.events
+    assert isinstance(event, QueryEvent) and event.respond(b"mine")
+    (answer,) = local  # straight back to us, as if from the network
+    response = M.decode(answer)
+    assert isinstance(response, M.QueryResponseMsg)
+    queries.handle_response(response)
+    assert [(r.from_, r.payload) for r in handle.responses] == [("me", b"mine")]
+    rig.advance(2.0)
+    assert handle.closed
+
+
+def test_a_conflict_query_is_answered_with_the_member_we_hold_under_that_name() -> None:
+    rig = Rig()
+    members, _, _ = rig.membership()
+    members.notify_join(Node("dup", "10.0.0.7", 7000))
+    conflicts = NameConflicts(
+        SerfConfig(name="me"), lambda: Node("me", "10.0.0.1", 7946), members, stats=rig.stats,
+        local_state=lambda: rig.state, during_join=lambda: False,
+        ask=lambda _op, _payload: QueryHandle(1, 1, "q", 1.0, 1), shutdown=lambda: None,
+    )
+    answers: list[bytes] = []
+
+    def respond(payload: bytes) -> bool:
+        answers.append(payload)
+        return True
+
+    def ask(name: bytes) -> QueryEvent:
+        return QueryEvent(1, 1, "_serf_conflict", name, "x", 1.0, respond)
+
+    conflicts.answer(ask(b"dup"))
+    conflicts.answer(ask(b"me"))  # a claimant never answers about its own name
+    (raw,) = answers
+    held = M.decode_conflict_response(raw)
+    assert held is not None and (held.name, held.addr, held.port) == ("dup", bytes([10, 0, 0, 7]), 7000)
