@@ -85,23 +85,16 @@ def _frame(make: Callable[[int], Callable[[bytes], bytes | None]], wire: bytes) 
     raise AssertionError("the framer did not find the end of the message")
 
 
-def main() -> int:
-    p = common.base_parser(__doc__ or "")
-    args = p.parse_args()
-    common.require_import("registry.memberlist.stream", args)
+def _forms() -> dict[str, bytes]:
+    """The stream messages framed, as a peer sends them (no label: we dialed)."""
     from registry.memberlist.codec import WireCodec, encode
     from registry.memberlist.messages import PushNodeState, PushPull
 
-    common.print_header("memberlist stream framing", args.quick)
-    repeats = 3 if args.quick else 7
-    py = f"Python {sys.version.split()[0]}"
     meta = bytes.fromhex("ff83a567726f7570b0776562736572766963652d67726f7570a87265706c69636173a53130303030")
-    rows = [
-        PushNodeState(f"node-{i:05d}", bytes([10, 0, i >> 8 & 255, i & 255]), 7946, meta, i, 0, bytes([1, 5, 2, 2, 5, 5]))
-        for i in range(9050)
-    ]
+    vsn = bytes([1, 5, 2, 2, 5, 5])
+    rows = [PushNodeState(f"node-{i:05d}", bytes([10, 0, i >> 8 & 255, i & 255]), 7946, meta, i, 0, vsn) for i in range(9050)]
     msg = encode(PushPull(False, rows, b""))
-    forms = {
+    return {
         "1 MiB push/pull": WireCodec(compress=False).encode_stream(msg, dialer=False),
         "same, compressed": WireCodec().encode_stream(msg, dialer=False),
         # incompressible Serf state: the compressed message is one ~1.3 MiB msgpack bin
@@ -109,8 +102,15 @@ def main() -> int:
             encode(PushPull(False, rows[:10], random.Random(1).randbytes(1 << 20))), dialer=False
         ),
     }
+
+
+def main() -> int:
+    args = common.base_parser(__doc__ or "").parse_args()
+    common.require_import("registry.memberlist.stream", args)
+    common.print_header("memberlist stream framing", args.quick)
+    repeats = 3 if args.quick else 7
     recs = []
-    for form, wire in forms.items():
+    for form, wire in _forms().items():
         for name, make in (("ours", _ours), ("unpacker", _unpacker_framer)):
             assert _frame(make, wire) == wire
             best = float("inf")
@@ -123,9 +123,9 @@ def main() -> int:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             how = (
-                f"{len(wire):,} bytes fed in {CHUNK}-byte chunks; best of {repeats} by process CPU time, {py}; "
-                f"peak traced memory while framing, beyond the buffered message and the copy returned: "
-                f"{(peak - 2 * len(wire)) / 1024:,.0f} KiB"
+                f"{len(wire):,} bytes fed in {CHUNK}-byte chunks; best of {repeats} by process CPU time, "
+                f"Python {sys.version.split()[0]}; peak traced memory while framing, beyond the buffered message "
+                f"and the copy returned: {(peak - 2 * len(wire)) / 1024:,.0f} KiB"
             )
             recs.append(common.record(f"stream framing, {form}: {name}", round(best * 1e3, 2), "ms", how))
     common.emit(recs, args)
