@@ -1,5 +1,5 @@
 """The memberlist core's parts built alone, from real objects (no core, no mocks), for their
-unit tests: a membership table, an outbox reading it, a prober using both."""
+unit tests: a membership table, an outbox reading it, a prober and push/pull using both."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from registry.memberlist.membership import Membership
 from registry.memberlist.messages import Alive, Message
 from registry.memberlist.outbox import Outbox, make_codec
 from registry.memberlist.probe import Prober
+from registry.memberlist.pushpull import PushPuller
 from registry.memberlist.timers import Clock, TimerHeap
 from registry.memberlist.types import DEFAULT_VSN, Address, SendPacket, ip_to_bytes
 from tests.memberlist.memberlist_sim import Recorder
@@ -46,6 +47,7 @@ class Parts:
     members: Membership
     outbox: Outbox
     prober: Prober
+    push_pull: PushPuller
 
     def run(self, until: float) -> None:
         """Advance the clock to `until`, running every timer due on the way."""
@@ -97,8 +99,9 @@ def make_parts(name: str = "me", **cfg: object) -> Parts:
         outbox=outbox,
         hooks=hooks,
     )
+    push_pull = PushPuller(config=config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks)
     members.announce(b"")
-    return Parts(config, clock, stats, timers, queue, awareness, events, members, outbox, prober)
+    return Parts(config, clock, stats, timers, queue, awareness, events, members, outbox, prober, push_pull)
 
 
 def queued(parts: Parts) -> list[bytes]:
