@@ -52,7 +52,7 @@ from registry.h2.hpack import Decoder, HPACKError
 from registry.h2.request import check_request, check_trailers
 from registry.h2.sender import Sender
 from registry.h2.stream_state import ILLEGAL, NEXT, RECEIVING, StreamInput, StreamState
-from registry.h2.streams import Closed, Stream
+from registry.h2.streams import LATE_FRAME, Closed, Stream
 
 if TYPE_CHECKING:
     from registry.h2.events import Event
@@ -316,15 +316,16 @@ class ServerConnection(Sender):
     def _late_frame(self, stream_id: int, what: str, events: list[Event]) -> None:
         """DATA or HEADERS on a stream id the peer used before that is no longer open (RFC 9113 5.1)."""
         how = self._closed.get(stream_id)
-        if how is Closed.RESET_SENT:
-            return  # in flight when we reset it: ignored
-        if how is Closed.RESET_RECEIVED:
-            self._stream_error(stream_id, ErrorCode.STREAM_CLOSED, events)
+        if how is None:  # never opened, or closed too long ago to remember
+            if what == "HEADERS":  # stream ids must increase
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"HEADERS opening stream {stream_id} out of order")
             return
-        if how is Closed.ENDED:
-            raise _ProtocolError(ErrorCode.STREAM_CLOSED, f"{what} on closed stream {stream_id}")
-        if what == "HEADERS":  # never opened (or long forgotten): stream ids must increase
-            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"HEADERS opening stream {stream_id} out of order")
+        bad = LATE_FRAME[how]
+        if bad is None:
+            return  # in flight when we reset it: ignored
+        if bad.connection:
+            raise _ProtocolError(bad.code, f"{what} on closed stream {stream_id}")
+        self._stream_error(stream_id, bad.code, events)
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id == 0:

@@ -10,9 +10,10 @@ import heapq
 from collections import deque
 from enum import IntEnum
 
-from registry.h2.stream_state import StreamState
+from registry.h2.events import ErrorCode
+from registry.h2.stream_state import Illegal, StreamState
 
-__all__ = ["CLOSED_STREAMS_REMEMBERED", "Closed", "ClosedStreams", "CreditBound", "Stream"]
+__all__ = ["CLOSED_STREAMS_REMEMBERED", "LATE_FRAME", "Closed", "ClosedStreams", "CreditBound", "Stream"]
 
 # How many closed streams a connection remembers, to answer late frames on them as RFC 9113
 # section 5.1 says (ignored after our RST_STREAM, STREAM_CLOSED after theirs or after both
@@ -28,6 +29,15 @@ class Closed(IntEnum):
     RESET_SENT = 0  # we sent RST_STREAM (or refused it): frames in flight are ignored
     RESET_RECEIVED = 1  # the peer reset it: more frames are a stream error STREAM_CLOSED
     ENDED = 2  # both sides sent END_STREAM: more DATA/HEADERS are a connection error STREAM_CLOSED
+
+
+#: What DATA or HEADERS on a closed stream is (RFC 9113 section 5.1), by how the stream closed:
+#: the closed state's row of registry.h2.stream_state.ILLEGAL, refined. None: ignored.
+LATE_FRAME: dict[Closed, Illegal | None] = {
+    Closed.RESET_SENT: None,
+    Closed.RESET_RECEIVED: Illegal(False, ErrorCode.STREAM_CLOSED),
+    Closed.ENDED: Illegal(True, ErrorCode.STREAM_CLOSED),
+}
 
 
 class Stream:
