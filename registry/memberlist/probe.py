@@ -34,13 +34,7 @@ from .messages import (
 )
 from .outbox import Outbox, StreamCtx
 from .timers import Clock, TimerHeap
-from .types import (
-    Address,
-    Node,
-    NodeState,
-    ip_from_bytes,
-    ip_to_bytes,
-)
+from .types import Address, Node, NodeState, ip_from_bytes, ip_to_bytes
 
 __all__ = ["Prober"]
 

@@ -25,13 +25,7 @@ from .messages import (
 )
 from .outbox import Outbox, StreamCtx
 from .timers import TimerHeap
-from .types import (
-    Address,
-    Node,
-    NodeState,
-    ip_from_bytes,
-    ip_to_bytes,
-)
+from .types import Address, Node, NodeState, ip_from_bytes, ip_to_bytes
 
 __all__ = ["PushPuller", "explain_refused_reply", "verify_protocol"]
 
