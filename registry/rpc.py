@@ -33,6 +33,7 @@ from registry.api import (
     UnaryMethod,
 )
 from registry.catalog import Catalog
+from registry.grpcwire import code_of
 from registry.health import HEALTH_SERVICE, Health
 from registry.tls import TlsFiles
 
@@ -67,9 +68,8 @@ _SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
 
 
 def _code(exc: Exception) -> grpc.StatusCode:
-    if isinstance(exc, Exhausted):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    return grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, Invalid) else grpc.StatusCode.NOT_FOUND
+    """The status both fronts give a failed call (registry.grpcwire.code_of), as grpcio names it."""
+    return grpc.StatusCode[code_of(exc).name]
 
 
 def _unary(method: UnaryMethod) -> grpc.RpcMethodHandler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import grpc
 import pytest
 
 from registry.api import Invalid, Missing
@@ -45,6 +46,7 @@ def test_status_codes_go_out_as_numbers() -> None:
     # Status is an IntEnum: on Python 3.10 its str() is the member's name, never to reach the wire.
     assert Decoder().decode(status_block(Status.NOT_FOUND, "")) == [("grpc-status", "5")]
     assert [int(s) for s in Status] == list(range(17))  # grpc's statuscodes.md, every one
+    assert all(grpc.StatusCode[s.name].value[0] == s for s in Status)  # the grpcio front maps by name
 
 
 def test_message_framing() -> None:
