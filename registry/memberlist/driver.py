@@ -27,17 +27,35 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from registry.addresses import bind_pair, outward_host
 
 from .config import Config
 from .types import REFUSED, Address, Machine, OpenStream, SendPacket, refusal_text
 
-__all__ = ["SHUT_DOWN", "STUCK_TIMER_DELAY", "DriverBase", "StreamDone", "Wake", "local_advertise", "started"]
+if TYPE_CHECKING:
+    from .stream import StreamFramer
+
+__all__ = [
+    "SHUT_DOWN",
+    "STUCK_TIMER_DELAY",
+    "DriverBase",
+    "StreamDone",
+    "Wake",
+    "dial_bad_reply",
+    "dial_eof",
+    "dial_error",
+    "dial_timed_out",
+    "local_advertise",
+    "os_error_text",
+    "reply_framer",
+    "started",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +88,47 @@ def local_advertise(config: Config, bound: Address) -> Address:
     if config.advertise_addr:
         return Address(config.advertise_addr, port)
     return Address(outward_host(bound.host), port)
+
+
+def reply_framer(config: Config) -> StreamFramer:
+    """The framer an outbound exchange reads its one reply with (no label on replies)."""
+    from .stream import StreamFramer  # the codec is only needed once streams flow
+
+    return StreamFramer(expect_label=False, max_size=config.max_stream_size)
+
+
+# -- how a failed outbound exchange is counted (`tcp.dial.<kind>`) and worded, by both drivers:
+# the wording reaches operators (JoinError) and `REFUSED` is recognised by the machine.
+
+
+def os_error_text(exc: BaseException) -> str:
+    """ "Connection refused" rather than asyncio's "Connect call failed (...)"."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return str(exc) or type(exc).__name__
+
+
+def dial_error(stats: Counter[str], exc: BaseException) -> str:
+    """Connecting, writing or reading failed (refused, unreachable, reset)."""
+    stats["tcp.dial.error"] += 1
+    return os_error_text(exc)
+
+
+def dial_timed_out(stats: Counter[str], timeout: float) -> str:
+    stats["tcp.dial.timeout"] += 1
+    return f"timed out after {timeout:g}s"
+
+
+def dial_bad_reply(stats: Counter[str], exc: ValueError) -> str:
+    """The framer refused the reply (too large, malformed)."""
+    stats["tcp.dial.bad_reply"] += 1
+    return f"bad reply: {exc}"
+
+
+def dial_eof(stats: Counter[str]) -> str:
+    stats["tcp.dial.eof"] += 1
+    return "connection closed before a reply"
 
 
 class DriverBase:

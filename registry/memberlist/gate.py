@@ -15,13 +15,16 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .admission import ACCEPT_BATCH, NO_FD_ERRNOS, Admission, Shed, make_admission
 from .config import Config
 from .types import Address
 
-__all__ = ["Gate", "InboundStream", "accept_some", "peer_address"]
+if TYPE_CHECKING:
+    from .stream import StreamFramer
+
+__all__ = ["Gate", "InboundStream", "accept_some", "inbound_framer", "peer_address"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,16 @@ def peer_address(peer: Any) -> Address:
         return Address(str(peer[0]), int(peer[1]))
     except (IndexError, TypeError, ValueError):
         return Address("0.0.0.0", 0)
+
+
+def inbound_framer(config: Config) -> StreamFramer:
+    """The framer an inbound stream is read with: a label may lead, and a message (and a user
+    message inside it) is bounded before any of it is buffered."""
+    from .stream import StreamFramer  # the codec is only needed once streams flow
+
+    return StreamFramer(
+        expect_label=True, max_size=config.max_stream_size, max_user_size=config.max_stream_user_msg_size
+    )
 
 
 def accept_some(

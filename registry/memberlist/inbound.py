@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from .admission import NO_FD_BACKOFF, first_message_timeout
 from .config import Config
-from .gate import Gate, accept_some, peer_address
+from .gate import Gate, accept_some, inbound_framer, peer_address
 from .types import Address
 
 __all__ = ["InboundServer"]
@@ -31,13 +31,10 @@ class _Stream(asyncio.Protocol):
     """One inbound exchange: read one framed message, answer it, close."""
 
     def __init__(self, server: InboundServer, source: Address, accepted: float) -> None:
-        from .stream import StreamFramer  # the codec is only needed once streams flow
-
         self._server = server
         self.source = source
         self.accepted = accepted
-        self._framer = StreamFramer(expect_label=True, max_size=server.config.max_stream_size,
-                                    max_user_size=server.config.max_stream_user_msg_size)
+        self._framer = inbound_framer(server.config)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.done = False  # the message arrived

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .config import Config
-from .driver import DriverBase
+from .driver import DriverBase, reply_framer
 from .inbound import InboundServer
 from .transport import StreamOutcome, UdpProtocol, dial_stream
 from .types import Address, Machine, OpenStream, SendPacket
@@ -25,13 +25,6 @@ from .types import Address, Machine, OpenStream, SendPacket
 __all__ = ["MachineRunner", "StreamOutcome"]
 
 log = logging.getLogger(__name__)
-
-
-def _make_framer(*, expect_label: bool, max_size: int) -> Any:
-    # Imported late: the codec is only needed once streams flow.
-    from .stream import StreamFramer
-
-    return StreamFramer(expect_label=expect_label, max_size=max_size)
 
 
 class MachineRunner(DriverBase):
@@ -182,9 +175,7 @@ class MachineRunner(DriverBase):
         task.add_done_callback(self._tasks.discard)
 
     async def _run_outbound(self, out: OpenStream) -> None:
-        framer = None
-        if out.expect_reply:
-            framer = _make_framer(expect_label=False, max_size=self.config.max_stream_size)
+        framer = reply_framer(self.config) if out.expect_reply else None
         timeout = out.timeout if out.timeout > 0 else self.config.tcp_timeout
         self.stats["tcp.dial"] += 1
         try:

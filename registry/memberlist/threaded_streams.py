@@ -25,7 +25,8 @@ from registry.addresses import family_of
 
 from .admission import NO_FD_BACKOFF, first_message_timeout
 from .config import Config
-from .gate import Gate, accept_some, peer_address
+from .driver import dial_bad_reply, dial_eof, dial_error, dial_timed_out, os_error_text, reply_framer
+from .gate import Gate, accept_some, inbound_framer, peer_address
 from .stream import StreamFramer
 from .types import Address, OpenStream
 
@@ -106,10 +107,9 @@ class Exchanges:
         try:
             sock = socket.socket(family_of(out.addr.host), socket.SOCK_STREAM)
         except OSError as exc:
-            self.stats["tcp.dial.error"] += 1
-            self._done(out, None, os.strerror(exc.errno) if exc.errno else str(exc))
+            self._done(out, None, dial_error(self.stats, exc))
             return
-        framer = StreamFramer(expect_label=False, max_size=self.config.max_stream_size) if out.expect_reply else None
+        framer = reply_framer(self.config) if out.expect_reply else None
         conn = _Conn(sock, out, time.monotonic() + timeout, timeout, framer, out.addr, out.data)
         sock.setblocking(False)
         try:
@@ -121,8 +121,7 @@ class Exchanges:
             return
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             sock.close()
-            self.stats["tcp.dial.error"] += 1
-            self._done(out, None, os.strerror(err))
+            self._done(out, None, dial_error(self.stats, OSError(err, os.strerror(err))))
             return
         self._sel.register(sock, selectors.EVENT_WRITE, lambda key, mask: self._on_conn(conn, mask))
         self._conns.add(conn)
@@ -149,10 +148,9 @@ class Exchanges:
 
     def _admit(self, sock: socket.socket, peer: Any) -> None:
         source = peer_address(peer)
-        framer = StreamFramer(expect_label=True, max_size=self.config.max_stream_size,
-                              max_user_size=self.config.max_stream_user_msg_size)
         now = time.monotonic()
-        conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout, framer, source)
+        conn = _Conn(sock, None, now + first_message_timeout(self.config), self.config.tcp_timeout,
+                     inbound_framer(self.config), source)
         if not self.gate.admit(conn, conn.accepted):
             sock.close()
             return
@@ -176,10 +174,13 @@ class Exchanges:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._failed(conn, os.strerror(exc.errno) if exc.errno else str(exc), "error")
+            if conn.outbound is not None:
+                self._finish(conn, None, dial_error(self.stats, exc))
+            else:
+                self.gate.failed(conn, os_error_text(exc))
         except ValueError as exc:  # DecodeError from the framer
             if conn.outbound is not None:
-                self._failed(conn, f"bad reply: {exc}", "bad_reply")
+                self._finish(conn, None, dial_bad_reply(self.stats, exc))
             else:
                 self.gate.malformed(conn, exc)
 
@@ -202,8 +203,7 @@ class Exchanges:
             data = conn.sock.recv(_CHUNK)
             if not data:
                 if conn.outbound is not None:
-                    self.stats["tcp.dial.eof"] += 1
-                    self._finish(conn, None, "connection closed before a reply")
+                    self._finish(conn, None, dial_eof(self.stats))
                 else:
                     self.stats["tcp.in.eof"] += 1
                     self._drop(conn)
@@ -233,17 +233,9 @@ class Exchanges:
 
     def _timed_out(self, conn: _Conn) -> None:
         if conn.outbound is not None:
-            self.stats["tcp.dial.timeout"] += 1
-            self._finish(conn, None, f"timed out after {conn.timeout:g}s")
+            self._finish(conn, None, dial_timed_out(self.stats, conn.timeout))
         else:
             self.gate.timed_out(conn)
-
-    def _failed(self, conn: _Conn, why: str, kind: str) -> None:
-        if conn.outbound is not None:
-            self.stats["tcp.dial." + kind] += 1
-            self._finish(conn, None, why)
-        else:
-            self.gate.failed(conn, why)
 
     def _drop(self, conn: _Conn) -> None:
         """Forget and close one exchange (without reporting it to the machine)."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from registry.addresses import bind_pair
 
+from .driver import dial_bad_reply, dial_eof, dial_error, dial_timed_out
 from .types import Address
 
 #: The UDP+TCP pair on one port (`registry.addresses.bind_pair`, shared with the threaded driver).
@@ -94,11 +94,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._stats["udp.out.bytes"] += len(data)
 
 
-class FramerLike:
+class FramerLike(Protocol):
     """The part of `StreamFramer` used here (kept structural so this module imports nothing heavy)."""
 
-    def feed(self, data: bytes) -> bytes | None:  # pragma: no cover - interface only
-        raise NotImplementedError
+    def feed(self, data: bytes) -> bytes | None: ...
 
 
 async def read_framed(
@@ -117,14 +116,6 @@ async def read_framed(
         msg = framer.feed(data)
         if msg is not None:
             return msg
-
-
-def _os_error_text(exc: BaseException) -> str:
-    """ "Connection refused" rather than asyncio's "Connect call failed (...)"."""
-    code = getattr(exc, "errno", None)
-    if isinstance(code, int) and code > 0:
-        return os.strerror(code)
-    return str(exc) or type(exc).__name__
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
@@ -164,18 +155,14 @@ async def dial_stream(
     try:
         reply = await asyncio.wait_for(exchange(), timeout)
     except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-        stats["tcp.dial.timeout"] += 1
-        return None, f"timed out after {timeout:g}s"
+        return None, dial_timed_out(stats, timeout)
     except (OSError, ConnectionError) as exc:
-        stats["tcp.dial.error"] += 1
-        return None, _os_error_text(exc)
+        return None, dial_error(stats, exc)
     except ValueError as exc:  # DecodeError from the framer, or a bad address
-        stats["tcp.dial.bad_reply"] += 1
-        return None, f"bad reply: {exc}"
+        return None, dial_bad_reply(stats, exc)
     finally:
         if writer is not None:
             await _close_writer(writer)
     if reply is None:
-        stats["tcp.dial.eof"] += 1
-        return None, "connection closed before a reply"
+        return None, dial_eof(stats)
     return reply, ""
