@@ -6,6 +6,14 @@ carries them out.  State rules follow memberlist's state.go (docs/wire.md §8),
 gossip and push/pull follow §7/§6/§9.  Malformed or unwanted input is counted
 in `stats` under "drop.<reason>" and never raised; an exception inside a handler is a bug,
 counted as "drop.handler_error", logged once per kind and raised in strict mode (handler_errors.py).
+
+The protocol lives in parts, each with its own state and unit tests, which this class owns
+and wires (as aioquic's connection owns its recovery and stream parts): `Membership`
+(membership.py: the table and the alive/suspect/dead rules), `Prober` (probe.py),
+`PushPuller` (pushpull.py), `Exchanges` (exchange.py: TCP streams), `Outbox` (outbox.py:
+outputs and packet filling), plus the broadcast queue, awareness, suspicion timers, one
+`TimerHeap` and one `Clock`.  A part is handed the few objects it uses, never the core.
+The delegate's interfaces are resolved once into `Hooks` (delegate.py).
 """
 
 from __future__ import annotations
