@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SHUT_DOWN",
     "STUCK_TIMER_DELAY",
+    "UDP_RECV_MAX",
     "DriverBase",
     "StreamDone",
     "Wake",
@@ -64,6 +65,9 @@ T = TypeVar("T")
 #: If a buggy machine keeps reporting a deadline in the past after `tick`, poll this often
 #: instead of spinning.
 STUCK_TIMER_DELAY = 0.01
+
+#: Largest datagram a driver reads (Go reads UDP with a 64 KiB buffer).
+UDP_RECV_MAX = 65536
 
 #: The error every stream watcher gets when the node stops before its stream ended.
 SHUT_DOWN = "node shut down"

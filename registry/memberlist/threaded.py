@@ -29,10 +29,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from registry.addresses import bind_pair, family_of
+from registry.addresses import bind_pair
 
 from .config import Config
-from .driver import DriverBase, StreamDone, local_advertise
+from .driver import UDP_RECV_MAX, DriverBase, StreamDone, local_advertise
 from .threaded_streams import Exchanges
 from .types import Address, Machine, OpenStream, SendPacket
 
@@ -41,7 +41,6 @@ __all__ = [
     "StreamDone",
     "ThreadedRunner",
     "bind_pair",
-    "family_of",
     "local_advertise",
 ]
 
@@ -49,11 +48,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Largest datagram we accept (Go reads UDP with a 64 KiB buffer).
-_UDP_RECV_MAX = 65536
 #: Datagrams read per readiness event before the other sockets get a turn.
 _UDP_BATCH = 64
-_CHUNK = 65536
 
 
 class RunnerClosed(RuntimeError):
@@ -310,7 +306,7 @@ class ThreadedRunner(DriverBase):
         assert udp is not None and machine is not None
         for _ in range(_UDP_BATCH):
             try:
-                data, addr = udp.recvfrom(_UDP_RECV_MAX)
+                data, addr = udp.recvfrom(UDP_RECV_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP errors surface here on some systems

@@ -25,7 +25,6 @@ from .types import Address
 bind_sockets = bind_pair
 
 __all__ = [
-    "UDP_RECV_MAX",
     "StreamOutcome",
     "UdpProtocol",
     "bind_sockets",
@@ -34,9 +33,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Largest datagram we accept (Go reads UDP with a 64 KiB buffer).
-UDP_RECV_MAX = 65536
 
 
 @dataclass(frozen=True)
