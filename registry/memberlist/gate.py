@@ -124,6 +124,23 @@ class Gate(Generic[S]):
         for victim, why in self.admission.charge(stream, nbytes):
             self.shed(victim, why)
 
+    def receive(self, stream: S, framer: StreamFramer, data: bytes, now: float) -> bytes | None:
+        """`data` arrived on `stream`: charged to the budget, then framed.  Returns the message
+        once it is complete (its bytes then leave the budget: it goes to the machine at once);
+        None while it is not, or when `stream` was shed for these bytes or sent what the framer
+        refuses (then it is closed and counted)."""
+        self.charge(stream, len(data))
+        if stream not in self.admission:  # shed to stay within the budget
+            return None
+        try:
+            msg = framer.feed(data)
+        except ValueError as exc:  # DecodeError: too large, malformed, unknown type
+            self.malformed(stream, exc)
+            return None
+        if msg is not None:
+            self.complete(stream, now)
+        return msg
+
     def complete(self, stream: S, now: float) -> None:
         """`stream`'s message arrived: it goes to the machine, its bytes leave the budget."""
         self.admission.complete(stream, now)

@@ -53,18 +53,10 @@ class _Stream(asyncio.Protocol):
         if self.done or self.closed:
             return
         server = self._server
-        server.gate.charge(self, len(data))
-        if self.closed:
-            return
-        try:
-            msg = self._framer.feed(data)
-        except ValueError as exc:  # DecodeError: too large, malformed, unknown type
-            server.gate.malformed(self, exc)
-            return
+        msg = server.gate.receive(self, self._framer, data, server.loop.time())
         if msg is None:
             return
         self.done = True
-        server.gate.complete(self, server.loop.time())
         transport = self._transport
         assert transport is not None
         transport.pause_reading()

@@ -178,7 +178,7 @@ class Exchanges:
                 self._finish(conn, None, dial_error(self.stats, exc))
             else:
                 self.gate.failed(conn, os_error_text(exc))
-        except ValueError as exc:  # DecodeError from the framer
+        except ValueError as exc:  # DecodeError from a reply's framer (the gate frames inbound streams)
             if conn.outbound is not None:
                 self._finish(conn, None, dial_bad_reply(self.stats, exc))
             else:
@@ -208,21 +208,18 @@ class Exchanges:
                     self.stats["tcp.in.eof"] += 1
                     self._drop(conn)
                 return
-            if conn.outbound is None:
-                self.gate.charge(conn, len(data))
-                if not conn.open:
-                    return
-            else:
-                self.stats["tcp.in.bytes"] += len(data)
-            msg = conn.framer.feed(data)
-            if msg is None:
-                continue
             if conn.outbound is not None:
-                self._finish(conn, msg, "")
-                return
+                self.stats["tcp.in.bytes"] += len(data)
+                msg = conn.framer.feed(data)  # a DecodeError is a bad reply (`_on_conn`)
+                if msg is not None:
+                    self._finish(conn, msg, "")
+                    return
+                continue
+            msg = self.gate.receive(conn, conn.framer, data, time.monotonic())
+            if msg is None:
+                continue  # more to come, or shed or malformed (then closed)
             conn.done = True
             conn.deadline = conn.accepted + conn.timeout
-            self.gate.complete(conn, time.monotonic())
             reply = self._handle(msg, conn.source)
             if not reply or not conn.open:
                 self._drop(conn)
