@@ -50,26 +50,27 @@ def test_outputs_dispatched_and_timer_armed_at_the_machines_deadline() -> None:
     assert driver.timer == core.next_deadline() is not None
 
 
-def test_a_refused_stream_reaches_its_watcher_and_the_machine() -> None:
+def joining() -> tuple[Recorded, OpenStream, list[tuple[bool, str]]]:
+    """A driver whose machine is joining PEER: the stream it opened, and what its watcher hears."""
     core = memberlist()
     driver = Recorded(core)
     outcomes: list[tuple[bool, str]] = []
     (sid,) = core.join([PEER], driver.now())
     driver.watch(sid, lambda ok, why: outcomes.append((ok, why)))
     driver._pump()
-    driver._stream_done(driver.streams[0], None, REFUSED)
+    return driver, driver.streams[0], outcomes
+
+
+def test_a_refused_stream_reaches_its_watcher_and_the_machine() -> None:
+    driver, stream, outcomes = joining()
+    driver._stream_done(stream, None, REFUSED)
     assert outcomes == [(False, REFUSED)]
     assert driver.stats["runner.exception.stream_result"] == 0
 
 
 def test_a_garbage_reply_is_refused_in_the_machines_words() -> None:
-    core = memberlist()
-    driver = Recorded(core)
-    outcomes: list[tuple[bool, str]] = []
-    (sid,) = core.join([PEER], driver.now())
-    driver.watch(sid, lambda ok, why: outcomes.append((ok, why)))
-    driver._pump()
-    driver._stream_done(driver.streams[0], b"\x00not a push/pull", "")
+    driver, stream, outcomes = joining()
+    driver._stream_done(stream, b"\x00not a push/pull", "")
     [(ok, why)] = outcomes
     assert not ok and why and why != REFUSED
 
