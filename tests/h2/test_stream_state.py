@@ -16,6 +16,7 @@ from h2.stream import StreamState as H2State
 from registry.grpcwire import HEAD, TRAILERS_OK
 from registry.h2.connection import ServerConnection
 from registry.h2.events import DataReceived, ErrorCode, RequestReceived
+from registry.h2.frames import frame
 from registry.h2.stream_state import (
     ILLEGAL,
     NEXT,
@@ -28,6 +29,8 @@ from registry.h2.stream_state import (
     StreamStateError,
     transition,
 )
+from registry.h2.streams import LATE_FRAME, Closed
+from tests.h2.framebytes import block, parse_frames
 
 # Where RFC 9113 says otherwise than h2 4.x, we follow the RFC; each pair says why.
 RFC_OVER_H2 = {
@@ -220,3 +223,72 @@ def test_request_received_opens_and_end_stream_half_closes() -> None:
     p.server.respond(1, HEAD, b"\0\0\0\0\0", TRAILERS_OK)
     p.exchange()
     assert p.server.stream_state(1) == StreamState.CLOSED == p.client_state(1)
+
+
+# -- the connection answers a peer's frame as the table says ------------------------------------
+
+HEADERS_FRAME, DATA_FRAME, RST_FRAME, WINDOW_FRAME, GOAWAY_FRAME = 1, 0, 3, 8, 7
+CLOSED_BY = ["ended", "reset_sent", "reset_received"]
+
+
+def server_in(state: str) -> tuple[ServerConnection, StreamState]:
+    """A server whose stream 1 is in `state` (a StreamState name, or how a closed stream closed)."""
+    c = ServerConnection()
+    c.receive(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(4, 1, 0))
+    if state == "IDLE":
+        c.data_to_send()
+        return c, StreamState.IDLE
+    end = state in ("HALF_CLOSED_REMOTE", "ended")
+    c.receive(frame(HEADERS_FRAME, 0x4 | (0x1 if end else 0), 1, block(REQUEST)))
+    if state == "HALF_CLOSED_LOCAL":
+        c.send_headers(1, HEAD + TRAILERS_OK, end_stream=True)
+    elif state == "ended":
+        c.respond(1, HEAD, b"\0\0\0\0\0", TRAILERS_OK)
+    elif state == "reset_sent":
+        c.reset(1, ErrorCode.CANCEL)
+    elif state == "reset_received":
+        c.receive(frame(RST_FRAME, 0, 1, bytes(4)))
+    c.data_to_send()
+    now = c.stream_state(1)
+    assert now == (StreamState.CLOSED if state in CLOSED_BY else StreamState[state])
+    return c, now
+
+
+def expected(state: str, now: StreamState, event: StreamInput) -> StreamState | tuple[bool, ErrorCode] | None:
+    """The table's verdict: the next state, (connection?, code), or None for "ignored"."""
+    if state in CLOSED_BY and event in (StreamInput.RECV_HEADERS, StreamInput.RECV_DATA):
+        late = LATE_FRAME[{"ended": Closed.ENDED, "reset_sent": Closed.RESET_SENT,
+                           "reset_received": Closed.RESET_RECEIVED}[state]]
+        return None if late is None else (late.connection, late.code)
+    try:
+        nxt = transition(now, event)
+        if event == StreamInput.RECV_HEADERS and now != StreamState.IDLE:  # trailers: END_STREAM with them
+            nxt = transition(nxt, StreamInput.RECV_END_STREAM)
+        return nxt
+    except StreamStateError as exc:
+        return exc.illegal.connection, exc.illegal.code
+
+
+@pytest.mark.parametrize("state", ["IDLE", "OPEN", "HALF_CLOSED_REMOTE", "HALF_CLOSED_LOCAL", *CLOSED_BY])
+def test_the_connection_answers_each_peer_frame_as_the_table_says(state: str) -> None:
+    frames = {
+        StreamInput.RECV_HEADERS: frame(HEADERS_FRAME, 0x5, 1, block([("x-trailer", "1")]))
+        if state != "IDLE" else frame(HEADERS_FRAME, 0x4, 1, block(REQUEST)),
+        StreamInput.RECV_DATA: frame(DATA_FRAME, 0, 1, b"x"),
+        StreamInput.RECV_RST_STREAM: frame(RST_FRAME, 0, 1, bytes(4)),
+        StreamInput.RECV_WINDOW_UPDATE: frame(WINDOW_FRAME, 0, 1, (1).to_bytes(4, "big")),
+    }
+    for event, data in frames.items():
+        c, now = server_in(state)
+        want = expected(state, now, event)
+        c.receive(data)
+        out = [(t, sid, payload) for t, _, sid, payload in parse_frames(c.data_to_send())]
+        answers = [(True, ErrorCode(int.from_bytes(p[4:8], "big"))) for t, _, p in out if t == GOAWAY_FRAME]
+        answers += [(False, ErrorCode(int.from_bytes(p, "big"))) for t, sid, p in out if t == RST_FRAME and sid == 1]
+        what = f"{event.name} in {state}"
+        if isinstance(want, tuple):
+            assert answers == [want], f"{what}: want {want}, sent {answers}"
+        else:
+            assert answers == [], f"{what}: legal or ignored, yet the server sent {answers}"
+            if want is not None:
+                assert c.stream_state(1) == want, f"{what}: {c.stream_state(1).name}, want {want.name}"
