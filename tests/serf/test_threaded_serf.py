@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,13 @@ from registry.serf.config import SerfConfig
 from registry.serf.events import Event, EventType, MemberEvent
 from registry.serf.member import MemberStatus
 from registry.serf.threaded import SerfJoinError, ThreadedSerf
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def config(name: str, **kw: Any) -> SerfConfig:
     return SerfConfig(name=name, tags={"role": name}, memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0), **kw)
-
-
-def eventually(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
-        time.sleep(0.01)
 
 
 @pytest.fixture
