@@ -437,7 +437,7 @@ class Serf(Delegate):
             if self._user_events.handle(decoded):
                 outbox.queue(outbox.events, bytes(msg))
         elif isinstance(decoded, msgs.QueryMsg):
-            if self._queries.handle(decoded, bytes(msg)):
+            if self._queries.handle(decoded):
                 outbox.queue(outbox.queries, bytes(msg))
         elif isinstance(decoded, msgs.QueryResponseMsg):
             self._queries.handle_response(decoded)

@@ -150,11 +150,13 @@ class Queries:
             self._wake()
 
         self._timers.schedule(handle.deadline, expire)
-        self.handle(q, raw)
+        self.handle(q)
         self._broadcast(raw)
         return handle
 
-    def handle(self, q: msgs.QueryMsg, raw: bytes) -> bool:
+    def handle(self, q: msgs.QueryMsg) -> bool:
+        """A query arrived (or we asked it): answer it if it is new and its filters pass.
+        True when it is to be passed on (new, and not sent with NO_BROADCAST)."""
         if not self._ring.record(q.ltime, q.id):
             return False
         rebroadcast = not q.no_broadcast

@@ -278,10 +278,10 @@ def query_msg(qid: int, name: str, filters: list[bytes]) -> M.QueryMsg:
 
 def test_a_query_is_answered_once_to_the_asker_and_filters_decide_who_answers() -> None:
     rig, ml, queries, _, _ = queries_rig({"role": "db"})
-    assert queries.handle(query_msg(1, "other-role", [M.encode_tag_filter("role", "^web$")]), b"raw")  # passed on,
+    assert queries.handle(query_msg(1, "other-role", [M.encode_tag_filter("role", "^web$")]))  # passed on,
     assert rig.events == []  # but not for us
-    assert queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]), b"raw")
-    assert not queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]), b"raw")  # seen: once
+    assert queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]))
+    assert not queries.handle(query_msg(2, "ask", [M.encode_tag_filter("role", "^db$")]))  # seen: once
     (event,) = rig.events
     assert isinstance(event, QueryEvent) and event.name == "ask" and event.source_node == "asker"
     ml.drain()
