@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from registry.memberlist.types import DEFAULT_VSN
 
@@ -60,4 +60,3 @@ class MemberState:
     member: Member
     status_ltime: int = 0
     leave_time: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
