@@ -37,11 +37,11 @@ class SerfConfig:
     user_event_size_limit: int = 512
     max_queue_depth: int = 4096
     enable_name_conflict_resolution: bool = True
+    #: Vivaldi coordinates in ack payloads (Serf default on; `serf rtt` needs them).
+    disable_coordinates: bool = False
     #: Coalescing of user events sent with CC=true (Go's UserCoalescePeriod/UserQuiescentPeriod;
     #: `serf agent` uses 3 s / 1 s, the library default 0 = off): per event name only the
     #: events with the highest LTime are delivered, when the period ends or all is quiet.
-    #: Vivaldi coordinates in ack payloads (Serf default on; `serf rtt` needs them).
-    disable_coordinates: bool = False
     user_coalesce_period: float = 0.0
     user_quiescent_period: float = 0.0
     #: Events waiting for the application; beyond this the oldest is dropped and counted
