@@ -38,9 +38,7 @@ def must_kr(a: SerfAgent) -> Keyring:
     return kr
 
 
-async def test_members_tags_update_and_leave(
-    serf_agent: Any, nodes: list[SerfAgent]
-) -> None:
+async def test_members_tags_update_and_leave(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     go: GoAgent = serf_agent(name="go1", tags={"role": "db"})
     py = await py_node(nodes, "py1", {"role": "web", "zone": "a"})
     assert await py.join([go.bind]) == 1
@@ -71,9 +69,7 @@ async def test_members_tags_update_and_leave(
     assert m["status"] == "left"
 
 
-async def test_killed_python_node_shows_failed(
-    serf_agent: Any, nodes: list[SerfAgent]
-) -> None:
+async def test_killed_python_node_shows_failed(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     go: GoAgent = serf_agent(name="go1")
     py = await py_node(nodes, "py-dead")
     await py.join([go.bind])
@@ -83,9 +79,7 @@ async def test_killed_python_node_shows_failed(
     assert m["status"] == "failed"
 
 
-async def test_python_sees_go_leave_and_failure(
-    serf_agent: Any, nodes: list[SerfAgent]
-) -> None:
+async def test_python_sees_go_leave_and_failure(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
     py = await py_node(nodes, "py1")
@@ -103,9 +97,7 @@ async def test_python_sees_go_leave_and_failure(
     assert await wait(lambda: py.status_of("go2") == MemberStatus.FAILED, 40)
 
 
-async def test_user_events_both_ways(
-    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
-) -> None:
+async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
     out = tmp_path / "events.txt"
     script = tmp_path / "handler.sh"
     script.write_text(
@@ -128,9 +120,7 @@ async def test_user_events_both_ways(
     )
 
 
-async def test_queries_both_ways(
-    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
-) -> None:
+async def test_queries_both_ways(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
     script = tmp_path / "answer.sh"
     script.write_text('#!/bin/sh\necho "go-answer:$(cat)"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -168,9 +158,7 @@ async def test_queries_both_ways(
     assert stream.acks == ["go1"]
 
 
-async def test_encrypted_cluster_and_key_rotation(
-    serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any
-) -> None:
+async def test_encrypted_cluster_and_key_rotation(serf_agent: Any, nodes: list[SerfAgent], tmp_path: Any) -> None:
     go1: GoAgent = serf_agent(name="go1", encrypt=KEY1)
     go2: GoAgent = serf_agent(name="go2", encrypt=KEY1)
     kr = str(tmp_path / "py1.keyring")
@@ -218,9 +206,7 @@ async def test_encrypted_cluster_and_key_rotation(
 
 
 @pytest.mark.parametrize("proto", [2, 3, 4])
-async def test_older_serf_protocols(
-    serf_agent: Any, nodes: list[SerfAgent], proto: int
-) -> None:
+async def test_older_serf_protocols(serf_agent: Any, nodes: list[SerfAgent], proto: int) -> None:
     go: GoAgent = serf_agent(
         name="go1", tags={"role": "db"}, extra_args=[f"-protocol={proto}"]
     )
@@ -308,9 +294,7 @@ async def test_killed_python_process_shows_failed(serf_agent: Any) -> None:
             await proc.wait()
 
 
-async def test_restart_after_kill_and_after_leave_rejoins(
-    serf_agent: Any, nodes: list[SerfAgent]
-) -> None:
+async def test_restart_after_kill_and_after_leave_rejoins(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     from tests.serfagent import free_port
 
     go: GoAgent = serf_agent(name="go1")
@@ -351,9 +335,7 @@ async def test_restart_after_kill_and_after_leave_rejoins(
     assert m.get("status") == "alive" and m.get("tags") == {"v": "3"}
 
 
-async def test_force_leave_of_failed_go_node(
-    serf_agent: Any, nodes: list[SerfAgent]
-) -> None:
+async def test_force_leave_of_failed_go_node(serf_agent: Any, nodes: list[SerfAgent]) -> None:
     go1: GoAgent = serf_agent(name="go1")
     go2: GoAgent = serf_agent(name="go2")
     py = await py_node(nodes, "py1")
