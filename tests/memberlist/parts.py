@@ -1,9 +1,11 @@
 """The memberlist core's parts built alone, from real objects (no core, no mocks), for their
-unit tests: a membership table, an outbox reading it, a prober and push/pull using both."""
+unit tests: a membership table, an outbox reading it, a prober, push/pull and the TCP exchanges
+using both (the exchanges' "gossip now" is recorded in `gossip_rounds`)."""
 
 from __future__ import annotations
 
 import collections
+import logging
 import random
 from dataclasses import dataclass
 
@@ -12,6 +14,8 @@ from registry.memberlist.broadcast import TransmitLimitedQueue
 from registry.memberlist.codec import WireCodec
 from registry.memberlist.config import Config
 from registry.memberlist.delegate import Hooks
+from registry.memberlist.exchange import Exchanges
+from registry.memberlist.handler_errors import HandlerErrors
 from registry.memberlist.membership import Membership
 from registry.memberlist.messages import Alive, Message
 from registry.memberlist.outbox import Outbox, make_codec
@@ -48,6 +52,8 @@ class Parts:
     outbox: Outbox
     prober: Prober
     push_pull: PushPuller
+    exchanges: Exchanges
+    gossip_rounds: list[float]
 
     def run(self, until: float) -> None:
         """Advance the clock to `until`, running every timer due on the way."""
@@ -100,8 +106,39 @@ def make_parts(name: str = "me", **cfg: object) -> Parts:
         hooks=hooks,
     )
     push_pull = PushPuller(config=config, stats=stats, timers=timers, membership=members, outbox=outbox, hooks=hooks)
+    gossip_rounds: list[float] = []
+
+    def gossip_now(now: float) -> int:
+        gossip_rounds.append(now)
+        return 0
+
+    exchanges = Exchanges(
+        name=config.name,
+        codec=outbox.codec,
+        stats=stats,
+        handler_errors=HandlerErrors(stats, logging.getLogger(__name__), strict=True),
+        hooks=hooks,
+        outbox=outbox,
+        prober=prober,
+        push_pull=push_pull,
+        gossip_now=gossip_now,
+    )
     members.announce(b"")
-    return Parts(config, clock, stats, timers, queue, awareness, events, members, outbox, prober, push_pull)
+    return Parts(
+        config,
+        clock,
+        stats,
+        timers,
+        queue,
+        awareness,
+        events,
+        members,
+        outbox,
+        prober,
+        push_pull,
+        exchanges,
+        gossip_rounds,
+    )
 
 
 def queued(parts: Parts) -> list[bytes]:
