@@ -18,8 +18,7 @@ from registry.memberlist.layers import (
     strip_label,
 )
 from registry.memberlist.messages import Dead, MessageType, Ping, Suspect
-
-KEY = bytes(range(16))
+from tests.memberlist.wire_vectors import KEY
 
 
 @pytest.mark.parametrize("version", list(EnvelopeVersion))
