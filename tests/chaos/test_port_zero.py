@@ -9,14 +9,13 @@ registry in it, so each pick has two choices."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.e2e.helpers import ROOT, env
+from tests.e2e.helpers import ROOT, env, terminate
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
@@ -38,12 +37,7 @@ def _start_once() -> str:
             if '"registry started"' in line or time.monotonic() > deadline:
                 break
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        terminate(p)
     return last
 
 

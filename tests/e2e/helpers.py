@@ -46,6 +46,16 @@ def wait_for(pred: Callable[[], T | None], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
+def terminate(p: subprocess.Popen[Any], grace: float = 15.0) -> None:
+    """SIGTERM (a registry or service leaves the pool on it), SIGKILL if still running after `grace` s."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(5)
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
@@ -87,12 +97,7 @@ class Proc:
 
     def stop(self) -> None:
         if self.alive():
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+            terminate(self.p)
         self._log.close()
 
 
