@@ -11,18 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from registry.memberlist.config import PROFILES, Profile  # gossip timing profiles, defined with their tables
 from registry.ring.base import ALGORITHMS, Algorithm
 
 __all__ = ["HASHES", "PROFILES", "RPC_ENGINES", "Algorithm", "Profile", "RpcEngine", "ServerConfig"]
 
-#: Gossip timing profiles (registry.memberlist.config.Config.profile): "fast" is for tests.
-Profile = Literal["lan", "wan", "local", "fast"]
 #: The gRPC fronts: "native" (registry.native: no grpcio in the process, several times faster
 #: per call) or "grpcio" (registry.rpc on grpc.aio).
 RpcEngine = Literal["native", "grpcio"]
 
 # The flags' choices, from the types above (and the ring's own Algorithm): one list each.
-PROFILES: tuple[Profile, ...] = get_args(Profile)
 RPC_ENGINES: tuple[RpcEngine, ...] = get_args(RpcEngine)
 HASHES: tuple[str, ...] = ALGORITHMS
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["PROFILES", "Config", "failure_detection_bound", "push_pull_scale", "retransmit_limit", "suspicion_timeout"]
+__all__ = ["PROFILES", "Config", "Profile", "failure_detection_bound", "push_pull_scale", "retransmit_limit", "suspicion_timeout"]
+
+#: Go's timing profiles (DefaultLANConfig, DefaultWANConfig, DefaultLocalConfig) and "fast" for
+#: tests: the names ``Config.profile`` takes, and the registry's -profile offers.
+Profile = Literal["lan", "wan", "local", "fast"]
+PROFILES: tuple[Profile, ...] = get_args(Profile)
 
 
 @dataclass
@@ -171,8 +176,6 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "gossip_to_the_dead_time": 3.0,
     },
 }
-#: The profile names ``Config.profile`` takes (and the CLI's -profile offers).
-PROFILES: tuple[str, ...] = tuple(_PROFILES)
 
 
 def retransmit_limit(mult: int, n: int) -> int:
