@@ -1,10 +1,11 @@
-"""Socket plumbing for a gossip node: one UDP and one TCP socket on the same port, and
-bounded-time outbound TCP exchanges (inbound ones, which need admission, are `inbound.py`'s).
+"""The asyncio driver's socket plumbing: the UDP protocol, and bounded-time outbound TCP
+exchanges (inbound ones, which need admission, are `inbound.py`'s; binding the UDP+TCP pair on
+one port is `registry.addresses.bind_pair`).
 
-memberlist peers send UDP and open TCP to the single `Addr:Port` a node advertises, so both
-sockets must share one port.  Every TCP exchange here runs under one deadline so that a
-slow or silent peer can only cost a task for `timeout` seconds, never block the node.
-Framing (where a stream message ends) is delegated to `StreamFramer`, which knows the wire.
+Every TCP exchange here runs under one deadline so that a slow or silent peer can only cost a
+task for `timeout` seconds, never block the node.  Framing (where a stream message ends) is
+delegated to `StreamFramer`, which knows the wire; failures are counted and worded by
+`driver.dial_*`, as the thread driver's are.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from registry.addresses import bind_pair
-
 from .driver import dial_bad_reply, dial_eof, dial_error, dial_timed_out
 from .types import Address
-
-#: The UDP+TCP pair on one port (`registry.addresses.bind_pair`, shared with the threaded driver).
-bind_sockets = bind_pair
 
 __all__ = [
     "StreamOutcome",
     "UdpProtocol",
-    "bind_sockets",
     "dial_stream",
     "read_framed",
 ]

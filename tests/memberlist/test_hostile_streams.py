@@ -28,11 +28,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from registry.addresses import bind_pair
 from registry.memberlist.admission import GRACE, Admission, Shed
 from registry.memberlist.config import Config
 from registry.memberlist.runner import MachineRunner
 from registry.memberlist.threaded import ThreadedRunner
-from registry.memberlist.transport import bind_sockets
 from registry.memberlist.types import Address, Output
 
 LOOP = "127.0.0.1"
@@ -316,7 +316,7 @@ def test_close_frees_the_port_with_a_connection_open(make_node: Callable[..., No
     s = connect(node.port)
     wait_until(lambda: node.stats()["tcp.accept"] == 1)
     node.close()
-    tcp, udp = bind_sockets(LOOP, node.port)  # at once: no lingering listener or stream
+    tcp, udp = bind_pair(LOOP, node.port)  # at once: no lingering listener or stream
     tcp.close()
     udp.close()
     s.close()

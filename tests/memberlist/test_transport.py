@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgpack
 import pytest
 
+from registry.addresses import bind_pair
 from registry.memberlist.config import Config
 from registry.memberlist.runner import MachineRunner
-from registry.memberlist.transport import bind_sockets
 from registry.memberlist.types import Address, OpenStream, Output, SendPacket
 
 LOOP4 = "127.0.0.1"
@@ -198,7 +198,7 @@ async def test_close_releases_the_port_before_it_returns(make_runner: MakeRunner
     asyncio closes a datagram socket one loop iteration after transport.close()."""
     a, _ = await make_runner()
     await a.close()
-    tcp, udp = bind_sockets(LOOP4, a.bound.port)
+    tcp, udp = bind_pair(LOOP4, a.bound.port)
     tcp.close()
     udp.close()
 
