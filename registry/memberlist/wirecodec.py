@@ -33,28 +33,28 @@ from .messages import Message, MessageType
 
 __all__ = ["STREAM_TYPES", "UDP_TYPES", "WireCodec"]
 
+
+
+def _codes(*types: MessageType) -> frozenset[int]:
+    # Plain ints for the per-message tests: ``MessageType.X`` costs ~160 ns a lookup, and even
+    # a member bound to a global compares ~13 ns slower than an int (the interpreter's fast
+    # paths for == and for set and dict lookups take exact ints only); measured on 3.11.
+    return frozenset(map(int, types))
+
+
 #: What memberlist sends in a UDP packet, and on a stream (docs/wire.md §3.7, §4.5).
-# Plain ints for the per-message tests: ``MessageType.X`` costs ~160 ns a lookup, and even a
-# member bound to a global compares ~13 ns slower than an int (the interpreter's fast paths
-# for == and for set and dict lookups take exact ints only); measured on 3.11.
-UDP_TYPES = frozenset(
-    map(
-        int,
-        (
-            MessageType.PING,
-            MessageType.INDIRECT_PING,
-            MessageType.ACK,
-            MessageType.SUSPECT,
-            MessageType.ALIVE,
-            MessageType.DEAD,
-            MessageType.USER,
-            MessageType.NACK,
-        ),
-    )
+UDP_TYPES = _codes(
+    MessageType.PING,
+    MessageType.INDIRECT_PING,
+    MessageType.ACK,
+    MessageType.SUSPECT,
+    MessageType.ALIVE,
+    MessageType.DEAD,
+    MessageType.USER,
+    MessageType.NACK,
 )
-STREAM_TYPES = frozenset(
-    map(int, (MessageType.PING, MessageType.ACK, MessageType.PUSH_PULL, MessageType.USER, MessageType.ERR))
-)
+STREAM_TYPES = _codes(MessageType.PING, MessageType.ACK, MessageType.PUSH_PULL, MessageType.USER, MessageType.ERR)
+# the same, for single types
 _COMPOUND = int(MessageType.COMPOUND)
 _COMPRESS = int(MessageType.COMPRESS)
 _USER = int(MessageType.USER)
