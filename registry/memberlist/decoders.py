@@ -41,7 +41,7 @@ _U16 = 0xFFFF
 #: Drop reasons that refuse one push/pull row alone (a row Go may legally hold); any other
 #: error in a row ends the message.
 _ROW_REASONS = frozenset({"bad_utf8", "bad_vsn", "meta_too_large"})
-#: Go's DefaultLANConfig max stream size, the bound when the caller names none.
+#: Config.max_stream_size's default (memberlist master's limit), the bound when the caller names none.
 _MAX_STREAM = 20 << 20
 
 
