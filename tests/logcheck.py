@@ -12,9 +12,11 @@ with its traceback.  A test that only looks at answers would pass on such a bug,
   test at teardown.  A test that injects a handler bug on purpose declares its exception type with
   `@pytest.mark.handler_errors("MergeBug")`; then that bug must be seen, and no other.
 
-Besides the handler-error line, the checks catch what asyncio and threading print for an exception
-nobody handled ("Task exception was never retrieved", "Exception in callback", "Exception in
-thread"): also a bug, also invisible to a test that only looks at answers.
+Besides the handler-error line, the checks catch the drivers' "machine raised in <call>" (a
+protocol core that raised into its driver, counted as runner.exception.<call>: a core never raises
+outside strict mode) and what asyncio and threading print for an exception nobody handled ("Task
+exception was never retrieved", "Exception in callback", "Exception in thread"): also bugs, also
+invisible to a test that only looks at answers.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from collections.abc import Iterator
 
 import pytest
 
-__all__ = ["HandlerErrorRecords", "bugs_in", "no_handler_errors"]
+__all__ = ["HANDLER_ERROR", "MACHINE_RAISED", "HandlerErrorRecords", "bugs_in", "no_handler_errors"]
 
 #: The line handler_errors.py logs for the first failure of a kind (tests/test_logcheck.py pins
 #: it to the real HandlerErrors' output, so a change of wording there cannot blind this check).
 HANDLER_ERROR = re.compile(
     r"failed: (?P<exc>[\w.]+): .*?\(counted in (?P<counter>[\w.]+); later failures of this kind are only counted\)"
 )
+#: The line a driver logs when its protocol core raised (registry/memberlist/driver.py `_guard`).
+MACHINE_RAISED = re.compile(r"machine raised in [\w.]+: (?P<exc>[\w.]+)\(")
 #: What asyncio's and threading's default handlers print for an exception nobody handled.
 UNHANDLED = re.compile(r"Task exception was never retrieved|Exception in callback |Exception in thread ")
 
@@ -39,19 +43,20 @@ UNHANDLED = re.compile(r"Task exception was never retrieved|Exception in callbac
 def bugs_in(text: str) -> list[str]:
     """The lines of a process's output that report a bug (handler error or unhandled exception),
     each cut to 300 characters: enough to name it, the whole log is in the test's tmp_path."""
-    return [line[:300] for line in text.splitlines() if HANDLER_ERROR.search(line) or UNHANDLED.search(line)]
+    return [line[:300] for line in text.splitlines()
+            if HANDLER_ERROR.search(line) or MACHINE_RAISED.search(line) or UNHANDLED.search(line)]
 
 
 class HandlerErrorRecords(logging.Handler):
-    """Keeps the log records of this process that report a handler error."""
+    """Keeps the log records of this process that report a handler error or a core that raised."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)  # the drivers log a raising core as a warning
         self.found: list[tuple[str, str]] = []  # (exception type name, message)
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        m = HANDLER_ERROR.search(message)
+        m = HANDLER_ERROR.search(message) or MACHINE_RAISED.search(message)
         if m is not None:
             self.found.append((m["exc"], message))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.memberlist.driver import DriverBase
 from registry.memberlist.handler_errors import HandlerErrors
 from tests.logcheck import HandlerErrorRecords, bugs_in
 
@@ -85,3 +86,25 @@ def test_the_checks_match_what_handler_errors_logs() -> None:
     assert len(found) == 1 and "KeyError" in found[0], out.getvalue()
     assert [exc for exc, _ in records.found] == ["KeyError"]
     assert bugs_in("member-failed r1\nhandler for ping is fine\n") == []
+
+
+@pytest.mark.handler_errors("KeyError")  # and so the autouse fixture must see it through the root logger
+def test_the_checks_match_what_a_driver_logs_for_a_raising_core() -> None:
+    """A protocol core that raises into its driver (never outside strict mode: a bug) is logged by
+    the driver's guard as a warning and counted; the process check finds that line too."""
+    out = io.StringIO()
+    stream = logging.StreamHandler(out)
+    log = logging.getLogger("registry.memberlist.driver")
+    log.addHandler(stream)
+
+    def core_call() -> None:
+        raise KeyError("boom")
+
+    driver = DriverBase(None, None)
+    try:
+        assert driver._guard("receive_packet", core_call) is None
+    finally:
+        log.removeHandler(stream)
+    assert driver.stats["runner.exception.receive_packet"] == 1
+    found = bugs_in(out.getvalue())
+    assert len(found) == 1 and "KeyError" in found[0], out.getvalue()
