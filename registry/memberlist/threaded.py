@@ -13,7 +13,7 @@ through the socketpair) and returns its result.
 
 What is the same in both drivers (feeding the machine under a guard, draining its outputs
 after every input, timers, stream outcomes, waiters) is `driver.DriverBase`'s; this module
-is the thread, its calls and UDP.  TCP exchanges are `threaded_streams.Exchanges`, whose
+is the thread, its calls and UDP.  TCP exchanges are `threaded_streams.TcpStreams`, whose
 inbound streams go through the same `gate.Gate` as the asyncio driver's (slots per source and
 in all, a pre-auth deadline, a byte budget, shedding or pausing when out of descriptors).
 """
@@ -33,7 +33,7 @@ from registry.addresses import bind_pair
 
 from .config import Config
 from .driver import UDP_RECV_MAX, DriverBase, StreamDone, local_advertise
-from .threaded_streams import Exchanges
+from .threaded_streams import TcpStreams
 from .types import Address, Machine, OpenStream, SendPacket
 
 __all__ = [
@@ -82,7 +82,7 @@ class ThreadedRunner(DriverBase):
         self._sel: selectors.BaseSelector | None = None
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
-        self._exchanges: Exchanges | None = None
+        self._exchanges: TcpStreams | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -111,7 +111,7 @@ class ThreadedRunner(DriverBase):
             for s in (wake_r, wake_w):
                 s.setblocking(False)
             sel.register(udp, selectors.EVENT_READ, self._on_udp)
-            exchanges = Exchanges(sel, tcp, self.config, self.stats, handle=self._feed_stream, done=self._stream_done)
+            exchanges = TcpStreams(sel, tcp, self.config, self.stats, handle=self._feed_stream, done=self._stream_done)
             sel.register(wake_r, selectors.EVENT_READ, self._on_wake)
         except BaseException:
             sel.close()

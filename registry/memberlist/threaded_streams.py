@@ -30,7 +30,7 @@ from .gate import Gate, accept_some, inbound_framer, peer_address
 from .stream import StreamFramer
 from .types import Address, OpenStream
 
-__all__ = ["Exchanges"]
+__all__ = ["TcpStreams"]
 
 _CHUNK = 65536
 
@@ -56,7 +56,7 @@ class _Conn:
         self.connected = self.outbound is None  # an inbound socket comes connected
 
 
-class Exchanges:
+class TcpStreams:
     """Every TCP exchange of one thread-driven node, and its listener.  Runs on the gossip
     thread only: `dial` for each `OpenStream`, `next_deadline`/`expire` from the loop."""
 
