@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.helpers import Proc, ProcessExited, registry_cmd, wait_for
+from tests.e2e.helpers import Proc, registry_cmd, wait_for
 
 from .netlab import NetLab, Node
 
@@ -64,11 +64,7 @@ class RegistryProc:
     def started(self) -> bool:
         """True once the server logged "registry started"; raises at once if it exited."""
         assert self.proc is not None
-        if '"registry started"' in self.proc.output():
-            return True
-        if not self.proc.alive():
-            raise ProcessExited(f"{self.id} exited {self.proc.p.returncode}: {self.proc.output()[-2000:]}")
-        return False
+        return self.proc.logged('"registry started"')
 
     def client(self) -> Any:
         """A client for this registry alone, opened once (its channel reconnects by itself)."""
@@ -122,11 +118,7 @@ class ServiceProc:
         ps.append(self.proc)
 
     def registered(self) -> bool:
-        if f"registered {self.id}" in self.proc.output():
-            return True
-        if not self.proc.alive():
-            raise ProcessExited(f"{self.id} exited: {self.proc.output()[-2000:]}")
-        return False
+        return self.proc.logged(f"registered {self.id}")
 
 
 class Pool:

@@ -81,6 +81,19 @@ class Proc:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def check_running(self) -> None:
+        """ProcessExited, with its exit status and the end of its output, if it has exited: a wait
+        on it then fails at once with the reason instead of at its deadline."""
+        if not self.alive():
+            raise ProcessExited(f"{self.log_path.name} exited {self.p.returncode}: {self.output()[-2000:]}")
+
+    def logged(self, text: str) -> bool:
+        """True once its output holds `text`; ProcessExited if it exited without."""
+        if text in self.output():
+            return True
+        self.check_running()
+        return False
+
     def bugs(self) -> list[str]:
         """The lines of its output that report a bug: a handler error, an unhandled exception."""
         return bugs_in(self.output())
@@ -150,8 +163,7 @@ class Registry:
         ps.append(self.proc)
 
     def _started(self) -> dict[str, str] | None:
-        if not self.proc.alive():
-            raise ProcessExited(f"{self.id} exited: {self.proc.output()}")
+        self.proc.check_running()
         for line in self.proc.output().splitlines():
             if '"registry started"' in line:
                 row = json.loads(line)
@@ -200,8 +212,7 @@ class Registry:
 
     def wait_ready(self, timeout: float = 60.0) -> Registry:
         def serving() -> bool:
-            if not self.proc.alive():
-                raise ProcessExited(f"{self.id} exited: {self.proc.output()}")
+            self.proc.check_running()
             return self.id in self.ids("registry-group")
 
         wait_for(serving, timeout, what=f"{self.id} serving", interval=0.1)
@@ -233,8 +244,7 @@ class Service:
         out = self.proc.output()
         m = _REGISTERED.search(out)
         if m is None:
-            if not self.proc.alive():
-                raise ProcessExited(f"{self.id} exited: {out}")
+            self.proc.check_running()
             return False
         self.addr, self.gossip = m.group(1), m.group(2)
         return True

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TOLERANT, Proc, ProcessExited, Registry, env, free_port, procs, registry_cmd, wait_for
+from .helpers import TOLERANT, Proc, Registry, env, free_port, procs, registry_cmd, wait_for
 
 
 @pytest.mark.parametrize("bind_form, adv_form", [("0.0.0.0:{p}", "127.0.0.1:{p}"), (":{p}", "127.0.0.1")])
@@ -26,8 +26,7 @@ def test_bind_all_advertise_loopback(tmp_path: Path, bind_form: str, adv_form: s
         ps.append(a)
 
         def a_serving() -> bool:
-            if not a.alive():
-                raise ProcessExited(a.output())
+            a.check_running()
             with RpcClient(f"127.0.0.1:{rpc}", timeout=10) as c:
                 return any(s.id == "reg-adv" for s in c.members("registry-group"))
 
@@ -80,7 +79,7 @@ def test_go_serf_members_shows_advertised_addresses(tmp_path: Path) -> None:
                               "-addr", f":{rpc}", "-advertise", f"localhost:{rpc}", "-profile", TOLERANT,
                               "-log-format", "json"), tmp_path / "adv-go.log")
         ps.append(a)
-        wait_for(lambda: a.alive() and '"registry started"' in a.output(), 60, what="reg-adv-go started")
+        wait_for(lambda: a.logged('"registry started"'), 60, what="reg-adv-go started")
         go = SerfAgent("go-watch", log_level="info")
         try:
             go.start()

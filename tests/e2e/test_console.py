@@ -10,7 +10,7 @@ from pathlib import Path
 
 from registry import __version__
 
-from .helpers import ROOT, Proc, ProcessExited, env, free_port, procs, wait_for
+from .helpers import ROOT, Proc, env, free_port, procs, wait_for
 
 
 def _entry() -> list[str]:
@@ -54,8 +54,7 @@ def test_console_script_serves(tmp_path: Path) -> None:
         ps.append(p)
 
         def serving() -> bool:
-            if not p.alive():
-                raise ProcessExited(p.output())
+            p.check_running()
             with RpcClient(f"127.0.0.1:{rpc}", timeout=10) as c:
                 return [s.id for s in c.members("registry-group")] == ["reg-console"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .certs import write_pki
-from .helpers import Proc, ProcessExited, env, free_port, procs, registry_cmd, wait_for
+from .helpers import Proc, env, free_port, procs, registry_cmd, wait_for
 
 
 def _ops(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,8 +34,7 @@ def test_mutual_tls_end_to_end(tmp_path: Path, engine: str) -> None:
         ps.append(p)
 
         def serving() -> bool:
-            if not p.alive():
-                raise ProcessExited(p.output())
+            p.check_running()
             with RpcClient(target, timeout=10, **mtls) as c:
                 return "reg-mtls" in {s.id for s in c.members("registry-group")}
 
