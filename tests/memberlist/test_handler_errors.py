@@ -7,12 +7,10 @@ line, nothing raised, and a simulated cluster whose handlers all failed still pa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,6 +22,7 @@ from registry.memberlist.node import MemberlistNode
 from registry.memberlist.simnet import HandlerErrorCounted, SimNetwork
 from registry.memberlist.types import DEFAULT_VSN, Address, ip_to_bytes
 from tests.memberlist.memberlist_sim import Recorder, make_cluster
+from tests.waiting import aeventually
 
 LOOP4 = "127.0.0.1"
 SRC = Address("10.9.9.9", 7946)
@@ -34,14 +33,6 @@ class Buggy(Recorder):
 
     def notify_msg(self, msg: bytes) -> None:
         raise KeyError(msg[:1])
-
-
-async def eventually(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -65,7 +56,7 @@ async def test_a_flood_of_one_handler_bug_logs_once_with_its_traceback(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _ in range(20):
             s.sendto(packet, (LOOP4, buggy_node.address.port))
-        await eventually(lambda: buggy_node.stats["drop.handler_error"] >= 20, 10, "20 handler errors counted")
+        await aeventually(lambda: buggy_node.stats["drop.handler_error"] >= 20, 10, "20 handler errors counted")
     records = handler_records(caplog)
     assert len(records) == 1, [r.getMessage() for r in records]
     (rec,) = records

@@ -23,6 +23,7 @@ from tests.serfagent import (  # noqa: F401  (fixtures)
     serf_agent,
     serf_agents,
 )
+from tests.waiting import aeventually
 
 pytestmark = pytest.mark.serf
 
@@ -44,15 +45,6 @@ def state_of(node: MemberlistNode, name: str) -> NodeState | None:
     """`name`'s state in `node`'s table, None if unknown."""
     n = node.get(name)
     return None if n is None else n.state
-
-
-async def eventually(pred: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 @pytest.fixture
@@ -129,7 +121,7 @@ async def test_agent_joins_python_node(serf_agents: list[SerfAgent], nodes: list
     await agent.astart()
     await agent.arun("join", str(node.address))
     await agent.await_member("py1", "alive", timeout=30)
-    await eventually(lambda: state_of(node, "go1") == NodeState.ALIVE, 30, "py sees go1")
+    await aeventually(lambda: state_of(node, "go1") == NodeState.ALIVE, 30, "py sees go1")
     assert node.stats["tcp.accept"] >= 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -14,6 +13,7 @@ from registry.memberlist.config import Config, failure_detection_bound
 from registry.memberlist.delegate import Delegate
 from registry.memberlist.node import JoinError, MemberlistNode, parse_address
 from registry.memberlist.types import Address, Node, NodeState
+from tests.waiting import aeventually
 
 LOOP4 = "127.0.0.1"
 LOOP6 = "::1"
@@ -39,16 +39,6 @@ class Recorder(Delegate):
 
     def notify_leave(self, node: Node) -> None:
         self.left.append((node.name, node.state))
-
-
-async def eventually(pred: Callable[[], bool], timeout: float, what: str = "condition") -> float:
-    """Poll `pred` until true; returns the seconds it took (fails after `timeout`)."""
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} not reached within {timeout:.1f}s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
 
 
 def state_of(node: MemberlistNode, name: str) -> NodeState | None:
@@ -82,7 +72,7 @@ async def make_cluster(spawn: Spawn, count: int, host: str = LOOP4) -> list[Memb
     for n in nodes[1:]:
         assert await n.join([str(nodes[0].address)]) == 1
     everyone = {n.name for n in nodes}
-    await eventually(lambda: all(names(n) == everyone for n in nodes), 20, "full membership")
+    await aeventually(lambda: all(names(n) == everyone for n in nodes), 20, "full membership")
     return nodes
 
 
@@ -135,7 +125,7 @@ async def test_cluster_of_four_converges_then_detects_kill_and_leave(spawn: Spaw
     n0, n1, n2, n3 = nodes
     # Kill n3: no leave, it just stops answering.
     await n3.shutdown()
-    took = await eventually(
+    took = await aeventually(
         lambda: all(state_of(n, "n3") == NodeState.DEAD for n in (n0, n1, n2)),
         detection_limit(n0, 4),
         "n3 declared dead",
@@ -144,7 +134,7 @@ async def test_cluster_of_four_converges_then_detects_kill_and_leave(spawn: Spaw
     assert all(names(n) == {"n0", "n1", "n2"} for n in (n0, n1, n2))
     # Graceful leave of n2 shows as left, not dead.
     assert await n2.leave(5.0)
-    await eventually(lambda: all(state_of(n, "n2") == NodeState.LEFT for n in (n0, n1)), 20, "n2 left")
+    await aeventually(lambda: all(state_of(n, "n2") == NodeState.LEFT for n in (n0, n1)), 20, "n2 left")
     await n2.shutdown()
     assert names(n0) == {"n0", "n1"}
 
@@ -153,7 +143,7 @@ async def test_ipv6_cluster(spawn: Spawn) -> None:
     nodes = await make_cluster(spawn, 3, LOOP6)
     assert all(m.addr == LOOP6 for m in nodes[0].members())
     await nodes[2].shutdown()
-    await eventually(
+    await aeventually(
         lambda: all(state_of(n, "n2") == NodeState.DEAD for n in nodes[:2]), detection_limit(nodes[0], 3), "n2 dead"
     )
 
@@ -182,7 +172,7 @@ async def test_join_resolves_names_and_default_port(spawn: Spawn) -> None:
     b = await spawn("b")
     # "localhost" resolves to 127.0.0.1 (and maybe ::1, where nobody listens): at least one answers.
     assert await b.join([f"localhost:{a.address.port}"]) >= 1
-    await eventually(lambda: names(a) == {"a", "b"}, 10, "a sees b")
+    await aeventually(lambda: names(a) == {"a", "b"}, 10, "a sees b")
     # ":port" means this host.
     c = await spawn("c")
     assert await c.join([f":{a.address.port}"]) == 1
@@ -194,7 +184,7 @@ async def test_advertise_address_distinct_from_bind(spawn: Spawn) -> None:
     assert b.runner.bound.host == LOOP4 and b.address == Address("127.0.0.2", 12345)
     assert b.local_node.addr == "127.0.0.2" and b.local_node.port == 12345
     await b.join([str(a.address)])  # b dials out; a learns b's advertised address
-    await eventually(lambda: a.get("b") is not None, 10, "a knows b")
+    await aeventually(lambda: a.get("b") is not None, 10, "a knows b")
     got = a.get("b")
     assert got is not None and (got.addr, got.port) == ("127.0.0.2", 12345)
 
@@ -204,11 +194,11 @@ async def test_meta_update_and_limit(spawn: Spawn) -> None:
     a = await spawn("a", delegate=ra)
     b = await spawn("b")
     await b.join([str(a.address)])
-    await eventually(lambda: (b.get("a") or Node("", "", 0)).meta == b"v1", 10, "b sees v1")
+    await aeventually(lambda: (b.get("a") or Node("", "", 0)).meta == b"v1", 10, "b sees v1")
     with pytest.raises(ValueError, match="513"):
         a.update_meta(b"x" * 513)
     a.update_meta(b"v2")
-    await eventually(lambda: (b.get("a") or Node("", "", 0)).meta == b"v2", 10, "b sees v2")
+    await aeventually(lambda: (b.get("a") or Node("", "", 0)).meta == b"v2", 10, "b sees v2")
 
 
 async def test_user_messages(spawn: Spawn) -> None:
@@ -218,7 +208,7 @@ async def test_user_messages(spawn: Spawn) -> None:
     await a.join([str(b.address)])
     a.send_best_effort("b", b"udp-hello")
     await a.send_reliable("b", b"tcp-hello" * 1000)
-    await eventually(lambda: b"udp-hello" in rb.msgs and b"tcp-hello" * 1000 in rb.msgs, 10, "messages")
+    await aeventually(lambda: b"udp-hello" in rb.msgs and b"tcp-hello" * 1000 in rb.msgs, 10, "messages")
     with pytest.raises(ValueError):
         a.send_best_effort("nobody", b"x")
     with socket.socket() as s:
@@ -247,7 +237,7 @@ async def test_hostile_input_is_dropped_and_counted(spawn: Spawn) -> None:
         return {k: now[k] - before[k] for k in ("drop.unknown_type", "drop.truncated")}
 
     # the first datagram is of no known type, the other three end too soon
-    await eventually(lambda: drops() == {"drop.unknown_type": 1, "drop.truncated": 3}, 10, "udp garbage counted")
+    await aeventually(lambda: drops() == {"drop.unknown_type": 1, "drop.truncated": 3}, 10, "udp garbage counted")
     start = loop.time()
     assert await asyncio.wait_for(r_slow.read(), 30) == b""
     assert loop.time() - start <= target.config.tcp_timeout + 5
@@ -289,7 +279,7 @@ async def test_label_and_encryption_on_real_sockets(
     b = await spawn("b", **theirs)
     c = await spawn("c")  # plain: must not get in
     assert await b.join([str(a.address)]) == 1
-    await eventually(lambda: names(a) == {"a", "b"}, 10, "a sees b")
+    await aeventually(lambda: names(a) == {"a", "b"}, 10, "a sees b")
     with pytest.raises(JoinError):
         await c.join([str(a.address)])
     assert names(a) == {"a", "b"}
