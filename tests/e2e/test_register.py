@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from registry.register import AsyncRegister, Register, RegisterError
+from tests.logcheck import bugs_in
 
 from .helpers import Registry, env, free_port, procs, wait_for
 
@@ -102,6 +103,7 @@ print("HEAVY" if loaded else "CLEAN", loaded)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("CLEAN"), out.stdout
+    assert not bugs_in(out.stderr), out.stderr
 
 
 def test_one_dead_seed_is_tolerated(registry: Registry) -> None:

@@ -18,6 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.logcheck import bugs_in
+
 from .helpers import Registry, env, procs
 
 # The server runs in a child whose helper thread answers "modules" on stdin with the heavy
@@ -129,6 +131,7 @@ def test_server_loads_no_openssl_and_cryptography_only_with_encrypt(encrypt: boo
     # one thread: binding numeric addresses must not start asyncio's resolver executor (+1 thread, +0.9 MiB)
     assert threads == ["MainThread"], threads
     assert any('"registry stopped"' in line for line in log), "".join(log)
+    assert not bugs_in("".join(log)), "".join(log)
 
 
 def test_ssl_stays_importable_after_the_server_path_loaded_asyncio() -> None:
