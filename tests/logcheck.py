@@ -5,8 +5,10 @@ repeated by every peer, would take the whole pool down): `registry/memberlist/ha
 counts it (`drop.handler_error`, `timer.errors`, `gossip.errors`) and logs the first of each kind
 with its traceback.  A test that only looks at answers would pass on such a bug, so:
 
-- subprocesses (tests/e2e/helpers.py `procs()`, the chaos pool) have their captured output read
-  at teardown with `bugs_in(text)`, and the test fails naming the process and the line;
+- subprocesses (tests/e2e/helpers.py `procs()`, the chaos pool, tests/h2/wirepeer.py
+  `ServerProcess`, tests/registry/test_native_limits.py's children) have their captured output
+  read when they stopped with `check_outputs({name: text})`, and the test fails naming the process
+  and the line;
 - in-process nodes (Register, AsyncRegister, RegistryServer, Serf agents in the test process) log
   through `logging`: the autouse fixture `no_handler_errors` collects those records and fails the
   test at teardown.  A test that injects a handler bug on purpose declares its exception type with
@@ -23,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
-__all__ = ["HANDLER_ERROR", "MACHINE_RAISED", "HandlerErrorRecords", "bugs_in", "no_handler_errors"]
+__all__ = ["HANDLER_ERROR", "MACHINE_RAISED", "HandlerErrorRecords", "bugs_in", "check_outputs", "no_handler_errors"]
 
 #: The line handler_errors.py logs for the first failure of a kind (tests/test_logcheck.py pins
 #: it to the real HandlerErrors' output, so a change of wording there cannot blind this check).
@@ -45,6 +47,15 @@ def bugs_in(text: str) -> list[str]:
     each cut to 300 characters: enough to name it, the whole log is in the test's tmp_path."""
     return [line[:300] for line in text.splitlines()
             if HANDLER_ERROR.search(line) or MACHINE_RAISED.search(line) or UNHANDLED.search(line)]
+
+
+def check_outputs(outputs: Mapping[str, str]) -> None:
+    """AssertionError naming every process (key: its log's name) whose output (value) reports a
+    bug: a handler error is counted and logged, never fatal, so a test that only looks at answers
+    would pass on it.  Called after the processes stopped, so their whole output is read."""
+    found = {name: bugs for name, text in outputs.items() if (bugs := bugs_in(text))}
+    if found:
+        raise AssertionError(f"a process under test logged a bug (whole logs in the test's tmp_path): {found}")
 
 
 class HandlerErrorRecords(logging.Handler):

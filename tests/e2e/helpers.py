@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
-from tests.logcheck import bugs_in
+from tests.logcheck import bugs_in, check_outputs
 
 if TYPE_CHECKING:
     from registry.client import RpcClient
@@ -115,11 +115,8 @@ class Proc:
 
 
 def check_logs(started: Sequence[Proc]) -> None:
-    """Fail naming every process whose output reports a bug (tests/logcheck.py): a handler error is
-    counted and logged, never fatal, so a test that only looks at answers would pass on it."""
-    found = {p.log_path.name: bugs for p in started if (bugs := p.bugs())}
-    if found:
-        raise AssertionError(f"a process under test logged a bug (whole logs in the test's tmp_path): {found}")
+    """Fail naming every process whose output reports a bug (tests/logcheck.py `check_outputs`)."""
+    check_outputs({p.log_path.name: p.output() for p in started})
 
 
 @contextmanager

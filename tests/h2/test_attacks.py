@@ -7,6 +7,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hyperframe.frame import GoAwayFrame, SettingsFrame
@@ -17,8 +18,8 @@ ENHANCE_YOUR_CALM = 0xB
 
 
 @pytest.fixture
-def server() -> Iterator[ServerProcess]:
-    s = ServerProcess()
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path / "native.log")
     yield s
     s.stop()
 

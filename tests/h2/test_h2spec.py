@@ -18,8 +18,8 @@ H2SPEC = next((p for p in _CANDIDATES if p and os.access(p, os.X_OK)), None)
 
 
 @pytest.fixture
-def server() -> Iterator[ServerProcess]:
-    s = ServerProcess()
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path / "native.log")
     yield s
     s.stop()
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -34,6 +37,7 @@ from hyperframe.frame import (
 
 from registry.catalog import Catalog
 from registry.native import start_native
+from tests.logcheck import check_outputs
 
 DEADLINE = 15.0  # seconds any one expected answer may take on a loaded 2-core machine
 
@@ -270,18 +274,18 @@ asyncio.run(main())
 
 class ServerProcess:
     """A native server in a process of its own (this checkout), for figures measured from outside:
-    its CPU time and resident memory."""
+    its CPU time and resident memory.  Its stderr goes to `log`, read at stop() for bugs
+    (tests/logcheck.py): a handler error or an unhandled exception fails the test."""
 
-    def __init__(self) -> None:
-        import subprocess
-        import sys
-        from pathlib import Path
-
+    def __init__(self, log: Path) -> None:
         root = Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=root, stdout=subprocess.PIPE, text=True)
+        self.log = log
+        self._log = open(log, "wb")  # noqa: SIM115 - the child writes to it until stop()
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=root, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # blocks until it serves (or dies: then the assert fails)
-        assert line.startswith("PORT "), f"server did not start: {line!r}"
+        assert line.startswith("PORT "), f"server did not start: {line!r} {log.read_text(errors='replace')[-2000:]}"
         self.port = int(line.split()[1])
 
     def cpu_seconds(self) -> float:
@@ -297,5 +301,8 @@ class ServerProcess:
         raise AssertionError("no VmRSS")
 
     def stop(self) -> None:
+        """Kill it, then fail if its output reports a bug."""
         self.proc.kill()
         self.proc.wait(DEADLINE)
+        self._log.close()
+        check_outputs({self.log.name: self.log.read_text(errors="replace")})

@@ -30,6 +30,7 @@ from registry.native import start_native
 from registry.native_limits import Limits
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
+from tests.logcheck import check_outputs
 from tests.registry.h2client import H2Client, frame, rss_mb
 from tests.registry.rpc_fixtures import ENGINES, GROUP, async_wait_for, populate, start_server
 
@@ -66,7 +67,8 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class ServerProc:
-    """tests/registry/native_server_proc.py as a child: port, counters on demand, stderr in a file."""
+    """tests/registry/native_server_proc.py as a child: port, counters on demand, stderr in a file
+    (read for bugs at the `server_proc` fixture's teardown: tests/logcheck.py)."""
 
     def __init__(self, tmp: Path, options: dict[str, Any] | None = None, nofile: tuple[int, int] | None = None) -> None:
         self.log = tmp / f"native-{time.monotonic_ns()}.log"
@@ -114,6 +116,7 @@ def server_proc(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
     yield start
     for s in started:
         s.stop()
+    check_outputs({s.log.name: s.log.read_text(errors="replace") for s in started})
 
 
 def _legit_match(port: int, timeout: float = 20.0) -> str:
@@ -201,6 +204,7 @@ def test_idle_flood_under_1024_descriptors_starves_no_call_and_no_join(tmp_path:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
+    check_outputs({log.name: log.read_text(errors="replace")})
 
 
 def _members(stub: Any, group: str) -> set[str]:
@@ -262,6 +266,7 @@ def test_cli_raises_the_soft_descriptor_limit(tmp_path: Path) -> None:
     finally:
         p.terminate()
         p.wait(15)
+    check_outputs({log.name: log.read_text(errors="replace")})
 
 
 # -- item 8a: a length prefix over the maximum --------------------------------------------------
