@@ -27,11 +27,20 @@ That table is the server's, so the server hands it over as `RegistryCore.member_
 over a bare catalog (no gossip) answers with the catalog's live members. Those answers are
 built per call, uncached: they serve people and scripts, not routing, and every answer routing
 reads (Match, MatchBatch, Members without all, Watch) stays as it was, status left empty.
+
+Health (issue 14): every Service answer carries the service's `health` and `health_note`, read
+by the catalog from its tags; "passing" is written out too, so a client can tell a registry
+that routes by health from an older one (empty). Members and Watch list a critical service
+(an operator wants to see it, and a caching client must hold it to put it back), Match never
+returns it: the catalog keeps it off the ring. Its ring parameters are still sent (the ones it
+gets back in with), so a caching client's ring takes it back exactly as the server's does.
+`RingInfo.only_passing` tells that client whether warning services are off the ring too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +48,7 @@ from google.protobuf.message import DecodeError
 
 from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
+from registry.healthtags import parse_health
 from registry.ring import RingNode
 from registry.v1 import registry_pb2 as pb
 
@@ -104,23 +114,25 @@ def _field1(payload: bytes) -> bytes:
     return b"\x0a" + _varint(len(payload)) + payload
 
 
-def service_pb(s: Service, nodes: Mapping[str, RingNode]) -> pb.Service:
-    """`s` with the ring parameters the server's ring really uses for it (`nodes`: the ring's)."""
-    node = nodes.get(s.id)
-    replicas, weight = (node.replicas, node.weight) if node is not None else (s.replicas, s.weight)
-    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=replicas, weight=weight)
+def service_pb(s: Service, node: RingNode) -> pb.Service:
+    """`s` with the ring parameters the server's ring uses for it (`node`: `Catalog.ring_node`)
+    and its health."""
+    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=node.replicas,
+                      weight=node.weight, health=s.health.word, health_note=s.health_note)
 
 
 def ring_info(catalog: Catalog) -> pb.RingInfo:
     """How `catalog` builds rings, so caching clients build identical ones."""
-    return pb.RingInfo(algorithm=catalog.algorithm, default_replicas=catalog.default_replicas)
+    return pb.RingInfo(algorithm=catalog.algorithm, default_replicas=catalog.default_replicas,
+                       only_passing=catalog.only_passing)
 
 
 class _Encoded:
     """One service's pre-serialized forms (v1 Service and compat MatchResponse, field-1 framed).
 
     Valid as long as the catalog hands out the same Service object: a service's ring
-    parameters depend only on itself and its group's fixed replica count (chash).
+    parameters depend only on itself and its group's fixed replica count (chash), and its
+    health only on its tags.
     """
 
     __slots__ = ("compat", "compat_bare", "source", "v1")
@@ -129,9 +141,9 @@ class _Encoded:
     compat: bytes
     compat_bare: bytes
 
-    def __init__(self, s: Service, nodes: Mapping[str, RingNode]) -> None:
+    def __init__(self, s: Service, node: RingNode) -> None:
         self.source = s
-        self.v1 = _field1(service_pb(s, nodes).SerializeToString())
+        self.v1 = _field1(service_pb(s, node).SerializeToString())
         self.compat_bare = compat_pb2.MatchResponse(id=s.id, group=s.group, addr=s.addr).SerializeToString()
         self.compat = _field1(self.compat_bare)
 
@@ -204,14 +216,12 @@ class RegistryCore:
             group = self._encoded[s.group] = {}
         e = group.get(s.id)
         if e is None or e.source is not s:
-            e = group[s.id] = _Encoded(s, self.ring_nodes(s.group))
+            e = group[s.id] = _Encoded(s, self.catalog.ring_node(s))
         return e
 
-    def ring_nodes(self, group: str) -> Mapping[str, RingNode]:
-        try:
-            return self.catalog.ring(group).nodes
-        except UnknownGroup:
-            return {}
+    def service_pb(self, s: Service) -> pb.Service:
+        """`s` as answers carry it, ring parameters and health included."""
+        return service_pb(s, self.catalog.ring_node(s))
 
     def _on_change(self, change: GroupChange) -> None:
         """Catalog callback (runs right after the change, on the applying thread)."""
@@ -221,14 +231,13 @@ class RegistryCore:
                 cached.pop(s.id, None)
         watchers = self._watchers.get(change.group)
         if watchers:
-            # Serialized once for every watcher, with the ring as it is right after the change.
-            nodes = self.ring_nodes(change.group)
+            # Serialized once for every watcher, with the group as it is right after the change.
             event = pb.WatchEvent(
                 group=change.group,
                 version=change.version,
-                added=[service_pb(s, nodes) for s in change.added],
-                removed=[service_pb(s, nodes) for s in change.removed],
-                updated=[service_pb(s, nodes) for s in change.updated],
+                added=[self.service_pb(s) for s in change.added],
+                removed=[self.service_pb(s) for s in change.removed],
+                updated=[self.service_pb(s) for s in change.updated],
             ).SerializeToString()
             item = (change.version, event)
             if _running_loop() is self._loop:
@@ -266,6 +275,12 @@ class RegistryCore:
 
     def _missing(self, group: str) -> Missing:
         if self.catalog.version(group) > 0:
+            members = self.catalog.members(group)
+            if members:  # live, but none on the ring: their health keeps them off
+                counts = Counter(s.health.word for s in members)
+                health = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+                passing = "passing" if self.catalog.only_passing else "passing or warning"
+                return Missing(f"group {group!r} has no {passing} member ({health})")
             return Missing(f"group {group!r} has no live member")
         return Missing(f"group {group!r} not found")
 
@@ -297,16 +312,17 @@ class RegistryCore:
 
     def members_all(self, group: str) -> list[pb.Service]:
         """Every member of `group` (every group when "") the gossip pool knows, any status, by
-        (group, id), status set.  A member is listed under the group its tags name; one whose
-        tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
-        A live member in a ring carries that ring's replicas and weight, any other 0."""
+        (group, id), status and health set.  A member is listed under the group its tags name; one
+        whose tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
+        A live member carries its ring parameters (as Members without all), any other 0; a member
+        not in the catalog its health as its tags say."""
         table = self.member_table
         if table is None:  # no gossip behind this core: the catalog's live members are all it knows
             groups = [group] if group else self.catalog.groups()
             rows: Iterable[MemberRow] = [(s.id, s.tags, ALIVE) for g in groups for s in self.catalog.members(g)]
         else:
             rows = table()
-        live: dict[str, tuple[dict[str, Service], Mapping[str, RingNode]]] = {}
+        live: dict[str, dict[str, Service]] = {}
         found: list[pb.Service] = []
         for name, tags, status in rows:
             g = tags.get(TAG_GROUP, "")
@@ -314,14 +330,16 @@ class RegistryCore:
                 continue
             service: pb.Service | None = None
             if status == ALIVE:
-                ring = live.get(g)
-                if ring is None:
-                    ring = live[g] = ({s.id: s for s in self.catalog.members(g)}, self.ring_nodes(g))
-                s = ring[0].get(name)
+                in_group = live.get(g)
+                if in_group is None:
+                    in_group = live[g] = {s.id: s for s in self.catalog.members(g)}
+                s = in_group.get(name)
                 if s is not None:
-                    service = service_pb(s, ring[1])
-            if service is None:  # in no ring (not alive, or not applied yet): no ring parameters
-                service = pb.Service(id=name, group=g, addr=tags.get(TAG_ADDR, ""), tags=dict(tags))
+                    service = self.service_pb(s)
+            if service is None:  # not in the catalog (not alive, or not applied yet): no ring parameters
+                health, note, _ = parse_health(tags)
+                service = pb.Service(id=name, group=g, addr=tags.get(TAG_ADDR, ""), tags=dict(tags),
+                                     health=health.word, health_note=note)
             service.status = status
             found.append(service)
         if not found:
@@ -334,12 +352,11 @@ class RegistryCore:
 
     def snapshot(self, group: str) -> tuple[int, bytes]:
         version = self.version(group)
-        nodes = self.ring_nodes(group)
         event = pb.WatchEvent(
             group=group,
             version=version,
             snapshot=True,
-            services=[service_pb(s, nodes) for s in self.catalog.members(group)],
+            services=[self.service_pb(s) for s in self.catalog.members(group)],
             ring=ring_info(self.catalog),
         )
         return version, event.SerializeToString()
@@ -438,8 +455,13 @@ class RegistryCore:
         return self.encoded(self.match(req.group, req.key, 1)[0]).compat_bare
 
     def wire_compat_members(self, data: bytes) -> bytes:
+        """The group's routed services only: a Go client cannot see health, and builds its own
+        ring or picks from this list, so a critical service must not be in it."""
         req = parse(compat_pb2.MembersRequest, data)
-        return b"".join([self.encoded(s).compat for s in self.members(req.group)])
+        routed = [s for s in self.members(req.group) if self.catalog.routed(s)]
+        if not routed:
+            raise self._missing(req.group)
+        return b"".join([self.encoded(s).compat for s in routed])
 
     def wire_watch(self, data: bytes) -> AsyncIterator[bytes]:
         """Checks the request before returning, so a bad one fails before the stream starts."""

@@ -18,6 +18,19 @@ emptied.  Differences: an unknown or empty group raises ``UnknownGroup`` on
 member whose ``group`` tag disappears leaves its group, and bad
 ``replicas``/``weight`` tags fall back to the default and are counted in
 ``stats`` instead of rejecting the member (Go drops it).
+
+Health (issue 14): a service's health comes from its tags (`registry.healthtags`: absent or
+an unknown word reads as passing, the unknown word counted as ``unknown_health``). A service
+stays a member of its group whatever its health (``members`` lists it, with its health and
+note), but only a *routed* one is on the group's ring: critical never, warning unless the
+catalog is ``only_passing`` (Consul's DNS choice, the server's ``-only-passing``). Taking a
+service out and putting it back uses the ring's incremental ``without``/``with_node``, so only
+its own keys move, to the owners the ring without it gives, and come back to it exactly
+("consistent" breaks point ties by id, so the ring after its return is the ring before; "chash"
+re-inserts it last, as Go's ``Upsert`` does on any tag change, so a point it shares with
+another member may change hands). A health change is a group change like any other (a new
+version, the service ``updated``), and one ``_GroupState`` still holds members and ring
+together, so a reader never sees a ring that disagrees with the members' health.
 """
 
 from __future__ import annotations
@@ -28,7 +41,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, Ring, RingNode
+from .healthtags import Health, parse_health
+from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, EmptyRing, Ring, RingNode
 
 __all__ = [
     "MAX_WEIGHT",
@@ -58,7 +72,7 @@ MAX_REPLICAS_TAG = 100_000
 
 @dataclass(frozen=True)
 class Service:
-    """One registered service instance, as the catalog knows it."""
+    """One registered service instance, as the catalog knows it (health read from its tags)."""
 
     id: str
     group: str
@@ -66,6 +80,9 @@ class Service:
     replicas: int
     weight: int
     tags: Mapping[str, str] = field(hash=False)
+    health: Health = Health.PASSING
+    #: Why it is not passing (the failing check's note); "" when passing.
+    health_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,10 +97,10 @@ class GroupChange:
 
 
 class UnknownGroup(LookupError):
-    """The group has no live services (or never had any)."""
+    """The group has no live services (or never had any), or none on its ring (their health)."""
 
-    def __init__(self, group: str) -> None:
-        super().__init__(f"unknown group {group!r}: no live services")
+    def __init__(self, group: str, why: str = "no live services") -> None:
+        super().__init__(f"unknown group {group!r}: {why}")
         self.group = group
 
 
@@ -94,8 +111,8 @@ class _GroupState:
     name: str
     version: int
     replicas: int | None  # chash: fixed by the group's first member
-    services: Mapping[str, Service]
-    ring: Ring
+    services: Mapping[str, Service]  # every live member, routed or not (its health)
+    ring: Ring  # the routed members only
 
 
 def _parse_int(raw: str | None, default: int, low: int, high: int) -> tuple[int, bool]:
@@ -146,7 +163,8 @@ class _Batch:
 class Catalog:
     """Services per group and their rings; the registry server's state."""
 
-    def __init__(self, algorithm: str = "consistent", default_replicas: int | None = None) -> None:
+    def __init__(self, algorithm: str = "consistent", default_replicas: int | None = None,
+                 only_passing: bool = False) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown ring algorithm {algorithm!r} (expected one of {ALGORITHMS})")
         if default_replicas is None:
@@ -155,8 +173,13 @@ class Catalog:
             raise ValueError("default_replicas must be >= 1")
         self.algorithm = algorithm
         self.default_replicas = default_replicas
-        #: Counters: "bad_replicas", "bad_weight", "ignored_no_group", "listener_error", ...
+        #: Warning services are out of the rings too (critical ones always are).
+        self.only_passing = only_passing
+        self._worst_routed = Health.PASSING if only_passing else Health.WARNING
+        #: Counters: "bad_replicas", "bad_weight", "ignored_no_group", "listener_error", "unknown_health", ...
         self.stats: Counter[str] = Counter()
+        #: Health changes of members already in a group, by the health they changed to ("critical", ...).
+        self.health_changes: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._groups: dict[str, _GroupState] = {}
         self._where: dict[str, str] = {}  # service id -> group
@@ -190,6 +213,9 @@ class Catalog:
         weight, ok = _parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
         if not ok:
             self.stats["bad_weight"] += 1
+        health, note, known = parse_health(tags)
+        if not known:
+            self.stats["unknown_health"] += 1
         return Service(
             id=name,
             group=group,
@@ -197,7 +223,17 @@ class Catalog:
             replicas=replicas,
             weight=weight,
             tags=MappingProxyType(dict(tags)),
+            health=health,
+            health_note=note,
         )
+
+    def routed(self, service: Service) -> bool:
+        """Whether `service` is on its group's ring: passing, or warning unless ``only_passing``."""
+        return service.health <= self._worst_routed
+
+    def _count_health_change(self, old: Service | None, new: Service) -> None:
+        if old is not None and old.health is not new.health:
+            self.health_changes[new.health.word] += 1
 
     def _upsert(self, group: str, name: str, tags: Mapping[str, str]) -> GroupChange | None:
         state = self._groups.get(group)
@@ -218,8 +254,11 @@ class Catalog:
         else:
             node = RingNode(service.replicas, service.weight)
         ring = state.ring
-        if old is None or self.algorithm == "chash" or ring.nodes.get(name) != node:
+        if not self.routed(service):
+            ring = ring.without(name)  # the same ring if it was not on it
+        elif old is None or self.algorithm == "chash" or ring.nodes.get(name) != node:
             ring = ring.with_node(name, node)
+        self._count_health_change(old, service)
         services = dict(state.services)
         if self.algorithm == "chash":
             services.pop(name, None)  # dict order = ring insert order (Go Upsert re-inserts last)
@@ -304,17 +343,24 @@ class Catalog:
         replicas = state.replicas if state is not None else None
         if replicas is None and self.algorithm == "chash" and b.first is not None:
             replicas = b.first.replicas
+        for s in updated:
+            self._count_health_change(b.original[s.id], s)
         ring = state.ring if state is not None else Ring(self.algorithm)
         if len(added) >= _BULK_MIN and len(added) * 2 >= len(b.services):
-            ring = Ring.build(self.algorithm, {k: self._node(replicas, s) for k, s in b.services.items()})
+            routed = {k: self._node(replicas, s) for k, s in b.services.items() if self.routed(s)}
+            ring = Ring.build(self.algorithm, routed)
         else:
             for s in removed:
                 ring = ring.without(s.id)
             for k, s in b.services.items():
-                if k in b.touched:
-                    node = self._node(replicas, s)
-                    if self.algorithm == "chash" or ring.nodes.get(k) != node:
-                        ring = ring.with_node(k, node)
+                if k not in b.touched:
+                    continue
+                if not self.routed(s):
+                    ring = ring.without(k)
+                    continue
+                node = self._node(replicas, s)
+                if self.algorithm == "chash" or ring.nodes.get(k) != node:
+                    ring = ring.with_node(k, node)
         version = (state.version if state is not None else 0) + 1
         self._groups[group] = _GroupState(group, version, replicas, MappingProxyType(dict(b.services)), ring)
         return GroupChange(group, version, added, removed, updated)
@@ -351,23 +397,38 @@ class Catalog:
         return state
 
     def match(self, group: str, key: str, n: int = 1) -> list[Service]:
-        """The ``n`` services (distinct, ring order) for ``key``; ``UnknownGroup`` if none.
+        """The ``n`` routed services (distinct, ring order) for ``key``; ``UnknownGroup`` if none.
 
-        Fewer than ``n`` when the group is smaller; ``ValueError`` if ``n < 1``.
+        Fewer than ``n`` when the ring is smaller; ``ValueError`` if ``n < 1``.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         state = self._live(group)
         services = state.services
-        return [services[i] for i in state.ring.get_n(key, n)]
+        try:
+            return [services[i] for i in state.ring.get_n(key, n)]
+        except EmptyRing:
+            raise self._unrouted(state) from None
 
     def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
-        """One service per key, all from the same snapshot of the group."""
+        """One routed service per key, all from the same snapshot of the group."""
         state = self._live(group)
-        return list(map(state.services.__getitem__, state.ring.get_many(keys)))
+        if not keys:
+            return []
+        try:
+            return list(map(state.services.__getitem__, state.ring.get_many(keys)))
+        except EmptyRing:
+            raise self._unrouted(state) from None
+
+    @staticmethod
+    def _unrouted(state: _GroupState) -> UnknownGroup:
+        """Every member of the group is out of its ring: say how healthy they are."""
+        counts = Counter(s.health.word for s in state.services.values())
+        return UnknownGroup(state.name, "no service on its ring (" + ", ".join(
+            f"{n} {word}" for word, n in sorted(counts.items())) + ")")
 
     def members(self, group: str) -> list[Service]:
-        """Live services of ``group``; ``[]`` for an unknown group (as Go).
+        """Live services of ``group``, whatever their health; ``[]`` for an unknown group (as Go).
 
         Sorted by id for ``"consistent"``.  For ``"chash"`` in ring insert
         order: answers on shared points depend on it (the later insert
@@ -391,8 +452,15 @@ class Catalog:
         return 0 if state is None else state.version
 
     def ring(self, group: str) -> Ring:
-        """The current ring snapshot of ``group`` (``UnknownGroup`` if empty)."""
+        """The current ring snapshot of ``group`` (``UnknownGroup`` if it has no member; an
+        empty ring if no member is routed)."""
         return self._live(group).ring
+
+    def ring_node(self, service: Service) -> RingNode:
+        """The ring parameters `service` has on its group's ring, or would have there if routed
+        (for "chash" the group's replica count, fixed by its first member)."""
+        state = self._groups.get(service.group)
+        return self._node(state.replicas if state is not None else None, service)
 
     def group_of(self, name: str) -> str | None:
         """Group a member currently belongs to, if any."""

@@ -113,6 +113,9 @@ def _server_parser() -> argparse.ArgumentParser:
           help="gRPC server: native (default: no grpcio in the process, faster) or grpcio (grpc.aio)")
     add_flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
     add_flag(p, "leave-timeout", default=5.0, type=positive_seconds, help="seconds to spend leaving on SIGTERM (default 5)")
+    add_flag(p, "only-passing", action="store_true",
+             help="route to passing services only: a service whose checks say warning leaves the rings too "
+                  "(critical ones always do; Consul's only_passing)")
     return p
 
 
@@ -225,6 +228,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         rpc_engine=ns.rpc_engine,
         profile=ns.profile,
         leave_timeout=ns.leave_timeout,
+        only_passing=ns.only_passing,
     )
     return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,23 +32,30 @@ from registry.cli import (
     print_error,
     readable_file,
 )
+from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health
 
-__all__ = ["MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
+__all__ = ["HEALTHS", "MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
 
 # Not imported from registry.api: that imports asyncio, which must be loaded after the command
 # decides whether to hide ssl from it (cli._import_asyncio_without_ssl). A test checks they agree.
 MAX_MATCH_N = 1000  # the server's limit, checked before calling it
 #: Serf's member statuses, as `serf members` prints them (registry.serf.member.MemberStatus).
 MEMBER_STATUSES = ("alive", "leaving", "left", "failed")
+#: A service's health, as its checks set it.
+HEALTHS = tuple(h.word for h in Health)
 
 
 _OPS_HELP = {
     "members": (
         "List every member of every group (or of -group G) that the registry's gossip pool knows, "
-        "as `serf members` does: one line each, ID GROUP ADDR STATUS TAGS, sorted by group and id. "
-        "STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
-        "stopped answering); left and failed members stay listed until the pool reaps them. Only "
-        "alive members are in the rings: Match never returns the others. The registries themselves "
+        "as `serf members` does: one line each, ID GROUP ADDR STATUS HEALTH TAGS, sorted by group and "
+        "id. STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
+        "stopped answering); left and failed members stay listed until the pool reaps them. HEALTH is "
+        "what the service's checks say: passing, warning or critical (a service without checks, or a "
+        "Go one, is passing); a service that is not passing has its reason at the end of its line, "
+        "note=\"...\". Only alive members are in the rings, and of those not the critical ones (nor "
+        "warning ones on a registry run with -only-passing): Match never returns the others. TAGS "
+        "omits the health tags (they are the HEALTH column and the note). The registries themselves "
         f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
         "not services and are not listed."
     ),
@@ -111,13 +119,23 @@ def _print_services(services: Sequence[Any]) -> None:
 
 
 def _print_members(services: Sequence[Any]) -> None:
-    """ID GROUP ADDR STATUS TAGS, columns aligned (`serf members` prints NAME ADDR STATUS TAGS)."""
-    rows = [(s.id, s.group, s.addr, s.status or "alive", _tags_text(s)) for s in services]
+    """ID GROUP ADDR STATUS HEALTH TAGS, columns aligned (`serf members` prints NAME ADDR STATUS
+    TAGS), and a non-passing service's note last, quoted (it is free text: spaces, commas)."""
+    rows = [(s.id, s.group, s.addr, s.status or "alive", _health(s), _tags_text(s, health=False)) for s in services]
     if not rows:
         return
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r, s in zip(rows, services):
+        line = "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5]
+        note = getattr(s, "health_note", "")
+        if r[4] != "passing" and note:
+            line += "  note=" + json.dumps(note, ensure_ascii=False)
+        print(line)
+
+
+def _health(s: Any) -> str:
+    """The service's health word; "passing" from a registry older than health routing."""
+    return getattr(s, "health", "") or "passing"
 
 
 def _all_members(c: Any, group: str) -> list[Any]:
@@ -142,8 +160,11 @@ def _all_members(c: Any, group: str) -> list[Any]:
     return services
 
 
-def _tags_text(s: Any) -> str:
+def _tags_text(s: Any, health: bool = True) -> str:
     tags = dict(getattr(s, "tags", None) or {})
+    if not health:
+        tags.pop(TAG_HEALTH, None)
+        tags.pop(TAG_HEALTH_NOTE, None)
     if not tags:
         tags = {"group": getattr(s, "group", ""), "addr": s.addr}
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
@@ -166,6 +187,7 @@ def run(name: str, argv: Sequence[str]) -> int:
     if name == "members":
         add_flag(p, "group", default="", help="only this group (default: every group)")
         add_flag(p, "status", default="", choices=MEMBER_STATUSES, help="only members with this status")
+        add_flag(p, "health", default="", choices=HEALTHS, help="only services with this health")
     elif name == "match":
         p.add_argument("group")
         p.add_argument("key")
@@ -193,7 +215,8 @@ def run(name: str, argv: Sequence[str]) -> int:
                     print(g)
             elif name == "members":
                 services = _all_members(c, ns.group)
-                _print_members([s for s in services if not ns.status or (s.status or "alive") == ns.status])
+                _print_members([s for s in services if (not ns.status or (s.status or "alive") == ns.status)
+                                and (not ns.health or _health(s) == ns.health)])
             else:
                 if ns.n == 1:
                     found = [c.match(ns.group, ns.key)]

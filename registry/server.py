@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from registry import healthtags
 from registry.addresses import UsageError, ip_literal, probe_tcp_port
 from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
@@ -74,7 +75,7 @@ class RegistryServer:
         from registry.catalog import Catalog
         from registry.health import Health
 
-        self.catalog = Catalog(algorithm=config.hash)
+        self.catalog = Catalog(algorithm=config.hash, only_passing=config.only_passing)
         #: What grpc.health.v1 answers: see the module docstring (NOT_SERVING until ready).
         self.health = Health(serving=False)
         self.agent: Any = None
@@ -361,6 +362,13 @@ class RegistryServer:
 
     # -- metrics --------------------------------------------------------------------------
 
+    def _health_counts(self, group: str) -> list[tuple[healthtags.Health, int]]:
+        """(health, services) of `group`, every health listed (0 too: a gauge that vanishes is unplottable)."""
+        counts = dict.fromkeys(healthtags.Health, 0)
+        for s in self.catalog.members(group):
+            counts[s.health] += 1
+        return list(counts.items())
+
     def _collect(self) -> Iterable[Metric]:
         groups = self.catalog.groups()
         yield Metric(
@@ -370,6 +378,10 @@ class RegistryServer:
             [({"group": g}, float(len(self.catalog.members(g)))) for g in groups],
         )
         yield Metric("registry_groups", "Groups with at least one live service.", "gauge", [({}, float(len(groups)))])
+        yield Metric("registry_services", "Live services per group by health (critical ones are in no ring).", "gauge",
+                     [({"group": g, "health": h.word}, float(n)) for g in groups for h, n in self._health_counts(g)])
+        yield Metric("registry_health_changes_total", "Health changes of services, by the health changed to.",
+                     "counter", [({"health": h.word}, float(self.catalog.health_changes[h.word])) for h in healthtags.Health])
         yield Metric(
             "registry_group_version",
             "Ring version per group (bumps on every membership change).",

@@ -50,3 +50,5 @@ class ServerConfig:
     rejoin_interval: float = 0.0
     #: Seconds between catalog/member-table reconciles (0 = derive from the profile).
     reconcile_interval: float = 0.0
+    #: Warning services are out of the rings too, not only critical ones (the -only-passing flag).
+    only_passing: bool = False

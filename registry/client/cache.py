@@ -15,11 +15,18 @@ finished ring is published. Readers never take a lock: what they see is one immu
 `_State` (version, ring, services), replaced whole by the single writer, so matches keep
 answering from the previous ring while a new snapshot is built (they used to wait ~8 s on
 a lock held through the whole apply during a failover).
+
+Health: the server's catalog keeps a critical service (and with `RingInfo.only_passing` a
+warning one) off its ring; ours is made with the same `only_passing` and fed each service's
+health as the server states it (the `health` field, which overrides the tag: a registry older
+than health routing sends none and routes every live service, so we read it as passing too).
+Our ring therefore takes a service out and back exactly when, and exactly as, the server's does.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -28,6 +35,7 @@ from registry.catalog import Catalog, UnknownGroup
 from registry.client.common import to_service
 from registry.client.errors import NotFound
 from registry.client.types import Service
+from registry.healthtags import TAG_HEALTH
 from registry.ring import EmptyRing, Ring
 from registry.v1 import registry_pb2 as pb
 
@@ -38,11 +46,13 @@ def _member_tags(s: pb.Service) -> dict[str, str]:
     """Tags that make our catalog give `s` the ring node the server's ring has.
 
     The server sends the ring parameters it really uses (for chash the group's
-    replica count, fixed by its first member), so they override the raw tags.
+    replica count, fixed by its first member), so they override the raw tags; and its
+    verdict on the service's health (see the module docstring).
     """
     tags = dict(s.tags)
     tags["group"] = s.group
     tags["addr"] = s.addr
+    tags[TAG_HEALTH] = s.health or "passing"
     if s.replicas > 0:
         tags["replicas"] = str(s.replicas)
     if s.weight > 0:
@@ -55,8 +65,8 @@ class _State:
     """What readers see, replaced whole on every applied event (never modified)."""
 
     version: int  # the server's version last applied; -1: nothing received yet
-    ring: Ring | None  # None: the group has no live member
-    services: Mapping[str, Service]  # id -> the service exactly as the server sent it
+    ring: Ring | None  # None: the group has no live member (empty: none is routed)
+    services: Mapping[str, Service]  # id -> the service exactly as the server sent it, routed or not
 
 
 _EMPTY = _State(-1, None, MappingProxyType({}))
@@ -100,7 +110,7 @@ class GroupView:
                     catalog.apply_many([*gone, *((s.id, _member_tags(s)) for s in event.services)])
                 else:
                     # A fresh catalog, built in bulk (one ring build).
-                    catalog = self._new_catalog(event.ring.algorithm, event.ring.default_replicas)
+                    catalog = self._new_catalog(event.ring)
                     catalog.apply_many([(s.id, _member_tags(s)) for s in event.services])
             else:
                 current = self._catalog
@@ -136,7 +146,8 @@ class GroupView:
         one bulk build beats a join or leave per change.
         """
         if (catalog.algorithm != "consistent" or event.ring.algorithm != "consistent"
-                or event.ring.default_replicas != catalog.default_replicas):
+                or event.ring.default_replicas != catalog.default_replicas
+                or event.ring.only_passing != catalog.only_passing):
             return False
         budget = len(new) // 8
         changed = sum(1 for k in old if k not in new)
@@ -147,14 +158,19 @@ class GroupView:
         return changed <= budget
 
     @staticmethod
-    def _new_catalog(algorithm: str, default_replicas: int) -> Catalog:
-        if default_replicas > 0:
-            return Catalog(algorithm=algorithm, default_replicas=default_replicas)
-        return Catalog(algorithm=algorithm)
+    def _new_catalog(ring: pb.RingInfo) -> Catalog:
+        return Catalog(algorithm=ring.algorithm, default_replicas=ring.default_replicas or None,
+                       only_passing=ring.only_passing)
 
     def _missing(self, state: _State) -> NotFound:
-        return NotFound(f"Match (group {self.group!r}): group has no live member (client cache, version "
-                        f"{state.version})", group=self.group)
+        why = "group has no live member"
+        if state.services:  # live, but none on the ring: their health keeps them off (as the server says)
+            counts = Counter(s.health for s in state.services.values())
+            catalog = self._catalog
+            passing = "passing" if catalog is not None and catalog.only_passing else "passing or warning"
+            why = f"group has no {passing} member ({', '.join(f'{n} {w}' for w, n in sorted(counts.items()))})"
+        return NotFound(f"Match (group {self.group!r}): {why} (client cache, version {state.version})",
+                        group=self.group)
 
     def match(self, key: str, n: int) -> list[Service]:
         st = self._state
@@ -179,12 +195,12 @@ class GroupView:
         return list(map(st.services.__getitem__, names))
 
     def members(self) -> list[Service]:
-        """As the server's Members: sorted by id ("consistent") or in ring insert order ("chash")."""
+        """As the server's Members, whatever their health: sorted by id ("consistent") or in
+        ring insert order ("chash")."""
         st = self._state
         ring = st.ring
         if ring is None:
             return []
-        ids = [k for k in st.services if k in ring]
-        if ring.algorithm != "chash":
-            ids.sort()
-        return [st.services[k] for k in ids]
+        if ring.algorithm == "chash":
+            return list(st.services.values())
+        return [st.services[k] for k in sorted(st.services)]

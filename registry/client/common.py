@@ -125,7 +125,7 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
 
 
 def to_service(s: pb.Service) -> Service:
-    return Service(s.id, s.group, s.addr, dict(s.tags), s.status)
+    return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note)
 
 
 def members_request(group: str, all: bool) -> pb.MembersRequest:

@@ -14,17 +14,24 @@ __all__ = ["Service", "TlsConfig"]
 
 @dataclass(frozen=True)
 class Service:
-    """One service. Hashable on (id, group, addr); equality also compares tags and status.
+    """One service. Hashable on (id, group, addr); equality also compares the other fields.
 
     `status` is the member's Serf status ("alive", "leaving", "left", "failed") in what
     `members(group, all=True)` returns, and "" everywhere else: Match, Members without `all`
-    and the cache hand out live services only, and their answers carry no status."""
+    and the cache hand out live services only, and their answers carry no status.
+
+    `health` is what its checks say: "passing", "warning" or "critical" (a registry older than
+    health routing says nothing: "passing"), and `health_note` why when not passing. Match
+    never returns a critical service (nor a warning one from a registry run with
+    -only-passing); members() lists it."""
 
     id: str
     group: str
     addr: str
     tags: Mapping[str, str] = field(default_factory=dict, hash=False)
     status: str = field(default="", hash=False)
+    health: str = field(default="passing", hash=False)
+    health_note: str = field(default="", hash=False)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Service(_message.Message):
-    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight", "status")
+    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight", "status", "health", "health_note")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,8 @@ class Service(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_NOTE_FIELD_NUMBER: _ClassVar[int]
     id: str
     group: str
     addr: str
@@ -29,7 +31,9 @@ class Service(_message.Message):
     replicas: int
     weight: int
     status: str
-    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+    health: str
+    health_note: str
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ..., health: _Optional[str] = ..., health_note: _Optional[str] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("group", "key", "n")
@@ -90,12 +94,14 @@ class GroupsResponse(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[str]] = ..., ring: _Optional[_Union[RingInfo, _Mapping]] = ...) -> None: ...
 
 class RingInfo(_message.Message):
-    __slots__ = ("algorithm", "default_replicas")
+    __slots__ = ("algorithm", "default_replicas", "only_passing")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_PASSING_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     default_replicas: int
-    def __init__(self, algorithm: _Optional[str] = ..., default_replicas: _Optional[int] = ...) -> None: ...
+    only_passing: bool
+    def __init__(self, algorithm: _Optional[str] = ..., default_replicas: _Optional[int] = ..., only_passing: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("group",)
