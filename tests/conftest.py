@@ -5,6 +5,9 @@
 grpcurl binary (a Go gRPC client), `@pytest.mark.chaos` ones `ip`, `iptables` and root (network
 namespaces): without them they are skipped locally but FAIL when CI=true,
 so a broken CI image cannot silently turn interop tests green.
+
+Every test fails on a handler error or a raising core logged in the test process, unless it
+declares it with `@pytest.mark.handler_errors("ExcName")` (tests/logcheck.py `no_handler_errors`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 import shutil
 
 import pytest
+
+from tests.logcheck import no_handler_errors  # noqa: F401  (autouse: every test fails on a bug its nodes logged)
 
 _NEEDS = {
     "serf": (("serf",), "apt-get install serf"),

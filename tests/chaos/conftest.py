@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Proc, check_logs
-from tests.logcheck import no_handler_errors  # noqa: F401  (autouse fixture)
 
 from .netlab import NetLab, sweep_stale
 from .pool import Pool

@@ -46,6 +46,7 @@ def handler_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
     return [r for r in caplog.records if "drop.handler_error" in r.getMessage()]
 
 
+@pytest.mark.handler_errors("KeyError")  # injected on purpose
 async def test_a_flood_of_one_handler_bug_logs_once_with_its_traceback(
     buggy_node: MemberlistNode, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -66,6 +67,7 @@ async def test_a_flood_of_one_handler_bug_logs_once_with_its_traceback(
     assert not any(k.startswith("runner.exception") for k in buggy_node.stats)  # the node carried on
 
 
+@pytest.mark.handler_errors("KeyError")  # injected on purpose
 def test_another_kind_of_failure_gets_its_own_line(caplog: pytest.LogCaptureFixture) -> None:
     """Same exception type, other message type: a second line; repeats of either: none."""
     caplog.set_level(logging.ERROR, logger="registry.memberlist")
@@ -101,6 +103,7 @@ def test_a_simulation_raises_a_handler_bug() -> None:
         c.net.run_for(1.0)
 
 
+@pytest.mark.handler_errors("KeyError")  # injected on purpose
 def test_a_simulation_fails_on_a_counted_handler_error() -> None:
     """A machine that only counted a handler error (not strict) fails the run at its end."""
     c = make_cluster(2, Config.fast(), seed=3)
@@ -128,6 +131,7 @@ def _with_a_peer(strict: bool) -> Memberlist:
     return m
 
 
+@pytest.mark.handler_errors("RuntimeError")  # injected on purpose
 def test_a_failing_timer_logs_once_and_keeps_running(caplog: pytest.LogCaptureFixture) -> None:
     """Before issue 13 every failing gossip tick logged its traceback (5 a second here)."""
     caplog.set_level(logging.ERROR, logger="registry.memberlist")

@@ -229,6 +229,7 @@ class Exploding:
         return []
 
 
+@pytest.mark.handler_errors("RuntimeError")  # injected on purpose
 def test_machine_exceptions_are_contained() -> None:
     machine = Exploding()
     runner = ThreadedRunner(machine, Config.fast(name="x"))

@@ -254,6 +254,7 @@ async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner: M
     w2.close()
 
 
+@pytest.mark.handler_errors("RuntimeError")  # injected on purpose
 async def test_machine_exceptions_are_contained(make_runner: MakeRunner) -> None:
     a, ma = await make_runner()
     b, _mb = await make_runner()

@@ -9,7 +9,6 @@ import pytest
 
 from registry.catalog import Catalog
 from registry.native import NativeServer, start_native
-from tests.logcheck import no_handler_errors  # noqa: F401  (autouse fixture)
 from tests.registry.rpc_fixtures import populate
 
 

@@ -46,6 +46,7 @@ def test_a_serf_handler_bug_is_raised_in_a_simulation() -> None:
     assert bad.handler_errors == 1
 
 
+@pytest.mark.handler_errors("ZeroDivisionError")  # injected on purpose
 def test_a_serf_handler_bug_is_counted_when_not_strict() -> None:
     """Off strict (a running agent), the node keeps going and counts the bug."""
     net = SimNetwork(seed=4, strict=False)
