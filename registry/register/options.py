@@ -20,7 +20,7 @@ from registry.addresses import (
     ip_literal,
     parse_hostport,
 )
-from registry.memberlist.config import Config
+from registry.memberlist.config import Config, Profile
 from registry.memberlist.types import META_MAX_SIZE
 from registry.serf.config import SerfConfig
 from registry.serf.events import EventType, MemberEvent
@@ -170,7 +170,7 @@ class Options:
         weight: int | None = None,
         tags: Mapping[str, str] | None = None,
         handler: Handler | Any | None = None,
-        profile: str = "lan",
+        profile: Profile = "lan",
         encrypt: str | None = None,
         leave_timeout: float = 5.0,
     ) -> None:

@@ -12,9 +12,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, whatever the cwd
 
+from registry.memberlist.config import Profile
 from registry.register import Register
 
 
@@ -23,7 +25,7 @@ def main(argv: list[str]) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    reg = Register(ident, bind, "", registries, group, addr, profile=profile)
+    reg = Register(ident, bind, "", registries, group, addr, profile=cast("Profile", profile))  # Register checks it
     reg.start()
     print(f"registered {ident}", flush=True)
     done.wait()

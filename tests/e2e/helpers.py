@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from registry.memberlist.config import Profile
 from tests.agentproc import free_port as free_port  # noqa: PLC0414  (re-exported: the tests import it from here)
 from tests.logcheck import bugs_in, check_outputs
 
@@ -136,7 +137,7 @@ def procs() -> Iterator[list[Proc]]:
 # 0.6 s suspicion can declare a CPU-starved process dead on a loaded machine (seen: a service
 # "failed" 0.7 s after joining at load 8 on 2 cores, refuted 0.3 s later), and a Match in that
 # window sees one service fewer.
-TOLERANT = "lan"
+TOLERANT: Profile = "lan"
 
 
 class Registry:

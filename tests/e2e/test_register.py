@@ -33,7 +33,7 @@ def test_bad_arguments_raise_clearly() -> None:
     with pytest.raises(RegisterError, match="registries"):
         Register("s", ":0", "", "", "g", "127.0.0.1:1")
     with pytest.raises(RegisterError, match="profile"):
-        Register("s", ":0", "", "127.0.0.1:7370", "g", "127.0.0.1:1", profile="moon")
+        Register("s", ":0", "", "127.0.0.1:7370", "g", "127.0.0.1:1", profile="moon")  # type: ignore[arg-type]  # a bad value at run time
 
 
 def test_start_raises_when_no_registry_answers() -> None:
