@@ -29,8 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from registry.addresses import bind_pair
-
 from .config import Config
 from .driver import UDP_RECV_MAX, DriverBase, StreamDone, local_advertise
 from .threaded_streams import TcpStreams
@@ -40,7 +38,6 @@ __all__ = [
     "RunnerClosed",
     "StreamDone",
     "ThreadedRunner",
-    "bind_pair",
     "local_advertise",
 ]
 

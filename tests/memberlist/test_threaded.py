@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from registry.addresses import bind_pair
 from registry.memberlist.config import Config
 from registry.memberlist.core import Memberlist
 from registry.memberlist.node import MemberlistNode
-from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, bind_pair, local_advertise
+from registry.memberlist.threaded import RunnerClosed, ThreadedRunner, local_advertise
 from registry.memberlist.types import Address, NodeState, Output
 from tests.waiting import eventually
 

@@ -19,6 +19,7 @@ from registry.addresses import bind_pair
 from registry.memberlist.config import Config
 from registry.memberlist.runner import MachineRunner
 from registry.memberlist.types import Address, OpenStream, Output, SendPacket
+from tests.waiting import aeventually
 
 LOOP4 = "127.0.0.1"
 LOOP6 = "::1"
@@ -98,14 +99,6 @@ class PingPong:
         return self._next_stream
 
 
-async def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
-
-
 @pytest.fixture
 async def make_runner() -> AsyncIterator[MakeRunner]:
     runners: list[MachineRunner] = []
@@ -130,7 +123,7 @@ async def test_udp_ping_pong_port_zero(make_runner: MakeRunner, host: str) -> No
     assert a.bound.host == host
     ma.send(b.bound, b"ping:1")
     a.kick()
-    await wait_for(lambda: any(d == b"pong:1" for d, _ in ma.packets))
+    await aeventually(lambda: any(d == b"pong:1" for d, _ in ma.packets), 10)
     src = next(s for d, s in mb.packets if d == b"ping:1")
     assert src == a.bound  # replies go to the sender's real UDP port
     assert a.stats["udp.out.packets"] >= 1 and a.stats["udp.in.bytes"] >= 6
@@ -167,7 +160,7 @@ async def test_stream_without_reply_reports_empty(make_runner: MakeRunner) -> No
     a.kick()
     assert (await asyncio.wait_for(fut, 10)).accepted
     assert ma.results[sid] == b""
-    await wait_for(lambda: mb.streams == [(b"noreply", mb.streams[0][1])] if mb.streams else False)
+    await aeventually(lambda: mb.streams == [(b"noreply", mb.streams[0][1])] if mb.streams else False, 10)
 
 
 async def test_stream_to_closed_port_fails_with_reason(make_runner: MakeRunner) -> None:
@@ -243,7 +236,7 @@ async def test_inbound_silent_and_garbage_connections_are_dropped(make_runner: M
     fut = a.watch_stream(sid)
     a.kick()
     assert (await asyncio.wait_for(fut, 10)).accepted
-    await wait_for(lambda: any(d == b"pong:alive" for d, _ in ma.packets))
+    await aeventually(lambda: any(d == b"pong:alive" for d, _ in ma.packets), 10)
     assert await asyncio.wait_for(r2.read(), 10) == b""  # closed without a reply
     started = time.monotonic()
     assert await asyncio.wait_for(r1.read(), 10) == b""  # closed by the node's deadline
@@ -264,12 +257,12 @@ async def test_machine_exceptions_are_contained(make_runner: MakeRunner) -> None
     a.kick()
     outcome = await asyncio.wait_for(fut, 10)
     assert not outcome.accepted  # the peer's machine raised, so no reply was written
-    await wait_for(lambda: b.stats["runner.exception.receive_packet"] == 1)
+    await aeventually(lambda: b.stats["runner.exception.receive_packet"] == 1, 10)
     assert b.stats["runner.exception.receive_stream"] == 1
     # Still healthy afterwards.
     ma.send(b.bound, b"ping:after")
     a.kick()
-    await wait_for(lambda: any(d == b"pong:after" for d, _ in ma.packets))
+    await aeventually(lambda: any(d == b"pong:after" for d, _ in ma.packets), 10)
 
 
 async def test_udp_garbage_does_not_hurt(make_runner: MakeRunner) -> None:
@@ -292,28 +285,28 @@ async def test_timer_armed_at_next_deadline_and_rearmed(make_runner: MakeRunner)
     sent = b.now()
     ma.send(b.bound, b"arm:0.2")
     a.kick()
-    await wait_for(lambda: len(mb.ticks) == 1)
+    await aeventually(lambda: len(mb.ticks) == 1, 10)
     assert mb.ticks[0] >= sent + 0.2 - 0.01
     # An earlier deadline arriving later replaces a pending later one.
     ma.send(b.bound, b"arm:5")
     ma.send(b.bound, b"arm:0.1")
     a.kick()
-    await wait_for(lambda: len(mb.ticks) == 2)
+    await aeventually(lambda: len(mb.ticks) == 2, 10)
     assert len(mb.deadlines) == 1  # the 5 s one is still pending
     # kick() after an API call arms timers set through the API.
     mb.deadlines.append(b.now() + 0.05)
     b.kick()
-    await wait_for(lambda: len(mb.ticks) == 3)
+    await aeventually(lambda: len(mb.ticks) == 3, 10)
 
 
 async def test_inbound_concurrency_is_capped(make_runner: MakeRunner) -> None:
     b, _mb = await make_runner(config=Config.fast(tcp_timeout=5.0, max_concurrent_push_pulls=2))
     conns = [await asyncio.open_connection(LOOP4, b.bound.port) for _ in range(2)]
-    await wait_for(lambda: b.stats["tcp.accept"] == 2)
+    await aeventually(lambda: b.stats["tcp.accept"] == 2, 10)
     _r3, w3 = await asyncio.open_connection(LOOP4, b.bound.port)
     # The newcomer is admitted; the oldest idle holder is shed at once, not after tcp_timeout.
     assert await asyncio.wait_for(conns[0][0].read(), 5) == b""
-    await wait_for(lambda: b.stats["tcp.accept"] == 3)
+    await aeventually(lambda: b.stats["tcp.accept"] == 3, 10)
     # (the per-source cap, 2 here too, spares young streams; the global rule does not)
     assert b.stats["tcp.in.shed.global"] == 1 and b.stats["tcp.in.rejected_busy"] == 0
     for _, w in conns:
@@ -334,7 +327,7 @@ async def test_close_resolves_pending_streams() -> None:
     sid = machine.open(Address(LOOP4, port), b"x", timeout=30)
     fut = runner.watch_stream(sid)
     runner.kick()
-    await wait_for(lambda: runner.stats["tcp.dial"] == 1)
+    await aeventually(lambda: runner.stats["tcp.dial"] == 1, 10)
     await runner.close()
     outcome = await asyncio.wait_for(fut, 5)
     assert not outcome.accepted
