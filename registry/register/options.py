@@ -9,7 +9,8 @@ not at all (clients got `Service(addr='')`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from registry.addresses import (
@@ -20,6 +21,9 @@ from registry.addresses import (
     ip_literal,
     parse_hostport,
 )
+from registry.checks.board import Board, Published
+from registry.checks.spec import Check, CheckError, name_checks
+from registry.healthtags import MAX_NOTE_BYTES, TAG_HEALTH, TAG_HEALTH_NOTE, Health, health_tags
 from registry.memberlist.config import Config, Profile
 from registry.memberlist.types import META_MAX_SIZE
 from registry.serf.config import SerfConfig
@@ -35,6 +39,8 @@ DEFAULT_REPLICAS = 10000
 #: from there: that module loads asyncio, which a sync service must not pay for).
 REGISTRY_GROUP = "registry-group"
 _RESERVED = ("group", "addr", "replicas", "weight")
+#: The largest health tags checks can publish: what tags are sized against when there are checks.
+_WORST_HEALTH = health_tags(Health.CRITICAL, "x" * MAX_NOTE_BYTES)
 
 
 class RegisterError(RuntimeError):
@@ -117,11 +123,17 @@ def _count(value: object, what: str) -> int:
     return value
 
 
-def _checked_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Tags that fit in gossip metadata, with valid reserved values, or RegisterError."""
+def _checked_tags(tags: Mapping[str, str], with_health: bool = False) -> dict[str, str]:
+    """Tags that fit in gossip metadata, with valid reserved values, or RegisterError.
+    `with_health`: the service has checks, which own the health tags and need room for the
+    largest ones (a critical status and a full note) beside these."""
     for k, v in tags.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise RegisterError(f"tags must map str to str, not {k!r}: {v!r}")
+    if with_health and (TAG_HEALTH in tags or TAG_HEALTH_NOTE in tags):
+        raise RegisterError(
+            f"tags {TAG_HEALTH!r} and {TAG_HEALTH_NOTE!r} belong to the checks (a TtlCheck's status is set with set_status)"
+        )
     if not tags.get("group"):
         raise RegisterError("group must not be empty")
     client_addr(tags.get("addr", ""))
@@ -129,15 +141,41 @@ def _checked_tags(tags: Mapping[str, str]) -> dict[str, str]:
         if key in tags and not (tags[key].isdigit() and int(tags[key]) >= 1):
             raise RegisterError(f"tag {key!r} must be a positive integer, not {tags[key]!r}")
     try:
-        check_tags(tags)
+        check_tags({**tags, **_WORST_HEALTH} if with_health else tags)
     except TagsTooLarge as exc:
+        room = ", the checks' health tags at their largest" if with_health else ""
         raise RegisterError(
             f"tags are {exc.size} bytes encoded, over the {META_MAX_SIZE}-byte limit of gossip metadata "
-            f"(group, addr and every tag count)"
+            f"(group, addr{room} and every tag count)"
         ) from None
     except ValueError as exc:
         raise RegisterError(str(exc)) from None
     return dict(tags)
+
+
+def _checked_checks(checks: object) -> tuple[list[Check], list[str]]:
+    """The checks and the name each is known by, or RegisterError naming the bad one."""
+    if checks is None:
+        return [], []
+    if isinstance(checks, Check) or not isinstance(checks, Sequence) or isinstance(checks, (str, bytes)):
+        raise RegisterError(f"checks must be a list of checks (HttpCheck, TcpCheck, ...), not {type(checks).__name__}")
+    for c in checks:
+        if not isinstance(c, Check):
+            raise RegisterError(f"checks: {c!r} is not a check (HttpCheck, TcpCheck, GrpcCheck, CallableCheck, TtlCheck)")
+    try:
+        return list(checks), name_checks(list(checks))
+    except CheckError as exc:
+        raise RegisterError(f"checks: {exc}") from None
+
+
+def _deregister_after(value: object, has_checks: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise RegisterError(f"deregister_critical_after must be a positive number of seconds, not {value!r}")
+    if not has_checks:
+        raise RegisterError("deregister_critical_after needs checks: without any the service is never critical")
+    return float(value)
 
 
 _MEMBER_METHODS = {
@@ -154,7 +192,10 @@ class Options:
     id: unique member name; bind: gossip bind "host:port" (":0" picks a port);
     advertise: gossip address told to the pool ("" = derived from bind);
     registries: comma-separated gossip addresses of registries (or a list);
-    group: the service group; addr: the address clients should dial ("host:port").
+    group: the service group; addr: the address clients should dial ("host:port");
+    checks: health checks (`registry.checks`), whose aggregate status the service publishes in its
+    tags (a service without checks publishes none, as a Go service); deregister_critical_after:
+    seconds of critical aggregate after which the service leaves the pool by itself.
     """
 
     def __init__(
@@ -173,6 +214,8 @@ class Options:
         profile: Profile = "lan",
         encrypt: str | None = None,
         leave_timeout: float = 5.0,
+        checks: Sequence[Check] | None = None,
+        deregister_critical_after: float | None = None,
     ) -> None:
         if not _text(id, "id", "webservice-1"):
             raise RegisterError("id must not be empty")
@@ -189,13 +232,19 @@ class Options:
             raise RegisterError("registries: give at least one registry gossip address")
         if tags is not None and not isinstance(tags, Mapping):
             raise RegisterError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
+        self._checks, self._check_names = _checked_checks(checks)
+        self.deregister_critical_after = _deregister_after(deregister_critical_after, bool(self._checks))
         merged: dict[str, str] = dict(tags or {})
         merged.update({"group": group, "addr": self.addr})
         if replicas is not None:
             merged["replicas"] = str(_count(replicas, "replicas"))
         if weight is not None:
             merged["weight"] = str(_count(weight, "weight"))
-        self._tags = _checked_tags(merged)
+        self._tags = _checked_tags(merged, bool(self._checks))
+        #: the health tags last published (none without checks: what a Go service sends)
+        self._health: dict[str, str] = {}
+        if self._checks:
+            self._health = health_tags(*self._new_board(0.0).health)
         if isinstance(leave_timeout, bool) or not isinstance(leave_timeout, (int, float)) or not leave_timeout > 0:
             raise RegisterError(f"leave_timeout must be a positive number of seconds, not {leave_timeout!r}")
         if encrypt is not None:
@@ -216,7 +265,30 @@ class Options:
 
     @property
     def tags(self) -> dict[str, str]:
-        return dict(self._tags)
+        """What the service publishes: its tags and, with checks, its health."""
+        return {**self._tags, **self._health}
+
+    def _new_board(self, now: float) -> Board:
+        """The checks' states as they start (each at its initial status)."""
+        return Board(self._checks, self._check_names, now)
+
+    def _health_update(self, pub: Published) -> dict[str, str]:
+        """Record a new aggregate health; the whole tag set to gossip."""
+        self._health = health_tags(*pub)
+        return self.tags
+
+    def _ttl_indexes(self, check: str | None, what: str) -> list[int]:
+        """The TTL checks `heartbeat`/`set_status` applies to: the one named, or every TTL check."""
+        ttl = [i for i, c in enumerate(self._checks) if c.kind.value == "ttl"]
+        if not ttl:
+            raise RegisterError(f"{what}: this service has no TtlCheck")
+        if check is None:
+            return ttl
+        named = [i for i in ttl if self._check_names[i] == check]
+        if not named:
+            ttl_names = ", ".join(self._check_names[i] for i in ttl)
+            raise RegisterError(f"{what}: no TtlCheck named {check!r} (TTL checks: {ttl_names})")
+        return named
 
     def _serf_config(self) -> SerfConfig:
         overrides: dict[str, Any] = {"name": self.id, "bind_addr": _literal(self._bind[0]), "bind_port": self._bind[1]}
@@ -225,7 +297,7 @@ class Options:
                 overrides["advertise_addr"] = _literal(self._advertise[0])
             overrides["advertise_port"] = self._advertise[1]
         cfg = SerfConfig(
-            name=self.id, tags=dict(self._tags), memberlist=Config.profile(self.profile).replace(**overrides), encrypt_key=self.encrypt
+            name=self.id, tags=self.tags, memberlist=Config.profile(self.profile).replace(**overrides), encrypt_key=self.encrypt
         )
         if self.profile == "fast":
             cfg = cfg.replace(leave_propagate_delay=0.2)
@@ -241,10 +313,10 @@ class Options:
             raise RegisterError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
         new = {k: v for k, v in self._tags.items() if k in _RESERVED}
         new.update(tags)
-        new = _checked_tags(new)
+        new = _checked_tags(new, bool(self._checks))
         self._tags = new
         self.addr, self.group = new["addr"], new["group"]
-        return dict(new)
+        return self.tags
 
     def _confirm_peers(self, alive: list[Any]) -> list[Any]:
         """Whom to ask to acknowledge our leave: the registries (they hold us in their rings),

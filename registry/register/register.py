@@ -14,15 +14,32 @@ app's own event loop; asyncio is imported only inside its coroutines, where it i
 when none answers or when our id is alive at another address: the join's reply says so).
 `stop()` returns once a registry has acknowledged our departure, not after Serf's gossip-paced
 leave (about 2 s at the LAN profile): a service being stopped should not wait on gossip timers.
+
+Health checks (`checks=[...]`, `registry.checks`) run from `start()` to `stop()` off the gossip
+thread's hot path (threads for `Register`, tasks and threads for `AsyncRegister`), and their aggregate
+goes into the service's tags (`registry.healthtags`) each time the status or the failing check
+changes.  Each check starts at its initial status, critical unless told (Consul's default): a service
+with checks joins the pool as critical, off every ring, and enters the rings once its checks pass,
+usually within one probe (they start before the join).  With `deregister_critical_after`, a service
+critical that long leaves the pool by itself as `stop()` does, logs why and keeps the reason in
+`deregistered`; it stays out until the application calls `start()` again.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from registry.checks.board import Published
+from registry.checks.machine import CheckState
+from registry.checks.spec import CheckError, status_of
+from registry.checks.threads import CheckThreads
+from registry.healthtags import Health, parse_health
+from registry.memberlist.threaded import RunnerClosed
 from registry.memberlist.types import Address
 from registry.serf.member import MemberStatus
 from registry.serf.threaded import ThreadedSerf
@@ -33,9 +50,70 @@ if TYPE_CHECKING:  # typing.Self is 3.11+: only the type checker sees it (the pa
     import asyncio
     from typing import Self
 
+    from registry.checks.tasks import CheckTasks
+
 __all__ = ["DEFAULT_REPLICAS", "AsyncRegister", "Handler", "Register", "RegisterError"]
 
 log = logging.getLogger(__name__)
+
+
+class _Runner(Protocol):
+    """What `_Health` reads of either runner (`CheckThreads`, `CheckTasks`)."""
+
+    @property
+    def health(self) -> Published: ...
+
+    def states(self) -> list[CheckState]: ...
+
+    def force(self, indexes: list[int], status: Health, note: str) -> None: ...
+
+
+class _Health(Options):
+    """What both registers show of their checks and how the application feeds a TtlCheck."""
+
+    #: why the service left the pool by itself (`deregister_critical_after`), else None
+    deregistered: str | None = None
+    _checks_runner: _Runner | None = None
+
+    @property
+    def health(self) -> tuple[Health, str]:
+        """(aggregate status, note naming the failing check); passing and "" without checks."""
+        runner = self._checks_runner
+        if runner is not None:
+            return runner.health
+        status, note, _ = parse_health(self._health)
+        return status, note
+
+    def checks(self) -> list[CheckState]:
+        """Each check's state (status, output, last result and run), for display."""
+        runner = self._checks_runner
+        return runner.states() if runner is not None else self._new_board(time.monotonic()).states()
+
+    def heartbeat(self, note: str = "", check: str | None = None) -> None:
+        """A TtlCheck passes until `ttl` from now (Consul's /agent/check/pass): every TTL check, or
+        the one named.  Before start() and after stop() it has no effect."""
+        self.set_status(Health.PASSING, note, check)
+
+    def set_status(self, status: str | Health, note: str = "", check: str | None = None) -> None:
+        """Set a TtlCheck's status ("passing", "warning" or "critical") until `ttl` from now, at once
+        (no thresholds, as Consul's /agent/check/pass|warn|fail); `note` says why."""
+        try:
+            health = status_of(status, "status")
+        except CheckError as exc:
+            raise RegisterError(str(exc)) from None
+        if not isinstance(note, str):
+            raise RegisterError(f"note must be a string, not {type(note).__name__}")
+        indexes = self._ttl_indexes(check, "set_status" if health is not Health.PASSING else "heartbeat")
+        runner = self._checks_runner
+        if runner is not None:
+            runner.force(indexes, health, note)
+
+    def _health_changed(self, pub: Published) -> dict[str, str]:
+        """The tags with a new aggregate, logged (the operator's record of why routing changed)."""
+        status, note = pub
+        log.log(logging.INFO if status is Health.PASSING else logging.WARNING, "health of %s: %s%s",
+                self.id, status.word, f" ({note})" if note else "")
+        return self._health_update(pub)
 
 
 def _join_failure(seeds: str, exc: BaseException, bugs: int) -> str:
@@ -47,11 +125,12 @@ def _join_failure(seeds: str, exc: BaseException, bugs: int) -> str:
     return f"no registry answered at {seeds}: {exc}"
 
 
-class AsyncRegister(Options):
+class AsyncRegister(_Health):
     """A service's membership in the pool, for asyncio apps (arguments: see `Options`)."""
 
     #: the running `SerfAgent` (None when not started)
     agent: Any = None
+    _checks_runner: CheckTasks | None = None
 
     @functools.cached_property
     def _handler_tasks(self) -> set[asyncio.Future[Any]]:
@@ -75,6 +154,9 @@ class AsyncRegister(Options):
 
         if self.agent is not None:
             raise RegisterError("already started")
+        board = self._new_board(time.monotonic())
+        if self._checks:
+            self._health_changed(board.publish_due() or board.health)
         cfg = self._serf_config()
         agent = SerfAgent(cfg)
         if self.handler is not None:
@@ -84,6 +166,14 @@ class AsyncRegister(Options):
         except (OSError, ValueError) as exc:
             raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
         self.agent = agent
+        self.deregistered = None
+        if self._checks:
+            from registry.checks.tasks import CheckTasks
+
+            self._checks_runner = CheckTasks(board, functools.partial(self._publish, agent),
+                                             deregister_after=self.deregister_critical_after,
+                                             deregister=self._deregister, label=self.id)
+            self._checks_runner.start()  # before the join: the first results may make it into our join
         timeout = self._join_timeout(cfg)
         failure: str | None = None
         n = 0
@@ -104,9 +194,25 @@ class AsyncRegister(Options):
         log.info("registered %s in group %s (addr %s) via %d registr%s", self.id, self.group, self.addr, n, "y" if n == 1 else "ies")
         return int(n)
 
+    def _publish(self, agent: Any, pub: Published) -> None:
+        """(on the loop) gossip the tags with a new aggregate health."""
+        new = self._health_changed(pub)
+        if not agent.is_shutdown:
+            agent.core.set_tags(new, agent.runner.now())
+            agent.runner.kick()
+
+    async def _deregister(self, reason: str) -> None:
+        log.warning("%s deregisters itself: %s (deregister_critical_after=%gs); it leaves the pool until start() "
+                    "is called again", self.id, reason, self.deregister_critical_after or 0)
+        self.deregistered = reason
+        await self.stop()
+
     async def _abort(self) -> None:
         import asyncio
 
+        runner, self._checks_runner = self._checks_runner, None
+        if runner is not None:
+            await runner.stop()
         agent, self.agent = self.agent, None
         if agent is not None:
             try:
@@ -125,6 +231,9 @@ class AsyncRegister(Options):
         if agent.is_shutdown:  # it stopped itself (its id lost a name conflict, logged then)
             await self._abort()
             return
+        runner, self._checks_runner = self._checks_runner, None
+        if runner is not None:  # no health change may follow our leave
+            await runner.stop()
         try:
             if not await asyncio.wait_for(self._leave(agent), self.leave_timeout):
                 log.warning("leave not acknowledged by the pool; shutting down anyway")
@@ -191,7 +300,7 @@ class AsyncRegister(Options):
         await self.stop()
 
 
-class Register(Options):
+class Register(_Health):
     """A service's membership in the pool, for synchronous apps (arguments: see `Options`).
 
     `Register(id, bind, advertise, registries, group, addr).start()` returns once a registry
@@ -201,8 +310,14 @@ class Register(Options):
 
     #: the running gossip node (None when not started)
     agent: ThreadedSerf | None = None
+    _checks_runner: CheckThreads | None = None
     #: upper bound for the join in start() (the join has its own, usually shorter, bound)
     start_timeout: float = 60.0
+
+    @functools.cached_property
+    def _tag_lock(self) -> threading.Lock:
+        """Orders tag changes (the app's set_tags, the checks' health) as they are queued for gossip."""
+        return threading.Lock()
 
     @property
     def address(self) -> str:
@@ -220,6 +335,9 @@ class Register(Options):
         address in the pool (the gossip thread and sockets are gone then)."""
         if self.agent is not None:
             raise RegisterError("already started")
+        board = self._new_board(time.monotonic())
+        if self._checks:
+            self._health_changed(board.publish_due() or board.health)
         cfg = self._serf_config()
         agent = ThreadedSerf(cfg)
         agent.add_handler(self._dispatch)
@@ -227,12 +345,19 @@ class Register(Options):
             agent.start()
         except (OSError, ValueError) as exc:
             raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
+        self.deregistered = None
+        if self._checks:
+            self._checks_runner = CheckThreads(board, functools.partial(self._publish, agent),
+                                               deregister_after=self.deregister_critical_after,
+                                               deregister=self._deregister, label=self.id)
+            self._checks_runner.start()  # before the join: the first results may make it into our join
         timeout = min(self._join_timeout(cfg), self.start_timeout)
         bugs = agent.core.handler_errors
         try:
             n = agent.join(self._seeds, timeout)
         except BaseException as exc:
             holder = agent.name_taken_by
+            self._stop_checks()
             agent.shutdown()
             if holder is not None:
                 raise self._taken(holder) from None
@@ -242,15 +367,45 @@ class Register(Options):
             raise
         holder = agent.name_taken_by  # a join can also succeed through a seed that missed it
         if holder is not None:
+            self._stop_checks()
             agent.shutdown()  # no leave: a leave in our name would take the holder out
             raise self._taken(holder)
         self.agent = agent
         log.info("registered %s in group %s (addr %s) via %d registr%s", self.id, self.group, self.addr, n, "y" if n == 1 else "ies")
         return n
 
+    def _stop_checks(self) -> None:
+        runner, self._checks_runner = self._checks_runner, None
+        if runner is not None:
+            runner.stop()
+
+    def _publish(self, agent: ThreadedSerf, pub: Published) -> None:
+        """(a check's thread, its runner's lock held) queue the tags with a new aggregate health on
+        the gossip thread, without waiting for it (a membership handler calling heartbeat() on the
+        gossip thread must never wait on a check thread that waits on it)."""
+        with self._tag_lock:
+            new = self._health_changed(pub)
+            self._queue_tags(agent, new)
+
+    @staticmethod
+    def _queue_tags(agent: ThreadedSerf, new: dict[str, str]) -> None:
+        core, runner = agent.core, agent.runner
+        try:
+            runner.submit(lambda: core.set_tags(new, runner.now()))
+        except RunnerClosed:
+            pass  # shut down meanwhile: nobody to tell
+
+    def _deregister(self, reason: str) -> None:
+        """(the runner's own thread, its checks stopped) leave the pool as stop() does."""
+        log.warning("%s deregisters itself: %s (deregister_critical_after=%gs); it leaves the pool until start() "
+                    "is called again", self.id, reason, self.deregister_critical_after or 0)
+        self.deregistered = reason
+        self.stop()
+
     def stop(self) -> None:
         """Leave the pool, then stop and join the gossip thread: returns once a registry has
         acknowledged our departure (merged it, so it is out of its ring), or after leave_timeout."""
+        self._stop_checks()  # no health change may follow our leave
         agent, self.agent = self.agent, None
         if agent is None:
             return
@@ -266,10 +421,18 @@ class Register(Options):
             agent.shutdown()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Replace the extra tags (group/addr/replicas/weight are kept unless given)."""
-        new = self._merge_tags(tags)
-        if self.agent is not None:
-            self.agent.set_tags(new)
+        """Replace the extra tags (group/addr/replicas/weight and the health are kept unless given);
+        returns once the gossip thread has them."""
+        agent = self.agent
+        with self._tag_lock:
+            new = self._merge_tags(tags)
+            if agent is not None:
+                self._queue_tags(agent, new)
+        if agent is not None:
+            try:
+                agent.runner.call(lambda: None)  # the queue is in order: ours has been applied
+            except RunnerClosed:
+                pass
 
     def members(self) -> list[Any]:
         """Every member this service knows of (registries and services, any status)."""
