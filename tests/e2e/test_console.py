@@ -61,7 +61,7 @@ def test_console_script_serves(tmp_path: Path) -> None:
         wait_for(serving, 60, interval=0.1, what="the console script serving")
         m = _run("members", "-rpc", f"127.0.0.1:{rpc}", cwd=tmp_path)
         assert m.returncode == 0 and m.stdout.split()[:3] == ["reg-console", "registry-group", f"127.0.0.1:{rpc}"], m
-        assert m.stdout.split()[3] == "alive", m  # ID GROUP ADDR STATUS TAGS
+        assert m.stdout.split()[3] == "alive", m  # ID GROUP ADDR STATUS HEALTH TAGS
         p.signal(15)
         assert p.wait(30) == 0, p.output()
         assert "registry stopped" in p.output()
