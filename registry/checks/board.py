@@ -3,8 +3,9 @@
 The aggregate is the worst status (`healthtags.worst`, Consul's rule); its note names the first check
 (in declaration order) at that status, with that check's output.  The runners feed results in and
 publish what `record` returns: something only when the aggregate status or the failing check
-changes, never because a check ran again or its output's wording changed, so a service with a
-check every second does not gossip a tag update every second.
+changes (and once when the failing check's first result replaces its initial "not yet run"), never
+because a check ran again or its output's wording changed, so a service with a check every second
+does not gossip a tag update every second.
 
 TTL checks take statuses directly (`force`) and expire at their deadline (`expire_due`).  The time
 the aggregate became critical is kept for `deregister_critical_after`.
@@ -39,7 +40,7 @@ class Board:
             for c in self.checks
         ]
         self.deadlines: list[float | None] = [now + c.ttl if isinstance(c, TtlCheck) else None for c in self.checks]
-        self._published_key: tuple[Health, str] | None = None
+        self._published_key: tuple[Health, str, bool] | None = None
         self.critical_since: float | None = None
         self._track(now)
 
@@ -64,9 +65,14 @@ class Board:
     def _first_at(self, status: Health) -> int:
         return next(i for i, m in enumerate(self.machines) if m.status is status)
 
-    def _key(self) -> tuple[Health, str]:
+    def _key(self) -> tuple[Health, str, bool]:
+        """What a publish is about: the status, the failing check, and whether that check has a result
+        yet (its first result replaces the initial "not yet run" note once, even at the same status)."""
         status = worst([m.status for m in self.machines])
-        return status, "" if status is Health.PASSING else self.names[self._first_at(status)]
+        if status is Health.PASSING:
+            return status, "", True
+        i = self._first_at(status)
+        return status, self.names[i], self.machines[i].last_status is not None
 
     def publish_due(self) -> Published | None:
         """The health to publish if the status or the failing check differs from what was last

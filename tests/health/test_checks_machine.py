@@ -114,6 +114,7 @@ def test_board_publishes_only_when_the_status_or_the_failing_check_changes() -> 
     b = Board(checks, name_checks(checks), 0.0)
     assert b.publish_due() == (C, "db: not yet run")  # what the service joins with
     assert b.record(0, P, "ok", 1.0) == (C, "web: not yet run")  # the failing check changed
+    assert b.record(1, C, "refused", 1.0) == (C, "web: refused")  # its first result replaces "not yet run"
     assert b.record(1, P, "200 OK", 1.0) == (P, "")
     assert b.record(1, P, "200 OK again", 2.0) is None  # ran again: nothing to gossip
     assert b.record(1, C, "HTTP 500", 3.0) == (C, "web: HTTP 500")
