@@ -86,7 +86,8 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
 
     async def members(self, group: str, all: bool = False, *,
                       timeout: float | None = None) -> list[Service]:
-        """As `RpcClient.members`: live ring members, or with `all=True` every member with its status."""
+        """As `RpcClient.members`: live members with their health, or with `all=True` every member
+        with its status."""
         return await self._call(members_rpc(group, all), timeout)
 
     async def groups(self, *, timeout: float | None = None) -> list[str]:

@@ -99,7 +99,8 @@ class RpcClient(ClientCore[grpc.Channel]):
 
     def members(self, group: str, all: bool = False, *,
                 timeout: float | None = None) -> list[Service]:
-        """The live members of `group`, as its ring holds them (sorted by id; ring order for "chash").
+        """The live members of `group`, whatever their `health` (sorted by id; ring insert order for
+        "chash"): a critical one is listed but is on no ring, so Match never returns it.
 
         With `all=True`, every member the registry's gossip pool knows, each with its `status`
         ("alive", "leaving", "left", "failed"; failed and left ones until the pool reaps them),
