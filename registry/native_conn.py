@@ -33,6 +33,15 @@ _RECEIVE_WINDOW = 1 << 20
 _CLOSE_GRACE = 5.0  # seconds a closed connection may take to hand its last bytes to a slow reader
 
 
+def _still_buffered(transport: asyncio.Transport) -> int:
+    """Bytes still queued on a transport we just closed. Python 3.10's TLS transport raises
+    AttributeError here once its socket is gone (sslproto reads its lost inner transport; seen in
+    CI at a server stop): then nothing is left to send."""
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
+
 class Connection(asyncio.Protocol):
     """One client connection: HTTP/2 events in, gRPC calls dispatched."""
 
@@ -202,7 +211,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
-            if transport.get_write_buffer_size():
+            if _still_buffered(transport):
                 asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.abort)
 
     def budget_freed(self) -> None:
