@@ -6,6 +6,8 @@ client's `GroupView`, fed by the API core's real Watch stream, answers as the ca
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import cast
 
@@ -205,3 +207,34 @@ async def test_a_cached_group_view_fed_by_watch_answers_as_the_catalog_through_t
     finally:
         await stream.aclose()
         core.close()
+
+
+def test_readers_never_get_a_critical_service_while_its_health_flaps() -> None:
+    """Members and ring are one snapshot: a reader thread matching while the writer flips a service
+    critical and back gets, in every answer, only services whose own health routes them."""
+    c = _catalog()
+    stop = threading.Event()
+    seen: list[str] = []
+    bad: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            for s in c.match_batch(GROUP, KEYS[:2000]):
+                if not c.routed(s):
+                    bad.append(f"{s.id} {s.health.word}")
+            seen.append("x")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 30
+    flips = 0
+    try:  # at least 200 flips, and on until the reader has read through 20 of them
+        while flips < 200 or len(seen) < 20:
+            assert time.monotonic() < deadline, f"the reader read {len(seen)} times in {flips} flips"
+            c.apply(VICTIM, _tags(3, Health.CRITICAL if flips % 2 == 0 else Health.PASSING, f"flap {flips}"))
+            _agree(c)
+            flips += 1
+    finally:
+        stop.set()
+        reader.join(30)
+    assert not bad, bad[:5]
