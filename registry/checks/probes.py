@@ -100,6 +100,9 @@ def _http(check: HttpCheck) -> Outcome:
 def _body_enough(data: bytes) -> bool:
     """Whether enough of the answer is in: headers and either the whole body or a note's worth."""
     head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status and status[0] in (b"204", b"304"):
+        return True  # no body, whatever the headers say
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")
         if k.strip().lower() == b"content-length" and v.strip().isdigit():

@@ -30,6 +30,13 @@ __all__ = ["CheckTasks"]
 log = logging.getLogger(__name__)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class CheckTasks:
     """The tasks of one service's checks; arguments as `threads.CheckThreads` (`publish` is called on
     the loop; `deregister` is a coroutine function, run as a task of its own)."""
@@ -47,7 +54,7 @@ class CheckTasks:
         self._changed = asyncio.Event()
         self._kicks = {i: asyncio.Event() for i in board.ttl_indexes()}
         self._stopped = False
-        self._last_task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def health(self) -> Published:
@@ -57,6 +64,7 @@ class CheckTasks:
         return self.board.states()
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         for i, check in enumerate(self.board.checks):
             coro = self._ttl_loop(i) if isinstance(check, TtlCheck) else self._probe_loop(i)
             self._tasks.append(asyncio.ensure_future(coro))
@@ -73,6 +81,14 @@ class CheckTasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def force(self, indexes: list[int], status: Health, note: str) -> None:
+        """heartbeat/set_status: applied on the loop (from another thread, handed to it)."""
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._force, indexes, status, note)
+            return
+        self._force(indexes, status, note)
+
+    def _force(self, indexes: list[int], status: Health, note: str) -> None:
         now = time.monotonic()
         for i in indexes:
             self._apply(self.board.force(i, status, _short(note), now))

@@ -195,7 +195,7 @@ async def test_async_register_runs_coroutine_blocking_and_ttl_checks_on_its_loop
     try:
         await reg.start()
         await wait(pool.wait_health, "chk-async", "chk-async", "critical", "app: not yet run")
-        reg.heartbeat()
+        await asyncio.to_thread(reg.heartbeat)  # from another thread: handed to the loop
         await wait(pool.wait_health, "chk-async", "chk-async", "passing")
         target.code = 503
         await wait(pool.wait_health, "chk-async", "chk-async", "critical", "web: HTTP 503")
@@ -264,6 +264,6 @@ def test_bad_check_arguments_are_one_clear_line_before_anything_starts(pool: Poo
         reg.set_status("degraded")
     with pytest.raises(RegisterError, match="belong to the checks"):
         reg.set_tags({"health_note": "x"})
-    assert reg.health == (Health.CRITICAL, "app: not yet run")  # before start: the initial statuses
+    assert reg.health == (Health.CRITICAL, "tcp: not yet run")  # before start: the initial statuses
     with pytest.raises(RegisterError, match="no TtlCheck"):
         make(checks=[TcpCheck("127.0.0.1:1")]).heartbeat()
