@@ -23,6 +23,8 @@ import grpc
 import pytest
 
 from registry.client import RpcClient
+from registry.compat import rpcserver_pb2 as compat_pb
+from registry.compat import rpcserver_pb2_grpc as compat_grpc
 from registry.healthtags import Health, health_tags
 from registry.memberlist.config import Config
 from registry.metrics import render
@@ -67,6 +69,15 @@ def _healths(rpc: str) -> dict[str, tuple[str, str]]:
 def _owners(rpc: str) -> list[str]:
     with RpcClient(rpc, timeout=10) as c:
         return [s.id for s in c.match_batch(GROUP, KEYS)]
+
+
+def _compat(rpc: str) -> tuple[set[str], bool]:
+    """(ids Members lists, whether Match returned VICTIM for one of 200 keys) on the Go-compatible API."""
+    with grpc.insecure_channel(rpc) as ch:
+        stub = compat_grpc.RStub(ch)  # type: ignore[no-untyped-call]
+        ids = {m.id for m in stub.Members(compat_pb.MembersRequest(group=GROUP), timeout=10).services}
+        hit = any(stub.Match(compat_pb.MatchRequest(group=GROUP, key=k), timeout=10).id == VICTIM for k in KEYS[:200])
+    return ids, hit
 
 
 def _cached(c: RpcClient) -> list[str]:
@@ -147,6 +158,7 @@ def test_critical_moves_exactly_its_keys_on_both_registries_and_the_cache_and_ba
                 assert len(ten) == 9 and set(ten) == _all_ids() - {VICTIM}
                 assert VICTIM not in {s.id for k in KEYS[:100] for s in c.match(GROUP, k, 3)}
                 assert {s.id: s.health for s in c.members(GROUP)}[VICTIM] == "critical"  # still a member
+            assert _compat(r.rpc) == (_all_ids() - {VICTIM}, False)  # a Go client sees no health: left out
         for c in (pool.cache1, pool.cache2):
             wait_for(partial(_cache_says, c, expected), 30, what="the caches drop the critical service")
             three = [[s.id for s in c.match(GROUP, k, 3)] for k in KEYS[:100]]
