@@ -108,11 +108,12 @@ class _Health(Options):
         if runner is not None:
             runner.force(indexes, health, note)
 
-    def _health_changed(self, pub: Published) -> dict[str, str]:
-        """The tags with a new aggregate, logged (the operator's record of why routing changed)."""
+    def _health_changed(self, pub: Published, initial: bool = False) -> dict[str, str]:
+        """The tags with a new aggregate, logged (the operator's record of why routing changed; the
+        initial statuses, critical by default, are no news: INFO)."""
         status, note = pub
-        log.log(logging.INFO if status is Health.PASSING else logging.WARNING, "health of %s: %s%s",
-                self.id, status.word, f" ({note})" if note else "")
+        level = logging.INFO if initial or status is Health.PASSING else logging.WARNING
+        log.log(level, "health of %s: %s%s", self.id, status.word, f" ({note})" if note else "")
         return self._health_update(pub)
 
 
@@ -156,7 +157,7 @@ class AsyncRegister(_Health):
             raise RegisterError("already started")
         board = self._new_board(time.monotonic())
         if self._checks:
-            self._health_changed(board.publish_due() or board.health)
+            self._health_changed(board.publish_due() or board.health, initial=True)
         cfg = self._serf_config()
         agent = SerfAgent(cfg)
         if self.handler is not None:
@@ -337,7 +338,7 @@ class Register(_Health):
             raise RegisterError("already started")
         board = self._new_board(time.monotonic())
         if self._checks:
-            self._health_changed(board.publish_due() or board.health)
+            self._health_changed(board.publish_due() or board.health, initial=True)
         cfg = self._serf_config()
         agent = ThreadedSerf(cfg)
         agent.add_handler(self._dispatch)
