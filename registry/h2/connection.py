@@ -21,6 +21,7 @@ errors it names are the ones raised here. See docs/native-front.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from registry.h2.events import ConnectionEnded, DataReceived, ErrorCode, GoAwayReceived, RequestReceived, StreamReset
@@ -141,7 +142,7 @@ class ServerConnection(Sender):
                 self._preface_seen = True
             pos, end = 0, len(buf)
             view = memoryview(buf)
-            on_frame = self._frame_received
+            handler_for = _DISPATCH.get
             try:
                 while end - pos >= 9:
                     length = int.from_bytes(view[pos : pos + 3], "big")
@@ -154,7 +155,11 @@ class ServerConnection(Sender):
                     stream_id = int.from_bytes(view[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                     payload = bytes(view[pos + 9 : stop])
                     pos = stop
-                    on_frame(ftype, flags, stream_id, payload, events)
+                    if self._continuation is not None and ftype != CONTINUATION:
+                        raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "header block interrupted by another frame")
+                    handler = handler_for(ftype)
+                    if handler is not None:  # unknown frame types are ignored (RFC 9113 section 4.1)
+                        handler(self, flags, stream_id, payload, events)
             finally:
                 view.release()
                 del buf[:pos]
@@ -167,47 +172,34 @@ class ServerConnection(Sender):
             events.append(ConnectionEnded(exc.code, str(exc)))
         return events
 
-    def _frame_received(self, ftype: int, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if self._continuation is not None and ftype != CONTINUATION:
-            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "header block interrupted by another frame")
-        if ftype == HEADERS:
-            self._on_headers(flags, stream_id, payload, events)
-        elif ftype == DATA:
-            self._on_data(flags, stream_id, payload, events)
-        elif ftype == WINDOW_UPDATE:
-            self._on_window_update(stream_id, payload, events)
-        elif ftype == SETTINGS:
-            self._on_settings(flags, stream_id, payload)
-        elif ftype == PING:
-            if stream_id != 0:
-                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
-            if len(payload) != 8:
-                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
-            if flags & ACK:
-                self.pings_acked += 1
-            else:
-                self._out.append(_frame(PING, ACK, 0, payload))
-        elif ftype == RST_STREAM:
-            self._on_rst_stream(stream_id, payload, events)
-        elif ftype == CONTINUATION:
-            self._on_continuation(flags, stream_id, payload, events)
-        elif ftype == PRIORITY:
-            if stream_id == 0:
-                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
-            if len(payload) != 5:
-                raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
-            if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == stream_id:  # section 5.3.1
-                if stream_id not in self._streams:  # no stream to reset (an idle one may not be)
-                    raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
-                self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)
-        elif ftype == GOAWAY:
-            if stream_id != 0 or len(payload) < 8:
-                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "malformed GOAWAY")
-            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-            events.append(GoAwayReceived(last, int.from_bytes(payload[4:8], "big")))
-        elif ftype == PUSH_PROMISE:
-            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-        # Unknown frame types are ignored (RFC 9113 section 4.1).
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id != 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+        if flags & ACK:
+            self.pings_acked += 1
+        else:
+            self._out.append(_frame(PING, ACK, 0, payload))
+
+    def _on_priority(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id == 0:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != 5:
+            raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
+        if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == stream_id:  # section 5.3.1
+            if stream_id not in self._streams:  # no stream to reset (an idle one may not be)
+                raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
+            self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, events)
+
+    def _on_goaway(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if stream_id != 0 or len(payload) < 8:
+            raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "malformed GOAWAY")
+        last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        events.append(GoAwayReceived(last, int.from_bytes(payload[4:8], "big")))
+
+    def _on_push_promise(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
 
     @staticmethod
     def _unpad(flags: int, payload: bytes, what: str) -> bytes:
@@ -368,7 +360,7 @@ class ServerConnection(Sender):
             self._credit(stream_id, s, size - n)  # padding: nothing for the application to consume
         events.append(DataReceived(stream_id, data, end_stream, size))
 
-    def _on_rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
+    def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id == 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if stream_id > self._last_stream:
@@ -383,7 +375,7 @@ class ServerConnection(Sender):
             # now on the peer has reset it, so its later frames on it are its error (RFC 9113 5.1).
             self._closed.add(stream_id, Closed.RESET_RECEIVED)
 
-    def _on_window_update(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
+    def _on_window_update(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) != 4:
             raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
@@ -410,7 +402,7 @@ class ServerConnection(Sender):
         if s.pending or s.trailers is not None:
             self._flush_stream(stream_id, s)
 
-    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id != 0:
             raise _ProtocolError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
@@ -448,3 +440,22 @@ class ServerConnection(Sender):
         self._out.append(_frame(SETTINGS, ACK, 0))
         if raised:
             self._flush_blocked()
+
+
+_Handler = Callable[[ServerConnection, int, int, bytes, "list[Event]"], None]
+#: Frame type -> its handler, all called as (connection, flags, stream id, payload, events): one
+#: lookup instead of a chain of comparisons.  A table of the class's functions, not of bound
+#: methods built per connection (h2's `_frame_dispatch_table`): those would cost each connection a
+#: dict and ten method objects and make it a reference cycle, freed only by the cyclic collector.
+_DISPATCH: dict[int, _Handler] = {
+    HEADERS: ServerConnection._on_headers,
+    DATA: ServerConnection._on_data,
+    WINDOW_UPDATE: ServerConnection._on_window_update,
+    SETTINGS: ServerConnection._on_settings,
+    PING: ServerConnection._on_ping,
+    RST_STREAM: ServerConnection._on_rst_stream,
+    CONTINUATION: ServerConnection._on_continuation,
+    PRIORITY: ServerConnection._on_priority,
+    GOAWAY: ServerConnection._on_goaway,
+    PUSH_PROMISE: ServerConnection._on_push_promise,
+}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
 import pytest
 
@@ -177,6 +179,24 @@ def test_reset_by_peer_drops_queued_output() -> None:
     assert parse_frames(c.data_to_send()) == [] and not c.ended
     c.receive(frame(DATA, 1, 1, b"late"))  # after the peer's own RST_STREAM: RFC 9113 5.1, a stream error
     assert parse_frames(c.data_to_send()) == [(RST, 0, 1, bytes.fromhex("00000005"))] and not c.ended
+
+
+def test_a_connection_is_freed_by_reference_counting() -> None:
+    """No reference cycle through the connection (a per-connection table of its bound methods
+    would make one): a closed connection's buffers go as soon as the front drops it, not at the
+    next run of the cyclic collector."""
+    c = opened()
+    request(c, 1)
+    c.receive(frame(PING, 0, 0, b"12345678") + frame(WINDOW, 0, 0, (1).to_bytes(4, "big")))
+    gone = weakref.ref(c)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del c
+        assert gone() is None, gc.get_referrers(gone())
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def test_too_many_streams_refused() -> None:
