@@ -104,16 +104,20 @@ def test_ttl_lapses_while_the_app_thread_is_blocked_and_the_service_stays_in_the
             stop.wait(0.05)
 
     worker = threading.Thread(target=app, daemon=True)
+    anchor = pool.anchor("chk-ttl")
     try:
         reg.start()
         worker.start()
         pool.wait_health("chk-ttl", "chk-ttl", "passing")
+        _routed(pool, "chk-ttl", "chk-ttl", True)
         running.clear()  # the app hangs; gossip does not
         pool.wait_health("chk-ttl", "chk-ttl", "critical", "app: TTL expired")
         assert reg.health[0] is Health.CRITICAL
+        _routed(pool, "chk-ttl", "chk-ttl", False)  # out of Match: its keys go to the anchor
         _gossip_runs_on(reg, pool, probes=1)
         running.set()
         pool.wait_health("chk-ttl", "chk-ttl", "passing")
+        _routed(pool, "chk-ttl", "chk-ttl", True)
         stop.set()
         worker.join(5)  # its heartbeats would set passing again
         reg.set_status("warning", "queue 90% full", check="app")
@@ -123,6 +127,13 @@ def test_ttl_lapses_while_the_app_thread_is_blocked_and_the_service_stays_in_the
         running.set()
         worker.join(5)
         reg.stop()
+        anchor.stop()
+
+
+def _routed(pool: Pool, group: str, ident: str, want_in: bool) -> None:
+    """Wait until Match sends some of the test keys to `ident` (or none)."""
+    wait_for(lambda: (ident in pool.routed(group)) == want_in, 20,
+             what=f"{ident} {'back in' if want_in else 'out of'} Match")
 
 
 def _published_changes(caplog: pytest.LogCaptureFixture, ident: str) -> list[str]:
