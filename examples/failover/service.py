@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout too
 
-from registry.register import HttpCheck, Register, RegisterError
+from registry.register import CheckError, HttpCheck, Register, RegisterError
 
 
 class App:
@@ -115,16 +115,20 @@ def main() -> int:
         print(f"failover service: cannot serve HTTP on {a.addr}: {exc}", file=sys.stderr)
         return 1
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     addr = f"{host or '127.0.0.1'}:{httpd.server_address[1]}"  # port 0 = the kernel picked one: advertise that
 
-    try:
+    try:  # a bad flag (-interval 0, a bad -bind ...) is a usage error: one line, exit 2, as argparse does
         check = HttpCheck(f"http://{addr}/health", interval=a.interval, timeout=a.timeout,
                           failures_before_critical=a.failures_before_critical,
                           success_before_passing=a.success_before_passing)
         reg = Register(a.id, a.bind, a.advertise, a.registries, a.group, addr, profile=a.profile, checks=[check])
+    except (CheckError, RegisterError) as exc:
+        httpd.server_close()
+        p.error(str(exc))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
         reg.start()
-    except (RegisterError, ValueError) as exc:  # CheckError is a ValueError: a bad -interval etc.
+    except RegisterError as exc:  # no registry answered, our id is taken, the gossip port is taken
         print(f"failover service: {exc}", file=sys.stderr)
         httpd.shutdown()
         return 1

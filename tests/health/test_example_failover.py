@@ -118,3 +118,18 @@ def test_breaking_the_owner_moves_its_keys_and_mending_brings_them_back(example:
     assert "/health now answers 200" in example.post(owner, "/mend")
     wait_for(lambda: example.owners() == before, 20, what=f"every key mapping as before after {owner}'s POST /mend")
     assert example.health(owner) == ("passing", "")
+
+
+@pytest.mark.parametrize(("flags", "code", "says"), [
+    (["-interval", "0"], 2, "error: interval must be a number of seconds >= 0.01"),
+    (["-failures-before-critical", "-1"], 2, "error: failures_before_critical must be an int >= 0"),
+    (["-registries", "127.0.0.1:1"], 1, "failover service: no registry answered at 127.0.0.1:1"),
+])
+def test_a_bad_flag_or_no_registry_is_one_line_and_its_exit_status(flags: list[str], code: int, says: str) -> None:
+    """A bad flag is a usage error (2, as argparse does); no registry to join is a failure (1)."""
+    out = subprocess.run([sys.executable, str(SCRIPT), "-id", "web-x", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0",
+                          "-registries", "127.0.0.1:1", *flags], capture_output=True, text=True, timeout=60, env=env(),
+                         check=False)
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert [line for line in out.stderr.splitlines() if says in line], out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
