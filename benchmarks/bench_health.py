@@ -330,7 +330,9 @@ def measure_cpu(group: common.ProcGroup, window: float, env: dict[str, str], n_c
             except NotFound:
                 return False
 
-        common.wait_for(routed, 30, 0.05, "both services passing")
+        common.wait_for(routed, 30, 0.05, "both services listed")
+    if n_checks:  # every check has passed once (Members lists critical services too)
+        ev["with-checks"].wait("PUBLISH", 0, 30, svcs["with-checks"], "passing")
     time.sleep(3.0)  # warm-up: the first round of probes, thread start-up, imports
     before = {name: common.cpu_seconds(p.pid) for name, p in svcs.items()}
     t_cpu = common.cpu_seconds(target.pid)
@@ -375,6 +377,8 @@ def main() -> int:
     p.add_argument("--checks", type=int, default=100, help="HTTP checks in the CPU service (default 100)")
     p.add_argument("--only", choices=("failover", "cpu"), help="run one part")
     args = p.parse_args()
+    if args.checks < 1 or args.rounds < 0 or args.cpu_window < 0:
+        p.error("--checks must be >= 1, --rounds and --cpu-window >= 0 (0: the default)")
     for mod in ("registry.cli", "registry.client", "registry.checks"):
         common.require_import(mod, args)
     rounds = args.rounds or (8 if args.quick else 20)
