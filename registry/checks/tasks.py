@@ -72,7 +72,12 @@ class CheckTasks:
             self._tasks.append(asyncio.ensure_future(self._deregister_loop()))
 
     async def stop(self) -> None:
-        """Cancel every check's task (a probe running on a thread is abandoned, its result dropped)."""
+        """Cancel every check's task (a probe running on a thread is abandoned, its result dropped).
+
+        The loops also end on `_stopped`: before Python 3.12, `asyncio.wait_for` loses a cancel that
+        arrives as its inner awaitable completes (CPython gh-86296), so a check task cancelled while
+        its coroutine check returned ran on, and this gather waited for ever (seen: a test hung in
+        `AsyncRegister.stop` on 3.11 under load)."""
         self._stopped = True
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
@@ -108,7 +113,7 @@ class CheckTasks:
     async def _probe_loop(self, i: int) -> None:
         check = self.board.checks[i]
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopped:  # not only cancel(): see `stop`
             started = loop.time()
             try:
                 outcome = await self._run(i, check)
@@ -159,7 +164,7 @@ class CheckTasks:
 
     async def _ttl_loop(self, i: int) -> None:
         kick = self._kicks[i]
-        while True:
+        while not self._stopped:
             deadline = self.board.next_deadline(i)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -174,7 +179,7 @@ class CheckTasks:
 
     async def _deregister_loop(self) -> None:
         assert self._deregister_after is not None and self._deregister is not None
-        while True:
+        while not self._stopped:
             since = self.board.critical_since
             now = time.monotonic()
             if since is not None and now - since >= self._deregister_after:
@@ -184,6 +189,8 @@ class CheckTasks:
                 await asyncio.wait_for(self._changed.wait(), None if since is None else since + self._deregister_after - now)
             except asyncio.TimeoutError:
                 pass
+        else:
+            return  # stopped
         reason = f"critical for {now - since:.1f}s ({self.board.health[1]})"
         await self.stop()
         await self._deregister(reason)
