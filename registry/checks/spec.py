@@ -26,10 +26,13 @@ import enum
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
 
 from registry.healthtags import Health
+
+if TYPE_CHECKING:
+    from typing import Unpack  # annotations only (3.11+ at run time)
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -42,6 +45,7 @@ __all__ = [
     "GrpcCheck",
     "HttpCheck",
     "TcpCheck",
+    "Timing",
     "TtlCheck",
     "status_of",
 ]
@@ -98,6 +102,19 @@ def _hostport(target: object, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class Timing(TypedDict, total=False):
+    """The keyword arguments every kind but TTL takes (`Check`'s; meanings and defaults in the module
+    docstring), written once and typed for the kinds' ``**timing``."""
+
+    name: str | None
+    interval: float
+    timeout: float | None
+    success_before_passing: int
+    failures_before_warning: int | None
+    failures_before_critical: int
+    initial_status: str | Health
+
+
 class Check:
     """The fields every kind shares (see the module docstring for their meaning and defaults)."""
 
@@ -106,13 +123,13 @@ class Check:
     def __init__(
         self,
         *,
-        name: str | None,
-        interval: float,
-        timeout: float | None,
-        success_before_passing: int,
-        failures_before_warning: int | None,
-        failures_before_critical: int,
-        initial_status: str | Health,
+        name: str | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        timeout: float | None = None,
+        success_before_passing: int = 0,
+        failures_before_warning: int | None = None,
+        failures_before_critical: int = 0,
+        initial_status: str | Health = Health.CRITICAL,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise CheckError(f"name must be a non-empty string, not {name!r}")
@@ -154,17 +171,9 @@ class HttpCheck(Check):
         *,
         headers: Mapping[str, str] | None = None,
         tls_skip_verify: bool = False,
-        name: str | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        timeout: float | None = None,
-        success_before_passing: int = 0,
-        failures_before_warning: int | None = None,
-        failures_before_critical: int = 0,
-        initial_status: str | Health = Health.CRITICAL,
+        **timing: Unpack[Timing],
     ) -> None:
-        super().__init__(name=name, interval=interval, timeout=timeout, success_before_passing=success_before_passing,
-                         failures_before_warning=failures_before_warning,
-                         failures_before_critical=failures_before_critical, initial_status=initial_status)
+        super().__init__(**timing)
         if not isinstance(url, str):
             raise CheckError(f"url must be a string such as 'http://127.0.0.1:8080/health', not {url!r}")
         parts = urlsplit(url.strip())
@@ -197,18 +206,9 @@ class TcpCheck(Check):
     def __init__(
         self,
         target: str,
-        *,
-        name: str | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        timeout: float | None = None,
-        success_before_passing: int = 0,
-        failures_before_warning: int | None = None,
-        failures_before_critical: int = 0,
-        initial_status: str | Health = Health.CRITICAL,
+        **timing: Unpack[Timing],
     ) -> None:
-        super().__init__(name=name, interval=interval, timeout=timeout, success_before_passing=success_before_passing,
-                         failures_before_warning=failures_before_warning,
-                         failures_before_critical=failures_before_critical, initial_status=initial_status)
+        super().__init__(**timing)
         self.host, self.port = _hostport(target, "target")
 
     def describe(self) -> str:
@@ -227,17 +227,9 @@ class GrpcCheck(Check):
         service: str = "",
         *,
         tls: bool = False,
-        name: str | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        timeout: float | None = None,
-        success_before_passing: int = 0,
-        failures_before_warning: int | None = None,
-        failures_before_critical: int = 0,
-        initial_status: str | Health = Health.CRITICAL,
+        **timing: Unpack[Timing],
     ) -> None:
-        super().__init__(name=name, interval=interval, timeout=timeout, success_before_passing=success_before_passing,
-                         failures_before_warning=failures_before_warning,
-                         failures_before_critical=failures_before_critical, initial_status=initial_status)
+        super().__init__(**timing)
         self.host, self.port = _hostport(target, "target")
         if not isinstance(service, str):
             raise CheckError(f"service must be a string ('' = the whole server), not {service!r}")
@@ -263,18 +255,9 @@ class CallableCheck(Check):
     def __init__(
         self,
         fn: Callable[[], Any],
-        *,
-        name: str | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        timeout: float | None = None,
-        success_before_passing: int = 0,
-        failures_before_warning: int | None = None,
-        failures_before_critical: int = 0,
-        initial_status: str | Health = Health.CRITICAL,
+        **timing: Unpack[Timing],
     ) -> None:
-        super().__init__(name=name, interval=interval, timeout=timeout, success_before_passing=success_before_passing,
-                         failures_before_warning=failures_before_warning,
-                         failures_before_critical=failures_before_critical, initial_status=initial_status)
+        super().__init__(**timing)
         if not callable(fn):
             raise CheckError(f"fn must be callable, not {type(fn).__name__} {fn!r}")
         self.fn = fn
