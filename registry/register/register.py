@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from registry.checks.board import Published
+from registry.checks.board import Board, Published
 from registry.checks.machine import CheckState
 from registry.checks.spec import CheckError, status_of
 from registry.checks.threads import CheckThreads
@@ -66,6 +66,8 @@ class _Runner(Protocol):
     def states(self) -> list[CheckState]: ...
 
     def force(self, indexes: list[int], status: Health, note: str) -> None: ...
+
+    def start(self) -> None: ...
 
 
 class _Health(Options):
@@ -107,6 +109,28 @@ class _Health(Options):
         runner = self._checks_runner
         if runner is not None:
             runner.force(indexes, health, note)
+
+    def _gossip_started(self) -> Board | None:
+        """The checks' board for a start (its initial statuses logged), None without checks."""
+        if not self._checks:
+            return None
+        board = self._new_board(time.monotonic())
+        self._health_changed(board.publish_due() or board.health, initial=True)
+        return board
+
+    def _cannot_start(self, exc: BaseException) -> RegisterError:
+        return RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}")
+
+    def _run_checks(self, runner_class: Any, board: Board | None, publish: Any, deregister: Any) -> None:
+        """Start the checks (`CheckThreads` or `CheckTasks`) before the join: their first results
+        may make it into our join."""
+        self.deregistered = None
+        if board is None:
+            return
+        self._checks_runner = runner_class(board, publish,
+                                           deregister_after=self.deregister_critical_after,
+                                           deregister=deregister, label=self.id)
+        self._checks_runner.start()
 
     def _health_changed(self, pub: Published, initial: bool = False) -> dict[str, str]:
         """The tags with a new aggregate, logged (the operator's record of why routing changed; the
@@ -151,13 +175,12 @@ class AsyncRegister(_Health):
         did, or if our id is alive at another address in the pool (nothing is left running)."""
         import asyncio
 
+        from registry.checks.tasks import CheckTasks
         from registry.serf.agent import SerfAgent
 
         if self.agent is not None:
             raise RegisterError("already started")
-        board = self._new_board(time.monotonic())
-        if self._checks:
-            self._health_changed(board.publish_due() or board.health, initial=True)
+        board = self._gossip_started()
         cfg = self._serf_config()
         agent = SerfAgent(cfg)
         if self.handler is not None:
@@ -165,16 +188,9 @@ class AsyncRegister(_Health):
         try:
             await agent.start()
         except (OSError, ValueError) as exc:
-            raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
+            raise self._cannot_start(exc) from None
         self.agent = agent
-        self.deregistered = None
-        if self._checks:
-            from registry.checks.tasks import CheckTasks
-
-            self._checks_runner = CheckTasks(board, functools.partial(self._publish, agent),
-                                             deregister_after=self.deregister_critical_after,
-                                             deregister=self._deregister, label=self.id)
-            self._checks_runner.start()  # before the join: the first results may make it into our join
+        self._run_checks(CheckTasks, board, functools.partial(self._publish, agent), self._deregister)
         timeout = self._join_timeout(cfg)
         failure: str | None = None
         n = 0
@@ -336,22 +352,15 @@ class Register(_Health):
         address in the pool (the gossip thread and sockets are gone then)."""
         if self.agent is not None:
             raise RegisterError("already started")
-        board = self._new_board(time.monotonic())
-        if self._checks:
-            self._health_changed(board.publish_due() or board.health, initial=True)
+        board = self._gossip_started()
         cfg = self._serf_config()
         agent = ThreadedSerf(cfg)
         agent.add_handler(self._dispatch)
         try:
             agent.start()
         except (OSError, ValueError) as exc:
-            raise RegisterError(f"cannot start gossip on {self._bind[0]}:{self._bind[1]}: {exc}") from None
-        self.deregistered = None
-        if self._checks:
-            self._checks_runner = CheckThreads(board, functools.partial(self._publish, agent),
-                                               deregister_after=self.deregister_critical_after,
-                                               deregister=self._deregister, label=self.id)
-            self._checks_runner.start()  # before the join: the first results may make it into our join
+            raise self._cannot_start(exc) from None
+        self._run_checks(CheckThreads, board, functools.partial(self._publish, agent), self._deregister)
         timeout = min(self._join_timeout(cfg), self.start_timeout)
         bugs = agent.core.handler_errors
         try:
