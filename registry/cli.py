@@ -23,31 +23,37 @@ import argparse
 import base64
 import binascii
 import contextlib
-import math
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from registry.addresses import (
     HostPort,
     UsageError,
-    dial_problem,
     is_wildcard,
     parse_hostport,
 )
 from registry.catalog import REGISTRY_GROUP
+from registry.cliargs import (
+    DEFAULT_RPC_PORT,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    PROG,
+    Parser,
+    add_flag,
+    dialable,
+    positive_seconds,
+    print_error,
+    readable_file,
+)
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
 
 __all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
-PROG = "registry"
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 DEFAULT_GOSSIP_PORT = 7370
-DEFAULT_RPC_PORT = 9800
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 
 
@@ -60,32 +66,6 @@ def decode_key(text: str) -> bytes:
     if len(key) not in (16, 24, 32):
         raise UsageError(f"-encrypt: key must decode to 16, 24 or 32 bytes, not {len(key)}")
     return key
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Accept `-name`, `--name` and (argparse does it) `-name=value`, like Go's flag package."""
-    parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type of the duration flags: a positive, finite number of seconds.
-
-    Checked at parse time: `-timeout 0` used to be accepted and then fail every call with
-    DEADLINE_EXCEEDED ("no registry answered"), which sends the operator looking at the network."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
 def _server_parser() -> argparse.ArgumentParser:
@@ -127,21 +107,6 @@ class ServerArgs:
     config: ServerConfig
     log_format: str = "json"
     log_level: str = "info"
-
-
-def readable_file(path: str, flag: str) -> str:
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise UsageError(f"{flag}: cannot read {path!r}")
-    return path
-
-
-def dialable(hp: HostPort, flag: str, text: str) -> HostPort:
-    """An address given to others to dial: no wildcard host, no port 0 (both mean "here, any")."""
-    why = dial_problem(hp)
-    if why is not None:
-        hint = "give the real port" if hp.port == 0 else "give an address the others can reach"
-        raise UsageError(f"{flag}: {text!r}: {why}; {hint}")
-    return hp
 
 
 # The longest gRPC address a registry can advertise when -advertise does not say it: [IPv6]:port.
@@ -364,11 +329,6 @@ def _run_server(argv: Sequence[str]) -> int:
 
 
 # -- entry point ---------------------------------------------------------------------------
-
-
-def print_error(message: str) -> None:
-    line = " ".join(message.split())
-    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

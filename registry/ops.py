@@ -20,7 +20,7 @@ from registry.addresses import (
     parse_hostport,
 )
 from registry.catalog import REGISTRY_GROUP
-from registry.cli import (
+from registry.cliargs import (
     DEFAULT_RPC_PORT,
     EXIT_OK,
     EXIT_RUNTIME,
