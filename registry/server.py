@@ -156,18 +156,9 @@ class RegistryServer:
             ) from None
         except ValueError as exc:
             raise StartError(f"gossip: {exc}") from None
-        if not c.addr[1]:
-            # Port 0: picked only now that gossip holds its ports.  Picked before, the probe's port was
-            # free again when gossip's own bind to port 0 ran, which could take it, and the gRPC bind
-            # then failed "Address already in use" (seen under load with -bind :0 -addr :0).
-            self._grpc_port = _check_tcp_free(c.addr[0], 0, "gRPC")
-        local = self.agent.local_member()
-        self.gossip_address = _fmt(local.addr, local.port)
-        rpc_addr = self._advertised_rpc(local.addr)
-        if local.tags.get("addr") != rpc_addr:
-            await self.agent.set_tags(self._tags(rpc_addr))
-        self._reconcile()
-
+        # The front binds before the tags name its address: with port 0 the port is the one the
+        # listener took, never a probe's (a port probed free could be taken by another process,
+        # the machine being shared, before the front bound it: seen in CI with -addr :0).
         bind_rpc = _fmt(c.addr[0] or ("0.0.0.0"), self._grpc_port)
         try:
             if self.rpc_engine == "native":
@@ -186,6 +177,13 @@ class RegistryServer:
             raise StartError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - whatever the gRPC front raises while binding is a start error
             raise StartError(f"cannot listen for gRPC on {bind_rpc}: {exc}") from None
+        self._grpc_port = int(self._grpc.port)
+        local = self.agent.local_member()
+        self.gossip_address = _fmt(local.addr, local.port)
+        rpc_addr = self._advertised_rpc(local.addr)
+        if local.tags.get("addr") != rpc_addr:
+            await self.agent.set_tags(self._tags(rpc_addr))
+        self._reconcile()
         self.grpc_address = rpc_addr
         self._grpc.core.member_table = self._member_rows  # Members(all=true): every status, not just the rings
 
