@@ -35,6 +35,7 @@ together, so a reader never sees a ring that disagrees with the members' health.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "Catalog",
     "GroupChange",
     "Service",
+    "ServiceKind",
     "UnknownGroup",
 ]
 
@@ -70,6 +72,18 @@ MAX_WEIGHT = 64
 MAX_REPLICAS_TAG = 100_000
 
 
+class ServiceKind(str, enum.Enum):
+    """How a service is in the pool: it gossips (a `Register`, a Go service: alive while it answers
+    pings), or a registry holds it for a TTL (an HTTP registration, `registry.ttl`: alive while it is
+    refreshed).  Both are on the rings by the same rules; Members says which each is."""
+
+    GOSSIP = "gossip"
+    TTL = "ttl"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Service:
     """One registered service instance, as the catalog knows it (health read from its tags)."""
@@ -83,6 +97,7 @@ class Service:
     health: Health = Health.PASSING
     #: Why it is not passing (the failing check's note); "" when passing.
     health_note: str = ""
+    kind: ServiceKind = ServiceKind.GOSSIP
 
 
 @dataclass(frozen=True)

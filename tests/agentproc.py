@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,20 +33,38 @@ START_TIMEOUT = 20.0
 A = TypeVar("A", bound="AgentProc")
 
 
+def _below_ephemeral() -> range:
+    """Ports under the kernel's ephemeral range (Linux: ip_local_port_range, 32768-60999 by default).
+
+    A port picked with bind(0) is an ephemeral one, which the kernel hands to the next outgoing
+    connection or bind(0) of any process: probed free here, it can be taken before the process
+    under test binds it (CI saw "Address already in use" that way, four Pythons' suites at once).
+    Ports below the range are taken only by explicit binds, so a probed one stays free."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return range(max(1024, low - 12000), low) if low > 3024 else range(20000, 30000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port currently free for both TCP and UDP on `host` (gossip needs both; races are retried
-    by `AgentProc.start`)."""
+    """A port currently free for both TCP and UDP on `host` (gossip needs both), picked at random
+    below the ephemeral range (`_below_ephemeral` says why); races left are retried by
+    `AgentProc.start`."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    pool = _below_ephemeral()
+    rng = random.Random()  # its own generator: a test seeding `random` must not make suites pick alike
     for _ in range(200):
-        with socket.socket(fam, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = int(t.getsockname()[1])
-            try:
-                with socket.socket(fam, socket.SOCK_DGRAM) as u:
-                    u.bind((host, port))
-            except OSError:
-                continue
-            return port
+        port = rng.choice(pool)
+        try:
+            with socket.socket(fam, socket.SOCK_STREAM) as t, socket.socket(fam, socket.SOCK_DGRAM) as u:
+                t.bind((host, port))
+                u.bind((host, port))
+        except OSError:
+            continue
+        return port
     raise RuntimeError(f"no free port on {host}")
 
 
