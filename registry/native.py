@@ -76,7 +76,8 @@ class NativeServer:
         self.bidi: dict[str, Callable[[bytes], bytes]] = {f"/{REFLECTION_SERVICE}/ServerReflectionInfo": self._reflect}
         self._reflection: Any = None
         self._listener: Listener | None = None
-        self._connections: set[Connection] = set()
+        #: Live connections (each adds and removes itself: registry.native_host.ServerSide).
+        self.connections: set[Connection] = set()
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._requests_timer: asyncio.TimerHandle | None = None
         self._framed: tuple[bytes, bytes] | None = None  # (message, framed): a change fans out framed once
@@ -113,7 +114,7 @@ class NativeServer:
         loop = asyncio.get_running_loop()
         try:
             before = loop.time() - self.limits.request_timeout
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 if conn.calls.open:
                     conn.expire_requests(before)
         finally:
@@ -121,7 +122,7 @@ class NativeServer:
 
     def _ping_idle_streams(self) -> None:
         """Keep long Watch streams alive through NATs, and drop peers that stopped answering."""
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             if not conn.calls.open:
                 continue
             if conn.h2.pings_sent > conn.h2.pings_acked:
@@ -141,17 +142,17 @@ class NativeServer:
             self._requests_timer.cancel()
         if self._listener is not None:
             self._listener.close()
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             conn.h2.goaway()
             conn.flush()
         for _ in range(3):  # health watchers wake on the next loop turn: let them send NOT_SERVING
             await asyncio.sleep(0)
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             conn.calls.cancel_tasks()
         deadline = asyncio.get_running_loop().time() + (grace or 0.0)
-        while self._connections and asyncio.get_running_loop().time() < deadline:
+        while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             conn.flush()
             conn.close()
         if self._listener is not None:

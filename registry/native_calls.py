@@ -22,7 +22,7 @@ from registry.h2.hpack import encode_indexed_name_literal
 from registry.native_call import STREAM_BUFFER, Call, announced_too_large, take_messages
 
 if TYPE_CHECKING:
-    from registry.native import NativeServer
+    from registry.native_host import ServerSide
 
 __all__ = ["CONNECTION_BUFFER", "Calls", "Host"]
 
@@ -50,7 +50,7 @@ class Host(Protocol):
 class Calls:
     """The open calls of one connection, by stream id, and everything done to them."""
 
-    def __init__(self, host: Host, server: NativeServer, h2: ServerConnection) -> None:
+    def __init__(self, host: Host, server: ServerSide, h2: ServerConnection) -> None:
         self.host = host
         self.server = server
         self.h2 = h2

@@ -1,8 +1,8 @@
 """One native gRPC connection as an asyncio Protocol: bytes read go through the HTTP/2 state
 machine (`registry.h2.connection`), its events to the connection's gRPC calls
 (`registry.native_calls`), and what both queue is written out here, within the output budget.
-The server side (`registry.native.NativeServer`) owns the methods, the listening sockets and the
-limits; a connection owns its transport, its idleness and its calls. See docs/native-front.md.
+The server side (`registry.native.NativeServer`, seen through `registry.native_host.ServerSide`) owns
+the methods, the listening sockets and the limits; a connection owns its transport, its idleness and its calls. See docs/native-front.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from registry.native_calls import Calls
 
 if TYPE_CHECKING:
     from registry.h2.events import Event
-    from registry.native import NativeServer
+    from registry.native_host import ServerSide
 
 __all__ = ["Connection"]
 
@@ -45,7 +45,7 @@ def _still_buffered(transport: asyncio.Transport) -> int:
 class Connection(asyncio.Protocol):
     """One client connection: HTTP/2 events in, gRPC calls dispatched."""
 
-    def __init__(self, server: NativeServer, source: str = "", sock: socket.socket | None = None) -> None:
+    def __init__(self, server: ServerSide, source: str = "", sock: socket.socket | None = None) -> None:
         self.server = server
         self.source = source  # the peer's address, for the per-source connection cap
         self.socket = sock  # until connection_made: shedding closes it before a transport exists
@@ -70,7 +70,7 @@ class Connection(asyncio.Protocol):
         if self.shed_early:  # shed while its TLS handshake (or its first loop pass) was under way
             transport.abort()
             return
-        self.server._connections.add(self)
+        self.server.connections.add(self)
         self.server.table.add(self)
         self.server.table.set_idle(self)
         self.server.stats.connections += 1
@@ -85,7 +85,7 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._connections.discard(self)
+        self.server.connections.discard(self)
         self.server.table.remove(self)
         if self.preface_timer is not None:
             self.preface_timer.cancel()

@@ -221,7 +221,7 @@ async def test_client_that_does_not_read_is_paused_then_served_whole(native_serv
 
     sender = asyncio.ensure_future(send())
     try:
-        conns = native_server._connections
+        conns = native_server.connections
         # the server stops reading a client whose answers pile up unread, instead of buffering them all
         await async_wait_for(lambda: any(c.transport is not None and not c.transport.is_reading() for c in conns),
                              timeout=60, what="server paused reading")
@@ -247,7 +247,7 @@ async def test_keepalive_closes_a_peer_that_stops_answering_pings(catalog: Catal
         async with grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") as ch:
             watch = stub_for(ch).Watch(pb.WatchRequest(group=GROUP))
             assert (await watch.read()).snapshot
-            conn = next(iter(s._connections))
+            conn = next(iter(s.connections))
             await async_wait_for(lambda: conn.h2.pings_acked >= 3, what="3 keepalive PINGs answered")
             catalog.apply("late", tags(GROUP, "10.9.9.9:1"))
             change = await asyncio.wait_for(watch.read(), 30)
@@ -261,7 +261,7 @@ async def test_keepalive_closes_a_peer_that_stops_answering_pings(catalog: Catal
                 got += chunk
             assert any(t == 6 and not f & 1 for t, f, _ in _frames(bytes(got))), "no PING was sent"
             writer.close()
-            assert conn in s._connections  # the grpcio one is still there
+            assert conn in s.connections  # the grpcio one is still there
             watch.cancel()
     finally:
         await s.stop(None)

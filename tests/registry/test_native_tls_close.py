@@ -26,7 +26,7 @@ def test_closing_a_tls_connection_whose_socket_went_raises_nothing(tmp_path: Pat
             assert c.match(GROUP, "k").group == GROUP
 
             async def lose_then_close() -> None:
-                (conn,) = s.rpc._connections  # type: ignore[union-attr]
+                (conn,) = s.rpc.connections  # type: ignore[union-attr]
                 tls: Any = conn.transport
                 inner = tls.get_extra_info("socket") and tls._ssl_protocol._transport
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
