@@ -165,7 +165,10 @@ class Registry:
         for line in self.proc.output().splitlines():
             if '"registry started"' in line:
                 row = json.loads(line)
-                return {"gossip": str(row["gossip"]), "grpc": str(row["grpc"])}
+                ports = {"gossip": str(row["gossip"]), "grpc": str(row["grpc"])}
+                if "http" in row:  # started with -http-addr
+                    ports["http"] = str(row["http"])
+                return ports
         return None
 
     def _learn_ports(self) -> None:
@@ -188,6 +191,13 @@ class Registry:
     @property
     def gossip(self) -> str:
         return f"127.0.0.1:{self.gossip_port}"
+
+    @property
+    def http(self) -> str:
+        """The HTTP front's host:port (started with -http-addr), from the "registry started" line."""
+        row = wait_for(self._started, 60, what=f"{self.id} logging its addresses", interval=0.05)
+        assert "http" in row, f"{self.id} was started without -http-addr"
+        return row["http"]
 
     @property
     def rpc(self) -> str:
