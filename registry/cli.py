@@ -93,6 +93,11 @@ def _server_parser() -> argparse.ArgumentParser:
           help="gRPC server: native (default: no grpcio in the process, faster) or grpcio (grpc.aio)")
     add_flag(p, "profile", default="lan", choices=PROFILES, help="gossip timing profile (default lan)")
     add_flag(p, "leave-timeout", default=5.0, type=positive_seconds, help="seconds to spend leaving on SIGTERM (default 5)")
+    add_flag(p, "http-addr", default="", help="serve the HTTP/JSON API on this address (e.g. :8080; off unless given)")
+    add_flag(p, "http-token", default="", help="token HTTP writes (PUT, DELETE) must carry; reads stay open")
+    add_flag(p, "http-token-file", default="", help="read the HTTP write token from this file (once, at start)")
+    add_flag(p, "ttl-default", default="300s",
+             help="liveness of a TTL registration that names none (Go duration or seconds; default 300s, as hera)")
     add_flag(p, "only-passing", action="store_true",
              help="route to passing services only: a service whose checks say warning leaves the rings too "
                   "(critical ones always do; Consul's only_passing)")
@@ -133,6 +138,46 @@ def _check_id_fits(ident: str, advertise: str) -> None:
         most = next(n for n in range(META_MAX_SIZE, -1, -1) if size("x" * n) <= META_MAX_SIZE)
         raise UsageError(f"-id is too long ({len(ident.encode())} bytes): with the group and address tags it "
                          f"would take {used} of the {META_MAX_SIZE} bytes of gossip metadata; at most {most} bytes")
+
+
+def _read_token_file(path: str) -> str:
+    """The token in `path`, stripped (read once, here: a rotated file needs a restart)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read(65_536).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UsageError(f"-http-token-file: cannot read {path!r}: {why}") from None
+    if not token:
+        raise UsageError(f"-http-token-file: {path!r} is empty")
+    return token
+
+
+def _http_flags(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, str, int]:
+    """(-http-addr, the write token, -ttl-default in ms), checked: one line naming the flag."""
+    from registry.http.durations import parse_duration_ms
+    from registry.ttl.entry import Limits
+
+    http = parse_hostport(ns.http_addr, "-http-addr", resolve=True) if ns.http_addr else None
+    if ns.http_token and ns.http_token_file:
+        raise UsageError("-http-token and -http-token-file: give one of them")
+    token = _read_token_file(ns.http_token_file) if ns.http_token_file else ns.http_token.strip()
+    flag = "-http-token-file" if ns.http_token_file else "-http-token"
+    if (ns.http_token or ns.http_token_file) and http is None:
+        raise UsageError(f"{flag} needs -http-addr (the token guards the HTTP API's writes)")
+    if ns.http_token and not token:
+        raise UsageError("-http-token is empty")
+    if token and not (token.isascii() and token.isprintable() and " " not in token):
+        raise UsageError(f"{flag}: the token must be printable ASCII without spaces (it travels in an HTTP header)")
+    try:
+        ttl_ms = parse_duration_ms(ns.ttl_default)
+    except ValueError as exc:
+        raise UsageError(f"-ttl-default: {exc}") from None
+    limits = Limits()
+    if not limits.min_ttl_ms <= ttl_ms <= limits.max_ttl_ms:
+        raise UsageError(f"-ttl-default: {ns.ttl_default!r} out of range "
+                         f"{limits.min_ttl_ms / 1000:g}s..{limits.max_ttl_ms / 1000:g}s")
+    return ((http.host, http.port) if http else None), token, ttl_ms
 
 
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
@@ -177,6 +222,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     for flag, path in (("-tls-cert", ns.tls_cert), ("-tls-key", ns.tls_key), ("-tls-ca", ns.tls_ca)):
         if path:
             readable_file(path, flag)
+    http_addr, http_token, ttl_default_ms = _http_flags(ns)
     config = ServerConfig(
         id=ns.id.strip(),
         bind=(bind.host, bind.port),
@@ -194,6 +240,9 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         profile=ns.profile,
         leave_timeout=ns.leave_timeout,
         only_passing=ns.only_passing,
+        http_addr=http_addr,
+        http_token=http_token,
+        ttl_default_ms=ttl_default_ms,
     )
     return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 
@@ -219,8 +268,9 @@ async def _serve(args: ServerArgs) -> int:
         await server.close()
         raise
     freeze_startup_heap()
+    http = {"http": server.http_address} if server.http_address else {}
     log.info("registry started", id=config.id, gossip=server.gossip_address, grpc=server.grpc_address,
-             rpc_engine=server.rpc_engine)
+             rpc_engine=server.rpc_engine, **http)
     failed = asyncio.ensure_future(server.failed.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)

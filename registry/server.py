@@ -92,6 +92,9 @@ class RegistryServer:
         self.started_at = 0.0
         self.gossip_address = ""
         self.grpc_address = ""
+        #: The HTTP/JSON API (registry.http), with -http-addr; its address as the start log names it.
+        self._http: Any = None
+        self.http_address = ""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -196,6 +199,8 @@ class RegistryServer:
                     f"cannot listen for metrics on {_fmt(*c.metrics_addr)}: {exc.strerror or exc}"
                 ) from None
 
+        if c.http_addr is not None:
+            await self._start_http(c.http_addr, local.addr)
         self.started_at = time.monotonic()
         if c.registries:
             await self._try_join()  # StartError: our -id is taken
@@ -212,6 +217,21 @@ class RegistryServer:
         if engine not in RPC_ENGINES:
             raise StartError(f"rpc engine {engine!r}: use native or grpcio")
         return engine
+
+    async def _start_http(self, addr: tuple[str, int], gossip_host: str) -> None:
+        """The HTTP front on the gRPC front's core (the same answers), aiohttp imported only now."""
+        from registry.http.front import HttpFront
+
+        c = self.config
+        self._http = HttpFront(self._grpc.core, self.health, ttl=lambda: getattr(self, "ttl", None),
+                               token=c.http_token, ttl_default_ms=c.ttl_default_ms, tls=self._tls())
+        try:
+            port = await self._http.start(addr[0], addr[1])
+        except ValueError as exc:  # unusable TLS files, named by registry.tls
+            raise StartError(str(exc)) from None
+        except OSError as exc:
+            raise StartError(f"cannot listen for HTTP on {_fmt(*addr)}: {exc.strerror or exc}") from None
+        self.http_address = _fmt(gossip_host if _is_wildcard(addr[0]) else addr[0], port)
 
     def _tls(self) -> TlsFiles | None:
         c = self.config
@@ -301,6 +321,10 @@ class RegistryServer:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.stop(), 5.0)
+            self._http = None
         if self._grpc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._grpc.stop(0.5), 5.0)
@@ -406,6 +430,8 @@ class RegistryServer:
                                   getattr(self.catalog, "stats", None))
         if catalog is not None:
             yield catalog
+        if self._http is not None:
+            yield from self._http.metrics()
         rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not
         if rpc_stats is not None:
             yield Metric("registry_grpc_connections_total", "gRPC connections accepted.", "counter",

@@ -52,3 +52,9 @@ class ServerConfig:
     reconcile_interval: float = 0.0
     #: Warning services are out of the rings too, not only critical ones (the -only-passing flag).
     only_passing: bool = False
+    #: The HTTP/JSON API's listen address (the -http-addr flag; None: no HTTP front, aiohttp never imported).
+    http_addr: tuple[str, int] | None = None
+    #: The token writes (PUT, DELETE) must carry (-http-token, or read from -http-token-file); "" = none.
+    http_token: str = ""
+    #: The liveness of a TTL registration that names none (-ttl-default; hera's 300 s), in ms.
+    ttl_default_ms: int = 300_000

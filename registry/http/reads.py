@@ -1,0 +1,115 @@
+"""The read routes: Match, Members, Groups on `registry.api.RegistryCore`, and /healthz.
+
+Built on the core both gRPC fronts call, so an HTTP answer and a gRPC answer for the same input hold the
+same services and fail with the same error text and status (`answers.from_exception`). Keys and groups are
+path segments, percent-decoded by aiohttp after routing (a key holding "/" may be sent raw or as %2F; a
+group holding "/" must be sent as %2F). Each route may block (`blocking`): the answer is computed after
+the wait, with the index it reflects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from registry.api import Invalid, RegistryCore, ring_info
+from registry.health import Health
+from registry.http.answers import INDEX_HEADER, dumps, from_exception, json_response, message_json
+from registry.http.blocking import Changes, blocking_params
+
+__all__ = ["Reads"]
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.lstrip("-").isdigit() or not text.isascii() or len(text) > 12:
+        raise Invalid(f"{name}={raw!r} is not an integer")
+    return int(text)
+
+
+def _flag_param(query: Mapping[str, str], name: str) -> bool:
+    raw = query.get(name)
+    if raw is None:
+        return False
+    word = raw.strip().lower()
+    if word in ("", "1", "true", "yes"):
+        return True
+    if word in ("0", "false", "no"):
+        return False
+    raise Invalid(f"{name}={raw!r}: use 1 or 0")
+
+
+class Reads:
+    """Handlers of the read routes over one core."""
+
+    def __init__(self, core: RegistryCore, changes: Changes, health: Health) -> None:
+        self.core = core
+        self.changes = changes
+        self.health = health
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v1/match/{group}/{key:.*}", self.match),
+            web.get("/v1/members/{group}", self.members),
+            web.get("/v1/groups", self.groups),
+            web.get("/healthz", self.healthz),
+        ]
+
+    async def _answer(self, request: web.Request, group: str | None, build: Callable[[], bytes]) -> web.Response:
+        """Block if asked, then `build()` the body; an error carries the index too."""
+        block = blocking_params(request.query)
+        if block is not None:
+            await self.changes.wait(group, *block)
+        index = self.changes.index(group)
+        try:
+            body = build()
+        except Exception as exc:
+            err = from_exception(exc)
+            if err is None:
+                raise
+            err.headers[INDEX_HEADER] = str(index)
+            raise err from None
+        return json_response(body, index=index)
+
+    async def match(self, request: web.Request) -> web.Response:
+        group, key = request.match_info["group"], request.match_info["key"]
+        n = _int_param(request.query, "n", 1)
+
+        def build() -> bytes:
+            found = self.core.match(group, key, n)
+            services = b",".join([self.changes.service_bytes(self.core, s) for s in found])
+            return b'{"group":' + dumps(group) + b',"key":' + dumps(key) + b',"services":[' + services + b"]}"
+
+        return await self._answer(request, group, build)
+
+    async def members(self, request: web.Request) -> web.Response:
+        group = request.match_info["group"]
+        everyone = _flag_param(request.query, "all")
+
+        def build() -> bytes:
+            if everyone:
+                services = b",".join([dumps(message_json(s)) for s in self.core.members_all(group)])
+            else:
+                services = b",".join([self.changes.service_bytes(self.core, s) for s in self.core.members(group)])
+            head = b'{"group":' + dumps(group) + b',"version":' + str(self.core.version(group)).encode()
+            return head + b',"services":[' + services + b"]}"
+
+        return await self._answer(request, group, build)
+
+    async def groups(self, request: web.Request) -> web.Response:
+        def build() -> bytes:
+            catalog = self.core.catalog
+            return dumps({"groups": catalog.groups(), "ring": message_json(ring_info(catalog))})
+
+        return await self._answer(request, None, build)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """For load balancers: 200 while the registry serves (joined, catalog loaded), else 503."""
+        if self.health.serving:
+            return json_response(b'{"status":"serving"}')
+        return json_response(b'{"status":"not_serving"}', status=503)
+
