@@ -44,6 +44,7 @@ def make_codec(config: Config) -> wire.WireCodec:
         skip_inbound_label_check=config.skip_inbound_label_check,
         max_decompressed=config.max_decompressed_size,
         max_stream=config.max_stream_size,
+        max_user=config.max_stream_user_msg_size,
         protocol_version=config.protocol_version,
     )
 

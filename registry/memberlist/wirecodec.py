@@ -81,6 +81,9 @@ class WireCodec:
     skip_inbound_label_check: bool = False
     max_decompressed: int = 40 << 20
     max_stream: int = 20 << 20
+    #: Largest user message body a stream may carry (None: ``max_stream``). The framer checks it at
+    #: the header of a plain stream; a compressed or encrypted one is checked here, once opened.
+    max_user: int | None = None
     protocol_version: int = 2
     _label: bytes = dataclasses.field(init=False, repr=False)
     _label_hdr: bytes = dataclasses.field(init=False, repr=False)
@@ -239,7 +242,7 @@ class WireCodec:
             if t == _PUSH_PULL:
                 return decode_push_pull(buf[1:], self.max_stream)
             if t == _USER:
-                return decode_user_stream(buf[1:], self.max_stream)
+                return decode_user_stream(buf[1:], self.max_stream if self.max_user is None else self.max_user)
             return decode(buf)
         except DecodeError:
             raise

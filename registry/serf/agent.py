@@ -21,6 +21,7 @@ from registry.memberlist.types import Address
 
 from . import keyring as keys
 from . import messages as msgs
+from .app import AppHandler
 from .config import SerfConfig
 from .core import Serf
 from .events import Event
@@ -126,6 +127,7 @@ class SerfAgent(SerfFacade[MachineRunner]):
         self._streams: set[EventStream] = set()
         self._dispatch_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._app_handler: AppHandler | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class SerfAgent(SerfFacade[MachineRunner]):
         made: list[Serf] = []
         await runner.start(self._bind_address, self._machine_factory(runner, made, self._schedule_dispatch))
         address = self._adopt(runner, made[0])
+        made[0].set_app_handler(self._app_handler)
         self._schedule_dispatch()
         log.info("serf agent %s advertising %s", self.name, address)
         return address
@@ -197,6 +200,27 @@ class SerfAgent(SerfFacade[MachineRunner]):
     ) -> None:
         self.core.user_event(name, bytes(payload), coalesce, self.runner.now())
         self.runner.kick()
+
+    # -- app messages (registry to registry: serf/app.py) --------------------------------------
+
+    def send_app(self, name: str, payload: bytes) -> bool:
+        """Send `payload` to member `name` as an app message (reliable, over TCP, encrypted with the
+        pool's key when it has one); False when no alive member has that name (or we stopped).
+        Send only to members whose tags say they speak it: a Go node drops it as unknown."""
+        if self._shut:
+            return False
+        sent = self.core.send_app(name, bytes(payload), self.runner.now())
+        if sent:
+            self.runner.kick()
+        return sent
+
+    def set_app_handler(self, handler: AppHandler | None) -> None:
+        """Have `handler(payload)` called, on the loop, for each app message received (None: drop
+        them). It runs inside the message's handling: an exception is a counted, logged handler
+        error; it may call `send_app`. May be set before `start`."""
+        self._app_handler = handler
+        if self._core is not None:
+            self._core.set_app_handler(handler)
 
     def events(self, size: int | None = None) -> EventStream:
         """A new async iterator receiving every event from now on."""

@@ -15,6 +15,7 @@ explicitly (like Go's serf.go beside delegate.go, event_delegate.go, query.go, c
   `conflict.NameConflicts` (memberlist's ConflictDelegate) and `keyring.answer_key_event`
   answer Serf's internal queries;
 - `coordinate.Coordinates`: Vivaldi coordinates in probe acks; memberlist's PingDelegate;
+- `app.AppChannel`: app messages, direct and reliable, between registries (not Go's);
 - `broadcasts.SerfBroadcasts`: the three gossip queues; `events.EventQueue`: what waits for the
   application (bounded: the oldest is dropped and counted in `stats["events.dropped"]`, so a
   slow consumer never stalls gossip).
@@ -40,6 +41,7 @@ from registry.memberlist.types import Address, Node, Output
 
 from . import keyring as keys
 from . import messages as msgs
+from .app import APP_TYPE, AppChannel, AppHandler
 from .broadcasts import SerfBroadcasts
 from .config import SerfConfig
 from .conflict import NameConflicts
@@ -163,6 +165,7 @@ class Serf(Delegate):
             ping=self.coordinates,
         )
         self.memberlist.accept_meta = valid_meta  # a member whose tags are not text is refused
+        self._app = AppChannel(self.memberlist, self.membership, self.stats)
         self._queries = Queries(
             config,
             self.memberlist,
@@ -255,6 +258,14 @@ class Serf(Delegate):
         """Send a user event (Serf's size checks raise ValueError)."""
         self.memberlist.now = max(self.memberlist.now, now)
         self._user_events.send(name, payload, coalesce)
+
+    def send_app(self, name: str, payload: bytes, now: float) -> bool:
+        """An app message to member `name` (reliable, TCP); False when no alive member has that name."""
+        return self.state != SerfState.SHUTDOWN and self._app.send(name, payload, now)
+
+    def set_app_handler(self, handler: AppHandler | None) -> None:
+        """Who receives app messages' payloads (inside message handling: see `app.py`)."""
+        self._app.handler = handler
 
     def query(self, name: str, payload: bytes, now: float, params: QueryParams | None = None) -> QueryHandle:
         """Start a query; responses accumulate on the returned handle until its deadline."""
@@ -420,6 +431,9 @@ class Serf(Delegate):
         try:
             if msg[0] == msgs.SerfMessageType.RELAY:
                 self._queries.handle_relay(msg)
+                return
+            if msg[0] == APP_TYPE:
+                self._app.receive(msg)
                 return
             decoded = msgs.decode(msg)
         except msgs.SerfDecodeError as e:

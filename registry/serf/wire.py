@@ -48,6 +48,9 @@ class SerfMessageType(enum.IntEnum):
     KEY_REQUEST = 7
     KEY_RESPONSE = 8
     RELAY = 9
+    #: Not Go's: the registry's app messages between registries (`app.py`); far from Go's types
+    #: (0..~13) so a future Go type cannot collide with it.
+    APP = 0xF0
 
 
 class SerfDecodeError(ValueError):
