@@ -1,0 +1,279 @@
+"""The replication messages between registries (msgpack), decoded as hostile input.
+
+Three messages, each a msgpack array ``[version, type, sender, ...]`` (`VERSION` 1; a receiver refuses
+another version rather than guess at it):
+
+- `Push` ``[1, 1, sender, [record...]]``: a writer's new records (local writes and tombstones).
+- `Digest` ``[1, 2, sender, {group: bin}, reply]``: per-group digests (`TtlStore.digest`); reply=True
+  asks the receiver to compare and answer (the replicator answers with `Records`).
+- `Records` ``[1, 3, sender, group, [record...], want_back, lo, hi]``: the sender's records of one group
+  whose ids lie in ``(lo, hi]`` (None: unbounded), sorted by id. want_back=True asks the receiver for its
+  own records of that range that differ from these (so one message repairs both ways, and the answer
+  carries only the difference); a group too large for one message goes as several ranges.
+
+A record is an array, not a map (no field names repeated 10,000 times):
+``[group, id, addr, {tag: value}, replicas|nil, weight|nil, ttl_ms, written_ms, writer, deleted, doc]``,
+doc as bin. Trailing elements after those a version knows are ignored (room for fields a later minor
+change adds); missing ones are an error.
+
+`decode` never raises anything but `WireError`: lengths are bounded before msgpack builds an object
+(``max_str_len`` and friends from `Limits`; msgpack's own stack bound stops deep nesting), then every
+field's type is checked. Field *bounds* (name lengths, TTL range, tag bytes) are `check_entry`'s, applied
+by `TtlStore.merge`, which drops and counts a bad record rather than the whole message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from registry.ttl.entry import Entry, Limits
+
+__all__ = [
+    "MAX_DATA_BYTES",
+    "VERSION",
+    "Digest",
+    "Message",
+    "MsgType",
+    "Push",
+    "Records",
+    "WireError",
+    "chunk_push",
+    "chunk_records",
+    "decode",
+    "encode",
+]
+
+VERSION = 1
+#: The largest message `decode` reads (memberlist's reliable user messages stop at 1 MiB anyway).
+MAX_DATA_BYTES = 4 * 1024 * 1024
+#: A digest's bytes (`TtlStore.digest`: 8); room for a longer hash in a later version.
+MAX_DIGEST_BYTES = 64
+_RECORD_FIELDS = 11
+
+
+class MsgType(enum.IntEnum):
+    PUSH = 1
+    DIGEST = 2
+    RECORDS = 3
+
+
+class WireError(ValueError):
+    """Bytes that are not a message this version reads; ``reason`` names what was wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Push:
+    sender: str
+    entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class Digest:
+    sender: str
+    digests: dict[str, bytes]
+    reply: bool
+
+
+@dataclass(frozen=True)
+class Records:
+    sender: str
+    group: str
+    entries: list[Entry]
+    want_back: bool
+    #: The id range these records cover: ids in (lo, hi]; None is unbounded on that side.
+    lo: str | None = None
+    hi: str | None = None
+
+
+Message = Push | Digest | Records
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+
+def _record(entry: Entry) -> list[Any]:
+    return [entry.group, entry.id, entry.addr, dict(entry.tags), entry.replicas, entry.weight,
+            entry.ttl_ms, entry.written_ms, entry.writer, entry.deleted, entry.doc]
+
+
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def encode(msg: Message) -> bytes:
+    """One message's bytes (`chunk_push` / `chunk_records` split long entry lists)."""
+    if isinstance(msg, Push):
+        return _pack([VERSION, MsgType.PUSH.value, msg.sender, [_record(e) for e in msg.entries]])
+    if isinstance(msg, Digest):
+        return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply])
+    return _pack([VERSION, MsgType.RECORDS.value, msg.sender, msg.group, [_record(e) for e in msg.entries],
+                  msg.want_back, msg.lo, msg.hi])
+
+
+def _chunks(packed: Sequence[bytes], budget: int) -> list[tuple[int, int]]:
+    """[start, end) index ranges of `packed` whose bytes sum to at most `budget` (at least one each)."""
+    out: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, rec in enumerate(packed):
+        if i > start and size + len(rec) > budget:
+            out.append((start, i))
+            start, size = i, 0
+        size += len(rec)
+    if start < len(packed) or not out:
+        out.append((start, len(packed)))
+    return out
+
+
+#: What a message's array headers and scalars take beyond its strings and records, with room to spare.
+_OVERHEAD = 64
+
+
+def chunk_push(sender: str, entries: Iterable[Entry], max_bytes: int) -> list[bytes]:
+    """`Push` messages carrying `entries`, each at most `max_bytes` (a record larger than that alone goes
+    in a message of its own: an entry is at most ~5 KiB by `Limits`, a message 512 KiB by default)."""
+    packed = [_pack(_record(e)) for e in entries]
+    if not packed:
+        return []
+    head = _pack(VERSION) + _pack(MsgType.PUSH.value) + _pack(sender)
+    budget = max_bytes - len(head) - _OVERHEAD
+    return [b"".join((_array_header(4), head, _array_header(end - start), *packed[start:end]))
+            for start, end in _chunks(packed, budget)]
+
+
+def chunk_records(sender: str, group: str, entries: Iterable[Entry], *, want_back: bool,
+                  max_bytes: int) -> list[bytes]:
+    """`Records` messages for one group, sorted by id, each at most `max_bytes`, whose ranges ``(lo, hi]``
+    cover every id together: the first from the bottom, the last to the top (one message covers all).
+    An empty `entries` gives one message (an ask, with want_back)."""
+    ordered = sorted(entries, key=lambda e: e.id)
+    packed = [_pack(_record(e)) for e in ordered]
+    longest = max((len(e.id.encode("utf-8", "surrogatepass")) for e in ordered), default=0)
+    head = _pack(VERSION) + _pack(MsgType.RECORDS.value) + _pack(sender) + _pack(group)
+    budget = max_bytes - len(head) - 2 * (longest + 5) - _OVERHEAD
+    spans = _chunks(packed, budget)
+    out = []
+    for n, (start, end) in enumerate(spans):
+        lo = None if n == 0 else ordered[start - 1].id
+        hi = None if n == len(spans) - 1 else ordered[end - 1].id
+        out.append(b"".join((_array_header(8), head, _array_header(end - start), *packed[start:end],
+                             _pack(want_back), _pack(lo), _pack(hi))))
+    return out
+
+
+# -- decoding ------------------------------------------------------------------------------------------
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{what} is not a string")
+    return value
+
+
+def _opt_str(value: object, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError(f"{what} is not an integer")
+    return value
+
+
+def _opt_int(value: object, what: str) -> int | None:
+    return None if value is None else _int(value, what)
+
+
+def _bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise WireError(f"{what} is not a boolean")
+    return value
+
+
+def _list(value: object, what: str, min_len: int = 0) -> list[Any]:
+    if not isinstance(value, list):
+        raise WireError(f"{what} is not an array")
+    if len(value) < min_len:
+        raise WireError(f"{what} has {len(value)} elements, fewer than {min_len}")
+    return value
+
+
+def _entry(value: object) -> Entry:
+    r = _list(value, "a record", _RECORD_FIELDS)
+    tags = r[3]
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise WireError("a record's tags are not a map of strings")
+    doc = r[10]
+    if not isinstance(doc, bytes):
+        raise WireError("a record's doc is not bin")
+    return Entry(group=_str(r[0], "a record's group"), id=_str(r[1], "a record's id"),
+                 addr=_str(r[2], "a record's addr"), tags=tags,
+                 replicas=_opt_int(r[4], "a record's replicas"), weight=_opt_int(r[5], "a record's weight"),
+                 ttl_ms=_int(r[6], "a record's ttl_ms"), written_ms=_int(r[7], "a record's written_ms"),
+                 writer=_str(r[8], "a record's writer"), deleted=_bool(r[9], "a record's deleted"), doc=doc)
+
+
+def _entries(value: object) -> list[Entry]:
+    return [_entry(r) for r in _list(value, "the records")]
+
+
+def decode(data: bytes, limits: Limits) -> Message:
+    """The message in `data`; `WireError` for anything else (never another exception)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireError("not bytes")
+    if len(data) > MAX_DATA_BYTES:
+        raise WireError(f"{len(data)} bytes, more than {MAX_DATA_BYTES}")
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True,
+            max_str_len=max(limits.max_name_bytes, limits.max_addr_bytes, limits.max_tags_bytes),
+            max_bin_len=max(limits.max_doc_bytes, MAX_DIGEST_BYTES),
+            max_array_len=max(limits.max_entries, _RECORD_FIELDS + 8),
+            max_map_len=max(limits.max_entries, limits.max_tags_bytes),
+            max_ext_len=0,
+        )
+    except Exception as exc:  # noqa: BLE001 (hostile bytes: whatever msgpack raises is a bad message)
+        raise WireError(f"not msgpack: {type(exc).__name__}: {exc}"[:200]) from None
+    msg = _list(obj, "the message", 3)
+    version = msg[0]
+    if version != VERSION or isinstance(version, bool):
+        raise WireError(f"version {str(version)[:20]!r}, this registry reads {VERSION}")
+    try:
+        kind = MsgType(_int(msg[1], "the message type"))
+    except ValueError as exc:
+        if isinstance(exc, WireError):
+            raise
+        raise WireError(f"unknown message type {msg[1]}") from None
+    sender = _str(msg[2], "the sender")
+    if kind is MsgType.PUSH:
+        _list(msg, "a push", 4)
+        return Push(sender, _entries(msg[3]))
+    if kind is MsgType.DIGEST:
+        _list(msg, "a digest", 5)
+        digests = msg[3]
+        if not isinstance(digests, dict) or not all(
+                isinstance(k, str) and isinstance(v, bytes) for k, v in digests.items()):
+            raise WireError("the digests are not a map of group to bin")
+        return Digest(sender, digests, _bool(msg[4], "reply"))
+    _list(msg, "records", 8)
+    group = _str(msg[3], "the group")
+    entries = _entries(msg[4])
+    if any(e.group != group for e in entries):
+        raise WireError("a record's group is not the message's")
+    return Records(sender, group, entries, _bool(msg[5], "want_back"), _opt_str(msg[6], "lo"),
+                   _opt_str(msg[7], "hi"))
