@@ -166,9 +166,9 @@ class Writes:
 
     async def put_v1(self, request: web.Request) -> web.Response:
         self.authorize(request)
-        ttl = self.driver()
         group, ident = request.match_info["group"], request.match_info["id"]
         body, _ = await read_json_object(request)
+        ttl = self.driver()
         unknown = sorted(set(body) - _V1_FIELDS)
         if unknown:
             raise _invalid(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(_V1_FIELDS))})")
@@ -209,9 +209,9 @@ class Writes:
     async def put_hera(self, request: web.Request) -> web.Response:
         service = self._service(request)
         self.authorize(request)
-        ttl = self.driver()
         ident = request.match_info["id"]
         body, _ = await read_json_object(request)
+        ttl = self.driver()
         addr = body.get("addr")
         if not isinstance(addr, str):
             host, port = body.get("host"), body.get("port")
