@@ -4,8 +4,10 @@ Three messages, each a msgpack array ``[version, type, sender, ...]`` (`VERSION`
 another version rather than guess at it):
 
 - `Push` ``[1, 1, sender, [record...]]``: a writer's new records (local writes and tombstones).
-- `Digest` ``[1, 2, sender, {group: bin}, reply]``: per-group digests (`TtlStore.digest`); reply=True
-  asks the receiver to compare and answer (the replicator answers with `Records`).
+- `Digest` ``[1, 2, sender, {group: bin}, reply, lo, hi]``: the digests (`TtlStore.digest`) of the
+  sender's groups named in ``(lo, hi]`` (None: unbounded; so thousands of groups can go as several
+  messages, and a group missing from one is one the sender lacks); reply=True asks the receiver to
+  compare and answer (the replicator answers with `Records`).
 - `Records` ``[1, 3, sender, group, [record...], want_back, lo, hi]``: the sender's records of one group
   whose ids lie in ``(lo, hi]`` (None: unbounded), sorted by id. want_back=True asks the receiver for its
   own records of that range that differ from these (so one message repairs both ways, and the answer
@@ -42,6 +44,7 @@ __all__ = [
     "Push",
     "Records",
     "WireError",
+    "chunk_digest",
     "chunk_push",
     "chunk_records",
     "decode",
@@ -81,6 +84,9 @@ class Digest:
     sender: str
     digests: dict[str, bytes]
     reply: bool
+    #: The group names these digests cover: (lo, hi]; None is unbounded on that side.
+    lo: str | None = None
+    hi: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,20 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x80 | n,))
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
 def encode(msg: Message) -> bytes:
     """One message's bytes (`chunk_push` / `chunk_records` split long entry lists)."""
     if isinstance(msg, Push):
         return _pack([VERSION, MsgType.PUSH.value, msg.sender, [_record(e) for e in msg.entries]])
     if isinstance(msg, Digest):
-        return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply])
+        return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply, msg.lo, msg.hi])
     return _pack([VERSION, MsgType.RECORDS.value, msg.sender, msg.group, [_record(e) for e in msg.entries],
                   msg.want_back, msg.lo, msg.hi])
 
@@ -174,6 +188,24 @@ def chunk_records(sender: str, group: str, entries: Iterable[Entry], *, want_bac
         hi = None if n == len(spans) - 1 else ordered[end - 1].id
         out.append(b"".join((_array_header(8), head, _array_header(end - start), *packed[start:end],
                              _pack(want_back), _pack(lo), _pack(hi))))
+    return out
+
+
+def chunk_digest(sender: str, digests: dict[str, bytes], *, reply: bool, max_bytes: int) -> list[bytes]:
+    """`Digest` messages for `digests`, sorted by group, each at most `max_bytes`, whose ranges ``(lo, hi]``
+    cover every group name together (one message when they fit, the usual case; an empty map gives one)."""
+    names = sorted(digests)
+    packed = [_pack(name) + _pack(digests[name]) for name in names]
+    longest = max((len(n.encode("utf-8", "surrogatepass")) for n in names), default=0)
+    head = _pack(VERSION) + _pack(MsgType.DIGEST.value) + _pack(sender)
+    budget = max_bytes - len(head) - 2 * (longest + 5) - _OVERHEAD
+    spans = _chunks(packed, budget)
+    out = []
+    for n, (start, end) in enumerate(spans):
+        lo = None if n == 0 else names[start - 1]
+        hi = None if n == len(spans) - 1 else names[end - 1]
+        out.append(b"".join((_array_header(7), head, _map_header(end - start), *packed[start:end],
+                             _pack(reply), _pack(lo), _pack(hi))))
     return out
 
 
@@ -269,7 +301,9 @@ def decode(data: bytes, limits: Limits) -> Message:
         if not isinstance(digests, dict) or not all(
                 isinstance(k, str) and isinstance(v, bytes) for k, v in digests.items()):
             raise WireError("the digests are not a map of group to bin")
-        return Digest(sender, digests, _bool(msg[4], "reply"))
+        lo = _opt_str(msg[5], "lo") if len(msg) > 5 else None
+        hi = _opt_str(msg[6], "hi") if len(msg) > 6 else None
+        return Digest(sender, digests, _bool(msg[4], "reply"), lo, hi)
     _list(msg, "records", 8)
     group = _str(msg[3], "the group")
     entries = _entries(msg[4])

@@ -27,7 +27,7 @@ def entry(i: int = 0, *, group: str = "g", deleted: bool = False, doc: bytes = b
 def test_round_trips() -> None:
     es = [entry(i) for i in range(5)] + [entry(9, deleted=True), entry(7, doc=b'{"host": "h", "port": 1}')]
     for msg in (Push("a", es), Push("a", []), Digest("b", {"g": b"\x01" * 8, "h": b"\x02" * 8}, True),
-                Digest("b", {}, False), Records("c", "g", es, True, None, None),
+                Digest("b", {}, False), Digest("b", {"g": b"x"}, True, "a", "h"), Records("c", "g", es, True, None, None),
                 Records("c", "g", [], False, "id-1", "id-9")):
         assert wire.decode(wire.encode(msg), LIMITS) == msg
 
@@ -61,6 +61,20 @@ def test_chunk_records_ranges_cover_all_ids() -> None:
     assert [e for m in recs for e in m.entries] == sorted(es, key=lambda e: e.id)
     ask = wire.chunk_records("a", "g", [], want_back=True, max_bytes=10_000)
     assert [wire.decode(m, LIMITS) for m in ask] == [Records("a", "g", [], True, None, None)]
+
+
+def test_chunk_digest_ranges_cover_all_groups() -> None:
+    digests = {f"group-{i:04d}": i.to_bytes(8, "big") for i in range(500)}
+    msgs = [wire.decode(m, LIMITS) for m in wire.chunk_digest("a", digests, reply=True, max_bytes=2_000)]
+    assert len(msgs) > 5 and all(isinstance(m, Digest) and m.reply for m in msgs)
+    ds = [m for m in msgs if isinstance(m, Digest)]
+    assert ds[0].lo is None and ds[-1].hi is None
+    for prev, nxt in itertools.pairwise(ds):
+        assert prev.hi is not None and prev.hi == nxt.lo == max(prev.digests)
+    assert {g: d for m in ds for g, d in m.digests.items()} == digests
+    assert [wire.decode(m, LIMITS) for m in wire.chunk_digest("a", {}, reply=True, max_bytes=100)] == [
+        Digest("a", {}, True)]
+    assert all(len(m) <= 2_000 for m in wire.chunk_digest("a", digests, reply=True, max_bytes=2_000))
 
 
 def _bad(data: bytes, reason: str = "") -> None:

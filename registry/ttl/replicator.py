@@ -1,0 +1,255 @@
+"""`Replicator`: the protocol between registries that keeps their `TtlStore`s equal, sans I/O.
+
+Bytes, time (ms) and randomness (a `random.Random` the caller seeds) in; ``(peer, bytes)`` to send
+reliably (`drain`) and the catalog's `Change`s out. No clock, socket or random call of its own, so a test
+runs five of them over a simulated lossy network in milliseconds.
+
+Two mechanisms, both needed:
+
+- **Push** (fast path): each local write or tombstone (`wrote`) is queued and, `ReplConfig.batch_ms` after
+  the first queued one, sent to every peer in one `wire.Push` (chunked): writes in between share the
+  message, and a key written twice goes once, at its newest. The queue is bounded (`max_queue_records`,
+  `max_queue_bytes`); beyond the bound it is dropped whole and counted (``push.overflow``): anti-entropy
+  repairs what it carried within a round, which is cheaper than holding an unbounded backlog for a peer
+  that cannot keep up.
+- **Anti-entropy** (repair): every `ReplConfig.anti_entropy_ms` (jittered +-20 % by the rng, so registries
+  do not fall into step) a `wire.Digest` to one random peer, and one at once to each peer that `set_peers`
+  adds (a registry that just joined or came back from a partition learns everything in one round trip).
+  The receiver compares per-group digests and, for each group that differs, sends its records of the group
+  (`wire.Records`, want_back) -- or an empty ask for a group only the sender has. The records' receiver
+  merges them and answers with *its* records of that id range whose stamp differs from what it was sent
+  (its newer ones, and the ones the sender lacked): one exchange repairs both ways, and the way back
+  carries only the difference.
+
+  Why not the brief's reply=True digest sent back as well: the want_back answer already repairs the
+  other direction, so a digest back would make every differing group travel twice. `wire.Digest.reply`
+  stays in the format (a digest with reply=False is counted and not answered); this replicator always
+  asks with reply=True.
+
+Hostile input: `receive` decodes with `wire.decode` (only `WireError`, counted ``drop.malformed``), drops a
+message whose sender is not in the peer set (``drop.unknown_sender``; the driver sends to a peer's known
+address by name, so a sender claiming a peer's name gets at most what that peer would get, sent to that
+peer), and bounds what one message can make it send: at most one digest answer per peer (and digest
+range) and one records answer per peer, group and id range per ``anti_entropy_ms / 4`` (``drop.rate``).
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from registry.ttl import wire
+from registry.ttl.entry import Entry
+from registry.ttl.store import Change, TtlStore
+
+__all__ = ["ReplConfig", "Replicator"]
+
+
+@dataclass(frozen=True)
+class ReplConfig:
+    #: A local write is pushed at most this late (writes in between share a message).
+    batch_ms: int = 20
+    #: A digest to one random peer this often, jittered +-20 % (the fast profile: 1_000).
+    anti_entropy_ms: int = 10_000
+    #: One message at most (memberlist's reliable user message limit is 1 MiB).
+    max_message_bytes: int = 512 * 1024
+    #: Bounds on the push queue; beyond either it is dropped and anti-entropy repairs it.
+    max_queue_records: int = 50_000
+    max_queue_bytes: int = 64 * 1024 * 1024
+
+
+#: When the rate-limit tables are swept of expired marks (they hold peers x groups x ranges at most).
+_SWEEP_AT = 1024
+
+
+def _size(entry: Entry) -> int:
+    """What an entry costs the push queue, roughly its encoded size (chars, not bytes: a bound, not a
+    measure)."""
+    return (48 + len(entry.group) + len(entry.id) + len(entry.addr) + len(entry.writer) + len(entry.doc)
+            + sum(len(k) + len(v) for k, v in entry.tags.items()))
+
+
+class Replicator:
+    """One registry's side of the replication; see the module docstring."""
+
+    def __init__(self, store: TtlStore, config: ReplConfig, rng: random.Random) -> None:
+        self.store = store
+        self.config = config
+        self.name = store.name
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._rng = rng
+        self._peers: list[str] = []
+        self._peer_set: frozenset[str] = frozenset()
+        self._queue: dict[tuple[str, str], Entry] = {}
+        self._queue_bytes = 0
+        self._queue_since: int | None = None
+        self._next_ae: int | None = None
+        self._out: list[tuple[str, bytes]] = []
+        #: Rate limits: (peer, kind, group, lo) -> when it was last answered (ms).
+        self._answered: dict[tuple[str, str, str, str | None], int] = {}
+        self._sweep_at = _SWEEP_AT
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def set_peers(self, names: Iterable[str], *, now_ms: int) -> None:
+        """The other registries speaking the replication (the driver's view of the member table). A peer
+        not there before gets a digest at once."""
+        peers = sorted(set(names) - {self.name})
+        added = [p for p in peers if p not in self._peer_set]
+        self._peers = peers
+        self._peer_set = frozenset(peers)
+        if len(self._answered) > 0:
+            self._answered = {k: v for k, v in self._answered.items() if k[0] in self._peer_set}
+        for peer in added:
+            self.stats["ae.new_peer"] += 1
+            self._send_digest(peer)
+        if not peers:
+            self._next_ae = None
+        elif self._next_ae is None:
+            self._next_ae = now_ms + self._interval()
+
+    def wrote(self, entry: Entry, *, now_ms: int) -> None:
+        """A local write or tombstone, to push to every peer within `ReplConfig.batch_ms`."""
+        if not self._peers:
+            return  # nobody to push to: a peer that comes later gets it by anti-entropy
+        key = entry.key
+        old = self._queue.get(key)
+        if old is not None:
+            if old.stamp >= entry.stamp:
+                return
+            self._queue_bytes -= _size(old)
+        self._queue[key] = entry
+        self._queue_bytes += _size(entry)
+        if self._queue_since is None:
+            self._queue_since = now_ms
+        config = self.config
+        if len(self._queue) > config.max_queue_records or self._queue_bytes > config.max_queue_bytes:
+            self.stats["push.overflow"] += 1
+            self.stats["push.overflow_records"] += len(self._queue)
+            self._clear_queue()
+
+    def receive(self, data: bytes, *, now_ms: int) -> list[Change]:
+        """A peer's message (hostile bytes); the Changes its records made to the catalog."""
+        try:
+            msg = wire.decode(data, self.store.limits)
+        except wire.WireError:
+            self.stats["drop.malformed"] += 1
+            return []
+        if msg.sender not in self._peer_set:
+            self.stats["drop.unknown_sender"] += 1
+            return []
+        if isinstance(msg, wire.Push):
+            self.stats["recv.push"] += 1
+            return self.store.merge(msg.entries, now_ms=now_ms)
+        if isinstance(msg, wire.Digest):
+            self.stats["recv.digest"] += 1
+            if msg.reply:
+                self._answer_digest(msg, now_ms)
+            return []
+        self.stats["recv.records"] += 1
+        changes = self.store.merge(msg.entries, now_ms=now_ms)
+        if msg.want_back:
+            self._answer_records(msg, now_ms)
+        return changes
+
+    def tick(self, *, now_ms: int) -> list[Change]:
+        """What is due at `now_ms`: the batched push, an anti-entropy round, expiry."""
+        if self._queue_since is not None and now_ms >= self._queue_since + self.config.batch_ms:
+            self._flush()
+        if self._next_ae is not None and now_ms >= self._next_ae:
+            self._next_ae = now_ms + self._interval()
+            self.stats["ae.rounds"] += 1
+            self._send_digest(self._rng.choice(self._peers))
+        return self.store.expire(now_ms=now_ms)
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        """The earliest instant (ms) `tick` has work, None if none."""
+        deadlines = [d for d in (
+            None if self._queue_since is None else self._queue_since + self.config.batch_ms,
+            self._next_ae,
+            self.store.next_expiry(),
+        ) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def drain(self) -> list[tuple[str, bytes]]:
+        """(peer name, message) to send reliably, in order; emptied."""
+        out, self._out = self._out, []
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _interval(self) -> int:
+        base = self.config.anti_entropy_ms
+        return max(1, self._rng.randint(base * 4 // 5, base * 6 // 5))
+
+    def _clear_queue(self) -> None:
+        self._queue = {}
+        self._queue_bytes = 0
+        self._queue_since = None
+
+    def _flush(self) -> None:
+        messages = wire.chunk_push(self.name, self._queue.values(), self.config.max_message_bytes)
+        self.stats["push.records"] += len(self._queue)
+        self._clear_queue()
+        for peer in self._peers:
+            for message in messages:
+                self._send(peer, message)
+
+    def _send(self, peer: str, message: bytes) -> None:
+        self.stats["sent.messages"] += 1
+        self.stats["sent.bytes"] += len(message)
+        self._out.append((peer, message))
+
+    def _send_digest(self, peer: str) -> None:
+        for message in wire.chunk_digest(self.name, self.store.digest(), reply=True,
+                                         max_bytes=self.config.max_message_bytes):
+            self._send(peer, message)
+
+    def _limited(self, key: tuple[str, str, str, str | None], now_ms: int) -> bool:
+        """Whether `key` was answered less than ``anti_entropy_ms / 4`` ago (counted); else marks it."""
+        window = self.config.anti_entropy_ms // 4
+        last = self._answered.get(key)
+        if last is not None and now_ms - last < window:
+            self.stats["drop.rate"] += 1
+            return True
+        self._answered[key] = now_ms
+        if len(self._answered) >= self._sweep_at:
+            self._answered = {k: v for k, v in self._answered.items() if now_ms - v < window}
+            self._sweep_at = max(_SWEEP_AT, 2 * len(self._answered))
+        return False
+
+    @staticmethod
+    def _in_range(name: str, lo: str | None, hi: str | None) -> bool:
+        return (lo is None or name > lo) and (hi is None or name <= hi)
+
+    def _answer_digest(self, msg: wire.Digest, now_ms: int) -> None:
+        """Records (want_back) for each group in the digest's range whose digest differs from ours, an
+        empty ask for each group only they have."""
+        if self._limited((msg.sender, "digest", "", msg.lo), now_ms):
+            return
+        ours = {g: d for g, d in self.store.digest().items() if self._in_range(g, msg.lo, msg.hi)}
+        theirs = msg.digests
+        for group in sorted(set(ours) | {g for g in theirs if self._in_range(g, msg.lo, msg.hi)}):
+            if ours.get(group) == theirs.get(group):
+                continue
+            self.stats["ae.groups_differ"] += 1
+            records = self.store.records(group) if group in ours else []
+            for message in wire.chunk_records(self.name, group, records, want_back=True,
+                                              max_bytes=self.config.max_message_bytes):
+                self._send(msg.sender, message)
+
+    def _answer_records(self, msg: wire.Records, now_ms: int) -> None:
+        """Our records of the message's group and id range whose stamp differs from what it carried."""
+        theirs = {e.id: e.stamp for e in msg.entries}
+        back = [e for e in self.store.records(msg.group)
+                if self._in_range(e.id, msg.lo, msg.hi) and theirs.get(e.id) != e.stamp]
+        if not back or self._limited((msg.sender, "records", msg.group, msg.lo), now_ms):
+            return
+        self.stats["ae.records_back"] += len(back)
+        for message in wire.chunk_records(self.name, msg.group, back, want_back=False,
+                                          max_bytes=self.config.max_message_bytes):
+            self._send(msg.sender, message)
