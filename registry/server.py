@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,6 +34,9 @@ from registry.memberlist.config import Config
 from registry.metrics import Metric, MetricsServer, counters_by_key
 from registry.server_config import RPC_ENGINES, RpcEngine, ServerConfig
 from registry.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from registry.ttl.driver import TtlDriver
 
 __all__ = ["REGISTRY_GROUP", "RegistryServer", "ServerConfig", "StartError"]
 
@@ -95,6 +98,9 @@ class RegistryServer:
         #: The HTTP/JSON API (registry.http), with -http-addr; its address as the start log names it.
         self._http: Any = None
         self.http_address = ""
+        #: TTL services (registry/ttl): set in start() once gossip runs, before the join, on every
+        #: registry (with or without the HTTP front): each holds and replicates the pool's entries.
+        self.ttl: TtlDriver
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,7 +131,8 @@ class RegistryServer:
 
     def _tags(self, rpc_addr: str) -> dict[str, str]:
         tags = dict(self.config.tags)
-        tags.update({"group": REGISTRY_GROUP, "addr": rpc_addr, "id": self.config.id})
+        # repl=1: this registry holds and replicates TTL services (registry/ttl/driver.py)
+        tags.update({"group": REGISTRY_GROUP, "addr": rpc_addr, "id": self.config.id, "repl": "1"})
         return tags
 
     async def start(self) -> None:
@@ -159,6 +166,10 @@ class RegistryServer:
             ) from None
         except ValueError as exc:
             raise StartError(f"gossip: {exc}") from None
+        from registry.ttl.driver import TtlDriver, repl_config
+
+        # before the join: the registries it brings are new peers, each sent a digest at once
+        self.ttl = TtlDriver(c.id, self.catalog, self.agent, group=REGISTRY_GROUP, config=repl_config(c.profile))
         # The front binds before the tags name its address: with port 0 the port is the one the
         # listener took, never a probe's (a port probed free could be taken by another process,
         # the machine being shared, before the front bound it: seen in CI with -addr :0).
@@ -292,6 +303,7 @@ class RegistryServer:
             await asyncio.sleep(delay)
             try:
                 self._reconcile()
+                self.ttl.refresh_peers()  # repairs a dropped member event for replication too
             except Exception:  # never let a bookkeeping bug stop the server
                 log.exception("reconcile failed")
 
@@ -333,6 +345,9 @@ class RegistryServer:
             with contextlib.suppress(Exception):
                 await self._metrics.close()
             self._metrics = None
+        ttl: TtlDriver | None = getattr(self, "ttl", None)
+        if ttl is not None:
+            ttl.close()
         if self.agent is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.agent.shutdown(), 5.0)
@@ -359,6 +374,12 @@ class RegistryServer:
         except Exception:
             log.exception("catalog rejected a membership batch", members=[name for name, _ in updates])
         log.debug("membership", kind=event.type.value, members=[m.name for m in event.members])
+        ttl: TtlDriver | None = getattr(self, "ttl", None)
+        if ttl is not None:
+            try:
+                ttl.members_changed(event.members)
+            except Exception:
+                log.exception("ttl peers not updated")
 
     def _member_rows(self) -> list[tuple[str, Mapping[str, str], str]]:
         """Every member of the pool in any status, with its status word (registry.api.MemberTable)."""
@@ -390,6 +411,19 @@ class RegistryServer:
         for s in self.catalog.members(group):
             counts[s.health] += 1
         return list(counts.items())
+
+    def _ttl_metrics(self) -> Iterable[Metric]:
+        ttl: TtlDriver | None = getattr(self, "ttl", None)
+        if ttl is None:
+            return
+        now = ttl.now_ms()
+        yield Metric("registry_ttl_entries", "Live TTL services per group held by this registry.", "gauge",
+                     [({"group": g}, float(len(ttl.store.live(g, now_ms=now)))) for g in ttl.store.groups()])
+        events = counters_by_key("registry_ttl_events_total",
+                                 "TTL replication counters (store, replicator and driver: drops by reason, "
+                                 "merges, pushes, messages, ...).", ttl.counters())
+        if events is not None:
+            yield events
 
     def _collect(self) -> Iterable[Metric]:
         groups = self.catalog.groups()
@@ -430,6 +464,7 @@ class RegistryServer:
                                   getattr(self.catalog, "stats", None))
         if catalog is not None:
             yield catalog
+        yield from self._ttl_metrics()
         if self._http is not None:
             yield from self._http.metrics()
         rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not
