@@ -19,7 +19,12 @@ Two mechanisms, both needed:
   (`wire.Records`, want_back) -- or an empty ask for a group only the sender has. The records' receiver
   merges them and answers with *its* records of that id range whose stamp differs from what it was sent
   (its newer ones, and the ones the sender lacked): one exchange repairs both ways, and the way back
-  carries only the difference.
+  carries only the difference. A large group (`TtlStore.bucketed_from` records) goes first as its bucket
+  sums (`wire.Buckets`), answered by the records of the differing buckets only: under steady refreshes
+  the digests of a busy group always differ (writes in flight), and sending 10,000 records each round
+  to repair the few dozen written since would cost ~0.1 s of CPU per round. Measured with
+  ``python -m tests.ttl.measure_round`` (one round over a 10,000-entry group, one record differing, CPU
+  of both registries): the group sent whole 105-109 ms and 903 KB; by buckets 6.9-7.3 ms and 9.3 KB.
 
   Why not the brief's reply=True digest sent back as well: the want_back answer already repairs the
   other direction, so a digest back would make every differing group travel twice. `wire.Digest.reply`
@@ -148,6 +153,10 @@ class Replicator:
             if msg.reply:
                 self._answer_digest(msg, now_ms)
             return []
+        if isinstance(msg, wire.Buckets):
+            self.stats["recv.buckets"] += 1
+            self._answer_buckets(msg, now_ms)
+            return []
         self.stats["recv.records"] += 1
         changes = self.store.merge(msg.entries, now_ms=now_ms)
         if msg.want_back:
@@ -238,15 +247,33 @@ class Replicator:
                 continue
             self.stats["ae.groups_differ"] += 1
             records = self.store.records(group) if group in ours else []
+            if len(records) >= self.store.bucketed_from:
+                self.stats["ae.buckets_sent"] += 1
+                self._send(msg.sender, wire.encode(wire.Buckets(self.name, group,
+                                                                tuple(self.store.bucket_sums(group)))))
+                continue
             for message in wire.chunk_records(self.name, group, records, want_back=True,
                                               max_bytes=self.config.max_message_bytes):
                 self._send(msg.sender, message)
 
+    def _answer_buckets(self, msg: wire.Buckets, now_ms: int) -> None:
+        """Records (want_back) of the buckets whose sums differ from ours, those buckets named."""
+        ours = self.store.bucket_sums(msg.group)
+        differ = [b for b, (mine, theirs) in enumerate(zip(ours, msg.sums)) if mine != theirs]
+        if not differ or self._limited((msg.sender, "buckets", msg.group, None), now_ms):
+            return
+        self.stats["ae.buckets_differ"] += len(differ)
+        for message in wire.chunk_records(self.name, msg.group, self.store.records_in(msg.group, differ),
+                                          want_back=True, max_bytes=self.config.max_message_bytes,
+                                          buckets=differ):
+            self._send(msg.sender, message)
+
     def _answer_records(self, msg: wire.Records, now_ms: int) -> None:
         """Our records of the message's group and id range whose stamp differs from what it carried."""
         theirs = {e.id: e.stamp for e in msg.entries}
-        back = [e for e in self.store.records(msg.group)
-                if self._in_range(e.id, msg.lo, msg.hi) and theirs.get(e.id) != e.stamp]
+        held = (self.store.records(msg.group) if msg.buckets is None
+                else self.store.records_in(msg.group, msg.buckets))
+        back = [e for e in held if self._in_range(e.id, msg.lo, msg.hi) and theirs.get(e.id) != e.stamp]
         if not back or self._limited((msg.sender, "records", msg.group, msg.lo), now_ms):
             return
         self.stats["ae.records_back"] += len(back)

@@ -23,7 +23,9 @@ Costs: `write`, `delete` and each merged record are O(log n) (a heap push); `exp
 deadlines sit in a heap of ``(deadline, seq, entry)`` with lazy deletion (an item whose entry is no longer
 the one held is skipped), rebuilt when it holds more than twice the records. `digest` is O(groups): each
 group keeps the sum mod 2**64 of its records' xxh64 (an order-independent hash updated in O(1) per
-change), folded with the record count into 8 bytes.
+change), folded with the record count into 8 bytes. A group of `bucketed_from` records or more also keeps
+the sums of its `BUCKETS` buckets (ids hashed by `bucket_of`), so anti-entropy can find the few records
+that differ in a large group without sending it (`registry.ttl.replicator`).
 
 Memory (tracemalloc, 100,000 entries of an addr and 3 short tags in 10 groups, Python 3.11.7,
 ``python -m tests.ttl.measure_memory``): ~780 bytes per entry for local writes, of which ~260 are the
@@ -48,9 +50,15 @@ import xxhash
 
 from registry.ttl.entry import Entry, Limits, Refused, RefusedReason, check_entry
 
-__all__ = ["Change", "TtlStore", "record_hash"]
+__all__ = ["BUCKETED_FROM", "BUCKETS", "Change", "TtlStore", "bucket_of", "record_hash"]
 
 _MASK = (1 << 64) - 1
+#: Anti-entropy compares a large group bucket by bucket (the ids hashed into this many), so a round sends
+#: the records of the few buckets that differ, not the whole group (`registry.ttl.replicator`).
+BUCKETS = 1024
+#: Groups of at least this many records keep their bucket sums as they change (a list of `BUCKETS` ints,
+#: ~40 KB: small beside the group's ~800 KB); smaller groups compute them when asked.
+BUCKETED_FROM = 1024
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -83,26 +91,43 @@ def _same_service(a: Entry, b: Entry) -> bool:
             and dict(a.tags) == dict(b.tags))
 
 
-class _Group:
-    """One group's records, its count of live (not deleted) ones and its running digest sum."""
+def bucket_of(id: str) -> int:
+    """The bucket (0..BUCKETS-1) of an id, the same on every registry: the xxh64 of its UTF-8."""
+    return xxhash.xxh64_intdigest(id.encode("utf-8", "surrogatepass")) % BUCKETS
 
-    __slots__ = ("live", "name", "records", "sum")
+
+class _Group:
+    """One group's records, its count of live (not deleted) ones, its running digest sum and, once it is
+    large (`BUCKETED_FROM`), the running sums of its `BUCKETS` buckets."""
+
+    __slots__ = ("buckets", "live", "name", "records", "sum")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.records: dict[str, Entry] = {}
         self.live = 0
         self.sum = 0
+        self.buckets: list[int] | None = None
+
+    def add(self, entry: Entry, sign: int) -> None:
+        h = record_hash(entry) * sign
+        self.sum = (self.sum + h) & _MASK
+        if self.buckets is not None:
+            b = bucket_of(entry.id)
+            self.buckets[b] = (self.buckets[b] + h) & _MASK
 
 
 class TtlStore:
     """The map (group, id) -> Entry one registry holds; see the module docstring for its rules."""
 
-    def __init__(self, name: str, limits: Limits = Limits()) -> None:  # noqa: B008 (frozen, immutable)
+    def __init__(self, name: str, limits: Limits = Limits(),  # noqa: B008 (frozen, immutable)
+                 *, bucketed_from: int = BUCKETED_FROM) -> None:
         if not name:
             raise ValueError("a store needs its registry's name (the writer of its local writes)")
         self.name = sys.intern(name)
         self.limits = limits
+        #: Groups of this many records keep bucket sums; the replicator sends them their buckets first.
+        self.bucketed_from = max(1, bucketed_from)
         self.stats: collections.Counter[str] = collections.Counter()
         self._groups: dict[str, _Group] = {}
         self._count = 0
@@ -142,6 +167,32 @@ class TtlStore:
         """group -> 8 bytes: equal for two stores holding the same records' (id, stamp, deleted)."""
         return {name: xxhash.xxh64_digest(g.sum.to_bytes(8, "big") + len(g.records).to_bytes(8, "big"))
                 for name, g in self._groups.items()}
+
+    def bucket_sums(self, group: str) -> list[int]:
+        """The group's `BUCKETS` sums mod 2**64 of its records' hashes, by `bucket_of` their id (all zero
+        for a group not held): equal buckets hold the same records' (id, stamp, deleted)."""
+        g = self._groups.get(group)
+        if g is None:
+            return [0] * BUCKETS
+        if g.buckets is not None:
+            return list(g.buckets)
+        return self._bucket_sums(g.records.values())
+
+    def records_in(self, group: str, buckets: Iterable[int]) -> list[Entry]:
+        """The group's records (tombstones too) whose id falls in one of `buckets`."""
+        wanted = set(buckets)
+        g = self._groups.get(group)
+        if g is None or not wanted:
+            return []
+        return [e for e in g.records.values() if bucket_of(e.id) in wanted]
+
+    @staticmethod
+    def _bucket_sums(entries: Iterable[Entry]) -> list[int]:
+        sums = [0] * BUCKETS
+        for e in entries:
+            b = bucket_of(e.id)
+            sums[b] = (sums[b] + record_hash(e)) & _MASK
+        return sums
 
     def next_expiry(self) -> int | None:
         """The earliest instant (ms) `expire` has work, None if it has none."""
@@ -199,6 +250,12 @@ class TtlStore:
         limits = self.limits
         before: dict[tuple[str, str], Entry | None] = {}
         for record in entries:
+            # Stale first: anti-entropy sends whole groups, most of it what we hold; checking those
+            # records' fields would be most of the cost of a round.
+            held = self.get(record.group, record.id)
+            if held is not None and record.stamp <= held.stamp:
+                self.stats["merge.stale"] += 1
+                continue
             try:
                 check_entry(record, limits)
             except Refused:
@@ -210,10 +267,6 @@ class TtlStore:
             entry = record if record.deleted or record.expires_ms > now_ms else self._tombstone_of(record)
             if entry.deleted and entry.tombstone_expires_ms(limits) <= now_ms:
                 self.stats["drop.expired"] += 1
-                continue
-            held = self.get(entry.group, entry.id)
-            if held is not None and entry.stamp <= held.stamp:
-                self.stats["merge.stale"] += 1
                 continue
             if held is None:
                 full = self._full(entry.group)
@@ -327,13 +380,15 @@ class TtlStore:
         if g is None:
             g = self._groups[entry.group] = _Group(entry.group)
         if held is not None:
-            g.sum = (g.sum - record_hash(held)) & _MASK
+            g.add(held, -1)
             g.live -= not held.deleted
         else:
             self._count += 1
         g.records[entry.id] = entry
-        g.sum = (g.sum + record_hash(entry)) & _MASK
+        g.add(entry, 1)
         g.live += not entry.deleted
+        if g.buckets is None and len(g.records) >= self.bucketed_from:
+            g.buckets = self._bucket_sums(g.records.values())
         heapq.heappush(self._heap, (self._deadline(entry), next(self._seq), entry))
         if len(self._heap) > 2 * self._count + 64:
             self._rebuild_heap()
@@ -341,8 +396,10 @@ class TtlStore:
     def _remove(self, entry: Entry) -> None:
         g = self._groups[entry.group]
         del g.records[entry.id]
-        g.sum = (g.sum - record_hash(entry)) & _MASK
+        g.add(entry, -1)
         g.live -= not entry.deleted
+        if g.buckets is not None and len(g.records) < self.bucketed_from // 2:
+            g.buckets = None
         self._count -= 1
         if not g.records:
             del self._groups[entry.group]

@@ -1,6 +1,6 @@
 """The replication messages between registries (msgpack), decoded as hostile input.
 
-Three messages, each a msgpack array ``[version, type, sender, ...]`` (`VERSION` 1; a receiver refuses
+Four messages, each a msgpack array ``[version, type, sender, ...]`` (`VERSION` 1; a receiver refuses
 another version rather than guess at it):
 
 - `Push` ``[1, 1, sender, [record...]]``: a writer's new records (local writes and tombstones).
@@ -8,10 +8,14 @@ another version rather than guess at it):
   sender's groups named in ``(lo, hi]`` (None: unbounded; so thousands of groups can go as several
   messages, and a group missing from one is one the sender lacks); reply=True asks the receiver to
   compare and answer (the replicator answers with `Records`).
-- `Records` ``[1, 3, sender, group, [record...], want_back, lo, hi]``: the sender's records of one group
-  whose ids lie in ``(lo, hi]`` (None: unbounded), sorted by id. want_back=True asks the receiver for its
-  own records of that range that differ from these (so one message repairs both ways, and the answer
-  carries only the difference); a group too large for one message goes as several ranges.
+- `Records` ``[1, 3, sender, group, [record...], want_back, lo, hi, buckets]``: the sender's records of
+  one group whose ids lie in ``(lo, hi]`` (None: unbounded) and, unless buckets is nil, in those buckets
+  (`store.bucket_of`), sorted by id. want_back=True asks the receiver for its own records of that range
+  and those buckets that differ from these (so one message repairs both ways, and the answer carries only
+  the difference); a group too large for one message goes as several ranges.
+- `Buckets` ``[1, 4, sender, group, bin]``: a large group's `store.BUCKETS` bucket sums (8 bytes each,
+  big-endian): the receiver answers with `Records` of the buckets that differ (want_back), so a round
+  over a 10,000-entry group under steady refreshes carries the few buckets touched since, not the group.
 
 A record is an array, not a map (no field names repeated 10,000 times):
 ``[group, id, addr, {tag: value}, replicas|nil, weight|nil, ttl_ms, written_ms, writer, deleted, doc]``,
@@ -34,10 +38,12 @@ from typing import Any
 import msgpack
 
 from registry.ttl.entry import Entry, Limits
+from registry.ttl.store import BUCKETS
 
 __all__ = [
     "MAX_DATA_BYTES",
     "VERSION",
+    "Buckets",
     "Digest",
     "Message",
     "MsgType",
@@ -63,6 +69,7 @@ class MsgType(enum.IntEnum):
     PUSH = 1
     DIGEST = 2
     RECORDS = 3
+    BUCKETS = 4
 
 
 class WireError(ValueError):
@@ -98,9 +105,19 @@ class Records:
     #: The id range these records cover: ids in (lo, hi]; None is unbounded on that side.
     lo: str | None = None
     hi: str | None = None
+    #: The buckets (`store.bucket_of`) these records cover; None: all.
+    buckets: tuple[int, ...] | None = None
 
 
-Message = Push | Digest | Records
+@dataclass(frozen=True)
+class Buckets:
+    sender: str
+    group: str
+    #: `store.BUCKETS` sums, by bucket.
+    sums: tuple[int, ...]
+
+
+Message = Push | Digest | Records | Buckets
 
 
 # -- encoding ------------------------------------------------------------------------------------------
@@ -137,8 +154,14 @@ def encode(msg: Message) -> bytes:
         return _pack([VERSION, MsgType.PUSH.value, msg.sender, [_record(e) for e in msg.entries]])
     if isinstance(msg, Digest):
         return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply, msg.lo, msg.hi])
+    if isinstance(msg, Buckets):
+        return _pack([VERSION, MsgType.BUCKETS.value, msg.sender, msg.group, _sums(msg.sums)])
     return _pack([VERSION, MsgType.RECORDS.value, msg.sender, msg.group, [_record(e) for e in msg.entries],
-                  msg.want_back, msg.lo, msg.hi])
+                  msg.want_back, msg.lo, msg.hi, None if msg.buckets is None else list(msg.buckets)])
+
+
+def _sums(sums: Sequence[int]) -> bytes:
+    return b"".join(s.to_bytes(8, "big") for s in sums)
 
 
 def _chunks(packed: Sequence[bytes], budget: int) -> list[tuple[int, int]]:
@@ -172,22 +195,23 @@ def chunk_push(sender: str, entries: Iterable[Entry], max_bytes: int) -> list[by
 
 
 def chunk_records(sender: str, group: str, entries: Iterable[Entry], *, want_back: bool,
-                  max_bytes: int) -> list[bytes]:
+                  max_bytes: int, buckets: Sequence[int] | None = None) -> list[bytes]:
     """`Records` messages for one group, sorted by id, each at most `max_bytes`, whose ranges ``(lo, hi]``
-    cover every id together: the first from the bottom, the last to the top (one message covers all).
-    An empty `entries` gives one message (an ask, with want_back)."""
+    cover every id together: the first from the bottom, the last to the top (one message covers all),
+    each within `buckets` (None: all). An empty `entries` gives one message (an ask, with want_back)."""
     ordered = sorted(entries, key=lambda e: e.id)
     packed = [_pack(_record(e)) for e in ordered]
     longest = max((len(e.id.encode("utf-8", "surrogatepass")) for e in ordered), default=0)
     head = _pack(VERSION) + _pack(MsgType.RECORDS.value) + _pack(sender) + _pack(group)
-    budget = max_bytes - len(head) - 2 * (longest + 5) - _OVERHEAD
+    tail = _pack(None if buckets is None else list(buckets))
+    budget = max_bytes - len(head) - len(tail) - 2 * (longest + 5) - _OVERHEAD
     spans = _chunks(packed, budget)
     out = []
     for n, (start, end) in enumerate(spans):
         lo = None if n == 0 else ordered[start - 1].id
         hi = None if n == len(spans) - 1 else ordered[end - 1].id
-        out.append(b"".join((_array_header(8), head, _array_header(end - start), *packed[start:end],
-                             _pack(want_back), _pack(lo), _pack(hi))))
+        out.append(b"".join((_array_header(9), head, _array_header(end - start), *packed[start:end],
+                             _pack(want_back), _pack(lo), _pack(hi), tail)))
     return out
 
 
@@ -274,7 +298,7 @@ def decode(data: bytes, limits: Limits) -> Message:
         obj = msgpack.unpackb(
             data, raw=False, strict_map_key=True, use_list=True,
             max_str_len=max(limits.max_name_bytes, limits.max_addr_bytes, limits.max_tags_bytes),
-            max_bin_len=max(limits.max_doc_bytes, MAX_DIGEST_BYTES),
+            max_bin_len=max(limits.max_doc_bytes, MAX_DIGEST_BYTES, 8 * BUCKETS),
             max_array_len=max(limits.max_entries, _RECORD_FIELDS + 8),
             max_map_len=max(limits.max_entries, limits.max_tags_bytes),
             max_ext_len=0,
@@ -304,10 +328,24 @@ def decode(data: bytes, limits: Limits) -> Message:
         lo = _opt_str(msg[5], "lo") if len(msg) > 5 else None
         hi = _opt_str(msg[6], "hi") if len(msg) > 6 else None
         return Digest(sender, digests, _bool(msg[4], "reply"), lo, hi)
+    if kind is MsgType.BUCKETS:
+        _list(msg, "buckets", 5)
+        sums = msg[4]
+        if not isinstance(sums, bytes) or len(sums) != 8 * BUCKETS:
+            raise WireError(f"the bucket sums are not {8 * BUCKETS} bytes")
+        return Buckets(sender, _str(msg[3], "the group"),
+                       tuple(int.from_bytes(sums[i:i + 8], "big") for i in range(0, len(sums), 8)))
     _list(msg, "records", 8)
+    buckets: tuple[int, ...] | None = None
+    if len(msg) > 8 and msg[8] is not None:
+        raw = _list(msg[8], "the buckets")
+        if len(raw) > BUCKETS or not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < BUCKETS
+                                         for b in raw):
+            raise WireError(f"the buckets are not at most {BUCKETS} integers below {BUCKETS}")
+        buckets = tuple(raw)
     group = _str(msg[3], "the group")
     entries = _entries(msg[4])
     if any(e.group != group for e in entries):
         raise WireError("a record's group is not the message's")
     return Records(sender, group, entries, _bool(msg[5], "want_back"), _opt_str(msg[6], "lo"),
-                   _opt_str(msg[7], "hi"))
+                   _opt_str(msg[7], "hi"), buckets)

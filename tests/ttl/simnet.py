@@ -38,11 +38,13 @@ class Net:
     delay_ms: tuple[int, int] = (1, 5)
     cut: set[str] = field(default_factory=set)  # registries partitioned from all others
     connected: bool = True  # every registry starts with the others as peers
+    bucketed_from: int = 1024  # groups this large go by buckets in anti-entropy (TtlStore's default)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.nodes = {
-            n: Node(n, Replicator(TtlStore(n, self.limits), self.config, random.Random(f"{self.seed}-{n}")),
+            n: Node(n, Replicator(TtlStore(n, self.limits, bucketed_from=self.bucketed_from), self.config,
+                                  random.Random(f"{self.seed}-{n}")),
                     self.rng.randint(-self.max_offset_ms, self.max_offset_ms))
             for n in self.names}
         self._flight: list[tuple[int, int, str, str, bytes]] = []

@@ -53,11 +53,12 @@ def _converged(net: Net) -> bool:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32), st.integers(3, 5), st.sampled_from([0.0, 0.1, 0.3]))
-def test_lossy_partitioned_network_converges_to_lww(seed: int, n: int, drop: float) -> None:
+@given(st.integers(0, 2**32), st.integers(3, 5), st.sampled_from([0.0, 0.1, 0.3]), st.sampled_from([1024, 3]))
+def test_lossy_partitioned_network_converges_to_lww(seed: int, n: int, drop: float, bucketed_from: int) -> None:
+    """bucketed_from=3: groups go by bucket sums in anti-entropy (the large-group path) from 3 records."""
     rng = random.Random(seed)
     net = Net([f"reg-{i}" for i in range(n)], seed=seed, max_offset_ms=rng.choice([0, 50, 400]), drop=drop,
-              delay_ms=(1, rng.choice([5, 200])))
+              delay_ms=(1, rng.choice([5, 200])), bucketed_from=bucketed_from)
     _chaos(net, rng, seconds=8, ids=12)
     net.drop = 0.0
     # a few anti-entropy rounds (1 s each, jittered), no more writes: every live set equal, and the LWW one
@@ -157,3 +158,31 @@ def test_large_group_goes_in_ranges_and_only_the_difference_comes_back() -> None
         assert net.nodes[n].repl.stats["drop.rate"] == 0
     back = net.nodes["a"].repl.stats["ae.records_back"] + net.nodes["b"].repl.stats["ae.records_back"]
     assert back <= 4, back  # the ranges' answers carried only the differing records
+
+
+def test_busy_large_group_repaired_by_buckets_only() -> None:
+    """A 3,000-entry group where each side holds a few records the other lacks or holds older: the round
+    sends bucket sums and the records of the differing buckets, not the group."""
+    net = Net(["a", "b"], config=ReplConfig(anti_entropy_ms=60_000), delay_ms=(1, 1), connected=False)
+    a, b = net.nodes["a"], net.nodes["b"]
+    for i in range(3_000):
+        e = net.write("a", "web", f"s{i:04d}", addr="10.0.0.1:80", ttl_ms=120_000)
+        b.store.merge([e], now_ms=net.now)
+    net.run_until(net.now + 1)
+    for i in range(0, 3_000, 300):  # 10 refreshes on a, 10 on b, 2 deletes, 2 new ids
+        net.write("a", "web", f"s{i:04d}", addr="10.0.0.2:80", ttl_ms=120_000)
+        net.write("b", "web", f"s{i + 7:04d}", addr="10.0.0.3:80", ttl_ms=120_000)
+    net.delete("a", "web", "s0001")
+    net.delete("b", "web", "s0002")
+    net.write("a", "web", "new-a", addr="10.0.0.4:80", ttl_ms=120_000)
+    net.write("b", "web", "new-b", addr="10.0.0.4:80", ttl_ms=120_000)
+    assert a.store.digest() != b.store.digest()
+    net.set_peers("b", ["a"])  # b's digest reaches an a that does not know b: dropped
+    net.run_until(net.now + 2)
+    net.set_peers("a", ["b"])  # a's digest to b: b answers with its bucket sums
+    net.run_until(net.now + 10)
+    assert net.live("a", ["web"]) == net.live("b", ["web"]) == net.expected_live()
+    assert a.store.digest() == b.store.digest()
+    assert b.repl.stats["ae.buckets_sent"] == 1
+    sent = a.repl.stats["sent.bytes"] + b.repl.stats["sent.bytes"]
+    assert sent < 30_000, sent  # the group itself is ~270 KB

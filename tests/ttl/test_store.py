@@ -7,7 +7,7 @@ import random
 import pytest
 
 from registry.ttl.entry import Entry, Limits, Refused, RefusedReason
-from registry.ttl.store import Change, TtlStore
+from registry.ttl.store import BUCKETS, Change, TtlStore, bucket_of
 
 T0 = 1_700_000_000_000
 
@@ -208,3 +208,30 @@ def test_records_and_groups() -> None:
     assert s.groups() == ["a"]
     assert [e.deleted for e in s.records("b")] == [True]
     assert s.records("nope") == [] and len(s) == 2
+
+
+def test_bucket_sums_kept_as_records_change_equal_computed_ones() -> None:
+    rng = random.Random(3)
+    big = TtlStore("me", bucketed_from=64)
+    small = TtlStore("me", bucketed_from=10**9)  # never keeps them: computes when asked
+    now = T0
+    for _ in range(3_000):
+        now += rng.randrange(3)
+        id, delete, ttl_ms = f"s{rng.randrange(200)}", rng.random() < 0.2, rng.choice([1_000, 50_000])
+        for s in (big, small):
+            if delete:
+                s.delete("g", id, now_ms=now)
+            else:
+                s.write("g", id, addr="x:1", ttl_ms=ttl_ms, now_ms=now)
+            s.expire(now_ms=now)
+    assert big._groups["g"].buckets is not None and small._groups["g"].buckets is None
+    assert big.bucket_sums("g") == small.bucket_sums("g") == TtlStore._bucket_sums(big.records("g"))
+    assert len(big.bucket_sums("g")) == BUCKETS and big.bucket_sums("nope") == [0] * BUCKETS
+    some = {bucket_of(f"s{i}") for i in range(5)}
+    assert {e.id for e in big.records_in("g", some)} == {e.id for e in big.records("g") if bucket_of(e.id) in some}
+    # the bucket of one id moves with a change of that id only
+    before = big.bucket_sums("g")
+    e = big.records("g")[0]
+    big.write("g", e.id, addr="y:1", ttl_ms=50_000, now_ms=now + 1)
+    after = big.bucket_sums("g")
+    assert [i for i in range(BUCKETS) if before[i] != after[i]] == [bucket_of(e.id)]

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from registry.ttl import wire
 from registry.ttl.entry import Entry, Limits
-from registry.ttl.wire import Digest, Push, Records, WireError
+from registry.ttl.store import BUCKETS
+from registry.ttl.wire import Buckets, Digest, Push, Records, WireError
 
 T0 = 1_700_000_000_000
 LIMITS = Limits()
@@ -28,7 +29,8 @@ def test_round_trips() -> None:
     es = [entry(i) for i in range(5)] + [entry(9, deleted=True), entry(7, doc=b'{"host": "h", "port": 1}')]
     for msg in (Push("a", es), Push("a", []), Digest("b", {"g": b"\x01" * 8, "h": b"\x02" * 8}, True),
                 Digest("b", {}, False), Digest("b", {"g": b"x"}, True, "a", "h"), Records("c", "g", es, True, None, None),
-                Records("c", "g", [], False, "id-1", "id-9")):
+                Records("c", "g", [], False, "id-1", "id-9"), Records("c", "g", es[:2], True, None, "x", (0, 5, 1023)),
+                Buckets("d", "g", tuple(range(BUCKETS - 1)) + (2**64 - 1,))):
         assert wire.decode(wire.encode(msg), LIMITS) == msg
 
 
@@ -112,17 +114,22 @@ def test_hostile_inputs() -> None:
     _bad(b"\x94\x01\x01\xdb\x7f\xff\xff\xff", "not msgpack")
     _bad(b"\x94\x01\x01\xa1a\x91\x9b\xa1g\xa1i\xa1a\xdf\x7f\xff\xff\xff", "not msgpack")
     _bad(msgpack.packb([1, 1, "x" * 10_000, []]), "max_str_len")
-    _bad(msgpack.packb([1, 1, "a", [[*rec[:10], b"d" * 5_000]]], use_bin_type=True), "max_bin_len")
+    _bad(msgpack.packb([1, 1, "a", [[*rec[:10], b"d" * 9_000]]], use_bin_type=True), "max_bin_len")
     _bad(b"\x91" * 100_000 + b"\xc0", "not msgpack")  # deep nesting
     _bad(msgpack.packb([1, 1, "a", [msgpack.ExtType(1, b"xx")]]), "not msgpack")
     _bad(b"\xc1", "not msgpack")
+    _bad(msgpack.packb([1, 4, "a", "g", b"\0" * 8 * (BUCKETS - 1)], use_bin_type=True), "bucket sums")
+    _bad(msgpack.packb([1, 4, "a", "g"], use_bin_type=True), "fewer")
+    for bad_buckets in ([BUCKETS], [-1], [True], ["1"], list(range(BUCKETS)) + [0], 5):
+        _bad(msgpack.packb([1, 3, "a", "g", [], True, None, None, bad_buckets], use_bin_type=True), "buckets")
     _bad(b"\x00" * (wire.MAX_DATA_BYTES + 1), "more than")
 
 
 def _valid_messages() -> list[bytes]:
     es = [entry(i) for i in range(3)] + [entry(5, deleted=True, doc=b"{}")]
     return [wire.encode(Push("a", es)), wire.encode(Digest("b", {"g": b"\x00" * 8}, True)),
-            wire.encode(Records("c", "g", es, True, "a", None))]
+            wire.encode(Records("c", "g", es, True, "a", None, (1, 2))),
+            wire.encode(Buckets("d", "g", (7,) * BUCKETS))]
 
 
 def _decode_only_wire_errors(data: bytes) -> None:
@@ -130,7 +137,7 @@ def _decode_only_wire_errors(data: bytes) -> None:
         msg = wire.decode(data, LIMITS)
     except WireError:
         return
-    assert isinstance(msg, (Push, Digest, Records))
+    assert isinstance(msg, (Push, Digest, Records, Buckets))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,5 +163,5 @@ def test_fuzz_mutated_messages(msg: bytes, flips: list[tuple[int, int]], cut: in
                     lambda kids: st.lists(kids, max_size=12) | st.dictionaries(st.text(max_size=3), kids,
                                                                                  max_size=4), max_leaves=40))
 def test_fuzz_structured_garbage(obj: object) -> None:
-    for head in ([], [1], [1, 1, "a"], [1, 2, "a"], [1, 3, "a", "g"]):
+    for head in ([], [1], [1, 1, "a"], [1, 2, "a"], [1, 3, "a", "g"], [1, 4, "a"], [1, 3, "a", "g", [], True, None, None]):
         _decode_only_wire_errors(msgpack.packb([*head, obj], use_bin_type=True))
