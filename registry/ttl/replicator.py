@@ -34,8 +34,10 @@ Two mechanisms, both needed:
 Hostile input: `receive` decodes with `wire.decode` (only `WireError`, counted ``drop.malformed``), drops a
 message whose sender is not in the peer set (``drop.unknown_sender``; the driver sends to a peer's known
 address by name, so a sender claiming a peer's name gets at most what that peer would get, sent to that
-peer), and bounds what one message can make it send: at most one digest answer per peer (and digest
-range) and one records answer per peer, group and id range per ``anti_entropy_ms / 4`` (``drop.rate``).
+peer), and bounds what messages can make it send: at most one digest answer per peer (and digest
+range) per ``anti_entropy_ms / 4`` (``drop.rate``), and in that window answers (to digests, bucket sums
+and records asking back) carrying at most twice the records held, plus 1,024, to one peer
+(``drop.budget``): an honest exchange never needs more, a flood of asks gets no more.
 """
 
 from __future__ import annotations
@@ -92,9 +94,11 @@ class Replicator:
         self._queue_since: int | None = None
         self._next_ae: int | None = None
         self._out: list[tuple[str, bytes]] = []
-        #: Rate limits: (peer, kind, group, lo) -> when it was last answered (ms).
-        self._answered: dict[tuple[str, str, str, str | None], int] = {}
+        #: Digest answers: (peer, lo) -> when it was last answered (ms).
+        self._answered: dict[tuple[str, str | None], int] = {}
         self._sweep_at = _SWEEP_AT
+        #: What answers sent each peer in the current window: peer -> (window start ms, records).
+        self._spent: dict[str, tuple[int, int]] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -105,8 +109,8 @@ class Replicator:
         added = [p for p in peers if p not in self._peer_set]
         self._peers = peers
         self._peer_set = frozenset(peers)
-        if len(self._answered) > 0:
-            self._answered = {k: v for k, v in self._answered.items() if k[0] in self._peer_set}
+        self._answered = {k: v for k, v in self._answered.items() if k[0] in self._peer_set}
+        self._spent = {k: v for k, v in self._spent.items() if k in self._peer_set}
         for peer in added:
             self.stats["ae.new_peer"] += 1
             self._send_digest(peer)
@@ -218,9 +222,38 @@ class Replicator:
                                          max_bytes=self.config.max_message_bytes):
             self._send(peer, message)
 
-    def _limited(self, key: tuple[str, str, str, str | None], now_ms: int) -> bool:
+    def _window(self) -> int:
+        return max(1, self.config.anti_entropy_ms // 4)
+
+    def _budget(self) -> int:
+        """Records the answers to one peer may carry per window: an honest exchange sends each record at
+        most once each way (a digest's answer, then the answer to the records it drew), whatever the
+        sender asks; this bounds what a flood of asks (varied ranges, buckets, groups) can draw."""
+        return 2 * len(self.store) + 1024
+
+    def _can_spend(self, peer: str, now_ms: int) -> bool:
+        """Whether the peer's answer budget has room at all (checked before the work of an answer)."""
+        start, spent = self._spent.get(peer, (now_ms, 0))
+        if now_ms - start < self._window() and spent >= self._budget():
+            self.stats["drop.budget"] += 1
+            return False
+        return True
+
+    def _spend(self, peer: str, records: int, now_ms: int) -> bool:
+        """Charge an answer of `records` records (and one for the answer) to the peer's window; False
+        (counted) if it does not fit."""
+        start, spent = self._spent.get(peer, (now_ms, 0))
+        if now_ms - start >= self._window():
+            start, spent = now_ms, 0
+        if spent + records + 1 > self._budget():
+            self.stats["drop.budget"] += 1
+            return False
+        self._spent[peer] = (start, spent + records + 1)
+        return True
+
+    def _limited(self, key: tuple[str, str | None], now_ms: int) -> bool:
         """Whether `key` was answered less than ``anti_entropy_ms / 4`` ago (counted); else marks it."""
-        window = self.config.anti_entropy_ms // 4
+        window = self._window()
         last = self._answered.get(key)
         if last is not None and now_ms - last < window:
             self.stats["drop.rate"] += 1
@@ -238,43 +271,55 @@ class Replicator:
     def _answer_digest(self, msg: wire.Digest, now_ms: int) -> None:
         """Records (want_back) for each group in the digest's range whose digest differs from ours, an
         empty ask for each group only they have."""
-        if self._limited((msg.sender, "digest", "", msg.lo), now_ms):
+        if self._limited((msg.sender, msg.lo), now_ms) or not self._can_spend(msg.sender, now_ms):
             return
         ours = {g: d for g, d in self.store.digest().items() if self._in_range(g, msg.lo, msg.hi)}
         theirs = msg.digests
-        for group in sorted(set(ours) | {g for g in theirs if self._in_range(g, msg.lo, msg.hi)}):
-            if ours.get(group) == theirs.get(group):
-                continue
-            self.stats["ae.groups_differ"] += 1
-            records = self.store.records(group) if group in ours else []
-            if len(records) >= self.store.bucketed_from:
+        differ = [g for g in sorted(set(ours) | {g for g in theirs if self._in_range(g, msg.lo, msg.hi)})
+                  if ours.get(g) != theirs.get(g)]
+        if not differ:
+            return
+        records = {g: self.store.records(g) if g in ours else [] for g in differ}
+        big = {g for g, recs in records.items() if len(recs) >= self.store.bucketed_from}
+        cost = sum(1 if g in big else len(recs) for g, recs in records.items())
+        if not self._spend(msg.sender, cost, now_ms):
+            return
+        self.stats["ae.groups_differ"] += len(differ)
+        for group in differ:
+            if group in big:
                 self.stats["ae.buckets_sent"] += 1
                 self._send(msg.sender, wire.encode(wire.Buckets(self.name, group,
                                                                 tuple(self.store.bucket_sums(group)))))
                 continue
-            for message in wire.chunk_records(self.name, group, records, want_back=True,
+            for message in wire.chunk_records(self.name, group, records[group], want_back=True,
                                               max_bytes=self.config.max_message_bytes):
                 self._send(msg.sender, message)
 
     def _answer_buckets(self, msg: wire.Buckets, now_ms: int) -> None:
         """Records (want_back) of the buckets whose sums differ from ours, those buckets named."""
+        if not self._can_spend(msg.sender, now_ms):
+            return
         ours = self.store.bucket_sums(msg.group)
         differ = [b for b, (mine, theirs) in enumerate(zip(ours, msg.sums)) if mine != theirs]
-        if not differ or self._limited((msg.sender, "buckets", msg.group, None), now_ms):
+        if not differ:
+            return
+        records = self.store.records_in(msg.group, differ)
+        if not self._spend(msg.sender, len(records), now_ms):
             return
         self.stats["ae.buckets_differ"] += len(differ)
-        for message in wire.chunk_records(self.name, msg.group, self.store.records_in(msg.group, differ),
-                                          want_back=True, max_bytes=self.config.max_message_bytes,
-                                          buckets=differ):
+        for message in wire.chunk_records(self.name, msg.group, records, want_back=True,
+                                          max_bytes=self.config.max_message_bytes, buckets=differ):
             self._send(msg.sender, message)
 
     def _answer_records(self, msg: wire.Records, now_ms: int) -> None:
         """Our records of the message's group and id range whose stamp differs from what it carried."""
+        if not self._can_spend(msg.sender, now_ms):
+            return
         theirs = {e.id: e.stamp for e in msg.entries}
         held = (self.store.records(msg.group) if msg.buckets is None
                 else self.store.records_in(msg.group, msg.buckets))
         back = [e for e in held if self._in_range(e.id, msg.lo, msg.hi) and theirs.get(e.id) != e.stamp]
-        if not back or self._limited((msg.sender, "records", msg.group, msg.lo), now_ms):
+        if not back or not self._spend(msg.sender, len(back), now_ms):
             return
         self.stats["ae.records_back"] += len(back)
         for message in wire.chunk_records(self.name, msg.group, back, want_back=False,

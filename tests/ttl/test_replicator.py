@@ -186,3 +186,26 @@ def test_busy_large_group_repaired_by_buckets_only() -> None:
     assert b.repl.stats["ae.buckets_sent"] == 1
     sent = a.repl.stats["sent.bytes"] + b.repl.stats["sent.bytes"]
     assert sent < 30_000, sent  # the group itself is ~270 KB
+
+
+def test_flood_of_asks_draws_at_most_the_answer_budget() -> None:
+    """Records asks (want_back) with varied ranges, none rate-limited by key: what they draw to one peer
+    per window is bounded (twice the records held, plus 1,024), then they are dropped and counted."""
+    net = Net(["a", "b"])
+    for i in range(50):
+        net.write("b", "web", f"s{i:02d}", addr="h:1", ttl_ms=60_000)
+    b = net.nodes["b"].repl
+    b.drain()
+    drawn = 0
+    for n in range(200):
+        ask = wire.encode(wire.Records("a", "web", [], True, None if n == 0 else f"{n:03d}", None))
+        b.receive(ask, now_ms=net.now)
+        for _, data in b.drain():
+            msg = wire.decode(data, net.limits)
+            assert isinstance(msg, wire.Records)
+            drawn += len(msg.entries)
+    budget = 2 * 50 + 1024
+    assert budget - 51 <= drawn <= budget and b.stats["drop.budget"] > 100
+    window = net.config.anti_entropy_ms // 4
+    b.receive(wire.encode(wire.Records("a", "web", [], True, None, None)), now_ms=net.now + window)
+    assert len(b.drain()) == 1  # a new window, a new budget
