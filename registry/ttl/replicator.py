@@ -36,7 +36,7 @@ message whose sender is not in the peer set (``drop.unknown_sender``; the driver
 address by name, so a sender claiming a peer's name gets at most what that peer would get, sent to that
 peer), and bounds what messages can make it send: at most one digest answer per peer (and digest
 range) per ``anti_entropy_ms / 4`` (``drop.rate``), and in that window answers (to digests, bucket sums
-and records asking back) carrying at most twice the records held, plus 1,024, to one peer
+and records asking back) carrying at most three times the records held, plus 1,024, to one peer
 (``drop.budget``): an honest exchange never needs more, a flood of asks gets no more.
 """
 
@@ -226,10 +226,11 @@ class Replicator:
         return max(1, self.config.anti_entropy_ms // 4)
 
     def _budget(self) -> int:
-        """Records the answers to one peer may carry per window: an honest exchange sends each record at
-        most once each way (a digest's answer, then the answer to the records it drew), whatever the
-        sender asks; this bounds what a flood of asks (varied ranges, buckets, groups) can draw."""
-        return 2 * len(self.store) + 1024
+        """Records the answers to one peer may carry per window. An honest exchange sends a peer each
+        record at most twice (our answer to its digest, and our answer to the asks our own digest drew
+        from it), plus one per answer (at most one per group); this bounds what a flood of asks (varied
+        ranges, buckets, groups) can draw."""
+        return 3 * len(self.store) + 1024
 
     def _can_spend(self, peer: str, now_ms: int) -> bool:
         """Whether the peer's answer budget has room at all (checked before the work of an answer)."""

@@ -190,7 +190,7 @@ def test_busy_large_group_repaired_by_buckets_only() -> None:
 
 def test_flood_of_asks_draws_at_most_the_answer_budget() -> None:
     """Records asks (want_back) with varied ranges, none rate-limited by key: what they draw to one peer
-    per window is bounded (twice the records held, plus 1,024), then they are dropped and counted."""
+    per window is bounded (three times the records held, plus 1,024), then they are dropped and counted."""
     net = Net(["a", "b"])
     for i in range(50):
         net.write("b", "web", f"s{i:02d}", addr="h:1", ttl_ms=60_000)
@@ -204,8 +204,27 @@ def test_flood_of_asks_draws_at_most_the_answer_budget() -> None:
             msg = wire.decode(data, net.limits)
             assert isinstance(msg, wire.Records)
             drawn += len(msg.entries)
-    budget = 2 * 50 + 1024
+    budget = 3 * 50 + 1024
     assert budget - 51 <= drawn <= budget and b.stats["drop.budget"] > 100
     window = net.config.anti_entropy_ms // 4
     b.receive(wire.encode(wire.Records("a", "web", [], True, None, None)), now_ms=net.now + window)
     assert len(b.drain()) == 1  # a new window, a new budget
+
+
+def test_restarted_empty_registry_learns_everything_within_the_budget() -> None:
+    """A registry back with an empty store (same name) and a full peer: both digests cross (each sees
+    the other as new), and everything comes over in one exchange, nothing refused by the budget."""
+    net = Net(["full", "empty"], config=ReplConfig(anti_entropy_ms=60_000), delay_ms=(2, 2), connected=False)
+    for g, n in (("big", 1_500), ("small", 300)):
+        for i in range(n):
+            net.write("full", g, f"s{i:04d}", addr="h:1", ttl_ms=120_000)
+    for i in range(200):  # and many groups of one
+        net.write("full", f"g{i:03d}", "only", addr="h:1", ttl_ms=120_000)
+    net.set_peers("full", ["empty"])
+    net.set_peers("empty", ["full"])
+    net.run_until(net.now + 20)
+    groups = ["big", "small"] + [f"g{i:03d}" for i in range(200)]
+    assert net.live("empty", groups) == net.live("full", groups) == net.expected_live()
+    assert len(net.expected_live()) == 2_000
+    for n in ("full", "empty"):
+        assert net.nodes[n].repl.stats["drop.budget"] == 0 and net.nodes[n].repl.stats["drop.rate"] == 0
