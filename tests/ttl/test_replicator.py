@@ -226,5 +226,6 @@ def test_restarted_empty_registry_learns_everything_within_the_budget() -> None:
     groups = ["big", "small"] + [f"g{i:03d}" for i in range(200)]
     assert net.live("empty", groups) == net.live("full", groups) == net.expected_live()
     assert len(net.expected_live()) == 2_000
-    for n in ("full", "empty"):
-        assert net.nodes[n].repl.stats["drop.budget"] == 0 and net.nodes[n].repl.stats["drop.rate"] == 0
+    for name in ("full", "empty"):
+        stats = net.nodes[name].repl.stats
+        assert stats["drop.budget"] == 0 and stats["drop.rate"] == 0
