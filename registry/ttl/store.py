@@ -226,9 +226,9 @@ class TtlStore:
                 self.stats[f"refused.{full.value}"] += 1
                 raise Refused(full, self._full_message(full, group))
         self.stats["write"] += 1
-        before = self._visible(held, now_ms)
+        before = self._visible(held)
         self._put(entry, held)
-        change = self._change(group, id, before, self._visible(entry, now_ms))
+        change = self._change(group, id, before, self._visible(entry))
         return entry, [] if change is None else [change]
 
     def delete(self, group: str, id: str, *, now_ms: int) -> tuple[Entry | None, list[Change]]:
@@ -275,12 +275,12 @@ class TtlStore:
                     continue
             key = (entry.group, entry.id)
             if key not in before:
-                before[key] = self._visible(held, now_ms)
+                before[key] = self._visible(held)
             self._put(self._canonical(entry), held)
             self.stats["merge.applied"] += 1
         changes = []
         for (group, id), was in before.items():
-            change = self._change(group, id, was, self._visible(self.get(group, id), now_ms))
+            change = self._change(group, id, was, self._visible(self.get(group, id)))
             if change is not None:
                 changes.append(change)
         return changes
@@ -322,9 +322,11 @@ class TtlStore:
                      written_ms=entry.written_ms, writer=entry.writer, deleted=True)
 
     @staticmethod
-    def _visible(entry: Entry | None, now_ms: int) -> Entry | None:
-        """What the catalog shows for a record: the entry if it is live, else nothing."""
-        return entry if entry is not None and entry.alive(now_ms) else None
+    def _visible(entry: Entry | None) -> Entry | None:
+        """What the catalog holds for a record: the entry unless it is a tombstone. Not `Entry.alive`: an
+        entry past its TTL stays on the ring until `expire` says so, and if a newer record replaces it
+        first, that replacement must say so instead (the entry's own expiry will no longer fire)."""
+        return entry if entry is not None and not entry.deleted else None
 
     @staticmethod
     def _change(group: str, id: str, before: Entry | None, after: Entry | None) -> Change | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from registry.ttl.entry import Entry, Limits
 from registry.ttl.replicator import ReplConfig, Replicator
-from registry.ttl.store import TtlStore
+from registry.ttl.store import Change, TtlStore
 
 T0 = 1_700_000_000_000
 
@@ -20,6 +20,15 @@ class Node:
     name: str
     repl: Replicator
     offset: int  # this registry's clock minus the global one (ms)
+    #: What the catalog would hold: the Changes of every call applied in order.
+    catalog: dict[tuple[str, str], Entry] = field(default_factory=dict)
+
+    def apply(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.entry is None:
+                self.catalog.pop((change.group, change.id), None)
+            else:
+                self.catalog[(change.group, change.id)] = change.entry
 
     @property
     def store(self) -> TtlStore:
@@ -38,6 +47,7 @@ class Net:
     delay_ms: tuple[int, int] = (1, 5)
     cut: set[str] = field(default_factory=set)  # registries partitioned from all others
     connected: bool = True  # every registry starts with the others as peers
+    tick_lag_ms: int = 0  # a registry's timer fires up to this late (a busy loop): input arrives in between
     bucketed_from: int = 1024  # groups this large go by buckets in anti-entropy (TtlStore's default)
 
     def __post_init__(self) -> None:
@@ -49,6 +59,7 @@ class Net:
             for n in self.names}
         self._flight: list[tuple[int, int, str, str, bytes]] = []
         self._seq = 0
+        self._lag: dict[tuple[str, int], int] = {}
         self.delivered = 0
         self.dropped = 0
         #: Every record written anywhere, newest stamp per key: the LWW outcome, computed independently.
@@ -71,7 +82,8 @@ class Net:
 
     def write(self, name: str, group: str, id: str, *, addr: str, ttl_ms: int) -> Entry:
         node = self.nodes[name]
-        entry, _ = node.store.write(group, id, addr=addr, ttl_ms=ttl_ms, now_ms=self.clock(name))
+        entry, changes = node.store.write(group, id, addr=addr, ttl_ms=ttl_ms, now_ms=self.clock(name))
+        node.apply(changes)
         node.repl.wrote(entry, now_ms=self.clock(name))
         self._note(entry)
         self._collect(name)
@@ -79,7 +91,8 @@ class Net:
 
     def delete(self, name: str, group: str, id: str) -> Entry | None:
         node = self.nodes[name]
-        tomb, _ = node.store.delete(group, id, now_ms=self.clock(name))
+        tomb, changes = node.store.delete(group, id, now_ms=self.clock(name))
+        node.apply(changes)
         if tomb is not None:
             node.repl.wrote(tomb, now_ms=self.clock(name))
         self._note(tomb)
@@ -97,7 +110,7 @@ class Net:
     def run_until(self, until: int) -> None:
         """Deliver messages and tick registries, in time order, up to the global instant `until`."""
         while True:
-            due = [(d - node.offset, node.name) for node in self.nodes.values()
+            due = [(d - node.offset + self._lag_of(node.name, d), node.name) for node in self.nodes.values()
                    if (d := node.repl.next_deadline()) is not None]
             t_tick = min(due)[0] if due else None
             t_msg = self._flight[0][0] if self._flight else None
@@ -112,18 +125,38 @@ class Net:
                     self.dropped += 1
                     continue
                 self.delivered += 1
-                self.nodes[dst].repl.receive(data, now_ms=self.clock(dst))
+                self.nodes[dst].apply(self.nodes[dst].repl.receive(data, now_ms=self.clock(dst)))
                 self._collect(dst)
                 continue
             for deadline, name in due:
                 if deadline <= self.now:
-                    self.nodes[name].repl.tick(now_ms=self.clock(name))
+                    self.nodes[name].apply(self.nodes[name].repl.tick(now_ms=self.clock(name)))
                     self._collect(name)
+
+    def _lag_of(self, name: str, deadline: int) -> int:
+        key = (name, deadline)
+        if key not in self._lag:
+            if len(self._lag) > 10_000:
+                self._lag.clear()
+            self._lag[key] = self.rng.randint(0, self.tick_lag_ms)
+        return self._lag[key]
 
     def live(self, name: str, groups: list[str]) -> dict[tuple[str, str], Entry]:
         """What the registry holds live at the global instant (the same instant for all, skew aside)."""
         store = self.nodes[name].store
         return {e.key: e for g in groups for e in store.live(g, now_ms=self.now)}
+
+    def catalog_matches(self, name: str, groups: list[str]) -> bool:
+        """Whether the Changes the registry returned left its catalog holding exactly its live entries
+        (the same services), once its expiry has run at its own clock's now."""
+        node = self.nodes[name]
+        now = self.clock(name)
+        node.apply(node.repl.tick(now_ms=now))
+        self._collect(name)
+        live = {e.key: e for g in groups for e in node.store.live(g, now_ms=now)}
+        if live.keys() != node.catalog.keys():
+            return False
+        return all((e.addr, dict(e.tags)) == (live[k].addr, dict(live[k].tags)) for k, e in node.catalog.items())
 
     def expected_live(self) -> dict[tuple[str, str], Entry]:
         return {k: e for k, e in self.expected.items() if e.alive(self.now)}

@@ -58,7 +58,7 @@ def test_lossy_partitioned_network_converges_to_lww(seed: int, n: int, drop: flo
     """bucketed_from=3: groups go by bucket sums in anti-entropy (the large-group path) from 3 records."""
     rng = random.Random(seed)
     net = Net([f"reg-{i}" for i in range(n)], seed=seed, max_offset_ms=rng.choice([0, 50, 400]), drop=drop,
-              delay_ms=(1, rng.choice([5, 200])), bucketed_from=bucketed_from)
+              delay_ms=(1, rng.choice([5, 200])), bucketed_from=bucketed_from, tick_lag_ms=rng.choice([0, 300]))
     _chaos(net, rng, seconds=8, ids=12)
     net.drop = 0.0
     # a few anti-entropy rounds (1 s each, jittered), no more writes: every live set equal, and the LWW one
@@ -69,6 +69,8 @@ def test_lossy_partitioned_network_converges_to_lww(seed: int, n: int, drop: flo
     assert _converged(net), (seed, {name: sorted(net.live(name, GROUPS)) for name in net.names},
                              sorted(net.expected_live()))
     assert net.expected_live(), "the run left nothing live: it tests nothing"
+    for name in net.names:  # the catalog changes each registry returned add up to its live set
+        assert net.catalog_matches(name, GROUPS), name
 
 
 def test_clean_network_write_visible_everywhere_within_batch_and_delay() -> None:

@@ -235,3 +235,20 @@ def test_bucket_sums_kept_as_records_change_equal_computed_ones() -> None:
     big.write("g", e.id, addr="y:1", ttl_ms=50_000, now_ms=now + 1)
     after = big.bucket_sums("g")
     assert [i for i in range(BUCKETS) if before[i] != after[i]] == [bucket_of(e.id)]
+
+
+def test_entry_past_its_ttl_not_yet_expired_then_replaced_by_a_tombstone_leaves_the_catalog() -> None:
+    """The catalog holds an entry until the store says otherwise: a tombstone (or a record expired on
+    arrival) replacing an entry whose TTL ran out before `expire` ran must still remove it, since the
+    entry's own expiry will no longer fire."""
+    for late in (rec(ms=T0 + 1_500, writer="peer", deleted=True), rec(ms=T0 + 500, writer="peer", ttl_ms=1_000)):
+        s = TtlStore("me")
+        e, ch = s.write("g", "a", addr="x:1", ttl_ms=1_000, now_ms=T0)
+        assert ch == [Change("g", "a", e)]
+        assert s.merge([late], now_ms=T0 + 2_000) == [Change("g", "a", None)]
+        assert s.expire(now_ms=T0 + 2_000) == []
+    # and a refresh of such an entry is no Change (the catalog still holds it)
+    s = TtlStore("me")
+    s.write("g", "a", addr="x:1", ttl_ms=1_000, now_ms=T0)
+    assert s.write("g", "a", addr="x:1", ttl_ms=1_000, now_ms=T0 + 2_000)[1] == []
+    assert s.expire(now_ms=T0 + 2_000) == []
