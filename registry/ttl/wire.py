@@ -63,6 +63,8 @@ MAX_DATA_BYTES = 4 * 1024 * 1024
 #: A digest's bytes (`TtlStore.digest`: 8); room for a longer hash in a later version.
 MAX_DIGEST_BYTES = 64
 _RECORD_FIELDS = 11
+#: Items of one array or map: a message of MAX_DATA_BYTES holds at most this many of the smallest records.
+_MAX_ITEMS = MAX_DATA_BYTES // 16
 
 
 class MsgType(enum.IntEnum):
@@ -299,8 +301,10 @@ def decode(data: bytes, limits: Limits) -> Message:
             data, raw=False, strict_map_key=True, use_list=True,
             max_str_len=max(limits.max_name_bytes, limits.max_addr_bytes, limits.max_tags_bytes),
             max_bin_len=max(limits.max_doc_bytes, MAX_DIGEST_BYTES, 8 * BUCKETS),
-            max_array_len=max(limits.max_entries, _RECORD_FIELDS + 8),
-            max_map_len=max(limits.max_entries, limits.max_tags_bytes),
+            # Not limits.max_entries alone: a peer configured with larger bounds may send more records
+            # in one message than we hold in all, and the updates among them must still be read.
+            max_array_len=max(limits.max_entries, _MAX_ITEMS),
+            max_map_len=max(limits.max_entries, limits.max_tags_bytes, _MAX_ITEMS),
             max_ext_len=0,
         )
     except Exception as exc:  # noqa: BLE001 (hostile bytes: whatever msgpack raises is a bad message)

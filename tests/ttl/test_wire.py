@@ -165,3 +165,11 @@ def test_fuzz_mutated_messages(msg: bytes, flips: list[tuple[int, int]], cut: in
 def test_fuzz_structured_garbage(obj: object) -> None:
     for head in ([], [1], [1, 1, "a"], [1, 2, "a"], [1, 3, "a", "g"], [1, 4, "a"], [1, 3, "a", "g", [], True, None, None]):
         _decode_only_wire_errors(msgpack.packb([*head, obj], use_bin_type=True))
+
+
+def test_a_peer_with_larger_bounds_is_read() -> None:
+    """A message with more records than this registry's max_entries still decodes (the store drops what
+    does not fit, and takes the updates of what it holds)."""
+    small = Limits(max_entries=10, max_per_group=10)
+    msg = Push("a", [entry(i) for i in range(50)])
+    assert wire.decode(wire.encode(msg), small) == msg
