@@ -15,7 +15,7 @@ are closed by aiohttp's keep-alive timeout (`Limits.keepalive_timeout`), not by 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +45,6 @@ class GateStats:
     accept_errors: int = 0
     idle_timeouts: int = 0  # unused here (aiohttp's keep-alive timeout closes idle ones)
     connections_shed: int = 0  # unused here (nothing is shed)
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class HttpTable(ConnectionTable):
