@@ -146,7 +146,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     _decode_only_wire_errors(data)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(_valid_messages()), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
                                                     min_size=1, max_size=6),
        st.integers(0, 10_000), st.binary(max_size=20))
@@ -158,7 +158,7 @@ def test_fuzz_mutated_messages(msg: bytes, flips: list[tuple[int, int]], cut: in
     _decode_only_wire_errors(bytes(data[: cut % (len(data) + 1)]) + tail)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.binary(max_size=5),
                     lambda kids: st.lists(kids, max_size=12) | st.dictionaries(st.text(max_size=3), kids,
                                                                                  max_size=4), max_leaves=40))
