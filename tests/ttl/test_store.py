@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry.ttl.entry import Entry, Limits, Refused, RefusedReason
 from registry.ttl.store import BUCKETS, Change, TtlStore, bucket_of
@@ -252,3 +254,32 @@ def test_entry_past_its_ttl_not_yet_expired_then_replaced_by_a_tombstone_leaves_
     s.write("g", "a", addr="x:1", ttl_ms=1_000, now_ms=T0)
     assert s.write("g", "a", addr="x:1", ttl_ms=1_000, now_ms=T0 + 2_000)[1] == []
     assert s.expire(now_ms=T0 + 2_000) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3_000), st.sampled_from(["r1", "r2"]),
+                          st.booleans(), st.sampled_from([1_000, 2_000, 30_000])), min_size=1, max_size=40),
+       st.randoms(use_true_random=False), st.integers(0, 4_000))
+def test_merge_is_commutative_and_idempotent(specs: list[tuple[str, int, str, bool, int]], rnd: random.Random,
+                                             late: int) -> None:
+    """The same records in any order, batching and repetition leave two stores with the same records,
+    digests and live sets (records expired on arrival included)."""
+    # One record per stamp and id, as writers make them (a writer stamps each write of an id later than
+    # the last it held); the one exception, an entry and the tombstone its expiry turns it into, is the
+    # expired-on-arrival case, which the `late` instant covers.
+    unique = {(id, ms, w): (d, ttl) for id, ms, w, d, ttl in reversed(specs)}
+    recs = [rec(id, ms=T0 + ms, writer=w, deleted=d, ttl_ms=ttl) for (id, ms, w), (d, ttl) in unique.items()]
+    now = T0 + late
+    a, b = TtlStore("x"), TtlStore("y")
+    a.merge(recs, now_ms=now)
+    shuffled = recs + rnd.sample(recs, len(recs) // 2)
+    rnd.shuffle(shuffled)
+    i = 0
+    while i < len(shuffled):
+        n = rnd.randint(1, 5)
+        b.merge(shuffled[i:i + n], now_ms=now)
+        i += n
+    assert sorted(a.records("g"), key=lambda e: e.id) == sorted(b.records("g"), key=lambda e: e.id)
+    assert a.digest() == b.digest() and a.live("g", now_ms=now) == b.live("g", now_ms=now)
+    for e in a.records("g"):  # each held record is the newest stamp sent for its id
+        assert e.stamp == max(r.stamp for r in recs if r.id == e.id)
