@@ -44,6 +44,8 @@ def test_registry_process_serves_http(tmp_path: Path) -> None:
         assert status == 200 and entry["ttl_ms"] == 45_000, entry
         status, match = _http("GET", f"{base}/v1/match/web/k")
         assert status == 200 and match["services"][0]["id"] == "a"  # type: ignore[index]
+        # -log-level debug (the helper's): aiohttp's access log, through the registry's log
+        wait_for(lambda: r.proc.logged('"logger": "aiohttp.access"'), 30, what="an access log line")
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -82,7 +84,8 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("http", [False, True], ids=["without", "with"])
 def test_aiohttp_is_imported_only_with_http_addr(http: bool) -> None:
-    args = ["-id", "fp", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0", "-profile", "fast", "-log-format", "json"]
+    args = ["-id", "fp", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0", "-profile", "fast", "-log-format", "json",
+            "-log-level", "info"]
     if http:
         args += ["-http-addr", "127.0.0.1:0"]
     p = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -107,6 +110,10 @@ def test_aiohttp_is_imported_only_with_http_addr(http: bool) -> None:
         line = p.stdout.readline()
         assert line.startswith("AIOHTTP "), line
         assert (int(line.split()[1]) > 0) == http, line
+        if http:  # -log-level info: no access log line for a request
+            started_line = next(x for x in log if '"registry started"' in x)
+            assert _http("GET", f"http://{json.loads(started_line)['http']}/healthz")[0] == 200
     finally:
         p.terminate()
         assert p.wait(30) == 0, "".join(log)
+    assert not any("aiohttp.access" in x for x in log), "".join(log)
