@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +17,8 @@ import pytest
 
 from registry.server import RegistryServer
 from registry.v1 import registry_pb2 as pb
+from tests.agentproc import free_port
+from tests.e2e.certs import write_pki
 from tests.http.conftest import registry_config
 
 HERA_ID = "1f11bbbb-df7a-47c5-8ba7-662f70261673"
@@ -149,3 +153,27 @@ async def test_hera_readme_example_with_curl(server: RegistryServer) -> None:
     # hera's README, as written, but for the port
     await curl("-XPUT", "-d", HERA_BODY, f"http://localhost:{port}/storage/{HERA_ID}")
     assert json.loads(await curl(f"http://localhost:{port}/storage")) == {HERA_ID: json.loads(HERA_BODY)}
+
+
+async def test_a_registry_with_tls_serves_https_and_counts_in_metrics(tmp_path: Path) -> None:
+    """-tls-cert/-tls-key make the HTTP front HTTPS too; its requests are in the registry's /metrics."""
+    pki = write_pki(tmp_path)
+    metrics_port = free_port()
+    s = RegistryServer(registry_config("http-tls", tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
+                                       metrics_addr=("127.0.0.1", metrics_port)))
+    await s.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        async with aiohttp.ClientSession() as c:
+            status, answer = await call(c, "PUT", f"https://{s.http_address}/v1/services/web/tls-1",
+                                        {"addr": "10.0.0.1:1"}, ssl=ctx)
+            assert status == 200, answer
+            status, answer = await call(c, "GET", f"https://{s.http_address}/healthz", ssl=ctx)
+            assert (status, answer) == (200, {"status": "serving"})
+            async with c.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                text = await r.text()
+        assert 'registry_http_requests_total{code="200",route="/healthz"} 1' in text, text
+        assert 'registry_http_requests_total{code="200",route="/v1/services/{group}/{id}"} 1' in text, text
+        assert "registry_http_connections_total 1" in text, text
+    finally:
+        await s.stop()
