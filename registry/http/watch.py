@@ -51,8 +51,8 @@ class Watches:
         try:
             await response.prepare(request)
             await self._pump(events, response)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the client went away (or the server stops): the finally below frees the watcher
+        except ConnectionResetError:
+            pass  # the client went away: the finally below frees the watcher (and on a cancel too)
         finally:
             close = getattr(events, "aclose", None)  # an async generator: its finally frees the watcher
             if close is not None:
