@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from registry.http.writes import TtlWriter
 from registry.server import RegistryServer
 from registry.v1 import registry_pb2 as pb
 from tests.agentproc import free_port
@@ -46,6 +47,8 @@ async def call(client: aiohttp.ClientSession, method: str, url: str, body: Any =
 
 
 async def test_put_match_list_delete(server: RegistryServer, client: aiohttp.ClientSession) -> None:
+    writer: TtlWriter = server.ttl  # mypy: the registry's driver is what the front codes against
+    assert writer.entries("web") == []
     url = base(server)
     status, entry = await call(client, "PUT", f"{url}/v1/services/web/api-1",
                                {"addr": "10.0.0.1:80", "ttl": "30s", "tags": {"zone": "a"}, "replicas": 64,
