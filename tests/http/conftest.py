@@ -4,6 +4,7 @@ its driver); aiohttp's client as the HTTP client."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,8 +16,17 @@ from registry.health import Health
 from registry.http.front import HttpFront, HttpLimits
 from registry.native import NativeServer, start_native
 from registry.server import RegistryServer, ServerConfig
+from tests.e2e.certs import Pki
 
 GROUP = "web"
+
+
+def client_context(pki: Pki) -> ssl.SSLContext:
+    """A client context trusting the test CA. Without X509_STRICT, which 3.13's default context sets: the
+    test certificates (tests/e2e/certs.py) carry no Authority Key Identifier, which it requires."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return ctx
 
 
 def populate(catalog: Catalog, group: str = GROUP, count: int = 5) -> list[str]:

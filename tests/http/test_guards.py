@@ -17,7 +17,7 @@ import pytest
 from registry.http.front import HttpLimits
 from registry.tls import TlsFiles
 from tests.e2e.certs import Pki, write_pki
-from tests.http.conftest import GROUP, Front, close_front, make_front
+from tests.http.conftest import GROUP, Front, client_context, close_front, make_front
 
 TOKEN = "s3cret-token"
 WRITES = [("PUT", "/v1/services/web/t1", b'{"addr": "10.0.0.9:1"}'), ("DELETE", "/v1/services/web/t1", b""),
@@ -77,7 +77,8 @@ async def test_body_over_16k_is_413_before_it_is_read(front: Front, client: aioh
 
 @pytest.mark.parametrize(("body", "words"), [
     (b"[1, 2]", "not a JSON object"), (b"{nope", "not JSON"), (b"\xff\xfe", "not UTF-8"),
-    (b"[" * 5000 + b"]" * 5000, "not JSON"), (b"", "not JSON"),
+    # nested deeper than the parser's recursion (3.10-3.12: not JSON; 3.13 parses it: then not an object)
+    (b"[" * 5000 + b"]" * 5000, "JSON"), (b"", "not JSON"),
 ], ids=["array", "broken", "not-utf8", "deep", "empty"])
 async def test_bodies_that_are_not_json_objects(front: Front, client: aiohttp.ClientSession, body: bytes,
                                                 words: str) -> None:
@@ -96,7 +97,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def test_https_with_the_registry_tls_files(pki: Pki) -> None:
     front = await make_front(tls=TlsFiles(str(pki.server_cert), str(pki.server_key)))
     try:
-        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx = client_context(pki)
         async with aiohttp.ClientSession() as c:
             async with c.get(f"https://127.0.0.1:{front.http.port}/v1/members/{GROUP}", ssl=ctx) as r:
                 assert r.status == 200 and (await r.json())["group"] == GROUP
@@ -112,12 +113,12 @@ async def test_https_client_certificates_with_a_ca(pki: Pki) -> None:
     url = f"https://127.0.0.1:{front.http.port}/healthz"
     try:
         async with aiohttp.ClientSession() as c:
-            ctx = ssl.create_default_context(cafile=str(pki.ca))
+            ctx = client_context(pki)
             ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
             async with c.get(url, ssl=ctx) as r:
                 assert r.status == 200
             for cert, key in ((None, None), (pki.rogue_cert, pki.rogue_key)):
-                bad = ssl.create_default_context(cafile=str(pki.ca))
+                bad = client_context(pki)
                 if cert is not None and key is not None:
                     bad.load_cert_chain(str(cert), str(key))
                 with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):

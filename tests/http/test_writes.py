@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from registry.server import RegistryServer
 from registry.v1 import registry_pb2 as pb
 from tests.agentproc import free_port
 from tests.e2e.certs import write_pki
-from tests.http.conftest import registry_config
+from tests.http.conftest import client_context, registry_config
 
 HERA_ID = "1f11bbbb-df7a-47c5-8ba7-662f70261673"
 HERA_BODY = '{"host":"10.1.1.1", "port": 12345, "updated_at": "2012-12-18T13:27:01Z"}'
@@ -166,7 +165,7 @@ async def test_a_registry_with_tls_serves_https_and_counts_in_metrics(tmp_path: 
                                        metrics_addr=("127.0.0.1", metrics_port)))
     await s.start()
     try:
-        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx = client_context(pki)
         async with aiohttp.ClientSession() as c:
             status, answer = await call(c, "PUT", f"https://{s.http_address}/v1/services/web/tls-1",
                                         {"addr": "10.0.0.1:1"}, ssl=ctx)
