@@ -35,7 +35,7 @@ class Watches:
         self._closing = asyncio.get_running_loop().create_future()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/watch/{group}", self.watch)]
+        return [web.get("/v1/watch/{group}", self.watch, allow_head=False)]  # a HEAD would hold a watcher for nothing
 
     def close(self) -> None:
         if not self._closing.done():

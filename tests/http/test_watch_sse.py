@@ -111,3 +111,9 @@ async def test_stop_ends_streams(client: aiohttp.ClientSession) -> None:
     await asyncio.wait_for(resp.read(), 10)  # the stream ended (no hang)
     resp.release()
     assert front.http.core.watcher_count() == 0
+
+
+async def test_head_is_not_a_watch(front: Front, client: aiohttp.ClientSession) -> None:
+    async with client.head(f"{front.base}/v1/watch/{GROUP}") as r:
+        assert r.status == 405
+    assert front.http.core.watcher_count() == 0
