@@ -1,7 +1,7 @@
 """The catalog: live services per group, one ring per group, versioned.
 
 Fed by membership events (``apply``), read by the gRPC server and the
-client's cache.  Each group's state is one immutable ``_GroupState``
+client's cache.  Each group's state is one immutable ``GroupState``
 replaced as a whole on every change, so readers on other threads see either
 the old or the new group (never a ring that disagrees with its members);
 writers are serialised by a lock.  A join/leave rebuilds only its own
@@ -29,8 +29,15 @@ its own keys move, to the owners the ring without it gives, and come back to it 
 ("consistent" breaks point ties by id, so the ring after its return is the ring before; "chash"
 re-inserts it last, as Go's ``Upsert`` does on any tag change, so a point it shares with
 another member may change hands). A health change is a group change like any other (a new
-version, the service ``updated``), and one ``_GroupState`` still holds members and ring
+version, the service ``updated``), and one ``GroupState`` still holds members and ring
 together, so a reader never sees a ring that disagrees with the members' health.
+
+TTL services (issue 15, `registry.ttl`): services a registry holds for a TTL instead of gossip, given
+as ``(group, id, tags)`` by ``apply_ttl`` (the tags `registry.ttl.entry_tags` makes, read by the same
+``_service`` rules) and marked ``Service.kind = TTL``. Gossiping members are keyed by name pool-wide
+(Serf names are unique); a TTL service by (group, id), so ``web/1`` and ``api/1`` both exist. Within a
+group both kinds share one ring whose nodes are named by id, so a TTL id equal to a gossiping member's
+name in that group is held aside while that member is there (see ``apply_ttl``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .catalog_batch import BULK_MIN, NO_GROUP, Batch, GroupState, Updates, parse_int
 from .healthtags import Health, parse_health
 from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, EmptyRing, Ring, RingNode
 
@@ -119,62 +127,6 @@ class UnknownGroup(LookupError):
         self.group = group
 
 
-@dataclass(frozen=True)
-class _GroupState:
-    """Immutable state of one group; replaced whole on each change."""
-
-    name: str
-    version: int
-    replicas: int | None  # chash: fixed by the group's first member
-    services: Mapping[str, Service]  # every live member, routed or not (its health)
-    ring: Ring  # the routed members only
-
-
-def _parse_int(raw: str | None, default: int, low: int, high: int) -> tuple[int, bool]:
-    """(value, ok): ``default`` when absent; ``(default, False)`` when not an int in range."""
-    if raw is None:
-        return default, True
-    text = raw.strip()
-    if not text.isascii() or len(text) > 12:
-        return default, False
-    try:
-        value = int(text, 10)
-    except ValueError:
-        return default, False
-    if value < low or value > high:
-        return default, False
-    return value, True
-
-
-#: apply_many rebuilds a group's ring in bulk when it adds at least this many members.
-_BULK_MIN = 16
-
-
-class _Batch:
-    """Working copy of one group's services during ``apply_many``."""
-
-    def __init__(self, state: _GroupState | None) -> None:
-        self.state = state
-        self.original: Mapping[str, Service] = state.services if state is not None else {}
-        self.services: dict[str, Service] = dict(self.original)
-        self.touched: set[str] = set()  # ids (re)inserted in this batch, in services order
-        self.first: Service | None = None  # first service ever added (chash group replicas)
-
-    def remove(self, name: str) -> None:
-        self.services.pop(name, None)
-        self.touched.discard(name)
-
-    def upsert(self, service: Service, reinsert_last: bool) -> None:
-        if self.services.get(service.id) == service:
-            return
-        if reinsert_last:
-            self.services.pop(service.id, None)
-        self.services[service.id] = service
-        self.touched.add(service.id)
-        if self.first is None:
-            self.first = service
-
-
 class Catalog:
     """Services per group and their rings; the registry server's state."""
 
@@ -196,36 +148,123 @@ class Catalog:
         #: Health changes of members already in a group, by the health they changed to ("critical", ...).
         self.health_changes: Counter[str] = Counter()
         self._lock = threading.RLock()
-        self._groups: dict[str, _GroupState] = {}
-        self._where: dict[str, str] = {}  # service id -> group
+        self._groups: dict[str, GroupState] = {}
+        self._where: dict[str, str] = {}  # gossiping member name -> group (names are unique pool-wide)
+        #: TTL services by group and id, with their tags: on the ring, or held aside (`apply_ttl`)
+        self._ttl: dict[str, dict[str, Mapping[str, str]]] = {}
         self._listeners: tuple[Callable[[GroupChange], None], ...] = ()
 
     # ---------------------------------------------------------------- writes
 
     def apply(self, name: str, tags: Mapping[str, str] | None) -> None:
-        """Upsert (``tags``) or remove (``None``) member ``name``; never raises on bad tags."""
-        changes: list[GroupChange] = []
-        # Listeners run under the (re-entrant) lock so they see changes in order.
-        with self._lock:
-            group = tags.get(TAG_GROUP, "") if tags is not None else ""
-            previous = self._where.get(name)
-            if previous is not None and previous != group:
-                changes.append(self._remove(previous, name))
-            if tags is None:
-                pass
-            elif not group:
-                self.stats["ignored_no_group"] += 1
-            else:
-                change = self._upsert(group, name, tags)
-                if change is not None:
-                    changes.append(change)
-            self._notify(changes)
+        """Upsert (``tags``) or remove (``None``) gossiping member ``name``; never raises on bad tags."""
+        self.apply_many(((name, tags),))
 
-    def _service(self, group: str, name: str, tags: Mapping[str, str]) -> Service:
-        replicas, ok = _parse_int(tags.get(TAG_REPLICAS), self.default_replicas, 1, MAX_REPLICAS_TAG)
+    def apply_many(self, updates: Iterable[tuple[str, Mapping[str, str] | None]]) -> None:
+        """Apply several gossip member updates at once: one change (one version) per affected group.
+
+        Same final state as calling ``apply`` for each in order, but each
+        group's ring is updated once, and rebuilt in one bulk pass when the
+        batch adds many members (a registry learning a whole cluster at
+        start-up: ~4x cheaper than one join at a time).
+        """
+        with self._lock:
+            batch = Updates(self._groups, self._where, self.algorithm == "chash")
+            for name, tags in updates:
+                self._gossip(batch, name, tags)
+            self._commit_all(batch)
+
+    def apply_ttl(self, updates: Iterable[tuple[str, str, Mapping[str, str] | None]]) -> None:
+        """Upsert (``tags``: `registry.ttl.entry_tags` of the entry) or remove (``None``) TTL services
+        ``(group, id)``: one change (one version) per affected group, as `apply_many`.
+
+        Why held aside, not refused: a group's ring names its nodes by id, so a TTL id equal to the name of
+        a gossiping member of that group cannot be on the ring beside it. The gossiping one wins (it is
+        there, answering pings); the TTL entry is kept (counted ``ttl_shadowed``) and takes the id's place
+        when that member leaves the group, and goes back aside if it returns. Replication brings such
+        entries (another registry took the write before the member joined): refusing them here would lose
+        them on this registry only."""
+        with self._lock:
+            batch = Updates(self._groups, self._where, self.algorithm == "chash")
+            for group, id_, tags in updates:
+                self._ttl_update(batch, group, id_, tags)
+            self._commit_all(batch)
+
+    def holds_gossip(self, group: str, id: str) -> bool:
+        """Whether a gossiping member named ``id`` is in ``group`` (a TTL write of that id would be shadowed)."""
+        return self._where.get(id) == group
+
+    def _gossip(self, batch: Updates, name: str, tags: Mapping[str, str] | None) -> None:
+        group = tags.get(TAG_GROUP, "") if tags is not None else ""
+        previous = batch.where(name)
+        if previous is not None and previous != group:
+            self._gossip_leaves(batch.group(previous), previous, name)
+            batch.moved[name] = NO_GROUP
+        if tags is None:
+            return
+        if not group:
+            self.stats["ignored_no_group"] += 1
+            return
+        b = batch.group(group)
+        held = b.services.get(name)
+        if held is None and self._full(b.services):
+            self.stats["group_full"] += 1
+            return
+        if held is not None and held.kind is ServiceKind.TTL:
+            self.stats["ttl_shadowed"] += 1  # the gossiping member takes the id's place
+        b.upsert(self._service(group, name, tags))
+        batch.moved[name] = group
+
+    def _gossip_leaves(self, b: Batch, group: str, name: str) -> None:
+        b.remove(name)
+        tags = self._ttl.get(group, {}).get(name)
+        if tags is not None:  # a TTL entry of that id was held aside: it comes onto the ring now
+            self._ttl_enters(b, group, name, tags)
+
+    def _ttl_update(self, batch: Updates, group: str, id_: str, tags: Mapping[str, str] | None) -> None:
+        if not group:
+            self.stats["ignored_no_group"] += 1
+            return
+        b = batch.group(group)
+        held = self._ttl.setdefault(group, {})
+        current = b.services.get(id_)
+        if tags is None:
+            held.pop(id_, None)
+            if not held:
+                del self._ttl[group]
+            if current is not None and current.kind is ServiceKind.TTL:
+                b.remove(id_)
+            return
+        new = id_ not in held
+        held[id_] = tags
+        if current is not None and current.kind is ServiceKind.GOSSIP:
+            if new:
+                self.stats["ttl_shadowed"] += 1
+            return
+        self._ttl_enters(b, group, id_, tags)
+
+    def _ttl_enters(self, b: Batch, group: str, id_: str, tags: Mapping[str, str]) -> None:
+        if id_ not in b.services and self._full(b.services):
+            self.stats["group_full"] += 1
+            return
+        b.upsert(self._service(group, id_, tags, ServiceKind.TTL))
+
+    def _commit_all(self, batch: Updates) -> None:
+        changes = [change for g, b in batch.groups.items() if (change := self._commit(g, b)) is not None]
+        for name, group in batch.moved.items():
+            if group:
+                self._where[name] = group
+            else:
+                self._where.pop(name, None)
+        # Listeners run under the (re-entrant) lock so they see changes in order.
+        self._notify(changes)
+
+    def _service(self, group: str, name: str, tags: Mapping[str, str],
+                 kind: ServiceKind = ServiceKind.GOSSIP) -> Service:
+        replicas, ok = parse_int(tags.get(TAG_REPLICAS), self.default_replicas, 1, MAX_REPLICAS_TAG)
         if not ok:
             self.stats["bad_replicas"] += 1
-        weight, ok = _parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
+        weight, ok = parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
         if not ok:
             self.stats["bad_weight"] += 1
         health, note, known = parse_health(tags)
@@ -240,6 +279,7 @@ class Catalog:
             tags=MappingProxyType(dict(tags)),
             health=health,
             health_note=note,
+            kind=kind,
         )
 
     def routed(self, service: Service) -> bool:
@@ -249,92 +289,6 @@ class Catalog:
     def _count_health_change(self, old: Service | None, new: Service) -> None:
         if old is not None and old.health is not new.health:
             self.health_changes[new.health.word] += 1
-
-    def _upsert(self, group: str, name: str, tags: Mapping[str, str]) -> GroupChange | None:
-        state = self._groups.get(group)
-        service = self._service(group, name, tags)
-        if state is None:
-            state = _GroupState(group, 0, None, MappingProxyType({}), Ring(self.algorithm))
-        old = state.services.get(name)
-        if old == service:
-            return None
-        if old is None and self._full(state.services):
-            self.stats["group_full"] += 1
-            return None
-        group_replicas = state.replicas
-        if self.algorithm == "chash":
-            if group_replicas is None:
-                group_replicas = service.replicas
-            node = RingNode(group_replicas, service.weight)
-        else:
-            node = RingNode(service.replicas, service.weight)
-        ring = state.ring
-        if not self.routed(service):
-            ring = ring.without(name)  # the same ring if it was not on it
-        elif old is None or self.algorithm == "chash" or ring.nodes.get(name) != node:
-            ring = ring.with_node(name, node)
-        self._count_health_change(old, service)
-        services = dict(state.services)
-        if self.algorithm == "chash":
-            services.pop(name, None)  # dict order = ring insert order (Go Upsert re-inserts last)
-        services[name] = service
-        new = _GroupState(group, state.version + 1, group_replicas, MappingProxyType(services), ring)
-        self._groups[group] = new
-        self._where[name] = group
-        if old is None:
-            return GroupChange(group, new.version, [service], [], [])
-        return GroupChange(group, new.version, [], [], [service])
-
-    def _remove(self, group: str, name: str) -> GroupChange:
-        state = self._groups[group]
-        services = dict(state.services)
-        service = services.pop(name)
-        del self._where[name]
-        new = _GroupState(
-            group, state.version + 1, state.replicas, MappingProxyType(services), state.ring.without(name)
-        )
-        self._groups[group] = new
-        return GroupChange(group, new.version, [], [service], [])
-
-    def apply_many(self, updates: Iterable[tuple[str, Mapping[str, str] | None]]) -> None:
-        """Apply several updates at once: one change (one version) per affected group.
-
-        Same final state as calling ``apply`` for each in order, but each
-        group's ring is updated once, and rebuilt in one bulk pass when the
-        batch adds many members (a registry learning a whole cluster at
-        start-up: ~4x cheaper than one join at a time).
-        """
-        with self._lock:
-            work: dict[str, _Batch] = {}
-            where = dict(self._where)
-
-            def batch(group: str) -> _Batch:
-                found = work.get(group)
-                if found is None:
-                    state = self._groups.get(group)
-                    found = work[group] = _Batch(state)
-                return found
-
-            for name, tags in updates:
-                group = tags.get(TAG_GROUP, "") if tags is not None else ""
-                previous = where.get(name)
-                if previous is not None and previous != group:
-                    batch(previous).remove(name)
-                    del where[name]
-                if tags is None:
-                    continue
-                if not group:
-                    self.stats["ignored_no_group"] += 1
-                    continue
-                b = batch(group)
-                if name not in b.services and self._full(b.services):
-                    self.stats["group_full"] += 1
-                    continue
-                b.upsert(self._service(group, name, tags), self.algorithm == "chash")
-                where[name] = group
-            changes = [change for g, b in work.items() if (change := self._commit(g, b)) is not None]
-            self._where = where
-            self._notify(changes)
 
     def _full(self, services: Mapping[str, Service]) -> bool:
         """A "consistent" ring packs owner indexes in 14 bits: a member beyond
@@ -347,7 +301,7 @@ class Catalog:
             return RingNode(group_replicas, service.weight)
         return RingNode(service.replicas, service.weight)
 
-    def _commit(self, group: str, b: _Batch) -> GroupChange | None:
+    def _commit(self, group: str, b: Batch) -> GroupChange | None:
         added = [s for k, s in b.services.items() if k not in b.original]
         removed = [s for k, s in b.original.items() if k not in b.services]
         updated = [s for k, s in b.services.items() if k in b.original and b.original[k] != s]
@@ -361,7 +315,7 @@ class Catalog:
         for s in updated:
             self._count_health_change(b.original[s.id], s)
         ring = state.ring if state is not None else Ring(self.algorithm)
-        if len(added) >= _BULK_MIN and len(added) * 2 >= len(b.services):
+        if len(added) >= BULK_MIN and len(added) * 2 >= len(b.services):
             routed = {k: self._node(replicas, s) for k, s in b.services.items() if self.routed(s)}
             ring = Ring.build(self.algorithm, routed)
         else:
@@ -377,7 +331,7 @@ class Catalog:
                 if self.algorithm == "chash" or ring.nodes.get(k) != node:
                     ring = ring.with_node(k, node)
         version = (state.version if state is not None else 0) + 1
-        self._groups[group] = _GroupState(group, version, replicas, MappingProxyType(dict(b.services)), ring)
+        self._groups[group] = GroupState(group, version, replicas, MappingProxyType(dict(b.services)), ring)
         return GroupChange(group, version, added, removed, updated)
 
     def subscribe(self, callback: Callable[[GroupChange], None]) -> Callable[[], None]:
@@ -405,7 +359,7 @@ class Catalog:
 
     # ----------------------------------------------------------------- reads
 
-    def _live(self, group: str) -> _GroupState:
+    def _live(self, group: str) -> GroupState:
         state = self._groups.get(group)
         if state is None or not state.services:
             raise UnknownGroup(group)
@@ -436,7 +390,7 @@ class Catalog:
             raise self._unrouted(state) from None
 
     @staticmethod
-    def _unrouted(state: _GroupState) -> UnknownGroup:
+    def _unrouted(state: GroupState) -> UnknownGroup:
         """Every member of the group is out of its ring: say how healthy they are."""
         counts = Counter(s.health.word for s in state.services.values())
         return UnknownGroup(state.name, "no service on its ring (" + ", ".join(
@@ -478,5 +432,5 @@ class Catalog:
         return self._node(state.replicas if state is not None else None, service)
 
     def group_of(self, name: str) -> str | None:
-        """Group a member currently belongs to, if any."""
+        """Group a gossiping member currently belongs to, if any."""
         return self._where.get(name)

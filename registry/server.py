@@ -388,6 +388,7 @@ class RegistryServer:
 
     def _reconcile(self) -> None:
         """Make the catalog agree with the member table (repairs dropped events)."""
+        from registry.catalog import ServiceKind
         from registry.serf.member import MemberStatus
 
         if self.agent is None:
@@ -396,7 +397,8 @@ class RegistryServer:
         known: dict[str, Mapping[str, str]] = {}
         for g in self.catalog.groups():
             for s in self.catalog.members(g):
-                known[s.id] = s.tags
+                if s.kind is ServiceKind.GOSSIP:  # TTL services are the TTL driver's, not Serf's
+                    known[s.id] = s.tags
         for name in known.keys() - alive.keys():
             self.catalog.apply(name, None)
         for name, tags in alive.items():
