@@ -35,6 +35,10 @@ that routes by health from an older one (empty). Members and Watch list a critic
 returns it: the catalog keeps it off the ring. Its ring parameters are still sent (the ones it
 gets back in with), so a caching client's ring takes it back exactly as the server's does.
 `RingInfo.only_passing` tells that client whether warning services are off the ring too.
+
+TTL services (issue 15): every Service answer carries `kind`, "gossip" or "ttl" (empty from an
+older registry); the catalog puts both on the rings alike, so Match, Members and Watch answer them
+alike. Members(all=true) lists TTL services from the catalog ("alive"): no member table has them.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, UnknownGroup
+from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, ServiceKind, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.healthtags import parse_health
 from registry.ring import RingNode
@@ -118,7 +122,7 @@ def service_pb(s: Service, node: RingNode) -> pb.Service:
     """`s` with the ring parameters the server's ring uses for it (`node`: `Catalog.ring_node`)
     and its health."""
     return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=node.replicas,
-                      weight=node.weight, health=s.health.word, health_note=s.health_note)
+                      weight=node.weight, health=s.health.word, health_note=s.health_note, kind=s.kind.value)
 
 
 def ring_info(catalog: Catalog) -> pb.RingInfo:
@@ -315,11 +319,13 @@ class RegistryCore:
         (group, id), status and health set.  A member is listed under the group its tags name; one
         whose tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
         A live member carries its ring parameters (as Members without all), any other 0; a member
-        not in the catalog its health as its tags say."""
+        not in the catalog its health as its tags say. TTL services, in no member table, are listed
+        from the catalog, "alive" (kind "ttl"): they are there exactly while they live."""
         table = self.member_table
+        groups = [group] if group else self.catalog.groups()
         if table is None:  # no gossip behind this core: the catalog's live members are all it knows
-            groups = [group] if group else self.catalog.groups()
-            rows: Iterable[MemberRow] = [(s.id, s.tags, ALIVE) for g in groups for s in self.catalog.members(g)]
+            rows: Iterable[MemberRow] = [(s.id, s.tags, ALIVE) for g in groups for s in self.catalog.members(g)
+                                         if s.kind is ServiceKind.GOSSIP]
         else:
             rows = table()
         live: dict[str, dict[str, Service]] = {}
@@ -334,14 +340,20 @@ class RegistryCore:
                 if in_group is None:
                     in_group = live[g] = {s.id: s for s in self.catalog.members(g)}
                 s = in_group.get(name)
-                if s is not None:
+                if s is not None and s.kind is ServiceKind.GOSSIP:  # else a TTL entry of that id: not this row
                     service = self.service_pb(s)
             if service is None:  # not in the catalog (not alive, or not applied yet): no ring parameters
                 health, note, _ = parse_health(tags)
                 service = pb.Service(id=name, group=g, addr=tags.get(TAG_ADDR, ""), tags=dict(tags),
-                                     health=health.word, health_note=note)
+                                     health=health.word, health_note=note, kind=ServiceKind.GOSSIP.value)
             service.status = status
             found.append(service)
+        for g in groups:
+            for s in self.catalog.members(g):
+                if s.kind is ServiceKind.TTL:
+                    service = self.service_pb(s)
+                    service.status = ALIVE
+                    found.append(service)
         if not found:
             raise self._missing(group) if group else Missing("no member in any group")
         found.sort(key=lambda s: (s.group, s.id))

@@ -125,7 +125,7 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
 
 
 def to_service(s: pb.Service) -> Service:
-    return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note)
+    return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note, s.kind)
 
 
 def members_request(group: str, all: bool) -> pb.MembersRequest:

@@ -23,7 +23,12 @@ class Service:
     `health` is what its checks say: "passing", "warning" or "critical" (a registry older than
     health routing says nothing: "passing"), and `health_note` why when not passing. Match
     never returns a critical service (nor a warning one from a registry run with
-    -only-passing); members() lists it."""
+    -only-passing); members() lists it.
+
+    `kind` is how it is in the pool: "gossip" (it gossips: a `Register`, a Go service) or "ttl"
+    (registered over HTTP and held by the registries while refreshed); the values of
+    `registry.catalog.ServiceKind`, which compares equal to them. "" from a registry older than
+    TTL services. Both kinds are routed alike."""
 
     id: str
     group: str
@@ -32,6 +37,7 @@ class Service:
     status: str = field(default="", hash=False)
     health: str = field(default="passing", hash=False)
     health_note: str = field(default="", hash=False)
+    kind: str = field(default="", hash=False)
 
 
 @dataclass(frozen=True)
