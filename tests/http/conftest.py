@@ -81,8 +81,9 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def registry_config(ident: str = "http-1", **kw: object) -> ServerConfig:
+    kw.setdefault("http_addr", ("127.0.0.1", 0))
     return ServerConfig(id=ident, bind=("127.0.0.1", 0), addr=("127.0.0.1", 0), profile="fast",
-                        http_addr=("127.0.0.1", 0), **kw)  # type: ignore[arg-type]
+                        **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture

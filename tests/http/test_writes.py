@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 
 from registry.http.writes import TtlWriter
-from registry.server import RegistryServer
+from registry.server import RegistryServer, StartError
 from registry.v1 import registry_pb2 as pb
 from tests.agentproc import free_port
 from tests.e2e.certs import write_pki
@@ -179,3 +180,16 @@ async def test_a_registry_with_tls_serves_https_and_counts_in_metrics(tmp_path: 
         assert "registry_http_connections_total 1" in text, text
     finally:
         await s.stop()
+
+
+async def test_a_taken_http_port_is_a_one_line_start_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    s = RegistryServer(registry_config("http-taken", http_addr=("127.0.0.1", taken.getsockname()[1])))
+    try:
+        with pytest.raises(StartError, match=r"^cannot listen for HTTP on 127\.0\.0\.1:\d+: .*in use"):
+            await s.start()
+    finally:
+        await s.close()
+        taken.close()
