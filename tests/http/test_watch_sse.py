@@ -13,6 +13,7 @@ import grpc
 
 from registry.http.answers import message_json
 from registry.http.front import HttpLimits
+from registry.server import RegistryServer
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 from tests.http.conftest import GROUP, Front, close_front, make_front
@@ -117,3 +118,45 @@ async def test_head_is_not_a_watch(front: Front, client: aiohttp.ClientSession) 
     async with client.head(f"{front.base}/v1/watch/{GROUP}") as r:
         assert r.status == 405
     assert front.http.core.watcher_count() == 0
+
+
+async def test_sse_and_grpc_watch_through_ttl_writes(registry: RegistryServer, client: aiohttp.ClientSession) -> None:
+    """The same through a whole registry: TTL services joining, updated and leaving by HTTP writes."""
+    base = f"http://{registry.http_address}"
+    writes = [("PUT", "t1", {"addr": "10.6.0.1:1"}), ("PUT", "t2", {"addr": "10.6.0.2:1"}),
+              ("PUT", "t1", {"addr": "10.6.0.1:2"}), ("DELETE", "t2", None), ("DELETE", "t1", None)]
+    async with grpc.aio.insecure_channel(registry.grpc_address) as ch, \
+            client.get(f"{base}/v1/watch/ttl-web") as resp:
+        call = pb_grpc.RegistryStub(ch).Watch(  # type: ignore[no-untyped-call]
+            pb.WatchRequest(group="ttl-web"), timeout=30)
+        grpc_seen: list[Any] = []
+        sse_seen: list[Any] = []
+
+        async def read_grpc() -> None:
+            async for ev in call:
+                grpc_seen.append(view(message_json(ev)))
+                if len(grpc_seen) == len(writes) + 1:
+                    return
+
+        async def read_sse() -> None:
+            async for _, _, data in sse_events(resp):
+                sse_seen.append(view(data))
+                if len(sse_seen) == len(writes) + 1:
+                    return
+
+        readers = asyncio.gather(read_grpc(), read_sse())
+        while registry._grpc.core.watcher_count("ttl-web") < 2:
+            await asyncio.sleep(0.001)
+        for method, ident, body in writes:
+            async with client.request(method, f"{base}/v1/services/ttl-web/{ident}", json=body) as r:
+                assert r.status == 200, await r.text()
+        await asyncio.wait_for(readers, 30)
+        call.cancel()
+    assert sse_seen == grpc_seen
+    assert [lists for _, _, lists in sse_seen[1:]] == [
+        [("services", []), ("added", ["t1"]), ("removed", []), ("updated", [])],
+        [("services", []), ("added", ["t2"]), ("removed", []), ("updated", [])],
+        [("services", []), ("added", []), ("removed", []), ("updated", ["t1"])],
+        [("services", []), ("added", []), ("removed", ["t2"]), ("updated", [])],
+        [("services", []), ("added", []), ("removed", ["t1"]), ("updated", [])],
+    ]
