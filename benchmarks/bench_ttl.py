@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""TTL services at scale (issue 15): a pool of 3 `registry` servers (LAN profile, real processes on
+loopback, each with its HTTP front) holding N TTL services that are refreshed every P seconds through
+HTTP PUTs spread evenly over the three registries and over time.
+
+The load generator is this process: one aiohttp `ClientSession` per registry (keep-alive, at most 16
+connections each), writes scheduled at N/P per second, each service always through the same
+registry (as a service would), in 10 groups. Measured over a window once every service was written:
+
+  * CPU% (utime+stime from /proc over the window / the window) and RSS (VmRSS at its end) of each
+    registry; what each registry does: take ~N/(3P) PUTs/s and merge the ~2N/(3P) entries/s the two
+    others push;
+  * replication delay: once a second a marker entry is PUT on registry A with a new addr, and a thread
+    polls registry C's gRPC Match (RpcClient, no cache, connected beforehand, ~every 2 ms) until it
+    answers that addr; the delay is from just before the PUT is sent to that answer (so it includes the
+    PUT's own round trip); the first marker (which creates its group) is not counted;
+  * lost entries: after the window, the load stops and every registry must list every service in
+    Members of its group (TTL 30 s, so none expired): the count missing, summed over registries (must be 0);
+  * the PUT rate achieved and the PUTs refused or failed (must be 0).
+
+Full: N=10,000, P=10 s, 60 s window. --quick: N=1,500, P=10 s, 15 s window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+common.setup_path()
+
+GROUPS = [f"bench-ttl-{i}" for i in range(10)]
+MARKER_GROUP = "bench-ttl-marker"
+TTL = "30s"
+CONNECTIONS = 16
+
+
+def _start_pool(group: common.ProcGroup, env: dict[str, str]) -> tuple[list[common.Proc], list[str], list[str]]:
+    """Three registries, B and C joined to A; their HTTP bases and gRPC addresses."""
+    procs: list[common.Proc] = []
+    https: list[str] = []
+    rpcs: list[str] = []
+    seed = ""
+    for i, name in enumerate("ABC"):
+        g, r, h = common.free_ports(3)
+        argv = common.registry_argv(f"ttl-{name}", g, r, join=seed, profile="lan") + ["-http-addr", f"127.0.0.1:{h}"]
+        p = group.add(common.Proc(name, argv, env=env))
+        common.wait_server(p, "127.0.0.1", h, 60)
+        common.wait_server(p, "127.0.0.1", r, 60)
+        if i == 0:
+            seed = f"127.0.0.1:{g}"
+        procs.append(p)
+        https.append(f"http://127.0.0.1:{h}")
+        rpcs.append(f"127.0.0.1:{r}")
+    from registry.client import RpcClient
+
+    for rpc in rpcs:
+        with RpcClient(rpc, timeout=10.0) as c:
+            common.wait_for(lambda c=c: len(c.members("registry-group")) == 3, 60, what=f"{rpc} seeing the pool")
+    return procs, https, rpcs
+
+
+class Load:
+    """N services refreshed every `period` s through PUTs spread over the registries and over time."""
+
+    def __init__(self, https: list[str], n: int, period: float, replicas: int = 0) -> None:
+        self.https = https
+        self.replicas = replicas
+        self.n = n
+        self.period = period
+        self.done = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.first_cycle = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._start: float | None = None
+
+    def service(self, i: int) -> tuple[int, str, str]:
+        """(registry index, group, id) of service i."""
+        return i % len(self.https), GROUPS[i % len(GROUPS)], f"svc-{i}"
+
+    async def run(self) -> None:
+        import aiohttp
+
+        sessions = [aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=CONNECTIONS))
+                    for base in self.https]
+        sem = asyncio.Semaphore(CONNECTIONS * len(self.https))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            self._start = time.monotonic()
+            issued = 0
+            while not self._stop.is_set():
+                due = self._due()
+                while issued < due and not self._stop.is_set():
+                    await sem.acquire()
+                    i = issued % self.n
+                    t = asyncio.create_task(self._put(sessions, i, sem))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    issued += 1
+                    if issued == self.n:
+                        t.add_done_callback(lambda _t: self.first_cycle.set())
+                await asyncio.sleep(0.005)
+            if tasks:
+                await asyncio.wait(tasks)
+        finally:
+            for s in sessions:
+                await s.close()
+
+    async def _put(self, sessions: list[Any], i: int, sem: asyncio.Semaphore) -> None:
+        reg, group, sid = self.service(i)
+        try:
+            body: dict[str, Any] = {"addr": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:80", "ttl": TTL}
+            if self.replicas:
+                body["replicas"] = self.replicas
+            async with sessions[reg].put(f"/v1/services/{group}/{sid}", json=body) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    self.done += 1
+                else:
+                    self.failed += 1
+                    self.errors[str(resp.status)] = self.errors.get(str(resp.status), 0) + 1
+        except Exception as exc:  # noqa: BLE001 - counted and reported: a benchmark goes on
+            self.failed += 1
+            self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+        finally:
+            sem.release()
+
+    def behind(self) -> int:
+        """PUTs due by now and not yet answered."""
+        return max(0, self._due() - self.done - self.failed)
+
+    def _due(self) -> int:
+        return 0 if self._start is None else int((time.monotonic() - self._start) * self.n / self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _marker_delays(http_a: str, rpc_c: str, rounds: int, stop: threading.Event) -> list[float]:
+    """PUT a marker with a new addr on A once a second; the delay until C's Match answers it."""
+    import json
+    import urllib.request
+
+    from registry.client import NotFound, RpcClient
+
+    delays: list[float] = []
+    with RpcClient(rpc_c, timeout=10.0) as c:
+        c.groups()  # the channel is connected before the first timed round
+        for k in range(rounds + 1):  # round 0 (the marker group's creation) is not counted
+            if stop.is_set():
+                break
+            addr = f"10.255.{k // 256 % 256}.{k % 256}:{1000 + k}"
+            req = urllib.request.Request(f"{http_a}/v1/services/{MARKER_GROUP}/marker", method="PUT",
+                                         data=json.dumps({"addr": addr, "ttl": TTL}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            t0 = time.monotonic()
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+            deadline = t0 + 30
+            while time.monotonic() < deadline:
+                try:
+                    if c.match(MARKER_GROUP, "k").addr == addr:
+                        if k:
+                            delays.append(time.monotonic() - t0)
+                        break
+                except NotFound:
+                    pass
+                time.sleep(0.002)
+            next_at = t0 + 1.0
+            while time.monotonic() < next_at and not stop.is_set():
+                time.sleep(0.01)
+    return delays
+
+
+def _missing(rpcs: list[str], load: Load) -> dict[str, int]:
+    """Per registry, how many services it does not list (every one was written within the TTL)."""
+    from registry.client import NotFound, RpcClient
+
+    want: dict[str, set[str]] = {g: set() for g in GROUPS}
+    for i in range(load.n):
+        _, g, sid = load.service(i)
+        want[g].add(sid)
+    out: dict[str, int] = {}
+    for name, rpc in zip("ABC", rpcs):
+        with RpcClient(rpc, timeout=30.0) as c:
+            missing = 0
+            for g in GROUPS:
+                try:
+                    got = {s.id for s in c.members(g)}
+                except NotFound:
+                    got = set()
+                missing += len(want[g] - got)
+            out[name] = missing
+    return out
+
+
+async def _measure(procs: list[common.Proc], https: list[str], rpcs: list[str], n: int, period: float,
+                   window: float, replicas: int) -> list[common.Record]:
+    idle_rss = [common.rss_bytes(p.popen.pid) / 2**20 for p in procs if p.popen is not None]
+    load = Load(https, n, period, replicas)
+    runner = asyncio.create_task(load.run())
+    await asyncio.wait_for(load.first_cycle.wait(), period * 6 + 120)
+    # The first cycle registers (every service joins a ring: the costly part) and leaves the generator
+    # behind; measure refreshes at their steady rate: once it has caught up, after one more period.
+    settle = time.monotonic()
+    while load.behind() > n / period * 0.5 or time.monotonic() - settle < period:
+        await asyncio.sleep(0.1)
+    pids = [p.popen.pid for p in procs if p.popen is not None]
+    cpu0 = [common.cpu_seconds(pid) for pid in pids]
+    done0, t0 = load.done, time.monotonic()
+    stop = threading.Event()
+    delays_box: list[list[float]] = []
+    marker = threading.Thread(target=lambda: delays_box.append(_marker_delays(https[0], rpcs[2], int(window), stop)))
+    marker.start()
+    await asyncio.sleep(window)
+    elapsed = time.monotonic() - t0
+    cpu = [(common.cpu_seconds(pid) - c0) / elapsed * 100 for pid, c0 in zip(pids, cpu0)]
+    rss = [common.rss_bytes(pid) / 2**20 for pid in pids]
+    rate = (load.done - done0) / elapsed
+    stop.set()
+    load.stop()
+    await runner
+    await asyncio.get_running_loop().run_in_executor(None, marker.join)
+    delays = delays_box[0] if delays_box else []
+    missing = await asyncio.get_running_loop().run_in_executor(None, _missing, rpcs, load)
+    points = f"replicas {replicas}" if replicas else "the default 4096 ring points each"
+    how = (f"3 registries (LAN profile) on loopback, {n:,} TTL services (ttl {TTL}, {points}) refreshed every {period:g} s "
+           f"through HTTP PUT spread over the 3 (aiohttp, keep-alive, {CONNECTIONS} connections each) from this "
+           f"process; /proc over a {window:g} s window, from one period after every service was registered")
+    recs = [common.record(f"CPU of registry {name}", round(c, 1), "% of a core", how) for name, c in zip("ABC", cpu)]
+    recs += [common.record(f"RSS of registry {name}", round(r, 1), "MiB", "VmRSS at the window's end",
+                           reference=f"{r0:.1f} MiB before the load")
+             for name, r, r0 in zip("ABC", rss, idle_rss)]
+    recs.append(common.record("PUT refreshes served (all 3)", round(rate, 1), "PUT/s",
+                              f"200 answers over the window; asked {n / period:g}/s"))
+    recs.append(common.record("PUTs refused or failed", load.failed, "", f"whole run; by kind {load.errors}"))
+    if delays:
+        how_d = (f"{len(delays)} marker PUTs on A, once a second under the load: from just before the PUT to C's "
+                 "gRPC Match answering the new addr (polled every ~2 ms)")
+        recs.append(common.record("replication delay A->C p50", round(common.percentile(delays, 50) * 1000, 1),
+                                  "ms", how_d))
+        recs.append(common.record("replication delay A->C p99", round(common.percentile(delays, 99) * 1000, 1),
+                                  "ms", how_d))
+    recs.append(common.record("lost entries (missing on a registry)", sum(missing.values()), "",
+                              f"after the load: services not in Members of their group, per registry {missing}"))
+    return recs
+
+
+def main() -> int:
+    p = common.base_parser(__doc__ or "")
+    p.add_argument("--services", type=int, default=0, help="TTL services (default 10000; quick 1500)")
+    p.add_argument("--period", type=float, default=10.0, help="seconds between refreshes of a service (default 10)")
+    p.add_argument("--window", type=float, default=0.0, help="seconds measured (default 60; quick 15)")
+    p.add_argument("--replicas", type=int, default=0,
+                   help="ring points per service (the PUT's replicas; default: the registry's, 4096)")
+    args = p.parse_args()
+    if args.services < 0 or args.period <= 0 or args.window < 0 or args.replicas < 0:
+        p.error("--services, --window and --replicas must be >= 0 (0: the default), --period > 0")
+    for mod in ("registry.cli", "registry.client", "registry.ttl.driver", "aiohttp"):
+        common.require_import(mod, args)
+    n = args.services or (1_500 if args.quick else 10_000)
+    window = args.window or (15.0 if args.quick else 60.0)
+    common.print_header(f"TTL services: {n:,} refreshed every {args.period:g} s over 3 registries", args.quick)
+    env = common.repo_env()
+    with common.ProcGroup() as group:
+        procs, https, rpcs = _start_pool(group, env)
+        records = asyncio.run(_measure(procs, https, rpcs, n, args.period, window, args.replicas))
+    common.emit(records, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
