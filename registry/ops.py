@@ -19,7 +19,7 @@ from registry.addresses import (
     loopback_if_wildcard,
     parse_hostport,
 )
-from registry.catalog import REGISTRY_GROUP
+from registry.catalog import REGISTRY_GROUP, ServiceKind
 from registry.cliargs import (
     DEFAULT_RPC_PORT,
     EXIT_OK,
@@ -34,7 +34,7 @@ from registry.cliargs import (
 )
 from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health
 
-__all__ = ["HEALTHS", "MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
+__all__ = ["HEALTHS", "KINDS", "MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
 
 # Not imported from registry.api: that imports asyncio, which must be loaded after the command
 # decides whether to hide ssl from it (cli._import_asyncio_without_ssl). A test checks they agree.
@@ -43,18 +43,22 @@ MAX_MATCH_N = 1000  # the server's limit, checked before calling it
 MEMBER_STATUSES = ("alive", "leaving", "left", "failed")
 #: A service's health, as its checks set it.
 HEALTHS = tuple(h.word for h in Health)
+#: How a service is in the pool: it gossips, or the registries hold it for a TTL (HTTP registrations).
+KINDS = tuple(k.value for k in ServiceKind)
 
 
 _OPS_HELP = {
     "members": (
         "List every member of every group (or of -group G) that the registry's gossip pool knows, "
-        "as `serf members` does: one line each, ID GROUP ADDR STATUS HEALTH TAGS, sorted by group and "
+        "as `serf members` does: one line each, ID GROUP ADDR STATUS HEALTH KIND TAGS, sorted by group and "
         "id. STATUS is alive, leaving (it announced its departure), left (it departed) or failed (it "
         "stopped answering); left and failed members stay listed until the pool reaps them. HEALTH is "
         "what the service's checks say: passing, warning or critical (a service without checks, or a "
         "Go one, is passing); a service that is not passing has its reason at the end of its line, "
         "note=\"...\". Only alive members are in the rings, and of those not the critical ones (nor "
-        "warning ones on a registry run with -only-passing): Match never returns the others. TAGS "
+        "warning ones on a registry run with -only-passing): Match never returns the others. KIND is "
+        "gossip (the service gossips: a Register, a Go service) or ttl (it registered over HTTP and the "
+        "registries hold it while it refreshes its TTL; always alive: it is gone when its TTL lapses). TAGS "
         "omits the health tags (they are the HEALTH column and the note). The registries themselves "
         f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
         "not services and are not listed."
@@ -119,14 +123,15 @@ def _print_services(services: Sequence[Any]) -> None:
 
 
 def _print_members(services: Sequence[Any]) -> None:
-    """ID GROUP ADDR STATUS HEALTH TAGS, columns aligned (`serf members` prints NAME ADDR STATUS
+    """ID GROUP ADDR STATUS HEALTH KIND TAGS, columns aligned (`serf members` prints NAME ADDR STATUS
     TAGS), and a non-passing service's note last, quoted (it is free text: spaces, commas)."""
-    rows = [(s.id, s.group, s.addr, s.status or "alive", _health(s), _tags_text(s, health=False)) for s in services]
+    rows = [(s.id, s.group, s.addr, s.status or "alive", _health(s), _kind(s), _tags_text(s, health=False))
+            for s in services]
     if not rows:
         return
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r, s in zip(rows, services):
-        line = "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5]
+        line = "  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6]
         note = getattr(s, "health_note", "")
         if r[4] != "passing" and note:
             line += "  note=" + json.dumps(note, ensure_ascii=False)
@@ -136,6 +141,11 @@ def _print_members(services: Sequence[Any]) -> None:
 def _health(s: Any) -> str:
     """The service's health word; "passing" from a registry older than health routing."""
     return getattr(s, "health", "") or "passing"
+
+
+def _kind(s: Any) -> str:
+    """The service's kind; "gossip" from a registry older than TTL services (it has no other kind)."""
+    return getattr(s, "kind", "") or ServiceKind.GOSSIP.value
 
 
 def _all_members(c: Any, group: str) -> list[Any]:
@@ -188,6 +198,7 @@ def run(name: str, argv: Sequence[str]) -> int:
         add_flag(p, "group", default="", help="only this group (default: every group)")
         add_flag(p, "status", default="", choices=MEMBER_STATUSES, help="only members with this status")
         add_flag(p, "health", default="", choices=HEALTHS, help="only services with this health")
+        add_flag(p, "kind", default="", choices=KINDS, help="only services of this kind")
     elif name == "match":
         p.add_argument("group")
         p.add_argument("key")
@@ -216,7 +227,8 @@ def run(name: str, argv: Sequence[str]) -> int:
             elif name == "members":
                 services = _all_members(c, ns.group)
                 _print_members([s for s in services if (not ns.status or (s.status or "alive") == ns.status)
-                                and (not ns.health or _health(s) == ns.health)])
+                                and (not ns.health or _health(s) == ns.health)
+                                and (not ns.kind or _kind(s) == ns.kind)])
             else:
                 if ns.n == 1:
                     found = [c.match(ns.group, ns.key)]

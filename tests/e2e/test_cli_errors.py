@@ -86,7 +86,7 @@ def test_help_says_the_log_format_choices_and_default() -> None:
     m = run("members", "-h")
     text = " ".join(m.stdout.split())
     assert m.returncode == 0 and "the members of the group 'registry-group'" in text, m.stdout
-    assert "ID GROUP ADDR STATUS HEALTH TAGS" in text and "STATUS is alive, leaving" in text, m.stdout
+    assert "ID GROUP ADDR STATUS HEALTH KIND TAGS" in text and "STATUS is alive, leaving" in text, m.stdout
     assert "HEALTH is what the service's checks say: passing, warning or critical" in text, m.stdout
 
 
@@ -115,8 +115,8 @@ def test_members_shows_what_the_registry_knows_with_its_status(tls_registry: tup
         assert r.returncode == 0 and r.stderr == "", r
         rows = [ln.split() for ln in r.stdout.splitlines()]
         assert [row[:3] for row in rows] == [["reg-cli-tls", "registry-group", reg.rpc]], r.stdout
-        assert len(rows[0]) == 6 and rows[0][3:5] == ["alive", "passing"], r.stdout  # ID GROUP ADDR STATUS HEALTH TAGS
-        assert f"addr={reg.rpc}" in rows[0][5] and "group=registry-group" in rows[0][5], r.stdout
+        assert len(rows[0]) == 7 and rows[0][3:6] == ["alive", "passing", "gossip"], r.stdout  # ID GROUP ADDR STATUS HEALTH KIND TAGS
+        assert f"addr={reg.rpc}" in rows[0][6] and "group=registry-group" in rows[0][6], r.stdout
     x = run("match", "registry-group", "user-1", *tls, timeout=60)
     assert x.returncode == 0 and x.stdout.split()[:3] == ["reg-cli-tls", "registry-group", reg.rpc], x
     missing = run("members", *tls, "-group", "nosuch", timeout=60)

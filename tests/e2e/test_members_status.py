@@ -50,7 +50,7 @@ def _says(r: Registry, statuses: dict[str, str]) -> bool:
 
 
 def _rows(stdout: str) -> dict[str, list[str]]:
-    """`registry members` lines by id: [ID, GROUP, ADDR, STATUS, HEALTH, TAGS]."""
+    """`registry members` lines by id: [ID, GROUP, ADDR, STATUS, HEALTH, KIND, TAGS]."""
     return {ln.split()[0]: ln.split() for ln in stdout.splitlines()}
 
 
@@ -107,7 +107,7 @@ def test_registry_members_prints_a_status_column_and_filters_by_it(pool: tuple[R
     rows = _rows(m.stdout)
     assert {k: v[3] for k, v in rows.items()} == {
         "r1": "alive", "r2": "alive", "up": "alive", "stopped": "left", "killed": "failed"}, m.stdout
-    assert rows["stopped"][1:3] == [GROUP, "127.0.0.1:7002"] and "group=web" in rows["stopped"][5], m.stdout
+    assert rows["stopped"][1:3] == [GROUP, "127.0.0.1:7002"] and "group=web" in rows["stopped"][6], m.stdout
     assert {v[4] for v in rows.values()} == {"passing"}, m.stdout  # no checks: every one passing
     failed = _cli("members", "-rpc", r2.rpc, "-group", GROUP, "-status", "failed")  # grpcio front
     assert failed.returncode == 0 and list(_rows(failed.stdout)) == ["killed"], failed

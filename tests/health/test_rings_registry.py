@@ -209,9 +209,9 @@ def test_members_all_and_registry_members_show_health_and_note(pool: Pool) -> No
         rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()}
         assert set(rows) == _all_ids(), out.stdout
         for name, line in rows.items():
-            cols = line.split()  # ID GROUP ADDR STATUS HEALTH TAGS [note="..."]
+            cols = line.split()  # ID GROUP ADDR STATUS HEALTH KIND TAGS [note="..."]
             assert cols[3:5] == ["alive", "critical" if name == VICTIM else "passing"], line
-            assert "health" not in cols[5], line  # the health tags are the HEALTH column and the note
+            assert "health" not in cols[6], line  # the health tags are the HEALTH column and the note
         assert rows[VICTIM].endswith("  note=" + json.dumps(note)), rows[VICTIM]
         assert "note=" not in rows[GO_STYLE]
         only = _cli("members", "-rpc", pool.r2.rpc, "-health", "critical")
