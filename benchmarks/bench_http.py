@@ -7,7 +7,8 @@ Processes: one `registry` server (LAN profile, `-http-addr`), its group "bench" 
 generators. Match is loaded by h2load (nghttp2's C load generator, a few us of CPU per request, so the
 figures are the server's): over HTTP/1.1 (`h2load --h1`) with c keep-alive connections, one request in flight
 on each (no pipelining), and over gRPC (HTTP/2, ONE connection, c streams: `bench_rpc.h2load_run`, as
-bench_rpc.py's h2load lines), one after the other against the same process, the same group and key.
+bench_rpc.py's h2load lines), one after the other against the same process, the same group and key;
+and, as aiohttp's own floor, a bare aiohttp application answering the same bytes on the same route.
 Every answer is checked: HTTP 200 and the exact byte count of the valid answer per request. p50 is over
 the requests of the window after a warm-up. PUT refreshes: a separate load process (aiohttp's client,
 64 connections, 64 refreshes in flight) PUTs /v1/services/bench-put/<id> over 1,000 ids again and again;
@@ -107,6 +108,30 @@ def h1_run(h2load: str, url: str, conc: int, seconds: float, warmup: float, expe
             "p99": common.percentile(lat, 99), "server_cpu": server_cpu / done, "gen_share": gen_cpu / wall}
 
 
+def serve_bare(answer_file: str) -> None:
+    """REFERENCE: aiohttp's own floor: a bare web.Application whose one route returns the registry's Match
+    answer (fixed bytes, read from `answer_file`), through AppRunner and TCPSite, access log off."""
+    from aiohttp import web
+
+    answer = Path(answer_file).read_bytes()
+
+    async def match(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json", charset="utf-8")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/match/{group}/{key:.*}", match)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"READY {port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 def grpc_match_answer(grpc_addr: str) -> bytes:
     import bench_rpc
     import grpc
@@ -181,12 +206,21 @@ def main() -> int:
             grpc_port = int(grpc_addr.rsplit(":", 1)[1])
             grpc_len = 5 + len(grpc_match_answer(grpc_addr))
             with tempfile.TemporaryDirectory(prefix="bench_http_") as tmp:
+                answer_file = Path(tmp) / "answer.json"
+                answer_file.write_bytes(_json("GET", match_url)[1])
+                bare = procs.add(common.Proc("bare-aiohttp", [sys.executable, __file__, "--serve-bare",
+                                                              str(answer_file)]))
+                common.wait_for(lambda: any(line.startswith("READY") for _, line in bare.lines), 60,
+                                what="bare aiohttp ready")
+                bare_port = int(next(line for _, line in bare.lines if line.startswith("READY")).split()[1])
+                bare_url = f"http://127.0.0.1:{bare_port}/v1/match/{GROUP}/{KEY}"
                 body = Path(tmp) / "match.bin"
                 raw = bench_rpc.h2load_requests()["Match"]
                 body.write_bytes(b"\x00" + len(raw).to_bytes(4, "big") + raw)
                 log = Path(tmp) / "log.tsv"
                 for conc in (1, 64):
                     h = h1_run(h2load, match_url, conc, seconds, warmup, http_len, log, srv.pid)
+                    b = h1_run(h2load, bare_url, conc, seconds, warmup, http_len, log, bare.pid)
                     g = bench_rpc.h2load_run(h2load, grpc_port, "Match", body, conc, seconds, warmup, grpc_len, log,
                                              srv.pid)
                     how_h = (f"h2load --h1, {conc} keep-alive connection(s), one request in flight each, "
@@ -194,7 +228,10 @@ def main() -> int:
                              f"({http_len}-byte JSON answer); 10 TTL services x 160 replicas")
                     how_g = (f"REFERENCE in the same run, same process and group: gRPC Match by h2load, ONE HTTP/2 "
                              f"connection, {conc} stream(s) in flight (bench_rpc.h2load_run), {seconds}s window")
-                    for name, r, how in ((f"HTTP Match c={conc}", h, how_h), (f"gRPC Match c={conc}", g, how_g)):
+                    how_b = (f"REFERENCE in the same run: a bare aiohttp application (AppRunner, TCPSite, access log "
+                             f"off) answering the same {http_len} bytes on the same route, h2load --h1 as above")
+                    for name, r, how in ((f"HTTP Match c={conc}", h, how_h), (f"bare aiohttp c={conc}", b, how_b),
+                                         (f"gRPC Match c={conc}", g, how_g)):
                         records.append(common.record(f"{name} throughput", r["rate"], "req/s", how))
                         records.append(common.record(f"{name} p50", r["p50"], "us", how))
                         records.append(common.record(f"{name} p99", r["p99"], "us", how))
@@ -203,7 +240,10 @@ def main() -> int:
                         print(f"  {name}: {r['rate']:,.0f} req/s p50={r['p50']:.0f}us p99={r['p99']:.0f}us "
                               f"server-cpu/req={r['server_cpu'] * 1e6:.0f}us", flush=True)
                     records.append(common.record(f"Match c={conc} throughput HTTP/gRPC", h["rate"] / g["rate"], "x",
-                                                 "the two lines above, measured one after the other"))
+                                                 "the HTTP and gRPC lines above, measured one after the other"))
+                    records.append(common.record(f"Match c={conc} server CPU per request HTTP/bare aiohttp",
+                                                 h["server_cpu"] / b["server_cpu"], "x",
+                                                 "what the registry's HTTP front costs over aiohttp's own floor"))
         loader = subprocess.Popen([sys.executable, __file__, "--put-load", base, str(seconds), str(warmup)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -237,5 +277,7 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 3 and sys.argv[1] == "--put-load":
         put_load(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--serve-bare":
+        serve_bare(sys.argv[2])
     else:
         sys.exit(main())
