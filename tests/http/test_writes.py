@@ -137,6 +137,8 @@ async def test_hera_form(server: RegistryServer, client: aiohttp.ClientSession) 
     for body, words in (({"host": "10.1.1.1"}, "needs \"addr\""), ({"host": "h", "port": 70000}, "needs")):
         status, answer = await call(client, "PUT", f"{url}/storage/bad", body)
         assert status == 400 and words in answer["error"], answer
+    status, answer = await call(client, "PUT", f"{url}/storage/big", {"addr": "10.1.1.3:1", "notes": "x" * 5000})
+    assert (status, answer["code"]) == (413, "RESOURCE_EXHAUSTED") and "4096" in answer["error"], answer
     status, _ = await call(client, "DELETE", f"{url}/storage/two")
     assert status == 200
     status, answer = await call(client, "PUT", f"{url}/v1/x", {"host": "10.1.1.1", "port": 1})
