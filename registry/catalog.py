@@ -302,9 +302,13 @@ class Catalog:
         return RingNode(service.replicas, service.weight)
 
     def _commit(self, group: str, b: Batch) -> GroupChange | None:
-        added = [s for k, s in b.services.items() if k not in b.original]
-        removed = [s for k, s in b.original.items() if k not in b.services]
-        updated = [s for k, s in b.services.items() if k in b.original and b.original[k] != s]
+        """One new state and version for the group, from what the batch touched and removed only."""
+        if not b.changed:
+            return None
+        services, original = b.owned(), b.original
+        added = [services[k] for k in b.touched if k not in original]
+        removed = [original[k] for k in b.gone if k not in services]
+        updated = [s for k in b.touched if k in original and original[k] != (s := services[k])]
         reordered = self.algorithm == "chash" and bool(b.touched)  # a re-insert moves it last
         if not (added or removed or updated or reordered):
             return None
@@ -313,17 +317,16 @@ class Catalog:
         if replicas is None and self.algorithm == "chash" and b.first is not None:
             replicas = b.first.replicas
         for s in updated:
-            self._count_health_change(b.original[s.id], s)
+            self._count_health_change(original[s.id], s)
         ring = state.ring if state is not None else Ring(self.algorithm)
-        if len(added) >= BULK_MIN and len(added) * 2 >= len(b.services):
-            routed = {k: self._node(replicas, s) for k, s in b.services.items() if self.routed(s)}
+        if len(added) >= BULK_MIN and len(added) * 2 >= len(services):
+            routed = {k: self._node(replicas, s) for k, s in services.items() if self.routed(s)}
             ring = Ring.build(self.algorithm, routed)
         else:
             for s in removed:
                 ring = ring.without(s.id)
-            for k, s in b.services.items():
-                if k not in b.touched:
-                    continue
+            for k in b.touched:  # for chash in services order: see Batch.touched
+                s = services[k]
                 if not self.routed(s):
                     ring = ring.without(k)
                     continue
@@ -331,7 +334,7 @@ class Catalog:
                 if self.algorithm == "chash" or ring.nodes.get(k) != node:
                     ring = ring.with_node(k, node)
         version = (state.version if state is not None else 0) + 1
-        self._groups[group] = GroupState(group, version, replicas, MappingProxyType(dict(b.services)), ring)
+        self._groups[group] = GroupState(group, version, replicas, MappingProxyType(services), ring)
         return GroupChange(group, version, added, removed, updated)
 
     def subscribe(self, callback: Callable[[GroupChange], None]) -> Callable[[], None]:

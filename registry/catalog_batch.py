@@ -53,27 +53,55 @@ def parse_int(raw: str | None, default: int, low: int, high: int) -> tuple[int, 
 
 
 class Batch:
-    """Working copy of one group's services during a batch."""
+    """Working copy of one group's services during a batch, copied on its first change (a refresh that
+    changes nothing, the common case for TTL services, costs no copy of a large group), and what the
+    batch did to it: the ids it (re)inserted and removed, so a commit costs what changed, not the group."""
 
     def __init__(self, state: GroupState | None, reinsert_last: bool) -> None:
         self.state = state
         self.original: Mapping[str, Service] = state.services if state is not None else {}
-        self.services: dict[str, Service] = dict(self.original)
-        self.touched: set[str] = set()  # ids (re)inserted in this batch, in services order
+        self._copy: dict[str, Service] | None = None
+        #: ids (re)inserted in this batch, in the order of their last insertion (for chash, the order
+        #: they take in ``services``: each upsert moves its service last there, and here)
+        self.touched: dict[str, None] = {}
+        #: ids of the original services this batch removed (some may have come back: see ``services``)
+        self.gone: dict[str, None] = {}
         self.first: Service | None = None  # first service ever added (chash group replicas)
         self.reinsert_last = reinsert_last  # chash: an upsert moves the service last (Go's Upsert)
 
+    @property
+    def services(self) -> Mapping[str, Service]:
+        """The group's services at this point of the batch."""
+        return self.original if self._copy is None else self._copy
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was written (the result may still equal the original)."""
+        return self._copy is not None
+
+    def owned(self) -> dict[str, Service]:
+        """The working copy itself (made now if not yet): the committed state takes it as it is."""
+        if self._copy is None:
+            self._copy = dict(self.original)
+        return self._copy
+
     def remove(self, name: str) -> None:
-        self.services.pop(name, None)
-        self.touched.discard(name)
+        if name not in self.services:
+            return
+        del self.owned()[name]
+        self.touched.pop(name, None)
+        if name in self.original:
+            self.gone[name] = None
 
     def upsert(self, service: Service) -> None:
         if self.services.get(service.id) == service:
             return
+        services = self.owned()
         if self.reinsert_last:
-            self.services.pop(service.id, None)
-        self.services[service.id] = service
-        self.touched.add(service.id)
+            services.pop(service.id, None)
+        services[service.id] = service
+        self.touched.pop(service.id, None)
+        self.touched[service.id] = None
         if self.first is None:
             self.first = service
 
