@@ -81,6 +81,20 @@ async def test_both_ways_and_a_900_kib_payload_whole(pair: tuple[SerfAgent, Serf
     assert b.stats["app.received"] == 2 and a.stats["app.sent"] == 2
 
 
+async def test_a_handler_may_send_from_inside(pair: tuple[SerfAgent, SerfAgent]) -> None:
+    """The handler runs inside the message's handling (the replication answers a digest there): a send
+    from it goes out like any other."""
+    a, b = pair
+    in_a = Inbox()
+    a.set_app_handler(in_a)
+    sent: list[bool] = []
+    b.set_app_handler(lambda payload: sent.append(b.send_app("a", b"re: " + payload)))
+    for i in range(3):
+        assert a.send_app("b", b"%d" % i)
+    assert await wait(lambda: sorted(in_a.got) == [b"re: 0", b"re: 1", b"re: 2"], 20), in_a.got
+    assert sent == [True, True, True]
+
+
 async def test_over_the_limit_is_refused_on_receive(pair: tuple[SerfAgent, SerfAgent]) -> None:
     """A body over max_stream_user_msg_size is dropped by the receiver (plain: at the stream's header;
     compressed or encrypted: once opened), and the channel still works after it."""
