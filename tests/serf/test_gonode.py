@@ -116,7 +116,8 @@ def web_tags(port: int) -> dict[str, str]:
 
 
 def registry_tags(reg: Registry) -> dict[str, str]:
-    return {"addr": reg.rpc, "group": "registry-group", "id": reg.id}
+    """A registry's tags as a Go node sees them (repl=1: it replicates TTL services, registry/ttl)."""
+    return {"addr": reg.rpc, "group": "registry-group", "id": reg.id, "repl": "1"}
 
 
 # -- join both ways, tags, ring ------------------------------------------------------------------
