@@ -143,7 +143,6 @@ async def test_a_registry_joining_a_pool_of_many_groups_gets_them_in_few_streams
         stats = b.agent.stats
         shed = {k: v for k, v in stats.items() if k.startswith("tcp.in.shed")}
         assert not shed, f"streams shed on the new registry: {shed}"
-        assert b.ttl.counters()["driver.messages.received"] <= 10
     finally:
         if b is not None:
             await b.close()
