@@ -16,7 +16,9 @@ Measured over a window starting one period after the last service registered:
     PUT's own round trip); the first marker (which creates its group) is not counted;
   * lost entries: after the window, the load stops and every registry must list every service in
     Members of its group (TTL 30 s, so none expired): the count missing, summed over registries (must be 0);
-  * the PUT rate achieved and the PUTs refused or failed (must be 0).
+  * the PUT rate achieved and the PUTs refused or failed (must be 0);
+  * after the window, the load still running: a 4th registry joins through A; the seconds from its
+    spawn to its /metrics counting every service (what a restarted registry takes to be whole).
 
 The services first register over a ramp (service i at i * ramp / N), then each is refreshed every P s
 from its registration on: registering is the costly part (each new service joins its group's ring on
@@ -46,6 +48,7 @@ GROUPS = [f"bench-ttl-{i}" for i in range(10)]
 MARKER_GROUP = "bench-ttl-marker"
 TTL = "30s"
 CONNECTIONS = 16
+_GOSSIP: list[str] = []  # the pool's gossip addresses, A's first
 
 
 def _start_pool(group: common.ProcGroup, env: dict[str, str]) -> tuple[list[common.Proc], list[str], list[str]]:
@@ -62,6 +65,7 @@ def _start_pool(group: common.ProcGroup, env: dict[str, str]) -> tuple[list[comm
         common.wait_server(p, "127.0.0.1", r, 60)
         if i == 0:
             seed = f"127.0.0.1:{g}"
+        _GOSSIP.append(f"127.0.0.1:{g}")
         procs.append(p)
         https.append(f"http://127.0.0.1:{h}")
         rpcs.append(f"127.0.0.1:{r}")
@@ -195,6 +199,34 @@ def _marker_delays(http_a: str, rpc_c: str, rounds: int, stop: threading.Event) 
     return delays
 
 
+def _rejoin(group: common.ProcGroup, env: dict[str, str], https: list[str], n: int) -> float:
+    """Seconds from spawning a 4th registry (joined through A) to its holding all n services."""
+    import re
+    import urllib.request
+
+    seed = _GOSSIP[0]
+    g, r, m = common.free_ports(3)
+    argv = common.registry_argv("ttl-D", g, r, join=seed, profile="lan") + ["-metrics-addr", f"127.0.0.1:{m}"]
+    t0 = time.monotonic()
+    d = group.add(common.Proc("D", argv, env=env))
+    sample = re.compile(r'^registry_ttl_entries\{group="bench-ttl-\d+"\} (\S+)$', re.M)
+
+    def whole() -> bool:
+        if not d.alive():
+            raise RuntimeError(f"registry D exited:\n{d.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{m}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return False
+        return sum(int(float(v)) for v in sample.findall(text)) == n
+
+    common.wait_for(whole, 300, 0.01, "the 4th registry holding every service")
+    took = time.monotonic() - t0
+    d.stop()
+    return took
+
+
 def _missing(rpcs: list[str], load: Load) -> dict[str, int]:
     """Per registry, how many services it does not list (every one was written within the TTL)."""
     from registry.client import NotFound, RpcClient
@@ -217,8 +249,9 @@ def _missing(rpcs: list[str], load: Load) -> dict[str, int]:
     return out
 
 
-async def _measure(procs: list[common.Proc], https: list[str], rpcs: list[str], n: int, period: float,
-                   window: float, ramp: float, replicas: int) -> list[common.Record]:
+async def _measure(group: common.ProcGroup, env: dict[str, str], procs: list[common.Proc], https: list[str],
+                   rpcs: list[str], n: int, period: float, window: float, ramp: float,
+                   replicas: int) -> list[common.Record]:
     idle_rss = [common.rss_bytes(p.popen.pid) / 2**20 for p in procs if p.popen is not None]
     load = Load(https, n, period, ramp, replicas)
     runner = asyncio.create_task(load.run())
@@ -244,9 +277,10 @@ async def _measure(procs: list[common.Proc], https: list[str], rpcs: list[str], 
     rss = [common.rss_bytes(pid) / 2**20 for pid in pids]
     rate = (load.done - done0) / elapsed
     stop.set()
+    await asyncio.get_running_loop().run_in_executor(None, marker.join)
+    rejoin = await asyncio.get_running_loop().run_in_executor(None, _rejoin, group, env, https, n)
     load.stop()
     await runner
-    await asyncio.get_running_loop().run_in_executor(None, marker.join)
     delays = delays_box[0] if delays_box else []
     missing = await asyncio.get_running_loop().run_in_executor(None, _missing, rpcs, load)
     points = f"replicas {replicas}" if replicas else "the default 4096 ring points each"
@@ -271,6 +305,9 @@ async def _measure(procs: list[common.Proc], https: list[str], rpcs: list[str], 
                                   "ms", how_d))
         recs.append(common.record("replication delay A->C p99", round(common.percentile(delays, 99) * 1000, 1),
                                   "ms", how_d))
+    recs.append(common.record(f"a 4th registry joining holds all {n:,}", round(rejoin, 2), "s",
+                              "from its process's spawn (imports and start included) to its /metrics counting "
+                              "every service in registry_ttl_entries, the load still running; it joins through A"))
     recs.append(common.record("lost entries (missing on a registry)", sum(missing.values()), "",
                               f"after the load: services not in Members of their group, per registry {missing}"))
     return recs
@@ -297,7 +334,7 @@ def main() -> int:
     env = common.repo_env()
     with common.ProcGroup() as group:
         procs, https, rpcs = _start_pool(group, env)
-        records = asyncio.run(_measure(procs, https, rpcs, n, args.period, window, ramp, args.replicas))
+        records = asyncio.run(_measure(group, env, procs, https, rpcs, n, args.period, window, ramp, args.replicas))
     common.emit(records, args)
     return 0
 
