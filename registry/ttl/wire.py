@@ -134,20 +134,21 @@ def _pack(obj: Any) -> bytes:
     return data
 
 
-def _array_header(n: int) -> bytes:
+def _header(n: int, fix: int, x16: bytes, x32: bytes) -> bytes:
+    """A msgpack container header for `n` items: the fix form under 16, else the 16- or 32-bit one."""
     if n < 16:
-        return bytes((0x90 | n,))
+        return bytes((fix | n,))
     if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
+        return x16 + n.to_bytes(2, "big")
+    return x32 + n.to_bytes(4, "big")
+
+
+def _array_header(n: int) -> bytes:
+    return _header(n, 0x90, b"\xdc", b"\xdd")
 
 
 def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return b"\xde" + n.to_bytes(2, "big")
-    return b"\xdf" + n.to_bytes(4, "big")
+    return _header(n, 0x80, b"\xde", b"\xdf")
 
 
 def encode(msg: Message) -> bytes:
