@@ -42,16 +42,16 @@ name in that group is held aside while that member is there (see ``apply_ttl``).
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from .catalog_batch import BULK_MIN, NO_GROUP, Batch, GroupState, Updates, parse_int
 from .healthtags import Health, parse_health
 from .ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, EmptyRing, Ring, RingNode
+from .service import Service, ServiceKind
 
 __all__ = [
     "MAX_WEIGHT",
@@ -78,34 +78,6 @@ MAX_WEIGHT = 64
 #: Largest accepted replicas tag (ring.MAX_REPLICAS caps "consistent" further; for
 #: "chash" every replica is a point, so a hostile tag must not cost seconds per join).
 MAX_REPLICAS_TAG = 100_000
-
-
-class ServiceKind(str, enum.Enum):
-    """How a service is in the pool: it gossips (a `Register`, a Go service: alive while it answers
-    pings), or a registry holds it for a TTL (an HTTP registration, `registry.ttl`: alive while it is
-    refreshed).  Both are on the rings by the same rules; Members says which each is."""
-
-    GOSSIP = "gossip"
-    TTL = "ttl"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class Service:
-    """One registered service instance, as the catalog knows it (health read from its tags)."""
-
-    id: str
-    group: str
-    addr: str
-    replicas: int
-    weight: int
-    tags: Mapping[str, str] = field(hash=False)
-    health: Health = Health.PASSING
-    #: Why it is not passing (the failing check's note); "" when passing.
-    health_note: str = ""
-    kind: ServiceKind = ServiceKind.GOSSIP
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .service import Service
+
 if TYPE_CHECKING:
-    from .catalog import Service
     from .ring import Ring
 
 __all__ = ["BULK_MIN", "NO_GROUP", "Batch", "GroupState", "Updates", "parse_int"]
