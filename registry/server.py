@@ -218,6 +218,7 @@ class RegistryServer:
             if not self._joined:
                 self._tasks.append(asyncio.create_task(self._rejoin_loop()))
         else:
+            self.ttl.synced_now()  # no peer: nothing to wait for
             self._serve()  # a pool of one, its catalog reconciled above
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
 
@@ -268,15 +269,28 @@ class RegistryServer:
             self._joined = True
             log.info("joined the pool", contacted=n)
             self._reconcile()  # the member table the seeds sent, into the catalog now
-            self._serve()
+            # TTL services come from the peers by replication, not with the member table: SERVING once
+            # they are here (at once without a peer speaking it; bounded by the driver)
+            if self.ttl.synced_now():
+                self._serve()
+            else:
+                self._tasks.append(asyncio.create_task(self._serve_when_synced()))
         else:
             log.warning("no seed answered; will retry", seeds=self.config.registries)
+
+    async def _serve_when_synced(self) -> None:
+        """SERVING once the TTL services of the peers are here (`TtlDriver.wait_synced`, bounded)."""
+        await self.ttl.wait_synced()
+        self._serve()
 
     def _serve(self) -> None:
         """Health says SERVING: the catalog is loaded (never once stopping: shutdown latched it)."""
         if not self._stopping and not self.health.serving:
             self.health.set_serving(True)
-            log.info("health: serving", services=sum(len(self.catalog.members(g)) for g in self.catalog.groups()))
+            ttl = self.ttl
+            now = ttl.now_ms()
+            log.info("health: serving", services=sum(len(self.catalog.members(g)) for g in self.catalog.groups()),
+                     ttl_services=sum(len(ttl.store.live(g, now_ms=now)) for g in ttl.store.groups()))
 
     def _interval(self, configured: float, default_lan: float) -> float:
         if configured > 0:

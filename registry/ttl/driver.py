@@ -29,6 +29,14 @@ given peer is picked about once per interval by someone, so a lost message delay
 registry by at most about one anti-entropy interval per peer. A peer newly seen (joined, restarted,
 back from a partition) gets a digest at once, so a restarted registry is whole after one round trip.
 
+Readiness (`wait_synced`, `synced`): a registry that joins (or restarts into) a pool holds no TTL
+service until its peers' answers arrive, ~0.1 s to seconds after the join; the server says SERVING
+only once every peer's first exchange (`Replicator.syncing`) is answered whole, so a Match in between
+cannot miss a TTL service every other registry routes to. At once with no peer speaking the
+replication (a pool of one, or only Go registries); after `sync_bound_s` whatever happens (a peer
+killed without a leave is still "alive" until the failure detector says otherwise, and never
+answers), with a warning naming the peers that did not answer.
+
 Faults: an exception inside the timer or the message handler is a bug; it is counted
 (``stats["errors"]``, the metric key ``driver.errors``) and logged at ERROR with its traceback, once per
 kind (memberlist's `HandlerErrors`: a bug hit by every write logs once, not a thousand times a second,
@@ -170,6 +178,9 @@ class TtlDriver:
         self._timer_ms: int | None = None
         self._peers: frozenset[str] = frozenset()
         self._closed = False
+        self._synced = False
+        self._sync_wanted = False  # someone asked (synced_now): from then on `synced` latches
+        self._sync_event = asyncio.Event()
         agent.set_app_handler(self._on_message)
         self.refresh_peers()
 
@@ -239,6 +250,48 @@ class TtlDriver:
     @property
     def peers(self) -> frozenset[str]:
         return self._peers
+
+    @property
+    def synced(self) -> bool:
+        """Whether the first exchange after the join is over (`wait_synced` returned); latched."""
+        return self._synced
+
+    @property
+    def sync_bound_s(self) -> float:
+        """How long `wait_synced` waits at most: two anti-entropy intervals, at least 5 s."""
+        return max(2 * self.replicator.config.anti_entropy_ms, 5_000) / 1000.0
+
+    def synced_now(self) -> bool:
+        """`synced`, after looking at the member table (the one the join brought, whatever member
+        events are still queued): True at once when no peer's first exchange is open (no peer)."""
+        if not self._synced:
+            self._sync_wanted = True
+            self.refresh_peers()
+            self._check_synced()
+        return self._synced
+
+    async def wait_synced(self, bound_s: float | None = None) -> bool:
+        """Wait until this registry holds what its peers (the registries in the member table now)
+        hold: every peer's first exchange answered whole. True then (at once without a peer); False
+        after `bound_s` (default `sync_bound_s`) without it, logged with the peers that did not
+        answer. `synced` is True from then on either way (a dead peer must never keep a registry
+        NOT_SERVING)."""
+        if self.synced_now():
+            return True
+        bound = self.sync_bound_s if bound_s is None else bound_s
+        try:
+            await asyncio.wait_for(self._sync_event.wait(), bound)
+            return True
+        except asyncio.TimeoutError:
+            if self._synced:
+                return True
+            waiting = sorted(self.replicator.syncing())
+            self.stats["sync.timeouts"] += 1
+            log.warning("ttl: serving without the TTL services of peers that did not answer within %.1fs: %s",
+                        bound, ", ".join(waiting))
+            self._synced = True
+            self._sync_event.set()
+            return False
 
     def now_ms(self) -> int:
         """This driver's clock (wall ms): what `entries` and expiry compare against."""
@@ -314,7 +367,15 @@ class TtlDriver:
             self._send()
         except Exception as exc:  # noqa: BLE001 - a bug is counted and logged, the timer still re-armed
             self._errors.periodic_failed(exc, f"ttl replication send ({what})", "errors")
+        self._check_synced()
         self._arm()
+
+    def _check_synced(self) -> None:
+        """Latch `synced` once someone waits and no peer's first exchange is open."""
+        if self._sync_wanted and not self._synced and not self.replicator.syncing():
+            self._synced = True
+            self.stats["sync.done"] += 1
+            self._sync_event.set()
 
     def _apply(self, changes: list[Change]) -> None:
         if changes:

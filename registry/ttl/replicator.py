@@ -31,6 +31,19 @@ Two mechanisms, both needed:
   stays in the format (a digest with reply=False is counted and not answered); this replicator always
   asks with reply=True.
 
+**The first exchange with a new peer** (`syncing`): a restarted registry must not say SERVING before
+it holds the pool's entries, and "no answer" must be told from "not yet". So the digest a new peer gets
+carries an ``ask`` number (`wire`: its answer's messages carry ``ref`` = that number and the answer ends
+with an end mark counting them; an in-sync digest is answered by the end mark alone). A bucket-sum
+answer draws our records of the differing buckets, sent with an ask of their own whose answer (the
+peer's newer records of those buckets) is counted the same way. The peer stays in `syncing` until every
+ask of its first exchange is answered whole, in whatever order the messages come; the driver waits on
+that, with a bound of its own (a peer that died without a leave never answers). A tracked digest that
+reaches a peer before it knows us (its member event comes later, via gossip) would be dropped as from an
+unknown sender, and the new registry would wait for nothing: such a digest (with an ask) is kept (the
+latest per sender and range, at most `_EARLY_MAX`, for one ``anti_entropy_ms``) and answered when
+`set_peers` adds its sender. Digests of the periodic rounds carry no ask: they need no end mark.
+
 Hostile input: `receive` decodes with `wire.decode` (only `WireError`, counted ``drop.malformed``), drops a
 message whose sender is not in the peer set (``drop.unknown_sender``; the driver sends to a peer's known
 address by name, so a sender claiming a peer's name gets at most what that peer would get, sent to that
@@ -69,6 +82,25 @@ class ReplConfig:
 
 #: When the rate-limit tables are swept of expired marks (they hold peers x groups x ranges at most).
 _SWEEP_AT = 1024
+#: Digests with an ask kept from senders not yet peers (see the module docstring).
+_EARLY_MAX = 256
+
+
+@dataclass
+class _Ask:
+    """One ask of a first exchange: what its answer has brought so far."""
+
+    peer: str
+    #: Request messages sent under this number (each answered, and ended, on its own).
+    asks: int
+    ends: int = 0
+    #: Answer messages the end marks counted, and those that came.
+    expected: int = 0
+    got: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.ends >= self.asks and self.got >= self.expected
 
 
 def _size(entry: Entry) -> int:
@@ -99,6 +131,12 @@ class Replicator:
         self._sweep_at = _SWEEP_AT
         #: What answers sent each peer in the current window: peer -> (window start ms, records).
         self._spent: dict[str, tuple[int, int]] = {}
+        #: First exchanges under way: ask number -> its state; peer -> its asks not yet answered whole.
+        self._asks: dict[int, _Ask] = {}
+        self._syncing: dict[str, set[int]] = {}
+        self._next_ask = 1
+        #: Digests with an ask from senders not yet peers: (sender, lo) -> (when, digest).
+        self._early: dict[tuple[str, str | None], tuple[int, wire.Digest]] = {}
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -111,9 +149,18 @@ class Replicator:
         self._peer_set = frozenset(peers)
         self._answered = {k: v for k, v in self._answered.items() if k[0] in self._peer_set}
         self._spent = {k: v for k, v in self._spent.items() if k in self._peer_set}
+        for gone in [p for p in self._syncing if p not in self._peer_set]:
+            for ask in self._syncing.pop(gone):
+                self._asks.pop(ask, None)
         for peer in added:
             self.stats["ae.new_peer"] += 1
-            self._send_digest(peer)
+            self._syncing[peer] = set()
+            self._send_digest(peer, self._new_ask(peer))
+            for key in [k for k in self._early if k[0] == peer]:
+                when, early = self._early.pop(key)
+                if now_ms - when < self.config.anti_entropy_ms:
+                    self.stats["sync.early_answered"] += 1
+                    self._answer_digest(early, now_ms)
         if not peers:
             self._next_ae = None
         elif self._next_ae is None:
@@ -148,6 +195,8 @@ class Replicator:
             return []
         if msg.sender not in self._peer_set:
             self.stats["drop.unknown_sender"] += 1
+            if isinstance(msg, wire.Digest) and msg.reply and msg.ask is not None:
+                self._keep_early(msg, now_ms)
             return []
         if isinstance(msg, wire.Push):
             self.stats["recv.push"] += 1
@@ -157,14 +206,24 @@ class Replicator:
             if msg.reply:
                 self._answer_digest(msg, now_ms)
             return []
+        tracked = self._tracked(msg.sender, msg.ref)
         if isinstance(msg, wire.Buckets):
             self.stats["recv.buckets"] += 1
-            self._answer_buckets(msg, now_ms)
+            # part of a first exchange: our records of the differing buckets go with an ask of their own
+            self._answer_buckets(msg, now_ms, ask=None if tracked is None else self._new_ask(msg.sender, 0))
+            self._got(tracked)
             return []
         self.stats["recv.records"] += 1
+        if msg.end is not None:
+            if tracked is not None:
+                tracked.ends += 1
+                tracked.expected += msg.end
+                self._got(tracked, 0)
+            return []
         changes = self.store.merge(msg.entries, now_ms=now_ms)
         if msg.want_back:
             self._answer_records(msg, now_ms)
+        self._got(tracked)
         return changes
 
     def tick(self, *, now_ms: int) -> list[Change]:
@@ -187,6 +246,11 @@ class Replicator:
             self.store.next_expiry(),
         ) if d is not None]
         return min(deadlines) if deadlines else None
+
+    def syncing(self) -> frozenset[str]:
+        """The peers whose first exchange (`set_peers` added them) is not yet answered whole: what a
+        registry that just joined waits for before it says SERVING (see the module docstring)."""
+        return frozenset(p for p, asks in self._syncing.items() if asks)
 
     def drain(self) -> list[tuple[str, bytes]]:
         """(peer name, message) to send reliably, in order; emptied."""
@@ -217,10 +281,53 @@ class Replicator:
         self.stats["sent.bytes"] += len(message)
         self._out.append((peer, message))
 
-    def _send_digest(self, peer: str) -> None:
-        for message in wire.chunk_digest(self.name, self.store.digest(), reply=True,
-                                         max_bytes=self.config.max_message_bytes):
+    def _send_digest(self, peer: str, ask: int | None = None) -> None:
+        messages = wire.chunk_digest(self.name, self.store.digest(), reply=True,
+                                     max_bytes=self.config.max_message_bytes, ask=ask)
+        if ask is not None:
+            self._asks[ask].asks = len(messages)
+        for message in messages:
             self._send(peer, message)
+
+    # -- first exchanges ---------------------------------------------------------------------------
+
+    def _new_ask(self, peer: str, asks: int = 1) -> int:
+        """A new ask of `peer`'s first exchange (its request count set once the requests are made)."""
+        ask = self._next_ask
+        self._next_ask += 1
+        self._asks[ask] = _Ask(peer, asks)
+        self._syncing.setdefault(peer, set()).add(ask)
+        return ask
+
+    def _tracked(self, sender: str, ref: int | None) -> _Ask | None:
+        """The ask `ref` answers, if it is one of `sender`'s first exchange still open."""
+        if ref is None:
+            return None
+        ask = self._asks.get(ref)
+        return ask if ask is not None and ask.peer == sender else None
+
+    def _got(self, ask: _Ask | None, n: int = 1) -> None:
+        """`n` more messages of an ask's answer came; closes the ask (and the peer's first exchange)
+        once whole."""
+        if ask is None:
+            return
+        ask.got += n
+        if not ask.whole:
+            return
+        for number in [k for k, v in self._asks.items() if v is ask]:
+            del self._asks[number]
+            pending = self._syncing.get(ask.peer)
+            if pending is not None:
+                pending.discard(number)
+                if not pending:
+                    self.stats["sync.peers_done"] += 1
+
+    def _end(self, peer: str, ask: int | None, count: int, now_ms: int) -> None:
+        """The end mark of an answer to `ask` (nothing when the request asked for none). An answer of
+        nothing (in sync) is charged to the peer's budget like one of records."""
+        if ask is None or (count == 0 and not self._spend(peer, 0, now_ms)):
+            return
+        self._send(peer, wire.encode(wire.end_mark(self.name, ask, count)))
 
     def _window(self) -> int:
         return max(1, self.config.anti_entropy_ms // 4)
@@ -279,6 +386,7 @@ class Replicator:
         differ = [g for g in sorted(set(ours) | {g for g in theirs if self._in_range(g, msg.lo, msg.hi)})
                   if ours.get(g) != theirs.get(g)]
         if not differ:
+            self._end(msg.sender, msg.ask, 0, now_ms)
             return
         records = {g: self.store.records(g) if g in ours else [] for g in differ}
         big = {g for g, recs in records.items() if len(recs) >= self.store.bucketed_from}
@@ -286,31 +394,63 @@ class Replicator:
         if not self._spend(msg.sender, cost, now_ms):
             return
         self.stats["ae.groups_differ"] += len(differ)
+        sent = 0
         for group in differ:
             if group in big:
                 self.stats["ae.buckets_sent"] += 1
                 self._send(msg.sender, wire.encode(wire.Buckets(self.name, group,
-                                                                tuple(self.store.bucket_sums(group)))))
+                                                                tuple(self.store.bucket_sums(group)), msg.ask)))
+                sent += 1
                 continue
             for message in wire.chunk_records(self.name, group, records[group], want_back=True,
-                                              max_bytes=self.config.max_message_bytes):
+                                              max_bytes=self.config.max_message_bytes, ref=msg.ask):
                 self._send(msg.sender, message)
+                sent += 1
+        self._end(msg.sender, msg.ask, sent, now_ms)
 
-    def _answer_buckets(self, msg: wire.Buckets, now_ms: int) -> None:
-        """Records (want_back) of the buckets whose sums differ from ours, those buckets named."""
+    def _answer_buckets(self, msg: wire.Buckets, now_ms: int, *, ask: int | None = None) -> None:
+        """Records (want_back) of the buckets whose sums differ from ours, those buckets named; with
+        `ask` (a first exchange's, its request count still 0) they ask for an end mark."""
         if not self._can_spend(msg.sender, now_ms):
+            self._drop_ask(ask)
             return
         ours = self.store.bucket_sums(msg.group)
         differ = [b for b, (mine, theirs) in enumerate(zip(ours, msg.sums)) if mine != theirs]
         if not differ:
+            self._drop_ask(ask)
             return
         records = self.store.records_in(msg.group, differ)
         if not self._spend(msg.sender, len(records), now_ms):
+            self._drop_ask(ask)
             return
         self.stats["ae.buckets_differ"] += len(differ)
-        for message in wire.chunk_records(self.name, msg.group, records, want_back=True,
-                                          max_bytes=self.config.max_message_bytes, buckets=differ):
+        messages = wire.chunk_records(self.name, msg.group, records, want_back=True,
+                                      max_bytes=self.config.max_message_bytes, buckets=differ, ask=ask)
+        if ask is not None:
+            self._asks[ask].asks = len(messages)
+        for message in messages:
             self._send(msg.sender, message)
+
+    def _keep_early(self, msg: wire.Digest, now_ms: int) -> None:
+        """Keep a first-exchange digest from a sender not yet a peer (bounded; stale ones go first)."""
+        if len(self._early) >= _EARLY_MAX and (msg.sender, msg.lo) not in self._early:
+            age = self.config.anti_entropy_ms
+            self._early = {k: v for k, v in self._early.items() if now_ms - v[0] < age}
+            if len(self._early) >= _EARLY_MAX:
+                self.stats["drop.early_full"] += 1
+                return
+        self.stats["sync.early_kept"] += 1
+        self._early[(msg.sender, msg.lo)] = (now_ms, msg)
+
+    def _drop_ask(self, ask: int | None) -> None:
+        """An ask made for requests that were not sent after all (nothing to wait for)."""
+        if ask is None:
+            return
+        state = self._asks.pop(ask, None)
+        if state is not None:
+            pending = self._syncing.get(state.peer)
+            if pending is not None:
+                pending.discard(ask)
 
     def _answer_records(self, msg: wire.Records, now_ms: int) -> None:
         """Our records of the message's group and id range whose stamp differs from what it carried."""
@@ -320,9 +460,14 @@ class Replicator:
         held = (self.store.records(msg.group) if msg.buckets is None
                 else self.store.records_in(msg.group, msg.buckets))
         back = [e for e in held if self._in_range(e.id, msg.lo, msg.hi) and theirs.get(e.id) != e.stamp]
-        if not back or not self._spend(msg.sender, len(back), now_ms):
+        if not back:
+            self._end(msg.sender, msg.ask, 0, now_ms)
+            return
+        if not self._spend(msg.sender, len(back), now_ms):
             return
         self.stats["ae.records_back"] += len(back)
-        for message in wire.chunk_records(self.name, msg.group, back, want_back=False,
-                                          max_bytes=self.config.max_message_bytes):
+        messages = wire.chunk_records(self.name, msg.group, back, want_back=False,
+                                      max_bytes=self.config.max_message_bytes, ref=msg.ask)
+        for message in messages:
             self._send(msg.sender, message)
+        self._end(msg.sender, msg.ask, len(messages), now_ms)

@@ -7,15 +7,28 @@ another version rather than guess at it):
 - `Digest` ``[1, 2, sender, {group: bin}, reply, lo, hi]``: the digests (`TtlStore.digest`) of the
   sender's groups named in ``(lo, hi]`` (None: unbounded; so thousands of groups can go as several
   messages, and a group missing from one is one the sender lacks); reply=True asks the receiver to
-  compare and answer (the replicator answers with `Records`).
+  compare and answer (the replicator answers with `Records`). Trailing: ``ask`` (int or nil, below).
 - `Records` ``[1, 3, sender, group, [record...], want_back, lo, hi, buckets]``: the sender's records of
   one group whose ids lie in ``(lo, hi]`` (None: unbounded) and, unless buckets is nil, in those buckets
   (`store.bucket_of`), sorted by id. want_back=True asks the receiver for its own records of that range
   and those buckets that differ from these (so one message repairs both ways, and the answer carries only
-  the difference); a group too large for one message goes as several ranges.
+  the difference); a group too large for one message goes as several ranges. Trailing: ``ref``,
+  ``ask``, ``end`` (ints or nil, below).
 - `Buckets` ``[1, 4, sender, group, bin]``: a large group's `store.BUCKETS` bucket sums (8 bytes each,
   big-endian): the receiver answers with `Records` of the buckets that differ (want_back), so a round
   over a 10,000-entry group under steady refreshes carries the few buckets touched since, not the group.
+  Trailing: ``ref`` (int or nil).
+
+**Asks and their end** (how a restarted registry knows it holds the pool's entries before it says
+SERVING): a request (a `Digest`, or `Records` with want_back) may carry ``ask``, a number the asker
+picked. Every message of the answer then carries ``ref`` = that number, and the answer ends with an
+*end mark*: an empty `Records` of group ``""`` (no group has that name), want_back false, ``ref`` and
+``end`` = how many other messages the answer had (0: nothing differed, the "in sync" acknowledgement).
+The asker counts: the answer is whole once the end mark and that many messages arrived, in any order
+(bundles travel as separate streams, so the end mark may overtake them). Why trailing fields and an
+empty `Records` rather than a new message type: a decoder of the first format reads them as what they
+were (the trailing fields are ignored, the end mark is an empty `Records` that merges nothing and asks
+nothing), so no version bump and no message a peer would count as malformed.
 
 A record is an array, not a map (no field names repeated 10,000 times):
 ``[group, id, addr, {tag: value}, replicas|nil, weight|nil, ttl_ms, written_ms, writer, deleted, doc]``,
@@ -55,6 +68,7 @@ __all__ = [
     "chunk_records",
     "decode",
     "encode",
+    "end_mark",
 ]
 
 VERSION = 1
@@ -96,6 +110,8 @@ class Digest:
     #: The group names these digests cover: (lo, hi]; None is unbounded on that side.
     lo: str | None = None
     hi: str | None = None
+    #: Asks for an answer that ends with an end mark (`Records.end`) carrying this number.
+    ask: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,16 @@ class Records:
     hi: str | None = None
     #: The buckets (`store.bucket_of`) these records cover; None: all.
     buckets: tuple[int, ...] | None = None
+    #: Part of the answer to the receiver's ask of this number.
+    ref: int | None = None
+    #: Asks for an answer (to want_back) that ends with an end mark carrying this number.
+    ask: int | None = None
+    #: Not None: this is the end mark of the answer to `ref`, which had this many other messages.
+    end: int | None = None
+
+    @property
+    def is_end(self) -> bool:
+        return self.end is not None
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,13 @@ class Buckets:
     group: str
     #: `store.BUCKETS` sums, by bucket.
     sums: tuple[int, ...]
+    #: Part of the answer to the receiver's ask of this number.
+    ref: int | None = None
+
+
+def end_mark(sender: str, ref: int, count: int) -> Records:
+    """The end of the answer to ask `ref`, which had `count` other messages (see the module docstring)."""
+    return Records(sender, "", [], False, ref=ref, end=count)
 
 
 Message = Push | Digest | Records | Buckets
@@ -156,11 +189,12 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Push):
         return _pack([VERSION, MsgType.PUSH.value, msg.sender, [_record(e) for e in msg.entries]])
     if isinstance(msg, Digest):
-        return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply, msg.lo, msg.hi])
+        return _pack([VERSION, MsgType.DIGEST.value, msg.sender, msg.digests, msg.reply, msg.lo, msg.hi, msg.ask])
     if isinstance(msg, Buckets):
-        return _pack([VERSION, MsgType.BUCKETS.value, msg.sender, msg.group, _sums(msg.sums)])
+        return _pack([VERSION, MsgType.BUCKETS.value, msg.sender, msg.group, _sums(msg.sums), msg.ref])
     return _pack([VERSION, MsgType.RECORDS.value, msg.sender, msg.group, [_record(e) for e in msg.entries],
-                  msg.want_back, msg.lo, msg.hi, None if msg.buckets is None else list(msg.buckets)])
+                  msg.want_back, msg.lo, msg.hi, None if msg.buckets is None else list(msg.buckets),
+                  msg.ref, msg.ask, msg.end])
 
 
 def _sums(sums: Sequence[int]) -> bytes:
@@ -198,41 +232,45 @@ def chunk_push(sender: str, entries: Iterable[Entry], max_bytes: int) -> list[by
 
 
 def chunk_records(sender: str, group: str, entries: Iterable[Entry], *, want_back: bool,
-                  max_bytes: int, buckets: Sequence[int] | None = None) -> list[bytes]:
+                  max_bytes: int, buckets: Sequence[int] | None = None,
+                  ref: int | None = None, ask: int | None = None) -> list[bytes]:
     """`Records` messages for one group, sorted by id, each at most `max_bytes`, whose ranges ``(lo, hi]``
     cover every id together: the first from the bottom, the last to the top (one message covers all),
-    each within `buckets` (None: all). An empty `entries` gives one message (an ask, with want_back)."""
+    each within `buckets` (None: all). An empty `entries` gives one message (an ask, with want_back).
+    `ref` and `ask` go in every message (see the module docstring)."""
     ordered = sorted(entries, key=lambda e: e.id)
     packed = [_pack(_record(e)) for e in ordered]
     longest = max((len(e.id.encode("utf-8", "surrogatepass")) for e in ordered), default=0)
     head = _pack(VERSION) + _pack(MsgType.RECORDS.value) + _pack(sender) + _pack(group)
-    tail = _pack(None if buckets is None else list(buckets))
+    tail = _pack(None if buckets is None else list(buckets)) + _pack(ref) + _pack(ask) + _pack(None)
     budget = max_bytes - len(head) - len(tail) - 2 * (longest + 5) - _OVERHEAD
     spans = _chunks(packed, budget)
     out = []
     for n, (start, end) in enumerate(spans):
         lo = None if n == 0 else ordered[start - 1].id
         hi = None if n == len(spans) - 1 else ordered[end - 1].id
-        out.append(b"".join((_array_header(9), head, _array_header(end - start), *packed[start:end],
+        out.append(b"".join((_array_header(12), head, _array_header(end - start), *packed[start:end],
                              _pack(want_back), _pack(lo), _pack(hi), tail)))
     return out
 
 
-def chunk_digest(sender: str, digests: dict[str, bytes], *, reply: bool, max_bytes: int) -> list[bytes]:
+def chunk_digest(sender: str, digests: dict[str, bytes], *, reply: bool, max_bytes: int,
+                 ask: int | None = None) -> list[bytes]:
     """`Digest` messages for `digests`, sorted by group, each at most `max_bytes`, whose ranges ``(lo, hi]``
-    cover every group name together (one message when they fit, the usual case; an empty map gives one)."""
+    cover every group name together (one message when they fit, the usual case; an empty map gives one),
+    each carrying `ask` (each is answered, and ended, on its own)."""
     names = sorted(digests)
     packed = [_pack(name) + _pack(digests[name]) for name in names]
     longest = max((len(n.encode("utf-8", "surrogatepass")) for n in names), default=0)
     head = _pack(VERSION) + _pack(MsgType.DIGEST.value) + _pack(sender)
-    budget = max_bytes - len(head) - 2 * (longest + 5) - _OVERHEAD
+    budget = max_bytes - len(head) - 2 * (longest + 5) - 9 - _OVERHEAD
     spans = _chunks(packed, budget)
     out = []
     for n, (start, end) in enumerate(spans):
         lo = None if n == 0 else names[start - 1]
         hi = None if n == len(spans) - 1 else names[end - 1]
-        out.append(b"".join((_array_header(7), head, _map_header(end - start), *packed[start:end],
-                             _pack(reply), _pack(lo), _pack(hi))))
+        out.append(b"".join((_array_header(8), head, _map_header(end - start), *packed[start:end],
+                             _pack(reply), _pack(lo), _pack(hi), _pack(ask))))
     return out
 
 
@@ -256,6 +294,11 @@ def _int(value: object, what: str) -> int:
 
 def _opt_int(value: object, what: str) -> int | None:
     return None if value is None else _int(value, what)
+
+
+def _trailing_int(msg: list[Any], index: int, what: str) -> int | None:
+    """An optional trailing field: None when absent (a sender of the first format) or nil."""
+    return _opt_int(msg[index], what) if len(msg) > index else None
 
 
 def _bool(value: object, what: str) -> bool:
@@ -332,14 +375,15 @@ def decode(data: bytes, limits: Limits) -> Message:
             raise WireError("the digests are not a map of group to bin")
         lo = _opt_str(msg[5], "lo") if len(msg) > 5 else None
         hi = _opt_str(msg[6], "hi") if len(msg) > 6 else None
-        return Digest(sender, digests, _bool(msg[4], "reply"), lo, hi)
+        return Digest(sender, digests, _bool(msg[4], "reply"), lo, hi, _trailing_int(msg, 7, "ask"))
     if kind is MsgType.BUCKETS:
         _list(msg, "buckets", 5)
         sums = msg[4]
         if not isinstance(sums, bytes) or len(sums) != 8 * BUCKETS:
             raise WireError(f"the bucket sums are not {8 * BUCKETS} bytes")
         return Buckets(sender, _str(msg[3], "the group"),
-                       tuple(int.from_bytes(sums[i:i + 8], "big") for i in range(0, len(sums), 8)))
+                       tuple(int.from_bytes(sums[i:i + 8], "big") for i in range(0, len(sums), 8)),
+                       _trailing_int(msg, 5, "ref"))
     _list(msg, "records", 8)
     buckets: tuple[int, ...] | None = None
     if len(msg) > 8 and msg[8] is not None:
@@ -352,5 +396,8 @@ def decode(data: bytes, limits: Limits) -> Message:
     entries = _entries(msg[4])
     if any(e.group != group for e in entries):
         raise WireError("a record's group is not the message's")
+    end = _trailing_int(msg, 11, "end")
+    if end is not None and (entries or end < 0):
+        raise WireError("an end mark carries records or a negative count")
     return Records(sender, group, entries, _bool(msg[5], "want_back"), _opt_str(msg[6], "lo"),
-                   _opt_str(msg[7], "hi"), buckets)
+                   _opt_str(msg[7], "hi"), buckets, _trailing_int(msg, 9, "ref"), _trailing_int(msg, 10, "ask"), end)
