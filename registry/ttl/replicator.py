@@ -48,7 +48,8 @@ Hostile input: `receive` decodes with `wire.decode` (only `WireError`, counted `
 message whose sender is not in the peer set (``drop.unknown_sender``; the driver sends to a peer's known
 address by name, so a sender claiming a peer's name gets at most what that peer would get, sent to that
 peer), and bounds what messages can make it send: at most one digest answer per peer (and digest
-range) per ``anti_entropy_ms / 4`` (``drop.rate``), and in that window answers (to digests, bucket sums
+range, and kind: periodic or with an ask) per ``anti_entropy_ms / 4`` (``drop.rate``), and in that
+window answers (to digests, bucket sums
 and records asking back) carrying at most three times the records held, plus 1,024, to one peer
 (``drop.budget``): an honest exchange never needs more, a flood of asks gets no more.
 """
@@ -126,8 +127,8 @@ class Replicator:
         self._queue_since: int | None = None
         self._next_ae: int | None = None
         self._out: list[tuple[str, bytes]] = []
-        #: Digest answers: (peer, lo) -> when it was last answered (ms).
-        self._answered: dict[tuple[str, str | None], int] = {}
+        #: Digest answers: (peer, lo, with an ask) -> when it was last answered (ms).
+        self._answered: dict[tuple[str, str | None, bool], int] = {}
         self._sweep_at = _SWEEP_AT
         #: What answers sent each peer in the current window: peer -> (window start ms, records).
         self._spent: dict[str, tuple[int, int]] = {}
@@ -359,7 +360,7 @@ class Replicator:
         self._spent[peer] = (start, spent + records + 1)
         return True
 
-    def _limited(self, key: tuple[str, str | None], now_ms: int) -> bool:
+    def _limited(self, key: tuple[str, str | None, bool], now_ms: int) -> bool:
         """Whether `key` was answered less than ``anti_entropy_ms / 4`` ago (counted); else marks it."""
         window = self._window()
         last = self._answered.get(key)
@@ -379,7 +380,11 @@ class Replicator:
     def _answer_digest(self, msg: wire.Digest, now_ms: int) -> None:
         """Records (want_back) for each group in the digest's range whose digest differs from ours, an
         empty ask for each group only they have."""
-        if self._limited((msg.sender, msg.lo), now_ms) or not self._can_spend(msg.sender, now_ms):
+        # Digests with an ask (a first exchange) are limited apart from the periodic ones: a registry
+        # killed and started again before we saw it go is still the same peer to us, and the periodic
+        # digest we answered for its former self must not leave its first exchange unanswered (it
+        # would wait for the driver's bound). A flood gets at most twice the answers, within the budget.
+        if self._limited((msg.sender, msg.lo, msg.ask is not None), now_ms) or not self._can_spend(msg.sender, now_ms):
             return
         ours = {g: d for g, d in self.store.digest().items() if self._in_range(g, msg.lo, msg.hi)}
         theirs = msg.digests

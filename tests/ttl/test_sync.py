@@ -148,3 +148,21 @@ def test_a_peer_that_leaves_is_no_longer_waited_for() -> None:
     assert net.nodes["a"].repl.syncing() == {"c"}
     net.set_peers("a", ["b"])
     assert net.nodes["a"].repl.syncing() == frozenset()
+
+
+def test_a_first_exchange_is_not_rate_limited_by_a_periodic_digest_answered_just_before() -> None:
+    """A registry killed and started again before its peer noticed is the same peer to it: the periodic
+    digest answered for its former self must not leave its first digest unanswered; a second first
+    digest within the window is limited as before."""
+    net = Net(["a", "b"], config=SLOW, connected=False)
+    b = net.nodes["b"].repl
+    b.set_peers(["a"], now_ms=net.now)
+    b.drain()
+    b.receive(wire.encode(wire.Digest("a", {"web": b"\0" * 8}, True)), now_ms=net.now)  # periodic, differs
+    assert len(b.drain()) == 1
+    first = wire.encode(wire.Digest("a", {}, True, ask=5))
+    b.receive(first, now_ms=net.now + 1)
+    [(_, mark)] = b.drain()
+    assert wire.decode(mark, net.limits) == wire.end_mark("b", 5, 0)
+    b.receive(first, now_ms=net.now + 2)
+    assert b.drain() == [] and b.stats["drop.rate"] == 1
