@@ -92,6 +92,7 @@ class _Ask:
     """One ask of a first exchange: what its answer has brought so far."""
 
     peer: str
+    number: int
     #: Request messages sent under this number (each answered, and ended, on its own).
     asks: int
     ends: int = 0
@@ -296,7 +297,7 @@ class Replicator:
         """A new ask of `peer`'s first exchange (its request count set once the requests are made)."""
         ask = self._next_ask
         self._next_ask += 1
-        self._asks[ask] = _Ask(peer, asks)
+        self._asks[ask] = _Ask(peer, ask, asks)
         self._syncing.setdefault(peer, set()).add(ask)
         return ask
 
@@ -315,13 +316,12 @@ class Replicator:
         ask.got += n
         if not ask.whole:
             return
-        for number in [k for k, v in self._asks.items() if v is ask]:
-            del self._asks[number]
-            pending = self._syncing.get(ask.peer)
-            if pending is not None:
-                pending.discard(number)
-                if not pending:
-                    self.stats["sync.peers_done"] += 1
+        del self._asks[ask.number]
+        pending = self._syncing.get(ask.peer)
+        if pending is not None:
+            pending.discard(ask.number)
+            if not pending:
+                self.stats["sync.peers_done"] += 1
 
     def _end(self, peer: str, ask: int | None, count: int, now_ms: int) -> None:
         """The end mark of an answer to `ask` (nothing when the request asked for none). An answer of
