@@ -1,4 +1,7 @@
-"""Throwaway PKI for the TLS tests: a CA, a server certificate for 127.0.0.1/localhost, a client certificate."""
+"""Throwaway PKI for the TLS tests: a CA, a server certificate for 127.0.0.1/localhost, a client certificate.
+
+Key identifiers (subject and authority) on every certificate: Python 3.13's default context sets
+VERIFY_X509_STRICT, which refuses a chain whose certificates lack them."""
 
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ def write_pki(d: Path) -> Pki:
             x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn)).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(valid[0]).not_valid_after(valid[1])
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
@@ -53,6 +57,8 @@ def write_pki(d: Path) -> Pki:
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(valid[0]).not_valid_after(valid[1])
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), critical=False)
             .add_extension(x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         )
