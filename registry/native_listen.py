@@ -173,7 +173,10 @@ class Listener:
         *,
         ssl: Any = None,
         ssl_handshake_timeout: float = 10.0,
+        name: str = "native gRPC",
     ) -> None:
+        #: Which front's listener this is, in its log lines (the HTTP front uses one too).
+        self.name = name
         self.factory = factory  # (source address, socket) -> a new asyncio.Protocol that is also a Peer
         self.table = table
         self.ssl = ssl
@@ -250,7 +253,7 @@ class Listener:
                 # shed, wait longer (Linux keeps the listening socket readable meanwhile).
                 self._pause(sock, 0.01 if shed else 1.0)
                 self._warn(
-                    "native gRPC: accept() failed (%s) with %d connections open; shed %d idle ones",
+                    "%s: accept() failed (%s) with %d connections open; shed %d idle ones", self.name,
                     exc.strerror or exc, len(self.table), shed,
                 )
                 return
@@ -284,7 +287,7 @@ class Listener:
             conn.close()
             if not isinstance(exc, Exception):
                 raise
-            log.debug("native gRPC: connection from %s failed before it started: %r", protocol.source, exc)
+            log.debug("%s: connection from %s failed before it started: %r", self.name, protocol.source, exc)
 
     def _pause(self, sock: socket.socket, delay: float) -> None:
         fd = sock.fileno()

@@ -154,7 +154,7 @@ class HttpFront:
         def factory(source: str, _sock: Any) -> Connection:
             return Connection(server, table, source, **kwargs)
 
-        self._listener = Listener(factory, table, ssl=ssl)
+        self._listener = Listener(factory, table, ssl=ssl, name="HTTP")
         try:
             self.port = await self._listener.start(host, port)
         except BaseException:
