@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,7 +144,7 @@ async def test_hera_form(server: RegistryServer, client: aiohttp.ClientSession) 
     assert status == 404  # a reserved first segment is not a service
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.curl
 async def test_hera_readme_example_with_curl(server: RegistryServer) -> None:
     port = server.http_address.rsplit(":", 1)[1]
     async def curl(*args: str) -> str:
