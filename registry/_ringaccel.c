@@ -7,7 +7,8 @@
  * operations x 4096 points, which does not fit the 2 ms join target.  Here each
  * touched bucket costs one new array and one memcpy-speed merge.
  *
- * insert() and remove() (a join, a leave) and build() (a whole ring at once).  All
+ * insert() and remove() (a join, a leave), insert_many() (several joins in one merge) and
+ * build() (a whole ring at once).  All
  * receive the NEW snapshot's own bucket list and flags (copied by the caller and not yet visible to any reader).  A touched
  * bucket is replaced by a fresh array('Q'); no existing array is ever written to, so
  * older snapshots sharing those arrays see no change (copy-on-write).  On error the
@@ -193,8 +194,15 @@ update_bucket(PyObject *bk, char *flags, Py_ssize_t b, const uint64_t *xs, Py_ss
     uint64_t *o = out.buf;
     Py_ssize_t j = 0, w = 0;  /* next old entry to copy; next slot to write */
     for (Py_ssize_t t = 0; t < k; t++) {
-        Py_ssize_t pos = adding ? insert_pos(a, j, na - 1, xs[t], ids, name)
-                                : find_entry(a, j, na - 1, xs[t]);
+        Py_ssize_t pos;
+        if (adding) {
+            /* name NULL: several owners (insert_many); each entry's own id decides its ties. */
+            PyObject *who = name != NULL ? name : owner_id(ids, xs[t]);
+            pos = who == NULL ? -1 : insert_pos(a, j, na - 1, xs[t], ids, who);
+        }
+        else {
+            pos = find_entry(a, j, na - 1, xs[t]);
+        }
         if (pos < 0)
             goto fail;
         memcpy(o + w, a + j, (size_t)(pos - j) * 8);
@@ -307,6 +315,117 @@ static PyObject *
 remove_(PyObject *Py_UNUSED(self), PyObject *args)
 {
     return update(args, 0);
+}
+
+/* Sort points xs (n) by value, carrying each one's owner os[i] along; stable (LSD radix,
+ * 8 bits per pass), so equal points keep the order they came in: insert_many's callers
+ * pass the owners in id order, which is then the order of a tied run. */
+static void
+sort_pairs(uint64_t *xs, uint16_t *os, uint64_t *xt, uint16_t *ot, Py_ssize_t n)
+{
+    uint64_t *sx = xs, *dx = xt;
+    uint16_t *so = os, *dO = ot;
+    for (int shift = 0; shift < 64; shift += 8) {
+        Py_ssize_t count[257] = {0};
+        for (Py_ssize_t i = 0; i < n; i++)
+            count[((sx[i] >> shift) & 0xff) + 1]++;
+        for (int d = 0; d < 256; d++)
+            count[d + 1] += count[d];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t at = count[(sx[i] >> shift) & 0xff]++;
+            dx[at] = sx[i];
+            dO[at] = so[i];
+        }
+        uint64_t *t = sx; sx = dx; dx = t;
+        uint16_t *u = so; so = dO; dO = u;
+    }
+    /* 8 passes: the sorted pairs are back in xs, os. */
+}
+
+/* insert_many(buckets, flags, points, owners, ids): insert() of several owners in one
+ * merge per touched bucket.  points[i] (a sequence of ints) belong to owner index
+ * owners[i]; the owners come in id order (ties then need no sort by name here). */
+static PyObject *
+insert_many(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *bk, *points, *owners, *ids;
+    Py_buffer flags;
+    if (!PyArg_ParseTuple(args, "O!w*O!O!O!:insert_many", &PyList_Type, &bk, &flags, &PyList_Type,
+                          &points, &PyList_Type, &owners, &PyList_Type, &ids))
+        return NULL;
+    PyObject *result = NULL;
+    PyObject **seqs = NULL;
+    uint64_t *xs = NULL;
+    uint16_t *os = NULL;
+    Py_ssize_t m = PyList_GET_SIZE(points), nseq = 0, n = 0;
+    if (flags.len != 2 * NBUCKETS || PyList_GET_SIZE(bk) != NBUCKETS) {
+        PyErr_SetString(PyExc_ValueError, "expected 2**14 buckets and 2 * 2**14 flags");
+        goto done;
+    }
+    if (PyList_GET_SIZE(owners) != m) {
+        PyErr_SetString(PyExc_ValueError, "points and owners must have one item per owner");
+        goto done;
+    }
+    seqs = PyMem_Calloc((size_t)(m ? m : 1), sizeof(PyObject *));
+    if (seqs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; nseq < m; nseq++) {
+        seqs[nseq] = PySequence_Fast(PyList_GET_ITEM(points, nseq), "points must be sequences of ints");
+        if (seqs[nseq] == NULL)
+            goto done;
+        n += PySequence_Fast_GET_SIZE(seqs[nseq]);
+    }
+    xs = PyMem_Malloc(2 * (size_t)(n ? n : 1) * sizeof(uint64_t));
+    os = PyMem_Malloc(2 * (size_t)(n ? n : 1) * sizeof(uint16_t));
+    if (xs == NULL || os == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t owner = PyLong_AsSsize_t(PyList_GET_ITEM(owners, i));
+        if (owner == -1 && PyErr_Occurred())
+            goto done;
+        if (owner < 0 || (uint64_t)owner >= OWNER_MASK || owner >= PyList_GET_SIZE(ids)
+            || !PyUnicode_Check(PyList_GET_ITEM(ids, owner))) {
+            PyErr_SetString(PyExc_ValueError, "each owner must be an index of ids holding a str");
+            goto done;
+        }
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(seqs[i]);
+        PyObject **items = PySequence_Fast_ITEMS(seqs[i]);
+        for (Py_ssize_t p = 0; p < k; p++, at++) {
+            if (!PyLong_Check(items[p])) {
+                PyErr_SetString(PyExc_TypeError, "points must be ints");
+                goto done;
+            }
+            xs[at] = PyLong_AsUnsignedLongLong(items[p]);  /* OverflowError outside 0..2**64-1 */
+            if (xs[at] == (uint64_t)-1 && PyErr_Occurred())
+                goto done;
+            os[at] = (uint16_t)owner;
+        }
+    }
+    sort_pairs(xs, os, xs + n, os + n, n);
+    for (Py_ssize_t i = 0, j; i < n; i = j) {
+        Py_ssize_t b = (Py_ssize_t)(xs[i] >> LOW_BITS);
+        for (j = i; j < n && (Py_ssize_t)(xs[j] >> LOW_BITS) == b; j++)
+            xs[j] = xs[j] << OWNER_BITS | (uint64_t)os[j];
+        /* ids is the caller's new table: a str at every index read here (checked above
+         * for the new owners; owner_id checks the old entries' owners). */
+        if (update_bucket(bk, flags.buf, b, xs + i, j - i, 1, ids, NULL) < 0)
+            goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(xs);
+    PyMem_Free(os);
+    for (Py_ssize_t i = 0; i < nseq; i++)
+        Py_DECREF(seqs[i]);
+    PyMem_Free(seqs);
+    PyBuffer_Release(&flags);
+    return result;
 }
 
 /* Sort the k entries of one bucket (by point, then by the tie rank in the low bits).
@@ -529,6 +648,10 @@ static PyMethodDef methods[] = {
      "Add one entry per point for owner index `owner` (ids[owner] is its id, ids decides\n"
      "ties) to the bucket list, replacing each touched bucket by a new array('Q'), and\n"
      "set the touched buckets' flags."},
+    {"insert_many", insert_many, METH_VARARGS,
+     "insert_many(buckets, flags, points, owners, ids)\n--\n\n"
+     "insert() of several owners at once: points[i] are owner index owners[i]'s points;\n"
+     "the owners must come in id order.  One new array('Q') per touched bucket."},
     {"remove", remove_, METH_VARARGS,
      "remove(buckets, flags, points, owner)\n--\n\n"
      "Drop one entry per point of owner index `owner`, replacing each touched bucket by\n"

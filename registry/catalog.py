@@ -297,14 +297,20 @@ class Catalog:
         else:
             for s in removed:
                 ring = ring.without(s.id)
+            joins: list[tuple[str, RingNode]] = []
             for k in b.touched:  # for chash in services order: see Batch.touched
                 s = services[k]
                 if not self.routed(s):
                     ring = ring.without(k)
                     continue
                 node = self._node(replicas, s)
-                if self.algorithm == "chash" or ring.nodes.get(k) != node:
+                if self.algorithm == "chash":  # in this very order (Go's Upsert), as before
                     ring = ring.with_node(k, node)
+                elif ring.nodes.get(k) != node:
+                    joins.append((k, node))
+            # "consistent": one merge for all the joins and re-placements of the batch (its
+            # answers depend on the member set only); k joins would copy the whole ring k times.
+            ring = ring.with_nodes(joins)
         version = (state.version if state is not None else 0) + 1
         self._groups[group] = GroupState(group, version, replicas, MappingProxyType(services), ring)
         return GroupChange(group, version, added, removed, updated)

@@ -11,7 +11,7 @@ its hash and its tie rule.  The design, and the figures behind it: docs/ring.md.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import lshift, or_
@@ -300,6 +300,71 @@ class Ring:
         new._nodes[node_id] = node
         new._insert_points(idx, self.replica_points(node_id, node))
         return new
+
+    def with_nodes(self, items: Iterable[tuple[str, RingNode]]) -> Self:
+        """New ring equal to ``with_node`` of each item in turn; this ring is unchanged.
+
+        Why: a batch of joins (TTL services registered together, a peer's push) would
+        copy and merge the whole ring once per member; an algorithm that can merge
+        several owners in one pass over the existing points (``_insert_many``) does so
+        here.  The result is the sequential one entry for entry, owner indexes
+        included: they are assigned as ``with_node`` after ``with_node`` would.
+        ``"chash"``: the items one by one (the insert order is part of its answers).
+        """
+        items = list(items)
+        for node_id, node in items:
+            if not isinstance(node_id, str):
+                raise TypeError("node id must be a str")
+            if not isinstance(node, RingNode):
+                raise TypeError("nodes must be RingNode")
+        if len(items) <= 1 or not self.SAME_NODE_IS_NOOP:
+            ring = self
+            for node_id, node in items:
+                ring = ring.with_node(node_id, node)
+            return ring
+        # Replay the member table as the sequential joins leave it: which owner index each
+        # member ends on (a re-placed one frees its index first, trailing holes are trimmed,
+        # a joiner takes the lowest free index), without touching any point.
+        ids = list(self._ids)
+        index = dict(self._index)
+        nodes = dict(self._nodes)
+        for node_id, node in items:
+            old = nodes.get(node_id)
+            if old is not None:
+                if old == node:
+                    continue
+                ids[index.pop(node_id)] = None
+                while ids and ids[-1] is None:
+                    ids.pop()
+            try:
+                idx = ids.index(None)
+            except ValueError:
+                idx = len(ids)
+            self._admit(idx)
+            if idx < len(ids):
+                ids[idx] = node_id
+            else:
+                ids.append(node_id)
+            index[node_id] = idx
+            nodes[node_id] = node
+        # Members whose (index, placement) changed: their old points go, their new ones come.
+        moved = [k for k, i in index.items() if self._index.get(k) != i or self._nodes[k] != nodes[k]]
+        if not moved:
+            return self
+        new = self._clone()
+        for k in moved:
+            if k in self._nodes:
+                new._remove_points(self._index[k], self.replica_points(k, self._nodes[k]))
+        new._ids = ids
+        new._index = index
+        new._nodes = nodes
+        new._insert_many([(index[k], self.replica_points(k, nodes[k])) for k in moved])
+        return new
+
+    def _insert_many(self, owners: list[tuple[int, list[int]]]) -> None:
+        """Add the entries of several owners (``_ids`` already set); by default one by one."""
+        for idx, points in owners:
+            self._insert_points(idx, points)
 
     def without(self, node_id: str) -> Self:
         """New ring without ``node_id`` (the same ring if it is not a member)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, compress, repeat
 from operator import and_, eq, getitem, lshift, or_, rshift
 from types import ModuleType
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from .accel import load
 from .base import MAX_REPLICAS, EmptyRing, Ring, RingNode, bucket_runs
@@ -156,6 +156,20 @@ class ConsistentRing(Ring, algorithm="consistent"):
             flags[_CN:] = flags[:_CN]
             self._flags = flags
         self._npoints += len(points)
+
+    def _insert_many(self, owners: list[tuple[int, list[int]]]) -> None:
+        insert_many = getattr(self.accel, "insert_many", None)
+        if insert_many is None:  # pure Python, or a .so built before insert_many: one by one
+            super()._insert_many(owners)
+            return
+        # C: one merge per touched bucket for every owner at once.  Owners in id order: the
+        # C sort is stable, so a tied run comes out in id order (the smallest id first).
+        ids = self._ids
+        owners = sorted(owners, key=lambda o: cast(str, ids[o[0]]))
+        flags = bytearray(self._flags)
+        insert_many(self._bk, flags, [pts for _, pts in owners], [idx for idx, _ in owners], ids)
+        self._flags = flags
+        self._npoints += sum(len(pts) for _, pts in owners)
 
     def _remove_points(self, idx: int, points: list[int]) -> None:
         if self.accel is not None:
