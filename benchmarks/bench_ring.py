@@ -24,6 +24,10 @@ How each figure is measured (printed again with the results):
   exact share) and the ideal 1/(n+1); leave: one member of n+1 leaves.
 * lookups/s: ``get()`` over 200k distinct precomputed keys, best of 3 (CPU time);
   get_many/s: ``get_many()`` over the same keys in batches of 1000, best of 3.
+* batch of 20 joins: 20 fresh members (4096 points each) join a 1,000-member ring of
+  4096-point members (``Ring.build``): ``with_node`` 20 times in a row vs one
+  ``with_nodes`` of the 20 (one merge: what the catalog does with a push of TTL
+  writes); thread CPU time, median of ``--repeat`` trials each, measured in turns.
 * memory: bytes held by one snapshot (``sys.getsizeof`` of its point and
   owner arrays, bucket lists, node tables), at 1000 services; snapshots
   share unchanged buckets, so a second snapshot costs only what changed.
@@ -216,6 +220,31 @@ def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+BATCH_MEMBERS, BATCH_JOINS = 1000, 20
+HOW_BATCH = ("thread CPU time of {what} of {joins} fresh 4096-point members into a {members}-member ring of "
+             "4096-point members (Ring.build), incl. hashing; median of {repeat} trials, the two ways in turns")
+
+
+def batch_join(repeat: int) -> tuple[float, float]:
+    """(ms of BATCH_JOINS ``with_node`` in a row, ms of one ``with_nodes`` of them): same ring, same names."""
+    node = RingNode(MAX_REPLICAS)
+    base = Ring.build("consistent", {f"service-{i}": node for i in range(BATCH_MEMBERS)})
+    seq: list[float] = []
+    one: list[float] = []
+    for j in range(repeat):
+        items = [(f"fresh-{j}-{i}", node) for i in range(BATCH_JOINS)]
+
+        def one_by_one(items: list[tuple[str, RingNode]] = items) -> Ring:
+            ring = base
+            for k, n in items:
+                ring = ring.with_node(k, n)
+            return ring
+
+        seq.append(ms(one_by_one))
+        one.append(ms(lambda items=items: base.with_nodes(items)))  # type: ignore[misc]
+    return statistics.median(seq), statistics.median(one)
+
+
 HOW_INSERT = ("median thread CPU time (time.thread_time) of Ring.with_node of a fresh member on a ring of k-1 "
               "members built one by one, incl. hashing its points and dropping the result; {repeat} trials")
 HOW_DELETE = "median thread CPU time of Ring.without of one member of a k-member ring; {repeat} trials"
@@ -320,6 +349,15 @@ def main() -> int:
                   f"{res.lookups[n]:>10.0f} {res.many[n]:>11.0f} {res.memory[n] / 1e6:>7.1f}")
         del res
         gc.collect()
+    seq_ms, one_ms = batch_join(repeat)
+    print()
+    print(f"batch of {BATCH_JOINS} joins into a {BATCH_MEMBERS}-member 4096-point ring ({path_name()}): "
+          f"with_node one by one {seq_ms:.1f} ms, with_nodes {one_ms:.1f} ms ({seq_ms / one_ms:.1f}x)")
+    how = HOW_BATCH.format(joins=BATCH_JOINS, members=BATCH_MEMBERS, repeat=repeat, what="{what}")
+    recs.append(common.record(f"ring consistent: batch of {BATCH_JOINS} joins into {BATCH_MEMBERS}, one by one",
+                              seq_ms, "ms", how.format(what="with_node one by one") + f"; path: {path_name()}"))
+    recs.append(common.record(f"ring consistent: batch of {BATCH_JOINS} joins into {BATCH_MEMBERS}, with_nodes",
+                              one_ms, "ms", how.format(what="one with_nodes") + f"; path: {path_name()}"))
     print()
     ref_n = 100
     print(f"reference: uhashring.HashRing.add_node of member {ref_n} (xxh3 hash_fn), median of {repeat}:")
