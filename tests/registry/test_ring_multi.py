@@ -121,6 +121,21 @@ def test_tied_run_in_id_order(accel: ModuleType | None) -> None:
         assert ring.get_n(str(POOL[2]), 1)  # answers
 
 
+@pytest.mark.parametrize("accel", PATHS)
+@pytest.mark.parametrize("batch", [
+    [("c", RingNode(5))],                        # the last member re-placed: its index goes to the hole
+    [("c", RingNode(5)), ("d", RingNode(3))],    # ... and a joiner takes the next one
+    [("d", RingNode(3)), ("c", RingNode(5))],
+    [("c", RingNode(5)), ("c", RingNode(4))],    # re-placed back to what it was: moves all the same
+    [("a", RingNode(2)), ("e", RingNode(2)), ("d", RingNode(2)), ("f", RingNode(1, 3))],
+])
+def test_owner_indexes_as_one_by_one(accel: ModuleType | None, batch: list[tuple[str, RingNode]]) -> None:
+    # Holes in the owner table (b left), trailing ones trimmed: each member ends on the index
+    # the sequential joins give it, and no stale entry of a moved member stays behind.
+    check_batch({k: RingNode(4) for k in "abc"}, ["b"], batch, accel)
+    check_batch({k: RingNode(4) for k in "abcde"}, ["b", "d"], batch, accel)
+
+
 def test_chash_batch_is_the_ordered_upserts() -> None:
     ring = Ring("chash")
     for k in ("a", "b", "c"):
