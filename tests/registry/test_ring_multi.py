@@ -21,10 +21,11 @@ import registry.ring.consistent as ring_mod
 from registry.catalog import Catalog
 from registry.ring import ConsistentRing, Ring, RingNode
 from registry.ttl.entry import Entry, entry_tags
+from tests.registry.test_ring_accel import NO_ACCEL
 
 ACCEL = ConsistentRing.accel
 PATHS = [pytest.param(None, id="python"),
-         pytest.param(ACCEL, id="accel", marks=pytest.mark.skipif(ACCEL is None, reason="no registry._ringaccel"))]
+         pytest.param(ACCEL, id="accel", marks=pytest.mark.skipif(ACCEL is None, reason=NO_ACCEL))]
 KEYS = [f"key-{i}" for i in range(2000)]
 LOW, CN, LMASK = ring_mod._LOW, ring_mod._CN, ring_mod._LMASK
 #: Points that collide on purpose: bucket ends, bucket 0, the last bucket, several points per bucket.
