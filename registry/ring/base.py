@@ -141,6 +141,9 @@ class Ring:
     BITS: ClassVar[int]
     #: True where re-adding a member with unchanged parameters returns the same ring.
     SAME_NODE_IS_NOOP: ClassVar[bool]
+    #: True: an entry owns the keys up to its point, and of tied entries the first wins
+    #: (``"consistent"``); False: the keys from its point on, and the last wins (``"chash"``).
+    POINT_ENDS_ARC: ClassVar[bool]
 
     _nodes: dict[str, RingNode]
     _ids: list[str | None]
@@ -223,7 +226,17 @@ class Ring:
         raise NotImplementedError
 
     def _entries(self) -> Iterator[tuple[int, int]]:
-        """(point, owner index) of every entry in ring order (tests, shares)."""
+        """(point, owner index) of every entry in ring order (tests, shares, ``owned_arcs``)."""
+        raise NotImplementedError
+
+    def arc_at(self, point: int) -> tuple[int, int, str]:
+        """``(start, end, owner)``: the arc ``[start, end)`` holding hash ``point`` that one entry owns.
+
+        Why: the ring view (``registry.ring.view``) draws and compares snapshots at given
+        points of the hash space, where no key exists to hash.  ``start`` and ``end`` are
+        entry points; the arc wraps past ``2**BITS`` when ``end <= start`` (``end == start``:
+        one distinct point, the whole circle).  ``EmptyRing`` if there is no member.
+        """
         raise NotImplementedError
 
     def _arcs(self, acc: list[int], space: int) -> None:
@@ -421,6 +434,43 @@ class Ring:
                 out.append(name)
                 if len(out) >= want:
                     break
+        return out
+
+    def owner_at(self, point: int) -> str:
+        """Id of the member owning a key whose hash is ``point``: ``get`` without the hashing."""
+        return self.arc_at(point)[2]
+
+    def owned_arcs(self) -> list[tuple[int, str]]:
+        """``(start, owner)`` of every arc, starts ascending; an arc ends where the next starts.
+
+        One arc per distinct point (tied entries give their arc to the one a lookup lands
+        on), so the owners' arc lengths are exactly ``shares()``.  Walks every entry: for
+        small rings (the view's exact mode), not for the 4096-points-a-member ones.
+        """
+        pts: list[int] = []
+        owners: list[int] = []
+        for p, o in self._entries():
+            if pts and pts[-1] == p:
+                if not self.POINT_ENDS_ARC:
+                    owners[-1] = o  # the last of a tied run wins
+                continue
+            pts.append(p)
+            owners.append(o)
+        if self.POINT_ENDS_ARC and owners:  # the arc ending at point i starts at point i - 1
+            owners = owners[1:] + owners[:1]
+        ids = self._ids
+        return [(p, cast(str, ids[o])) for p, o in zip(pts, owners)]
+
+    def changed_members(self, other: Ring) -> set[str]:
+        """Members whose entries may differ between ``other`` and this ring.
+
+        Joined, left, or re-placed (a different ``RingNode``); every other member owns the
+        same points with the same tie rank in both, so only the arcs next to these members'
+        points can change owner (``registry.ring.view.moved_share`` relies on it).
+        """
+        mine, theirs = self._nodes, other._nodes
+        out = {k for k, node in mine.items() if theirs.get(k) != node}
+        out.update(k for k in theirs if k not in mine)
         return out
 
     def shares(self) -> dict[str, float]:

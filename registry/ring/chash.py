@@ -17,6 +17,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 from operator import and_, rshift
+from typing import cast
 
 from .base import EmptyRing, Ring, RingNode, bucket_runs
 from .hashing import crc32_key, crc32_points
@@ -34,17 +35,21 @@ class ChashRing(Ring, algorithm="chash"):
 
     ``2**14`` pairs of arrays (points ascending, owner index: 16-bit until a ring has more
     than 65536 members, then 32-bit); ``_nonempty`` lists the buckets holding points, for
-    the wrap-around step.
+    the wrap-around step.  ``_seq`` numbers each member's latest insert (``_clock`` is the
+    next number): the insert order decides ties, and ``changed_members`` must see a re-insert.
     """
 
-    __slots__ = ("_nonempty", "_own", "_pts")
+    __slots__ = ("_clock", "_nonempty", "_own", "_pts", "_seq")
 
     BITS = 32
     SAME_NODE_IS_NOOP = False
+    POINT_ENDS_ARC = False
 
     _pts: list[array[int]]
     _own: list[array[int]]
     _nonempty: array[int]
+    _seq: dict[str, int]
+    _clock: int
 
     key_hash = staticmethod(crc32_key)
 
@@ -60,12 +65,16 @@ class ChashRing(Ring, algorithm="chash"):
         self._pts = [array("I")] * _NBUCKETS
         self._own = [array("H")] * _NBUCKETS
         self._nonempty = array("I")
+        self._seq = {}
+        self._clock = 0
 
     def _share_storage(self, new: Ring) -> None:
         assert isinstance(new, ChashRing)
         new._pts = list(self._pts)
         new._own = list(self._own)
         new._nonempty = self._nonempty
+        new._seq = dict(self._seq)
+        new._clock = self._clock
 
     def _admit(self, idx: int) -> None:
         if idx > 0xFFFF and self._own[0].typecode == "H":
@@ -92,12 +101,18 @@ class ChashRing(Ring, algorithm="chash"):
             total += len(chunk)
         self._npoints = total
         self._nonempty = array("I", nonempty)
+        self._seq = {node_id: i for i, (node_id, _) in enumerate(items)}
+        self._clock = len(items)
 
     # ------------------------------------------------------------ join/leave
 
     def _insert_points(self, idx: int, points: list[int]) -> None:
         # One Python step per point: buckets are copied once per update
         # (sorted input groups them), then bisect + array.insert.
+        name = self._ids[idx]
+        assert name is not None
+        self._seq[name] = self._clock
+        self._clock += 1
         points = sorted(points)
         pts, own = self._pts, self._own
         filled: list[int] = []
@@ -123,6 +138,7 @@ class ChashRing(Ring, algorithm="chash"):
             self._nonempty = array("I", merged)
 
     def _remove_points(self, idx: int, points: list[int]) -> None:
+        self._seq.pop(cast(str, self._ids[idx]), None)
         points = sorted(points)
         pts, own = self._pts, self._own
         emptied: list[int] = []
@@ -184,6 +200,31 @@ class ChashRing(Ring, algorithm="chash"):
         j = bisect_left(nonempty, b) - 1  # -1 wraps to the largest point
         nb = nonempty[j]
         return nb, len(self._pts[nb]) - 1
+
+    def arc_at(self, point: int) -> tuple[int, int, str]:
+        if not 0 <= point < 1 << 32:
+            raise ValueError(f"point {point!r} is outside the 32-bit hash space")
+        b, i = self._locate(point)
+        pa = self._pts[b]
+        start = pa[i]
+        k = bisect_right(pa, start, i)
+        if k < len(pa):
+            end = pa[k]
+        else:  # the first point of the next non-empty bucket, wrap included
+            nonempty = self._nonempty
+            j = bisect_right(nonempty, b)
+            end = self._pts[nonempty[j if j < len(nonempty) else 0]][0]
+        name = self._ids[self._own[b][i]]
+        assert name is not None
+        return start, end, name
+
+    def changed_members(self, other: Ring) -> set[str]:
+        """Also the members re-inserted with the same ``RingNode``: one now wins the ties it lost."""
+        out = super().changed_members(other)
+        if isinstance(other, ChashRing):
+            theirs = other._seq
+            out.update(k for k, n in self._seq.items() if theirs.get(k, n) != n)
+        return out
 
     def _walk(self, key: str) -> Iterator[int]:
         b, i = self._locate(crc32_key(key))

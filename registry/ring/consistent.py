@@ -59,6 +59,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
 
     BITS = 64
     SAME_NODE_IS_NOOP = True
+    POINT_ENDS_ARC = True
     #: ``registry._ringaccel`` when built for this layout, else None.  Joins, leaves and bulk
     #: builds read it per call; a benchmark or test sets it to None to time or check the
     #: pure-Python passes (both build identical snapshots).
@@ -338,6 +339,28 @@ class ConsistentRing(Ring, algorithm="consistent"):
                 yield from map(and_, arr[:i], repeat(_OMASK))
                 return
             yield from map(and_, arr[:-1], repeat(_OMASK))
+
+    def arc_at(self, point: int) -> tuple[int, int, str]:
+        if not 0 <= point < 1 << 64:
+            raise ValueError(f"point {point!r} is outside the 64-bit hash space")
+        if not self._nodes:
+            raise EmptyRing("ring has no members")
+        b = point >> _LOW
+        bk, flags = self._bk, self._flags
+        arr = bk[b]
+        i = bisect_right(arr, ((point & _LMASK) << _OBITS) | _PROBE)
+        e, eb = arr[i], b
+        if e == _SENT:  # the first entry of the next non-empty bucket, wrap included
+            eb = self._flags.find(1, b + 1) & _CMASK
+            e = bk[eb][0]
+        if i:
+            s, sb = arr[i - 1], b
+        else:  # the last entry of the previous non-empty bucket (b itself when it is the only one)
+            sb = flags.rfind(1, 0, b + _CN) & _CMASK
+            s = bk[sb][-2]
+        name = self._ids[e & _OMASK]
+        assert name is not None
+        return (sb << _LOW) | (s >> _OBITS), (eb << _LOW) | (e >> _OBITS), name
 
     def _entries(self) -> Iterator[tuple[int, int]]:
         flags = self._flags
