@@ -26,7 +26,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from registry.addresses import (
     HostPort,
@@ -48,23 +48,25 @@ from registry.cliargs import (
     print_error,
     readable_file,
 )
+from registry.datacenter import datacenter_problem
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
 
 __all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
 DEFAULT_GOSSIP_PORT = 7370
+DEFAULT_WAN_PORT = 7372  # beside the LAN's 7370 (Consul: serf_lan 8301, serf_wan 8302)
 SUBCOMMANDS = ("members", "groups", "match", "keygen", "version")
 
 
-def decode_key(text: str) -> bytes:
+def decode_key(text: str, flag: str = "-encrypt") -> bytes:
     """A Serf keygen key: standard base64 of 16, 24 or 32 bytes."""
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise UsageError("-encrypt: key is not valid base64 (make one with `registry keygen`)") from None
+        raise UsageError(f"{flag}: key is not valid base64 (make one with `registry keygen`)") from None
     if len(key) not in (16, 24, 32):
-        raise UsageError(f"-encrypt: key must decode to 16, 24 or 32 bytes, not {len(key)}")
+        raise UsageError(f"{flag}: key must decode to 16, 24 or 32 bytes, not {len(key)}")
     return key
 
 
@@ -98,6 +100,11 @@ def _server_parser() -> argparse.ArgumentParser:
     add_flag(p, "http-token-file", default="", help="read the HTTP write token from this file (once, at start)")
     add_flag(p, "ttl-default", default="300s",
              help="liveness of a TTL registration that names none (Go duration or seconds; default 300s, as hera)")
+    add_flag(p, "datacenter", default="dc1", help="this registry's datacenter (default dc1; [a-z0-9_-], 1-64 chars)")
+    add_flag(p, "wan-bind", default="", help="WAN pool gossip bind address: join the other datacenters (off unless given)")
+    add_flag(p, "wan-advertise", default="", help="WAN gossip address told to the other datacenters (needs -wan-bind)")
+    add_flag(p, "wan-join", default="", help="comma-separated WAN gossip addresses of other datacenters' registries")
+    add_flag(p, "wan-encrypt", default="", help="the WAN pool's own encryption key (base64, from `registry keygen`)")
     add_flag(p, "only-passing", action="store_true",
              help="route to passing services only: a service whose checks say warning leaves the rings too "
                   "(critical ones always do; Consul's only_passing)")
@@ -118,8 +125,8 @@ class ServerArgs:
 _LONGEST_ADDR = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535"
 
 
-def _check_id_fits(ident: str, advertise: str) -> None:
-    """The id must fit the registry's gossip metadata (tags id, group and addr: 512 bytes).
+def _check_id_fits(ident: str, advertise: str, datacenter: str) -> None:
+    """The id must fit the registry's gossip metadata (tags id, group, addr, repl and dc: 512 bytes).
 
     Found here, naming -id, rather than at start as "gossip: encoded tags take N bytes" (exit 1).
     Without -advertise the address is taken at its longest, so the verdict does not depend on
@@ -128,7 +135,8 @@ def _check_id_fits(ident: str, advertise: str) -> None:
     from registry.serf.tags import encode_tags
 
     def size(name: str) -> int:
-        return len(encode_tags({"group": REGISTRY_GROUP, "addr": advertise or _LONGEST_ADDR, "id": name}))
+        return len(encode_tags({"group": REGISTRY_GROUP, "addr": advertise or _LONGEST_ADDR, "id": name,
+                                "repl": "1", "dc": datacenter}))
 
     try:
         used = size(ident)
@@ -136,7 +144,7 @@ def _check_id_fits(ident: str, advertise: str) -> None:
         raise UsageError(f"-id: {ident!r} is not valid text") from None
     if used > META_MAX_SIZE:
         most = next(n for n in range(META_MAX_SIZE, -1, -1) if size("x" * n) <= META_MAX_SIZE)
-        raise UsageError(f"-id is too long ({len(ident.encode())} bytes): with the group and address tags it "
+        raise UsageError(f"-id is too long ({len(ident.encode())} bytes): with the group, address and datacenter tags it "
                          f"would take {used} of the {META_MAX_SIZE} bytes of gossip metadata; at most {most} bytes")
 
 
@@ -180,6 +188,39 @@ def _http_flags(ns: argparse.Namespace) -> tuple[tuple[str, int] | None, str, in
     return ((http.host, http.port) if http else None), token, ttl_ms
 
 
+@dataclass
+class WanArgs:
+    """The checked WAN flags (issue 17): all None/empty without -wan-bind."""
+
+    bind: tuple[str, int] | None = None
+    advertise: tuple[str, int] | None = None
+    join: list[str] = field(default_factory=list)
+    key: str | None = None
+
+
+def _wan_flags(ns: argparse.Namespace) -> WanArgs:
+    """-wan-bind and the flags that need it, checked: one line naming the flag."""
+    if not ns.wan_bind:
+        for flag in ("wan_advertise", "wan_join", "wan_encrypt"):
+            if getattr(ns, flag):
+                raise UsageError(f"-{flag.replace('_', '-')} needs -wan-bind (the WAN pool is off without it)")
+        return WanArgs()
+    bind = parse_hostport(ns.wan_bind, "-wan-bind", default_port=DEFAULT_WAN_PORT, resolve=True)
+    adv = None
+    if ns.wan_advertise:
+        hp = parse_hostport(ns.wan_advertise, "-wan-advertise", default_port=bind.port, resolve=True)
+        if hp.host and is_wildcard(hp.host):
+            dialable(hp, "-wan-advertise", ns.wan_advertise)
+        adv = (hp.host, hp.port)
+    seeds = [str(dialable(parse_hostport(part, "-wan-join", default_port=DEFAULT_WAN_PORT), "-wan-join", part.strip()))
+             for part in ns.wan_join.split(",") if part.strip()]
+    key = None
+    if ns.wan_encrypt:
+        decode_key(ns.wan_encrypt, "-wan-encrypt")
+        key = ns.wan_encrypt.strip()
+    return WanArgs((bind.host, bind.port), adv, seeds, key)
+
+
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     """Parse and validate every server flag; raises UsageError with a one-line message."""
     ns = _server_parser().parse_args(list(argv))
@@ -187,7 +228,10 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         raise UsageError("-id is required (the server's unique name in the pool)")
     if any(c.isspace() for c in ns.id):
         raise UsageError(f"-id: {ns.id!r} must not contain spaces")
-    _check_id_fits(ns.id.strip(), ns.advertise)
+    why = datacenter_problem(ns.datacenter)
+    if why is not None:
+        raise UsageError(f"-datacenter {why}")
+    _check_id_fits(ns.id.strip(), ns.advertise, ns.datacenter)
     bind = parse_hostport(ns.bind, "-bind", default_port=DEFAULT_GOSSIP_PORT, resolve=True)
     bind_adv = (
         parse_hostport(ns.bind_advertise, "-bind-advertise", default_port=bind.port, resolve=True)
@@ -223,6 +267,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         if path:
             readable_file(path, flag)
     http_addr, http_token, ttl_default_ms = _http_flags(ns)
+    wan = _wan_flags(ns)
     config = ServerConfig(
         id=ns.id.strip(),
         bind=(bind.host, bind.port),
@@ -243,6 +288,11 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         http_addr=http_addr,
         http_token=http_token,
         ttl_default_ms=ttl_default_ms,
+        datacenter=ns.datacenter,
+        wan_bind=wan.bind,
+        wan_advertise=wan.advertise,
+        wan_join=wan.join,
+        wan_encrypt_key=wan.key,
     )
     return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 
@@ -269,6 +319,8 @@ async def _serve(args: ServerArgs) -> int:
         raise
     freeze_startup_heap()
     http = {"http": server.http_address} if server.http_address else {}
+    if server.wan_address:
+        http["wan"] = server.wan_address
     log.info("registry started", id=config.id, gossip=server.gossip_address, grpc=server.grpc_address,
              rpc_engine=server.rpc_engine, **http)
     failed = asyncio.ensure_future(server.failed.wait())

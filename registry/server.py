@@ -37,6 +37,7 @@ from registry.tls import TlsFiles
 
 if TYPE_CHECKING:
     from registry.ttl.driver import TtlDriver
+    from registry.wan import WanPool
 
 __all__ = ["REGISTRY_GROUP", "RegistryServer", "ServerConfig", "StartError"]
 
@@ -101,6 +102,9 @@ class RegistryServer:
         #: TTL services (registry/ttl): set in start() once gossip runs, before the join, on every
         #: registry (with or without the HTTP front): each holds and replicates the pool's entries.
         self.ttl: TtlDriver
+        #: The WAN pool (registry.wan, issue 17), with -wan-bind only; its gossip address once started.
+        self.wan: WanPool | None = None
+        self.wan_address = ""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -132,7 +136,8 @@ class RegistryServer:
     def _tags(self, rpc_addr: str) -> dict[str, str]:
         tags = dict(self.config.tags)
         # repl=1: this registry holds and replicates TTL services (registry/ttl/driver.py)
-        tags.update({"group": REGISTRY_GROUP, "addr": rpc_addr, "id": self.config.id, "repl": "1"})
+        tags.update({"group": REGISTRY_GROUP, "addr": rpc_addr, "id": self.config.id, "repl": "1",
+                     "dc": self.config.datacenter})
         return tags
 
     async def start(self) -> None:
@@ -212,6 +217,8 @@ class RegistryServer:
 
         if c.http_addr is not None:
             await self._start_http(c.http_addr, local.addr)
+        if c.wan_bind is not None:
+            await self._start_wan(c.wan_bind, rpc_addr)
         self.started_at = time.monotonic()
         if c.registries:
             await self._try_join()  # StartError: our -id is taken
@@ -244,6 +251,30 @@ class RegistryServer:
         except OSError as exc:
             raise StartError(f"cannot listen for HTTP on {_fmt(*addr)}: {exc.strerror or exc}") from None
         self.http_address = _fmt(gossip_host if _is_wildcard(addr[0]) else addr[0], port)
+
+    async def _start_wan(self, bind: tuple[str, int], rpc_addr: str) -> None:
+        """The WAN pool (registry.wan imported only now), after the LAN agent; -wan-join retried in the background."""
+        from registry.wan import WanPool
+
+        c = self.config
+        try:
+            self.wan = WanPool(ident=c.id, datacenter=c.datacenter, rpc_addr=rpc_addr, bind=bind,
+                               advertise=c.wan_advertise, encrypt_key=c.wan_encrypt_key, profile=c.profile,
+                               retry=c.rejoin_interval)
+            await self.wan.start()
+        except OSError as exc:
+            raise StartError(f"cannot bind WAN gossip on {_fmt(*bind)}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # a bad key or address of an embedder's config (the CLI checks them)
+            raise StartError(f"wan: {exc}") from None
+        self.wan_address = self.wan.address
+        self.wan.join_in_background(list(c.wan_join))
+
+    async def _leave_wan(self) -> None:
+        if self.wan is not None:
+            try:
+                await self.wan.leave(self.config.leave_timeout)
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever leave() raises
+                log.warning("wan leave did not finish cleanly", error=str(exc) or type(exc).__name__)
 
     def _tls(self) -> TlsFiles | None:
         c = self.config
@@ -330,11 +361,14 @@ class RegistryServer:
         self.health.shutdown()
         for t in self._tasks:
             t.cancel()
+        wan_leave = asyncio.ensure_future(self._leave_wan()) if self.wan is not None else None  # beside the LAN's
         if self.agent is not None:
             try:
                 await asyncio.wait_for(self.agent.leave(self.config.leave_timeout), self.config.leave_timeout + 1.0)
             except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever leave() raises
                 log.warning("leave did not finish cleanly", error=str(exc) or type(exc).__name__)
+        if wan_leave is not None:
+            await wan_leave
         await self.close()
 
     async def close(self) -> None:
@@ -366,6 +400,10 @@ class RegistryServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.agent.shutdown(), 5.0)
             self.agent = None
+        if self.wan is not None:
+            with contextlib.suppress(Exception):
+                await self.wan.shutdown()
+            self.wan = None
 
     # -- membership -> catalog ------------------------------------------------------------
 

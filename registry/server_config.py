@@ -58,3 +58,13 @@ class ServerConfig:
     http_token: str = ""
     #: The liveness of a TTL registration that names none (-ttl-default; hera's 300 s), in ms.
     ttl_default_ms: int = 300_000
+    #: This registry's datacenter (-datacenter): its `dc` tag, and its side of the WAN pool.
+    datacenter: str = "dc1"
+    #: The WAN pool's gossip bind address (-wan-bind; None: no WAN pool, registry.wan never imported).
+    wan_bind: tuple[str, int] | None = None
+    #: The WAN gossip address told to the other datacenters (-wan-advertise; None: derived from wan_bind).
+    wan_advertise: tuple[str, int] | None = None
+    #: WAN gossip addresses of registries of other datacenters (-wan-join), retried until one answers.
+    wan_join: list[str] = field(default_factory=list)
+    #: The WAN pool's own key (-wan-encrypt; base64 like encrypt_key, never the LAN one).
+    wan_encrypt_key: str | None = None
