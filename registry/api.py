@@ -15,6 +15,17 @@ not buffered further: its queue is emptied and replaced by one "resync" marker, 
 the stream sends a fresh full snapshot (snapshot=true) when it gets there. Changes
 queued after the marker whose version is not newer than that snapshot are skipped.
 
+Watch of every group (`group == ""`, issue 17: what a registry of another datacenter follows to
+keep its mirror): one snapshot event per group with a live member, then a marker event
+`{group: "", snapshot: true, ring}` saying the initial snapshot is complete, then every change of
+every group in the order the catalog made them (a group that appears later arrives with its first
+`added` event; one whose last service left, as a `removed` event). An overflowing all-groups
+watcher is resynced the same way: every live group's snapshot again, then the marker; so a
+follower knows that a group absent between a first snapshot and the marker is gone. All the
+snapshots of one sequence are taken at one instant, and every change carries a core-wide sequence
+number, so what is queued after that instant is sent and what is older is skipped, for groups in
+the sequence and groups not in it alike. Such a watcher counts against `max_watchers` as any.
+
 Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs a queue, a
 task and a stream (~7 KiB), and a change wakes every watcher of its group (~35 us each), so
 20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
@@ -152,7 +163,8 @@ class _Encoded:
         self.compat = _field1(self.compat_bare)
 
 
-_Item = tuple[int, bytes] | None  # (version, serialized WatchEvent) or None = resync
+#: (group version, core-wide change sequence number, serialized WatchEvent), or None = resync
+_Item = tuple[int, int, bytes] | None
 
 
 class _Watcher:
@@ -161,7 +173,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(WATCH_QUEUE_SIZE)
 
-    def offer(self, item: tuple[int, bytes]) -> None:
+    def offer(self, item: tuple[int, int, bytes]) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -205,7 +217,9 @@ class RegistryCore:
         self.member_table: MemberTable | None = None
         self._encoded: dict[str, dict[str, _Encoded]] = {}
         self._watchers: dict[str, set[_Watcher]] = {}
+        self._watch_all: set[_Watcher] = set()  # Watch(group="") streams
         self._watcher_total = 0
+        self._seq = 0  # changes seen, all groups: orders an all-groups stream's items against its snapshots
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = catalog.subscribe(self._on_change)
 
@@ -233,8 +247,9 @@ class RegistryCore:
         if cached is not None:
             for s in change.removed:
                 cached.pop(s.id, None)
+        self._seq += 1
         watchers = self._watchers.get(change.group)
-        if watchers:
+        if watchers or self._watch_all:
             # Serialized once for every watcher, with the group as it is right after the change.
             event = pb.WatchEvent(
                 group=change.group,
@@ -243,14 +258,16 @@ class RegistryCore:
                 removed=[self.service_pb(s) for s in change.removed],
                 updated=[self.service_pb(s) for s in change.updated],
             ).SerializeToString()
-            item = (change.version, event)
+            item = (change.version, self._seq, event)
             if _running_loop() is self._loop:
                 self._fan_out(change.group, item)
             else:  # the catalog was changed from another thread: queues belong to our loop
                 self._loop.call_soon_threadsafe(self._fan_out, change.group, item)
 
-    def _fan_out(self, group: str, item: tuple[int, bytes]) -> None:
+    def _fan_out(self, group: str, item: tuple[int, int, bytes]) -> None:
         for w in tuple(self._watchers.get(group, ())):
+            w.offer(item)
+        for w in tuple(self._watch_all):
             w.offer(item)
 
     # -- queries -------------------------------------------------------------------------
@@ -373,10 +390,41 @@ class RegistryCore:
         )
         return version, event.SerializeToString()
 
+    def snapshot_all(self) -> tuple[int, list[bytes]]:
+        """(change sequence number, events): every live group's snapshot and the end marker, all
+        taken now (the sequence number first: a change racing in from another thread is sent
+        again rather than lost)."""
+        seq = self._seq
+        events = [self.snapshot(g)[1] for g in self.catalog.groups()]
+        events.append(pb.WatchEvent(group="", snapshot=True, ring=ring_info(self.catalog)).SerializeToString())
+        return seq, events
+
+    async def watch_all(self) -> AsyncIterator[bytes]:
+        """Every group's snapshot, the marker, then every change of every group (module docstring)."""
+        self.check_watcher_room()
+        w = _Watcher()
+        self._watch_all.add(w)
+        self._watcher_total += 1
+        try:
+            sent, events = self.snapshot_all()
+            for data in events:
+                yield data
+            while True:
+                item = await w.queue.get()
+                if item is None:
+                    sent, events = self.snapshot_all()
+                    for data in events:
+                        yield data
+                elif item[1] > sent:
+                    yield item[2]
+        finally:
+            self._watcher_total -= 1
+            self._watch_all.discard(w)
+
     async def watch(self, group: str) -> AsyncIterator[bytes]:
         """Snapshot, then every change; see the module docstring for slow watchers."""
         if not group:
-            raise Invalid("group is empty")
+            raise Invalid("group is empty (Watch of every group: watch_all)")
         self.check_watcher_room()  # again: several Watch calls may have been checked in one loop pass
         w = _Watcher()
         self._watchers.setdefault(group, set()).add(w)
@@ -391,7 +439,7 @@ class RegistryCore:
                     yield data
                 elif item[0] > sent:
                     sent = item[0]
-                    yield item[1]
+                    yield item[2]
         finally:
             self._watcher_total -= 1
             watchers = self._watchers.get(group)
@@ -401,8 +449,10 @@ class RegistryCore:
                     del self._watchers[group]
 
     def watcher_count(self, group: str | None = None) -> int:
-        """Open watchers of `group`, or of every group."""
-        return self._watcher_total if group is None else len(self._watchers.get(group, ()))
+        """Open watchers of `group`, or of every group ("": the all-groups ones; None: all of them)."""
+        if group is None:
+            return self._watcher_total
+        return len(self._watch_all) if not group else len(self._watchers.get(group, ()))
 
     def check_watcher_room(self) -> None:
         """Exhausted (counted) when `max_watchers` Watch streams are open already."""
@@ -478,6 +528,5 @@ class RegistryCore:
     def wire_watch(self, data: bytes) -> AsyncIterator[bytes]:
         """Checks the request before returning, so a bad one fails before the stream starts."""
         req = parse(pb.WatchRequest, data)
-        self.check_group(req.group)
         self.check_watcher_room()
-        return self.watch(req.group)
+        return self.watch(req.group) if req.group else self.watch_all()

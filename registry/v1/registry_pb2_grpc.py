@@ -94,6 +94,7 @@ class RegistryServicer:
         """A full snapshot, then every change of the group. A group with no member yet
         may be watched (empty snapshot). A watcher too slow to keep up gets a fresh
         snapshot instead of an ever-growing backlog.
+        Group "" watches every group (see WatchRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
