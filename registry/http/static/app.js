@@ -1,0 +1,538 @@
+/* The registry's web page (issue 16): the pool and each group's ring, live.
+ *
+ * Plain ES2020, no build step, nothing fetched from outside: the front serves it under
+ * `Content-Security-Policy: default-src 'self'`, so there is no inline script or style here;
+ * colours are set through the CSSOM (element.style) or SVG presentation attributes, which that
+ * policy allows.  URLs are relative ("v1/pool", "ui/app.js") so the page also works behind a
+ * proxy that mounts the registry under a prefix.
+ *
+ * Liveness is the HTTP API's blocking query (`?index=N&wait=30s`): one request waits on the
+ * server until the data changes, so a change shows within a round trip without polling.  The
+ * DOM ids, classes and data attributes are a contract with the browser tests (tests/ui/):
+ * `body[data-view][data-index]` is set after each render so a test can wait for a given index.
+ */
+"use strict";
+(() => {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const WAIT = "30s";
+  const LEGEND_MAX = 50; // the legend shows at most the 50 largest shares (or filter matches)
+  const IDS_SHOWN = 5; // ids named per kind in one timeline line before "+N more"
+  const C = 200; // centre of the 400 x 400 viewBox
+  const R_OUT = 190;
+  const R_IN = 132;
+  const R_MARK = (R_OUT + R_IN) / 2;
+
+  const main = document.getElementById("main");
+  const statusEl = document.getElementById("status");
+  const selfEl = document.getElementById("self");
+
+  /** The view on screen; replaced (and its requests aborted) on every route change. */
+  let current = null;
+
+  // ---- small helpers -------------------------------------------------------------------
+
+  /** An HTML element: attrs (class, data-*, aria-*, booleans as true) and children (strings become text). */
+  function h(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    setAttrs(e, attrs);
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+
+  function svg(tag, attrs, ...kids) {
+    const e = document.createElementNS(SVG_NS, tag);
+    setAttrs(e, attrs);
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+
+  function setAttrs(e, attrs) {
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === false || v === null || v === undefined) continue;
+      e.setAttribute(k, v === true ? "" : String(v));
+    }
+  }
+
+  function sleep(ms, signal) {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      signal.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+    });
+  }
+
+  /** A share as the page prints it everywhere: percent with 2 decimals, "33.41 %". */
+  function pct(x) {
+    return (x * 100).toFixed(2) + " %";
+  }
+
+  function rtt(ms) {
+    if (typeof ms !== "number") return "-";
+    return (ms < 100 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
+  }
+
+  /** The service's colour from its stable index: golden-angle hue steps keep near indexes apart,
+   * three lightness levels separate hues that still land close.  Text always names the colour's
+   * owner (legend, arc titles), so the colour is never the only carrier of meaning. */
+  function colour(index) {
+    const n = Math.abs(Math.trunc(index || 0));
+    const hue = (n * 137.508) % 360;
+    const light = [40, 52, 64][n % 3];
+    return `hsl(${hue.toFixed(1)}, 62%, ${light}%)`;
+  }
+
+  function groupHref(group) {
+    return "#/group/" + encodeURIComponent(group);
+  }
+
+  function setStatus(word) {
+    statusEl.textContent = word;
+    statusEl.className = "st-" + word;
+  }
+
+  /** Marks the render done: tests wait on body[data-index] reaching the index they expect. */
+  function rendered(view, index) {
+    document.body.dataset.view = view;
+    document.body.dataset.index = index === null || index === undefined ? "" : String(index);
+  }
+
+  function errorLine(body, status) {
+    if (body && typeof body.error === "string") return body.error;
+    return `HTTP ${status}`;
+  }
+
+  // ---- requests ------------------------------------------------------------------------
+
+  async function getJSON(url, signal) {
+    const r = await fetch(url, { signal, cache: "no-store", headers: { Accept: "application/json" } });
+    let body = null;
+    try {
+      body = await r.json();
+    } catch (_) {
+      body = null;
+    }
+    return { ok: r.ok, status: r.status, body, header: r.headers.get("X-Registry-Index") };
+  }
+
+  function indexOf(res) {
+    if (res.body && (typeof res.body.index === "number" || typeof res.body.index === "string")) {
+      return String(res.body.index);
+    }
+    return res.header === null ? null : res.header;
+  }
+
+  /**
+   * The blocking-query loop of one view: ask `url`, render, ask again with the index just shown,
+   * until the view is left (its AbortController fires).  A network failure, a 5xx or a 429 shows
+   * "reconnecting" and retries after a backoff (0.5 s doubling to 5 s); an API error (a 404 for a
+   * group with no live service) is rendered and the loop keeps waiting on that index, so the page
+   * fills in when the group appears.  A server that answers at once with the same index (or with
+   * none) is paced at one request a second rather than spun on.
+   */
+  async function follow(v, url, onData, onError) {
+    const signal = v.ctl.signal;
+    const sep = url.includes("?") ? "&" : "?";
+    let index = null;
+    let backoff = 0;
+    while (!signal.aborted) {
+      const started = performance.now();
+      let res = null;
+      try {
+        const u = index === null ? url : `${url}${sep}index=${encodeURIComponent(index)}&wait=${WAIT}`;
+        res = await getJSON(u, signal);
+      } catch (_) {
+        res = null;
+      }
+      if (signal.aborted) return;
+      if (res === null || res.status >= 500 || res.status === 429 || (!res.ok && res.body === null)) {
+        setStatus("reconnecting");
+        backoff = Math.min(backoff ? backoff * 2 : 500, 5000);
+        await sleep(backoff, signal);
+        continue;
+      }
+      backoff = 0;
+      setStatus("live");
+      const next = indexOf(res);
+      if (res.ok) await onData(res.body, next);
+      else await onError(res.body, next, res.status);
+      if (signal.aborted) return;
+      if (next === null || (next === index && performance.now() - started < 200)) await sleep(1000, signal);
+      index = next;
+    }
+  }
+
+  // ---- routing -------------------------------------------------------------------------
+
+  function route(focus) {
+    const hash = location.hash;
+    if (current && !hash.startsWith("#/") && hash !== "") return; // an in-page anchor, not a view
+    if (current) current.ctl.abort();
+    const m = /^#\/group\/(.+)$/.exec(hash);
+    if (m) {
+      let group = m[1];
+      try {
+        group = decodeURIComponent(group);
+      } catch (_) { /* a malformed escape: take the text as it is */ }
+      current = showGroup(group);
+    } else {
+      current = showOverview();
+    }
+    if (focus) main.focus();
+  }
+
+  // ---- overview ------------------------------------------------------------------------
+
+  const MEMBER_COLUMNS = [
+    ["status", "Status"], ["health", "Health"], ["addr", "Gossip address"], ["role", "Role"],
+    ["group", "Group"], ["service", "Serves at"], ["rtt", "RTT"], ["protocol", "Protocol"], ["tags", "Tags"],
+  ];
+
+  /** Tags the table already shows in their own column: left out of the compact tags cell (the
+   * cell's title still lists every tag). */
+  const SHOWN_TAGS = new Set(["group", "addr", "role", "health", "health_note"]);
+
+  function showOverview() {
+    const v = { kind: "overview", ctl: new AbortController() };
+    document.title = "registry: pool";
+    v.error = h("p", { id: "error", class: "error", role: "alert", hidden: true });
+    v.groups = h("ul", { id: "groups", class: "groups" });
+    v.summary = h("p", { id: "member-summary", class: "muted" });
+    v.tbody = h("tbody");
+    const head = h("tr", {}, h("th", { scope: "col" }, "Name"),
+      ...MEMBER_COLUMNS.map(([, label]) => h("th", { scope: "col" }, label)));
+    main.replaceChildren(
+      h("h1", { id: "page-title" }, "Pool"),
+      v.error,
+      h("section", { "aria-labelledby": "groups-h" }, h("h2", { id: "groups-h" }, "Groups"), v.groups),
+      h("section", { "aria-labelledby": "members-h" },
+        h("h2", { id: "members-h" }, "Members"), v.summary,
+        h("div", { class: "scroll", tabindex: "0", role: "region", "aria-labelledby": "members-h" },
+          h("table", { id: "members" }, h("thead", {}, head), v.tbody))),
+    );
+    follow(v, "v1/pool", (body, index) => renderPool(v, body, index), (body, index, status) => {
+      v.error.textContent = errorLine(body, status);
+      v.error.hidden = false;
+      rendered("overview", index);
+    });
+    return v;
+  }
+
+  function renderPool(v, d, index) {
+    v.error.hidden = true;
+    if (typeof d.self === "string") selfEl.textContent = d.self;
+    const groups = Array.isArray(d.groups) ? d.groups : [];
+    const members = Array.isArray(d.members) ? d.members : [];
+
+    const gl = document.createDocumentFragment();
+    for (const g of groups) {
+      const extra = [];
+      if (g.ttl) extra.push(`${g.ttl} ttl`);
+      if (g.critical) extra.push(`${g.critical} critical, off the ring`);
+      gl.append(h("li", { "data-group": g.name },
+        h("a", { href: groupHref(g.name) }, g.name), " ",
+        h("span", { class: "count" }, String(g.services)),
+        ` on the ring${extra.length ? " (" + extra.join(", ") + ")" : ""}`));
+    }
+    if (!groups.length) gl.append(h("li", { class: "muted" }, "no groups yet"));
+    v.groups.replaceChildren(gl);
+
+    const counts = {};
+    for (const m of members) counts[m.status] = (counts[m.status] || 0) + 1;
+    v.summary.textContent = `${members.length} member${members.length === 1 ? "" : "s"}: ` +
+      (Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "none");
+
+    const rows = document.createDocumentFragment();
+    for (const m of members) rows.append(memberRow(m, d.self));
+    v.tbody.replaceChildren(rows);
+    rendered("overview", index);
+  }
+
+  function memberRow(m, self) {
+    const name = h("th", { scope: "row", class: "name" }, m.name);
+    if (m.name === self) name.append(" ", h("span", { class: "badge" }, "this registry"));
+    const status = h("td", { class: "status" }, h("span", { class: "dot st-" + m.status, "aria-hidden": "true" }), m.status);
+    const health = h("td", { class: "health" });
+    if (m.health) {
+      health.append(h("span", { class: "chip h-" + m.health }, m.health));
+      if (m.health_note) health.append(h("span", { class: "note" }, " " + m.health_note));
+    } else {
+      health.textContent = "-";
+    }
+    const group = h("td", { class: "group" }, m.group ? h("a", { href: groupHref(m.group) }, m.group) : "-");
+    const tags = Object.entries(m.tags || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const full = tags.map(([k, val]) => `${k}=${val}`).join(" ");
+    const compact = tags.filter(([k]) => !SHOWN_TAGS.has(k)).map(([k, val]) => `${k}=${val.length > 24 ? val.slice(0, 23) + "…" : val}`).join(" ");
+    return h("tr", { "data-name": m.name }, name, status, health,
+      h("td", { class: "addr" }, m.addr || "-"),
+      h("td", { class: "role" }, m.role || "-"),
+      group,
+      h("td", { class: "service" }, m.service_addr || "-"),
+      h("td", { class: "rtt num" }, m.name === self ? "-" : rtt(m.rtt_ms)),
+      h("td", { class: "protocol num" }, m.protocol === undefined || m.protocol === null ? "-" : String(m.protocol)),
+      h("td", { class: "tags", title: full }, compact || "-"));
+  }
+
+  // ---- group page ----------------------------------------------------------------------
+
+  function showGroup(group) {
+    const v = { kind: "group", group, ctl: new AbortController(), data: null, filter: "",
+      lookup: null, ownerIds: [], keyPos: null, lookupSeq: 0 };
+    document.title = `registry: ${group}`;
+    v.error = h("p", { id: "error", class: "error", role: "alert", hidden: true });
+    v.algorithm = h("span", { id: "algorithm" }, "…");
+    v.version = h("span", { id: "version" }, "…");
+    v.count = h("span", { id: "service-count" }, "…");
+    v.arcs = svg("g", { id: "arcs" });
+    v.marker = svg("g", { id: "marker-layer" });
+    v.centre = svg("text", { x: C, y: C, class: "centre", "text-anchor": "middle", "dominant-baseline": "middle" });
+    v.svg = svg("svg", { id: "ring", viewBox: "0 0 400 400", role: "img", "aria-labelledby": "ring-title" },
+      svg("title", { id: "ring-title" }, `The ring of group ${group}: each service's arcs of the key space, clockwise from the top`),
+      svg("circle", { cx: C, cy: C, r: (R_OUT + R_IN) / 2, class: "track", "stroke-width": R_OUT - R_IN }),
+      v.arcs, v.marker, v.centre); // the centre text last: drawn over the key's spoke
+    v.caption = h("figcaption", { class: "muted" });
+
+    v.key = h("input", { id: "key", name: "key", type: "text", autocomplete: "off", spellcheck: "false" });
+    v.n = h("input", { id: "count", name: "n", type: "number", min: "1", max: "1000", value: "3", inputmode: "numeric" });
+    v.lookupError = h("p", { id: "lookup-error", class: "error", role: "alert", hidden: true });
+    v.owners = h("ol", { id: "owners", "aria-live": "polite", "aria-label": "owners of the key" });
+    const form = h("form", { id: "lookup", role: "search" },
+      h("span", { class: "field key-field" }, h("label", { for: "key" }, "Key"), v.key),
+      h("span", { class: "field" }, h("label", { for: "count" }, "Owners (n)"), v.n),
+      h("button", { type: "submit" }, "Look up"));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const key = v.key.value;
+      if (key === "") {
+        showLookupError(v, "type a key to look up");
+        return;
+      }
+      v.lookup = { key, n: v.n.value.trim() || "3" };
+      lookup(v);
+    });
+
+    v.filterBox = h("input", { id: "filter", type: "search", autocomplete: "off", placeholder: "id or address" });
+    v.filterBox.addEventListener("input", () => { v.filter = v.filterBox.value.trim().toLowerCase(); renderLegend(v); });
+    v.legendNote = h("p", { id: "legend-note", class: "muted" });
+    v.legend = h("ol", { id: "legend", class: "legend" });
+    v.timeline = h("ol", { id: "timeline", class: "timeline" });
+
+    main.replaceChildren(
+      h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Pool")),
+      h("h1", { id: "group-name" }, group),
+      h("p", { class: "meta" }, "Ring algorithm ", v.algorithm, " · version ", v.version, " · ",
+        v.count, " services on the ring"),
+      v.error,
+      h("div", { class: "group-layout" },
+        h("figure", { class: "ringfig" }, v.svg, v.caption),
+        h("div", { class: "side" },
+          h("section", { "aria-labelledby": "lookup-h" }, h("h2", { id: "lookup-h" }, "Who owns a key"),
+            form, v.lookupError, v.owners),
+          h("section", { "aria-labelledby": "legend-h" }, h("h2", { id: "legend-h" }, "Services and their shares"),
+            h("p", { class: "filter" }, h("label", { for: "filter" }, "Filter"), v.filterBox),
+            v.legendNote, v.legend),
+          h("section", { "aria-labelledby": "timeline-h" }, h("h2", { id: "timeline-h" }, "Recent changes"),
+            v.timeline))),
+    );
+    if (selfEl.textContent === "…") fillSelf(v);
+    follow(v, `v1/ring/${encodeURIComponent(group)}`, (body, index) => renderRing(v, body, index),
+      (body, index, status) => renderRingError(v, body, index, status));
+    return v;
+  }
+
+  /** A group page opened directly has not seen the pool: ask once who answers, for the header. */
+  async function fillSelf(v) {
+    try {
+      const res = await getJSON("v1/pool", v.ctl.signal);
+      if (res.ok && res.body && typeof res.body.self === "string") selfEl.textContent = res.body.self;
+    } catch (_) { /* the header keeps its placeholder */ }
+  }
+
+  async function renderRing(v, d, index) {
+    v.data = d;
+    v.error.hidden = true;
+    v.algorithm.textContent = d.algorithm;
+    v.version.textContent = String(d.version);
+    v.count.textContent = String(d.services.length);
+    drawArcs(v, d);
+    renderLegend(v);
+    renderTimeline(v, d.timeline || []);
+    applyHighlight(v);
+    if (v.lookup) await lookup(v); // owners may have moved with the ring: ask again before saying "rendered"
+    rendered("group", index);
+  }
+
+  function renderRingError(v, body, index, status) {
+    v.data = null;
+    v.error.textContent = errorLine(body, status);
+    v.error.hidden = false;
+    v.count.textContent = "0";
+    v.arcs.replaceChildren();
+    v.marker.replaceChildren();
+    v.centre.textContent = "no live services";
+    v.caption.textContent = "";
+    v.legend.replaceChildren();
+    v.legendNote.textContent = "";
+    v.owners.replaceChildren();
+    v.ownerIds = [];
+    rendered("group", index);
+  }
+
+  function point(frac, r) {
+    const a = frac * 2 * Math.PI;
+    return `${(C + r * Math.sin(a)).toFixed(2)} ${(C - r * Math.cos(a)).toFixed(2)}`;
+  }
+
+  /** The annular sector [a, b) of the circle (fractions, b may pass 1 for the wrapping run). */
+  function arcPath(a, b) {
+    if (b - a >= 1 - 1e-9) { // one run holds the whole circle: two half rings
+      return `M${point(0, R_OUT)}A${R_OUT} ${R_OUT} 0 1 1 ${point(0.5, R_OUT)}A${R_OUT} ${R_OUT} 0 1 1 ${point(0, R_OUT)}Z` +
+        `M${point(0, R_IN)}A${R_IN} ${R_IN} 0 1 0 ${point(0.5, R_IN)}A${R_IN} ${R_IN} 0 1 0 ${point(0, R_IN)}Z`;
+    }
+    const large = b - a > 0.5 ? 1 : 0;
+    return `M${point(a, R_OUT)}A${R_OUT} ${R_OUT} 0 ${large} 1 ${point(b, R_OUT)}` +
+      `L${point(b, R_IN)}A${R_IN} ${R_IN} 0 ${large} 0 ${point(a, R_IN)}Z`;
+  }
+
+  /** One path per merged run the server sent (at most its 1,440 slices), built in one pass. */
+  function drawArcs(v, d) {
+    const services = d.services;
+    const runs = (d.arcs && d.arcs.runs) || [];
+    const frag = document.createDocumentFragment();
+    const colours = services.map((s) => colour(s.color));
+    for (let i = 0; i < runs.length; i++) {
+      const [start, owner] = runs[i];
+      const end = i + 1 < runs.length ? runs[i + 1][0] : runs[0][0] + 1;
+      const s = services[owner];
+      if (!s) continue;
+      frag.append(svg("path", { class: "arc", "data-service": s.id, d: arcPath(start, end), fill: colours[owner] },
+        svg("title", {}, `${s.id}: ${pct(s.share)} of the keys`)));
+    }
+    v.arcs.replaceChildren(frag);
+    v.svg.classList.toggle("many", runs.length > 240);
+    v.centre.textContent = `${services.length} service${services.length === 1 ? "" : "s"}`;
+    v.caption.textContent = d.arcs && d.arcs.exact === false
+      ? `Each service's arcs, clockwise from the top; a ring this large is drawn in ${runs.length} merged slices (each slice in the colour of its owner), the shares are exact.`
+      : "Each service's arcs of the key space, clockwise from the top, drawn exactly.";
+  }
+
+  function renderLegend(v) {
+    const d = v.data;
+    if (!d) return;
+    const all = d.services.slice().sort((a, b) => b.share - a.share || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const f = v.filter;
+    const matching = f ? all.filter((s) => s.id.toLowerCase().includes(f) || String(s.addr || "").toLowerCase().includes(f)) : all;
+    const shown = matching.slice(0, LEGEND_MAX);
+    const frag = document.createDocumentFragment();
+    for (const s of shown) {
+      const sw = h("span", { class: "swatch", "aria-hidden": "true" });
+      sw.style.backgroundColor = colour(s.color);
+      const li = h("li", { "data-service": s.id, title: s.addr ? `${s.id} at ${s.addr}` : s.id }, sw,
+        h("span", { class: "name" }, s.id),
+        h("span", { class: "share" }, pct(s.share)),
+        h("span", { class: "health" + (s.health ? " chip h-" + s.health : "") }, s.health || "-"));
+      if (s.kind === "ttl") li.append(h("span", { class: "kind" }, "ttl"));
+      frag.append(li);
+    }
+    v.legend.replaceChildren(frag);
+    if (f) {
+      v.legendNote.textContent = `${matching.length} of ${all.length} services match` +
+        (matching.length > LEGEND_MAX ? `; the ${LEGEND_MAX} largest shown` : "");
+    } else {
+      v.legendNote.textContent = all.length > LEGEND_MAX
+        ? `The ${LEGEND_MAX} largest of ${all.length} shares; filter to find the others.`
+        : "Largest share first.";
+    }
+  }
+
+  function idList(verb, ids) {
+    if (!ids || !ids.length) return null;
+    const named = ids.slice(0, IDS_SHOWN).join(", ");
+    return `${verb} ${named}${ids.length > IDS_SHOWN ? ` +${ids.length - IDS_SHOWN} more` : ""}`;
+  }
+
+  function renderTimeline(v, entries) {
+    const frag = document.createDocumentFragment();
+    for (const e of entries) {
+      const when = new Date(e.at_ms);
+      const what = [idList("joined", e.joined), idList("left", e.left), idList("updated", e.updated)]
+        .filter(Boolean).join("; ") || "no member change";
+      frag.append(h("li", { "data-version": e.version },
+        h("time", { datetime: when.toISOString() }, when.toLocaleTimeString()),
+        ` v${e.version} `, h("span", { class: "what" }, what),
+        " · keys moved ", h("span", { class: "moved" }, typeof e.moved === "number" ? pct(e.moved) : "...")));
+    }
+    if (!entries.length) frag.append(h("li", { class: "muted" }, "no change seen yet"));
+    v.timeline.replaceChildren(frag);
+  }
+
+  // ---- key lookup ----------------------------------------------------------------------
+
+  function showLookupError(v, text) {
+    v.lookupError.textContent = text;
+    v.lookupError.hidden = false;
+    v.owners.replaceChildren();
+    v.ownerIds = [];
+    v.keyPos = null;
+    applyHighlight(v);
+  }
+
+  /** Asks the server who owns the key (its answer equals Match's), then marks the owners' arcs. */
+  async function lookup(v) {
+    const { key, n } = v.lookup;
+    const seq = ++v.lookupSeq;
+    let res;
+    try {
+      res = await getJSON(`v1/ring/${encodeURIComponent(v.group)}/key/${encodeURIComponent(key)}?n=${encodeURIComponent(n)}`,
+        v.ctl.signal);
+    } catch (_) {
+      if (!v.ctl.signal.aborted && seq === v.lookupSeq) showLookupError(v, "the lookup got no answer; try again");
+      return;
+    }
+    if (seq !== v.lookupSeq || v.ctl.signal.aborted) return; // a newer lookup superseded this one
+    if (!res.ok || !res.body || !Array.isArray(res.body.services)) {
+      showLookupError(v, errorLine(res.body, res.status));
+      return;
+    }
+    v.lookupError.hidden = true;
+    const owners = res.body.services;
+    v.ownerIds = owners.map((s) => s.id);
+    v.keyPos = typeof res.body.position === "number" ? res.body.position : null;
+    const frag = document.createDocumentFragment();
+    owners.forEach((s, i) => {
+      frag.append(h("li", { "data-service": s.id, class: i === 0 ? "owner" : "next" },
+        h("span", { class: "name" }, s.id), " ", h("span", { class: "addr" }, s.addr || ""),
+        " ", h("span", { class: "role" }, i === 0 ? "owner" : "next")));
+    });
+    v.owners.replaceChildren(frag);
+    applyHighlight(v);
+  }
+
+  /** Owner arcs get class "owner", the next owners' "next"; a marker and a spoke show the key. */
+  function applyHighlight(v) {
+    const first = v.ownerIds[0];
+    const next = new Set(v.ownerIds.slice(1));
+    v.svg.classList.toggle("lookup", v.ownerIds.length > 0);
+    for (const p of v.arcs.children) {
+      const id = p.getAttribute("data-service");
+      p.classList.toggle("owner", id === first);
+      p.classList.toggle("next", id !== first && next.has(id));
+    }
+    v.marker.replaceChildren();
+    if (v.keyPos !== null && v.ownerIds.length) {
+      const [x, y] = point(v.keyPos, R_MARK).split(" ");
+      const [ox, oy] = point(v.keyPos, R_OUT + 8).split(" ");
+      v.marker.append(
+        svg("line", { x1: C, y1: C, x2: ox, y2: oy, class: "spoke" }),
+        svg("circle", { id: "key-marker", cx: x, cy: y, r: 7 },
+          svg("title", {}, `key ${v.lookup ? v.lookup.key : ""}: owned by ${first}`)));
+    }
+  }
+
+  // ---- start ---------------------------------------------------------------------------
+
+  document.getElementById("skip").addEventListener("click", (e) => {
+    e.preventDefault(); // the hash is the router's: move focus without touching it
+    main.focus();
+  });
+  window.addEventListener("hashchange", () => route(true));
+  route(false);
+})();
