@@ -5,14 +5,13 @@ them on a worker thread while the loop keeps serving.  A position is a point of 
 hash space as a fraction of it, ``point / 2**BITS`` in ``[0, 1)``: 0 at the top of the drawn
 circle, growing clockwise, the direction both algorithms walk.
 
-Figures (CPU time, ``time.process_time``, Python 3.11, C accelerator built, this 2-core machine):
+Figures (CPU time, ``time.process_time``, best of 5, Python 3.11.7, C accelerator built, a shared
+2-core machine; ``python -m tests.registry.test_ring_view`` prints them):
 
-* ``arcs`` on 200 members x 4096 points (sampled, 1440 slices): 2.5 ms; on 2,000 x 4096: 2.5 ms
-  (one lookup per slice: the cost does not grow with the ring).  The exact mode (at most
-  ``4 * bins`` entries) walks every entry: about 5 ms at its 5,760-entry limit.
-* ``moved_share`` of one 4096-point join into a 1,000-member ring: 11 ms.
-
-Measured with ``python -m tests.registry.test_ring_view`` (prints them).
+* ``arcs`` on 200 members x 4096 points (sampled, 1440 slices): 2.7 ms; on 2,000 x 4096: 4.2 ms
+  (one lookup per slice: the cost hardly grows with the ring).  The exact mode walks every entry:
+  8.1 ms at its limit (``4 * bins`` = 5,760 entries).
+* ``moved_share`` of one 4096-point join into a 1,000-member 4096-point ring: 17-19 ms.
 """
 
 from __future__ import annotations
@@ -107,8 +106,9 @@ def arcs(ring: Ring, bins: int = 1440) -> Arcs:
     More entries (a 4096-point member makes any ring larger than 1,440 x 4): slice ``i`` is
     ``[i / bins, (i + 1) / bins)`` and goes to the owner of its **midpoint** (the key whose hash
     is the slice's middle point), equal neighbours merged.  Why not the owner of the most of the
-    slice: that needs every entry's arc, a Python step per entry: 1.4 s of CPU on 2,000 x 4096
-    points (and 0.14 s on 200 x 4096) against 2.5 ms for the midpoints.  At that size each
+    slice: that needs every entry's arc, a Python step per entry: 13.7 s of CPU on 2,000 x 4096
+    points and 1.3 s on 200 x 4096 (the entry walk alone: 6.0 s and 0.44 s), against 4.2 and
+    2.7 ms for the midpoints.  At that size each
     slice holds hundreds of arcs of hundreds of owners, so neither rule shows more than
     sampled noise; the exact shares are ``Ring.shares()``.
 
