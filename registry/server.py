@@ -98,6 +98,7 @@ class RegistryServer:
         self.grpc_address = ""
         #: The HTTP/JSON API (registry.http), with -http-addr; its address as the start log names it.
         self._http: Any = None
+        self._pool: Any = None  # registry.http.pool.SerfPool, with -http-addr
         self.http_address = ""
         #: TTL services (registry/ttl): set in start() once gossip runs, before the join, on every
         #: registry (with or without the HTTP front): each holds and replicates the pool's entries.
@@ -240,10 +241,13 @@ class RegistryServer:
     async def _start_http(self, addr: tuple[str, int], gossip_host: str) -> None:
         """The HTTP front on the gRPC front's core (the same answers), aiohttp imported only now."""
         from registry.http.front import HttpFront
+        from registry.http.pool import SerfPool
 
         c = self.config
+        self._pool = SerfPool(self.agent)  # the web page's /v1/pool: bumped by _on_event
         self._http = HttpFront(self._grpc.core, self.health, ttl=lambda: getattr(self, "ttl", None),
-                               token=c.http_token, ttl_default_ms=c.ttl_default_ms, tls=self._tls())
+                               token=c.http_token, ttl_default_ms=c.ttl_default_ms, tls=self._tls(),
+                               pool=self._pool)
         try:
             port = await self._http.start(addr[0], addr[1])
         except ValueError as exc:  # unusable TLS files, named by registry.tls
@@ -426,6 +430,8 @@ class RegistryServer:
         except Exception:
             log.exception("catalog rejected a membership batch", members=[name for name, _ in updates])
         log.debug("membership", kind=event.type.value, members=[m.name for m in event.members])
+        if self._pool is not None:
+            self._pool.bump()
         ttl: TtlDriver | None = getattr(self, "ttl", None)
         if ttl is not None:
             try:

@@ -19,7 +19,7 @@ The same subscription keeps the JSON of each Service cached (`service_bytes`), d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from registry.api import Exhausted, Invalid
@@ -69,6 +69,8 @@ class Changes:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._json: dict[tuple[str, str], tuple[Service, bytes]] = {}
         self._closed = False
+        #: Called on the loop after each catalog change (the UI's pool index wakes its own queries).
+        self.listeners: list[Callable[[GroupChange], None]] = []
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = catalog.subscribe(self._on_change)
 
@@ -104,6 +106,12 @@ class Changes:
             self._json.pop((s.group, s.id), None)
         self._wake(change.group)
         self._wake(_ALL)
+        for listener in self.listeners:
+            listener(change)
+
+    def wake(self, key: str) -> None:
+        """Wake the queries parked on `key` (a key of `wait_on`'s)."""
+        self._wake(key)
 
     def _wake(self, key: str) -> None:
         waiters = self._waiters.pop(key, None)
@@ -113,12 +121,16 @@ class Changes:
 
     async def wait(self, group: str | None, index: int, wait: float) -> None:
         """Return once the index is no longer `index`, or after `wait` seconds; Exhausted at the cap."""
-        if self._closed or self.index(group) != index or wait <= 0:
+        await self.wait_on(_ALL if group is None else group, lambda: self.index(group), index, wait)
+
+    async def wait_on(self, key: str, current: Callable[[], int], index: int, wait: float) -> None:
+        """`wait` on any index: parked under `key` (woken by `wake(key)`, or by the group's changes when
+        `key` is a group), sharing the cap with every parked query."""
+        if self._closed or current() != index or wait <= 0:
             return
         if self._parked >= self.max_parked:
             self.parked_refused += 1
             raise Exhausted(f"{self._parked} blocking queries parked, at most {self.max_parked} per server")
-        key = _ALL if group is None else group
         fut: asyncio.Future[None] = self._loop.create_future()
         self._waiters.setdefault(key, set()).add(fut)
         self._parked += 1

@@ -34,11 +34,15 @@ from registry.health import Health
 from registry.http.answers import ApiError, error_response, from_exception
 from registry.http.blocking import MAX_PARKED, Changes
 from registry.http.gate import MAX_PER_SOURCE, Connection, GateStats, HttpTable, connection_cap
+from registry.http.pool import PoolView
 from registry.http.reads import Reads
+from registry.http.ui import Ui
 from registry.http.watch import HEARTBEAT, Watches
 from registry.http.writes import MAX_BODY, RESERVED, TtlWriter, Writes
 from registry.metrics import Metric
 from registry.native_listen import Listener
+from registry.offload import Offload
+from registry.timeline import Timeline
 from registry.tls import TlsFiles
 
 __all__ = ["HttpFront", "HttpLimits"]
@@ -87,7 +91,8 @@ class HttpFront:
 
     def __init__(self, core: RegistryCore, health: Health, *, ttl: Callable[[], TtlWriter | None],
                  token: str = "", ttl_default_ms: int = 300_000, tls: TlsFiles | None = None,
-                 limits: HttpLimits = HttpLimits(), access_log: bool | None = None) -> None:
+                 limits: HttpLimits = HttpLimits(), access_log: bool | None = None,
+                 pool: PoolView | None = None) -> None:
         self.core = core
         self.limits = limits
         self.tls = tls
@@ -101,6 +106,10 @@ class HttpFront:
         self.watches = Watches(core, heartbeat=limits.heartbeat)
         self.writes = Writes(ttl, self.changes, token=token, ttl_default_ms=ttl_default_ms)
         self.reads = Reads(core, self.changes, health)
+        #: The web page (`ui`): its worker thread starts only when a big ring is drawn.
+        self.offload = Offload()
+        self.timeline = Timeline(core.catalog, self.offload)
+        self.ui = Ui(core, self.changes, pool, self.offload, self.timeline)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
@@ -109,6 +118,7 @@ class HttpFront:
         app = web.Application(middlewares=[self._middleware], client_max_size=self.limits.max_body)
         app.add_routes(self.reads.routes())
         app.add_routes(self.watches.routes())
+        app.add_routes(self.ui.routes())
         app.add_routes(self.writes.routes())  # hera's catch-all /{service} routes last
         return app
 
@@ -171,6 +181,8 @@ class HttpFront:
             self._listener = None
         self.changes.close()
         self.watches.close()
+        self.timeline.close()
+        self.offload.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()

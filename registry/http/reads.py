@@ -18,10 +18,10 @@ from registry.health import Health
 from registry.http.answers import INDEX_HEADER, dumps, from_exception, json_response, message_json
 from registry.http.blocking import Changes, blocking_params
 
-__all__ = ["Reads"]
+__all__ = ["Reads", "int_param"]
 
 
-def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+def int_param(query: Mapping[str, str], name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
@@ -77,7 +77,7 @@ class Reads:
 
     async def match(self, request: web.Request) -> web.Response:
         group, key = request.match_info["group"], request.match_info["key"]
-        n = _int_param(request.query, "n", 1)
+        n = int_param(request.query, "n", 1)
 
         def build() -> bytes:
             found = self.core.match(group, key, n)

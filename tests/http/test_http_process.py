@@ -1,6 +1,6 @@
 """The flags of the HTTP front on a real `registry` process: -http-addr (its address on the start line),
 -http-token-file, -ttl-default; each bad flag one line and exit 2; and a registry without -http-addr never
-imports aiohttp (with it, it does: the check can fail)."""
+imports aiohttp nor the web page's modules (with it, it does: the check can fail)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ def answer():
     for line in sys.stdin:
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "aiohttp")
         print("AIOHTTP " + str(len(loaded)), flush=True)
+        page = ("registry.http.ui", "registry.http.pool", "registry.timeline", "registry.ring.view", "registry.offload")
+        print("PAGE " + " ".join(sorted(m for m in sys.modules if m in page)), flush=True)
 
 threading.Thread(target=answer, daemon=True).start()
 from registry.cli import main
@@ -110,6 +112,10 @@ def test_aiohttp_is_imported_only_with_http_addr(http: bool) -> None:
         line = p.stdout.readline()
         assert line.startswith("AIOHTTP "), line
         assert (int(line.split()[1]) > 0) == http, line
+        # nor the web page's modules (issue 16): its timeline, ring views and worker come with the front
+        page = p.stdout.readline().split()
+        assert page[0] == "PAGE" and page[1:] == (["registry.http.pool", "registry.http.ui", "registry.offload",
+                                                    "registry.ring.view", "registry.timeline"] if http else []), page
         if http:  # -log-level info: no access log line for a request
             started_line = next(x for x in log if '"registry started"' in x)
             assert _http("GET", f"http://{json.loads(started_line)['http']}/healthz")[0] == 200

@@ -75,7 +75,7 @@ async def test_healthz_follows_health(front: Front, client: aiohttp.ClientSessio
     (f"/v1/members/{GROUP}?index=1&wait=soon", 400, "INVALID_ARGUMENT", "wait: duration 'soon'"),
     ("/v1/nothing", 404, "NOT_FOUND", "no route GET /v1/nothing"),
     ("/metrics", 404, "NOT_FOUND", "-metrics-addr"),
-    ("/", 404, "NOT_FOUND", "reserved"),
+    ("/ui", 404, "NOT_FOUND", "reserved"),  # "/" is the web page (registry.http.ui)
 ])
 async def test_errors_are_one_json_line(front: Front, client: aiohttp.ClientSession, path: str, status: int,
                                         code: str, words: str) -> None:
