@@ -6,6 +6,7 @@ shows a second registry alive with an RTT estimate, then failed once it is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -18,8 +19,11 @@ from yarl import URL
 
 from registry.catalog import Catalog
 from registry.http.ui import SECURITY_HEADERS, colour
+from registry.memberlist.config import Config
 from registry.offload import Offload
 from registry.ring.view import arcs, key_position, moved_share
+from registry.serf.agent import SerfAgent
+from registry.serf.config import SerfConfig
 from registry.server import RegistryServer
 from registry.timeline import Timeline
 from registry.v1 import registry_pb2 as pb
@@ -131,6 +135,14 @@ async def test_timeline_moved_shares(front: Front, client: aiohttp.ClientSession
         front.catalog.apply(f"x-{i}", {"group": GROUP, "addr": "10.0.0.9:1", "replicas": "4"})
     _, body, _ = await get(client, f"{front.base}/v1/ring/{GROUP}")
     assert [e["joined"] for e in body["timeline"]] == [[f"x-{i}"] for i in range(24, 4, -1)]
+    # every service gone: the timeline stays for when the group comes back
+    front.catalog.apply_many([(s.id, None) for s in front.catalog.members(GROUP)])
+    assert (await get(client, f"{front.base}/v1/ring/{GROUP}"))[0] == 404
+    front.catalog.apply("back", {"group": GROUP, "addr": "10.0.0.9:1", "replicas": "4"})
+    _, body, _ = await get(client, f"{front.base}/v1/ring/{GROUP}")
+    entries = body["timeline"]
+    assert [(e["joined"], len(e["left"]), e["moved"]) for e in entries[:2]] == [(["back"], 0, 1.0), ([], 30, 1.0)]
+    assert entries[2]["joined"] == ["x-24"] and len(entries) == 20
 
 
 def test_timeline_coalesces_changes_waiting_for_the_worker() -> None:
@@ -260,6 +272,8 @@ async def test_pool_of_a_registry_shows_members_rtt_and_failure(client: aiohttp.
     a = RegistryServer(registry_config("ui-a", tags={"zone": "z1"}))
     await a.start()
     b = RegistryServer(registry_config("ui-b", http_addr=None, registries=(a.gossip_address,)))
+    plain = SerfAgent(SerfConfig(name="plain", tags={"role": "x"},
+                                 memberlist=Config.fast(bind_addr="127.0.0.1", bind_port=0)))
     try:
         await b.start()
         base = f"http://{a.http_address}"
@@ -282,6 +296,16 @@ async def test_pool_of_a_registry_shows_members_rtt_and_failure(client: aiohttp.
         assert rows["ui-a"]["rtt_ms"] is None and 0 < rows["ui-b"]["rtt_ms"] < 1000
         assert rows["ui-a"]["tags"]["zone"] == "z1"
         assert {"name": "registry-group", "services": 2, "ttl": 0, "critical": 0} in body["groups"]
+        # a Serf member of no group changes no catalog: the member event alone wakes the pool's query
+        catalog_changes, before = a._http.changes.changes, body["index"]
+        query = asyncio.ensure_future(blocked(client, f"{base}/v1/pool?index={before}&wait=60s"))
+        await plain.start()
+        await plain.join([a.gossip_address])
+        new_index, _ = await asyncio.wait_for(query, 30)
+        assert new_index > before and a._http.changes.changes == catalog_changes
+        _, body, _ = await get(client, f"{base}/v1/pool")
+        row = next(m for m in body["members"] if m["name"] == "plain")
+        assert (row["role"], row["group"], row["health"], row["tags"]) == ("service", None, None, {"role": "x"})
         index = body["index"]
         query = asyncio.ensure_future(blocked(client, f"{base}/v1/pool?index={index}&wait=60s"))
         await asyncio.sleep(0)
@@ -295,5 +319,7 @@ async def test_pool_of_a_registry_shows_members_rtt_and_failure(client: aiohttp.
 
         await wait_until("ui-b failed", failed)
     finally:
+        with contextlib.suppress(Exception):
+            await plain.shutdown()
         await b.close()
         await a.stop()
