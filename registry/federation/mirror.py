@@ -1,0 +1,356 @@
+"""`Mirror`: a read-only copy of one remote datacenter's catalog, fed by Watch events (sans-I/O).
+
+Why a real `Catalog` inside: the copy must answer Match exactly as the remote registry does, and the
+only way to not drift apart is to run the very code the remote runs (as the caching client's
+`registry.client.cache.GroupView` does for one group).  The catalog is built with the remote's
+`RingInfo` (algorithm, default replicas, only-passing) and fed each service as the remote's catalog
+holds it:
+
+- its tags as the remote sent them, overridden only where the remote's verdict differs from what our
+  catalog would read from them: the ring parameters the remote's ring uses (`replicas`, `weight`:
+  for "chash" the group's replica count, fixed on the remote by a member long gone perhaps), its
+  health and note (the remote's word wins: an older registry routes every live service), `group`
+  and `addr`; so in the common case the services handed out are the remote's own, tags and all;
+- by kind: a gossiping service through `apply_many` (keyed by name, as Serf names are unique pool
+  wide), a TTL service through `apply_ttl` (keyed by group and id: `web/1` and `api/1` both exist).
+  The remote never shows a TTL entry that a gossiping member of the same id holds aside, so neither
+  does the copy: before a service of one kind takes an id, the other kind's holder is removed.
+
+Snapshots: every sequence of snapshots (the first after `reset`, or the remote's resync of a watcher
+that fell behind) is built into a fresh catalog, off to the side, and published whole at the marker
+that ends it (`{group: "", snapshot: true}`): readers keep the previous copy meanwhile, a group absent
+from the sequence is gone, and a "chash" group gets the remote's insert order and group replicas
+afresh (a difference applied to the old copy could keep a stale order).
+
+Deltas are applied to the published catalog in the order received.  For "consistent" rings (the
+default) that reproduces the remote exactly: a ring depends on its member set only.  For "chash" the
+ring also depends on insert order, and a Watch event does not carry the interleaving of its `added`
+and `updated` services, nor re-inserts of unchanged ones: an event with both, or with no service at
+all, cannot be followed exactly: it is applied as well as it can be, counted (`AMBIGUOUS_ORDER`) and
+`needs_resync` is set, so the driver asks the remote for a fresh snapshot.
+
+Every event is hostile input (another datacenter, possibly another operator): bytes that are no
+WatchEvent, a delta inside a snapshot sequence or before the first one, a delta for a group the copy
+does not hold that removes or updates something, a version not newer than the one applied, a service
+of another group, empty or repeated ids, an unknown health word, a ring algorithm we do not know: the
+event is dropped and counted by reason (`dropped`); nothing raises out of `apply`.  A bad event in a
+snapshot sequence breaks the whole sequence (publishing the rest would lose a group): its remaining
+events up to the marker are dropped too, the previous copy stays, and `needs_resync` is set.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from registry.catalog import MAX_REPLICAS_TAG, MAX_WEIGHT, TAG_ADDR, TAG_GROUP, TAG_REPLICAS, TAG_WEIGHT, Catalog
+from registry.catalog_batch import parse_int
+from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health, parse_health
+from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS
+from registry.service import ServiceKind
+from registry.v1 import registry_pb2 as pb
+
+__all__ = ["Drop", "Mirror"]
+
+
+class Drop(str, enum.Enum):
+    """Why an event was not applied (`Mirror.dropped` counts them)."""
+
+    BAD_BYTES = "bad_bytes"  # not a serialized WatchEvent
+    BEFORE_SNAPSHOT = "before_snapshot"  # a delta before the first snapshot sequence of this source
+    IN_SEQUENCE = "in_sequence"  # a delta between a sequence's first snapshot and its marker
+    UNKNOWN_GROUP = "unknown_group"  # a delta removing or updating services of a group not held
+    OLD_VERSION = "old_version"  # a version not newer than the group's last applied
+    REPEATED_GROUP = "repeated_group"  # a second snapshot of one group in one sequence
+    BAD_SERVICE = "bad_service"  # a service of another group, an empty or repeated id, a bad health
+    BAD_RING = "bad_ring"  # an unknown ring algorithm, or a sequence whose snapshots disagree on it
+    BROKEN_SEQUENCE = "broken_sequence"  # the rest of a snapshot sequence one bad event broke
+
+
+class Anomaly(str, enum.Enum):
+    """Events applied, but not followed exactly: the driver should resync (`needs_resync`)."""
+
+    GAP = "gap"  # a group's version jumped: the source skipped a change it should have sent
+    AMBIGUOUS_ORDER = "ambiguous_order"  # "chash": the event does not say the remote's insert order
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: Drop) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+@dataclass
+class _Copy:
+    """One catalog and the remote's version of each of its groups."""
+
+    catalog: Catalog
+    versions: dict[str, int] = field(default_factory=dict)
+    ttl: dict[str, set[str]] = field(default_factory=dict)  # group -> TTL ids held (the catalog keeps them private)
+
+
+def _new_catalog(ring: pb.RingInfo) -> Catalog:
+    if ring.algorithm not in ALGORITHMS or ring.default_replicas < 0:
+        raise _Invalid(Drop.BAD_RING)
+    return Catalog(algorithm=ring.algorithm, default_replicas=ring.default_replicas or None,
+                   only_passing=ring.only_passing)
+
+
+def _same_ring(catalog: Catalog, ring: pb.RingInfo) -> bool:
+    default = ring.default_replicas or (CHASH_DEFAULT_REPLICAS if ring.algorithm == "chash" else DEFAULT_REPLICAS)
+    return (catalog.algorithm, catalog.default_replicas, catalog.only_passing) == (
+        ring.algorithm, default, ring.only_passing)
+
+
+def _kind(s: pb.Service) -> ServiceKind:
+    return ServiceKind.TTL if s.kind == ServiceKind.TTL.value else ServiceKind.GOSSIP
+
+
+def _tags(s: pb.Service, catalog: Catalog) -> dict[str, str]:
+    """`s`'s tags, overridden only where our catalog would read them otherwise than the remote did."""
+    tags = dict(s.tags)
+    if tags.get(TAG_GROUP) != s.group:
+        tags[TAG_GROUP] = s.group
+    if tags.get(TAG_ADDR, "") != s.addr:
+        tags[TAG_ADDR] = s.addr
+    replicas, _ = parse_int(tags.get(TAG_REPLICAS), catalog.default_replicas, 1, MAX_REPLICAS_TAG)
+    if s.replicas > 0 and replicas != s.replicas:
+        tags[TAG_REPLICAS] = str(s.replicas)
+    weight, _ = parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
+    if s.weight > 0 and weight != s.weight:
+        tags[TAG_WEIGHT] = str(s.weight)
+    want = Health.from_word(s.health) if s.health else Health.PASSING  # ValueError: caller drops
+    health, note, _ = parse_health(tags)
+    want_note = s.health_note if want is not Health.PASSING else ""
+    if health is not want or note != want_note:
+        tags[TAG_HEALTH] = want.word
+        if want is Health.PASSING:
+            tags.pop(TAG_HEALTH_NOTE, None)
+        else:
+            tags[TAG_HEALTH_NOTE] = want_note
+    return tags
+
+
+def _check(ev: pb.WatchEvent) -> None:
+    """The event's services belong to its group, with distinct non-empty ids in each list."""
+    for services in (ev.services, ev.added, ev.removed, ev.updated):
+        seen: set[str] = set()
+        for s in services:
+            if s.group != ev.group or not s.id or s.id in seen:
+                raise _Invalid(Drop.BAD_SERVICE)
+            if s.health and s.health not in ("passing", "warning", "critical"):
+                raise _Invalid(Drop.BAD_SERVICE)
+            seen.add(s.id)
+    if {s.id for s in ev.added} & {s.id for s in ev.updated}:
+        raise _Invalid(Drop.BAD_SERVICE)
+
+
+class Mirror:
+    """The copy of `datacenter`'s catalog; one writer (its follower), readers read `catalog`.
+
+    `catalog` is replaced whole at the end of each snapshot sequence; between sequences it is changed
+    in place by deltas, as any catalog (its own lock; readers on other threads see whole groups).
+    """
+
+    def __init__(self, datacenter: str) -> None:
+        self.datacenter = datacenter
+        self._copy = _Copy(Catalog())
+        #: A sequence of snapshots in progress (built aside), or None.
+        self._next: _Copy | None = None
+        #: No sequence completed from the current source yet (after `reset`): deltas are refused.
+        self._fresh = True
+        #: A bad event broke the sequence in progress: drop everything up to its marker.
+        self._broken = False
+        #: A whole snapshot of every group has been applied since the last `reset`.
+        self.synced = False
+        #: Something was applied that the copy cannot follow exactly: ask the source for snapshots.
+        self.needs_resync = False
+        #: Events dropped, by reason; anomalies (applied, see `needs_resync`) by kind.
+        self.dropped: Counter[Drop] = Counter()
+        self.anomalies: Counter[Anomaly] = Counter()
+        self.applied = 0  # events applied
+        self.sequences = 0  # snapshot sequences published
+        #: When the last event was applied (the caller's clock), None before any.
+        self.last_event: float | None = None
+        self._lost_at: float | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The published copy: Match on it answers as Match on the remote (once `synced`)."""
+        return self._copy.catalog
+
+    def version(self, group: str) -> int:
+        """The remote's version of `group` last applied (0: none)."""
+        return self._copy.versions.get(group, 0)
+
+    # -- the source's life ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """A new source: its versions are its own, so the next snapshot sequence replaces everything;
+        until its marker the previous copy is what readers get."""
+        self._next = None
+        self._fresh = True
+        self._broken = False
+        self.synced = False
+        self.needs_resync = False
+
+    def mark_lost(self, *, now: float) -> None:
+        """No source answers: the copy is kept and grows stale from `now` (the first call's)."""
+        if self._lost_at is None:
+            self._lost_at = now
+
+    def stale_for(self, now: float) -> float | None:
+        """Seconds since the source was lost (until a new source's snapshots are whole); None while following."""
+        return None if self._lost_at is None else max(0.0, now - self._lost_at)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def apply(self, event: bytes | pb.WatchEvent, *, now: float) -> None:
+        """Apply one event of a Watch of every group, or drop it (counted in `dropped`)."""
+        ev: pb.WatchEvent | None = None
+        try:
+            ev = event if isinstance(event, pb.WatchEvent) else self._parse(event)
+            if self._broken:
+                if ev.snapshot and not ev.group:  # the broken sequence is over
+                    self._broken = False
+                raise _Invalid(Drop.BROKEN_SEQUENCE)
+            if ev.snapshot:
+                self._snapshot(ev)
+            else:
+                self._delta(ev)
+        except _Invalid as bad:
+            self.dropped[bad.reason] += 1
+            if bad.reason is not Drop.BROKEN_SEQUENCE and (self._next is not None or (ev is not None and ev.snapshot)):
+                self._next = None
+                self._broken = ev is None or not (ev.snapshot and not ev.group)  # a bad marker ends it too
+                self.needs_resync = True
+            return
+        self.applied += 1
+        self.last_event = now
+        if ev.snapshot and not ev.group:
+            self._lost_at = None
+
+    @staticmethod
+    def _parse(data: bytes) -> pb.WatchEvent:
+        ev = pb.WatchEvent()
+        try:
+            ev.ParseFromString(data)
+        except (DecodeError, ValueError):
+            raise _Invalid(Drop.BAD_BYTES) from None
+        return ev
+
+    def _snapshot(self, ev: pb.WatchEvent) -> None:
+        if ev.added or ev.removed or ev.updated:
+            raise _Invalid(Drop.BAD_SERVICE)
+        nxt = self._next
+        if nxt is None:  # the first event of a sequence
+            nxt = _Copy(_new_catalog(ev.ring))
+        elif not _same_ring(nxt.catalog, ev.ring):
+            raise _Invalid(Drop.BAD_RING)
+        if ev.group:
+            _check(ev)
+            if ev.group in nxt.versions:
+                raise _Invalid(Drop.REPEATED_GROUP)
+            if not self._fresh and ev.version < self._copy.versions.get(ev.group, 0):
+                raise _Invalid(Drop.OLD_VERSION)  # the same source's versions never go back
+            self._next = nxt
+            nxt.versions[ev.group] = ev.version
+            self._upsert(nxt, ev.group, ev.services)
+            return
+        # The marker: publish the sequence whole.
+        self._copy = nxt
+        self._next = None
+        self._fresh = False
+        self.synced = True
+        self.needs_resync = False
+        self.sequences += 1
+
+    def _delta(self, ev: pb.WatchEvent) -> None:
+        if self._next is not None:
+            raise _Invalid(Drop.IN_SEQUENCE)
+        if self._fresh:
+            raise _Invalid(Drop.BEFORE_SNAPSHOT)
+        if not ev.group or ev.services:
+            raise _Invalid(Drop.BAD_SERVICE)
+        _check(ev)
+        copy = self._copy
+        known = copy.versions.get(ev.group)
+        if known is None:
+            if ev.removed or ev.updated:
+                raise _Invalid(Drop.UNKNOWN_GROUP)
+        elif ev.version <= known:
+            raise _Invalid(Drop.OLD_VERSION)
+        elif ev.version != known + 1:
+            self._anomaly(Anomaly.GAP)
+        if copy.catalog.algorithm == "chash" and (
+                (ev.added and ev.updated) or not (ev.added or ev.removed or ev.updated)):
+            self._anomaly(Anomaly.AMBIGUOUS_ORDER)
+        copy.versions[ev.group] = ev.version
+        self._remove(copy, ev.group, ev.removed)
+        self._upsert(copy, ev.group, ev.added)
+        # chash: the remote re-inserted each updated service last; ours may hold an equal one (the same
+        # ring parameters after our overrides), which a plain upsert would leave in place.
+        self._upsert(copy, ev.group, ev.updated, reinsert=copy.catalog.algorithm == "chash")
+
+    def _anomaly(self, kind: Anomaly) -> None:
+        self.anomalies[kind] += 1
+        self.needs_resync = True
+
+    # -- writing the catalog ------------------------------------------------------------------------
+
+    @staticmethod
+    def _remove(copy: _Copy, group: str, services: Iterable[pb.Service]) -> None:
+        catalog = copy.catalog
+        ttl = copy.ttl.get(group, set())
+        gossip = [(s.id, None) for s in services if catalog.holds_gossip(group, s.id)]
+        gone = [(group, s.id, None) for s in services if s.id in ttl]
+        if gossip:
+            catalog.apply_many(gossip)
+        if gone:
+            catalog.apply_ttl(gone)
+            ttl.difference_update(id_ for _, id_, _ in gone)
+
+    def _upsert(self, copy: _Copy, group: str, services: Iterable[pb.Service], *, reinsert: bool = False) -> None:
+        """Upsert in the given order (chash: insert order), in runs of one kind; each id's holder of
+        the other kind leaves first, so the copy never holds an entry aside as the remote might.
+        `reinsert`: each service leaves and comes back in the same batch (moved last, even if equal)."""
+        catalog = copy.catalog
+        ttl = copy.ttl.setdefault(group, set())
+        run: list[tuple[str, Mapping[str, str] | None]] = []
+        run_kind: ServiceKind | None = None
+
+        def flush() -> None:
+            if not run:
+                return
+            if run_kind is ServiceKind.TTL:
+                gossip = [(id_, None) for id_, _ in run if catalog.holds_gossip(group, id_)]
+                if gossip:
+                    catalog.apply_many(gossip)
+                catalog.apply_ttl([(group, id_, tags) for id_, tags in run])
+                ttl.update(id_ for id_, tags in run if tags is not None)
+            else:
+                shadowed = [(group, id_, None) for id_, _ in run if id_ in ttl]
+                if shadowed:
+                    catalog.apply_ttl(shadowed)
+                    ttl.difference_update(id_ for _, id_, _ in shadowed)
+                catalog.apply_many(run)
+            run.clear()
+
+        try:
+            for s in services:
+                kind = _kind(s)
+                if kind is not run_kind:
+                    flush()
+                    run_kind = kind
+                if reinsert and (s.id in ttl if kind is ServiceKind.TTL else catalog.holds_gossip(group, s.id)):
+                    run.append((s.id, None))
+                run.append((s.id, _tags(s, catalog)))
+            flush()
+        except ValueError:  # a health word _check let through: cannot happen, but never raise out
+            raise _Invalid(Drop.BAD_SERVICE) from None
+        if not ttl:
+            copy.ttl.pop(group, None)

@@ -1,0 +1,1 @@
+"""Issue 17: mirrors of other datacenters' catalogs (registry/federation)."""
