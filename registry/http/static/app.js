@@ -15,6 +15,7 @@
 (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const WAIT = "30s";
+  const REQUEST_LIMIT_MS = 40000; // WAIT plus slack: longer than that, the connection is dead
   const LEGEND_MAX = 50; // the legend shows at most the 50 largest shares (or filter matches)
   const IDS_SHOWN = 5; // ids named per kind in one timeline line before "+N more"
   const C = 200; // centre of the 400 x 400 viewBox
@@ -70,14 +71,34 @@
     return (ms < 100 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
   }
 
-  /** The service's colour from its stable index: golden-angle hue steps keep near indexes apart,
-   * three lightness levels separate hues that still land close.  Text always names the colour's
-   * owner (legend, arc titles), so the colour is never the only carrier of meaning. */
-  function colour(index) {
-    const n = Math.abs(Math.trunc(index || 0));
-    const hue = (n * 137.508) % 360;
-    const light = [40, 52, 64][n % 3];
-    return `hsl(${hue.toFixed(1)}, 62%, ${light}%)`;
+  /** Twelve well-separated colours for small groups, where a hash's hues would often land close. */
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#6b6ecf"];
+
+  /**
+   * Each service's colour (id -> CSS colour) from the server's stable index (`color`, a hash of
+   * the id).  Up to 12 services: a palette slot, the hash's own slot when free, else the next free
+   * one (ids in order): distinct, and a service keeps its colour through most joins and leaves.
+   * More services: the hash as a hue, with three lightness levels separating hues that land close.
+   * Text always names a colour's owner (legend, arc titles), so colour never carries meaning alone.
+   */
+  function colours(services) {
+    const out = new Map();
+    if (services.length <= PALETTE.length) {
+      const taken = new Set();
+      for (const s of services) {
+        let slot = Math.abs(Math.trunc(s.color || 0)) % PALETTE.length;
+        while (taken.has(slot)) slot = (slot + 1) % PALETTE.length;
+        taken.add(slot);
+        out.set(s.id, PALETTE[slot]);
+      }
+      return out;
+    }
+    for (const s of services) {
+      const n = Math.abs(Math.trunc(s.color || 0));
+      out.set(s.id, `hsl(${n % 360}, 62%, ${[40, 52, 64][Math.trunc(n / 7) % 3]}%)`);
+    }
+    return out;
   }
 
   function groupHref(group) {
@@ -102,15 +123,26 @@
 
   // ---- requests ------------------------------------------------------------------------
 
-  async function getJSON(url, signal) {
-    const r = await fetch(url, { signal, cache: "no-store", headers: { Accept: "application/json" } });
-    let body = null;
+  /** One GET: aborted with the view, and after `limitMs` (a blocking query answers by its wait,
+   * so a request silent for longer hangs on a dead connection and is given up, then retried). */
+  async function getJSON(url, signal, limitMs = REQUEST_LIMIT_MS) {
+    const ctl = new AbortController();
+    const stop = () => ctl.abort();
+    signal.addEventListener("abort", stop, { once: true });
+    const timer = setTimeout(stop, limitMs);
     try {
-      body = await r.json();
-    } catch (_) {
-      body = null;
+      const r = await fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json" } });
+      let body = null;
+      try {
+        body = await r.json();
+      } catch (_) {
+        body = null;
+      }
+      return { ok: r.ok, status: r.status, body, header: r.headers.get("X-Registry-Index") };
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", stop);
     }
-    return { ok: r.ok, status: r.status, body, header: r.headers.get("X-Registry-Index") };
   }
 
   function indexOf(res) {
@@ -151,7 +183,10 @@
       }
       backoff = 0;
       setStatus("live");
-      const next = indexOf(res);
+      let next = indexOf(res);
+      // A 404 without an index is a group this registry does not know: its index is 0, and
+      // `?index=0` waits for the group to appear.
+      if (next === null && res.status === 404) next = "0";
       if (res.ok) await onData(res.body, next);
       else await onError(res.body, next, res.status);
       if (signal.aborted) return;
@@ -275,7 +310,7 @@
 
   function showGroup(group) {
     const v = { kind: "group", group, ctl: new AbortController(), data: null, filter: "",
-      lookup: null, ownerIds: [], keyPos: null, lookupSeq: 0 };
+      lookup: null, ownerIds: [], keyPos: null, keyArc: null, lookupSeq: 0 };
     document.title = `registry: ${group}`;
     v.error = h("p", { id: "error", class: "error", role: "alert", hidden: true });
     v.algorithm = h("span", { id: "algorithm" }, "…");
@@ -313,6 +348,7 @@
     v.filterBox.addEventListener("input", () => { v.filter = v.filterBox.value.trim().toLowerCase(); renderLegend(v); });
     v.legendNote = h("p", { id: "legend-note", class: "muted" });
     v.legend = h("ol", { id: "legend", class: "legend" });
+    v.offRing = h("p", { id: "off-ring", class: "off-ring", hidden: true });
     v.timeline = h("ol", { id: "timeline", class: "timeline" });
 
     main.replaceChildren(
@@ -328,7 +364,7 @@
             form, v.lookupError, v.owners),
           h("section", { "aria-labelledby": "legend-h" }, h("h2", { id: "legend-h" }, "Services and their shares"),
             h("p", { class: "filter" }, h("label", { for: "filter" }, "Filter"), v.filterBox),
-            v.legendNote, v.legend),
+            v.legendNote, v.legend, v.offRing),
           h("section", { "aria-labelledby": "timeline-h" }, h("h2", { id: "timeline-h" }, "Recent changes"),
             v.timeline))),
     );
@@ -351,9 +387,10 @@
     v.error.hidden = true;
     v.algorithm.textContent = d.algorithm;
     v.version.textContent = String(d.version);
-    v.count.textContent = String(d.services.length);
+    v.count.textContent = String(d.services.filter(onRing).length);
     drawArcs(v, d);
     renderLegend(v);
+    renderOffRing(v);
     renderTimeline(v, d.timeline || []);
     applyHighlight(v);
     if (v.lookup) await lookup(v); // owners may have moved with the ring: ask again before saying "rendered"
@@ -371,6 +408,7 @@
     v.caption.textContent = "";
     v.legend.replaceChildren();
     v.legendNote.textContent = "";
+    v.offRing.hidden = true;
     v.owners.replaceChildren();
     v.ownerIds = [];
     rendered("group", index);
@@ -382,14 +420,14 @@
   }
 
   /** The annular sector [a, b) of the circle (fractions, b may pass 1 for the wrapping run). */
-  function arcPath(a, b) {
+  function arcPath(a, b, rOut = R_OUT, rIn = R_IN) {
     if (b - a >= 1 - 1e-9) { // one run holds the whole circle: two half rings
-      return `M${point(0, R_OUT)}A${R_OUT} ${R_OUT} 0 1 1 ${point(0.5, R_OUT)}A${R_OUT} ${R_OUT} 0 1 1 ${point(0, R_OUT)}Z` +
-        `M${point(0, R_IN)}A${R_IN} ${R_IN} 0 1 0 ${point(0.5, R_IN)}A${R_IN} ${R_IN} 0 1 0 ${point(0, R_IN)}Z`;
+      return `M${point(0, rOut)}A${rOut} ${rOut} 0 1 1 ${point(0.5, rOut)}A${rOut} ${rOut} 0 1 1 ${point(0, rOut)}Z` +
+        `M${point(0, rIn)}A${rIn} ${rIn} 0 1 0 ${point(0.5, rIn)}A${rIn} ${rIn} 0 1 0 ${point(0, rIn)}Z`;
     }
     const large = b - a > 0.5 ? 1 : 0;
-    return `M${point(a, R_OUT)}A${R_OUT} ${R_OUT} 0 ${large} 1 ${point(b, R_OUT)}` +
-      `L${point(b, R_IN)}A${R_IN} ${R_IN} 0 ${large} 0 ${point(a, R_IN)}Z`;
+    return `M${point(a, rOut)}A${rOut} ${rOut} 0 ${large} 1 ${point(b, rOut)}` +
+      `L${point(b, rIn)}A${rIn} ${rIn} 0 ${large} 0 ${point(a, rIn)}Z`;
   }
 
   /** One path per merged run the server sent (at most its 1,440 slices), built in one pass. */
@@ -397,13 +435,13 @@
     const services = d.services;
     const runs = (d.arcs && d.arcs.runs) || [];
     const frag = document.createDocumentFragment();
-    const colours = services.map((s) => colour(s.color));
+    v.colours = colours(services.filter(onRing));
     for (let i = 0; i < runs.length; i++) {
       const [start, owner] = runs[i];
       const end = i + 1 < runs.length ? runs[i + 1][0] : runs[0][0] + 1;
       const s = services[owner];
       if (!s) continue;
-      frag.append(svg("path", { class: "arc", "data-service": s.id, d: arcPath(start, end), fill: colours[owner] },
+      frag.append(svg("path", { class: "arc", "data-service": s.id, d: arcPath(start, end), fill: v.colours.get(s.id) || "#8c959f" },
         svg("title", {}, `${s.id}: ${pct(s.share)} of the keys`)));
     }
     v.arcs.replaceChildren(frag);
@@ -414,18 +452,34 @@
       : "Each service's arcs of the key space, clockwise from the top, drawn exactly.";
   }
 
+  /** The server lists every live member of the group; a critical one is held off the ring
+   * (`on_ring: false`, share 0): it has no arc, so it is not in the circle's legend either. */
+  function onRing(s) {
+    return s.on_ring !== false;
+  }
+
+  function renderOffRing(v) {
+    const off = v.data ? v.data.services.filter((s) => !onRing(s)) : [];
+    v.offRing.hidden = off.length === 0;
+    v.offRing.textContent = off.length
+      ? "Held off the ring: " + off.slice(0, 20).map((s) => `${s.id} (${s.health || "unknown"}${s.health_note ? ": " + s.health_note : ""})`).join(", ") +
+        (off.length > 20 ? ` and ${off.length - 20} more` : "")
+      : "";
+  }
+
   function renderLegend(v) {
     const d = v.data;
     if (!d) return;
-    const all = d.services.slice().sort((a, b) => b.share - a.share || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const all = d.services.filter(onRing).sort((a, b) => b.share - a.share || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const f = v.filter;
     const matching = f ? all.filter((s) => s.id.toLowerCase().includes(f) || String(s.addr || "").toLowerCase().includes(f)) : all;
     const shown = matching.slice(0, LEGEND_MAX);
     const frag = document.createDocumentFragment();
     for (const s of shown) {
       const sw = h("span", { class: "swatch", "aria-hidden": "true" });
-      sw.style.backgroundColor = colour(s.color);
-      const li = h("li", { "data-service": s.id, title: s.addr ? `${s.id} at ${s.addr}` : s.id }, sw,
+      sw.style.backgroundColor = v.colours.get(s.id) || "#8c959f";
+      const title = (s.addr ? `${s.id} at ${s.addr}` : s.id) + (s.health_note ? ` (${s.health_note})` : "");
+      const li = h("li", { "data-service": s.id, title }, sw,
         h("span", { class: "name" }, s.id),
         h("span", { class: "share" }, pct(s.share)),
         h("span", { class: "health" + (s.health ? " chip h-" + s.health : "") }, s.health || "-"));
@@ -472,6 +526,7 @@
     v.owners.replaceChildren();
     v.ownerIds = [];
     v.keyPos = null;
+    v.keyArc = null;
     applyHighlight(v);
   }
 
@@ -496,6 +551,8 @@
     const owners = res.body.services;
     v.ownerIds = owners.map((s) => s.id);
     v.keyPos = typeof res.body.position === "number" ? res.body.position : null;
+    const arc = res.body.arc;
+    v.keyArc = Array.isArray(arc) && arc.length === 2 && arc.every((x) => typeof x === "number") ? arc : null;
     const frag = document.createDocumentFragment();
     owners.forEach((s, i) => {
       frag.append(h("li", { "data-service": s.id, class: i === 0 ? "owner" : "next" },
@@ -518,6 +575,10 @@
     }
     v.marker.replaceChildren();
     if (v.keyPos !== null && v.ownerIds.length) {
+      if (v.keyArc) { // the owner's arc the key falls in, as a band outside the ring
+        const [a, b] = v.keyArc;
+        v.marker.append(svg("path", { class: "key-arc", d: arcPath(a, b > a ? b : b + 1, R_OUT + 7, R_OUT + 2) }));
+      }
       const [x, y] = point(v.keyPos, R_MARK).split(" ");
       const [ox, oy] = point(v.keyPos, R_OUT + 8).split(" ");
       v.marker.append(
