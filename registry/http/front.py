@@ -182,7 +182,7 @@ class HttpFront:
         self.changes.close()
         self.watches.close()
         self.timeline.close()
-        self.offload.close()
+        self.offload.close(timeout=0)  # not waited for on the loop: it ends after the job it runs
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
@@ -201,3 +201,9 @@ class HttpFront:
                       ({"reason": "token"}, float(self.writes.denied))])
         yield Metric("registry_http_blocking_queries", "Blocking queries parked now.", "gauge",
                      [({}, float(self.changes.parked))])
+        off = self.offload
+        yield Metric("registry_http_ui_jobs_total", "Ring drawings and moved shares of the web page computed on its "
+                     "worker thread, by outcome (superseded: a newer version came first; refused: the queue was "
+                     "full).", "counter", [({"outcome": "ran"}, float(off.ran)),
+                                            ({"outcome": "superseded"}, float(off.superseded)),
+                                            ({"outcome": "refused"}, float(off.refused))])

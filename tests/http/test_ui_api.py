@@ -197,6 +197,8 @@ async def test_big_ring_is_drawn_on_the_worker(front: Front, client: aiohttp.Cli
     assert {s["id"]: s["share"] for s in body["services"]} == ring.shares()
     await get(client, f"{front.base}/v1/ring/big?bins=360")
     assert front.http.offload.ran == ran + 1  # cached per (group, version, bins)
+    [jobs] = [m for m in front.http.metrics() if m.name == "registry_http_ui_jobs_total"]
+    assert ({"outcome": "ran"}, float(ran + 1)) in jobs.samples
 
 
 async def blocked(client: aiohttp.ClientSession, url: str) -> tuple[int, float]:
