@@ -29,6 +29,7 @@ worker's `moved` of the group's newest timeline entry, so the page rarely sees i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.resources
 import re
@@ -160,6 +161,9 @@ class Ui:
         self.static_dir: Traversable = importlib.resources.files("registry.http").joinpath("static")
         self._files: dict[str, _File] | None = None
         self._drawn: OrderedDict[str, _Drawn] = OrderedDict()
+        #: Drawings on the worker now, by (group, bins): (version, future); requests for that version share it.
+        self._flights: dict[tuple[str, int], tuple[int, Future[_Drawn]]] = {}
+        self._loop = asyncio.get_running_loop()
         if pool is not None:
             pool.on_event(lambda: changes.wake(_POOL_KEY))
         changes.listeners.append(lambda _change: changes.wake(_POOL_KEY))
@@ -253,11 +257,18 @@ class Ui:
             if ring.point_count <= self.inline_points:
                 drawn = _draw(self.core, group, version, ring, services, bins)
             else:
-                job = functools.partial(_draw, self.core, group, version, ring, services, bins)
-                try:
-                    future: Future[_Drawn] = self.offload.submit(("ring", group, bins), job)
-                except Busy as exc:
-                    raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, Status.RESOURCE_EXHAUSTED, str(exc)) from None
+                key = (group, bins)
+                flight = self._flights.get(key)
+                if flight is not None and flight[0] == version and not flight[1].cancelled():
+                    future = flight[1]  # the same drawing asked by another request: share it
+                else:
+                    job = functools.partial(_draw, self.core, group, version, ring, services, bins)
+                    try:
+                        future = self.offload.submit(("ring", group, bins), job)
+                    except Busy as exc:
+                        raise ApiError(HTTPStatus.TOO_MANY_REQUESTS, Status.RESOURCE_EXHAUSTED, str(exc)) from None
+                    self._flights[key] = (version, future)
+                    future.add_done_callback(functools.partial(self._landed, key))
                 waited = asyncio.wrap_future(future)
                 await asyncio.wait({waited})  # never cancels the job: other requests may share it
                 if waited.cancelled():
@@ -270,6 +281,16 @@ class Ui:
             return drawn, version
         raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, Status.UNAVAILABLE,
                        f"group {group!r} changed {_RETRIES} times while its ring was drawn; ask again")
+
+    def _landed(self, key: tuple[str, int], future: Future[_Drawn]) -> None:
+        """A drawing's future is done (any thread): forget its flight, on the loop."""
+        def forget() -> None:
+            flight = self._flights.get(key)
+            if flight is not None and flight[1] is future:
+                del self._flights[key]
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to forget
+            self._loop.call_soon_threadsafe(forget)
 
     async def ring_answer(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]

@@ -199,6 +199,15 @@ async def test_big_ring_is_drawn_on_the_worker(front: Front, client: aiohttp.Cli
     assert front.http.offload.ran == ran + 1  # cached per (group, version, bins)
     [jobs] = [m for m in front.http.metrics() if m.name == "registry_http_ui_jobs_total"]
     assert ({"outcome": "ran"}, float(ran + 1)) in jobs.samples
+    # several pages asking at once for a new version share one drawing
+    front.catalog.apply("big-0", None)
+    pending = front.http.timeline.pending("big")
+    if pending is not None:
+        await asyncio.wrap_future(pending)
+    ran, superseded = front.http.offload.ran, front.http.offload.superseded
+    answers = await asyncio.gather(*[get(client, f"{front.base}/v1/ring/big?bins=360") for _ in range(6)])
+    assert [(a[0], len(a[1]["services"])) for a in answers] == [(200, 13)] * 6
+    assert (front.http.offload.ran, front.http.offload.superseded) == (ran + 1, superseded)
 
 
 async def blocked(client: aiohttp.ClientSession, url: str) -> tuple[int, float]:
