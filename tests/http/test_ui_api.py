@@ -18,8 +18,11 @@ import pytest
 from yarl import URL
 
 from registry.catalog import Catalog
+from registry.health import Health
+from registry.http.front import HttpFront
 from registry.http.ui import SECURITY_HEADERS, colour
 from registry.memberlist.config import Config
+from registry.native import start_native
 from registry.offload import Offload
 from registry.ring.view import arcs, key_position, moved_share
 from registry.serf.agent import SerfAgent
@@ -334,3 +337,31 @@ async def test_pool_of_a_registry_shows_members_rtt_and_failure(client: aiohttp.
             await plain.shutdown()
         await b.close()
         await a.stop()
+
+
+async def test_chash_ring_answers(client: aiohttp.ClientSession) -> None:
+    """A "chash" registry: the same routes, its algorithm named, keys equal to Match, shares exact."""
+    catalog = Catalog(algorithm="chash")
+    for i in range(4):
+        catalog.apply(f"c-{i}", {"group": "g", "addr": f"10.3.0.{i}:1", "replicas": "20"})
+    health = Health()
+    grpc_front = await start_native(catalog, "127.0.0.1:0", health=health)
+    http = HttpFront(grpc_front.core, health, ttl=lambda: None)
+    await http.start("127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{http.port}"
+        status, body, _ = await get(client, f"{base}/v1/ring/g")
+        ring = catalog.ring("g")
+        assert status == 200 and body["algorithm"] == "chash" and body["arcs"]["exact"] is True
+        assert {s["id"]: s["share"] for s in body["services"]} == ring.shares()
+        for i in range(50):
+            _, ui, _ = await get(client, f"{base}/v1/ring/g/key/k{i}?n=2")
+            _, match, _ = await get(client, f"{base}/v1/match/g/k{i}?n=2")
+            assert ui["services"] == match["services"] and ui["position"] == key_position("chash", f"k{i}")
+        catalog.apply("c-9", {"group": "g", "addr": "10.3.0.9:1"})
+        _, body, _ = await get(client, f"{base}/v1/ring/g")
+        assert body["timeline"][0]["joined"] == ["c-9"]
+        assert body["timeline"][0]["moved"] == moved_share(ring, catalog.ring("g"))
+    finally:
+        await http.stop()
+        await grpc_front.stop(None)
