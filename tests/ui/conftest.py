@@ -8,6 +8,7 @@ when CI=true)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -43,6 +44,21 @@ def http_json(base: str, method: str, path: str, body: Any = None, timeout: floa
     except urllib.error.HTTPError as exc:
         raw, status = exc.read(), exc.code
     return status, (json.loads(raw) if raw else None)
+
+
+def put_many(base: str, group: str, count: int, replicas: int, prefix: str = "big") -> None:
+    """`count` TTL services on one keep-alive connection (one request at a time, as a client would)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        for i in range(count):
+            body = json.dumps({"addr": f"10.4.{i // 250}.{i % 250}:80", "ttl": "600s", "replicas": replicas})
+            conn.request("PUT", f"/v1/services/{group}/{prefix}-{i:04d}", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            assert resp.status == 200, f"PUT {prefix}-{i:04d}: {resp.status} {answer[:200]!r}"
+    finally:
+        conn.close()
 
 
 @dataclass

@@ -9,8 +9,6 @@ have happened (the stop's return, the join's return, the registry's /v1/pool ans
 
 from __future__ import annotations
 
-import http.client
-import json
 import signal
 import threading
 import time
@@ -26,7 +24,7 @@ from registry.client import RpcClient
 from registry.register import Register
 from tests.e2e.helpers import TOLERANT, Service, wait_for
 from tests.ui.browser import NARROW, UiPage, console, percent
-from tests.ui.conftest import STABLE, Pool, http_json, pool_of_one
+from tests.ui.conftest import STABLE, Pool, http_json, pool_of_one, put_many
 
 pytestmark = pytest.mark.browser
 
@@ -280,21 +278,6 @@ def test_health_critical_leaves_the_picture_and_comes_back(pool: Pool, page: Pag
 # -- 6. scale ------------------------------------------------------------------------------------------
 
 BIG = 1000
-
-
-def put_many(base: str, group: str, count: int, replicas: int) -> None:
-    """`count` TTL services on one keep-alive connection (one request at a time, as a client would)."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        for i in range(count):
-            body = json.dumps({"addr": f"10.4.{i // 250}.{i % 250}:80", "ttl": "600s", "replicas": replicas})
-            conn.request("PUT", f"/v1/services/{group}/big-{i:04d}", body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            answer = resp.read()
-            assert resp.status == 200, f"PUT big-{i:04d}: {resp.status} {answer[:200]!r}"
-    finally:
-        conn.close()
 
 
 def test_thousand_services(pool: Pool, page: PageFactory) -> None:
