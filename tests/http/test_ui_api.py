@@ -210,6 +210,9 @@ async def test_big_ring_is_drawn_on_the_worker(front: Front, client: aiohttp.Cli
     ran, superseded = front.http.offload.ran, front.http.offload.superseded
     answers = await asyncio.gather(*[get(client, f"{front.base}/v1/ring/big?bins=360") for _ in range(6)])
     assert [(a[0], len(a[1]["services"])) for a in answers] == [(200, 13)] * 6
+    moved = moved_share(ring, front.catalog.ring("big"))  # computed on the worker too (a 4096-point leave)
+    assert answers[0][1]["timeline"][0] == {**answers[0][1]["timeline"][0], "left": ["big-0"], "moved": moved}
+    assert moved == pytest.approx(ring.shares()["big-0"], abs=1e-15)
     assert (front.http.offload.ran, front.http.offload.superseded) == (ran + 1, superseded)
 
 
