@@ -158,7 +158,7 @@
    * "reconnecting" and retries after a backoff (0.5 s doubling to 5 s); an API error (a 404 for a
    * group with no live service) is rendered and the loop keeps waiting on that index, so the page
    * fills in when the group appears.  A server that answers at once with the same index (or with
-   * none) is paced at one request a second rather than spun on.
+   * none) is paced (one request a second; four for a 404) rather than spun on.
    */
   async function follow(v, url, onData, onError) {
     const signal = v.ctl.signal;
@@ -190,7 +190,10 @@
       if (res.ok) await onData(res.body, next);
       else await onError(res.body, next, res.status);
       if (signal.aborted) return;
-      if (next === null || (next === index && performance.now() - started < 200)) await sleep(1000, signal);
+      if (next === null || (next === index && performance.now() - started < 200)) {
+        // An emptied group's 404 carries no index to block on: ask again soon (a 404 is cheap).
+        await sleep(res.status === 404 ? 250 : 1000, signal);
+      }
       index = next;
     }
   }
@@ -272,8 +275,10 @@
 
     const counts = {};
     for (const m of members) counts[m.status] = (counts[m.status] || 0) + 1;
-    v.summary.textContent = `${members.length} member${members.length === 1 ? "" : "s"}: ` +
-      (Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "none");
+    const ttl = groups.reduce((sum, g) => sum + (g.ttl || 0), 0);
+    v.summary.textContent = `${members.length} gossip member${members.length === 1 ? "" : "s"}: ` +
+      (Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "none") +
+      (ttl ? `. The ${ttl} TTL service${ttl === 1 ? "" : "s"} (registered over HTTP, not gossiping) are on their groups' pages.` : "");
 
     const rows = document.createDocumentFragment();
     for (const m of members) rows.append(memberRow(m, d.self));
@@ -329,7 +334,9 @@
     v.n = h("input", { id: "count", name: "n", type: "number", min: "1", max: "1000", value: "3", inputmode: "numeric" });
     v.lookupError = h("p", { id: "lookup-error", class: "error", role: "alert", hidden: true });
     v.owners = h("ol", { id: "owners", "aria-live": "polite", "aria-label": "owners of the key" });
-    const form = h("form", { id: "lookup", role: "search" },
+    // method "dialog": outside a dialog a submission goes nowhere, so even a submit the handler
+    // below missed can never navigate away (and drop the #/group route).
+    const form = h("form", { id: "lookup", role: "search", method: "dialog" },
       h("span", { class: "field key-field" }, h("label", { for: "key" }, "Key"), v.key),
       h("span", { class: "field" }, h("label", { for: "count" }, "Owners (n)"), v.n),
       h("button", { type: "submit" }, "Look up"));
@@ -402,9 +409,11 @@
     v.error.textContent = errorLine(body, status);
     v.error.hidden = false;
     v.count.textContent = "0";
+    if (v.algorithm.textContent === "…") v.algorithm.textContent = "-";
+    v.version.textContent = "-";
     v.arcs.replaceChildren();
     v.marker.replaceChildren();
-    v.centre.textContent = "no live services";
+    v.centre.textContent = "waiting for a service…"; // the loop keeps watching the group
     v.caption.textContent = "";
     v.legend.replaceChildren();
     v.legendNote.textContent = "";
