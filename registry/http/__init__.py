@@ -13,5 +13,9 @@ Modules, one concept each:
 - `watch`: `GET /v1/watch/<group>`, Server-Sent Events of the gRPC Watch's events (`RegistryCore.watch`).
 - `writes`: TTL registrations, the /v1 form and hera's (`PUT /<service>/<id>`), the write token.
 - `gate`: the connection caps (per process, per source address), applied at accept, before a byte is read.
+- `ui`: the web page (issue 16): `/` and `/ui/<file>` from `static/` (a table read once), and its JSON:
+  `/v1/pool`, `/v1/ring/<group>`, `/v1/ring/<group>/key/<key>` (timeline: `registry.timeline`; big rings
+  drawn on `registry.offload`'s worker thread).
+- `pool`: the gossip pool as the page's overview reads it (`PoolView`; `SerfPool` over the server's agent).
 - `front`: `HttpFront`: the application, its listener, TLS, start and stop, its metrics.
 """
