@@ -1,6 +1,6 @@
 """`HttpFront`: the HTTP/JSON API's aiohttp application on the registry's loop, its listener and metrics.
 
-aiohttp's `web.Application` routes (`reads`, `watch`, `writes`) and its `AppRunner` owns the application's
+aiohttp's `web.Application` routes (`reads`, `watch`, `ui`, `writes`) and its `AppRunner` owns the application's
 life; the listening sockets are `gate`'s (caps at accept), each accepted socket served by aiohttp's own
 HTTP/1.1 protocol (`gate.Connection`). One middleware turns every error (the API's, and aiohttp's own 404 and
 405) into the one JSON error body and counts requests by route and status for `/metrics`.
