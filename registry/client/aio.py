@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, overload
@@ -19,7 +19,7 @@ import grpc.aio
 
 from registry.client.common import check_batch, check_match
 from registry.client.core import ClientCore, Rpc, WatchRetry, groups_rpc, match_batch_rpc, match_rpc, members_rpc
-from registry.client.errors import RegistryError
+from registry.client.errors import RegistryError, Unavailable, from_rpc_error
 from registry.client.types import Service
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRpcClient"]
 
 _R = TypeVar("_R")
+_WATCH = f"/{pb.DESCRIPTOR.services_by_name['Registry'].full_name}/Watch"
 
 
 class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
@@ -92,6 +93,37 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
 
     async def groups(self, *, timeout: float | None = None) -> list[str]:
         return await self._call(groups_rpc(), timeout)
+
+    async def watch_events(self, group: str = "", *, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """The raw Watch stream of `group` ("": every group) from the address calls use first: each
+        event as the serialized `registry.v1.WatchEvent` the registry sent, for a consumer that checks
+        them itself (`registry.federation.Mirror`). No failover and no retry: the stream ends when the
+        server ends it, and any failure is raised as a RegistryError (Unavailable when the registry is
+        unreachable or stops answering keepalive PINGs). `timeout` bounds the wait for the first event."""
+        if self._closed.is_set():
+            raise RegistryError("client is closed")
+        t = self._timeout(timeout)
+        self._stub(self._current)  # dials the channel
+        channel = self._channels[self._current]
+        assert channel is not None
+        call = channel.unary_stream(_WATCH, request_serializer=pb.WatchRequest.SerializeToString,
+                                    response_deserializer=None)(pb.WatchRequest(group=group))
+        first = True
+        try:
+            while True:
+                try:
+                    data = await (asyncio.wait_for(call.read(), t) if first else call.read())
+                except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                    raise Unavailable(f"Watch (group {group!r}): {self.addresses[self._current]}: "
+                                      f"no event within {t}s", group=group) from None
+                except grpc.RpcError as err:
+                    raise from_rpc_error("Watch", group, self.addresses[self._current], err) from None
+                if data is grpc.aio.EOF:
+                    return
+                first = False
+                yield data
+        finally:
+            call.cancel()
 
     async def _view(self, group: str, timeout: float | None) -> GroupView:
         view = self._views.get(group)

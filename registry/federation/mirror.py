@@ -54,7 +54,7 @@ from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS
 from registry.service import ServiceKind
 from registry.v1 import registry_pb2 as pb
 
-__all__ = ["Drop", "Mirror"]
+__all__ = ["Anomaly", "Drop", "Mirror"]
 
 
 class Drop(str, enum.Enum):

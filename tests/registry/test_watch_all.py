@@ -128,3 +128,27 @@ async def test_all_groups_watchers_count_against_the_cap(stub: pb_grpc.RegistryS
     one.cancel()
     two.cancel()
     await async_wait_for(lambda: server.core.watcher_count() == 0, what="both watchers gone")
+
+
+async def test_client_watch_events_yields_the_raw_stream(server: AnyServer, catalog: Catalog) -> None:
+    """`AsyncRpcClient.watch_events("")`: the serialized events as the registry sent them (a mirror checks
+    them itself); an unreachable registry is Unavailable, naming it."""
+    from registry.client import AsyncRpcClient, Unavailable
+    from tests.e2e.helpers import free_port
+
+    async with AsyncRpcClient(f"127.0.0.1:{server.port}", timeout=10) as c:
+        stream = c.watch_events("")
+        groups = []
+        async for data in stream:
+            assert isinstance(data, bytes)
+            ev = pb.WatchEvent.FromString(data)
+            groups.append(ev.group)
+            if not ev.group:
+                break
+        assert groups == ["api", "web", ""]
+        await stream.aclose()  # type: ignore[attr-defined]
+    dead = f"127.0.0.1:{free_port()}"
+    async with AsyncRpcClient(dead, timeout=2) as c:
+        with pytest.raises(Unavailable, match=dead):
+            async for _ in c.watch_events(""):
+                pass
