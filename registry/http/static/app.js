@@ -177,6 +177,10 @@
       if (signal.aborted) return;
       if (res === null || res.status >= 500 || res.status === 429 || (!res.ok && res.body === null)) {
         setStatus("reconnecting");
+        // Indexes are one registry's: the one answering next may be another, or this one restarted
+        // (numbering from the start again, maybe up to the very index held here with other content).
+        // Blocking on the old index could then wait a whole `wait`: ask afresh instead.
+        index = null;
         backoff = Math.min(backoff ? backoff * 2 : 500, 5000);
         await sleep(backoff, signal);
         continue;
