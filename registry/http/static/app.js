@@ -191,8 +191,14 @@
       // A 404 without an index is a group this registry does not know: its index is 0, and
       // `?index=0` waits for the group to appear.
       if (next === null && res.status === 404) next = "0";
-      if (res.ok) await onData(res.body, next);
-      else await onError(res.body, next, res.status);
+      try {
+        if (res.ok) await onData(res.body, next);
+        else await onError(res.body, next, res.status);
+      } catch (err) {
+        // An answer this page cannot draw (a server newer than the page?) must not end the loop:
+        // say so once in the console and keep following from the next answer.
+        console.error("registry page: could not render", url, err);
+      }
       if (signal.aborted) return;
       if (next === null || (next === index && performance.now() - started < 200)) {
         // An emptied group's 404 carries no index to block on: ask again soon (a 404 is cheap).
@@ -349,6 +355,11 @@
       const key = v.key.value;
       if (key === "") {
         showLookupError(v, "type a key to look up");
+        return;
+      }
+      if (key === "." || key === "..") {
+        // A browser resolves a path segment "." or ".." (even as %2E) before sending: no URL can carry it.
+        showLookupError(v, `the key "${key}" cannot travel in a URL path from a browser; ask Match over gRPC or curl`);
         return;
       }
       v.lookup = { key, n: v.n.value.trim() || "3" };
