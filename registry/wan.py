@@ -143,8 +143,8 @@ class WanPool:
             try:
                 n = await self.join(addrs)
             except Exception as exc:  # noqa: BLE001 - a failed join is retried, whatever the cause
-                log.warning("wan join failed; will retry", seeds=addrs, error=str(exc) or type(exc).__name__,
-                            retry_s=self.retry)
+                why = (str(exc) or type(exc).__name__).replace("-encrypt", "-wan-encrypt")  # memberlist names the LAN flag
+                log.warning("wan join failed; will retry", seeds=addrs, error=why, retry_s=self.retry)
             else:
                 if n > 0:
                     log.info("joined the wan pool", contacted=n, members=len(self.agent.members()))

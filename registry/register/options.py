@@ -23,6 +23,7 @@ from registry.addresses import (
 )
 from registry.checks.board import Board, Published
 from registry.checks.spec import Check, CheckError, name_checks
+from registry.datacenter import DEFAULT_DATACENTER, TAG_DATACENTER, datacenter_problem
 from registry.healthtags import MAX_NOTE_BYTES, TAG_HEALTH, TAG_HEALTH_NOTE, Health, health_tags
 from registry.memberlist.config import Config, Profile
 from registry.memberlist.types import META_MAX_SIZE
@@ -38,7 +39,7 @@ DEFAULT_REPLICAS = 10000
 #: The group registries put in their own tags (`registry.server.REGISTRY_GROUP`, not imported
 #: from there: that module loads asyncio, which a sync service must not pay for).
 REGISTRY_GROUP = "registry-group"
-_RESERVED = ("group", "addr", "replicas", "weight")
+_RESERVED = ("group", "addr", "replicas", "weight", TAG_DATACENTER)
 #: The largest health tags checks can publish: what tags are sized against when there are checks.
 _WORST_HEALTH = health_tags(Health.CRITICAL, "x" * MAX_NOTE_BYTES)
 
@@ -153,6 +154,13 @@ def _checked_tags(tags: Mapping[str, str], with_health: bool = False) -> dict[st
     return dict(tags)
 
 
+def _check_dc_tag(tags: Mapping[str, str], datacenter: str) -> None:
+    """A `dc` tag is the datacenter option's: another value in `tags` would contradict it."""
+    if TAG_DATACENTER in tags and tags[TAG_DATACENTER] != datacenter:
+        raise RegisterError(f"tag {TAG_DATACENTER!r} is set by datacenter= ({datacenter!r}), "
+                            f"not {tags[TAG_DATACENTER]!r}: pass datacenter={tags[TAG_DATACENTER]!r} instead")
+
+
 def _checked_checks(checks: object) -> tuple[list[Check], list[str]]:
     """The checks and the name each is known by, or RegisterError naming the bad one."""
     if checks is None:
@@ -195,7 +203,9 @@ class Options:
     group: the service group; addr: the address clients should dial ("host:port");
     checks: health checks (`registry.checks`), whose aggregate status the service publishes in its
     tags (a service without checks publishes none, as a Go service); deregister_critical_after:
-    seconds of critical aggregate after which the service leaves the pool by itself.
+    seconds of critical aggregate after which the service leaves the pool by itself;
+    datacenter: the service's datacenter, published in its `dc` tag (issue 17; a service joins
+    its own datacenter's registries only, never the WAN pool).
     """
 
     def __init__(
@@ -216,6 +226,7 @@ class Options:
         leave_timeout: float = 5.0,
         checks: Sequence[Check] | None = None,
         deregister_critical_after: float | None = None,
+        datacenter: str = DEFAULT_DATACENTER,
     ) -> None:
         if not _text(id, "id", "webservice-1"):
             raise RegisterError("id must not be empty")
@@ -234,8 +245,13 @@ class Options:
             raise RegisterError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
         self._checks, self._check_names = _checked_checks(checks)
         self.deregister_critical_after = _deregister_after(deregister_critical_after, bool(self._checks))
+        why = datacenter_problem(datacenter)
+        if why is not None:
+            raise RegisterError(f"datacenter {why}")
+        self.datacenter = datacenter
         merged: dict[str, str] = dict(tags or {})
-        merged.update({"group": group, "addr": self.addr})
+        _check_dc_tag(merged, datacenter)
+        merged.update({"group": group, "addr": self.addr, TAG_DATACENTER: datacenter})
         if replicas is not None:
             merged["replicas"] = str(_count(replicas, "replicas"))
         if weight is not None:
@@ -307,11 +323,13 @@ class Options:
         return 2 * cfg.memberlist.tcp_timeout + 5.0
 
     def _merge_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
-        """Check and record new extra tags (group/addr/replicas/weight are kept unless given);
+        """Check and record new extra tags (group/addr/replicas/weight/dc are kept unless given; a dc other
+        than the datacenter option is refused);
         nothing changes when they are refused."""
         if not isinstance(tags, Mapping):
             raise RegisterError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
         new = {k: v for k, v in self._tags.items() if k in _RESERVED}
+        _check_dc_tag(tags, self.datacenter)
         new.update(tags)
         new = _checked_tags(new, bool(self._checks))
         self._tags = new

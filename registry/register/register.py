@@ -279,7 +279,7 @@ class AsyncRegister(_Health):
         return bool(await runner.wait_until(lambda: core.left, self.leave_timeout))
 
     async def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Replace the extra tags (group/addr/replicas/weight are kept unless given)."""
+        """Replace the extra tags (group/addr/replicas/weight/dc are kept unless given)."""
         new = self._merge_tags(tags)
         if self.agent is not None:
             await self.agent.set_tags(new)
@@ -431,7 +431,7 @@ class Register(_Health):
             agent.shutdown()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Replace the extra tags (group/addr/replicas/weight and the health are kept unless given);
+        """Replace the extra tags (group/addr/replicas/weight/dc and the health are kept unless given);
         returns once the gossip thread has them."""
         agent = self.agent
         with self._tag_lock:

@@ -205,7 +205,8 @@ def test_bad_arguments_are_refused_at_construction(cls: type, change: dict[str, 
 def test_good_arguments_still_pass() -> None:
     r = Register("svc", ":0", "", ["127.0.0.1:7370", "reg.example:7371"], "g", "svc.example:8080",
                  tags={"zone": "z"}, replicas=5, weight=2, encrypt="ivD4T3l/HRPFJ8JLR/KEEA==", leave_timeout=0.5)
-    assert r.tags == {"zone": "z", "group": "g", "addr": "svc.example:8080", "replicas": "5", "weight": "2"}
+    assert r.tags == {"zone": "z", "group": "g", "addr": "svc.example:8080", "replicas": "5", "weight": "2",
+                      "dc": "dc1"}  # the datacenter= option's default (issue 17)
     assert Register("svc", "[::1]:0", "", "127.0.0.1", "g", "[::1]:8080").addr == "[::1]:8080"
 
 

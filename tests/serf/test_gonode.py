@@ -116,8 +116,9 @@ def web_tags(port: int) -> dict[str, str]:
 
 
 def registry_tags(reg: Registry) -> dict[str, str]:
-    """A registry's tags as a Go node sees them (repl=1: it replicates TTL services, registry/ttl)."""
-    return {"addr": reg.rpc, "group": "registry-group", "id": reg.id, "repl": "1"}
+    """A registry's tags as a Go node sees them (repl=1: it replicates TTL services, registry/ttl; dc: its
+    datacenter, issue 17)."""
+    return {"addr": reg.rpc, "group": "registry-group", "id": reg.id, "repl": "1", "dc": "dc1"}
 
 
 # -- join both ways, tags, ring ------------------------------------------------------------------
@@ -155,7 +156,8 @@ def test_register_through_gonode_reaches_registry_ring(gonode: GoFactory, ps: li
     reg = Register("svc-1", "127.0.0.1:0", "", go1.bind, "svc", "127.0.0.1:7001", weight=2, tags={"zone": "a"})
     try:
         assert reg.start() >= 1
-        want = {"group": "svc", "addr": "127.0.0.1:7001", "replicas": "10000", "weight": "2", "zone": "a"}
+        want = {"group": "svc", "addr": "127.0.0.1:7001", "replicas": "10000", "weight": "2", "zone": "a",
+                "dc": "dc1"}  # Register's datacenter= default (issue 17)
         go1.wait_member("svc-1", "alive", 30, tags=want)
         wait_for(lambda: services(r1, "svc") == {"svc-1": ("127.0.0.1:7001", want)}, 30, what="svc-1 in r1's ring")
         assert matched(r1, "svc", 8) == {"svc-1"}
@@ -172,7 +174,8 @@ def test_register_through_gonode_reaches_registry_ring(gonode: GoFactory, ps: li
     wait_for(lambda: services(r1, "svc") == {}, 30, what="svc-1 out of r1's ring")
     # a service process (threaded gossip driver) joined through the Go node, then SIGKILLed
     svc = Service(ps, tmp_path, "svc-2", [go1.bind], group="svc", profile="lan").wait_registered()
-    go1.wait_member("svc-2", "alive", 30, tags={"group": "svc", "addr": svc.addr, "replicas": "10000"})
+    go1.wait_member("svc-2", "alive", 30, tags={"group": "svc", "addr": svc.addr, "replicas": "10000",
+                                                   "dc": "dc1"})
     wait_for(lambda: set(services(r1, "svc")) == {"svc-2"}, 30, what="svc-2 in r1's ring")
     svc.proc.p.kill()
     svc.proc.wait(10)
@@ -242,7 +245,8 @@ def test_encrypted_pool_both_ways_and_mismatched_keys_stay_out(
     assert wrong.join_failed() and plain.join_failed()
     # a Register (threaded driver, its own codec path) with the key joins through a Go node; with another it fails
     with Register("svc-e", "127.0.0.1:0", "", go2.bind, "svc", "127.0.0.1:7002", encrypt=KEY1) as reg:
-        go1.wait_member("svc-e", "alive", 30, tags={"group": "svc", "addr": "127.0.0.1:7002", "replicas": "10000"})
+        go1.wait_member("svc-e", "alive", 30, tags={"group": "svc", "addr": "127.0.0.1:7002", "replicas": "10000",
+                                                           "dc": "dc1"})
         wait_for(lambda: set(services(r1, "svc")) == {"svc-e"}, 30, what="svc-e in r1's ring")
         assert {m.name for m in reg.members()} >= {"go1", "go2", "r1", "svc-e"}
     go1.wait_member("svc-e", "left", 30)

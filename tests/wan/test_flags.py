@@ -1,0 +1,90 @@
+"""The datacenter and WAN flags: what they parse into, one line and exit 2 for each mistake, and a
+registry started without -wan-bind never imports registry.wan (with it, it does: the check can fail)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from registry.cli import main, parse_server_args
+from tests.e2e.helpers import env
+
+BASE = ["-id", "x", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0"]
+KEY = "ivD4T3l/HRPFJ8JLR/KEEA=="
+
+
+def test_wan_flags_parse_into_the_config() -> None:
+    c = parse_server_args([*BASE, "-datacenter", "eu-west_2", "-wan-bind", "127.0.0.1:0",
+                           "-wan-advertise", "10.0.0.1", "-wan-join", "10.0.0.2, 10.0.0.3:9000", "-wan-encrypt", KEY]).config
+    assert (c.datacenter, c.wan_bind, c.wan_advertise) == ("eu-west_2", ("127.0.0.1", 0), ("10.0.0.1", 0))
+    assert (c.wan_join, c.wan_encrypt_key) == (["10.0.0.2:7372", "10.0.0.3:9000"], KEY)
+    plain = parse_server_args(BASE).config
+    assert (plain.datacenter, plain.wan_bind, plain.wan_join, plain.wan_encrypt_key) == ("dc1", None, [], None)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["-datacenter", ""], "-datacenter must not be empty"),
+    (["-datacenter", "DC1"], "-datacenter 'DC1': use lower-case letters, digits, '-' and '_' only"),
+    (["-datacenter", "dc.1"], "-datacenter 'dc.1': use lower-case"),
+    (["-datacenter", "d" * 65], "at most 64"),
+    (["-wan-join", "10.0.0.2"], "-wan-join needs -wan-bind"),
+    (["-wan-advertise", "10.0.0.2"], "-wan-advertise needs -wan-bind"),
+    (["-wan-encrypt", KEY], "-wan-encrypt needs -wan-bind"),
+    (["-wan-bind", "127.0.0.1:nope"], "-wan-bind: bad address"),
+    (["-wan-bind", ":0", "-wan-join", "0.0.0.0:7372"], "-wan-join: '0.0.0.0:7372'"),
+    (["-wan-bind", ":0", "-wan-encrypt", "not base64!"], "-wan-encrypt: key is not valid base64"),
+    (["-wan-bind", ":0", "-wan-encrypt", "AAAA"], "-wan-encrypt: key must decode to 16, 24 or 32 bytes, not 3"),
+], ids=["dc-empty", "dc-upper", "dc-dot", "dc-long", "join-alone", "advertise-alone", "encrypt-alone", "bind-bad",
+        "join-wildcard", "key-base64", "key-size"])
+def test_bad_wan_flags_are_one_line_exit_2(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*BASE, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+
+
+CHILD = """
+import sys, threading
+
+def answer():
+    for line in sys.stdin:
+        print("WAN " + str(int("registry.wan" in sys.modules)), flush=True)
+
+threading.Thread(target=answer, daemon=True).start()
+from registry.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("wan", [False, True], ids=["without", "with"])
+def test_registry_wan_is_imported_only_with_wan_bind(wan: bool) -> None:
+    args = [*BASE, "-profile", "fast", "-log-format", "json", "-log-level", "info"]
+    if wan:
+        args += ["-wan-bind", "127.0.0.1:0"]
+    p = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env())
+    started = threading.Event()
+    log: list[str] = []
+
+    def read() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            log.append(line)
+            if '"registry started"' in line:
+                started.set()
+        started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert started.wait(60) and p.poll() is None, "".join(log)
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write("modules\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == f"WAN {int(wan)}", "".join(log)
+        started_line = next(x for x in log if '"registry started"' in x)
+        assert ('"wan": "127.0.0.1:' in started_line) == wan, started_line
+    finally:
+        p.terminate()
+        assert p.wait(30) == 0, "".join(log)
