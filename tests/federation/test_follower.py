@@ -90,7 +90,7 @@ async def test_follower_follows_switches_goes_stale_and_resyncs(tmp_path: Path) 
         proc = Service(ps, tmp_path, "web-proc", seeds, group="web")
         mirror = Mirror("dc2")
         sources = [r1.rpc, r2.rpc]
-        follower = Follower(mirror, lambda: list(sources), retry=0.1, max_retry=0.5, check=0.1, probe=0.5,
+        follower = Follower(mirror, lambda: list(sources), retry=0.1, max_retry=0.5, check=0.1, probe=1.0,
                             timeout=3.0)
         task: asyncio.Task[None] | None = None
         try:
@@ -123,44 +123,51 @@ async def test_follower_follows_switches_goes_stale_and_resyncs(tmp_path: Path) 
             http_call("http://" + r1.http, "DELETE", f"/v1/services/{TTL_GROUP}/t0")
             http_call("http://" + r1.http, "PUT", f"/v1/services/{TTL_GROUP}/t9", {"addr": "10.8.0.9:80", "ttl": "300s"})
             await converge(mirror, r1.rpc, 30, "after TTL writes")
-            assert not mirror.dropped and follower.switches == 0
+            assert not mirror.dropped
+            # (the follower stays on r1 unless a probe missed its deadline: the machine may be loaded)
+            followed, other = (r1, r2) if follower.source == r1.rpc else (r2, r1)
 
             # the followed registry goes silent (stopped, its sockets open): the probe finds it
-            r1.proc.signal(signal.SIGSTOP)
+            switches = follower.switches
+            followed.proc.signal(signal.SIGSTOP)
             stopped = time.monotonic()
             try:
-                await poll(lambda: follower.source == r2.rpc and mirror.synced and mirror.stale_for(0) is None,
-                           30, "the switch to r2")
+                await poll(lambda: follower.source == other.rpc and mirror.synced and mirror.stale_for(0) is None,
+                           30, "the switch to the other registry")
                 silent_switch = time.monotonic() - stopped
-                await converge(mirror, r2.rpc, 30, "after the switch to r2")
+                await converge(mirror, other.rpc, 30, "after the switch")
             finally:
-                r1.proc.signal(signal.SIGCONT)
-            print(f"switch after SIGSTOP of the source (probe 0.5 s): {silent_switch:.2f}s")
-            assert follower.switches == 1
+                followed.proc.signal(signal.SIGCONT)
+            print(f"switch after SIGSTOP of the source (probe {follower.probe} s): {silent_switch:.2f}s")
+            assert follower.switches > switches
 
-            # r1 is followed again only if r2 dies: kill it
+            # the one followed now is killed: back to the first
+            followed, other = other, followed
+            switches = follower.switches
             killed = time.monotonic()
-            r2.proc.signal(signal.SIGKILL)
-            await poll(lambda: follower.source == r1.rpc and mirror.synced and mirror.stale_for(0) is None,
-                       30, "the switch back to r1")
+            followed.proc.signal(signal.SIGKILL)
+            await poll(lambda: follower.source == other.rpc and mirror.synced and mirror.stale_for(0) is None,
+                       30, "the switch back")
             kill_switch = time.monotonic() - killed
-            await converge(mirror, r1.rpc, 30, "after the switch to r1")
+            await converge(mirror, other.rpc, 30, "after the switch back")
             print(f"switch after SIGKILL of the source: {kill_switch:.2f}s")
-            assert follower.switches == 2
+            assert follower.switches > switches
+            alive, dead = other, followed
 
             # no source answers: the catalog is kept and grows stale
             groups = mirror.catalog.groups()
             before = [s.id for s in mirror.catalog.match_batch("web", KEYS)]
-            sources[:] = [r2.rpc]  # dead
+            sources[:] = [dead.rpc]
             await poll(lambda: mirror.stale_for(time.monotonic()) is not None, 10, "the mirror marked stale")
             await poll(lambda: (mirror.stale_for(time.monotonic()) or 0) > 1.0, 10, "staleness growing")
             assert mirror.catalog.groups() == groups and [s.id for s in mirror.catalog.match_batch("web", KEYS)] == before
-            http_call("http://" + r1.http, "PUT", f"/v1/services/{TTL_GROUP}/t-late", {"addr": "10.8.1.1:80",
-                                                                                      "ttl": "300s"})
+            status, _ = http_call("http://" + alive.http, "PUT", f"/v1/services/{TTL_GROUP}/t-late",
+                                  {"addr": "10.8.1.1:80", "ttl": "300s"})
+            assert status == 200
             # a source back: resync, correct again (the write made meanwhile included)
-            sources[:] = [r1.rpc]
+            sources[:] = [alive.rpc]
             back = await poll(lambda: mirror.stale_for(time.monotonic()) is None, 30, "the resync")
-            await converge(mirror, r1.rpc, 30, "after the resync")
+            await converge(mirror, alive.rpc, 30, "after the resync")
             assert "t-late" in {s.id for s in mirror.catalog.members(TTL_GROUP)}
             print(f"resync after the source came back: {back:.2f}s")
             assert not mirror.dropped, mirror.dropped
