@@ -104,8 +104,8 @@ class Follower:
     async def _pass(self, applier: ThreadPoolExecutor) -> bool:
         """Try the sources in order, each until its stream ends; whether any sent a whole snapshot."""
         answered = False
-        for addr in self.sources():
-            while addr in self.sources():  # again after a resync the mirror asked for
+        for addr in self._sources():
+            while addr in self._sources():  # again after a resync the mirror asked for
                 whole = await self._follow(addr, applier)
                 answered = answered or whole
                 if not (whole and self.mirror.needs_resync):
@@ -138,7 +138,7 @@ class Follower:
                     self.last_error = f"{addr}: {probe.result()}"
                     return whole
                 if not done:
-                    if addr not in self.sources():
+                    if addr not in self._sources():
                         self.last_error = f"{addr}: no longer a source"
                         return whole
                     continue
@@ -169,6 +169,14 @@ class Follower:
             mirror.mark_lost(now=self.clock())
             log.info("mirror %s: left %s (%s)", mirror.datacenter, addr, self.last_error)
 
+
+    def _sources(self) -> list[str]:
+        """`sources()`; a callback that raises is logged and read as no source (it must not end `run`)."""
+        try:
+            return list(self.sources())
+        except Exception:
+            log.exception("mirror %s: sources() failed", self.mirror.datacenter)
+            return []
 
     async def _probe(self, client: AsyncRpcClient) -> str:
         """Returns (why) only when the source failed to answer a Groups call within `probe` seconds."""
