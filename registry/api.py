@@ -9,27 +9,8 @@ A cache entry is keyed by (group, id) and is valid while the catalog still hands
 the *same* Service object (the catalog swaps the object when a member changes), so no
 invalidation protocol is needed beyond dropping entries of removed services.
 
-Watch fan-out: every watcher owns a bounded asyncio.Queue fed synchronously by the
-catalog's change callback (same loop, never blocks). A watcher whose queue is full is
-not buffered further: its queue is emptied and replaced by one "resync" marker, and
-the stream sends a fresh full snapshot (snapshot=true) when it gets there. Changes
-queued after the marker whose version is not newer than that snapshot are skipped.
-
-Watch of every group (`group == ""`, issue 17: what a registry of another datacenter follows to
-keep its mirror): one snapshot event per group with a live member, then a marker event
-`{group: "", snapshot: true, ring}` saying the initial snapshot is complete, then every change of
-every group in the order the catalog made them (a group that appears later arrives with its first
-`added` event; one whose last service left, as a `removed` event). An overflowing all-groups
-watcher is resynced the same way: every live group's snapshot again, then the marker; so a
-follower knows that a group absent between a first snapshot and the marker is gone. All the
-snapshots of one sequence are taken at one instant, and every change carries a core-wide sequence
-number, so what is queued after that instant is sent and what is older is skipped, for groups in
-the sequence and groups not in it alike. Such a watcher counts against `max_watchers` as any.
-
-Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs a queue, a
-task and a stream (~7 KiB), and a change wakes every watcher of its group (~35 us each), so
-20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
-cap is refused with `Exhausted` (RESOURCE_EXHAUSTED on both fronts) and counted.
+Watch (its fan-out to every watcher, the all-groups stream, the watcher cap) is
+`registry.api_watch`'s, a base class of `RegistryCore`.
 
 Members with all=true (`registry members`, like `serf members`) answers from the gossip pool's
 member table, not the catalog: the catalog holds only the live members the rings route to,
@@ -54,13 +35,14 @@ alike. Members(all=true) lists TTL services from the catalog ("alive"): no membe
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from registry.api_errors import Exhausted, Invalid, Missing
+from registry.api_watch import MAX_WATCHERS, WATCH_QUEUE_SIZE, WatchFanOut
 from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, ServiceKind, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
 from registry.healthtags import parse_health
@@ -90,8 +72,6 @@ V1_SERVICE = pb.DESCRIPTOR.services_by_name["Registry"].full_name  # "registry.v
 COMPAT_SERVICE = compat_pb2.DESCRIPTOR.services_by_name["R"].full_name  # "R" (no package, as in Go)
 MAX_MATCH_N = 1000  # more distinct owners of one key than this is a client bug
 MAX_BATCH_KEYS = 100_000
-WATCH_QUEUE_SIZE = 1024  # changes buffered per watcher before it is resynced with a snapshot
-MAX_WATCHERS = 10_000  # open Watch streams, all groups together (see the module docstring)
 
 #: One gossip member as Members(all=true) lists it: (name, tags, Serf status word, e.g. "failed").
 MemberRow = tuple[str, Mapping[str, str], str]
@@ -163,45 +143,7 @@ class _Encoded:
         self.compat = _field1(self.compat_bare)
 
 
-#: (group version, core-wide change sequence number, serialized WatchEvent), or None = resync
-_Item = tuple[int, int, bytes] | None
-
-
-class _Watcher:
-    __slots__ = ("queue",)
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue(WATCH_QUEUE_SIZE)
-
-    def offer(self, item: tuple[int, int, bytes]) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-class Invalid(Exception):
-    """The request is wrong whatever the cluster holds: INVALID_ARGUMENT, with this text."""
-
-
-class Missing(Exception):
-    """The group is unknown or has no live member: NOT_FOUND, with this text."""
-
-
-class Exhausted(Exception):
-    """A server-wide limit is reached (too many watchers): RESOURCE_EXHAUSTED, with this text."""
-
-
-class RegistryCore:
+class RegistryCore(WatchFanOut):
     """Request handling shared by the v1 and compat services (no gRPC types inside).
 
     Made on the serving loop. The catalog should be changed on that loop too (the
@@ -210,17 +152,11 @@ class RegistryCore:
 
     def __init__(self, catalog: Catalog, max_watchers: int = MAX_WATCHERS) -> None:
         self.catalog = catalog
-        self.max_watchers = max_watchers
-        self.watchers_refused = 0  # Watch calls refused at the cap
+        self._init_watch(max_watchers)
         #: What Members(all=true) lists; the registry server sets it to its Serf member table
         #: once gossip runs (None: only the catalog's live members are known).
         self.member_table: MemberTable | None = None
         self._encoded: dict[str, dict[str, _Encoded]] = {}
-        self._watchers: dict[str, set[_Watcher]] = {}
-        self._watch_all: set[_Watcher] = set()  # Watch(group="") streams
-        self._watcher_total = 0
-        self._seq = 0  # changes seen, all groups: orders an all-groups stream's items against its snapshots
-        self._loop = asyncio.get_running_loop()
         self._unsubscribe = catalog.subscribe(self._on_change)
 
     def close(self) -> None:
@@ -247,28 +183,14 @@ class RegistryCore:
         if cached is not None:
             for s in change.removed:
                 cached.pop(s.id, None)
-        self._seq += 1
-        watchers = self._watchers.get(change.group)
-        if watchers or self._watch_all:
-            # Serialized once for every watcher, with the group as it is right after the change.
-            event = pb.WatchEvent(
-                group=change.group,
-                version=change.version,
-                added=[self.service_pb(s) for s in change.added],
-                removed=[self.service_pb(s) for s in change.removed],
-                updated=[self.service_pb(s) for s in change.updated],
-            ).SerializeToString()
-            item = (change.version, self._seq, event)
-            if _running_loop() is self._loop:
-                self._fan_out(change.group, item)
-            else:  # the catalog was changed from another thread: queues belong to our loop
-                self._loop.call_soon_threadsafe(self._fan_out, change.group, item)
-
-    def _fan_out(self, group: str, item: tuple[int, int, bytes]) -> None:
-        for w in tuple(self._watchers.get(group, ())):
-            w.offer(item)
-        for w in tuple(self._watch_all):
-            w.offer(item)
+        # Serialized once for every watcher (if any), with the group as it is right after the change.
+        self._watch_change(change.group, change.version, lambda: pb.WatchEvent(
+            group=change.group,
+            version=change.version,
+            added=[self.service_pb(s) for s in change.added],
+            removed=[self.service_pb(s) for s in change.removed],
+            updated=[self.service_pb(s) for s in change.updated],
+        ).SerializeToString())
 
     # -- queries -------------------------------------------------------------------------
 
@@ -390,75 +312,10 @@ class RegistryCore:
         )
         return version, event.SerializeToString()
 
-    def snapshot_all(self) -> tuple[int, list[bytes]]:
-        """(change sequence number, events): every live group's snapshot and the end marker, all
-        taken now (the sequence number first: a change racing in from another thread is sent
-        again rather than lost)."""
-        seq = self._seq
-        events = [self.snapshot(g)[1] for g in self.catalog.groups()]
-        events.append(pb.WatchEvent(group="", snapshot=True, ring=ring_info(self.catalog)).SerializeToString())
-        return seq, events
-
-    async def watch_all(self) -> AsyncIterator[bytes]:
-        """Every group's snapshot, the marker, then every change of every group (module docstring)."""
-        self.check_watcher_room()
-        w = _Watcher()
-        self._watch_all.add(w)
-        self._watcher_total += 1
-        try:
-            sent, events = self.snapshot_all()
-            for data in events:
-                yield data
-            while True:
-                item = await w.queue.get()
-                if item is None:
-                    sent, events = self.snapshot_all()
-                    for data in events:
-                        yield data
-                elif item[1] > sent:
-                    yield item[2]
-        finally:
-            self._watcher_total -= 1
-            self._watch_all.discard(w)
-
-    async def watch(self, group: str) -> AsyncIterator[bytes]:
-        """Snapshot, then every change; see the module docstring for slow watchers."""
-        if not group:
-            raise Invalid("group is empty (Watch of every group: watch_all)")
-        self.check_watcher_room()  # again: several Watch calls may have been checked in one loop pass
-        w = _Watcher()
-        self._watchers.setdefault(group, set()).add(w)
-        self._watcher_total += 1
-        try:
-            sent, data = self.snapshot(group)
-            yield data
-            while True:
-                item = await w.queue.get()
-                if item is None:
-                    sent, data = self.snapshot(group)
-                    yield data
-                elif item[0] > sent:
-                    sent = item[0]
-                    yield item[2]
-        finally:
-            self._watcher_total -= 1
-            watchers = self._watchers.get(group)
-            if watchers is not None:
-                watchers.discard(w)
-                if not watchers:
-                    del self._watchers[group]
-
-    def watcher_count(self, group: str | None = None) -> int:
-        """Open watchers of `group`, or of every group ("": the all-groups ones; None: all of them)."""
-        if group is None:
-            return self._watcher_total
-        return len(self._watch_all) if not group else len(self._watchers.get(group, ()))
-
-    def check_watcher_room(self) -> None:
-        """Exhausted (counted) when `max_watchers` Watch streams are open already."""
-        if self._watcher_total >= self.max_watchers:
-            self.watchers_refused += 1
-            raise Exhausted(f"{self._watcher_total} Watch streams open, at most {self.max_watchers} per server")
+    def snapshot_marker(self) -> bytes:
+        """The event that ends a sequence of snapshots in a Watch of every group."""
+        marker: bytes = pb.WatchEvent(group="", snapshot=True, ring=ring_info(self.catalog)).SerializeToString()
+        return marker
 
     # -- wire methods: serialized request in, serialized response out --------------------
 

@@ -122,7 +122,7 @@ class Follow:
 
 async def _run(algorithm: str, rounds: Rounds,
                queue_size: int) -> Mirror:
-    with mock.patch("registry.api.WATCH_QUEUE_SIZE", queue_size):
+    with mock.patch("registry.api_watch.WATCH_QUEUE_SIZE", queue_size):
         catalog = Catalog(algorithm, default_replicas=8)
         core = RegistryCore(catalog)
         mirror = Mirror("dc2")
