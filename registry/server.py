@@ -273,13 +273,6 @@ class RegistryServer:
         self.wan_address = self.wan.address
         self.wan.join_in_background(list(c.wan_join))
 
-    async def _leave_wan(self) -> None:
-        if self.wan is not None:
-            try:
-                await self.wan.leave(self.config.leave_timeout)
-            except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever leave() raises
-                log.warning("wan leave did not finish cleanly", error=str(exc) or type(exc).__name__)
-
     def _tls(self) -> TlsFiles | None:
         c = self.config
         if not c.tls_cert:
@@ -365,7 +358,8 @@ class RegistryServer:
         self.health.shutdown()
         for t in self._tasks:
             t.cancel()
-        wan_leave = asyncio.ensure_future(self._leave_wan()) if self.wan is not None else None  # beside the LAN's
+        # the WAN leave beside the LAN's (it never raises)
+        wan_leave = asyncio.ensure_future(self.wan.leave(self.config.leave_timeout)) if self.wan is not None else None
         if self.agent is not None:
             try:
                 await asyncio.wait_for(self.agent.leave(self.config.leave_timeout), self.config.leave_timeout + 1.0)
@@ -525,6 +519,8 @@ class RegistryServer:
         if catalog is not None:
             yield catalog
         yield from self._ttl_metrics()
+        if self.wan is not None:
+            yield from self.wan.metrics()
         if self._http is not None:
             yield from self._http.metrics()
         rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ import structlog
 from registry.addresses import format_hostport, ip_literal
 from registry.datacenter import TAG_DATACENTER, datacenter_problem
 from registry.memberlist.config import Config, Profile
+from registry.metrics import Metric, counters_by_key
 from registry.serf.agent import SerfAgent
 from registry.serf.config import SerfConfig
 from registry.serf.events import Event, MemberEvent
@@ -152,10 +154,15 @@ class WanPool:
             await asyncio.sleep(self.retry)
 
     async def leave(self, timeout: float = 5.0) -> None:
-        """Tell the WAN pool we go (the other datacenters then stop following us at once)."""
+        """Tell the WAN pool we go (the other datacenters then stop following us at once); never
+        raises: a registry stopping goes on to shut down whatever the leave met (logged)."""
         await self._stop_joining()
-        if not self.agent.is_shutdown:
+        if self.agent.is_shutdown:
+            return
+        try:
             await asyncio.wait_for(self.agent.leave(timeout), timeout + 1.0)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("wan leave did not finish cleanly", error=str(exc) or type(exc).__name__)
 
     async def shutdown(self) -> None:
         """Stop at once (no leave: the others will see us fail)."""
@@ -202,6 +209,20 @@ class WanPool:
         if m.name == self.name or m.tags.get(TAG_ROLE) != ROLE_REGISTRY or not rpc or datacenter_problem(dc):
             return None
         return WanPeer(m.name, dc, rpc, m.status, self.rtt_ms(m.name))
+
+    def metrics(self) -> Iterator[Metric]:
+        """The WAN pool on the registry's /metrics: members by datacenter and status (this registry
+        included), and the WAN agent's own gossip counters (bytes and packets in and out, drops)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for m in self.agent.members():
+            dc = m.tags.get(TAG_DATACENTER, "")
+            counts[(dc if datacenter_problem(dc) is None else "invalid", str(m.status))] += 1
+        yield Metric("registry_wan_members", "WAN pool members by datacenter and Serf status (this registry included).",
+                     "gauge", [({"datacenter": dc, "status": st}, float(n)) for (dc, st), n in sorted(counts.items())])
+        gossip = counters_by_key("registry_wan_gossip_events_total",
+                                 "WAN gossip counters (bytes, packets, drops per reason, ...).", self.agent.stats)
+        if gossip is not None:
+            yield gossip
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Have `callback()` called (on the loop) after every WAN member event; returns the unsubscribe.

@@ -62,6 +62,10 @@ async def test_two_datacenters_see_each_other_and_a_killed_registry_fails(tmp_pa
             await until(lambda: [s.tags["dc"] for s in a2.catalog.members("web")] == ["dc2"], 30, "web-2 in dc2")
             assert "web" not in a1.catalog.groups(), "dc2's service reached dc1's LAN catalog"
 
+            wan_members = next(m for m in a1._collect() if m.name == "registry_wan_members")  # on /metrics
+            assert sorted((labels["datacenter"], labels["status"], n) for labels, n in wan_members.samples) == [
+                ("dc1", "alive", 2.0), ("dc2", "alive", 2.0)]
+
             b2.proc.p.kill()  # no leave: dc1 must find it failed by itself
             await until(lambda: [(p.name, p.status) for p in _remote(a1, "dc2")]
                         == [("a.dc2", MemberStatus.ALIVE), ("b.dc2", MemberStatus.FAILED)], 30,
