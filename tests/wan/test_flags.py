@@ -3,6 +3,7 @@ registry started without -wan-bind never imports registry.wan (with it, it does:
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -88,3 +89,22 @@ def test_registry_wan_is_imported_only_with_wan_bind(wan: bool) -> None:
     finally:
         p.terminate()
         assert p.wait(30) == 0, "".join(log)
+
+
+async def test_a_taken_wan_port_is_a_start_error_naming_it() -> None:
+    from registry.server import RegistryServer, StartError
+
+    from .procs import server_config
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = server_config("x", "dc1")
+        config.wan_bind = ("127.0.0.1", port)
+        server = RegistryServer(config)
+        try:
+            with pytest.raises(StartError, match=rf"^cannot bind WAN gossip on 127\.0\.0\.1:{port}: "):
+                await server.start()
+        finally:
+            await server.close()
