@@ -108,3 +108,18 @@ async def test_a_taken_wan_port_is_a_start_error_naming_it() -> None:
                 await server.start()
         finally:
             await server.close()
+
+
+async def test_wan_advertise_is_the_address_the_pool_is_told() -> None:
+    from .procs import server_config, started
+
+    config = server_config("x", "dc1")
+    config.wan_advertise = ("127.0.0.2", 7999)
+    server = await started(config)
+    try:
+        assert server.wan is not None and server.wan.address == "127.0.0.2:7999"
+        me = server.wan.agent.local_member()
+        assert (me.name, me.addr, me.port) == ("x.dc1", "127.0.0.2", 7999)
+        assert me.tags == {"dc": "dc1", "rpc": server.grpc_address, "role": "registry"}
+    finally:
+        await server.stop()

@@ -66,10 +66,17 @@ async def test_two_datacenters_see_each_other_and_a_killed_registry_fails(tmp_pa
             assert sorted((labels["datacenter"], labels["status"], n) for labels, n in wan_members.samples) == [
                 ("dc1", "alive", 2.0), ("dc2", "alive", 2.0)]
 
+            assert a1.wan is not None
+            calls: list[int] = []
+            unsubscribe = a1.wan.subscribe(lambda: calls.append(1))
+            gone: list[int] = []
+            a1.wan.subscribe(lambda: gone.append(1))()  # unsubscribed at once: never called
             b2.proc.p.kill()  # no leave: dc1 must find it failed by itself
             await until(lambda: [(p.name, p.status) for p in _remote(a1, "dc2")]
                         == [("a.dc2", MemberStatus.ALIVE), ("b.dc2", MemberStatus.FAILED)], 30,
                         "b.dc2 failed in dc1's view, a.dc2 first")
+            assert calls and not gone, (calls, gone)  # the subscriber heard of the failure
+            unsubscribe()
         finally:
             await web.stop()
             await a2.stop()
