@@ -619,5 +619,17 @@
     main.focus();
   });
   window.addEventListener("hashchange", () => route(true));
+  // A page left may be kept whole in the back/forward cache.  Its 30 s blocking query would keep
+  // holding one of the browser's six HTTP/1.1 connections to the registry there, and after six
+  // such pages every request of the page in use queues behind them.  So a page hidden ends its
+  // requests, and one shown again from the cache starts its view afresh (new index, new data).
+  window.addEventListener("pagehide", () => {
+    if (current) current.ctl.abort();
+  });
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    current = null;
+    route(false);
+  });
   route(false);
 })();
