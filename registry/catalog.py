@@ -280,7 +280,10 @@ class Catalog:
         services, original = b.owned(), b.original
         added = [services[k] for k in b.touched if k not in original]
         removed = [original[k] for k in b.gone if k not in services]
-        updated = [s for k in b.touched if k in original and original[k] != (s := services[k])]
+        # chash: a re-inserted service is updated even if equal in the end (changed and changed back in one
+        # batch): it moved last, as Go's Upsert moves it, and a watcher's copy must move it too.
+        chash = self.algorithm == "chash"
+        updated = [services[k] for k in b.touched if k in original and (chash or original[k] != services[k])]
         reordered = self.algorithm == "chash" and bool(b.touched)  # a re-insert moves it last
         if not (added or removed or updated or reordered):
             return None

@@ -118,8 +118,13 @@ class GroupView:
                     return
                 catalog = current
                 changed = (*event.added, *event.updated)
-                catalog.apply_many([*((s.id, None) for s in event.removed),
-                                    *((s.id, _member_tags(s)) for s in changed)])
+                updates: list[tuple[str, dict[str, str] | None]] = [(s.id, None) for s in event.removed]
+                updates += [(s.id, _member_tags(s)) for s in event.added]
+                for s in event.updated:
+                    if catalog.algorithm == "chash":  # re-inserted last on the server even if equal: here too
+                        updates.append((s.id, None))
+                    updates.append((s.id, _member_tags(s)))
+                catalog.apply_many(updates)
                 services = dict(old.services)
                 for s in event.removed:
                     services.pop(s.id, None)

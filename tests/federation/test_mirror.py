@@ -250,3 +250,28 @@ def test_reset_keeps_the_copy_until_the_new_source_is_whole_and_staleness() -> N
     m.apply(MARKER, now=18)
     assert m.synced and m.stale_for(19) is None
     assert m.catalog.groups() == ["api"] and m.version("api") == 2 and m.version("web") == 0  # web is gone
+
+
+def test_chash_member_changed_and_back_in_one_batch_is_followed() -> None:
+    """A chash member changed and changed back within one batch is re-inserted last on the source (Go's
+    Upsert per event), which moves its shared points: the Watch event must say so (as `updated`), or a
+    copy keeps it in its old place (found by hypothesis; the other change makes the event non-empty)."""
+
+    async def run() -> None:
+        catalog = Catalog("chash", default_replicas=8)
+        core = RegistryCore(catalog)
+        mirror = Mirror("dc2")
+        follow = Follow(catalog, core, mirror)
+        try:
+            catalog.apply_many([(f"m{i}", {"group": "g", "addr": f"m{i}:1"}) for i in range(4)])
+            await follow.catch_up()
+            catalog.apply_many([("m0", {"group": "g", "addr": "elsewhere:1"}), ("m0", {"group": "g", "addr": "m0:1"}),
+                                ("m3", None)])
+            await follow.catch_up()
+            assert [s.id for s in catalog.members("g")] == ["m1", "m2", "m0"]  # m0 re-inserted last
+            assert_same(catalog, mirror.catalog)
+        finally:
+            await follow.close()
+            core.close()
+
+    asyncio.run(run())
