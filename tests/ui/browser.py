@@ -58,6 +58,18 @@ def start_browser(profile_dir: Path) -> WebDriver:
     return driver
 
 
+def fresh_tab(driver: WebDriver) -> None:
+    """Switch to a new blank tab and close the others: their documents and requests end (a document only
+    navigated away from may live on in the back/forward cache with its blocking queries open)."""
+    old = driver.window_handles
+    driver.switch_to.new_window("tab")
+    new = driver.current_window_handle
+    for handle in old:
+        driver.switch_to.window(handle)
+        driver.close()
+    driver.switch_to.window(new)
+
+
 def percent(text: str) -> float | None:
     """The number of "33.41 %" (None for "..." or "-")."""
     m = _PERCENT.search(text)
@@ -179,7 +191,7 @@ class UiPage:
               moved: (li.querySelector('.moved')?.textContent || '').trim()}));""")
         return found
 
-    def lookup(self, key: str, n: int | None = None, expect: int | None = None) -> list[str]:
+    def lookup(self, key: str, n: int | None = None, expect: int | None = None, timeout: float = RENDER) -> list[str]:
         """Ask the key box for `key` with the keyboard only (click the field, select all, type, Enter), and
         the owners it shows. The old answer is removed first, so the one read is this key's."""
         self.js("const o = document.getElementById('owners'); if (o) o.replaceChildren();")
@@ -196,7 +208,7 @@ class UiPage:
         field.send_keys(Keys.ENTER)
         want = expect if expect is not None else 1
         return list(self.wait(lambda: (o := self.owners()) and len(o) >= want and o,
-                              f"owners of {key!r} shown"))
+                              f"owners of {key!r} shown", timeout))
 
     def no_horizontal_scroll(self) -> tuple[int, int]:
         """(scrollWidth of the document, innerWidth)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -147,6 +148,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             s.wait_registered()
         p.wait_ring(STABLE, {s.id for s in p.stable})
         yield p
+        for proc in ps:  # all leave at once; procs() then waits for each and checks its log
+            proc.signal(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +169,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 @pytest.fixture
 def page(browser: WebDriver, pool: Pool) -> Iterator[Callable[..., UiPage]]:
-    """A fresh page: a blank document, the wide window, the console drained; `page(base=...)` gives the
-    `UiPage` of a registry (the pool's first by default)."""
-    from tests.ui.browser import WIDE, UiPage, console
+    """A fresh page: a new tab (the previous one closed, so no document of an earlier test lives on, even in
+    the back/forward cache), the wide window, the console drained; `page(base=...)` gives the `UiPage` of a
+    registry (the pool's first by default)."""
+    from tests.ui.browser import WIDE, UiPage, console, fresh_tab
 
-    browser.get("about:blank")
+    fresh_tab(browser)
     browser.set_window_size(*WIDE)
     console(browser)
 
@@ -178,4 +182,4 @@ def page(browser: WebDriver, pool: Pool) -> Iterator[Callable[..., UiPage]]:
         return UiPage(browser, base or pool.base)
 
     yield make
-    browser.get("about:blank")  # end the page's blocking queries before the registries go
+    fresh_tab(browser)  # end the page's blocking queries before the registries go

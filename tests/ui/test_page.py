@@ -408,3 +408,35 @@ def test_reconnects_after_the_registry_restarts(page: PageFactory, tmp_path: Pat
             raise AssertionError(f"{exc}; the page shows index {ui.index()}, legend {sorted(ui.legend())}, status "
                                  f"{ui.js(status)!r}; the server's ring is at index {ring['index']}") from None
         ui.driver.get("about:blank")
+
+
+# -- 10. documents left for another page -------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="app.js keeps following in the back/forward cache: its blocking queries hold "
+                   "the browser's connections (a pagehide abort + pageshow re-route passes it)")
+def test_pages_left_do_not_hold_the_connections(pool: Pool, page: PageFactory) -> None:
+    """A person opens the page, goes to another site, comes back, several times. A document left may be kept
+    in the back/forward cache; one that keeps its 30 s blocking query open there holds one of the browser's
+    six HTTP/1.1 connections to the registry, and after six of them the page in use waits up to 30 s for
+    each request. The page must end its queries when hidden (and resume when shown again)."""
+    ui = page()
+    with RpcClient(pool.first.rpc, timeout=10.0) as client:
+        want = [s.id for s in client.match(STABLE, "back/again", 3)]
+        for visit in range(7):
+            started = time.monotonic()
+            ui.group(STABLE)
+            ui.wait(lambda: len(ui.legend()) == 3, "three legend entries", 5)
+            try:
+                owners = ui.lookup("back/again", expect=3, timeout=5)
+            except TimeoutException as exc:
+                raise AssertionError(f"visit {visit + 1}: {exc}") from None
+            assert owners == want
+            took = time.monotonic() - started
+            assert took < 5, f"visit {visit + 1}: the page and a lookup took {took:.1f}s"
+            if visit < 6:
+                ui.driver.get("about:blank")
+        ui.driver.back()  # the about:blank before it, then the cached page: it must be live again
+        ui.driver.back()
+        ui.wait(lambda: ui.view() == "group" and len(ui.legend()) == 3, "the page restored from the cache")
+        assert ui.lookup("restored", expect=3, timeout=5) == [s.id for s in client.match(STABLE, "restored", 3)]
