@@ -24,10 +24,12 @@ afresh (a difference applied to the old copy could keep a stale order).
 
 Deltas are applied to the published catalog in the order received.  For "consistent" rings (the
 default) that reproduces the remote exactly: a ring depends on its member set only.  For "chash" the
-ring also depends on insert order, and a Watch event does not carry the interleaving of its `added`
-and `updated` services, nor re-inserts of unchanged ones: an event with both, or with no service at
-all, cannot be followed exactly: it is applied as well as it can be, counted (`AMBIGUOUS_ORDER`) and
-`needs_resync` is set, so the driver asks the remote for a fresh snapshot.
+ring also depends on insert order: every `updated` service is re-inserted (moved last, as the remote's
+catalog did, even when it reads equal to ours), but a Watch event does not carry the interleaving of
+its `added` and `updated` services: an event with both (or with no service at all: a registry older
+than 7adeebf did not report a re-insert without a net change) cannot be followed exactly: it is
+applied as well as it can be, counted (`AMBIGUOUS_ORDER`) and `needs_resync` is set, so the driver asks
+the remote for a fresh snapshot.
 
 Every event is hostile input (another datacenter, possibly another operator): bytes that are no
 WatchEvent, a delta inside a snapshot sequence or before the first one, a delta for a group the copy
