@@ -413,8 +413,6 @@ def test_reconnects_after_the_registry_restarts(page: PageFactory, tmp_path: Pat
 # -- 10. documents left for another page -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="app.js keeps following in the back/forward cache: its blocking queries hold "
-                   "the browser's connections (a pagehide abort + pageshow re-route passes it)")
 def test_pages_left_do_not_hold_the_connections(pool: Pool, page: PageFactory) -> None:
     """A person opens the page, goes to another site, comes back, several times. A document left may be kept
     in the back/forward cache; one that keeps its 30 s blocking query open there holds one of the browser's
