@@ -30,6 +30,28 @@
   /** The view on screen; replaced (and its requests aborted) on every route change. */
   let current = null;
 
+  // Each page open in a tab holds one of the browser's six HTTP/1.1 connections to the registry
+  // with its blocking query; a tab in the background does not need to be live, so it lets go of
+  // it (`hidden` aborts the query) and asks again, at once, when shown.
+  let hidden = new AbortController();
+  const onShow = [];
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      hidden.abort();
+    } else {
+      hidden = new AbortController();
+      for (const wake of onShow.splice(0)) wake();
+    }
+  });
+
+  function whenShown(signal) {
+    if (!document.hidden) return Promise.resolve();
+    return new Promise((resolve) => {
+      onShow.push(resolve);
+      signal.addEventListener("abort", resolve, { once: true });
+    });
+  }
+
   // ---- small helpers -------------------------------------------------------------------
 
   /** An HTML element: attrs (class, data-*, aria-*, booleans as true) and children (strings become text). */
@@ -125,10 +147,11 @@
 
   /** One GET: aborted with the view, and after `limitMs` (a blocking query answers by its wait,
    * so a request silent for longer hangs on a dead connection and is given up, then retried). */
-  async function getJSON(url, signal, limitMs = REQUEST_LIMIT_MS) {
+  async function getJSON(url, signal, limitMs = REQUEST_LIMIT_MS, also = null) {
     const ctl = new AbortController();
     const stop = () => ctl.abort();
     signal.addEventListener("abort", stop, { once: true });
+    if (also) also.addEventListener("abort", stop, { once: true });
     const timer = setTimeout(stop, limitMs);
     try {
       const r = await fetch(url, { signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json" } });
@@ -142,6 +165,7 @@
     } finally {
       clearTimeout(timer);
       signal.removeEventListener("abort", stop);
+      if (also) also.removeEventListener("abort", stop);
     }
   }
 
@@ -166,15 +190,19 @@
     let index = null;
     let backoff = 0;
     while (!signal.aborted) {
+      if (index !== null) await whenShown(signal); // the first answer is always drawn
+      if (signal.aborted) return;
       const started = performance.now();
+      const gone = index === null ? null : hidden.signal;
       let res = null;
       try {
         const u = index === null ? url : `${url}${sep}index=${encodeURIComponent(index)}&wait=${WAIT}`;
-        res = await getJSON(u, signal);
+        res = await getJSON(u, signal, REQUEST_LIMIT_MS, gone);
       } catch (_) {
         res = null;
       }
       if (signal.aborted) return;
+      if (res === null && gone !== null && gone.aborted) continue; // hidden: wait to be shown, then ask
       if (res === null || res.status >= 500 || res.status === 429 || (!res.ok && res.body === null)) {
         setStatus("reconnecting");
         // Indexes are one registry's: the one answering next may be another, or this one restarted
