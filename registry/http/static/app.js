@@ -329,7 +329,7 @@
     if (m.name === self) name.append(" ", h("span", { class: "badge" }, "this registry"));
     const status = h("td", { class: "status" }, h("span", { class: "dot st-" + m.status, "aria-hidden": "true" }), m.status);
     const health = h("td", { class: "health" });
-    if (m.health) {
+    if (m.health && m.status !== "left" && m.status !== "failed") { // a gone member's last word is not its health
       health.append(h("span", { class: "chip h-" + m.health }, m.health));
       if (m.health_note) health.append(h("span", { class: "note" }, " " + m.health_note));
     } else {
@@ -633,8 +633,9 @@
       }
       const [x, y] = point(v.keyPos, R_MARK).split(" ");
       const [ox, oy] = point(v.keyPos, R_OUT + 8).split(" ");
+      const [ix, iy] = point(v.keyPos, R_IN - 14).split(" "); // from inside the band: the centre holds the label
       v.marker.append(
-        svg("line", { x1: C, y1: C, x2: ox, y2: oy, class: "spoke" }),
+        svg("line", { x1: ix, y1: iy, x2: ox, y2: oy, class: "spoke" }),
         svg("circle", { id: "key-marker", cx: x, cy: y, r: 7 },
           svg("title", {}, `key ${v.lookup ? v.lookup.key : ""}: owned by ${first}`)));
     }
