@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from registry.api_errors import Exhausted, Invalid, Missing
+from registry.api_errors import Exhausted, Invalid, Missing, NotSynced, UnknownDatacenter
 from registry.api_watch import MAX_WATCHERS, WATCH_QUEUE_SIZE, WatchFanOut
 from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, ServiceKind, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
@@ -61,9 +61,11 @@ __all__ = [
     "MemberRow",
     "MemberTable",
     "Missing",
+    "NotSynced",
     "RegistryCore",
     "StreamMethod",
     "UnaryMethod",
+    "UnknownDatacenter",
     "ring_info",
     "service_pb",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import zlib
 from enum import IntEnum
 
-from registry.api import Exhausted, Missing
+from registry.api import Exhausted, Missing, NotSynced
 from registry.h2.hpack import encode_indexed, encode_indexed_name_literal, encode_literal
 
 __all__ = [
@@ -87,10 +87,12 @@ class CallError(Exception):
 
 
 def code_of(exc: Exception) -> Status:
-    """The status a failed call reports: CallError's own, NOT_FOUND for Missing, RESOURCE_EXHAUSTED
-    for Exhausted, else INVALID_ARGUMENT."""
+    """The status a failed call reports: CallError's own, UNAVAILABLE for NotSynced (a Missing to
+    retry), NOT_FOUND for Missing, RESOURCE_EXHAUSTED for Exhausted, else INVALID_ARGUMENT."""
     if isinstance(exc, CallError):
         return exc.code
+    if isinstance(exc, NotSynced):
+        return Status.UNAVAILABLE
     if isinstance(exc, Missing):
         return Status.NOT_FOUND
     if isinstance(exc, Exhausted):

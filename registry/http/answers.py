@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 
-from registry.api import Exhausted, Invalid, Missing
+from registry.api import Exhausted, Invalid, Missing, NotSynced
 from registry.grpcwire import Status
 from registry.ttl.entry import Entry, Refused, RefusedReason
 
@@ -69,6 +69,8 @@ def from_exception(exc: Exception) -> ApiError | None:
         return exc
     if isinstance(exc, Invalid):
         return ApiError(HTTPStatus.BAD_REQUEST, Status.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, NotSynced):
+        return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, Status.UNAVAILABLE, str(exc))
     if isinstance(exc, Missing):
         return ApiError(HTTPStatus.NOT_FOUND, Status.NOT_FOUND, str(exc))
     if isinstance(exc, Exhausted):

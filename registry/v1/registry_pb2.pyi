@@ -38,62 +38,104 @@ class Service(_message.Message):
     def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ..., health: _Optional[str] = ..., health_note: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("group", "key", "n")
+    __slots__ = ("group", "key", "n", "datacenter", "failover")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_FIELD_NUMBER: _ClassVar[int]
     group: str
     key: str
     n: int
-    def __init__(self, group: _Optional[str] = ..., key: _Optional[str] = ..., n: _Optional[int] = ...) -> None: ...
+    datacenter: str
+    failover: bool
+    def __init__(self, group: _Optional[str] = ..., key: _Optional[str] = ..., n: _Optional[int] = ..., datacenter: _Optional[str] = ..., failover: _Optional[bool] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
-    __slots__ = ("services",)
+    __slots__ = ("services", "datacenter", "stale_seconds")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    datacenter: str
+    stale_seconds: float
+    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., datacenter: _Optional[str] = ..., stale_seconds: _Optional[float] = ...) -> None: ...
 
 class MatchBatchRequest(_message.Message):
-    __slots__ = ("group", "keys")
+    __slots__ = ("group", "keys", "datacenter")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
     group: str
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, group: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    datacenter: str
+    def __init__(self, group: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., datacenter: _Optional[str] = ...) -> None: ...
 
 class MatchBatchResponse(_message.Message):
-    __slots__ = ("services",)
+    __slots__ = ("services", "datacenter", "stale_seconds")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    datacenter: str
+    stale_seconds: float
+    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., datacenter: _Optional[str] = ..., stale_seconds: _Optional[float] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
-    __slots__ = ("group", "all")
+    __slots__ = ("group", "all", "datacenter")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
     group: str
     all: bool
-    def __init__(self, group: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+    datacenter: str
+    def __init__(self, group: _Optional[str] = ..., all: _Optional[bool] = ..., datacenter: _Optional[str] = ...) -> None: ...
 
 class MembersResponse(_message.Message):
-    __slots__ = ("services", "version")
+    __slots__ = ("services", "version", "datacenter", "stale_seconds")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[Service]
     version: int
-    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    datacenter: str
+    stale_seconds: float
+    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., version: _Optional[int] = ..., datacenter: _Optional[str] = ..., stale_seconds: _Optional[float] = ...) -> None: ...
 
 class GroupsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("datacenter",)
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    datacenter: str
+    def __init__(self, datacenter: _Optional[str] = ...) -> None: ...
 
 class GroupsResponse(_message.Message):
-    __slots__ = ("groups", "ring")
+    __slots__ = ("groups", "ring", "datacenter", "stale_seconds", "datacenters")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     RING_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DATACENTERS_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedScalarFieldContainer[str]
     ring: RingInfo
-    def __init__(self, groups: _Optional[_Iterable[str]] = ..., ring: _Optional[_Union[RingInfo, _Mapping]] = ...) -> None: ...
+    datacenter: str
+    stale_seconds: float
+    datacenters: _containers.RepeatedCompositeFieldContainer[Datacenter]
+    def __init__(self, groups: _Optional[_Iterable[str]] = ..., ring: _Optional[_Union[RingInfo, _Mapping]] = ..., datacenter: _Optional[str] = ..., stale_seconds: _Optional[float] = ..., datacenters: _Optional[_Iterable[_Union[Datacenter, _Mapping]]] = ...) -> None: ...
+
+class Datacenter(_message.Message):
+    __slots__ = ("name", "local", "stale_seconds", "rtt_ms", "registries")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    STALE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    local: bool
+    stale_seconds: float
+    rtt_ms: float
+    registries: int
+    def __init__(self, name: _Optional[str] = ..., local: _Optional[bool] = ..., stale_seconds: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., registries: _Optional[int] = ...) -> None: ...
 
 class RingInfo(_message.Message):
     __slots__ = ("algorithm", "default_replicas", "only_passing")
@@ -106,10 +148,14 @@ class RingInfo(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., default_replicas: _Optional[int] = ..., only_passing: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("group",)
+    __slots__ = ("group", "datacenter", "export")
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
     group: str
-    def __init__(self, group: _Optional[str] = ...) -> None: ...
+    datacenter: str
+    export: bool
+    def __init__(self, group: _Optional[str] = ..., datacenter: _Optional[str] = ..., export: _Optional[bool] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("group", "version", "snapshot", "services", "added", "removed", "updated", "ring")
