@@ -94,12 +94,14 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
     async def groups(self, *, timeout: float | None = None) -> list[str]:
         return await self._call(groups_rpc(), timeout)
 
-    async def watch_events(self, group: str = "", *, timeout: float | None = None) -> AsyncIterator[bytes]:
+    async def watch_events(self, group: str = "", *, timeout: float | None = None,
+                           export: bool = False) -> AsyncIterator[bytes]:
         """The raw Watch stream of `group` ("": every group) from the address calls use first: each
         event as the serialized `registry.v1.WatchEvent` the registry sent, for a consumer that checks
         them itself (`registry.federation.Mirror`). No failover and no retry: the stream ends when the
         server ends it, and any failure is raised as a RegistryError (Unavailable when the registry is
-        unreachable or stops answering keepalive PINGs). `timeout` bounds the wait for the first event."""
+        unreachable or stops answering keepalive PINGs). `timeout` bounds the wait for the first event.
+        `export`: only the groups the registry exports to other datacenters (-wan-export; a follower's)."""
         if self._closed.is_set():
             raise RegistryError("client is closed")
         t = self._timeout(timeout)
@@ -107,7 +109,7 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
         channel = self._channels[self._current]
         assert channel is not None
         call = channel.unary_stream(_WATCH, request_serializer=pb.WatchRequest.SerializeToString,
-                                    response_deserializer=None)(pb.WatchRequest(group=group))
+                                    response_deserializer=None)(pb.WatchRequest(group=group, export=export))
         first = True
         try:
             while True:

@@ -123,7 +123,7 @@ class Follower:
         self.streams += 1
         whole = False
         client = AsyncRpcClient(addr, **self._client_opts)
-        events: AsyncIterator[bytes] = client.watch_events("")
+        events: AsyncIterator[bytes] = client.watch_events("", export=True)  # only what it exports
         await loop.run_in_executor(applier, mirror.reset)
         pending: asyncio.Future[bytes] | None = None
         probe = asyncio.ensure_future(self._probe(client))
