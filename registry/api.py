@@ -387,5 +387,4 @@ class RegistryCore(WatchFanOut):
     def wire_watch(self, data: bytes) -> AsyncIterator[bytes]:
         """Checks the request before returning, so a bad one fails before the stream starts."""
         req = parse(pb.WatchRequest, data)
-        self.check_watcher_room()
-        return self.watch(req.group) if req.group else self.watch_all()
+        return self.open_watch(req.group, req.export)

@@ -18,6 +18,13 @@ snapshots of one sequence are taken at one instant, and every change carries a c
 number, so what is queued after that instant is sent and what is older is skipped, for groups in
 the sequence and groups not in it alike. Such a watcher counts against `max_watchers` as any.
 
+Export (issue 17, -wan-export): a Watch of every group with `WatchRequest.export` set (what a
+registry of another datacenter follows) sees only the groups this registry exports: `export_groups`
+(None: every group) minus `registry-group`, never exported (the registries of a datacenter are its
+own business: the other datacenters know them from the WAN pool). Such a stream's snapshots, marker
+and changes leave the other groups out, so to its follower they do not exist. A Watch of one group
+with `export` set that is not exported is refused (NOT_FOUND), rather than answered empty.
+
 Watchers are capped process-wide (`max_watchers`, 10,000 by default): each costs a queue, a
 task and a stream (~7 KiB), and a change wakes every watcher of its group (~35 us each), so
 20,000 watchers cost +135 MB and half a second of event loop per change. A Watch beyond the
@@ -33,8 +40,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from registry.api_errors import Exhausted, Invalid
-from registry.catalog import Catalog
+from registry.api_errors import Exhausted, Invalid, Missing
+from registry.catalog import REGISTRY_GROUP, Catalog
 
 __all__ = ["MAX_WATCHERS", "WATCH_QUEUE_SIZE", "WatchFanOut"]
 
@@ -46,10 +53,12 @@ _Item = tuple[int, int, bytes] | None
 
 
 class _Watcher:
-    __slots__ = ("queue",)
+    __slots__ = ("accepts", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, accepts: Callable[[str], bool] | None = None) -> None:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(WATCH_QUEUE_SIZE)
+        #: the groups this watcher is sent (None: every group)
+        self.accepts = accepts
 
     def offer(self, item: tuple[int, int, bytes]) -> None:
         try:
@@ -82,6 +91,12 @@ class WatchFanOut:
         self._watcher_total = 0
         self._seq = 0  # changes seen, all groups: orders an all-groups stream's items against its snapshots
         self._loop = asyncio.get_running_loop()
+        #: The groups a Watch with `export` set is sent (-wan-export; None: every group but registry-group).
+        self.export_groups: frozenset[str] | None = None
+
+    def exports(self, group: str) -> bool:
+        """Whether `group` is sent to another datacenter's follower (module docstring)."""
+        return group != REGISTRY_GROUP and (self.export_groups is None or group in self.export_groups)
 
     def snapshot(self, group: str) -> tuple[int, bytes]:
         """(version, the group's snapshot event), serialized."""
@@ -106,31 +121,33 @@ class WatchFanOut:
         for w in tuple(self._watchers.get(group, ())):
             w.offer(item)
         for w in tuple(self._watch_all):
-            w.offer(item)
+            if w.accepts is None or w.accepts(group):
+                w.offer(item)
 
-    def snapshot_all(self) -> tuple[int, list[bytes]]:
-        """(change sequence number, events): every live group's snapshot and the end marker, all
-        taken now (the sequence number first: a change racing in from another thread is sent
-        again rather than lost)."""
+    def snapshot_all(self, accepts: Callable[[str], bool] | None = None) -> tuple[int, list[bytes]]:
+        """(change sequence number, events): every live group's snapshot (those `accepts`) and the end
+        marker, all taken now (the sequence number first: a change racing in from another thread is
+        sent again rather than lost)."""
         seq = self._seq
-        events = [self.snapshot(g)[1] for g in self.catalog.groups()]
+        events = [self.snapshot(g)[1] for g in self.catalog.groups() if accepts is None or accepts(g)]
         events.append(self.snapshot_marker())
         return seq, events
 
-    async def watch_all(self) -> AsyncIterator[bytes]:
-        """Every group's snapshot, the marker, then every change of every group (module docstring)."""
+    async def watch_all(self, export: bool = False) -> AsyncIterator[bytes]:
+        """Every group's snapshot, the marker, then every change of every group (module docstring);
+        with `export`, of the exported groups only."""
         self.check_watcher_room()
-        w = _Watcher()
+        w = _Watcher(self.exports if export else None)
         self._watch_all.add(w)
         self._watcher_total += 1
         try:
-            sent, events = self.snapshot_all()
+            sent, events = self.snapshot_all(w.accepts)
             for data in events:
                 yield data
             while True:
                 item = await w.queue.get()
                 if item is None:
-                    sent, events = self.snapshot_all()
+                    sent, events = self.snapshot_all(w.accepts)
                     for data in events:
                         yield data
                 elif item[1] > sent:
@@ -138,6 +155,16 @@ class WatchFanOut:
         finally:
             self._watcher_total -= 1
             self._watch_all.discard(w)
+
+    def open_watch(self, group: str, export: bool = False) -> AsyncIterator[bytes]:
+        """A Watch request's stream (`group` "": every group), checked now: a refusal (the watcher cap,
+        a group not exported) fails the call before its stream starts."""
+        self.check_watcher_room()
+        if not group:
+            return self.watch_all(export)
+        if export and not self.exports(group):
+            raise Missing(f"group {group!r} is not exported to other datacenters (-wan-export)")
+        return self.watch(group)
 
     async def watch(self, group: str) -> AsyncIterator[bytes]:
         """Snapshot, then every change; see the module docstring for slow watchers."""
