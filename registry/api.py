@@ -31,6 +31,14 @@ gets back in with), so a caching client's ring takes it back exactly as the serv
 TTL services (issue 15): every Service answer carries `kind`, "gossip" or "ttl" (empty from an
 older registry); the catalog puts both on the rings alike, so Match, Members and Watch answer them
 alike. Members(all=true) lists TTL services from the catalog ("alive"): no member table has them.
+
+Datacenters (issue 17): Match, MatchBatch, Members, Groups and Watch take a `datacenter`; "" or the
+registry's own name (`RegistryCore.datacenter`) takes the path above, at its cost; another one answers
+from that datacenter's mirror (`RegistryCore.federation`, see `registry.api_dc`), and Match with
+`failover` answers from the nearest datacenter that routes the group when the asked one does not. An
+answer names the datacenter that answered, and how stale its mirror is, only when the request named
+one or asked for failover: a default answer is byte for byte what it was. The compat service `R`
+answers for the registry's own datacenter only.
 """
 
 from __future__ import annotations
@@ -41,10 +49,13 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from registry import api_dc
+from registry.api_dc import Federation, Remote
 from registry.api_errors import Exhausted, Invalid, Missing, NotSynced, UnknownDatacenter
 from registry.api_watch import MAX_WATCHERS, WATCH_QUEUE_SIZE, WatchFanOut
 from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, ServiceKind, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
+from registry.datacenter import DEFAULT_DATACENTER
 from registry.healthtags import parse_health
 from registry.ring import RingNode
 from registry.v1 import registry_pb2 as pb
@@ -158,6 +169,11 @@ class RegistryCore(WatchFanOut):
         #: What Members(all=true) lists; the registry server sets it to its Serf member table
         #: once gossip runs (None: only the catalog's live members are known).
         self.member_table: MemberTable | None = None
+        #: This registry's datacenter (the server sets it from -datacenter): what "" means in a request.
+        self.datacenter = DEFAULT_DATACENTER
+        #: The mirrors of the other datacenters (the server sets it with -wan-bind; None: none).
+        self.federation: Federation | None = None
+        self._remote_encoded = api_dc.RemoteEncoded(lambda s, node: _field1(service_pb(s, node).SerializeToString()))
         self._encoded: dict[str, dict[str, _Encoded]] = {}
         self._unsubscribe = catalog.subscribe(self._on_change)
 
@@ -201,7 +217,8 @@ class RegistryCore(WatchFanOut):
         if not group:
             raise Invalid("group is empty")
 
-    def match(self, group: str, key: str, n: int) -> list[Service]:
+    def match(self, group: str, key: str, n: int, catalog: Catalog | None = None) -> list[Service]:
+        """The n owners of `key` (n=0: 1) in the local catalog, or in `catalog` (a mirror's)."""
         if not group:
             raise Invalid("group is empty")
         if not key:
@@ -210,58 +227,102 @@ class RegistryCore(WatchFanOut):
             n = 1
         elif n < 0 or n > MAX_MATCH_N:
             raise Invalid(f"n={n} out of range 1..{MAX_MATCH_N} (group {group!r})")
+        cat = self.catalog if catalog is None else catalog
         try:
-            found = self.catalog.match(group, key, n)
+            found = cat.match(group, key, n)
         except UnknownGroup:
-            raise self._missing(group) from None
+            raise self._missing(group, cat) from None
         if not found:
-            raise self._missing(group)
+            raise self._missing(group, cat)
         return found
 
-    def _missing(self, group: str) -> Missing:
-        if self.catalog.version(group) > 0:
-            members = self.catalog.members(group)
+    def _missing(self, group: str, catalog: Catalog | None = None) -> Missing:
+        cat = self.catalog if catalog is None else catalog
+        if cat.version(group) > 0:
+            members = cat.members(group)
             if members:  # live, but none on the ring: their health keeps them off
                 counts = Counter(s.health.word for s in members)
                 health = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-                passing = "passing" if self.catalog.only_passing else "passing or warning"
+                passing = "passing" if cat.only_passing else "passing or warning"
                 return Missing(f"group {group!r} has no {passing} member ({health})")
             return Missing(f"group {group!r} has no live member")
         return Missing(f"group {group!r} not found")
 
-    def match_batch(self, group: str, keys: Sequence[str]) -> list[Service]:
+    # -- datacenters (registry.api_dc) ----------------------------------------------------
+
+    def where(self, datacenter: str) -> Remote | None:
+        """None for this registry's own datacenter ("" or its name); else the mirror answering for
+        `datacenter` (UnknownDatacenter, NotSynced)."""
+        if not datacenter or datacenter == self.datacenter:
+            return None
+        return api_dc.remote(self.federation, self.datacenter, datacenter)
+
+    def match_in(self, group: str, key: str, n: int, datacenter: str,
+                 failover: bool = False) -> tuple[list[Service], Remote | None]:
+        """Match in `datacenter` (None in the answer: the local one answered); with `failover`, when
+        it routes no service of the group, in the first datacenter of `api_dc.failover_order` that does.
+        A request's own mistakes (Invalid, an unknown datacenter) never fail over."""
+        try:
+            where = self.where(datacenter)
+            return self.match(group, key, n, None if where is None else where.catalog), where
+        except Missing as exc:
+            if not failover or isinstance(exc, UnknownDatacenter):
+                raise
+            for dc in api_dc.failover_order(self.federation, self.datacenter, datacenter or self.datacenter):
+                try:
+                    where = self.where(dc)
+                    return self.match(group, key, n, None if where is None else where.catalog), where
+                except Missing:
+                    continue
+            raise
+
+    def answered(self, where: Remote | None, field: int) -> bytes:
+        """The answer's datacenter and staleness fields (`field`: the datacenter's field number)."""
+        if where is None:
+            return api_dc.answer_fields(field, self.datacenter, 0.0)
+        return api_dc.answer_fields(field, where.name, where.stale)
+
+    def encode_in(self, where: Remote | None, s: Service) -> bytes:
+        """`s`'s serialized v1 form (field 1 framed), from the cache of the catalog it came from."""
+        return self.encoded(s).v1 if where is None else self._remote_encoded(where, s)
+
+    def match_batch(self, group: str, keys: Sequence[str], catalog: Catalog | None = None) -> list[Service]:
         if not group:
             raise Invalid("group is empty")
         if len(keys) > MAX_BATCH_KEYS:
             raise Invalid(f"{len(keys)} keys, at most {MAX_BATCH_KEYS} per batch (group {group!r})")
         if "" in keys:
             raise Invalid(f"key #{list(keys).index('')} is empty (group {group!r})")
+        cat = self.catalog if catalog is None else catalog
         try:
-            found = self.catalog.match_batch(group, keys)
+            found = cat.match_batch(group, keys)
         except UnknownGroup:
-            raise self._missing(group) from None
+            raise self._missing(group, cat) from None
         if len(found) != len(keys):
-            raise self._missing(group)
+            raise self._missing(group, cat)
         return found
 
-    def members(self, group: str) -> list[Service]:
+    def members(self, group: str, catalog: Catalog | None = None) -> list[Service]:
         if not group:
             raise Invalid("group is empty")
+        cat = self.catalog if catalog is None else catalog
         try:
-            found = self.catalog.members(group)
+            found = cat.members(group)
         except UnknownGroup:
-            raise self._missing(group) from None
+            raise self._missing(group, cat) from None
         if not found:
-            raise self._missing(group)
+            raise self._missing(group, cat)
         return found
 
-    def members_all(self, group: str) -> list[pb.Service]:
+    def members_all(self, group: str, where: Remote | None = None) -> list[pb.Service]:
         """Every member of `group` (every group when "") the gossip pool knows, any status, by
         (group, id), status and health set.  A member is listed under the group its tags name; one
         whose tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
         A live member carries its ring parameters (as Members without all), any other 0; a member
         not in the catalog its health as its tags say. TTL services, in no member table, are listed
         from the catalog, "alive" (kind "ttl"): they are there exactly while they live."""
+        if where is not None:  # another datacenter: its mirror holds its live services only
+            return self._members_remote(where.catalog, group)
         table = self.member_table
         groups = [group] if group else self.catalog.groups()
         if table is None:  # no gossip behind this core: the catalog's live members are all it knows
@@ -297,6 +358,19 @@ class RegistryCore(WatchFanOut):
                     found.append(service)
         if not found:
             raise self._missing(group) if group else Missing("no member in any group")
+        found.sort(key=lambda s: (s.group, s.id))
+        return found
+
+    def _members_remote(self, catalog: Catalog, group: str) -> list[pb.Service]:
+        """Members(all=true) of another datacenter: its mirror's live services, "alive"."""
+        found: list[pb.Service] = []
+        for g in [group] if group else catalog.groups():
+            for s in catalog.members(g):
+                service = service_pb(s, catalog.ring_node(s))
+                service.status = ALIVE
+                found.append(service)
+        if not found:
+            raise self._missing(group, catalog) if group else Missing("no member in any group")
         found.sort(key=lambda s: (s.group, s.id))
         return found
 
@@ -339,6 +413,9 @@ class RegistryCore(WatchFanOut):
 
     def wire_match(self, data: bytes) -> bytes:
         req = parse(pb.MatchRequest, data)
+        if req.datacenter or req.failover:
+            found, where = self.match_in(req.group, req.key, req.n, req.datacenter, req.failover)
+            return b"".join([self.encode_in(where, s) for s in found]) + self.answered(where, 2)
         found = self.match(req.group, req.key, req.n)
         if len(found) == 1:
             return self.encoded(found[0]).v1
@@ -346,30 +423,44 @@ class RegistryCore(WatchFanOut):
 
     def wire_match_batch(self, data: bytes) -> bytes:
         req = parse(pb.MatchBatchRequest, data)
-        found = self.match_batch(req.group, req.keys)
+        where = self.where(req.datacenter) if req.datacenter else None
+        found = self.match_batch(req.group, req.keys, None if where is None else where.catalog)
         # Batches repeat few services many times: encode each distinct object once.
         local: dict[int, bytes] = {}
         out = []
         for s in found:
             b = local.get(id(s))
             if b is None:
-                b = local[id(s)] = self.encoded(s).v1
+                b = local[id(s)] = self.encode_in(where, s)
             out.append(b)
+        if req.datacenter:
+            out.append(self.answered(where, 2))
         return b"".join(out)
 
     def wire_members(self, data: bytes) -> bytes:
         req = parse(pb.MembersRequest, data)
+        where = self.where(req.datacenter) if req.datacenter else None
         if req.all:
-            body = b"".join([_field1(s.SerializeToString()) for s in self.members_all(req.group)])
+            body = b"".join([_field1(s.SerializeToString()) for s in self.members_all(req.group, where)])
         else:
-            body = b"".join([self.encoded(s).v1 for s in self.members(req.group)])
-        version = self.version(req.group)
-        return body + (b"\x10" + _varint(version) if version else b"")
+            catalog = None if where is None else where.catalog
+            body = b"".join([self.encode_in(where, s) for s in self.members(req.group, catalog)])
+        version = self.version(req.group) if where is None else where.catalog.version(req.group)
+        if version:
+            body += b"\x10" + _varint(version)
+        return body + self.answered(where, 3) if req.datacenter else body
 
     def wire_groups(self, data: bytes) -> bytes:
-        parse(pb.GroupsRequest, data)
-        answer: bytes = pb.GroupsResponse(groups=self.catalog.groups(), ring=ring_info(self.catalog)).SerializeToString()
-        return answer
+        req = parse(pb.GroupsRequest, data)
+        where = self.where(req.datacenter) if req.datacenter else None
+        catalog = self.catalog if where is None else where.catalog
+        answer = pb.GroupsResponse(groups=catalog.groups(), ring=ring_info(catalog),
+                                   datacenters=api_dc.datacenters_pb(self.federation))
+        if req.datacenter:
+            answer.datacenter = self.datacenter if where is None else where.name
+            answer.stale_seconds = 0.0 if where is None else where.stale
+        out: bytes = answer.SerializeToString()
+        return out
 
     def wire_compat_match(self, data: bytes) -> bytes:
         req = parse(compat_pb2.MatchRequest, data)
@@ -387,4 +478,15 @@ class RegistryCore(WatchFanOut):
     def wire_watch(self, data: bytes) -> AsyncIterator[bytes]:
         """Checks the request before returning, so a bad one fails before the stream starts."""
         req = parse(pb.WatchRequest, data)
+        where = self.where(req.datacenter) if req.datacenter else None
+        if where is not None:
+            self.check_watcher_room()
+            if not req.group:
+                raise Invalid(f"a Watch of every group answers for this registry's own datacenter only "
+                              f"({self.datacenter!r}), not {where.name!r}")
+            assert self.federation is not None  # where() found the mirror there
+            return api_dc.watch_remote(self.federation, where.name, req.group, self._count_watcher)
         return self.open_watch(req.group, req.export)
+
+    def _count_watcher(self, delta: int) -> None:
+        self._watcher_total += delta
