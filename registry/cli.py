@@ -105,6 +105,10 @@ def _server_parser() -> argparse.ArgumentParser:
     add_flag(p, "wan-advertise", default="", help="WAN gossip address told to the other datacenters (needs -wan-bind)")
     add_flag(p, "wan-join", default="", help="comma-separated WAN gossip addresses of other datacenters' registries")
     add_flag(p, "wan-encrypt", default="", help="the WAN pool's own encryption key (base64, from `registry keygen`)")
+    add_flag(p, "wan-mirror-ttl", default="", help="drop another datacenter's mirror after it had no source this long "
+             "(Go duration or seconds; default 72h)")
+    add_flag(p, "wan-export", default="", help="comma-separated groups other datacenters may follow (default: all; "
+             "registry-group never)")
     add_flag(p, "only-passing", action="store_true",
              help="route to passing services only: a service whose checks say warning leaves the rings too "
                   "(critical ones always do; Consul's only_passing)")
@@ -196,12 +200,38 @@ class WanArgs:
     advertise: tuple[str, int] | None = None
     join: list[str] = field(default_factory=list)
     key: str | None = None
+    mirror_ttl: float = 72 * 3600.0
+    export: frozenset[str] | None = None
+
+
+def _wan_federation_flags(ns: argparse.Namespace) -> tuple[float, frozenset[str] | None]:
+    """(-wan-mirror-ttl in seconds, -wan-export's groups or None for all), checked: one line naming the flag."""
+    from registry.http.durations import parse_duration_ms
+
+    ttl = 72 * 3600.0
+    if ns.wan_mirror_ttl:
+        try:
+            ttl = parse_duration_ms(ns.wan_mirror_ttl) / 1000
+        except ValueError as exc:
+            raise UsageError(f"-wan-mirror-ttl: {exc}") from None
+        if ttl <= 0:
+            raise UsageError(f"-wan-mirror-ttl: {ns.wan_mirror_ttl!r} must be more than 0")
+    export = None
+    if ns.wan_export:
+        groups = [g.strip() for g in ns.wan_export.split(",")]
+        if not all(groups):
+            raise UsageError(f"-wan-export: {ns.wan_export!r} has an empty group name (comma-separated group names)")
+        if REGISTRY_GROUP in groups:
+            raise UsageError(f"-wan-export: {REGISTRY_GROUP} is never exported (other datacenters find the "
+                             "registries through the WAN pool)")
+        export = frozenset(groups)
+    return ttl, export
 
 
 def _wan_flags(ns: argparse.Namespace) -> WanArgs:
     """-wan-bind and the flags that need it, checked: one line naming the flag."""
     if not ns.wan_bind:
-        for flag in ("wan_advertise", "wan_join", "wan_encrypt"):
+        for flag in ("wan_advertise", "wan_join", "wan_encrypt", "wan_mirror_ttl", "wan_export"):
             if getattr(ns, flag):
                 raise UsageError(f"-{flag.replace('_', '-')} needs -wan-bind (the WAN pool is off without it)")
         return WanArgs()
@@ -218,7 +248,8 @@ def _wan_flags(ns: argparse.Namespace) -> WanArgs:
     if ns.wan_encrypt:
         decode_key(ns.wan_encrypt, "-wan-encrypt")
         key = ns.wan_encrypt.strip()
-    return WanArgs((bind.host, bind.port), adv, seeds, key)
+    ttl, export = _wan_federation_flags(ns)
+    return WanArgs((bind.host, bind.port), adv, seeds, key, ttl, export)
 
 
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
@@ -293,6 +324,8 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         wan_advertise=wan.advertise,
         wan_join=wan.join,
         wan_encrypt_key=wan.key,
+        wan_mirror_ttl=wan.mirror_ttl,
+        wan_export=wan.export,
     )
     return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 

@@ -36,6 +36,7 @@ from registry.server_config import RPC_ENGINES, RpcEngine, ServerConfig
 from registry.tls import TlsFiles
 
 if TYPE_CHECKING:
+    from registry.federation.federation import Federation
     from registry.ttl.driver import TtlDriver
     from registry.wan import WanPool
 
@@ -106,6 +107,8 @@ class RegistryServer:
         #: The WAN pool (registry.wan, issue 17), with -wan-bind only; its gossip address once started.
         self.wan: WanPool | None = None
         self.wan_address = ""
+        #: The mirrors of the other datacenters (registry.federation, issue 17), with -wan-bind only.
+        self.federation: Federation | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -206,6 +209,8 @@ class RegistryServer:
         self._reconcile()
         self.grpc_address = rpc_addr
         self._grpc.core.member_table = self._member_rows  # Members(all=true): every status, not just the rings
+        self._grpc.core.datacenter = c.datacenter  # what a request's datacenter "" means (issue 17)
+        self._grpc.core.export_groups = c.wan_export  # what a Watch(export=true) of another datacenter gets
 
         if c.metrics_addr is not None:
             self._metrics = MetricsServer(self._collect)
@@ -272,6 +277,25 @@ class RegistryServer:
             raise StartError(f"wan: {exc}") from None
         self.wan_address = self.wan.address
         self.wan.join_in_background(list(c.wan_join))
+        self._start_federation(self.wan)
+
+    def _start_federation(self, pool: WanPool) -> None:
+        """Mirrors of the other datacenters (registry.federation imported only now, grpcio with it: the
+        followers are `AsyncRpcClient`s), handed to the API's core, which the HTTP front shares.
+        A follower dials with this registry's TLS files when it serves TLS (federation.py says why)."""
+        from registry.federation.federation import Federation
+
+        c = self.config
+        client: dict[str, Any] = {}
+        if c.tls_cert:
+            client = {"tls_cert": c.tls_cert, "tls_key": c.tls_key, "tls_ca": c.tls_ca or None}
+        fast = c.profile == "fast"  # tests: a dead source found within ~1 s, a failed pass retried soon
+        follower: dict[str, Any] = {"probe": 1.0, "retry": 0.2, "max_retry": 2.0, "check": 0.2} if fast else {}
+        self.federation = Federation(pool, local=c.datacenter, local_catalog=self.catalog,
+                                     mirror_ttl=c.wan_mirror_ttl, tick=0.2 if fast else 1.0,
+                                     client_opts=client, follower_opts=follower)
+        self.federation.start()
+        self._grpc.core.federation = self.federation
 
     def _tls(self) -> TlsFiles | None:
         c = self.config
@@ -358,6 +382,7 @@ class RegistryServer:
         self.health.shutdown()
         for t in self._tasks:
             t.cancel()
+        await self._stop_federation()  # before the WAN pool leaves: no follower dials a leaving pool's peers
         # the WAN leave beside the LAN's (it never raises)
         wan_leave = asyncio.ensure_future(self.wan.leave(self.config.leave_timeout)) if self.wan is not None else None
         if self.agent is not None:
@@ -379,6 +404,7 @@ class RegistryServer:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        await self._stop_federation()
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http.stop(), 5.0)
@@ -402,6 +428,12 @@ class RegistryServer:
             with contextlib.suppress(Exception):
                 await self.wan.shutdown()
             self.wan = None
+
+    async def _stop_federation(self) -> None:
+        fed, self.federation = self.federation, None
+        if fed is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(fed.close(), 5.0)
 
     # -- membership -> catalog ------------------------------------------------------------
 
@@ -521,6 +553,8 @@ class RegistryServer:
         yield from self._ttl_metrics()
         if self.wan is not None:
             yield from self.wan.metrics()
+        if self.federation is not None:
+            yield from self.federation.metrics()
         if self._http is not None:
             yield from self._http.metrics()
         rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not

@@ -68,3 +68,8 @@ class ServerConfig:
     wan_join: list[str] = field(default_factory=list)
     #: The WAN pool's own key (-wan-encrypt; base64 like encrypt_key, never the LAN one).
     wan_encrypt_key: str | None = None
+    #: Seconds a remote datacenter's mirror is kept once none of its registries is alive and its follower
+    #: has had no source (-wan-mirror-ttl; Serf's reconnect timeout, 72 h), then dropped.
+    wan_mirror_ttl: float = 72 * 3600.0
+    #: The groups other datacenters may follow (-wan-export; None: every group). registry-group never.
+    wan_export: frozenset[str] | None = None

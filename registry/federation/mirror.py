@@ -20,7 +20,10 @@ Snapshots: every sequence of snapshots (the first after `reset`, or the remote's
 that fell behind) is built into a fresh catalog, off to the side, and published whole at the marker
 that ends it (`{group: "", snapshot: true}`): readers keep the previous copy meanwhile, a group absent
 from the sequence is gone, and a "chash" group gets the remote's insert order and group replicas
-afresh (a difference applied to the old copy could keep a stale order).
+afresh (a difference applied to the old copy could keep a stale order).  A group's version in the
+published copy never goes back across that swap (`_carry_versions`): whoever forwards the copy's
+changes (`registry.federation.federation`, a Watch of this datacenter) orders them by version, and
+the fresh catalog would number from 1 again.  `on_publish(old, new)` is called after each swap.
 
 Deltas are applied to the published catalog in the order received.  For "consistent" rings (the
 default) that reproduces the remote exactly: a ring depends on its member set only.  For "chash" the
@@ -43,20 +46,24 @@ events up to the marker are dropped too, the previous copy stays, and `needs_res
 from __future__ import annotations
 
 import enum
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from google.protobuf.message import DecodeError
 
 from registry.catalog import MAX_REPLICAS_TAG, MAX_WEIGHT, TAG_ADDR, TAG_GROUP, TAG_REPLICAS, TAG_WEIGHT, Catalog
-from registry.catalog_batch import parse_int
+from registry.catalog_batch import GroupState, parse_int
 from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health, parse_health
-from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS
+from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, Ring
 from registry.service import ServiceKind
 from registry.v1 import registry_pb2 as pb
 
 __all__ = ["Anomaly", "Drop", "Mirror"]
+
+log = logging.getLogger(__name__)
 
 
 class Drop(str, enum.Enum):
@@ -106,6 +113,21 @@ def _same_ring(catalog: Catalog, ring: pb.RingInfo) -> bool:
     default = ring.default_replicas or (CHASH_DEFAULT_REPLICAS if ring.algorithm == "chash" else DEFAULT_REPLICAS)
     return (catalog.algorithm, catalog.default_replicas, catalog.only_passing) == (
         ring.algorithm, default, ring.only_passing)
+
+
+def _carry_versions(old: Catalog, new: Catalog) -> None:
+    """Number `new`'s groups after `old`'s: each group's version becomes at least one more than it was
+    in `old`, and a group `old` had that `new` lacks is there empty (as a catalog keeps a group whose
+    last service left), one version on.  `new` is not published yet: no reader, no listener."""
+    with old._lock:
+        before = {name: state.version for name, state in old._groups.items()}
+    groups = new._groups
+    for name, version in before.items():
+        state = groups.get(name)
+        if state is None:
+            groups[name] = GroupState(name, version + 1, None, MappingProxyType({}), Ring(new.algorithm))
+        elif state.version <= version:
+            groups[name] = GroupState(name, version + state.version, state.replicas, state.services, state.ring)
 
 
 def _kind(s: pb.Service) -> ServiceKind:
@@ -179,6 +201,9 @@ class Mirror:
         #: When the last event was applied (the caller's clock), None before any.
         self.last_event: float | None = None
         self._lost_at: float | None = None
+        #: Called (on the applying thread) with (old, new) catalog right after a snapshot sequence
+        #: replaced the published copy; an exception is logged, never raised out of `apply`.
+        self.on_publish: Callable[[Catalog, Catalog], None] | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -264,12 +289,19 @@ class Mirror:
             self._upsert(nxt, ev.group, ev.services)
             return
         # The marker: publish the sequence whole.
+        old = self._copy.catalog
+        _carry_versions(old, nxt.catalog)
         self._copy = nxt
         self._next = None
         self._fresh = False
         self.synced = True
         self.needs_resync = False
         self.sequences += 1
+        if self.on_publish is not None:
+            try:
+                self.on_publish(old, nxt.catalog)
+            except Exception:  # the copy is published; a listener's bug must not undo that
+                log.exception("mirror %s: on_publish failed", self.datacenter)
 
     def _delta(self, ev: pb.WatchEvent) -> None:
         if self._next is not None:

@@ -1,5 +1,6 @@
 """The datacenter and WAN flags: what they parse into, one line and exit 2 for each mistake, and a
-registry started without -wan-bind never imports registry.wan (with it, it does: the check can fail)."""
+registry started without -wan-bind never imports registry.wan nor registry.federation (with it, it does:
+the check can fail)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,15 @@ def test_wan_flags_parse_into_the_config() -> None:
     (["-wan-bind", ":0", "-wan-join", "0.0.0.0:7372"], "-wan-join: '0.0.0.0:7372'"),
     (["-wan-bind", ":0", "-wan-encrypt", "not base64!"], "-wan-encrypt: key is not valid base64"),
     (["-wan-bind", ":0", "-wan-encrypt", "AAAA"], "-wan-encrypt: key must decode to 16, 24 or 32 bytes, not 3"),
+    (["-wan-mirror-ttl", "1h"], "-wan-mirror-ttl needs -wan-bind"),
+    (["-wan-export", "web"], "-wan-export needs -wan-bind"),
+    (["-wan-bind", ":0", "-wan-mirror-ttl", "soon"], "-wan-mirror-ttl: duration 'soon'"),
+    (["-wan-bind", ":0", "-wan-mirror-ttl", "0s"], "-wan-mirror-ttl: '0s' must be more than 0"),
+    (["-wan-bind", ":0", "-wan-export", "web,,api"], "-wan-export: 'web,,api' has an empty group name"),
+    (["-wan-bind", ":0", "-wan-export", "web,registry-group"], "-wan-export: registry-group is never exported"),
 ], ids=["dc-empty", "dc-upper", "dc-dot", "dc-long", "join-alone", "advertise-alone", "encrypt-alone", "bind-bad",
-        "join-wildcard", "key-base64", "key-size"])
+        "join-wildcard", "key-base64", "key-size", "ttl-alone", "export-alone", "ttl-bad", "ttl-zero", "export-empty",
+        "export-registry-group"])
 def test_bad_wan_flags_are_one_line_exit_2(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*BASE, *args]) == 2
     err = capsys.readouterr().err
@@ -51,7 +59,8 @@ import sys, threading
 
 def answer():
     for line in sys.stdin:
-        print("WAN " + str(int("registry.wan" in sys.modules)), flush=True)
+        print("WAN " + str(int("registry.wan" in sys.modules)) + " FED "
+              + str(int("registry.federation" in sys.modules)), flush=True)
 
 threading.Thread(target=answer, daemon=True).start()
 from registry.cli import main
@@ -83,7 +92,7 @@ def test_registry_wan_is_imported_only_with_wan_bind(wan: bool) -> None:
         assert p.stdin is not None and p.stdout is not None
         p.stdin.write("modules\n")
         p.stdin.flush()
-        assert p.stdout.readline().strip() == f"WAN {int(wan)}", "".join(log)
+        assert p.stdout.readline().strip() == f"WAN {int(wan)} FED {int(wan)}", "".join(log)
         started_line = next(x for x in log if '"registry started"' in x)
         assert ('"wan": "127.0.0.1:' in started_line) == wan, started_line
     finally:
