@@ -252,6 +252,11 @@ class Proxy:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    @property
+    def connections(self) -> int:
+        """TCP connections open through the proxy now (held silent ones included)."""
+        return len(self._pipes)
+
     # -- faults ----------------------------------------------------------------------------
 
     def set_delay(self, to_ms: float, back_ms: float | None = None) -> None:
@@ -384,6 +389,9 @@ class Proxy:
             await asyncio.gather(*pipe.tasks, return_exceptions=True)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:  # the proxy stops: end quietly (asyncio logs a cancelled handler task)
+            for t in pipe.tasks:
+                t.cancel()
         finally:
             self._pipes.discard(pipe)
             for w in pipe.writers:
