@@ -19,10 +19,11 @@ from registry.client.errors import (
     Unavailable,
 )
 from registry.client.sync import RpcClient
-from registry.client.types import Service, TlsConfig
+from registry.client.types import Datacenter, Service, TlsConfig
 
 __all__ = [
     "AsyncRpcClient",
+    "Datacenter",
     "InvalidAddress",
     "InvalidArgument",
     "NotFound",

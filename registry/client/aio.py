@@ -17,10 +17,21 @@ from typing import TYPE_CHECKING, TypeVar, overload
 
 import grpc.aio
 
-from registry.client.common import check_batch, check_match
-from registry.client.core import ClientCore, Rpc, WatchRetry, groups_rpc, match_batch_rpc, match_rpc, members_rpc
-from registry.client.errors import RegistryError, Unavailable, from_rpc_error
-from registry.client.types import Service
+from registry.client.common import check_batch, check_datacenter, check_match
+from registry.client.core import (
+    ClientCore,
+    Rpc,
+    WatchRetry,
+    check_failover,
+    datacenters_rpc,
+    groups_rpc,
+    match_batch_rpc,
+    match_rpc,
+    members_rpc,
+    view_key,
+)
+from registry.client.errors import NotFound, RegistryError, Unavailable, from_rpc_error
+from registry.client.types import Datacenter, Service
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
@@ -39,8 +50,8 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
     """asyncio registry client; use `async with` or `await close()`. Bound to the loop that first uses it."""
 
     def _setup(self) -> None:
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._ready: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str | tuple[str, str], asyncio.Task[None]] = {}  # by view_key
+        self._ready: dict[str | tuple[str, str], asyncio.Event] = {}
         self._applier: ThreadPoolExecutor | None = None  # applies Watch events off the loop
 
     def _stub(self, i: int) -> pb_grpc.RegistryStub:
@@ -61,38 +72,56 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
     @overload
     async def match(self, group: str, key: str) -> Service: ...
     @overload
-    async def match(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]: ...
+    async def match(self, group: str, key: str, n: int, *, timeout: float | None = None, datacenter: str = "",
+                    failover: bool = False) -> list[Service]: ...
     @overload
-    async def match(self, group: str, key: str, *, timeout: float | None = None) -> Service: ...
+    async def match(self, group: str, key: str, *, timeout: float | None = None, datacenter: str = "",
+                    failover: bool = False) -> Service: ...
 
-    async def match(self, group: str, key: str, n: int | None = None, *,
-                    timeout: float | None = None) -> Service | list[Service]:
-        """The service owning `key` in `group`; with `n`, the n distinct owners in ring order."""
+    async def match(self, group: str, key: str, n: int | None = None, *, timeout: float | None = None,
+                    datacenter: str = "", failover: bool = False) -> Service | list[Service]:
+        """The service owning `key` in `group`; with `n`, the n distinct owners in ring order.
+        `datacenter` and `failover` as `RpcClient.match`."""
         count = 1 if n is None else n
         check_match(group, key, count)
+        if datacenter or failover:
+            check_failover(group, datacenter, failover)
         if self.cache:
-            found = (await self._view(group, timeout)).match(key, count)
+            try:
+                found = (await self._view(group, timeout, datacenter)).match(key, count)
+            except NotFound:
+                if not failover:
+                    raise
+                found = await self._call(match_rpc(group, key, count, datacenter, failover), timeout)
         else:
-            found = await self._call(match_rpc(group, key, count), timeout)
+            found = await self._call(match_rpc(group, key, count, datacenter, failover), timeout)
         return found[0] if n is None else found
 
-    async def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]:
-        return await self.match(group, key, n, timeout=timeout)
+    async def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None, datacenter: str = "",
+                      failover: bool = False) -> list[Service]:
+        return await self.match(group, key, n, timeout=timeout, datacenter=datacenter, failover=failover)
 
-    async def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None) -> list[Service]:
+    async def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None,
+                          datacenter: str = "") -> list[Service]:
         check_batch(group, keys)
+        if datacenter:
+            check_datacenter("MatchBatch", group, datacenter)
         if self.cache:
-            return (await self._view(group, timeout)).match_batch(keys)
-        return await self._call(match_batch_rpc(group, keys), timeout)
+            return (await self._view(group, timeout, datacenter)).match_batch(keys)
+        return await self._call(match_batch_rpc(group, keys, datacenter), timeout)
 
-    async def members(self, group: str, all: bool = False, *,
-                      timeout: float | None = None) -> list[Service]:
+    async def members(self, group: str, all: bool = False, *, timeout: float | None = None,
+                      datacenter: str = "") -> list[Service]:
         """As `RpcClient.members`: live members with their health, or with `all=True` every member
         with its status."""
-        return await self._call(members_rpc(group, all), timeout)
+        return await self._call(members_rpc(group, all, datacenter), timeout)
 
-    async def groups(self, *, timeout: float | None = None) -> list[str]:
-        return await self._call(groups_rpc(), timeout)
+    async def groups(self, *, timeout: float | None = None, datacenter: str = "") -> list[str]:
+        return await self._call(groups_rpc(datacenter), timeout)
+
+    async def datacenters(self, *, timeout: float | None = None) -> list[Datacenter]:
+        """As `RpcClient.datacenters`."""
+        return await self._call(datacenters_rpc(), timeout)
 
     async def watch_events(self, group: str = "", *, timeout: float | None = None,
                            export: bool = False) -> AsyncIterator[bytes]:
@@ -127,21 +156,22 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
         finally:
             call.cancel()
 
-    async def _view(self, group: str, timeout: float | None) -> GroupView:
-        view = self._views.get(group)
+    async def _view(self, group: str, timeout: float | None, datacenter: str = "") -> GroupView:
+        key = view_key(group, datacenter)
+        view = self._views.get(key)
         if view is None:
             if self._closed.is_set():
                 raise RegistryError("client is closed")
             # lazy: only caching clients need the ring code
             from registry.client.cache import GroupView
 
-            view = self._views[group] = GroupView(group)
-            ready = self._ready[group] = asyncio.Event()
-            self._tasks[group] = asyncio.create_task(self._watch(view, ready), name=f"registry-watch-{group}")
+            view = self._views[key] = GroupView(group, datacenter)
+            ready = self._ready[key] = asyncio.Event()
+            self._tasks[key] = asyncio.create_task(self._watch(view, ready), name=f"registry-watch-{group}")
         if not view.ready.is_set():
             t = self._timeout(timeout)
             try:
-                await asyncio.wait_for(self._ready[group].wait(), t)
+                await asyncio.wait_for(self._ready[key].wait(), t)
             except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 raise self._no_snapshot(view, t) from None
         return view
@@ -155,7 +185,8 @@ class AsyncRpcClient(ClientCore[grpc.aio.Channel]):
         while not self._closed.is_set():
             why: BaseException | None = None
             try:
-                async for event in self._stub(retry.index).Watch(pb.WatchRequest(group=view.group)):
+                request = pb.WatchRequest(group=view.group, datacenter=view.datacenter)
+                async for event in self._stub(retry.index).Watch(request):
                     # In order (one event at a time, one thread): the view has a single writer.
                     await loop.run_in_executor(applier, view.apply, event)
                     ready.set()

@@ -79,8 +79,11 @@ class GroupView:
     concurrently, lock-free, each call answering from one consistent `_State`.
     """
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, datacenter: str = "") -> None:
         self.group = group
+        #: "" for the registry's own datacenter; else the one whose mirror the Watch follows (issue 17):
+        #: stamped on every Service handed out, as an uncached answer for that datacenter is
+        self.datacenter = datacenter
         self.ready = threading.Event()
         self.error: str = ""  # why the last watch attempt ended, for error messages
         self._state = _EMPTY
@@ -101,7 +104,7 @@ class GroupView:
         with self._write:
             old = self._state
             if event.snapshot:
-                services = {s.id: to_service(s) for s in event.services}
+                services = {s.id: to_service(s, self.datacenter) for s in event.services}
                 catalog = self._catalog
                 if catalog is not None and self._small_change(catalog, event, old.services, services):
                     # Usually a failover to a registry that knows the same services: apply the
@@ -131,7 +134,7 @@ class GroupView:
                 for s in changed:
                     if catalog.algorithm == "chash":
                         services.pop(s.id, None)  # same order as the catalog's (a re-insert goes last)
-                    services[s.id] = to_service(s)
+                    services[s.id] = to_service(s, self.datacenter)
             try:
                 ring: Ring | None = catalog.ring(self.group)
             except UnknownGroup:
@@ -174,7 +177,8 @@ class GroupView:
             catalog = self._catalog
             passing = "passing" if catalog is not None and catalog.only_passing else "passing or warning"
             why = f"group has no {passing} member ({', '.join(f'{n} {w}' for w, n in sorted(counts.items()))})"
-        return NotFound(f"Match (group {self.group!r}): {why} (client cache, version {state.version})",
+        where = f", datacenter {self.datacenter!r}" if self.datacenter else ""
+        return NotFound(f"Match (group {self.group!r}): {why} (client cache{where}, version {state.version})",
                         group=self.group)
 
     def match(self, key: str, n: int) -> list[Service]:

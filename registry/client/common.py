@@ -17,6 +17,7 @@ from registry.client.errors import (
     Unavailable,
 )
 from registry.client.types import Service, TlsConfig
+from registry.datacenter import datacenter_problem
 from registry.v1 import registry_pb2 as pb
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "FAILOVER_CODES",
     "check_batch",
+    "check_datacenter",
     "check_match",
     "check_timeout",
     "describe",
@@ -124,17 +126,30 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
     return opts
 
 
-def to_service(s: pb.Service) -> Service:
-    return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note, s.kind)
+def to_service(s: pb.Service, datacenter: str = "", stale: float = 0.0) -> Service:
+    return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note, s.kind,
+                   datacenter, stale)
 
 
-def members_request(group: str, all: bool) -> pb.MembersRequest:
+def check_datacenter(method: str, group: str, datacenter: str) -> None:
+    """A `datacenter=` argument that cannot name a datacenter fails here, naming the rule, rather
+    than as NOT_FOUND from the registry; "" (the registry's own) is always fine."""
+    if datacenter == "":
+        return
+    problem = datacenter_problem(datacenter)
+    if problem is not None:
+        where = f" (group {group!r})" if group else ""
+        raise InvalidArgument(f"{method}{where}: datacenter {problem}", group=group)
+
+
+def members_request(group: str, all: bool, datacenter: str = "") -> pb.MembersRequest:
     """The Members request, `all` checked first (a truthy string would otherwise pass as True)."""
     if type(all) is not bool:
         raise InvalidArgument(f"Members (group {group!r}): all={all!r} must be True or False", group=group)
     if not group and not all:
         raise InvalidArgument("Members: group is empty (all=True lists every group)", group=group)
-    return pb.MembersRequest(group=group, all=all)
+    check_datacenter("Members", group, datacenter)
+    return pb.MembersRequest(group=group, all=all, datacenter=datacenter)
 
 
 def check_match(group: str, key: str, n: int) -> None:

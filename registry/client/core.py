@@ -22,6 +22,7 @@ from registry.client.common import (
     DEFAULT_TIMEOUT,
     FAILOVER_CODES,
     channel_options,
+    check_datacenter,
     check_timeout,
     describe,
     members_request,
@@ -30,15 +31,16 @@ from registry.client.common import (
     to_service,
     unavailable,
 )
-from registry.client.errors import RegistryError, from_rpc_error
-from registry.client.types import Service, TlsConfig
+from registry.client.errors import InvalidArgument, RegistryError, from_rpc_error
+from registry.client.types import Datacenter, Service, TlsConfig
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from registry.client.cache import GroupView
 
-__all__ = ["Attempts", "ClientCore", "Rpc", "WatchRetry", "groups_rpc", "match_batch_rpc", "match_rpc", "members_rpc"]
+__all__ = ["Attempts", "ClientCore", "Rpc", "WatchRetry", "check_failover", "datacenters_rpc", "groups_rpc",
+           "match_batch_rpc", "match_rpc", "members_rpc", "view_key"]
 
 _R = TypeVar("_R")
 _Ch = TypeVar("_Ch")
@@ -59,17 +61,21 @@ class Rpc(Generic[_R]):
 
 
 def _services(resp: Any) -> list[Service]:
-    return [to_service(s) for s in resp.services]
+    """The answer's services, each stamped with the datacenter that answered and its staleness
+    (both empty unless the request named a datacenter or asked for failover)."""
+    dc, stale = resp.datacenter, resp.stale_seconds
+    return [to_service(s, dc, stale) for s in resp.services]
 
 
 def _batch_services(resp: Any) -> list[Service]:
     """One Service per key; a service owning many keys is one object (the answer repeats it)."""
+    dc, stale = resp.datacenter, resp.stale_seconds
     seen: dict[str, Service] = {}
     out = []
     for s in resp.services:
         svc = seen.get(s.id)
         if svc is None:
-            svc = seen[s.id] = to_service(s)
+            svc = seen[s.id] = to_service(s, dc, stale)
         out.append(svc)
     return out
 
@@ -78,22 +84,46 @@ def _groups(resp: Any) -> list[str]:
     return list(resp.groups)
 
 
-def match_rpc(group: str, key: str, n: int) -> Rpc[list[Service]]:
+def _datacenters(resp: Any) -> list[Datacenter]:
+    return [Datacenter(d.name, d.local, d.stale_seconds, d.rtt_ms, d.registries) for d in resp.datacenters]
+
+
+def match_rpc(group: str, key: str, n: int, datacenter: str = "", failover: bool = False) -> Rpc[list[Service]]:
     """Match, its arguments already checked by `check_match` (the cache path checks them too)."""
-    return Rpc("Match", group, pb.MatchRequest(group=group, key=key, n=n), _services)
+    return Rpc("Match", group, pb.MatchRequest(group=group, key=key, n=n, datacenter=datacenter, failover=failover),
+               _services)
 
 
-def match_batch_rpc(group: str, keys: Sequence[str]) -> Rpc[list[Service]]:
+def match_batch_rpc(group: str, keys: Sequence[str], datacenter: str = "") -> Rpc[list[Service]]:
     """MatchBatch, its arguments already checked by `check_batch`."""
-    return Rpc("MatchBatch", group, pb.MatchBatchRequest(group=group, keys=list(keys)), _batch_services)
+    return Rpc("MatchBatch", group, pb.MatchBatchRequest(group=group, keys=list(keys), datacenter=datacenter),
+               _batch_services)
 
 
-def members_rpc(group: str, all: bool) -> Rpc[list[Service]]:
-    return Rpc("Members", group, members_request(group, all), _services)
+def members_rpc(group: str, all: bool, datacenter: str = "") -> Rpc[list[Service]]:
+    return Rpc("Members", group, members_request(group, all, datacenter), _services)
 
 
-def groups_rpc() -> Rpc[list[str]]:
-    return Rpc("Groups", "", pb.GroupsRequest(), _groups)
+def groups_rpc(datacenter: str = "") -> Rpc[list[str]]:
+    check_datacenter("Groups", "", datacenter)
+    return Rpc("Groups", "", pb.GroupsRequest(datacenter=datacenter), _groups)
+
+
+def datacenters_rpc() -> Rpc[list[Datacenter]]:
+    return Rpc("Groups", "", pb.GroupsRequest(), _datacenters)
+
+
+def check_failover(group: str, datacenter: str, failover: bool) -> None:
+    """Match's datacenter and failover arguments (a truthy string would otherwise pass as True)."""
+    if type(failover) is not bool:
+        raise InvalidArgument(f"Match (group {group!r}): failover={failover!r} must be True or False", group=group)
+    check_datacenter("Match", group, datacenter)
+
+
+def view_key(group: str, datacenter: str) -> str | tuple[str, str]:
+    """A cached group's key among the client's views: the group for the registry's own datacenter
+    (as before datacenters), (datacenter, group) for another one."""
+    return (datacenter, group) if datacenter else group
 
 
 class Attempts:
@@ -164,7 +194,7 @@ class ClientCore(Generic[_Ch]):
         self._channels: list[_Ch | None] = [None] * len(self.addresses)
         self._stubs: list[pb_grpc.RegistryStub | None] = [None] * len(self.addresses)
         self._current = 0
-        self._views: dict[str, GroupView] = {}
+        self._views: dict[str | tuple[str, str], GroupView] = {}  # by view_key
         self._closed = threading.Event()  # an Event for the thread of the sync client's watches
         self._setup()
 
@@ -198,9 +228,10 @@ class ClientCore(Generic[_Ch]):
         return unavailable("Watch", view.group, [(",".join(self.addresses), view.error or
                                                   f"no snapshot within {timeout}s")])
 
-    def cache_version(self, group: str) -> int:
-        """Server version of `group` last applied to the cache (-1: none yet)."""
-        view = self._views.get(group)
+    def cache_version(self, group: str, datacenter: str = "") -> int:
+        """Server version of `group` last applied to the cache (-1: none yet); for another
+        `datacenter`, the number of the Watch event last applied (its registry numbers them)."""
+        view = self._views.get(view_key(group, datacenter))
         return -1 if view is None else view.version
 
 

@@ -23,10 +23,21 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import grpc
 
-from registry.client.common import check_batch, check_match
-from registry.client.core import ClientCore, Rpc, WatchRetry, groups_rpc, match_batch_rpc, match_rpc, members_rpc
-from registry.client.errors import RegistryError
-from registry.client.types import Service
+from registry.client.common import check_batch, check_datacenter, check_match
+from registry.client.core import (
+    ClientCore,
+    Rpc,
+    WatchRetry,
+    check_failover,
+    datacenters_rpc,
+    groups_rpc,
+    match_batch_rpc,
+    match_rpc,
+    members_rpc,
+    view_key,
+)
+from registry.client.errors import NotFound, RegistryError
+from registry.client.types import Datacenter, Service
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
 
@@ -45,7 +56,7 @@ class RpcClient(ClientCore[grpc.Channel]):
 
     def _setup(self) -> None:
         self._lock = threading.Lock()
-        self._watches: dict[str, _WatchThread] = {}
+        self._watches: dict[str | tuple[str, str], _WatchThread] = {}  # by view_key
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -72,60 +83,86 @@ class RpcClient(ClientCore[grpc.Channel]):
     @overload
     def match(self, group: str, key: str) -> Service: ...
     @overload
-    def match(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]: ...
+    def match(self, group: str, key: str, n: int, *, timeout: float | None = None, datacenter: str = "",
+              failover: bool = False) -> list[Service]: ...
     @overload
-    def match(self, group: str, key: str, *, timeout: float | None = None) -> Service: ...
+    def match(self, group: str, key: str, *, timeout: float | None = None, datacenter: str = "",
+              failover: bool = False) -> Service: ...
 
-    def match(self, group: str, key: str, n: int | None = None, *,
-              timeout: float | None = None) -> Service | list[Service]:
-        """The service owning `key` in `group`; with `n`, the n distinct owners in ring order."""
+    def match(self, group: str, key: str, n: int | None = None, *, timeout: float | None = None,
+              datacenter: str = "", failover: bool = False) -> Service | list[Service]:
+        """The service owning `key` in `group`; with `n`, the n distinct owners in ring order.
+
+        `datacenter`: answer for that datacenter (from the registry's copy of it; "" the registry's
+        own). `failover=True`: when that datacenter routes no service of the group, the registry
+        answers from the nearest one that does. Either way each Service's `datacenter` says which
+        answered and `stale_seconds` how old the registry's copy of it is. With `cache=True` the
+        answer comes from a cached ring of that datacenter's group; a failover asks the registry
+        when the cached ring has no service to give."""
         count = 1 if n is None else n
         check_match(group, key, count)
+        if datacenter or failover:
+            check_failover(group, datacenter, failover)
         if self.cache:
-            found = self._view(group, timeout).match(key, count)
+            try:
+                found = self._view(group, timeout, datacenter).match(key, count)
+            except NotFound:
+                if not failover:
+                    raise
+                found = self._call(match_rpc(group, key, count, datacenter, failover), timeout)
         else:
-            found = self._call(match_rpc(group, key, count), timeout)
+            found = self._call(match_rpc(group, key, count, datacenter, failover), timeout)
         return found[0] if n is None else found
 
-    def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None) -> list[Service]:
-        return self.match(group, key, n, timeout=timeout)
+    def match_n(self, group: str, key: str, n: int, *, timeout: float | None = None, datacenter: str = "",
+                failover: bool = False) -> list[Service]:
+        return self.match(group, key, n, timeout=timeout, datacenter=datacenter, failover=failover)
 
-    def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None) -> list[Service]:
-        """One service per key, in the order of `keys`."""
+    def match_batch(self, group: str, keys: Sequence[str], *, timeout: float | None = None,
+                    datacenter: str = "") -> list[Service]:
+        """One service per key, in the order of `keys` (for `datacenter`, as `match`)."""
         check_batch(group, keys)
+        if datacenter:
+            check_datacenter("MatchBatch", group, datacenter)
         if self.cache:
-            return self._view(group, timeout).match_batch(keys)
-        return self._call(match_batch_rpc(group, keys), timeout)
+            return self._view(group, timeout, datacenter).match_batch(keys)
+        return self._call(match_batch_rpc(group, keys, datacenter), timeout)
 
-    def members(self, group: str, all: bool = False, *,
-                timeout: float | None = None) -> list[Service]:
+    def members(self, group: str, all: bool = False, *, timeout: float | None = None,
+                datacenter: str = "") -> list[Service]:
         """The live members of `group`, whatever their `health` (sorted by id; ring insert order for
         "chash"): a critical one is listed but is on no ring, so Match never returns it.
 
         With `all=True`, every member the registry's gossip pool knows, each with its `status`
         ("alive", "leaving", "left", "failed"; failed and left ones until the pool reaps them),
         sorted by (group, id); `group=""` then means every group. Always asks a registry, also
-        with `cache=True` (the cache holds rings, not the member table)."""
-        return self._call(members_rpc(group, all), timeout)
+        with `cache=True` (the cache holds rings, not the member table). For another `datacenter`,
+        its live services as the registry's copy holds them (with `all=True`, all "alive")."""
+        return self._call(members_rpc(group, all, datacenter), timeout)
 
-    def groups(self, *, timeout: float | None = None) -> list[str]:
-        return self._call(groups_rpc(), timeout)
+    def groups(self, *, timeout: float | None = None, datacenter: str = "") -> list[str]:
+        return self._call(groups_rpc(datacenter), timeout)
+
+    def datacenters(self, *, timeout: float | None = None) -> list[Datacenter]:
+        """The datacenters the registry knows over its WAN pool, its own first ([] without one)."""
+        return self._call(datacenters_rpc(), timeout)
 
     # -- cache ---------------------------------------------------------------------------
 
-    def _view(self, group: str, timeout: float | None) -> GroupView:
-        view = self._views.get(group)
+    def _view(self, group: str, timeout: float | None, datacenter: str = "") -> GroupView:
+        key = view_key(group, datacenter)
+        view = self._views.get(key)
         if view is None:
             with self._lock:
                 if self._closed.is_set():
                     raise RegistryError("client is closed")
-                view = self._views.get(group)
+                view = self._views.get(key)
                 if view is None:
                     # lazy: only caching clients need the ring code
                     from registry.client.cache import GroupView
 
-                    view = self._views[group] = GroupView(group)
-                    w = self._watches[group] = _WatchThread(self, view)
+                    view = self._views[key] = GroupView(group, datacenter)
+                    w = self._watches[key] = _WatchThread(self, view)
                     w.start()
         if not view.ready.is_set():
             t = self._timeout(timeout)
@@ -175,7 +212,8 @@ class _WatchThread(threading.Thread):
         while not c._closed.is_set():
             why: BaseException | None = None
             try:
-                call = c._stub(retry.index).Watch(pb.WatchRequest(group=self._view.group))
+                call = c._stub(retry.index).Watch(pb.WatchRequest(group=self._view.group,
+                                                                  datacenter=self._view.datacenter))
                 self._call = call
                 if c._closed.is_set():
                     call.cancel()

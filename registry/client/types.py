@@ -9,7 +9,7 @@ import grpc
 
 from registry.client.errors import InvalidArgument
 
-__all__ = ["Service", "TlsConfig"]
+__all__ = ["Datacenter", "Service", "TlsConfig"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,13 @@ class Service:
     `kind` is how it is in the pool: "gossip" (it gossips: a `Register`, a Go service) or "ttl"
     (registered over HTTP and held by the registries while refreshed); the values of
     `registry.catalog.ServiceKind`, which compares equal to them. "" from a registry older than
-    TTL services. Both kinds are routed alike."""
+    TTL services. Both kinds are routed alike.
+
+    `datacenter` is the datacenter whose registry (or mirror of it) answered, set when the call named
+    one (`datacenter=`) or asked for `failover`; "" otherwise (the registry's own). `stale_seconds`:
+    how long that registry has been without news of it (0.0: fresh; issue 17). Neither is part of the
+    service's identity: they are not compared, so a service answered by dc1's mirror of dc2 equals
+    the one dc2 answers itself."""
 
     id: str
     group: str
@@ -38,6 +44,23 @@ class Service:
     health: str = field(default="passing", hash=False)
     health_note: str = field(default="", hash=False)
     kind: str = field(default="", hash=False)
+    datacenter: str = field(default="", hash=False, compare=False)
+    stale_seconds: float = field(default=0.0, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Datacenter:
+    """A datacenter a registry knows over its WAN pool (`datacenters()`): its own (`local`) first.
+
+    `stale_seconds`: since the registry lost every source of its copy (0.0: following it);
+    `rtt_ms`: the lowest round-trip estimate to one of its registries (0.0: unknown, or local);
+    `registries`: how many of its registries are alive in the WAN pool."""
+
+    name: str
+    local: bool
+    stale_seconds: float
+    rtt_ms: float
+    registries: int
 
 
 @dataclass(frozen=True)
