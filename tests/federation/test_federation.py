@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from registry.federation.federation import Federation
 from registry.register import Register
 from registry.server import RegistryServer
 from tests.e2e.helpers import Service, procs
+from tests.federation.proxy import Proxy
 from tests.wan.procs import server_config, started, wan_registry
 
 KEYS = [f"user-{i}" for i in range(10_000)]
@@ -221,6 +223,67 @@ async def test_wan_export_limits_the_groups_and_a_mirror_without_source_is_dropp
                 federation.catalog("dc2")
             metrics = {m.name: m.samples for m in a1._collect()}
             assert metrics["registry_federation_mirrors_dropped_total"] == [({"datacenter": "dc2"}, 1.0)]
+        finally:
+            await a1.stop()
+            for s in services:
+                await asyncio.to_thread(s.stop)
+
+
+async def test_a_resync_after_a_cut_tells_subscribers_the_difference(tmp_path: Path) -> None:
+    """dc2 ("chash": insert order matters) reached through a proxy in front of its gRPC port: cut, changes
+    in dc2 meanwhile, healed: the resync swaps the mirror's catalog, and a subscriber that applies the
+    changes it hears to a snapshot holds the mirror's catalog, members and order."""
+    with socket.socket() as probe:  # its gRPC port must be known before it starts (the proxy's target)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    direct = f"127.0.0.1:{port}"
+    with Proxy(direct) as proxy, procs() as ps:
+        b2, b2_line = wan_registry(ps, tmp_path, "b", "dc2", "-hash", "chash", "-addr", direct,
+                                   "-advertise", proxy.address)
+        services = [register("web-a", "web", [b2.gossip]), register("web-b", "web", [b2.gossip]),
+                    register("api-a", "api", [b2.gossip])]
+        a1 = await started(server_config("a", "dc1", wan_join=[b2_line["wan"]]))
+        try:
+            for s in services:
+                await asyncio.to_thread(s.start)
+            await converge(a1, direct, 30, "the first snapshot")
+            federation = fed(a1)
+            copy: dict[str, dict[str, object]] = {}  # group -> id -> service, in insert order
+
+            def heard(change: GroupChange) -> None:
+                group = copy.setdefault(change.group, {})
+                for svc in change.removed:
+                    group.pop(svc.id, None)
+                for svc in (*change.added, *change.updated):
+                    group.pop(svc.id, None)
+                    group[svc.id] = svc
+
+            federation.subscribe("dc2", heard)
+            catalog = federation.catalog("dc2")
+            for g in catalog.groups():
+                copy[g] = {svc.id: svc for svc in catalog.members(g)}
+            sequences = federation.mirror("dc2").sequences
+
+            proxy.cut()
+            await poll(lambda: federation.stale_for("dc2") > 0, 30, "the mirror stale")
+            services.append(register("web-c", "web", [b2.gossip]))
+            await asyncio.to_thread(services[-1].start)
+            await asyncio.to_thread(services[0].stop)  # web-a leaves
+            await asyncio.to_thread(services[2].stop)  # api's only service leaves
+            async with AsyncRpcClient(direct) as c:
+                while [s.id for s in await c.members("web")] != ["web-b", "web-c"] or "api" in await c.groups():
+                    await asyncio.sleep(0.05)
+            assert [s.id for s in federation.catalog("dc2").members("web")] == ["web-a", "web-b"]  # stale, kept
+            proxy.heal()
+            took = await converge(a1, direct, 30, "after the cut healed")
+            print(f"mirror equal again {took:.2f}s after the cut healed")
+            assert federation.mirror("dc2").sequences > sequences  # a resync, not deltas
+            await poll(lambda: list(copy.get("web", {})) == ["web-b", "web-c"] and not copy.get("api"), 10,
+                       "the swap heard")
+            catalog = federation.catalog("dc2")
+            assert {g: list(m) for g, m in copy.items() if m} == {g: [s.id for s in catalog.members(g)]
+                                                                  for g in catalog.groups()}
+            assert all(copy["web"][s.id] == s for s in catalog.members("web"))  # tags, health, kind too
         finally:
             await a1.stop()
             for s in services:
