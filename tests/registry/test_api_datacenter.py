@@ -326,3 +326,45 @@ async def test_clients_take_datacenter_and_failover(world: World) -> None:
             assert [s.id for s in c.members("web", datacenter="dc2")] == [s.id for s in world.dc2.members("web")]
 
     await asyncio.to_thread(blocking)
+
+
+async def test_http_reads_take_dc_and_failover(world: World) -> None:
+    import aiohttp
+
+    from registry.health import Health
+    from registry.http.front import HttpFront
+
+    if world.server.__class__.__name__ != "NativeServer":
+        pytest.skip("the HTTP front shares the core; once is enough")
+    http = HttpFront(world.server.core, Health(), ttl=lambda: None)
+    await http.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{http.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def get(path: str) -> tuple[int, dict[str, object]]:
+                async with session.get(base + path) as r:
+                    return r.status, await r.json()
+
+            status, body = await get("/v1/match/web/user-7?dc=dc2&n=2")
+            assert status == 200, body
+            assert [s["id"] for s in body["services"]] == [s.id for s in world.dc2.match("web", "user-7", 2)]  # type: ignore[attr-defined]
+            assert (body["datacenter"], body["stale_seconds"]) == ("dc2", 0.0)
+            status, body = await get("/v1/match/web/user-7")
+            assert status == 200 and "datacenter" not in body  # the default answer is unchanged
+            status, body = await get("/v1/match/pay/k?failover=1")
+            assert (status, body["datacenter"]) == (200, "dc3")
+            status, body = await get("/v1/match/pay/k")
+            assert status == 404
+            status, body = await get("/v1/members/web?dc=dc2")
+            assert [s["id"] for s in body["services"]] == [s.id for s in world.dc2.members("web")]  # type: ignore[attr-defined]
+            status, body = await get("/v1/groups?dc=dc3")
+            assert (body["groups"], body["datacenter"]) == (world.dc3.groups(), "dc3")
+            assert [d["name"] for d in body["datacenters"]] == ["dc1", "dc2", "dc3", "dc4"]  # type: ignore[attr-defined]
+            status, body = await get("/v1/match/web/k?dc=dc9")
+            assert status == 404 and "unknown datacenter 'dc9'" in str(body), body
+            status, body = await get("/v1/members/web?dc=dc4")
+            assert status == 503 and "not synced yet" in str(body), body
+            status, body = await get("/v1/members/web?dc=dc2&index=1")
+            assert status == 400 and "blocking query" in str(body), body
+    finally:
+        await http.stop()
