@@ -31,6 +31,7 @@ from registry.register import Register
 from registry.server import RegistryServer
 from tests.e2e.helpers import Service, procs
 from tests.federation.proxy import Proxy
+from tests.registry.rpc_fixtures import make_certs
 from tests.wan.procs import server_config, started, wan_registry
 
 KEYS = [f"user-{i}" for i in range(10_000)]
@@ -304,6 +305,26 @@ async def test_a_datacenter_not_synced_yet_is_not_synced(tmp_path: Path) -> None
             assert [(d.name, d.synced) for d in fed(a1).datacenters()] == [("dc1", True), ("dc2", False)]
         finally:
             await a1.stop()
+
+
+async def test_followers_dial_with_the_registrys_tls_files(tmp_path: Path) -> None:
+    """dc2 serves TLS only; dc1 serves TLS with the same CA: its follower verifies dc2 with -tls-ca."""
+    certs = make_certs(tmp_path)
+    tls = ("-tls-cert", certs["server_cert"], "-tls-key", certs["server_key"])
+    with procs() as ps:
+        b2, b2_line = wan_registry(ps, tmp_path, "b", "dc2", *tls)
+        services = [register("web-a", "web", [b2.gossip])]
+        config = dataclasses.replace(server_config("a", "dc1", wan_join=[b2_line["wan"]]), tls_cert=certs["server_cert"],
+                                     tls_key=certs["server_key"], tls_ca=certs["ca"])
+        a1 = await started(config)
+        try:
+            await asyncio.to_thread(services[0].start)
+            await poll(lambda: "dc2" in fed(a1).known() and fed(a1).mirror("dc2").synced
+                       and fed(a1).catalog("dc2").groups() == ["web"], 30, "dc2 mirrored over TLS")
+        finally:
+            await a1.stop()
+            for s in services:
+                await asyncio.to_thread(s.stop)
 
 
 def test_wan_mirror_ttl_and_export_flags() -> None:
