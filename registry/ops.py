@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from registry.cliargs import (
     print_error,
     readable_file,
 )
+from registry.datacenter import datacenter_problem
 from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health
 
 __all__ = ["HEALTHS", "KINDS", "MAX_MATCH_N", "MEMBER_STATUSES", "rpc_targets", "run"]
@@ -77,7 +79,34 @@ def _ops_parser(name: str) -> argparse.ArgumentParser:
     add_flag(p, "tls-ca", default="", help="verify the registry's certificate with this CA bundle")
     add_flag(p, "tls-cert", default="", help="client certificate (PEM), for servers started with -tls-ca")
     add_flag(p, "tls-key", default="", help="client key (PEM)")
+    if name in ("members", "groups", "match"):
+        add_flag(p, "dc", default="",
+                 help="answer for this datacenter, from the registry's copy of it over the WAN pool "
+                      "(default: the registry's own)")
     return p
+
+
+def _datacenter(ns: argparse.Namespace) -> str:
+    """-dc, checked now: a name that cannot be a datacenter is a usage error, not NOT_FOUND."""
+    dc: str = ns.dc
+    if dc:
+        problem = datacenter_problem(dc)
+        if problem is not None:
+            raise UsageError(f"-dc {problem}")
+    return dc
+
+
+def _say_datacenter(name: str, services: Sequence[Any], always: bool) -> None:
+    """On stderr (stdout keeps its columns): which datacenter answered when it may not be the one
+    asked (-failover), and how stale the registry's copy of it is when it is."""
+    if not services:
+        return
+    dc, stale = getattr(services[0], "datacenter", ""), getattr(services[0], "stale_seconds", 0.0)
+    if dc and always:
+        print(f"{PROG} {name}: answered by datacenter {dc}", file=sys.stderr)
+    if dc and stale > 0:
+        print(f"{PROG} {name}: datacenter {dc}: the registry's copy is {stale:.1f}s stale "
+              f"(its registries unreachable)", file=sys.stderr)
 
 
 def rpc_targets(text: str) -> list[str]:
@@ -148,7 +177,7 @@ def _kind(s: Any) -> str:
     return getattr(s, "kind", "") or ServiceKind.GOSSIP.value
 
 
-def _all_members(c: Any, group: str) -> list[Any]:
+def _all_members(c: Any, group: str, dc: str = "") -> list[Any]:
     """Members(group, all=True): every member with its status.
 
     A registry older than the `all` field ignores it and answers with the live ring members,
@@ -156,15 +185,16 @@ def _all_members(c: Any, group: str) -> list[Any]:
     "every group": then each group it names is asked in turn."""
     from registry.client import InvalidArgument, NotFound
 
+    kw = {"datacenter": dc} if dc else {}
     try:
-        return list(c.members(group, all=True))
+        return list(c.members(group, all=True, **kw))
     except InvalidArgument:
         if group:
             raise
     services: list[Any] = []
-    for g in c.groups():
+    for g in c.groups(**kw):
         try:
-            services.extend(c.members(g, all=True))
+            services.extend(c.members(g, all=True, **kw))
         except NotFound:  # emptied since Groups answered
             continue
     return services
@@ -204,7 +234,11 @@ def run(name: str, argv: Sequence[str]) -> int:
         p.add_argument("key")
         add_flag(p, "n", default=1, type=int,
               help=f"how many distinct services, in ring order (1 to {MAX_MATCH_N}, default 1)")
+        add_flag(p, "failover", action="store_true",
+                 help="when the datacenter has no service of GROUP to route to, answer from the nearest "
+                      "datacenter that has (which one is said on stderr)")
     ns = p.parse_args(list(argv))
+    dc = _datacenter(ns)
     if name == "match":
         # the client's and the server's limits, said before any call
         if ns.n < 1:
@@ -222,19 +256,18 @@ def run(name: str, argv: Sequence[str]) -> int:
     try:
         with _client(ns) as c:
             if name == "groups":
-                for g in c.groups():
+                for g in c.groups(datacenter=dc):
                     print(g)
             elif name == "members":
-                services = _all_members(c, ns.group)
+                services = _all_members(c, ns.group, dc)
                 _print_members([s for s in services if (not ns.status or (s.status or "alive") == ns.status)
                                 and (not ns.health or _health(s) == ns.health)
                                 and (not ns.kind or _kind(s) == ns.kind)])
+                _say_datacenter(name, services, False)
             else:
-                if ns.n == 1:
-                    found = [c.match(ns.group, ns.key)]
-                else:
-                    found = list(c.match_n(ns.group, ns.key, ns.n))
+                found = list(c.match_n(ns.group, ns.key, ns.n, datacenter=dc, failover=ns.failover))
                 _print_services(found)
+                _say_datacenter(name, found, ns.failover)
     except RegistryError as exc:
         print_error(f"{name}: {exc}")
         return EXIT_RUNTIME
