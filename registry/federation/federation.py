@@ -197,6 +197,9 @@ class Federation:
             if dc != self.local and dc not in self._remotes and _alive(rows):
                 self._follow(dc)
         for dc, remote in list(self._remotes.items()):
+            if remote.task.done() and not remote.task.cancelled():  # Follower.run ends only by a bug
+                log.error("federation: the follower of %s ended (%r); restarting it", dc, remote.task.exception())
+                remote.task = asyncio.ensure_future(remote.follower.run())
             if _alive(list(peers.get(dc, []))):
                 continue
             stale = remote.mirror.stale_for(now)

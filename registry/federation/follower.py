@@ -122,7 +122,14 @@ class Follower:
         self.source = self._last_source = addr
         self.streams += 1
         whole = False
-        client = AsyncRpcClient(addr, **self._client_opts)
+        try:
+            client = AsyncRpcClient(addr, **self._client_opts)
+        except RegistryError as exc:  # an `rpc` tag that is no address: skip it, as a source that fails
+            self.last_error = str(exc)
+            self.source = None
+            mirror.mark_lost(now=self.clock())
+            log.warning("mirror %s: cannot follow %r (%s)", mirror.datacenter, addr, exc)
+            return False
         events: AsyncIterator[bytes] = client.watch_events("", export=True)  # only what it exports
         await loop.run_in_executor(applier, mirror.reset)
         pending: asyncio.Future[bytes] | None = None

@@ -307,6 +307,30 @@ async def test_a_datacenter_not_synced_yet_is_not_synced(tmp_path: Path) -> None
             await a1.stop()
 
 
+async def test_a_registry_of_dc2_with_a_bad_rpc_address_does_not_end_its_follower(tmp_path: Path) -> None:
+    """A WAN peer whose `rpc` tag is no address (another operator's registry, a bug) is skipped, and dc2 is
+    followed through its other registry once there is one (the follower's task ended on it)."""
+    bad = await started(dataclasses.replace(server_config("a", "dc2"), advertise="127.0.0.1:notaport"))
+    assert bad.wan is not None
+    a1 = await started(server_config("a", "dc1", wan_join=[bad.wan.address]))
+    try:
+        with procs() as ps:
+            await poll(lambda: "dc2" in fed(a1).known() and fed(a1).follower("dc2").streams >= 2, 30,
+                       "the bad address tried twice")
+            b2, _ = wan_registry(ps, tmp_path, "b", "dc2", "-wan-join", bad.wan.address, lan=[bad.gossip_address])
+            service = register("web-a", "web", [b2.gossip])
+            await asyncio.to_thread(service.start)
+            try:
+                await poll(lambda: fed(a1).mirror("dc2").synced and fed(a1).catalog("dc2").groups() == ["web"], 30,
+                           "dc2 mirrored from its good registry")
+                assert "notaport" in fed(a1).follower("dc2").last_error or fed(a1).follower("dc2").switches == 0
+            finally:
+                await asyncio.to_thread(service.stop)
+    finally:
+        await a1.stop()
+        await bad.stop()
+
+
 async def test_followers_dial_with_the_registrys_tls_files(tmp_path: Path) -> None:
     """dc2 serves TLS only; dc1 serves TLS with the same CA: its follower verifies dc2 with -tls-ca."""
     certs = make_certs(tmp_path)
