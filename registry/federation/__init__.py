@@ -1,6 +1,6 @@
 """Federation (issue 17): a registry's read-only copies of other datacenters' catalogs.
 
-The plan, in layers (each its own module, the protocol part sans-I/O):
+In layers (each its own module, the protocol part sans-I/O):
 
 - `mirror.py` — `Mirror`: one remote datacenter's catalog, rebuilt from the events of a Watch of every
   group (`WatchRequest.group == ""`: each group's snapshot, an end marker, then every change) into a
@@ -11,10 +11,13 @@ The plan, in layers (each its own module, the protocol part sans-I/O):
   or goes silent, or when its source leaves `sources()`; resyncs the mirror from a snapshot each time;
   while no source answers, the mirror keeps its last catalog and says how stale it is. Imported as
   `registry.federation.follower` (it needs grpcio, through `registry.client`; the mirror does not).
+- `federation.py` — `Federation`: the wiring the server makes with -wan-bind: one Mirror and one
+  Follower per other datacenter of `registry.wan.WanPool.peers()` (sources: its alive registries,
+  nearest first), a mirror kept stale while its datacenter is gone and dropped after -wan-mirror-ttl;
+  what the API reads (`catalog(dc)`, `stale_for`, `nearest`, `datacenters`, `subscribe`) and the
+  /metrics lines. The API is `registry.api_dc`'s; docs/federation.md says how it all fits.
 
-Next (not here yet): the server makes one Follower per datacenter of `registry.wan.WanPool.peers()`;
-the API's `datacenter` and `failover` fields answer from the mirrors; the clients, the CLI and the HTTP
-API expose them. A registry started without a WAN pool imports none of this.
+A registry started without a WAN pool imports none of this (nor grpcio, which the followers need).
 """
 
 from registry.federation.mirror import Anomaly, Drop, Mirror
