@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from registry.api_errors import NotSynced, UnknownDatacenter
-from registry.catalog import Catalog, GroupChange, Service
+from registry.catalog import REGISTRY_GROUP, Catalog, GroupChange, Service
 from registry.federation.follower import Follower
 from registry.federation.mirror import Drop, Mirror
 from registry.metrics import Metric
@@ -76,7 +76,7 @@ class DatacenterInfo:
     stale_seconds: float
     #: the lowest RTT estimate to one of its alive registries, ms; None when unknown (or local)
     rtt_ms: float | None
-    #: its registries alive in the WAN pool (the local one: 0, the pool lists other datacenters only)
+    #: its registries alive in the WAN pool (the local one: in its LAN catalog's registry-group)
     registries: int
     #: a whole snapshot has been applied at least once (answers can be served)
     synced: bool
@@ -315,7 +315,8 @@ class Federation:
     def datacenters(self) -> list[DatacenterInfo]:
         """This datacenter, then every followed one by name (what Groups lists)."""
         peers = self.pool.peers()
-        out = [DatacenterInfo(self.local, True, 0.0, None, 0, True)]
+        local = len(self.local_catalog.members(REGISTRY_GROUP)) if self.local_catalog is not None else 0
+        out = [DatacenterInfo(self.local, True, 0.0, None, local, True)]
         now = self.clock()
         for dc in sorted(self._remotes):
             mirror = self._remotes[dc].mirror
