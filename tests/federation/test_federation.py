@@ -250,8 +250,10 @@ async def test_a_resync_after_a_cut_tells_subscribers_the_difference(tmp_path: P
             await converge(a1, direct, 30, "the first snapshot")
             federation = fed(a1)
             copy: dict[str, dict[str, object]] = {}  # group -> id -> service, in insert order
+            versions: list[tuple[str, int]] = []
 
             def heard(change: GroupChange) -> None:
+                versions.append((change.group, change.version))
                 group = copy.setdefault(change.group, {})
                 for svc in change.removed:
                     group.pop(svc.id, None)
@@ -264,6 +266,7 @@ async def test_a_resync_after_a_cut_tells_subscribers_the_difference(tmp_path: P
             for g in catalog.groups():
                 copy[g] = {svc.id: svc for svc in catalog.members(g)}
             sequences = federation.mirror("dc2").sequences
+            before = {g: catalog.version(g) for g in catalog.groups()}
 
             proxy.cut()
             await poll(lambda: federation.stale_for("dc2") > 0, 30, "the mirror stale")
@@ -285,6 +288,10 @@ async def test_a_resync_after_a_cut_tells_subscribers_the_difference(tmp_path: P
             assert {g: list(m) for g, m in copy.items() if m} == {g: [s.id for s in catalog.members(g)]
                                                                   for g in catalog.groups()}
             assert all(copy["web"][s.id] == s for s in catalog.members("web"))  # tags, health, kind too
+            # versions go on from the old catalog's, a group gone in the swap included (api: its removal)
+            assert {g for g, _ in versions} == {"web", "api"}
+            assert all(v > before[g] for g, v in versions), (versions, before)
+            assert catalog.version("api") > before["api"] and "api" not in catalog.groups()
         finally:
             await a1.stop()
             for s in services:
