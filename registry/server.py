@@ -277,24 +277,11 @@ class RegistryServer:
             raise StartError(f"wan: {exc}") from None
         self.wan_address = self.wan.address
         self.wan.join_in_background(list(c.wan_join))
-        self._start_federation(self.wan)
+        # The mirrors of the other datacenters (registry.federation imported only now, grpcio with it),
+        # handed to the API's core, which the HTTP front shares.
+        from registry.federation.federation import server_federation
 
-    def _start_federation(self, pool: WanPool) -> None:
-        """Mirrors of the other datacenters (registry.federation imported only now, grpcio with it: the
-        followers are `AsyncRpcClient`s), handed to the API's core, which the HTTP front shares.
-        A follower dials with this registry's TLS files when it serves TLS (federation.py says why)."""
-        from registry.federation.federation import Federation
-
-        c = self.config
-        client: dict[str, Any] = {}
-        if c.tls_cert:
-            client = {"tls_cert": c.tls_cert, "tls_key": c.tls_key, "tls_ca": c.tls_ca or None}
-        fast = c.profile == "fast"  # tests: a dead source found within ~1 s, a failed pass retried soon
-        follower: dict[str, Any] = {"probe": 1.0, "retry": 0.2, "max_retry": 2.0, "check": 0.2} if fast else {}
-        self.federation = Federation(pool, local=c.datacenter, local_catalog=self.catalog,
-                                     mirror_ttl=c.wan_mirror_ttl, tick=0.2 if fast else 1.0,
-                                     client_opts=client, follower_opts=follower)
-        self.federation.start()
+        self.federation = server_federation(self.wan, c, self.catalog)
         self._grpc.core.federation = self.federation
 
     def _tls(self) -> TlsFiles | None:
