@@ -334,8 +334,6 @@ async def test_http_reads_take_dc_and_failover(world: World) -> None:
     from registry.health import Health
     from registry.http.front import HttpFront
 
-    if world.server.__class__.__name__ != "NativeServer":
-        pytest.skip("the HTTP front shares the core; once is enough")
     http = HttpFront(world.server.core, Health(), ttl=lambda: None)
     await http.start("127.0.0.1", 0)
     base = f"http://127.0.0.1:{http.port}"
