@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from registry import healthtags
 from registry.addresses import UsageError, ip_literal, probe_tcp_port
 from registry.addresses import format_hostport as _fmt
 from registry.addresses import is_wildcard as _is_wildcard
 from registry.memberlist.config import Config
-from registry.metrics import Metric, MetricsServer, counters_by_key
+from registry.metrics import Metric, MetricsServer
 from registry.server_config import RPC_ENGINES, RpcEngine, ServerConfig
+from registry.server_metrics import collect
 from registry.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -478,102 +478,8 @@ class RegistryServer:
 
     # -- metrics --------------------------------------------------------------------------
 
-    def _health_counts(self, group: str) -> list[tuple[healthtags.Health, int]]:
-        """(health, services) of `group`, every health listed (0 too: a gauge that vanishes is unplottable)."""
-        counts = dict.fromkeys(healthtags.Health, 0)
-        for s in self.catalog.members(group):
-            counts[s.health] += 1
-        return list(counts.items())
-
-    def _ttl_metrics(self) -> Iterable[Metric]:
-        ttl: TtlDriver | None = getattr(self, "ttl", None)
-        if ttl is None:
-            return
-        now = ttl.now_ms()
-        yield Metric("registry_ttl_entries", "Live TTL services per group held by this registry.", "gauge",
-                     [({"group": g}, float(len(ttl.store.live(g, now_ms=now)))) for g in ttl.store.groups()])
-        events = counters_by_key("registry_ttl_events_total",
-                                 "TTL replication counters (store, replicator and driver: drops by reason, "
-                                 "merges, pushes, messages, ...).", ttl.counters())
-        if events is not None:
-            yield events
-
     def _collect(self) -> Iterable[Metric]:
-        groups = self.catalog.groups()
-        yield Metric(
-            "registry_members",
-            "Live services per group in this registry's catalog.",
-            "gauge",
-            [({"group": g}, float(len(self.catalog.members(g)))) for g in groups],
-        )
-        yield Metric("registry_groups", "Groups with at least one live service.", "gauge", [({}, float(len(groups)))])
-        yield Metric("registry_services", "Live services per group by health (critical ones are in no ring).", "gauge",
-                     [({"group": g, "health": h.word}, float(n)) for g in groups for h, n in self._health_counts(g)])
-        yield Metric("registry_health_changes_total", "Health changes of services, by the health changed to.",
-                     "counter", [({"health": h.word}, float(self.catalog.health_changes[h.word])) for h in healthtags.Health])
-        yield Metric(
-            "registry_group_version",
-            "Ring version per group (bumps on every membership change).",
-            "counter",
-            [({"group": g}, float(self.catalog.version(g))) for g in groups],
-        )
-        if self.agent is not None:
-            by_status: dict[str, int] = {}
-            for m in self.agent.members():
-                by_status[str(m.status)] = by_status.get(str(m.status), 0) + 1
-            yield Metric(
-                "registry_gossip_members",
-                "Gossip pool members by Serf status.",
-                "gauge",
-                [({"status": k}, float(v)) for k, v in sorted(by_status.items())],
-            )
-            gossip = counters_by_key("registry_gossip_events_total",
-                                     "Gossip layer counters (drops per reason, messages, ...).",
-                                     getattr(self.agent, "stats", None))
-            if gossip is not None:
-                yield gossip
-        catalog = counters_by_key("registry_catalog_events_total",
-                                  "Catalog counters (tags ignored or rejected, listener errors, ...).",
-                                  getattr(self.catalog, "stats", None))
-        if catalog is not None:
-            yield catalog
-        yield from self._ttl_metrics()
-        if self.wan is not None:
-            yield from self.wan.metrics()
-        if self.federation is not None:
-            yield from self.federation.metrics()
-        if self._http is not None:
-            yield from self._http.metrics()
-        rpc_stats = getattr(self._grpc, "stats", None)  # the native front counts; grpc.aio does not
-        if rpc_stats is not None:
-            yield Metric("registry_grpc_connections_total", "gRPC connections accepted.", "counter",
-                         [({}, float(rpc_stats.connections))])
-            yield Metric("registry_grpc_calls_total", "gRPC calls received.", "counter", [({}, float(rpc_stats.calls))])
-            yield Metric("registry_grpc_errors_total", "gRPC calls that ended with an error, by status code.",
-                         "counter", [({"code": str(k)}, float(v)) for k, v in sorted(rpc_stats.errors.items())])
-            yield Metric("registry_grpc_protocol_errors_total",
-                         "Connections closed for an HTTP/2 protocol violation of the client.", "counter",
-                         [({}, float(rpc_stats.protocol_errors))])
-            yield Metric("registry_grpc_refusals_total",
-                         "Connections closed or calls refused to protect the server, by reason.", "counter",
-                         [({"reason": "preface_timeout"}, float(rpc_stats.preface_timeouts)),
-                          ({"reason": "output_queue_full"}, float(rpc_stats.refused_streams)),
-                          ({"reason": "internal_error"}, float(rpc_stats.internal_errors)),
-                          ({"reason": "idle_timeout"}, float(rpc_stats.idle_timeouts)),
-                          ({"reason": "connection_shed"}, float(rpc_stats.connections_shed)),
-                          ({"reason": "connection_refused"}, float(rpc_stats.connections_refused)),
-                          ({"reason": "accept_error"}, float(rpc_stats.accept_errors)),
-                          ({"reason": "request_memory_budget"}, float(rpc_stats.over_budget)),
-                          ({"reason": "request_timeout"}, float(rpc_stats.request_timeouts)),
-                          ({"reason": "output_budget"}, float(rpc_stats.output_refused)),
-                          ({"reason": "output_budget_shed"}, float(rpc_stats.output_shed)),
-                          ({"reason": "watches_per_connection"}, float(rpc_stats.watches_refused)),
-                          ({"reason": "watchers_per_server"}, float(self._grpc.core.watchers_refused))])
-        yield Metric(
-            "registry_uptime_seconds",
-            "Seconds since the server finished starting.",
-            "gauge",
-            [({}, time.monotonic() - self.started_at if self.started_at else 0.0)],
-        )
-        yield Metric("registry_joined", "1 once a seed answered (or none was given).", "gauge", [({}, float(self._joined))])
-
+        """One /metrics scrape (`registry.server_metrics`), read off what this server runs now."""
+        return collect(catalog=self.catalog, agent=self.agent, ttl=getattr(self, "ttl", None), wan=self.wan,
+                       federation=self.federation, http=self._http, grpc=self._grpc, started_at=self.started_at,
+                       joined=self._joined)
