@@ -5,9 +5,6 @@ imports aiohttp nor the web page's modules (with it, it does: the check can fail
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from registry.cli import main
-from tests.e2e.helpers import Registry, env, procs, wait_for
+from tests.e2e.helpers import Registry, procs, wait_for
+from tests.footprint import modules_child
 
 
 def _http(method: str, url: str, body: bytes | None = None, token: str = "") -> tuple[int, dict[str, object]]:
@@ -68,58 +66,19 @@ def test_bad_http_flags_are_one_line_exit_2(args: list[str], words: str, tmp_pat
     assert err.count("\n") == 1 and words in err, err
 
 
-CHILD = """
-import sys, threading
-
-def answer():
-    for line in sys.stdin:
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "aiohttp")
-        print("AIOHTTP " + str(len(loaded)), flush=True)
-        page = ("registry.http.ui", "registry.http.pool", "registry.timeline", "registry.ring.view", "registry.offload")
-        print("PAGE " + " ".join(sorted(m for m in sys.modules if m in page)), flush=True)
-
-threading.Thread(target=answer, daemon=True).start()
-from registry.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+#: the web page's modules (issue 16): its timeline, ring views and worker come with the front only
+PAGE = ["registry.http.pool", "registry.http.ui", "registry.offload", "registry.ring.view", "registry.timeline"]
 
 
 @pytest.mark.parametrize("http", [False, True], ids=["without", "with"])
 def test_aiohttp_is_imported_only_with_http_addr(http: bool) -> None:
-    args = ["-id", "fp", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0", "-profile", "fast", "-log-format", "json",
-            "-log-level", "info"]
+    args = ["-id", "fp", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0"]
     if http:
         args += ["-http-addr", "127.0.0.1:0"]
-    p = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env())
-    started = threading.Event()
-    log: list[str] = []
-
-    def read() -> None:
-        assert p.stderr is not None
-        for line in p.stderr:
-            log.append(line)
-            if '"registry started"' in line:
-                started.set()
-        started.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert started.wait(60) and p.poll() is None, "".join(log)
-        assert p.stdin is not None and p.stdout is not None
-        p.stdin.write("modules\n")
-        p.stdin.flush()
-        line = p.stdout.readline()
-        assert line.startswith("AIOHTTP "), line
-        assert (int(line.split()[1]) > 0) == http, line
-        # nor the web page's modules (issue 16): its timeline, ring views and worker come with the front
-        page = p.stdout.readline().split()
-        assert page[0] == "PAGE" and page[1:] == (["registry.http.pool", "registry.http.ui", "registry.offload",
-                                                    "registry.ring.view", "registry.timeline"] if http else []), page
+    with modules_child(*args) as child:
+        loaded = child.modules()
+        assert any(m.split(".")[0] == "aiohttp" for m in loaded) == http, child.text()
+        assert sorted(m for m in loaded if m in PAGE) == (PAGE if http else []), child.text()
         if http:  # -log-level info: no access log line for a request
-            started_line = next(x for x in log if '"registry started"' in x)
-            assert _http("GET", f"http://{json.loads(started_line)['http']}/healthz")[0] == 200
-    finally:
-        p.terminate()
-        assert p.wait(30) == 0, "".join(log)
-    assert not any("aiohttp.access" in x for x in log), "".join(log)
+            assert _http("GET", f"http://{child.started['http']}/healthz")[0] == 200
+    assert not any("aiohttp.access" in x for x in child.log), child.text()

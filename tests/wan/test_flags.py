@@ -5,14 +5,11 @@ the check can fail)."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 
 from registry.cli import main, parse_server_args
-from tests.e2e.helpers import env
+from tests.footprint import modules_child
 
 BASE = ["-id", "x", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0"]
 KEY = "ivD4T3l/HRPFJ8JLR/KEEA=="
@@ -54,50 +51,13 @@ def test_bad_wan_flags_are_one_line_exit_2(args: list[str], words: str, capsys: 
     assert err.count("\n") == 1 and words in err, err
 
 
-CHILD = """
-import sys, threading
-
-def answer():
-    for line in sys.stdin:
-        print("WAN " + str(int("registry.wan" in sys.modules)) + " FED "
-              + str(int("registry.federation" in sys.modules)), flush=True)
-
-threading.Thread(target=answer, daemon=True).start()
-from registry.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize("wan", [False, True], ids=["without", "with"])
 def test_registry_wan_is_imported_only_with_wan_bind(wan: bool) -> None:
-    args = [*BASE, "-profile", "fast", "-log-format", "json", "-log-level", "info"]
-    if wan:
-        args += ["-wan-bind", "127.0.0.1:0"]
-    p = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env())
-    started = threading.Event()
-    log: list[str] = []
-
-    def read() -> None:
-        assert p.stderr is not None
-        for line in p.stderr:
-            log.append(line)
-            if '"registry started"' in line:
-                started.set()
-        started.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert started.wait(60) and p.poll() is None, "".join(log)
-        assert p.stdin is not None and p.stdout is not None
-        p.stdin.write("modules\n")
-        p.stdin.flush()
-        assert p.stdout.readline().strip() == f"WAN {int(wan)} FED {int(wan)}", "".join(log)
-        started_line = next(x for x in log if '"registry started"' in x)
-        assert ('"wan": "127.0.0.1:' in started_line) == wan, started_line
-    finally:
-        p.terminate()
-        assert p.wait(30) == 0, "".join(log)
+    args = [*BASE, "-wan-bind", "127.0.0.1:0"] if wan else BASE
+    with modules_child(*args) as child:
+        loaded = child.modules()
+        assert ("registry.wan" in loaded, "registry.federation" in loaded) == (wan, wan), child.text()
+        assert (child.started.get("wan", "").startswith("127.0.0.1:")) == wan, child.started
 
 
 async def test_a_taken_wan_port_is_a_start_error_naming_it() -> None:
