@@ -23,20 +23,6 @@ KEYS = [f"user-{i}" for i in range(300)]
 
 
 @pytest.fixture
-async def catalog() -> Catalog:
-    c = Catalog()
-    populate(c)
-    return c
-
-
-@pytest.fixture(params=ENGINES)
-async def server(catalog: Catalog, request: pytest.FixtureRequest) -> AsyncIterator[AnyServer]:
-    s = await start_server(catalog, request.param)
-    yield s
-    await s.stop(None)
-
-
-@pytest.fixture
 async def channel(server: AnyServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch

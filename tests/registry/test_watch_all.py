@@ -14,7 +14,7 @@ from registry.api import WATCH_QUEUE_SIZE
 from registry.catalog import Catalog
 from registry.v1 import registry_pb2 as pb
 from registry.v1 import registry_pb2_grpc as pb_grpc
-from tests.registry.rpc_fixtures import ENGINES, AnyServer, async_wait_for, populate, start_server, tags
+from tests.registry.rpc_fixtures import AnyServer, async_wait_for, populate, tags
 
 
 @pytest.fixture
@@ -25,13 +25,6 @@ async def catalog() -> Catalog:
     populate(c, "gone", 1)
     c.apply("gone-0", None)  # a group with a version but no live member: in no snapshot
     return c
-
-
-@pytest.fixture(params=ENGINES)
-async def server(catalog: Catalog, request: pytest.FixtureRequest) -> AsyncIterator[AnyServer]:
-    s = await start_server(catalog, request.param)
-    yield s
-    await s.stop(None)
 
 
 @pytest.fixture
