@@ -28,6 +28,7 @@ _NEEDS = {
     "chaos": (("ip", "iptables"), "apt-get install iproute2 iptables, and run as root"),
     "curl": (("curl",), "apt-get install curl"),
     "browser": (("chromium", "chromedriver"), "apt-get install chromium chromium-driver"),
+    "etcd": (("etcd",), "apt-get install etcd-server"),
 }
 _NEEDS_ROOT = {"chaos"}  # network namespaces and iptables rules need root
 

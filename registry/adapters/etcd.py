@@ -1,0 +1,346 @@
+"""The etcd v3 adapter (issue 18): import services other systems write to etcd, export our catalog there.
+
+The client: ``aetcd`` (the ``etcd`` extra, imported only when this adapter is configured).  Why: python
+``etcd3`` has had no release since 2020 and its generated stubs break on protobuf 4+; ``etcetra`` pins
+grpcio 1.62 / protobuf 4 (a downgrade of ours); ``etcd3gw`` goes through the JSON gateway (base64 keys, a
+requests thread per call, no real watch stream).  ``aetcd`` 1.0.0 (June 2026) is asyncio on grpc.aio,
+declares ``grpcio>1.66,<2`` and ``protobuf>4,<8`` (our 1.85 / 7.x fit), ships etcd's generated v3 stubs
+and works on 3.10-3.13.  We use its stubs (``aetcd.rpc``: KV, Watch, Lease, Auth) on a channel we open
+ourselves, not its ``Client``: the Client has no TLS (insecure channels only) and its watcher hides the
+revisions a gap-free resync needs.  So TLS (``ca``/``cert``/``key``) and auth (``user``/``password``)
+are passed straight to grpc and etcd.
+
+Import (``import=true``): ``<prefix><group>/<id>`` (prefix ``/services/``) with a JSON object value
+carrying ``addr`` and optionally ``tags`` (str -> str), ``replicas``, ``weight``.  On each connection the
+whole prefix is read at one revision and handed over as ``replace_all`` (a resync: what vanished while we
+were away is deleted), then watched from the next revision, so nothing between the read and the watch is
+lost.  A key whose lease expires is a DELETE event like any other.  A bad value logs one line and counts
+as no service.  Keys under the export prefix are never imported (no loops).
+
+Export (``export=true``): every live service as ``<export_prefix><dc>/<group>/<id>`` (prefix
+``/registry/``), value ``{"addr", "tags", "health", "kind"}``, under a lease kept alive by this registry,
+so a dead registry's keys vanish after ``lease_ttl`` seconds.  One writer per datacenter, elected through
+etcd: the key ``<export_prefix>.writers/<dc>`` is created (create_revision == 0 transaction) under the
+writer's lease.  Why an election and not idempotent writes from every registry: each key is attached to
+ONE lease, so with every registry writing, the last writer's lease would own a key and its death would
+remove keys the live registries still export, until they noticed and wrote again; and N registries cost N
+writes per change.  With one writer a change costs one write; when the writer dies its lease takes its keys
+and the election key with it, a follower (watching the election key) takes over and writes the whole view.
+The writer converges the prefix to the view (a key not in the view is deleted, a key with another value or
+another lease is put again), on taking over and on every new view, so restarts of either side converge.
+Services imported by an adapter (``origin`` non-empty) are not exported unless ``export_external=true``,
+and never the ones this adapter imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExternalService
+
+__all__ = ["EtcdAdapter"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _flag(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise AdapterError(f"etcd adapter: {key}={value!r} is not true or false")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte + 1."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+def parse_service(group_id: str, value: bytes) -> ExternalService:
+    """``<group>/<id>`` and a JSON value -> the service; ValueError (one line) if either is bad."""
+    group, sep, sid = group_id.partition("/")
+    if not sep or not group or not sid:
+        raise ValueError(f"key must be <prefix><group>/<id>, got {group_id!r}")
+    doc = json.loads(value)
+    if not isinstance(doc, dict) or not isinstance(doc.get("addr"), str) or not doc["addr"]:
+        raise ValueError("value must be a JSON object with a string addr")
+    tags = doc.get("tags", {})
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise ValueError("tags must be an object of strings")
+    ints: dict[str, int | None] = {}
+    for name in ("replicas", "weight"):
+        n = doc.get(name)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"{name} must be a positive integer")
+        ints[name] = n
+    return ExternalService(group, sid, doc["addr"], dict(tags), ints["replicas"], ints["weight"])
+
+
+class _Lost(Exception):
+    """The connection or the lease is gone: reconnect (one log line, then a resync)."""
+
+
+class EtcdAdapter:
+    """``-adapter etcd:endpoint=HOST:PORT,prefix=/services/,export_prefix=/registry/,...``"""
+
+    name = "etcd"
+
+    def __init__(
+        self,
+        endpoint: str = "127.0.0.1:2379",
+        prefix: str = "/services/",
+        export_prefix: str = "/registry/",
+        lease_ttl: str = "10",
+        retry: str = "1",
+        user: str | None = None,
+        password: str | None = None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        export_external: str = "false",
+        name: str = "etcd",
+        **flags: str,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.prefix = prefix.encode()
+        self.export_prefix = export_prefix.encode()
+        for k in flags:
+            if k not in ("import", "export"):
+                raise AdapterError(f"etcd adapter: unknown option {k!r}")
+        self.do_import = _flag("import", flags.get("import", "true"))
+        self.do_export = _flag("export", flags.get("export", "true"))
+        self.export_external = _flag("export_external", export_external)
+        try:
+            self.lease_ttl = int(lease_ttl)
+            self.retry = float(retry)
+        except ValueError:
+            raise AdapterError(f"etcd adapter: lease_ttl={lease_ttl!r} retry={retry!r} must be numbers") from None
+        if self.lease_ttl < 2 or self.retry <= 0:
+            raise AdapterError("etcd adapter: lease_ttl must be >= 2 and retry > 0")
+        if (user is None) != (password is None):
+            raise AdapterError("etcd adapter: user and password go together")
+        self.user, self.password = user, password
+        if (cert is None) != (key is None):
+            raise AdapterError("etcd adapter: cert and key go together")
+        self._tls = [None if p is None else Path(p) for p in (ca, cert, key)]
+        self._view: CatalogView | None = None
+        self._view_changed: asyncio.Event | None = None
+
+    # ---- connection ----------------------------------------------------------------------------------
+
+    async def _open(self) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+        if any(p is not None for p in self._tls):
+            ca, cert, key = (None if p is None else p.read_bytes() for p in self._tls)
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+            channel = grpc.aio.secure_channel(self.endpoint, creds)
+        else:
+            channel = grpc.aio.insecure_channel(self.endpoint)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if self.user is not None:
+            resp = await rpc.AuthStub(channel).Authenticate(
+                rpc.AuthenticateRequest(name=self.user, password=self.password), timeout=self.lease_ttl
+            )
+            metadata = (("token", resp.token),)
+        return channel, metadata
+
+    async def run(self, ctx: AdapterContext) -> None:
+        """Connect, import and export until cancelled; on a lost connection log one line, wait ``retry``
+        seconds and start again with a resync (import) and a fresh lease and election (export)."""
+        self._view_changed = asyncio.Event()
+        views = asyncio.ensure_future(self._follow_views(ctx)) if self.do_export else None
+        try:
+            while True:
+                try:
+                    channel, md = await self._open()
+                except (grpc.aio.AioRpcError, OSError) as e:
+                    ctx.log.warning("etcd %s: cannot connect (%s); retrying", self.endpoint, _why(e))
+                    await asyncio.sleep(self.retry)
+                    continue
+                try:
+                    parts = []
+                    if self.do_import:
+                        parts.append(self._import(ctx, channel, md))
+                    if self.do_export:
+                        parts.append(self._export(ctx, channel, md))
+                    await _first_failure(parts)
+                except (grpc.aio.AioRpcError, _Lost) as e:
+                    ctx.log.warning("etcd %s: connection lost (%s); reconnecting", self.endpoint, _why(e))
+                finally:
+                    await channel.close(grace=None)
+                await asyncio.sleep(self.retry)
+        finally:
+            if views is not None:
+                views.cancel()
+
+    async def _follow_views(self, ctx: AdapterContext) -> None:
+        assert self._view_changed is not None
+        async for view in ctx.exports():
+            self._view = view
+            self._view_changed.set()
+
+    # ---- import --------------------------------------------------------------------------------------
+
+    def _service(self, ctx: AdapterContext, key: bytes, value: bytes) -> ExternalService | None:
+        try:
+            return parse_service(key[len(self.prefix) :].decode(), value)
+        except (ValueError, UnicodeDecodeError) as e:
+            ctx.log.warning("etcd: ignoring %s: %s", key.decode(errors="replace"), str(e).splitlines()[0])
+            return None
+
+    def _ours(self, key: bytes) -> bool:
+        return self.do_export and key.startswith(self.export_prefix)
+
+    async def _import(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
+        kv = rpc.KVStub(channel)
+        end = _prefix_end(self.prefix)
+        resp = await kv.Range(rpc.RangeRequest(key=self.prefix, range_end=end), metadata=md, timeout=self.lease_ttl)
+        found = [self._service(ctx, k.key, k.value) for k in resp.kvs if not self._ours(k.key)]
+        ctx.imports.replace_all([s for s in found if s is not None])
+        create = rpc.WatchCreateRequest(key=self.prefix, range_end=end, start_revision=resp.header.revision + 1)
+        call = rpc.WatchStub(channel).Watch(metadata=md)
+        await call.write(rpc.WatchRequest(create_request=create))
+        async for wr in call:
+            if wr.canceled or wr.compact_revision:
+                raise _Lost(f"watch canceled: {wr.cancel_reason or 'compacted'}")
+            for ev in wr.events:
+                key = ev.kv.key
+                if self._ours(key):
+                    continue
+                group_id = key[len(self.prefix) :].decode(errors="replace")
+                svc = self._service(ctx, key, ev.kv.value) if ev.type == rpc.Event.PUT else None
+                if svc is not None:
+                    ctx.imports.upsert(svc)
+                else:
+                    group, _, sid = group_id.partition("/")
+                    ctx.imports.delete(group, sid)
+        raise _Lost("watch stream ended")
+
+    # ---- export --------------------------------------------------------------------------------------
+
+    async def _export(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
+        lease = rpc.LeaseStub(channel)
+        grant = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.lease_ttl), metadata=md, timeout=self.lease_ttl)
+        await _first_failure(
+            [self._keepalive(lease, grant.ID, md), self._write_when_elected(ctx, channel, grant.ID, md)]
+        )
+
+    async def _keepalive(self, lease: Any, lease_id: int, md: Any) -> None:
+        call = lease.LeaseKeepAlive(metadata=md)
+        while True:
+            await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+            resp = await asyncio.wait_for(call.read(), self.lease_ttl)
+            if resp is grpc.aio.EOF or resp.TTL <= 0:
+                raise _Lost("lease expired")
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    async def _write_when_elected(self, ctx: AdapterContext, channel: grpc.aio.Channel, lease_id: int, md: Any) -> None:
+        kv = rpc.KVStub(channel)
+        dc = (self._view.datacenter if self._view is not None else ctx.datacenter).encode()
+        elect = self.export_prefix + b".writers/" + dc
+        while True:
+            txn = await kv.Txn(
+                rpc.TxnRequest(
+                    compare=[
+                        rpc.Compare(key=elect, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+                    ],
+                    success=[
+                        rpc.RequestOp(
+                            request_put=rpc.PutRequest(key=elect, value=ctx.registry_id.encode(), lease=lease_id)
+                        )
+                    ],
+                ),
+                metadata=md,
+                timeout=self.lease_ttl,
+            )
+            if txn.succeeded:
+                break
+            await self._wait_deleted(channel, elect, txn.header.revision + 1, md)
+        ctx.log.info("etcd: exporting datacenter %s to %s", dc.decode(), self.export_prefix.decode())
+        assert self._view_changed is not None
+        written: dict[bytes, bytes] | None = None  # what etcd holds under our lease, once read
+        while True:
+            self._view_changed.clear()
+            if self._view is not None:
+                written = await self._converge(kv, self._view, lease_id, md, written)
+            await self._view_changed.wait()
+
+    async def _wait_deleted(self, channel: grpc.aio.Channel, key: bytes, revision: int, md: Any) -> None:
+        call = rpc.WatchStub(channel).Watch(metadata=md)
+        await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=key, start_revision=revision)))
+        async for wr in call:
+            if wr.canceled or wr.compact_revision:
+                raise _Lost("election watch canceled")
+            if any(ev.type == rpc.Event.DELETE for ev in wr.events):
+                call.cancel()
+                return
+        raise _Lost("election watch ended")
+
+    def _wanted(self, view: CatalogView) -> dict[bytes, bytes]:
+        base = self.export_prefix + view.datacenter.encode() + b"/"
+        out: dict[bytes, bytes] = {}
+        for s in view.services:
+            if s.origin and (s.origin == self.name or not self.export_external):
+                continue
+            doc = {"addr": s.addr, "tags": dict(s.tags), "health": s.health, "kind": s.kind}
+            out[base + f"{s.group}/{s.id}".encode()] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return out
+
+    async def _converge(
+        self, kv: Any, view: CatalogView, lease_id: int, md: Any, written: dict[bytes, bytes] | None
+    ) -> dict[bytes, bytes]:
+        """Make ``<export_prefix><dc>/`` exactly the view, writing only the keys that differ: on taking
+        over (``written`` None) against what etcd holds (a previous writer's keys, a stale prefix after
+        restarts), then against what we wrote (one write per changed service, no read)."""
+        base = self.export_prefix + view.datacenter.encode() + b"/"
+        want = self._wanted(view)
+        if written is None:
+            have = await kv.Range(
+                rpc.RangeRequest(key=base, range_end=_prefix_end(base)), metadata=md, timeout=self.lease_ttl
+            )
+            written = {k.key: k.value for k in have.kvs if k.lease == lease_id}
+            stale = [k.key for k in have.kvs if k.key not in want]
+        else:
+            stale = [k for k in written if k not in want]
+        for key in stale:
+            await kv.DeleteRange(rpc.DeleteRangeRequest(key=key), metadata=md, timeout=self.lease_ttl)
+            written.pop(key, None)
+        for key, value in want.items():
+            if written.get(key) != value:
+                await kv.Put(rpc.PutRequest(key=key, value=value, lease=lease_id), metadata=md, timeout=self.lease_ttl)
+                written[key] = value
+        return written
+
+
+async def _first_failure(coros: list[Any]) -> None:
+    """Run the coroutines together; the first to raise (or return) ends them all, and its error is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+        raise _Lost("a stream ended")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__

@@ -1,0 +1,311 @@
+"""The etcd adapter against a real etcd v3 (Debian's etcd-server) on loopback in a temporary directory.
+
+The adapter runs with a small harness in place of the registry's host: `Recorder` is a real `Imports`
+(it keeps what it is given, as the catalog would) and `Views` feeds real `CatalogView`s; etcd itself is
+never mocked.  Keys are written and read with aetcd's own `Client` (a plain etcd client, not our code)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExportedService, ExternalService
+from tests.agentproc import free_port
+
+aetcd = pytest.importorskip("aetcd", reason="pip install 'hashring-registry[etcd]'")
+
+pytestmark = pytest.mark.etcd
+T = TypeVar("T")
+
+
+class Etcd:
+    """One etcd member on loopback ports with its data in ``data``: start, stop (SIGTERM), start again."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port, self.peer = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
+        self.proc = subprocess.Popen(
+            [
+                "etcd",
+                "--name",
+                "t",
+                "--data-dir",
+                str(self.data / "etcd"),
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"t={peer}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data / "etcd.log", "ab"),  # noqa: SIM115
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    e = Etcd(tmp_path)
+    e.start()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+async def until(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Await ``pred`` (sync or async) until truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            v = pred()
+            if asyncio.iscoroutine(v):
+                v = await v
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - etcd may be starting
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last!r}")
+        await asyncio.sleep(0.05)
+
+
+class Recorder:
+    """A real `Imports`: applies upserts/deletes/resyncs to a dict keyed by (group, id), as the catalog does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.services: dict[tuple[str, str], ExternalService] = {}
+        self.resyncs = 0
+
+    def upsert(self, service: ExternalService) -> None:
+        with self.lock:
+            self.services[(service.group, service.id)] = service
+
+    def delete(self, group: str, id: str) -> None:
+        with self.lock:
+            self.services.pop((group, id), None)
+
+    def replace_all(self, services: Iterable[ExternalService]) -> None:
+        with self.lock:
+            self.services = {(s.group, s.id): s for s in services}
+            self.resyncs += 1
+
+    def addrs(self) -> dict[tuple[str, str], str]:
+        with self.lock:
+            return {k: s.addr for k, s in self.services.items()}
+
+
+class Views:
+    """Coalesced catalog views, as the host gives them: an iterator sees the newest view, never a backlog."""
+
+    def __init__(self, view: CatalogView) -> None:
+        self.view, self.changed = view, asyncio.Event()
+
+    def set(self, view: CatalogView) -> None:
+        self.view = view
+        self.changed.set()
+
+    async def __call__(self) -> AsyncIterator[CatalogView]:
+        while True:
+            self.changed.clear()
+            yield self.view
+            await self.changed.wait()
+
+
+def svc(group: str, sid: str, addr: str, origin: str = "", health: str = "passing") -> ExportedService:
+    return ExportedService(group, sid, addr, {"zone": "a"}, health, "external" if origin else "ttl", origin)
+
+
+def run_adapter(adapter: Any, imports: Recorder, views: Views, registry_id: str = "r1") -> asyncio.Task[None]:
+    log = logging.getLogger(f"registry.adapters.etcd.{registry_id}")
+    ctx = AdapterContext(imports=imports, exports=views, log=log, datacenter="dc1", registry_id=registry_id)
+    return asyncio.ensure_future(adapter.run(ctx))
+
+
+async def stop(*tasks: asyncio.Task[None]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def adapter(etcd: Etcd, **kw: str) -> Any:
+    from registry.adapters.etcd import EtcdAdapter
+
+    return EtcdAdapter(endpoint=etcd.endpoint, retry="0.2", lease_ttl="2", **kw)
+
+
+async def client(etcd: Etcd) -> Any:
+    host, port = etcd.endpoint.split(":")
+    c = aetcd.Client(host=host, port=int(port), timeout=5)
+    await until(lambda: c.put(b"/probe", b"1"), "etcd to answer")
+    return c
+
+
+async def exported(c: Any, prefix: bytes = b"/registry/dc1/") -> dict[str, dict[str, Any]]:
+    r = await c.get_prefix(prefix)
+    return {kv.key.decode()[len(prefix) :]: json.loads(kv.value) for kv in r}
+
+
+async def test_import_put_change_delete_and_bad_value(etcd: Etcd, caplog: pytest.LogCaptureFixture) -> None:
+    c = await client(etcd)
+    await c.put(b"/services/api/a", json.dumps({"addr": "10.0.0.1:80", "tags": {"v": "1"}, "weight": 2}).encode())
+    rec, views = Recorder(), Views(CatalogView("dc1", []))
+    task = run_adapter(adapter(etcd, export="false"), rec, views)
+    try:
+        # the initial read (a resync) takes keys written before the adapter started
+        await until(lambda: rec.addrs() == {("api", "a"): "10.0.0.1:80"}, "the existing key imported")
+        assert rec.services[("api", "a")].tags == {"v": "1"} and rec.services[("api", "a")].weight == 2
+        await c.put(b"/services/api/b", b'{"addr": "10.0.0.2:80"}')
+        await c.put(b"/services/api/a", b'{"addr": "10.0.0.9:80"}')
+        await until(lambda: rec.addrs() == {("api", "a"): "10.0.0.9:80", ("api", "b"): "10.0.0.2:80"}, "put+change")
+        await c.delete(b"/services/api/a")
+        await c.put(b"/services/api/b", b"not json")  # a bad value: one line, and no service
+        await until(lambda: rec.addrs() == {}, "delete and bad value removing both")
+        assert any("ignoring /services/api/b" in r.getMessage() for r in caplog.records)
+        # a key under a lease goes when the lease does
+        lease = await c.lease(2)
+        await c.put(b"/services/web/x", b'{"addr": "10.0.0.3:80"}', lease=lease)
+        await until(lambda: rec.addrs() == {("web", "x"): "10.0.0.3:80"}, "leased key imported")
+        await lease.revoke()
+        await until(lambda: rec.addrs() == {}, "leased key removed with its lease")
+    finally:
+        await stop(task)
+        await c.close()
+
+
+async def test_etcd_restart_mid_stream_resyncs(etcd: Etcd) -> None:
+    c = await client(etcd)
+    await c.put(b"/services/api/a", b'{"addr": "10.0.0.1:80"}')
+    await c.put(b"/services/api/b", b'{"addr": "10.0.0.2:80"}')
+    rec, views = Recorder(), Views(CatalogView("dc1", []))
+    task = run_adapter(adapter(etcd, export="false"), rec, views)
+    try:
+        await until(lambda: len(rec.addrs()) == 2, "both imported")
+        await c.close()
+        etcd.stop()
+        # while etcd is down nothing is lost or invented
+        await asyncio.sleep(0.5)
+        assert len(rec.addrs()) == 2
+        etcd.start()
+        c = await client(etcd)
+        # changes made while the adapter was reconnecting (a delete it never saw as an event included)
+        await c.delete(b"/services/api/a")
+        await c.put(b"/services/api/c", b'{"addr": "10.0.0.3:80"}')
+        await until(
+            lambda: rec.addrs() == {("api", "b"): "10.0.0.2:80", ("api", "c"): "10.0.0.3:80"}, "resync after restart"
+        )
+        assert rec.resyncs >= 2
+    finally:
+        await stop(task)
+        await c.close()
+
+
+async def test_export_one_writer_converges_and_never_imports_itself(etcd: Etcd) -> None:
+    c = await client(etcd)
+    # a stale key from an earlier run: the writer deletes it on taking over
+    await c.put(b"/registry/dc1/old/gone", b'{"addr": "x"}')
+    await c.put(b"/services/ext/e", b'{"addr": "10.9.9.9:80"}')
+    view = CatalogView(
+        "dc1",
+        [
+            svc("api", "a", "10.0.0.1:80"),
+            svc("ext", "e", "10.9.9.9:80", origin="etcd"),
+            svc("f", "x", "1.1.1.1:1", "file"),
+        ],
+    )
+    # two registries exporting the same pool, each also importing from /services/ and the whole root
+    rec1, rec2, v1, v2 = Recorder(), Recorder(), Views(view), Views(view)
+    t1 = run_adapter(adapter(etcd), rec1, v1, "r1")
+    t2 = run_adapter(adapter(etcd, prefix="/"), rec2, v2, "r2")
+    tasks = [t1, t2]
+    try:
+        want = {"api/a": {"addr": "10.0.0.1:80", "tags": {"zone": "a"}, "health": "passing", "kind": "ttl"}}
+        await until(lambda: _eq(exported(c), want), "the view exported")
+        writer = (await c.get(b"/registry/.writers/dc1")).value.decode()
+        assert writer in ("r1", "r2")
+        # imported services (origin set) are not exported; what we export is never imported back
+        # (r2 imports the root "/": it sees /services/ext/e but not /registry/...)
+        await until(lambda: rec2.addrs() == {("services", "ext/e"): "10.9.9.9:80"}, "r2's root import")
+        assert rec1.addrs() == {("ext", "e"): "10.9.9.9:80"}
+        # a change: one key written, the others left alone
+        before = (await c.get(b"/registry/dc1/api/a")).mod_revision
+        new = CatalogView("dc1", [*view.services, svc("api", "b", "10.0.0.2:80", health="critical")])
+        v1.set(new)
+        v2.set(new)
+        await until(
+            lambda: _eq(exported(c), {**want, "api/b": {**want["api/a"], "addr": "10.0.0.2:80", "health": "critical"}}),
+            "b added",
+        )
+        assert (await c.get(b"/registry/dc1/api/a")).mod_revision == before
+        # the writer dies (no clean exit: its lease expires): its keys vanish, the other takes over and writes all
+        dead, alive = (t1, t2) if writer == "r1" else (t2, t1)
+        dead.cancel()
+        await asyncio.gather(dead, return_exceptions=True)
+        tasks = [alive]
+        await until(lambda: _writer_is(c, "r2" if writer == "r1" else "r1"), "the other registry elected", timeout=15)
+        await until(
+            lambda: _eq(exported(c), {**want, "api/b": {**want["api/a"], "addr": "10.0.0.2:80", "health": "critical"}}),
+            "re-exported",
+        )
+        # a service leaves: its key goes
+        rest = CatalogView("dc1", [svc("api", "b", "10.0.0.2:80")])
+        (v2 if writer == "r1" else v1).set(rest)
+        await until(lambda: _keys(exported(c), {"api/b"}), "a leaves")
+    finally:
+        await stop(*tasks)
+        await c.close()
+
+
+async def _eq(got: Awaitable[dict[str, Any]], want: dict[str, Any]) -> bool:
+    return await got == want
+
+
+async def _keys(got: Awaitable[dict[str, Any]], want: set[str]) -> bool:
+    return set(await got) == want
+
+
+async def _writer_is(c: Any, rid: str) -> bool:
+    r = await c.get(b"/registry/.writers/dc1")
+    return r is not None and r.value.decode() == rid
+
+
+def test_bad_options_are_one_line() -> None:
+    from registry.adapters.etcd import EtcdAdapter
+
+    for kw in ({"import": "maybe"}, {"lease_ttl": "x"}, {"user": "u"}, {"cert": "c"}, {"colour": "red"}):
+        with pytest.raises(AdapterError) as e:
+            EtcdAdapter(**kw)
+        assert "\n" not in str(e.value) and str(e.value).startswith("etcd adapter:")
