@@ -126,7 +126,8 @@ def service_pb(s: Service, node: RingNode) -> pb.Service:
     """`s` with the ring parameters the server's ring uses for it (`node`: `Catalog.ring_node`)
     and its health."""
     return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=node.replicas,
-                      weight=node.weight, health=s.health.word, health_note=s.health_note, kind=s.kind.value)
+                      weight=node.weight, health=s.health.word, health_note=s.health_note, kind=s.kind.value,
+                      origin=s.origin)
 
 
 def ring_info(catalog: Catalog) -> pb.RingInfo:

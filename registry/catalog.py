@@ -38,6 +38,13 @@ as ``(group, id, tags)`` by ``apply_ttl`` (the tags `registry.ttl.entry_tags` ma
 (Serf names are unique); a TTL service by (group, id), so ``web/1`` and ``api/1`` both exist. Within a
 group both kinds share one ring whose nodes are named by id, so a TTL id equal to a gossiping member's
 name in that group is held aside while that member is there (see ``apply_ttl``).
+
+External services (issue 18, `registry.adapters`): imported by an adapter, given to ``apply_external``
+with the adapter's name as ``origin``, keyed by (group, id) like TTL services, marked
+``Service.kind = EXTERNAL`` and ``Service.origin``. The pool's own services win an id: an external entry
+whose id a gossiping member or a TTL service holds is kept aside (counted ``external_shadowed``) and
+takes the id's place when they go. Two adapters writing one (group, id): the last write wins; a delete
+removes only the deleting adapter's entry.
 """
 
 from __future__ import annotations
@@ -124,6 +131,8 @@ class Catalog:
         self._where: dict[str, str] = {}  # gossiping member name -> group (names are unique pool-wide)
         #: TTL services by group and id, with their tags: on the ring, or held aside (`apply_ttl`)
         self._ttl: dict[str, dict[str, Mapping[str, str]]] = {}
+        #: External services by group and id: (origin, tags); on the ring, or held aside (`apply_external`)
+        self._ext: dict[str, dict[str, tuple[str, Mapping[str, str]]]] = {}
         self._listeners: tuple[Callable[[GroupChange], None], ...] = ()
 
     # ---------------------------------------------------------------- writes
@@ -162,6 +171,56 @@ class Catalog:
                 self._ttl_update(batch, group, id_, tags)
             self._commit_all(batch)
 
+    def apply_external(self, origin: str,
+                       updates: Iterable[tuple[str, str, Mapping[str, str] | None]]) -> None:
+        """Upsert (``tags``: as a member's, with ``addr``) or remove (``None``) the external services
+        ``(group, id)`` adapter ``origin`` imports: one change (one version) per affected group."""
+        with self._lock:
+            batch = Updates(self._groups, self._where, self.algorithm == "chash")
+            for group, id_, tags in updates:
+                self._ext_update(batch, origin, group, id_, tags)
+            self._commit_all(batch)
+
+    def external(self, origin: str) -> list[tuple[str, str]]:
+        """The (group, id) of every external service ``origin`` holds (on a ring or aside), sorted."""
+        with self._lock:
+            return sorted((g, i) for g, held in self._ext.items() for i, (o, _) in held.items() if o == origin)
+
+    def _ext_update(self, batch: Updates, origin: str, group: str, id_: str,
+                    tags: Mapping[str, str] | None) -> None:
+        if not group or not id_:
+            self.stats["ignored_no_group"] += 1
+            return
+        b = batch.group(group)
+        held = self._ext.setdefault(group, {})
+        current = b.services.get(id_)
+        if tags is None:
+            mine = held.get(id_)
+            if mine is not None and mine[0] == origin:
+                del held[id_]
+                if current is not None and current.kind is ServiceKind.EXTERNAL:
+                    b.remove(id_)
+            if not held:
+                del self._ext[group]
+            return
+        new = id_ not in held
+        held[id_] = (origin, tags)
+        if current is not None and current.kind is not ServiceKind.EXTERNAL:
+            if new:
+                self.stats["external_shadowed"] += 1
+            return
+        self._ext_enters(b, group, id_)
+
+    def _ext_enters(self, b: Batch, group: str, id_: str) -> None:
+        """The held external entry of ``id_`` (if any) onto the ring: the id is free."""
+        entry = self._ext.get(group, {}).get(id_)
+        if entry is None:
+            return
+        if id_ not in b.services and self._full(b.services):
+            self.stats["group_full"] += 1
+            return
+        b.upsert(self._service(group, id_, entry[1], ServiceKind.EXTERNAL, entry[0]))
+
     def holds_gossip(self, group: str, id: str) -> bool:
         """Whether a gossiping member named ``id`` is in ``group`` (a TTL write of that id would be shadowed)."""
         return self._where.get(id) == group
@@ -192,6 +251,8 @@ class Catalog:
         tags = self._ttl.get(group, {}).get(name)
         if tags is not None:  # a TTL entry of that id was held aside: it comes onto the ring now
             self._ttl_enters(b, group, name, tags)
+        else:
+            self._ext_enters(b, group, name)
 
     def _ttl_update(self, batch: Updates, group: str, id_: str, tags: Mapping[str, str] | None) -> None:
         if not group:
@@ -206,6 +267,7 @@ class Catalog:
                 del self._ttl[group]
             if current is not None and current.kind is ServiceKind.TTL:
                 b.remove(id_)
+                self._ext_enters(b, group, id_)
             return
         new = id_ not in held
         held[id_] = tags
@@ -232,7 +294,7 @@ class Catalog:
         self._notify(changes)
 
     def _service(self, group: str, name: str, tags: Mapping[str, str],
-                 kind: ServiceKind = ServiceKind.GOSSIP) -> Service:
+                 kind: ServiceKind = ServiceKind.GOSSIP, origin: str = "") -> Service:
         replicas, ok = parse_int(tags.get(TAG_REPLICAS), self.default_replicas, 1, MAX_REPLICAS_TAG)
         if not ok:
             self.stats["bad_replicas"] += 1
@@ -252,6 +314,7 @@ class Catalog:
             health=health,
             health_note=note,
             kind=kind,
+            origin=origin,
         )
 
     def routed(self, service: Service) -> bool:

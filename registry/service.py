@@ -19,10 +19,13 @@ __all__ = ["Service", "ServiceKind"]
 class ServiceKind(str, enum.Enum):
     """How a service is in the pool: it gossips (a `Register`, a Go service: alive while it answers
     pings), or a registry holds it for a TTL (an HTTP registration, `registry.ttl`: alive while it is
-    refreshed).  Both are on the rings by the same rules; Members says which each is."""
+    refreshed), or an adapter imported it (issue 18, `registry.adapters`: alive while its source has it;
+    ``Service.origin`` names the adapter).  All are on the rings by the same rules; Members says which
+    each is."""
 
     GOSSIP = "gossip"
     TTL = "ttl"
+    EXTERNAL = "external"
 
     def __str__(self) -> str:
         return self.value
@@ -42,3 +45,5 @@ class Service:
     #: Why it is not passing (the failing check's note); "" when passing.
     health_note: str = ""
     kind: ServiceKind = ServiceKind.GOSSIP
+    #: The adapter that imported it (kind EXTERNAL); "" for the pool's own services.
+    origin: str = ""

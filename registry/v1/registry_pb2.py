@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aregistry/v1/registry.proto\x12\x0bregistry.v1\"\xf2\x01\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12,\n\x04tags\x18\x04 \x03(\x0b\x32\x1e.registry.v1.Service.TagsEntry\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x0e\n\x06weight\x18\x06 \x01(\x05\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06health\x18\x08 \x01(\t\x12\x13\n\x0bhealth_note\x18\t \x01(\t\x12\x0c\n\x04kind\x18\n \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0cMatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x12\n\ndatacenter\x18\x04 \x01(\t\x12\x10\n\x08\x66\x61ilover\x18\x05 \x01(\x08\"b\n\rMatchResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\"D\n\x11MatchBatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x12\n\ndatacenter\x18\x03 \x01(\t\"g\n\x12MatchBatchResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\"@\n\x0eMembersRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x12\n\ndatacenter\x18\x03 \x01(\t\"u\n\x0fMembersResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\ndatacenter\x18\x03 \x01(\t\x12\x15\n\rstale_seconds\x18\x04 \x01(\x01\"#\n\rGroupsRequest\x12\x12\n\ndatacenter\x18\x01 \x01(\t\"\x9e\x01\n\x0eGroupsResponse\x12\x0e\n\x06groups\x18\x01 \x03(\t\x12#\n\x04ring\x18\x02 \x01(\x0b\x32\x15.registry.v1.RingInfo\x12\x12\n\ndatacenter\x18\x03 \x01(\t\x12\x15\n\rstale_seconds\x18\x04 \x01(\x01\x12,\n\x0b\x64\x61tacenters\x18\x05 \x03(\x0b\x32\x17.registry.v1.Datacenter\"d\n\nDatacenter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05local\x18\x02 \x01(\x08\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\x12\n\nregistries\x18\x05 \x01(\x05\"M\n\x08RingInfo\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_replicas\x18\x02 \x01(\x05\x12\x14\n\x0conly_passing\x18\x03 \x01(\x08\"A\n\x0cWatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x0e\n\x06\x65xport\x18\x03 \x01(\x08\"\xfe\x01\n\nWatchEvent\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12&\n\x08services\x18\x04 \x03(\x0b\x32\x14.registry.v1.Service\x12#\n\x05\x61\x64\x64\x65\x64\x18\x05 \x03(\x0b\x32\x14.registry.v1.Service\x12%\n\x07removed\x18\x06 \x03(\x0b\x32\x14.registry.v1.Service\x12%\n\x07updated\x18\x07 \x03(\x0b\x32\x14.registry.v1.Service\x12#\n\x04ring\x18\x08 \x01(\x0b\x32\x15.registry.v1.RingInfo2\xe1\x02\n\x08Registry\x12>\n\x05Match\x12\x19.registry.v1.MatchRequest\x1a\x1a.registry.v1.MatchResponse\x12M\n\nMatchBatch\x12\x1e.registry.v1.MatchBatchRequest\x1a\x1f.registry.v1.MatchBatchResponse\x12\x44\n\x07Members\x12\x1b.registry.v1.MembersRequest\x1a\x1c.registry.v1.MembersResponse\x12\x41\n\x06Groups\x12\x1a.registry.v1.GroupsRequest\x1a\x1b.registry.v1.GroupsResponse\x12=\n\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x17.registry.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aregistry/v1/registry.proto\x12\x0bregistry.v1\"\x82\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\x12,\n\x04tags\x18\x04 \x03(\x0b\x32\x1e.registry.v1.Service.TagsEntry\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x0e\n\x06weight\x18\x06 \x01(\x05\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06health\x18\x08 \x01(\t\x12\x13\n\x0bhealth_note\x18\t \x01(\t\x12\x0c\n\x04kind\x18\n \x01(\t\x12\x0e\n\x06origin\x18\x0b \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0cMatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x12\n\ndatacenter\x18\x04 \x01(\t\x12\x10\n\x08\x66\x61ilover\x18\x05 \x01(\x08\"b\n\rMatchResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\"D\n\x11MatchBatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x12\n\ndatacenter\x18\x03 \x01(\t\"g\n\x12MatchBatchResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\"@\n\x0eMembersRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x12\n\ndatacenter\x18\x03 \x01(\t\"u\n\x0fMembersResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.registry.v1.Service\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\ndatacenter\x18\x03 \x01(\t\x12\x15\n\rstale_seconds\x18\x04 \x01(\x01\"#\n\rGroupsRequest\x12\x12\n\ndatacenter\x18\x01 \x01(\t\"\x9e\x01\n\x0eGroupsResponse\x12\x0e\n\x06groups\x18\x01 \x03(\t\x12#\n\x04ring\x18\x02 \x01(\x0b\x32\x15.registry.v1.RingInfo\x12\x12\n\ndatacenter\x18\x03 \x01(\t\x12\x15\n\rstale_seconds\x18\x04 \x01(\x01\x12,\n\x0b\x64\x61tacenters\x18\x05 \x03(\x0b\x32\x17.registry.v1.Datacenter\"d\n\nDatacenter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05local\x18\x02 \x01(\x08\x12\x15\n\rstale_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\x12\x12\n\nregistries\x18\x05 \x01(\x05\"M\n\x08RingInfo\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_replicas\x18\x02 \x01(\x05\x12\x14\n\x0conly_passing\x18\x03 \x01(\x08\"A\n\x0cWatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ndatacenter\x18\x02 \x01(\t\x12\x0e\n\x06\x65xport\x18\x03 \x01(\x08\"\xfe\x01\n\nWatchEvent\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12&\n\x08services\x18\x04 \x03(\x0b\x32\x14.registry.v1.Service\x12#\n\x05\x61\x64\x64\x65\x64\x18\x05 \x03(\x0b\x32\x14.registry.v1.Service\x12%\n\x07removed\x18\x06 \x03(\x0b\x32\x14.registry.v1.Service\x12%\n\x07updated\x18\x07 \x03(\x0b\x32\x14.registry.v1.Service\x12#\n\x04ring\x18\x08 \x01(\x0b\x32\x15.registry.v1.RingInfo2\xe1\x02\n\x08Registry\x12>\n\x05Match\x12\x19.registry.v1.MatchRequest\x1a\x1a.registry.v1.MatchResponse\x12M\n\nMatchBatch\x12\x1e.registry.v1.MatchBatchRequest\x1a\x1f.registry.v1.MatchBatchResponse\x12\x44\n\x07Members\x12\x1b.registry.v1.MembersRequest\x1a\x1c.registry.v1.MembersResponse\x12\x41\n\x06Groups\x12\x1a.registry.v1.GroupsRequest\x1a\x1b.registry.v1.GroupsResponse\x12=\n\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x17.registry.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICE_TAGSENTRY']._loaded_options = None
   _globals['_SERVICE_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_SERVICE']._serialized_start=44
-  _globals['_SERVICE']._serialized_end=286
-  _globals['_SERVICE_TAGSENTRY']._serialized_start=243
-  _globals['_SERVICE_TAGSENTRY']._serialized_end=286
-  _globals['_MATCHREQUEST']._serialized_start=288
-  _globals['_MATCHREQUEST']._serialized_end=379
-  _globals['_MATCHRESPONSE']._serialized_start=381
-  _globals['_MATCHRESPONSE']._serialized_end=479
-  _globals['_MATCHBATCHREQUEST']._serialized_start=481
-  _globals['_MATCHBATCHREQUEST']._serialized_end=549
-  _globals['_MATCHBATCHRESPONSE']._serialized_start=551
-  _globals['_MATCHBATCHRESPONSE']._serialized_end=654
-  _globals['_MEMBERSREQUEST']._serialized_start=656
-  _globals['_MEMBERSREQUEST']._serialized_end=720
-  _globals['_MEMBERSRESPONSE']._serialized_start=722
-  _globals['_MEMBERSRESPONSE']._serialized_end=839
-  _globals['_GROUPSREQUEST']._serialized_start=841
-  _globals['_GROUPSREQUEST']._serialized_end=876
-  _globals['_GROUPSRESPONSE']._serialized_start=879
-  _globals['_GROUPSRESPONSE']._serialized_end=1037
-  _globals['_DATACENTER']._serialized_start=1039
-  _globals['_DATACENTER']._serialized_end=1139
-  _globals['_RINGINFO']._serialized_start=1141
-  _globals['_RINGINFO']._serialized_end=1218
-  _globals['_WATCHREQUEST']._serialized_start=1220
-  _globals['_WATCHREQUEST']._serialized_end=1285
-  _globals['_WATCHEVENT']._serialized_start=1288
-  _globals['_WATCHEVENT']._serialized_end=1542
-  _globals['_REGISTRY']._serialized_start=1545
-  _globals['_REGISTRY']._serialized_end=1898
+  _globals['_SERVICE']._serialized_end=302
+  _globals['_SERVICE_TAGSENTRY']._serialized_start=259
+  _globals['_SERVICE_TAGSENTRY']._serialized_end=302
+  _globals['_MATCHREQUEST']._serialized_start=304
+  _globals['_MATCHREQUEST']._serialized_end=395
+  _globals['_MATCHRESPONSE']._serialized_start=397
+  _globals['_MATCHRESPONSE']._serialized_end=495
+  _globals['_MATCHBATCHREQUEST']._serialized_start=497
+  _globals['_MATCHBATCHREQUEST']._serialized_end=565
+  _globals['_MATCHBATCHRESPONSE']._serialized_start=567
+  _globals['_MATCHBATCHRESPONSE']._serialized_end=670
+  _globals['_MEMBERSREQUEST']._serialized_start=672
+  _globals['_MEMBERSREQUEST']._serialized_end=736
+  _globals['_MEMBERSRESPONSE']._serialized_start=738
+  _globals['_MEMBERSRESPONSE']._serialized_end=855
+  _globals['_GROUPSREQUEST']._serialized_start=857
+  _globals['_GROUPSREQUEST']._serialized_end=892
+  _globals['_GROUPSRESPONSE']._serialized_start=895
+  _globals['_GROUPSRESPONSE']._serialized_end=1053
+  _globals['_DATACENTER']._serialized_start=1055
+  _globals['_DATACENTER']._serialized_end=1155
+  _globals['_RINGINFO']._serialized_start=1157
+  _globals['_RINGINFO']._serialized_end=1234
+  _globals['_WATCHREQUEST']._serialized_start=1236
+  _globals['_WATCHREQUEST']._serialized_end=1301
+  _globals['_WATCHEVENT']._serialized_start=1304
+  _globals['_WATCHEVENT']._serialized_end=1558
+  _globals['_REGISTRY']._serialized_start=1561
+  _globals['_REGISTRY']._serialized_end=1914
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Service(_message.Message):
-    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight", "status", "health", "health_note", "kind")
+    __slots__ = ("id", "group", "addr", "tags", "replicas", "weight", "status", "health", "health_note", "kind", "origin")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Service(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     HEALTH_NOTE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     group: str
     addr: str
@@ -35,7 +36,8 @@ class Service(_message.Message):
     health: str
     health_note: str
     kind: str
-    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ..., health: _Optional[str] = ..., health_note: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., group: _Optional[str] = ..., addr: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., weight: _Optional[int] = ..., status: _Optional[str] = ..., health: _Optional[str] = ..., health_note: _Optional[str] = ..., kind: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("group", "key", "n", "datacenter", "failover")
