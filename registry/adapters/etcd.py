@@ -140,6 +140,7 @@ class EtcdAdapter:
         self._tls = [None if p is None else Path(p) for p in (ca, cert, key)]
         self._view: CatalogView | None = None
         self._view_changed: asyncio.Event | None = None
+        self._outage = False
 
     # ---- connection ----------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class EtcdAdapter:
                 try:
                     channel, md = await self._open()
                 except (grpc.aio.AioRpcError, OSError) as e:
-                    ctx.log.warning("etcd %s: cannot connect (%s); retrying", self.endpoint, _why(e))
+                    self._lost(ctx, e)
                     await asyncio.sleep(self.retry)
                     continue
                 try:
@@ -179,13 +180,25 @@ class EtcdAdapter:
                         parts.append(self._export(ctx, channel, md))
                     await _first_failure(parts)
                 except (grpc.aio.AioRpcError, _Lost) as e:
-                    ctx.log.warning("etcd %s: connection lost (%s); reconnecting", self.endpoint, _why(e))
+                    self._lost(ctx, e)
                 finally:
                     await channel.close(grace=None)
                 await asyncio.sleep(self.retry)
         finally:
             if views is not None:
                 views.cancel()
+
+    def _lost(self, ctx: AdapterContext, e: BaseException) -> None:
+        """One warning per outage, not one per retry (an etcd down for an hour is one line, then one
+        line when it is back: `_back`)."""
+        if not self._outage:
+            ctx.log.warning("etcd %s: %s; retrying every %gs", self.endpoint, _why(e), self.retry)
+            self._outage = True
+
+    def _back(self, ctx: AdapterContext) -> None:
+        if self._outage:
+            ctx.log.warning("etcd %s: reachable again, resyncing", self.endpoint)
+            self._outage = False
 
     async def _follow_views(self, ctx: AdapterContext) -> None:
         assert self._view_changed is not None
@@ -209,6 +222,7 @@ class EtcdAdapter:
         kv = rpc.KVStub(channel)
         end = _prefix_end(self.prefix)
         resp = await kv.Range(rpc.RangeRequest(key=self.prefix, range_end=end), metadata=md, timeout=self.lease_ttl)
+        self._back(ctx)
         found = [self._service(ctx, k.key, k.value) for k in resp.kvs if not self._ours(k.key)]
         ctx.imports.replace_all([s for s in found if s is not None])
         create = rpc.WatchCreateRequest(key=self.prefix, range_end=end, start_revision=resp.header.revision + 1)
@@ -235,6 +249,7 @@ class EtcdAdapter:
     async def _export(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
         lease = rpc.LeaseStub(channel)
         grant = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.lease_ttl), metadata=md, timeout=self.lease_ttl)
+        self._back(ctx)
         await _first_failure(
             [self._keepalive(lease, grant.ID, md), self._write_when_elected(ctx, channel, grant.ID, md)]
         )
