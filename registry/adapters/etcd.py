@@ -112,10 +112,8 @@ class EtcdAdapter:
         cert: str | None = None,
         key: str | None = None,
         export_external: str = "false",
-        name: str = "etcd",
         **flags: str,
     ) -> None:
-        self.name = name
         self.endpoint = endpoint
         self.prefix = prefix.encode()
         self.export_prefix = export_prefix.encode()

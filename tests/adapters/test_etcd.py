@@ -7,6 +7,7 @@ never mocked.  Keys are written and read with aetcd's own `Client` (a plain etcd
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExportedService, ExternalService
 from tests.agentproc import free_port
+from tests.e2e.certs import Pki, write_pki
 
 aetcd = pytest.importorskip("aetcd", reason="pip install 'hashring-registry[etcd]'")
 
@@ -29,10 +31,11 @@ T = TypeVar("T")
 
 
 class Etcd:
-    """One etcd member on loopback ports with its data in ``data``: start, stop (SIGTERM), start again."""
+    """One etcd member on loopback ports with its data in ``data``: start, stop (SIGTERM), start again.
+    With ``pki`` its client port is TLS and asks for a client certificate signed by the test CA."""
 
-    def __init__(self, data: Path) -> None:
-        self.data = data
+    def __init__(self, data: Path, pki: Pki | None = None) -> None:
+        self.data, self.pki = data, pki
         self.port, self.peer = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -41,28 +44,16 @@ class Etcd:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        url, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
-        self.proc = subprocess.Popen(
-            [
-                "etcd",
-                "--name",
-                "t",
-                "--data-dir",
-                str(self.data / "etcd"),
-                "--listen-client-urls",
-                url,
-                "--advertise-client-urls",
-                url,
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-                "--initial-cluster",
-                f"t={peer}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "etcd.log", "ab"),  # noqa: SIM115
-        )
+        scheme = "https" if self.pki else "http"
+        url, peer = f"{scheme}://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
+        args = ["--name", "t", "--data-dir", str(self.data / "etcd"), "--listen-client-urls", url]
+        args += ["--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]
+        args += ["--initial-cluster", f"t={peer}"]
+        if self.pki:
+            args += ["--cert-file", str(self.pki.server_cert), "--key-file", str(self.pki.server_key)]
+            args += ["--trusted-ca-file", str(self.pki.ca), "--client-cert-auth"]
+        with open(self.data / "etcd.log", "ab") as log:
+            self.proc = subprocess.Popen(["etcd", *args], stdout=subprocess.DEVNULL, stderr=log)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -92,7 +83,7 @@ async def until(pred: Callable[[], Any], what: str, timeout: float = 20.0) -> An
     while True:
         try:
             v = pred()
-            if asyncio.iscoroutine(v):
+            if inspect.isawaitable(v):
                 v = await v
             if v:
                 return v
@@ -323,3 +314,53 @@ def test_bad_options_are_one_line() -> None:
         with pytest.raises(AdapterError) as e:
             EtcdAdapter(**kw)
         assert "\n" not in str(e.value) and str(e.value).startswith("etcd adapter:")
+
+
+async def test_tls_client_certificate_and_user_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """TLS (ca, cert, key) and auth (user, password) reach etcd: with them the adapter imports; with a
+    wrong password it imports nothing and says why in one line."""
+    import grpc.aio
+    from aetcd import rpc  # type: ignore[import-untyped]
+
+    (tmp_path / "pki").mkdir()
+    pki = write_pki(tmp_path / "pki")
+    e = Etcd(tmp_path, pki)
+    e.start()
+    creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes())
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with grpc.aio.secure_channel(e.endpoint, creds) as ch:
+            kv, auth = rpc.KVStub(ch), rpc.AuthStub(ch)
+            await until(
+                lambda: kv.Put(rpc.PutRequest(key=b"/services/api/s", value=b'{"addr": "10.1.1.1:80"}')), "etcd"
+            )
+            await auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="pw"))
+            await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+            await auth.AuthEnable(rpc.AuthEnableRequest())
+        tls = {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key)}
+        bad, good = Recorder(), Recorder()
+        tasks.append(
+            run_adapter(
+                adapter(e, export="false", user="root", password="wrong", **tls),
+                bad,
+                Views(CatalogView("dc1", [])),
+                "bad",
+            )
+        )
+        tasks.append(
+            run_adapter(
+                adapter(e, export="false", user="root", password="pw", **tls),
+                good,
+                Views(CatalogView("dc1", [])),
+                "good",
+            )
+        )
+        await until(lambda: good.addrs() == {("api", "s"): "10.1.1.1:80"}, "import over TLS with a password")
+        await until(
+            lambda: any(r.name.endswith(".bad") and "authentication failed" in r.getMessage() for r in caplog.records),
+            "the wrong password said",
+        )
+        assert bad.addrs() == {} and bad.resyncs == 0
+    finally:
+        await stop(*tasks)
+        e.stop()
