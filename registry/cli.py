@@ -27,6 +27,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from registry.addresses import (
     HostPort,
@@ -51,6 +52,9 @@ from registry.cliargs import (
 from registry.datacenter import datacenter_problem
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
+
+if TYPE_CHECKING:
+    from registry.adapters.base import Adapter
 
 __all__ = ["SUBCOMMANDS", "HostPort", "UsageError", "main", "parse_hostport", "parse_server_args", "raise_fd_limit"]
 
@@ -109,6 +113,9 @@ def _server_parser() -> argparse.ArgumentParser:
              "(Go duration or seconds; default 72h)")
     add_flag(p, "wan-export", default="", help="comma-separated groups other datacenters may follow (default: all; "
              "registry-group never)")
+    add_flag(p, "adapter", action="append", default=[],
+             help="NAME:key=value,... an adapter to run (repeatable; installed: entry points registry.adapters, "
+                  "e.g. file:path=services.json)")
     add_flag(p, "only-passing", action="store_true",
              help="route to passing services only: a service whose checks say warning leaves the rings too "
                   "(critical ones always do; Consul's only_passing)")
@@ -252,6 +259,20 @@ def _wan_flags(ns: argparse.Namespace) -> WanArgs:
     return WanArgs((bind.host, bind.port), adv, seeds, key, ttl, export)
 
 
+def _adapters(specs: Sequence[str], tls: bool) -> list[Adapter]:
+    """The -adapter flags' adapters, built now so a bad name or key is a usage error (one line, exit 2).
+    Imported only with the flag: a registry without adapters loads nothing of registry.adapters."""
+    if not tls:
+        _import_asyncio_without_ssl()  # an adapter module may import asyncio: keep the server's choice
+    from registry.adapters.base import AdapterError
+    from registry.adapters.loader import load_all
+
+    try:
+        return load_all(specs)
+    except AdapterError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     """Parse and validate every server flag; raises UsageError with a one-line message."""
     ns = _server_parser().parse_args(list(argv))
@@ -299,6 +320,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
             readable_file(path, flag)
     http_addr, http_token, ttl_default_ms = _http_flags(ns)
     wan = _wan_flags(ns)
+    adapters = _adapters(ns.adapter, tls=bool(ns.tls_cert)) if ns.adapter else []
     config = ServerConfig(
         id=ns.id.strip(),
         bind=(bind.host, bind.port),
@@ -326,6 +348,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerArgs:
         wan_encrypt_key=wan.key,
         wan_mirror_ttl=wan.mirror_ttl,
         wan_export=wan.export,
+        adapters=adapters,
     )
     return ServerArgs(config, log_format=ns.log_format or default_format(), log_level=ns.log_level)
 
@@ -354,6 +377,8 @@ async def _serve(args: ServerArgs) -> int:
     http = {"http": server.http_address} if server.http_address else {}
     if server.wan_address:
         http["wan"] = server.wan_address
+    if server.config.adapters:
+        http["adapters"] = ",".join(a.name for a in server.config.adapters)
     log.info("registry started", id=config.id, gossip=server.gossip_address, grpc=server.grpc_address,
              rpc_engine=server.rpc_engine, **http)
     failed = asyncio.ensure_future(server.failed.wait())

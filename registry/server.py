@@ -36,6 +36,7 @@ from registry.server_metrics import collect
 from registry.tls import TlsFiles
 
 if TYPE_CHECKING:
+    from registry.adapters.host import AdapterHost
     from registry.federation.federation import Federation
     from registry.ttl.driver import TtlDriver
     from registry.wan import WanPool
@@ -109,6 +110,8 @@ class RegistryServer:
         self.wan_address = ""
         #: The mirrors of the other datacenters (registry.federation, issue 17), with -wan-bind only.
         self.federation: Federation | None = None
+        #: The adapters' host (registry.adapters, issue 18), with -adapter only.
+        self.adapters: AdapterHost | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -225,6 +228,11 @@ class RegistryServer:
             await self._start_http(c.http_addr, local.addr)
         if c.wan_bind is not None:
             await self._start_wan(c.wan_bind, rpc_addr)
+        if c.adapters:
+            from registry.adapters.host import AdapterHost  # only with -adapter
+
+            self.adapters = AdapterHost(self.catalog, c.adapters, datacenter=c.datacenter, registry_id=c.id)
+            self.adapters.start()
         self.started_at = time.monotonic()
         if c.registries:
             await self._try_join()  # StartError: our -id is taken
@@ -392,6 +400,9 @@ class RegistryServer:
                 await t
         self._tasks.clear()
         await self._stop_federation()
+        host, self.adapters = self.adapters, None
+        if host is not None:
+            host.stop()
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http.stop(), 5.0)

@@ -9,10 +9,13 @@ as a usage error without loading any of that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from registry.memberlist.config import PROFILES, Profile  # gossip timing profiles, defined with their tables
 from registry.ring.base import ALGORITHMS, Algorithm
+
+if TYPE_CHECKING:
+    from registry.adapters.base import Adapter
 
 __all__ = ["HASHES", "PROFILES", "RPC_ENGINES", "Algorithm", "Profile", "RpcEngine", "ServerConfig"]
 
@@ -73,3 +76,6 @@ class ServerConfig:
     wan_mirror_ttl: float = 72 * 3600.0
     #: The groups other datacenters may follow (-wan-export; None: every group). registry-group never.
     wan_export: frozenset[str] | None = None
+    #: Adapters (issue 18, registry.adapters), each run on its own thread (-adapter; `loader.load_all`
+    #: builds them). Empty: registry.adapters is never imported.
+    adapters: list[Adapter] = field(default_factory=list)

@@ -128,7 +128,7 @@ def channel_options(tls: TlsConfig | None) -> list[tuple[str, Any]]:
 
 def to_service(s: pb.Service, datacenter: str = "", stale: float = 0.0) -> Service:
     return Service(s.id, s.group, s.addr, dict(s.tags), s.status, s.health or "passing", s.health_note, s.kind,
-                   datacenter, stale)
+                   datacenter, stale, s.origin)
 
 
 def check_datacenter(method: str, group: str, datacenter: str) -> None:

@@ -46,6 +46,8 @@ class Service:
     kind: str = field(default="", hash=False)
     datacenter: str = field(default="", hash=False, compare=False)
     stale_seconds: float = field(default=0.0, hash=False, compare=False)
+    #: The adapter that imported it (kind "external", issue 18: "file", "etcd", ...); "" for the pool's own.
+    origin: str = field(default="", hash=False)
 
 
 @dataclass(frozen=True)
