@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_hanging_adapter_leaves_match_p99_within_bound(mode: str, hang_entry_poi
             services(hung, b)
             assert [s.origin for s in b.members("hang")] == ["hang"]
             for c in (a, b):  # both serve a group of one registry: the same work per Match
-                wait_for(lambda c=c: c.members("registry-group"), 30, what="registry-group")
+                wait_for(partial(c.members, "registry-group"), 30, what="registry-group")
             times: dict[str, list[float]] = {"plain": [], "hung": []}
             for i in range(ROWS):  # interleaved: the machine's load falls on both alike
                 for name, c in (("plain", a), ("hung", b)):
@@ -124,8 +125,8 @@ async def test_imports_fold_and_exports_coalesce() -> None:
     assert catalog.members("g") == []  # a stopped adapter's imports go with it
 
 
-async def _until(pred: object, timeout: float = 10.0) -> None:
+async def _until(pred: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
+    while not pred():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
