@@ -320,8 +320,8 @@ class RegistryCore(WatchFanOut):
         (group, id), status and health set.  A member is listed under the group its tags name; one
         whose tags name no group (a plain Serf agent in the pool) is not a service and is not listed.
         A live member carries its ring parameters (as Members without all), any other 0; a member
-        not in the catalog its health as its tags say. TTL services, in no member table, are listed
-        from the catalog, "alive" (kind "ttl"): they are there exactly while they live."""
+        not in the catalog its health as its tags say. TTL and external services, in no member table, are
+        listed from the catalog, "alive" (kind "ttl", "external"): they are there exactly while they live."""
         if where is not None:  # another datacenter: its mirror holds its live services only
             return self._members_remote(where.catalog, group)
         table = self.member_table
@@ -353,7 +353,7 @@ class RegistryCore(WatchFanOut):
             found.append(service)
         for g in groups:
             for s in self.catalog.members(g):
-                if s.kind is ServiceKind.TTL:
+                if s.kind is not ServiceKind.GOSSIP:  # TTL and external (imported by an adapter)
                     service = self.service_pb(s)
                     service.status = ALIVE
                     found.append(service)

@@ -60,7 +60,9 @@ _OPS_HELP = {
         "note=\"...\". Only alive members are in the rings, and of those not the critical ones (nor "
         "warning ones on a registry run with -only-passing): Match never returns the others. KIND is "
         "gossip (the service gossips: a Register, a Go service) or ttl (it registered over HTTP and the "
-        "registries hold it while it refreshes its TTL; always alive: it is gone when its TTL lapses). TAGS "
+        "registries hold it while it refreshes its TTL; always alive: it is gone when its TTL lapses) or "
+        "external:ADAPTER (imported by the -adapter of that name: a file, etcd, ...; gone when its source "
+        "drops it). TAGS "
         "omits the health tags (they are the HEALTH column and the note). The registries themselves "
         f"are the members of the group {REGISTRY_GROUP!r}; pool members whose tags name no group are "
         "not services and are not listed."
@@ -154,7 +156,7 @@ def _print_services(services: Sequence[Any]) -> None:
 def _print_members(services: Sequence[Any]) -> None:
     """ID GROUP ADDR STATUS HEALTH KIND TAGS, columns aligned (`serf members` prints NAME ADDR STATUS
     TAGS), and a non-passing service's note last, quoted (it is free text: spaces, commas)."""
-    rows = [(s.id, s.group, s.addr, s.status or "alive", _health(s), _kind(s), _tags_text(s, health=False))
+    rows = [(s.id, s.group, s.addr, s.status or "alive", _health(s), _kind_text(s), _tags_text(s, health=False))
             for s in services]
     if not rows:
         return
@@ -175,6 +177,12 @@ def _health(s: Any) -> str:
 def _kind(s: Any) -> str:
     """The service's kind; "gossip" from a registry older than TTL services (it has no other kind)."""
     return getattr(s, "kind", "") or ServiceKind.GOSSIP.value
+
+
+def _kind_text(s: Any) -> str:
+    """The KIND column: the kind, and for an imported service the adapter it came from (external:file)."""
+    origin = getattr(s, "origin", "")
+    return f"{_kind(s)}:{origin}" if origin else _kind(s)
 
 
 def _all_members(c: Any, group: str, dc: str = "") -> list[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from registry.adapters.host import external_tags
 from registry.catalog import Catalog
 from registry.cli import main
 from registry.client import RpcClient
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import env, registry_cmd, wait_for
 from tests.footprint import modules_child
 
 BASE = ["-id", "x", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0"]
@@ -71,6 +72,13 @@ def test_file_adapter_follows_the_file(tmp_path: Path) -> None:
                                                        "pg3": ("10.0.0.3:5432", ext, "file")}, 30, what="changed")
             assert "cache" not in client.groups()
             good = members(client, "db")
+            all_ = {x.id: (x.status, x.kind, x.origin) for x in client.members("db", all=True)}
+            assert all_ == {i: ("alive", ext, "file") for i in ("pg1", "pg2", "pg3")}, all_
+            cli = subprocess.run(registry_cmd("members", "-rpc", child.started["grpc"], "-group", "db", "-timeout", "10"),
+                                 capture_output=True, text=True, env=env(), timeout=60, check=False)
+            rows = [ln.split() for ln in cli.stdout.splitlines()]  # ID GROUP ADDR STATUS HEALTH KIND TAGS
+            assert cli.returncode == 0 and [r[:6] for r in rows] == [
+                [i, "db", a, "alive", "passing", "external:file"] for i, (a, _, _) in sorted(good.items())], cli
             assert [client.match("db", k).id for k in keys] == expected_owners(path.read_text(), "db", keys)
 
             # corrupt: the last good services stay, one line names the file and the problem
