@@ -18,7 +18,9 @@ lost.  A key whose lease expires is a DELETE event like any other.  A bad value 
 as no service.  Keys under the export prefix are never imported (no loops).
 
 Export (``export=true``): every live service as ``<export_prefix><dc>/<group>/<id>`` (prefix
-``/registry/``), value ``{"addr", "tags", "health", "kind"}``, under a lease kept alive by this registry,
+``/registry/``), value ``{"addr", "tags", "health", "kind"}`` (plus ``replicas``/``weight`` when the
+service has them, lifted out of the tags as the import format has them; the ``addr`` and ``group`` member
+tags are left out, the value's addr and the key say them), under a lease kept alive by this registry,
 so a dead registry's keys vanish after ``lease_ttl`` seconds.  One writer per datacenter, elected through
 etcd: the key ``<export_prefix>.writers/<dc>`` is created (create_revision == 0 transaction) under the
 writer's lease.  Why an election and not idempotent writes from every registry: each key is attached to
@@ -35,6 +37,7 @@ and never the ones this adapter imported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -246,11 +249,40 @@ class EtcdAdapter:
 
     async def _export(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
         lease = rpc.LeaseStub(channel)
-        grant = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.lease_ttl), metadata=md, timeout=self.lease_ttl)
+        lease_id = await self._lease(ctx, channel, md)
         self._back(ctx)
-        await _first_failure(
-            [self._keepalive(lease, grant.ID, md), self._write_when_elected(ctx, channel, grant.ID, md)]
+        try:
+            await _first_failure(
+                [self._keepalive(lease, lease_id, md), self._write_when_elected(ctx, channel, lease_id, md)]
+            )
+        except asyncio.CancelledError:
+            # A clean stop revokes the lease: our keys (and our election key) go now, not lease_ttl later,
+            # so another registry takes over at once.  A crash leaves that to the lease's expiry.
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+                await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), metadata=md, timeout=1)
+            raise
+
+    def _elect_key(self, ctx: AdapterContext) -> bytes:
+        dc = self._view.datacenter if self._view is not None else ctx.datacenter
+        return self.export_prefix + b".writers/" + dc.encode()
+
+    async def _lease(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> int:
+        """Our lease: the one still holding our election key if there is one (we were the writer before
+        this reconnect, or before this process restarted with the same id: etcd keeps leases across its
+        own restarts), else a new one.  Why adopt it: a new lease would leave the old one's keys and
+        election key in place until they expire, and we would wait that long to write again."""
+        lease = rpc.LeaseStub(channel)
+        held = await rpc.KVStub(channel).Range(
+            rpc.RangeRequest(key=self._elect_key(ctx)), metadata=md, timeout=self.lease_ttl
         )
+        if held.kvs and held.kvs[0].value == ctx.registry_id.encode() and held.kvs[0].lease:
+            ttl = await lease.LeaseTimeToLive(
+                rpc.LeaseTimeToLiveRequest(ID=held.kvs[0].lease), metadata=md, timeout=self.lease_ttl
+            )
+            if ttl.TTL > 0:
+                return int(held.kvs[0].lease)
+        grant = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.lease_ttl), metadata=md, timeout=self.lease_ttl)
+        return int(grant.ID)
 
     async def _keepalive(self, lease: Any, lease_id: int, md: Any) -> None:
         call = lease.LeaseKeepAlive(metadata=md)
@@ -263,8 +295,7 @@ class EtcdAdapter:
 
     async def _write_when_elected(self, ctx: AdapterContext, channel: grpc.aio.Channel, lease_id: int, md: Any) -> None:
         kv = rpc.KVStub(channel)
-        dc = (self._view.datacenter if self._view is not None else ctx.datacenter).encode()
-        elect = self.export_prefix + b".writers/" + dc
+        elect = self._elect_key(ctx)
         while True:
             txn = await kv.Txn(
                 rpc.TxnRequest(
@@ -276,14 +307,16 @@ class EtcdAdapter:
                             request_put=rpc.PutRequest(key=elect, value=ctx.registry_id.encode(), lease=lease_id)
                         )
                     ],
+                    failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=elect))],
                 ),
                 metadata=md,
                 timeout=self.lease_ttl,
             )
-            if txn.succeeded:
+            holder = [] if txn.succeeded else txn.responses[0].response_range.kvs
+            if txn.succeeded or (holder and holder[0].lease == lease_id):  # ours already: an adopted lease
                 break
             await self._wait_deleted(channel, elect, txn.header.revision + 1, md)
-        ctx.log.info("etcd: exporting datacenter %s to %s", dc.decode(), self.export_prefix.decode())
+        ctx.log.info("etcd: this registry writes %s", elect.decode())
         assert self._view_changed is not None
         written: dict[bytes, bytes] | None = None  # what etcd holds under our lease, once read
         while True:
@@ -309,7 +342,12 @@ class EtcdAdapter:
         for s in view.services:
             if s.origin and (s.origin == self.name or not self.export_external):
                 continue
-            doc = {"addr": s.addr, "tags": dict(s.tags), "health": s.health, "kind": s.kind}
+            doc: dict[str, Any] = {"addr": s.addr, "health": s.health, "kind": s.kind}
+            tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group")}  # the key and addr say them
+            for ring in ("replicas", "weight"):  # as the import format has them, so a pool can import ours
+                if tags.get(ring, "").isdigit():
+                    doc[ring] = int(tags.pop(ring))
+            doc["tags"] = tags
             out[base + f"{s.group}/{s.id}".encode()] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return out
 

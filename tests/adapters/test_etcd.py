@@ -302,6 +302,10 @@ async def _keys(got: Awaitable[dict[str, Any]], want: set[str]) -> bool:
     return set(await got) == want
 
 
+async def _has(got: Awaitable[dict[str, Any]], key: str) -> bool:
+    return key in await got
+
+
 async def _writer_is(c: Any, rid: str) -> bool:
     r = await c.get(b"/registry/.writers/dc1")
     return r is not None and r.value.decode() == rid
@@ -364,3 +368,65 @@ async def test_tls_client_certificate_and_user_password(tmp_path: Path, caplog: 
     finally:
         await stop(*tasks)
         e.stop()
+
+
+async def test_registry_process_imports_and_exports_through_etcd(etcd: Etcd) -> None:
+    """A real registry with ``-adapter etcd:...``: a key written by a plain etcd client is a member
+    (kind external, origin etcd) that Match answers; a TTL service registered over HTTP appears under
+    /registry/<dc>/; the imported one is not exported back; an etcd restart mid-stream loses nothing,
+    takes later keys and the registry stays the writer (a service registered after it is exported); the registry's clean exit removes its exports at once (lease revoked, not
+    left to expire: lease_ttl is 30 s here)."""
+    import urllib.request
+
+    from registry.client import RpcClient
+    from tests.e2e.helpers import wait_for
+    from tests.footprint import modules_child
+
+    c = await client(etcd)
+    await c.put(b"/services/api/e1", b'{"addr": "10.0.0.1:80", "tags": {"v": "1"}}')
+    spec = f"etcd:endpoint={etcd.endpoint},lease_ttl=30,retry=0.2"
+    base = ["-id", "x", "-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0"]
+    try:
+        with modules_child(*base, "-adapter", spec) as child:
+            rpc_client = RpcClient(child.started["grpc"], timeout=10.0)
+            try:
+
+                def members() -> dict[str, tuple[str, str, str]]:
+                    return {s.id: (s.addr, s.kind, s.origin) for s in rpc_client.members("api")}
+
+                wait_for(lambda: members() == {"e1": ("10.0.0.1:80", "external", "etcd")}, 20, what="e1 imported")
+                assert rpc_client.match("api", "user-1").id == "e1"
+                body = b'{"addr": "10.0.0.7:8080", "ttl": "60s", "tags": {"v": "2"}}'
+                req = urllib.request.Request(f"http://{child.started['http']}/v1/services/web/w1", body, method="PUT")
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    assert r.status == 200
+
+                async def web_exported() -> dict[str, Any] | None:
+                    got = await c.get_prefix(b"/registry/")
+                    ours = {kv.key.decode(): json.loads(kv.value) for kv in got if kv.key.endswith(b"/web/w1")}
+                    return ours if ours else None
+
+                out = await until(web_exported, "the TTL service exported")
+                ((key, value),) = out.items()
+                assert value == {"addr": "10.0.0.7:8080", "tags": {"v": "2"}, "health": "passing", "kind": "ttl"}
+                dc_prefix = key[: -len("web/w1")].encode()
+                assert not any(k.key.endswith(b"/api/e1") for k in await c.get_prefix(dc_prefix))
+                # etcd restarts mid-stream: e1 stays, e2 written after the restart comes in, w1 is exported again
+                await c.close()
+                etcd.stop()
+                etcd.start()
+                c = await client(etcd)
+                await c.put(b"/services/api/e2", b'{"addr": "10.0.0.2:80"}')
+                wait_for(lambda: set(members()) == {"e1", "e2"}, 20, what="e2 imported after the restart")
+                await until(web_exported, "w1 exported after the restart")
+                # still the writer after the restart (its lease, kept by etcd, adopted): a new service is exported
+                req = urllib.request.Request(f"http://{child.started['http']}/v1/services/web/w2", body, method="PUT")
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    assert r.status == 200
+                await until(lambda: _has(exported(c, dc_prefix), "web/w2"), "w2 exported after the restart", 10)
+            finally:
+                rpc_client.close()
+        # the registry left cleanly: its lease is revoked, its keys gone well before the 30 s lease would end
+        await until(lambda: _keys(exported(c, dc_prefix), set()), "exports removed on exit", timeout=5)
+    finally:
+        await c.close()
