@@ -493,4 +493,4 @@ class RegistryServer:
         """One /metrics scrape (`registry.server_metrics`), read off what this server runs now."""
         return collect(catalog=self.catalog, agent=self.agent, ttl=getattr(self, "ttl", None), wan=self.wan,
                        federation=self.federation, http=self._http, grpc=self._grpc, started_at=self.started_at,
-                       joined=self._joined)
+                       joined=self._joined, adapters=self.adapters)

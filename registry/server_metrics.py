@@ -27,11 +27,11 @@ __all__ = ["collect"]
 
 def collect(*, catalog: Catalog, agent: Any, ttl: TtlDriver | None, wan: WanPool | None,
             federation: Federation | None, http: Any, grpc: Any, started_at: float,
-            joined: bool) -> Iterable[Metric]:
+            joined: bool, adapters: Any = None) -> Iterable[Metric]:
     """Every metric of one scrape.
 
     `agent` is the Serf agent (None before start or after close), `http` the HTTP front (None without
-    -http-addr), `grpc` the gRPC front (its `stats` only the native one has; grpc.aio counts nothing),
+    -http-addr), `adapters` the AdapterHost (None without -adapter), `grpc` the gRPC front (its `stats` only the native one has; grpc.aio counts nothing),
     `started_at` the monotonic time start() finished (0 before), `joined` whether a seed answered.
     """
     yield from _catalog_metrics(catalog, agent)
@@ -42,6 +42,8 @@ def collect(*, catalog: Catalog, agent: Any, ttl: TtlDriver | None, wan: WanPool
         yield from federation.metrics()
     if http is not None:
         yield from http.metrics()
+    if adapters is not None:
+        yield from adapters.metrics()
     yield from _grpc_metrics(grpc)
     yield Metric(
         "registry_uptime_seconds",

@@ -30,6 +30,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from registry.adapters.base import Adapter, AdapterContext, CatalogView, ExportedService, ExternalService
+from registry.metrics import Metric
+from registry.service import ServiceKind
 
 if TYPE_CHECKING:
     from registry.catalog import Catalog, GroupChange
@@ -249,6 +251,22 @@ class AdapterHost:
     def _changed(self, change: GroupChange) -> None:
         for r in self.runners:
             r.changed()
+
+    def metrics(self) -> Iterable[Metric]:
+        """The adapters' part of /metrics: imported services by adapter and group, restarts, liveness."""
+        counts: dict[tuple[str, str], int] = {}
+        for g in self.catalog.groups():
+            for s in self.catalog.members(g):
+                if s.kind is ServiceKind.EXTERNAL:
+                    counts[s.origin, g] = counts.get((s.origin, g), 0) + 1
+        yield Metric("registry_external_services", "Live services imported by each adapter, per group.", "gauge",
+                     [({"adapter": o, "group": g}, float(n)) for (o, g), n in sorted(counts.items())])
+        yield Metric("registry_adapter_restarts_total", "Times an adapter's run raised or returned (run again).",
+                     "counter", [({"adapter": r.adapter.name}, float(r.failures)) for r in self.runners])
+        yield Metric("registry_adapter_import_batches_total", "Batches of an adapter's imports applied to the catalog.",
+                     "counter", [({"adapter": r.adapter.name}, float(r.imports.flushes)) for r in self.runners])
+        yield Metric("registry_adapter_running", "1 while the adapter's thread runs.", "gauge",
+                     [({"adapter": r.adapter.name}, float(r.thread.is_alive())) for r in self.runners])
 
     def stop(self) -> None:
         """Cancel every adapter, wait a little for each thread, drop what they imported."""

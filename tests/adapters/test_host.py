@@ -120,6 +120,10 @@ async def test_imports_fold_and_exports_coalesce() -> None:
         await _until(lambda: any([s.id for s in v.services] == ["only"] for v in rec.views))
         # 500+ changes while the exporter slept 0.3 s per view: a few views, never one per change
         assert len(rec.views) < 30, len(rec.views)
+        m = {x.name: list(x.samples) for x in host.metrics()}
+        assert m["registry_external_services"] == [({"adapter": "rec", "group": "g"}, 1.0)], m
+        assert m["registry_adapter_running"] == [({"adapter": "rec"}, 1.0)], m
+        assert m["registry_adapter_restarts_total"] == [({"adapter": "rec"}, 0.0)], m
     finally:
         host.stop()
     assert catalog.members("g") == []  # a stopped adapter's imports go with it
