@@ -430,3 +430,56 @@ async def test_registry_process_imports_and_exports_through_etcd(etcd: Etcd) -> 
         await until(lambda: _keys(exported(c, dc_prefix), set()), "exports removed on exit", timeout=5)
     finally:
         await c.close()
+
+
+@pytest.mark.slow
+async def test_three_registry_pool_one_writer_and_a_failure(etcd: Etcd, tmp_path: Path) -> None:
+    """Three registry processes with the etcd adapter: every one imports the etcd key and Match answers
+    alike on all three; the pool (its registries included) is exported by ONE writer; the writer killed
+    (SIGKILL: no revoke, its lease expires after lease_ttl=2 s) -> another registry is elected and the
+    prefix converges to the pool without the dead one."""
+    import signal
+
+    from tests.e2e.helpers import Registry, procs, wait_for
+
+    c = await client(etcd)
+    for i in range(4):
+        await c.put(f"/services/api/e{i}".encode(), json.dumps({"addr": f"10.0.0.{i}:80"}).encode())
+    spec = ["-adapter", f"etcd:endpoint={etcd.endpoint},lease_ttl=2,retry=0.2"]
+    try:
+        with procs() as ps:
+            r1 = Registry(ps, tmp_path, "r1", (), *spec, profile="lan").wait_ready()
+            rs = [r1] + [Registry(ps, tmp_path, f"r{i}", (r1.gossip,), *spec, profile="lan") for i in (2, 3)]
+            for r in rs:
+                r.wait_ready()
+            for r in rs:
+                wait_for(lambda r=r: r.ids("api") == {"e0", "e1", "e2", "e3"}, 20, what=f"{r.id} imports")
+            keys = [f"user-{i}" for i in range(200)]
+            answers = []
+            for r in rs:
+                with r.client() as cl:
+                    answers.append([cl.match("api", k).id for k in keys])
+            assert answers[0] == answers[1] == answers[2] and len(set(answers[0])) == 4
+
+            async def registries() -> set[str]:
+                return {k.removeprefix("registry-group/") for k in await exported(c) if k.startswith("registry-group/")}
+
+            await until(lambda: _is(registries(), {"r1", "r2", "r3"}), "the pool exported")
+            assert not any(k.startswith("api/") for k in await exported(c))  # imports are not exported
+            writer = (await c.get(b"/registry/.writers/dc1")).value.decode()
+            dead = next(r for r in rs if r.id == writer)
+            dead.proc.signal(signal.SIGKILL)
+            alive = {r.id for r in rs} - {writer}
+            await until(lambda: _writer_in(c, alive), "another registry elected", 20)
+            await until(lambda: _is(registries(), alive), "the prefix without the dead registry", 40)
+    finally:
+        await c.close()
+
+
+async def _is(got: Awaitable[set[str]], want: set[str]) -> bool:
+    return await got == want
+
+
+async def _writer_in(c: Any, ids: set[str]) -> bool:
+    r = await c.get(b"/registry/.writers/dc1")
+    return r is not None and r.value.decode() in ids
