@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
+from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -453,7 +454,7 @@ async def test_three_registry_pool_one_writer_and_a_failure(etcd: Etcd, tmp_path
             for r in rs:
                 r.wait_ready()
             for r in rs:
-                wait_for(lambda r=r: r.ids("api") == {"e0", "e1", "e2", "e3"}, 20, what=f"{r.id} imports")
+                wait_for(partial(_imports_all, r), 20, what=f"{r.id} imports")
             keys = [f"user-{i}" for i in range(200)]
             answers = []
             for r in rs:
@@ -474,6 +475,10 @@ async def test_three_registry_pool_one_writer_and_a_failure(etcd: Etcd, tmp_path
             await until(lambda: _is(registries(), alive), "the prefix without the dead registry", 40)
     finally:
         await c.close()
+
+
+def _imports_all(r: Any) -> bool:
+    return bool(r.ids("api") == {"e0", "e1", "e2", "e3"})
 
 
 async def _is(got: Awaitable[set[str]], want: set[str]) -> bool:
