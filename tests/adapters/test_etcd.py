@@ -14,8 +14,8 @@ import shutil
 import subprocess
 import threading
 import time
-from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
