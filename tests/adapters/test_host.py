@@ -22,7 +22,7 @@ from tests.e2e.helpers import wait_for
 from tests.footprint import ModulesChild, modules_child
 
 BASE = ["-bind", "127.0.0.1:0", "-addr", "127.0.0.1:0"]
-ROWS = 1500
+ROWS = 700
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_hanging_adapter_leaves_match_p99_within_bound(mode: str, hang_entry_poi
             print(f"Match p99 plain {base * 1e3:.2f} ms, with a {mode} adapter {hang * 1e3:.2f} ms")
             # A sleeping thread costs nothing; a busy one takes the GIL for up to a switch interval (5 ms) at
             # each of the loop's few hand-overs per call: bounded, never a stall.
-            assert hang <= max(3 * base, base + 0.030), (base, hang)
+            assert hang <= max(3 * base, base + 0.050), (base, hang)
             assert b.members("registry-group")[0].id == "hung"  # gossip side alive: its own member is there
         finally:
             a.close()
