@@ -50,6 +50,9 @@ from registry.adapters.base import AdapterContext, AdapterError, CatalogView, Ex
 
 __all__ = ["EtcdAdapter"]
 
+#: HTTP/2 pings while a call is open: a watch on a quiet prefix over a connection that died without a
+#: reset (a cut network) would otherwise wait forever; etcd refuses pings more often than every 5 s.
+_KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -149,9 +152,9 @@ class EtcdAdapter:
         if any(p is not None for p in self._tls):
             ca, cert, key = (None if p is None else p.read_bytes() for p in self._tls)
             creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-            channel = grpc.aio.secure_channel(self.endpoint, creds)
+            channel = grpc.aio.secure_channel(self.endpoint, creds, options=_KEEPALIVE)
         else:
-            channel = grpc.aio.insecure_channel(self.endpoint)
+            channel = grpc.aio.insecure_channel(self.endpoint, options=_KEEPALIVE)
         metadata: tuple[tuple[str, str], ...] = ()
         if self.user is not None:
             resp = await rpc.AuthStub(channel).Authenticate(
