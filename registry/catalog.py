@@ -191,6 +191,9 @@ class Catalog:
         if not group or not id_:
             self.stats["ignored_no_group"] += 1
             return
+        if group == REGISTRY_GROUP:  # clients find the registries there: an import must not add to it
+            self.stats["external_refused"] += 1
+            return
         b = batch.group(group)
         held = self._ext.setdefault(group, {})
         current = b.services.get(id_)

@@ -101,6 +101,8 @@ def parse_services(text: str, toml: bool) -> list[ExternalService]:
         tags = entry.get("tags", {})
         if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             raise FileProblem(f"{where}: tags must map strings to strings")
+        if entry["group"] == "registry-group":
+            raise FileProblem(f"{where}: registry-group is the registries' own group (clients find them there)")
         key_ = (entry["group"], entry["id"])
         if key_ in seen:
             raise FileProblem(f"{where}: {key_[0]}/{key_[1]} given twice")

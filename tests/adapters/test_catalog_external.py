@@ -21,6 +21,8 @@ def test_external_upsert_match_delete_by_origin() -> None:
     assert [s.origin for s in c.members("web")] == ["file"]
     c.apply_external("file", [("web", "w1", None)])
     assert c.members("web") == [] and c.external("file") == [("api", "w1")]
+    c.apply_external("file", [("registry-group", "fake", tags("10.6.6.6:9800"))])  # never: clients find registries there
+    assert c.members("registry-group") == [] and c.stats["external_refused"] == 1
 
 
 def test_gossip_and_ttl_win_an_id_and_external_returns() -> None:

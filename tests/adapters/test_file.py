@@ -134,3 +134,17 @@ def test_toml_file(tmp_path: Path) -> None:
                                                                            50, None)
     with pytest.raises(ValueError, match="not valid TOML"):
         parse_services("[[services]\n", toml=True)
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ({"services": [svc("registry-group", "x", "10.0.0.1:9800")]}, "registry-group is the registries' own group"),
+    ({"services": [svc("db", "a", "h:1"), svc("db", "a", "h:2")]}, "services[1]: db/a given twice"),
+    ({"services": [svc("db", "a", "h:1", weight=0)]}, "weight must be a positive integer"),
+    ({"services": [svc("db", "a", "h:1", tags={"k": 1})]}, "tags must map strings to strings"),
+    ({"services": [{"group": "db", "id": "a"}]}, "services[0]: addr must be a non-empty string"),
+    ({"svc": []}, 'expected a top-level "services" list'),
+], ids=["registry-group", "twice", "weight", "tags", "no-addr", "no-list"])
+def test_file_problems_name_the_entry(doc: Any, words: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_services(json.dumps(doc), toml=False)
+    assert words in str(e.value) and "\n" not in str(e.value), e.value
