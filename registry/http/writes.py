@@ -7,7 +7,8 @@
 - hera's form: `PUT /<service>/<id>` with any JSON object (any content type: curl's default form type
   too), the address from `addr` or `host` + `port`, liveness from `ttl` if present else `-ttl-default`,
   the object stored whole (the entry's `doc`); `GET /<service>` answers hera's map id -> object as PUT,
-  gossiping members of that group as `{"addr", "tags", "kind": "gossip"}`; `DELETE /<service>/<id>`.
+  gossiping members of that group as `{"addr", "tags", "kind": "gossip"}`, services an adapter imported
+  as `{"addr", "tags", "kind": "external", "origin": "<adapter>"}`; `DELETE /<service>/<id>`.
   First segments the API uses (`RESERVED`) are not services.
 
 The token (`-http-token`/`-http-token-file`), when set, guards every write (PUT, DELETE): `Authorization:
@@ -241,6 +242,8 @@ class Writes:
         for s in self.changes.catalog.members(service):
             if s.kind == ServiceKind.GOSSIP:
                 answer[s.id] = {"addr": s.addr, "tags": dict(s.tags), "kind": str(ServiceKind.GOSSIP)}
+            elif s.kind == ServiceKind.EXTERNAL:  # imported by an adapter (issue 18): which one
+                answer[s.id] = {"addr": s.addr, "tags": dict(s.tags), "kind": str(s.kind), "origin": s.origin}
         ttl = self._ttl()  # without a driver (starting, stopping), the gossiping members alone
         for e in ttl.entries(service) if ttl is not None else ():
             if e.doc:

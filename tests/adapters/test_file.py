@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,21 @@ def test_file_adapter_follows_the_file(tmp_path: Path) -> None:
             assert "registry.adapters.host" in child.modules()
         finally:
             client.close()
+
+
+def test_http_lists_imported_services_with_their_origin(tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    write(path, {"services": [svc("db", "pg1", "10.0.0.1:5432", tags={"zone": "a"})]})
+    with modules_child(*BASE, "-http-addr", "127.0.0.1:0", "-adapter", f"file:path={path},poll=0.1") as child:
+        url = f"http://{child.started['http']}/db"
+
+        def listed() -> Any:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return json.loads(r.read())
+
+        got = wait_for(listed, 30, what="GET /db")
+        assert got == {"pg1": {"addr": "10.0.0.1:5432", "kind": "external", "origin": "file",
+                               "tags": {"addr": "10.0.0.1:5432", "group": "db", "zone": "a"}}}, got
 
 
 def test_registry_adapters_not_imported_without_the_flag() -> None:
