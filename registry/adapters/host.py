@@ -109,8 +109,8 @@ class _Imports:
             pending, resync = self._pending, self._resync
             self._pending, self._resync, self._scheduled = {}, False, False
         updates: list[tuple[str, str, Mapping[str, str] | None]] = []
-        if resync:
-            updates += [(g, i, None) for g, i in self._catalog.external(self._origin) if (g, i) not in pending]
+        if resync:  # what the resync (and the calls after it) do not hold goes
+            updates += [(g, i, None) for g, i in self._catalog.external(self._origin) if pending.get((g, i)) is None]
         updates += [(g, i, tags) for (g, i), tags in pending.items() if tags is not None or not resync]
         self._catalog.apply_external(self._origin, updates)
         self.flushes += 1

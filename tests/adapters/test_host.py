@@ -117,6 +117,15 @@ async def test_imports_fold_and_exports_coalesce() -> None:
         imports.replace_all([ExternalService("g", "only", "10.9.9.9:1")])
         await _until(lambda: [s.id for s in catalog.members("g")] == ["only"])
         assert catalog.members("g")[0].origin == "rec"
+        # a resync then a delete of one it holds, folded into one flush: the delete is not lost
+        imports.replace_all([ExternalService("g", "only", "10.9.9.9:1"), ExternalService("g", "two", "10.9.9.8:1")])
+        await _until(lambda: len(catalog.members("g")) == 2)
+        # from the loop's thread, so both land in one flush (it runs on this loop, after this line)
+        imports.replace_all([ExternalService("g", "only", "10.9.9.9:1"), ExternalService("g", "two", "10.9.9.8:1")])
+        imports.delete("g", "only")
+        await _until(lambda: [s.id for s in catalog.members("g")] == ["two"], 5)
+        imports.replace_all([ExternalService("g", "only", "10.9.9.9:1")])
+        await _until(lambda: [s.id for s in catalog.members("g")] == ["only"])
         await _until(lambda: any([s.id for s in v.services] == ["only"] for v in rec.views))
         # 500+ changes while the exporter slept 0.3 s per view: a few views, never one per change
         assert len(rec.views) < 30, len(rec.views)
