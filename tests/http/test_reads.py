@@ -31,8 +31,9 @@ async def test_match_members_groups_answers(front: Front, client: aiohttp.Client
     assert [s["id"] for s in body["services"]] == [s.id for s in front.catalog.match(GROUP, "some-key", 3)]
     first = body["services"][0]
     assert set(first) == {"id", "group", "addr", "tags", "replicas", "weight", "status", "health", "health_note"} \
-        | ({"kind"} if "kind" in pb.Service.DESCRIPTOR.fields_by_name else set())
-    assert first["replicas"] == 40 and first["health"] == "passing"
+        | ({"kind"} if "kind" in pb.Service.DESCRIPTOR.fields_by_name else set()) \
+        | ({"origin"} if "origin" in pb.Service.DESCRIPTOR.fields_by_name else set())
+    assert first["replicas"] == 40 and first.get("origin", "") == "" and first["health"] == "passing"
 
     status, body, index = await get(client, f"{front.base}/v1/members/{GROUP}")
     assert status == 200 and index == str(version) and body["version"] == version
