@@ -164,10 +164,16 @@ class Follower:
             return whole
         finally:
             for task in (pending, probe):
-                if task is not None and not task.done():
+                if task is None:
+                    continue
+                if not task.done():
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
+                elif not task.cancelled():
+                    # left behind done (the probe failed while the stream failed too): retrieve its
+                    # error, or asyncio reports "Task exception was never retrieved" at collection
+                    task.exception()
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
             with contextlib.suppress(Exception):
