@@ -119,6 +119,10 @@ class Changes:
             if not fut.done():
                 fut.set_result(None)
 
+    def waiting(self, group: str | None) -> int:
+        """Queries parked on `group` (None: on the registry-wide index) and not woken yet."""
+        return sum(not f.done() for f in self._waiters.get(_ALL if group is None else group, ()))
+
     async def wait(self, group: str | None, index: int, wait: float) -> None:
         """Return once the index is no longer `index`, or after `wait` seconds; Exhausted at the cap."""
         await self.wait_on(_ALL if group is None else group, lambda: self.index(group), index, wait)
