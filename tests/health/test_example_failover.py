@@ -90,8 +90,15 @@ def example(tmp_path: Path) -> Iterator[Example]:
             ex.client.close()
             for p in ex.services.values():  # all leave at once (procs() would stop them one after another)
                 p.signal(signal.SIGTERM)
-            for p in ex.services.values():
-                p.wait(30)
+            for name, p in ex.services.items():
+                # 1.6 s here; once in CI (four suites at once, load ~6) a service took about 30 s to leave
+                # (it exited 0 just after the 30 s wait gave up; cause not found): wait longer and, if it
+                # still has not left, fail with its own account of its stop
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"{name} still running 60 s after SIGTERM; its output:\n"
+                                         f"{p.output()[-4000:]}") from None
 
 
 def test_breaking_the_owner_moves_its_keys_and_mending_brings_them_back(example: Example) -> None:
