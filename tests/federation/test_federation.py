@@ -17,19 +17,19 @@ import dataclasses
 import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from registry.api_errors import NotSynced, UnknownDatacenter
-from registry.catalog import REGISTRY_GROUP, Catalog, GroupChange
+from registry.catalog import REGISTRY_GROUP, GroupChange
 from registry.cli import parse_server_args
 from registry.client import AsyncRpcClient, NotFound
 from registry.federation.federation import Federation
 from registry.register import Register
 from registry.server import RegistryServer
 from tests.e2e.helpers import Service, procs
+from tests.federation.helpers import differences, poll
 from tests.federation.proxy import Proxy
 from tests.registry.rpc_fixtures import make_certs
 from tests.wan.procs import server_config, started, wan_registry
@@ -37,42 +37,11 @@ from tests.wan.procs import server_config, started, wan_registry
 KEYS = [f"user-{i}" for i in range(10_000)]
 
 
-async def poll(pred: Callable[[], object], timeout: float, what: str) -> float:
-    """Seconds until `pred()` (sync, cheap) is true; the loop keeps running the servers meanwhile."""
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} not within {timeout}s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
 
 def fed(server: RegistryServer) -> Federation:
     assert server.federation is not None
     return server.federation
 
-
-async def differences(catalog: Callable[[], Catalog], addr: str) -> list[str]:
-    """What Match on the mirror answers otherwise than MatchBatch on dc2's registry at `addr` ([]: nothing),
-    every group but registry-group (never exported)."""
-    async with AsyncRpcClient(addr, timeout=10.0) as c:
-        groups = [g for g in await c.groups() if g != REGISTRY_GROUP]
-        mirror = catalog()
-        if mirror.groups() != groups:
-            return [f"groups {mirror.groups()} != {groups}"]
-        out = []
-        for g in groups:
-            try:
-                want = [s.id for s in await c.match_batch(g, KEYS)]
-            except NotFound:
-                want = []
-            try:
-                got = [s.id for s in mirror.match_batch(g, KEYS)]
-            except LookupError:
-                got = []
-            if got != want:
-                out.append(f"{g}: {sum(a != b for a, b in zip(got, want))} keys differ, {len(got)} vs {len(want)}")
-        return out
 
 
 async def converge(server: RegistryServer, addr: str, timeout: float, what: str) -> float:
@@ -81,7 +50,7 @@ async def converge(server: RegistryServer, addr: str, timeout: float, what: str)
     last: list[str] = []
     while True:
         try:
-            last = await differences(lambda: fed(server).catalog("dc2"), addr)
+            last = await differences(lambda: fed(server).catalog("dc2"), addr, KEYS)
         except (UnknownDatacenter, NotSynced) as exc:
             last = [str(exc)]
         if not last:

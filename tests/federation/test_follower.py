@@ -14,49 +14,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from registry.client import AsyncRpcClient, NotFound
 from registry.federation import Mirror
 from registry.federation.follower import Follower
 from registry.register import Register, TtlCheck
 from tests.e2e.helpers import Registry, Service, procs
+from tests.federation.helpers import differences, poll
 from tests.ttl_e2e.helpers import http_call
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 TTL_GROUP = "ttl-svc"
 
 
-async def poll(pred: Callable[[], object], timeout: float, what: str) -> float:
-    """Seconds until `pred()` (sync, cheap) is true; the loop keeps running the follower meanwhile."""
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} not within {timeout}s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
-
-
-async def differences(mirror: Mirror, addr: str) -> list[str]:
-    """What Match on the mirror answers otherwise than Match on the registry at `addr` ([]: nothing)."""
-    async with AsyncRpcClient(addr, timeout=10.0) as c:
-        groups = [g for g in await c.groups() if g != "registry-group"]  # never exported (-wan-export)
-        if mirror.catalog.groups() != groups:
-            return [f"groups {mirror.catalog.groups()} != {groups}"]
-        out = []
-        for g in groups:
-            try:
-                want = [s.id for s in await c.match_batch(g, KEYS)]
-            except NotFound:
-                want = []
-            try:
-                got = [s.id for s in mirror.catalog.match_batch(g, KEYS)]
-            except LookupError:
-                got = []
-            if got != want:
-                out.append(f"{g}: {sum(a != b for a, b in zip(got, want))} keys differ, {len(got)} vs {len(want)}")
-        return out
 
 
 async def converge(mirror: Mirror, addr: str, timeout: float, what: str) -> float:
@@ -65,7 +35,7 @@ async def converge(mirror: Mirror, addr: str, timeout: float, what: str) -> floa
     last: list[str] = []
     while True:
         if mirror.synced:
-            last = await differences(mirror, addr)
+            last = await differences(lambda: mirror.catalog, addr, KEYS)
             if not last:
                 return time.monotonic() - start
         if time.monotonic() - start > timeout:
