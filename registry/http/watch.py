@@ -7,6 +7,8 @@ WatchEvent is written as `event: snapshot` or `event: change`, `id: <version>`, 
 proto3's JSON mapping says). A comment line every 15 s keeps proxies from closing an idle stream and finds
 a vanished client. An SSE stream counts against the Watch cap of the registry (`registry.api.MAX_WATCHERS`,
 both fronts and this one together): beyond it, 429 RESOURCE_EXHAUSTED before the stream starts.
+`?dc=NAME` watches that datacenter's group from this registry's mirror of it, as gRPC's
+`Watch(datacenter=...)` does (events numbered by the stream; an unknown datacenter 404, one not synced 503).
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ class Watches:
     async def watch(self, request: web.Request) -> web.StreamResponse:
         group = request.match_info["group"]
         self.core.check_group(group)
-        self.core.check_watcher_room()  # 429 before any byte of the stream
-        events = self.core.watch(group)
+        dc = request.query.get("dc", "")
+        if dc:  # another datacenter's group, from this registry's mirror of it (the gRPC Watch's datacenter)
+            # wire_watch checks the datacenter and the watcher room before the stream starts (404/503/429)
+            events = self.core.wire_watch(pb.WatchRequest(group=group, datacenter=dc).SerializeToString())
+        else:
+            self.core.check_watcher_room()  # 429 before any byte of the stream
+            events = self.core.watch(group)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -328,6 +330,19 @@ async def test_clients_take_datacenter_and_failover(world: World) -> None:
     await asyncio.to_thread(blocking)
 
 
+async def sse_event(r: Any) -> tuple[str, dict[str, Any]]:
+    """The next Server-Sent Event of an aiohttp response (heartbeat comments skipped): (event, data)."""
+    kind, data = "", ""
+    while True:
+        line = (await r.content.readline()).decode().rstrip("\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif not line and kind:
+            return kind, json.loads(data)
+
+
 async def test_http_reads_take_dc_and_failover(world: World) -> None:
     import aiohttp
 
@@ -364,5 +379,16 @@ async def test_http_reads_take_dc_and_failover(world: World) -> None:
             assert status == 503 and "not synced yet" in str(body), body
             status, body = await get("/v1/members/web?dc=dc2&index=1")
             assert status == 400 and "blocking query" in str(body), body
+            # SSE: a remote group's Watch, the gRPC Watch(datacenter=...)'s events
+            async with session.get(base + "/v1/watch/web?dc=dc2") as r:
+                assert r.status == 200
+                first = await sse_event(r)
+                assert first[0] == "snapshot"
+                assert [s["id"] for s in first[1]["services"]] == [s.id for s in world.dc2.members("web")]
+                world.dc2.apply("dc2-web-sse", tags("web", "10.2.9.8:80"))
+                kind, data = await asyncio.wait_for(sse_event(r), 30)
+                assert (kind, [s["id"] for s in data["added"]]) == ("change", ["dc2-web-sse"])
+            status, body = await get("/v1/watch/web?dc=dc9")
+            assert status == 404 and "unknown datacenter 'dc9'" in str(body), body
     finally:
         await http.stop()
