@@ -5,7 +5,12 @@ Why entry points: a third party ships an adapter as its own installable package,
 name with no change here. The entry point is called with the key=values as str keyword arguments; it
 raises `AdapterError` (or ``TypeError`` for a key it does not take) and the person gets one line.
 
-Values cannot hold a comma (the separator); a key given twice is an error, not a silent last-wins.
+Commas: an item without ``=`` after a ``key=value`` continues that value (joined with ","), so
+``etcd:endpoints=10.0.0.1:2379,10.0.0.2:2379,prefix=/s/`` gives ``endpoints="10.0.0.1:2379,10.0.0.2:2379"``,
+as etcdctl's ``--endpoints`` reads it. An item WITH ``=`` always starts a new key, so a value cannot hold
+``,key=...`` (the config file's tables check this for you). An item without ``=`` before any key, an empty
+item (",," or a trailing ","), an empty or non-identifier key and a key given twice are errors, not a
+silent guess or last-wins.
 """
 
 from __future__ import annotations
@@ -21,20 +26,31 @@ GROUP = "registry.adapters"
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"file:path=/etc/s.json,poll=2"`` -> ``("file", {"path": "/etc/s.json", "poll": "2"})``."""
+    """``"file:path=/etc/s.json,poll=2"`` -> ``("file", {"path": "/etc/s.json", "poll": "2"})``;
+    ``"etcd:endpoints=a:2379,b:2379"`` -> ``("etcd", {"endpoints": "a:2379,b:2379"})``."""
     name, _, rest = spec.partition(":")
     name = name.strip()
     if not name:
         raise AdapterError(f"-adapter {spec!r}: no adapter name (expected NAME:key=value,...)")
     options: dict[str, str] = {}
+    last: str | None = None  # the key an item without "=" continues
     for item in rest.split(",") if rest.strip() else []:
         key, eq, value = item.partition("=")
         key = key.strip()
-        if not eq or not key.isidentifier():
-            raise AdapterError(f"-adapter {name}: {item.strip()!r} is not key=value (expected NAME:key=value,...)")
+        if not eq:
+            if not key:
+                raise AdapterError(f"-adapter {name}: empty item (two commas in a row, or a trailing comma)")
+            if last is None:
+                raise AdapterError(f"-adapter {name}: {key!r} is not key=value (expected NAME:key=value,...)")
+            options[last] += "," + key
+            continue
+        if not key.isidentifier():
+            what = "empty key" if not key else f"{key!r} is not a key"
+            raise AdapterError(f"-adapter {name}: {what} in {item.strip()!r} (expected NAME:key=value,...)")
         if key in options:
             raise AdapterError(f"-adapter {name}: {key} given twice")
         options[key] = value.strip()
+        last = key
     return name, options
 
 
