@@ -49,6 +49,7 @@ from registry.cliargs import (
     print_error,
     readable_file,
 )
+from registry.config_file import with_config_file
 from registry.datacenter import datacenter_problem
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
@@ -116,6 +117,8 @@ def _server_parser() -> argparse.ArgumentParser:
     add_flag(p, "adapter", action="append", default=[],
              help="NAME:key=value,... an adapter to run (repeatable; installed: entry points registry.adapters, "
                   "e.g. file:path=services.json)")
+    add_flag(p, "config-file", default="", help="read flags from this JSON or TOML file (keys: the flag names; "
+             "the command line wins, -adapter adds to the file's)")
     add_flag(p, "only-passing", action="store_true",
              help="route to passing services only: a service whose checks say warning leaves the rings too "
                   "(critical ones always do; Consul's only_passing)")
@@ -275,7 +278,8 @@ def _adapters(specs: Sequence[str], tls: bool) -> list[Adapter]:
 
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
     """Parse and validate every server flag; raises UsageError with a one-line message."""
-    ns = _server_parser().parse_args(list(argv))
+    parser = _server_parser()
+    ns = parser.parse_args(with_config_file(argv, parser))
     if not ns.id.strip():
         raise UsageError("-id is required (the server's unique name in the pool)")
     if any(c.isspace() for c in ns.id):
