@@ -16,11 +16,11 @@ silent guess or last-wins.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from registry.adapters.base import Adapter, AdapterError
 
-__all__ = ["GROUP", "available", "load", "load_all", "parse_spec"]
+__all__ = ["GROUP", "available", "build", "load", "load_all", "parse_spec"]
 
 GROUP = "registry.adapters"
 
@@ -60,8 +60,26 @@ def available() -> list[str]:
 
 
 def load(spec: str) -> Adapter:
-    """The adapter ``spec`` names, built with its options; `AdapterError` (one line) if anything is wrong."""
+    """The adapter ``spec`` names, built with its options; `AdapterError` (one line) if anything is wrong.
+
+    The option ``isolate`` is the host's, not the adapter's: ``isolate=process`` runs the adapter in a
+    child process (`registry.adapters.process`); it is built here first all the same, so a bad option is
+    still a usage error at start, not a child failing over and over."""
     name, options = parse_spec(spec)
+    isolate = options.pop("isolate", "thread")
+    if isolate not in ("thread", "process"):
+        raise AdapterError(f"-adapter {name}: isolate={isolate!r} must be thread or process")
+    adapter = build(name, options)
+    if isolate == "process":
+        from registry.adapters.process import ProcessAdapter
+
+        return ProcessAdapter(name, options)
+    return adapter
+
+
+def build(name: str, options: Mapping[str, str]) -> Adapter:
+    """The entry point ``name`` of group ``registry.adapters`` called with ``options``; `AdapterError`
+    (one line) if there is none, it cannot be imported, or it refuses the options."""
     found = [ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name == name]
     if not found:
         known = ", ".join(available()) or "none installed"
