@@ -8,13 +8,17 @@ declares ``grpcio>1.66,<2`` and ``protobuf>4,<8`` (our 1.85 / 7.x fit), ships et
 and works on 3.10-3.13.  We use its stubs (``aetcd.rpc``: KV, Watch, Lease, Auth) on a channel we open
 ourselves, not its ``Client``: the Client has no TLS (insecure channels only) and its watcher hides the
 revisions a gap-free resync needs.  So TLS (``ca``/``cert``/``key``) and auth (``user``/``password``)
-are passed straight to grpc and etcd.
+are passed straight to grpc and etcd.  How a member is reached (several endpoints, ``hasleader``, expired
+auth tokens) is `registry.adapters.etcd_conn`.
 
 Import (``import=true``): ``<prefix><group>/<id>`` (prefix ``/services/``) with a JSON object value
 carrying ``addr`` and optionally ``tags`` (str -> str), ``replicas``, ``weight``.  On each connection the
 whole prefix is read at one revision and handed over as ``replace_all`` (a resync: what vanished while we
 were away is deleted), then watched from the next revision, so nothing between the read and the watch is
-lost.  A key whose lease expires is a DELETE event like any other.  A bad value logs one line and counts
+lost.  The read is paged (``page`` keys per Range, every page pinned to the first page's revision), so a
+prefix larger than one gRPC message (grpcio receives 4 MiB at most by default) is read whole; the watch
+asks for ``fragment`` so one huge revision (a DeleteRange of the prefix) arrives in pieces instead of
+ending the stream.  A key whose lease expires is a DELETE event like any other.  A bad value logs one line and counts
 as no service.  Keys under the export prefix are never imported (no loops).
 
 Export (``export=true``): every live service as ``<export_prefix><dc>/<group>/<id>`` (prefix
@@ -46,13 +50,11 @@ import grpc
 import grpc.aio
 from aetcd import rpc  # type: ignore[import-untyped]
 
-from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExternalService
+from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExportedService, ExternalService
+from registry.adapters.etcd_conn import Conn, Endpoints, LostError
 
 __all__ = ["EtcdAdapter"]
 
-#: HTTP/2 pings while a call is open: a watch on a quiet prefix over a connection that died without a
-#: reset (a cut network) would otherwise wait forever; etcd refuses pings more often than every 5 s.
-_KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
 _TXN_OPS = 128
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -97,18 +99,18 @@ def parse_service(group_id: str, value: bytes) -> ExternalService:
     return ExternalService(group, sid, doc["addr"], dict(tags), ints["replicas"], ints["weight"])
 
 
-class _Lost(Exception):
-    """The connection or the lease is gone: reconnect (one log line, then a resync)."""
+_Lost = LostError
 
 
 class EtcdAdapter:
-    """``-adapter etcd:endpoint=HOST:PORT,prefix=/services/,export_prefix=/registry/,...``"""
+    """``-adapter etcd:endpoints=HOST:PORT,...,prefix=/services/,export_prefix=/registry/,...``"""
 
     name = "etcd"
 
     def __init__(
         self,
-        endpoint: str = "127.0.0.1:2379",
+        endpoints: str | None = None,
+        endpoint: str | None = None,
         prefix: str = "/services/",
         export_prefix: str = "/registry/",
         lease_ttl: str = "10",
@@ -119,9 +121,16 @@ class EtcdAdapter:
         cert: str | None = None,
         key: str | None = None,
         export_external: str = "false",
+        page: str = "1000",
         **flags: str,
     ) -> None:
-        self.endpoint = endpoint
+        if endpoints is not None and endpoint is not None:
+            raise AdapterError("etcd adapter: give endpoints or endpoint (its alias), not both")
+        hosts = [h.strip() for h in (endpoints or endpoint or "127.0.0.1:2379").split(",")]
+        if not all(hosts):
+            raise AdapterError(f"etcd adapter: endpoints={endpoints or endpoint!r} has an empty item")
+        #: The member in use (the first until one fails).
+        self.endpoint = hosts[0]
         self.prefix = prefix.encode()
         self.export_prefix = export_prefix.encode()
         for k in flags:
@@ -133,77 +142,103 @@ class EtcdAdapter:
         try:
             self.lease_ttl = int(lease_ttl)
             self.retry = float(retry)
+            self.page = int(page)
         except ValueError:
-            raise AdapterError(f"etcd adapter: lease_ttl={lease_ttl!r} retry={retry!r} must be numbers") from None
-        if self.lease_ttl < 2 or self.retry <= 0:
-            raise AdapterError("etcd adapter: lease_ttl must be >= 2 and retry > 0")
+            raise AdapterError(
+                f"etcd adapter: lease_ttl={lease_ttl!r} retry={retry!r} page={page!r} must be numbers"
+            ) from None
+        if self.lease_ttl < 2 or self.retry <= 0 or self.page < 1:
+            raise AdapterError("etcd adapter: lease_ttl must be >= 2, retry > 0 and page >= 1")
         if (user is None) != (password is None):
             raise AdapterError("etcd adapter: user and password go together")
         self.user, self.password = user, password
         if (cert is None) != (key is None):
             raise AdapterError("etcd adapter: cert and key go together")
-        self._tls = [None if p is None else Path(p) for p in (ca, cert, key)]
+        ca_p, cert_p, key_p = (None if p is None else Path(p) for p in (ca, cert, key))
+        tls = (ca_p, cert_p, key_p)
+        self._members = Endpoints(hosts, user=user, password=password, tls=tls, timeout=self.lease_ttl)
         self._view: CatalogView | None = None
         self._view_changed: asyncio.Event | None = None
         self._outage = False
+        #: (group, id) -> (the service as last encoded, its key, its value): `_wanted` encodes a service
+        #: only when it changed, so a view of N services with one change costs N comparisons, not N dumps.
+        self._encoded: dict[tuple[str, str], tuple[ExportedService, bytes, bytes]] = {}
+        self._encoded_dc = ""
 
     # ---- connection ----------------------------------------------------------------------------------
 
-    async def _open(self) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
-        if any(p is not None for p in self._tls):
-            ca, cert, key = (None if p is None else p.read_bytes() for p in self._tls)
-            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-            channel = grpc.aio.secure_channel(self.endpoint, creds, options=_KEEPALIVE)
-        else:
-            channel = grpc.aio.insecure_channel(self.endpoint, options=_KEEPALIVE)
-        metadata: tuple[tuple[str, str], ...] = ()
-        if self.user is not None:
-            resp = await rpc.AuthStub(channel).Authenticate(
-                rpc.AuthenticateRequest(name=self.user, password=self.password), timeout=self.lease_ttl
-            )
-            metadata = (("token", resp.token),)
-        return channel, metadata
-
     async def run(self, ctx: AdapterContext) -> None:
-        """Connect, import and export until cancelled; on a lost connection log one line, wait ``retry``
-        seconds and start again with a resync (import) and a fresh lease and election (export)."""
+        """Connect, import and export until cancelled; on a lost connection log one line and start again
+        on the next member (after ``retry`` seconds once every member has failed in a row) with a resync
+        (import) and the lease adopted or a fresh one and an election (export)."""
         self._view_changed = asyncio.Event()
         views = asyncio.ensure_future(self._follow_views(ctx)) if self.do_export else None
         try:
             while True:
                 try:
-                    channel, md = await self._open()
+                    conn = await self._members.connect(ctx.log)
                 except (grpc.aio.AioRpcError, OSError) as e:
-                    self._lost(ctx, e)
-                    await asyncio.sleep(self.retry)
+                    self._lost(ctx, self._members.current, e)
+                    if self._members.move_on():
+                        await asyncio.sleep(self.retry)
                     continue
+                self.endpoint = conn.endpoint
                 try:
                     parts = []
                     if self.do_import:
-                        parts.append(self._import(ctx, channel, md))
+                        parts.append(self._import(ctx, conn))
                     if self.do_export:
-                        parts.append(self._export(ctx, channel, md))
+                        parts.append(self._export(ctx, conn))
                     await _first_failure(parts)
-                except (grpc.aio.AioRpcError, _Lost) as e:
-                    self._lost(ctx, e)
+                except (grpc.aio.AioRpcError, _Lost, asyncio.TimeoutError) as e:
+                    self._lost(ctx, conn.endpoint, e)
                 finally:
-                    await channel.close(grace=None)
-                await asyncio.sleep(self.retry)
+                    await conn.close()
+                if self._members.move_on():
+                    await asyncio.sleep(self.retry)
         finally:
             if views is not None:
                 views.cancel()
 
-    def _lost(self, ctx: AdapterContext, e: BaseException) -> None:
+    def _lost(self, ctx: AdapterContext, endpoint: str, e: BaseException) -> None:
         """One warning per outage, not one per retry (an etcd down for an hour is one line, then one
         line when it is back: `_back`)."""
         if not self._outage:
-            ctx.log.warning("etcd %s: %s; retrying every %gs", self.endpoint, _why(e), self.retry)
+            others = len(self._members.all) > 1
+            ctx.log.warning(
+                "etcd %s: %s; %s every %gs",
+                endpoint or ",".join(self._members.all),
+                _why(e),
+                "trying the other endpoints, all" if others else "retrying",
+                self.retry,
+            )
             self._outage = True
 
-    def _back(self, ctx: AdapterContext) -> None:
+    def _back(self, ctx: AdapterContext, conn: Conn) -> None:
+        self._members.worked()
         if self._outage:
-            ctx.log.warning("etcd %s: reachable again, resyncing", self.endpoint)
+            ctx.log.warning("etcd %s: reachable again, resyncing", conn.endpoint)
             self._outage = False
+
+    async def _range_all(self, conn: Conn, key: bytes, end: bytes) -> tuple[int, list[Any]]:
+        """Every key in [key, end) at one revision, read ``page`` keys at a time (the page halved when etcd's
+        answer would not fit one gRPC message): (the revision, the kvs)."""
+        kv, limit, revision, out = rpc.KVStub(conn.channel), self.page, 0, []
+        while True:
+            try:
+                resp = await conn.unary(
+                    kv.Range, rpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision)
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or limit == 1:
+                    raise
+                limit //= 2
+                continue
+            revision = revision or resp.header.revision
+            out.extend(resp.kvs)
+            if not resp.more or not resp.kvs:
+                return revision, out
+            key = resp.kvs[-1].key + b"\0"
 
     async def _follow_views(self, ctx: AdapterContext) -> None:
         assert self._view_changed is not None
@@ -223,16 +258,16 @@ class EtcdAdapter:
     def _ours(self, key: bytes) -> bool:
         return self.do_export and key.startswith(self.export_prefix)
 
-    async def _import(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
-        kv = rpc.KVStub(channel)
+    async def _import(self, ctx: AdapterContext, conn: Conn) -> None:
         end = _prefix_end(self.prefix)
-        resp = await kv.Range(rpc.RangeRequest(key=self.prefix, range_end=end), metadata=md, timeout=self.lease_ttl)
-        self._back(ctx)
-        found = [self._service(ctx, k.key, k.value) for k in resp.kvs if not self._ours(k.key)]
+        revision, kvs = await self._range_all(conn, self.prefix, end)
+        self._back(ctx, conn)
+        found = [self._service(ctx, k.key, k.value) for k in kvs if not self._ours(k.key)]
         ctx.imports.replace_all([s for s in found if s is not None])
-        create = rpc.WatchCreateRequest(key=self.prefix, range_end=end, start_revision=resp.header.revision + 1)
-        call = rpc.WatchStub(channel).Watch(metadata=md)
-        await call.write(rpc.WatchRequest(create_request=create))
+        # fragment: a revision bigger than etcd's --max-request-bytes comes in several responses (we apply
+        # events as they come, so no reassembly), not as one message over grpc's 4 MiB receive limit.
+        create = rpc.WatchCreateRequest(key=self.prefix, range_end=end, start_revision=revision + 1, fragment=True)
+        call = await conn.watch(create)
         async for wr in call:
             if wr.canceled or wr.compact_revision:
                 raise _Lost(f"watch canceled: {wr.cancel_reason or 'compacted'}")
@@ -251,45 +286,39 @@ class EtcdAdapter:
 
     # ---- export --------------------------------------------------------------------------------------
 
-    async def _export(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> None:
-        lease = rpc.LeaseStub(channel)
-        lease_id = await self._lease(ctx, channel, md)
-        self._back(ctx)
+    async def _export(self, ctx: AdapterContext, conn: Conn) -> None:
+        lease = rpc.LeaseStub(conn.channel)
+        lease_id = await self._lease(ctx, conn)
+        self._back(ctx, conn)
         try:
-            await _first_failure(
-                [self._keepalive(lease, lease_id, md), self._write_when_elected(ctx, channel, lease_id, md)]
-            )
+            await _first_failure([self._keepalive(conn, lease_id), self._write_when_elected(ctx, conn, lease_id)])
         except asyncio.CancelledError:
             # A clean stop revokes the lease: our keys (and our election key) go now, not lease_ttl later,
             # so another registry takes over at once.  A crash leaves that to the lease's expiry.
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
-                await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), metadata=md, timeout=1)
+                await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), metadata=conn.metadata, timeout=1)
             raise
 
     def _elect_key(self, ctx: AdapterContext) -> bytes:
         dc = self._view.datacenter if self._view is not None else ctx.datacenter
         return self.export_prefix + b".writers/" + dc.encode()
 
-    async def _lease(self, ctx: AdapterContext, channel: grpc.aio.Channel, md: Any) -> int:
+    async def _lease(self, ctx: AdapterContext, conn: Conn) -> int:
         """Our lease: the one still holding our election key if there is one (we were the writer before
         this reconnect, or before this process restarted with the same id: etcd keeps leases across its
         own restarts), else a new one.  Why adopt it: a new lease would leave the old one's keys and
         election key in place until they expire, and we would wait that long to write again."""
-        lease = rpc.LeaseStub(channel)
-        held = await rpc.KVStub(channel).Range(
-            rpc.RangeRequest(key=self._elect_key(ctx)), metadata=md, timeout=self.lease_ttl
-        )
+        lease = rpc.LeaseStub(conn.channel)
+        held = await conn.unary(rpc.KVStub(conn.channel).Range, rpc.RangeRequest(key=self._elect_key(ctx)))
         if held.kvs and held.kvs[0].value == ctx.registry_id.encode() and held.kvs[0].lease:
-            ttl = await lease.LeaseTimeToLive(
-                rpc.LeaseTimeToLiveRequest(ID=held.kvs[0].lease), metadata=md, timeout=self.lease_ttl
-            )
+            ttl = await conn.unary(lease.LeaseTimeToLive, rpc.LeaseTimeToLiveRequest(ID=held.kvs[0].lease))
             if ttl.TTL > 0:
                 return int(held.kvs[0].lease)
-        grant = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.lease_ttl), metadata=md, timeout=self.lease_ttl)
+        grant = await conn.unary(lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=self.lease_ttl))
         return int(grant.ID)
 
-    async def _keepalive(self, lease: Any, lease_id: int, md: Any) -> None:
-        call = lease.LeaseKeepAlive(metadata=md)
+    async def _keepalive(self, conn: Conn, lease_id: int) -> None:
+        call = conn.keepalive()
         while True:
             await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
             resp = await asyncio.wait_for(call.read(), self.lease_ttl)
@@ -297,11 +326,12 @@ class EtcdAdapter:
                 raise _Lost("lease expired")
             await asyncio.sleep(self.lease_ttl / 3)
 
-    async def _write_when_elected(self, ctx: AdapterContext, channel: grpc.aio.Channel, lease_id: int, md: Any) -> None:
-        kv = rpc.KVStub(channel)
+    async def _write_when_elected(self, ctx: AdapterContext, conn: Conn, lease_id: int) -> None:
+        kv = rpc.KVStub(conn.channel)
         elect = self._elect_key(ctx)
         while True:
-            txn = await kv.Txn(
+            txn = await conn.unary(
+                kv.Txn,
                 rpc.TxnRequest(
                     compare=[
                         rpc.Compare(key=elect, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
@@ -313,25 +343,22 @@ class EtcdAdapter:
                     ],
                     failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=elect))],
                 ),
-                metadata=md,
-                timeout=self.lease_ttl,
             )
             holder = [] if txn.succeeded else txn.responses[0].response_range.kvs
             if txn.succeeded or (holder and holder[0].lease == lease_id):  # ours already: an adopted lease
                 break
-            await self._wait_deleted(channel, elect, txn.header.revision + 1, md)
+            await self._wait_deleted(conn, elect, txn.header.revision + 1)
         ctx.log.info("etcd: this registry writes %s", elect.decode())
         assert self._view_changed is not None
         written: dict[bytes, bytes] | None = None  # what etcd holds under our lease, once read
         while True:
             self._view_changed.clear()
             if self._view is not None:
-                written = await self._converge(kv, self._view, lease_id, md, written)
+                written = await self._converge(conn, self._view, lease_id, written)
             await self._view_changed.wait()
 
-    async def _wait_deleted(self, channel: grpc.aio.Channel, key: bytes, revision: int, md: Any) -> None:
-        call = rpc.WatchStub(channel).Watch(metadata=md)
-        await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=key, start_revision=revision)))
+    async def _wait_deleted(self, conn: Conn, key: bytes, revision: int) -> None:
+        call = await conn.watch(rpc.WatchCreateRequest(key=key, start_revision=revision))
         async for wr in call:
             if wr.canceled or wr.compact_revision:
                 raise _Lost("election watch canceled")
@@ -341,34 +368,38 @@ class EtcdAdapter:
         raise _Lost("election watch ended")
 
     def _wanted(self, view: CatalogView) -> dict[bytes, bytes]:
+        """The export prefix's keys and values for ``view``: a service equal to the one encoded for the last
+        view reuses that encoding (a view with one change re-encodes one service)."""
         base = self.export_prefix + view.datacenter.encode() + b"/"
+        if view.datacenter != self._encoded_dc:
+            self._encoded, self._encoded_dc = {}, view.datacenter
+        cache, fresh = self._encoded, {}
         out: dict[bytes, bytes] = {}
         for s in view.services:
             if s.origin and (s.origin == self.name or not self.export_external):
                 continue
-            doc: dict[str, Any] = {"addr": s.addr, "health": s.health, "kind": s.kind}
-            tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group")}  # the key and addr say them
-            for ring in ("replicas", "weight"):  # as the import format has them, so a pool can import ours
-                if tags.get(ring, "").isdigit():
-                    doc[ring] = int(tags.pop(ring))
-            doc["tags"] = tags
-            out[base + f"{s.group}/{s.id}".encode()] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+            k = (s.group, s.id)
+            hit = cache.get(k)
+            if hit is None or hit[0] != s:
+                hit = (s, base + f"{s.group}/{s.id}".encode(), _encode(s))
+            fresh[k] = hit
+            out[hit[1]] = hit[2]
+        self._encoded = fresh
         return out
 
     async def _converge(
-        self, kv: Any, view: CatalogView, lease_id: int, md: Any, written: dict[bytes, bytes] | None
+        self, conn: Conn, view: CatalogView, lease_id: int, written: dict[bytes, bytes] | None
     ) -> dict[bytes, bytes]:
         """Make ``<export_prefix><dc>/`` exactly the view, writing only the keys that differ: on taking
         over (``written`` None) against what etcd holds (a previous writer's keys, a stale prefix after
         restarts), then against what we wrote (one write per changed service, no read)."""
         base = self.export_prefix + view.datacenter.encode() + b"/"
         want = self._wanted(view)
+        kv = rpc.KVStub(conn.channel)
         if written is None:
-            have = await kv.Range(
-                rpc.RangeRequest(key=base, range_end=_prefix_end(base)), metadata=md, timeout=self.lease_ttl
-            )
-            written = {k.key: k.value for k in have.kvs if k.lease == lease_id}
-            stale = [k.key for k in have.kvs if k.key not in want]
+            _, have = await self._range_all(conn, base, _prefix_end(base))
+            written = {k.key: k.value for k in have if k.lease == lease_id}
+            stale = [k.key for k in have if k.key not in want]
         else:
             stale = [k for k in written if k not in want]
         ops = [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key)) for key in stale]
@@ -381,8 +412,18 @@ class EtcdAdapter:
         # In transactions of up to _TXN_OPS writes (etcd's default --max-txn-ops is 128): one round trip and
         # one fsync per batch, not per key (10,000 keys took 41 s one Put at a time).
         for i in range(0, len(ops), _TXN_OPS):
-            await kv.Txn(rpc.TxnRequest(success=ops[i : i + _TXN_OPS]), metadata=md, timeout=self.lease_ttl)
+            await conn.unary(kv.Txn, rpc.TxnRequest(success=ops[i : i + _TXN_OPS]))
         return written
+
+
+def _encode(s: ExportedService) -> bytes:
+    doc: dict[str, Any] = {"addr": s.addr, "health": s.health, "kind": s.kind}
+    tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group")}  # the key and addr say them
+    for ring in ("replicas", "weight"):  # as the import format has them, so a pool can import ours
+        if tags.get(ring, "").isdigit():
+            doc[ring] = int(tags.pop(ring))
+    doc["tags"] = tags
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 async def _first_failure(coros: list[Any]) -> None:
