@@ -8,10 +8,11 @@ interval (5 ms), so the registry keeps answering (``tests/adapters/test_host.py`
 
 Hand-over, both ways bounded and coalesced:
 
-- Imports: `_Imports` (thread-safe) folds calls into a pending map keyed by (group, id) (a resync
+- Imports: `AdapterImports` (thread-safe) folds calls into a pending map keyed by (group, id) (a resync
   replaces it whole), and schedules ONE flush on the registry's loop with ``call_soon_threadsafe``;
-  the flush applies everything pending in one catalog batch. Memory is bounded by the source's size,
-  never by its rate of change.
+  the flush applies everything pending in one catalog batch. Memory is bounded by `ImportLimits` per
+  adapter (`registry.adapters.imports`: checked on the adapter's thread before anything is buffered),
+  never by the source's rate of change.
 - Exports: a catalog change only sets a flag and wakes the exporter's loop (once, however many changes
   come); the exporter then reads the catalog as it is now. A slow exporter gets the newest view, never
   a backlog.
@@ -26,17 +27,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
-from registry.adapters.base import Adapter, AdapterContext, CatalogView, ExportedService, ExternalService
+from registry.adapters.base import Adapter, AdapterContext, CatalogView, ExportedService
+from registry.adapters.imports import AdapterImports, ImportLimits, Rejected, external_tags
 from registry.metrics import Metric
 from registry.service import ServiceKind
 
 if TYPE_CHECKING:
     from registry.catalog import Catalog, GroupChange
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "AdapterHost", "external_tags"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "AdapterHost", "ImportLimits", "Rejected", "external_tags"]
 
 log = logging.getLogger("registry.adapters")
 
@@ -45,82 +47,6 @@ BACKOFF_MAX = 30.0
 BACKOFF_RESET = 60.0
 #: Seconds `AdapterHost.stop` waits for each adapter's thread (a hung one is left behind, a daemon).
 STOP_WAIT = 2.0
-
-_Key = tuple[str, str]
-
-
-def external_tags(service: ExternalService) -> dict[str, str]:
-    """The member-style tags the catalog reads an imported service from (addr, replicas, weight win)."""
-    tags = dict(service.tags)
-    tags["addr"] = service.addr
-    tags["group"] = service.group
-    if service.replicas is not None:
-        tags["replicas"] = str(service.replicas)
-    if service.weight is not None:
-        tags["weight"] = str(service.weight)
-    return tags
-
-
-class _Imports:
-    """`registry.adapters.base.Imports` of one adapter: folds calls, flushes them on the registry's loop."""
-
-    def __init__(self, origin: str, catalog: Catalog, loop: asyncio.AbstractEventLoop) -> None:
-        self._origin = origin
-        self._catalog = catalog
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._pending: dict[_Key, Mapping[str, str] | None] = {}
-        self._resync = False  # the pending map is a whole resync (what is not in it goes)
-        self._scheduled = False
-        self._closed = False
-        #: Batches applied (for tests and metrics).
-        self.flushes = 0
-
-    def upsert(self, service: ExternalService) -> None:
-        self._put({(service.group, service.id): external_tags(service)}, resync=False)
-
-    def delete(self, group: str, id: str) -> None:
-        self._put({(group, id): None}, resync=False)
-
-    def replace_all(self, services: Iterable[ExternalService]) -> None:
-        self._put({(s.group, s.id): external_tags(s) for s in services}, resync=True)
-
-    def _put(self, items: dict[_Key, Mapping[str, str] | None], resync: bool) -> None:
-        with self._lock:
-            if self._closed:  # the adapter was stopped (a hung one may still call): nothing more comes in
-                return
-            if resync:
-                self._pending, self._resync = items, True
-            else:
-                self._pending.update(items)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._flush)
-        except RuntimeError:  # the registry's loop is closed: shutting down, nothing to apply
-            pass
-
-    def _flush(self) -> None:
-        """On the registry's loop: everything pending, in one catalog batch."""
-        with self._lock:
-            if self._closed:
-                return
-            pending, resync = self._pending, self._resync
-            self._pending, self._resync, self._scheduled = {}, False, False
-        updates: list[tuple[str, str, Mapping[str, str] | None]] = []
-        if resync:  # what the resync (and the calls after it) do not hold goes
-            updates += [(g, i, None) for g, i in self._catalog.external(self._origin) if pending.get((g, i)) is None]
-        updates += [(g, i, tags) for (g, i), tags in pending.items() if tags is not None or not resync]
-        self._catalog.apply_external(self._origin, updates)
-        self.flushes += 1
-
-    def clear(self) -> None:
-        """Drop everything this adapter imported (it stopped): on the registry's loop."""
-        with self._lock:
-            self._pending, self._resync, self._closed = {}, False, True
-        self._catalog.apply_external(self._origin, [(g, i, None) for g, i in self._catalog.external(self._origin)])
-
 
 def catalog_view(catalog: Catalog, datacenter: str) -> CatalogView:
     """Every live service of ``catalog`` now, as plain records (group by group, each a snapshot)."""
@@ -133,7 +59,7 @@ def catalog_view(catalog: Catalog, datacenter: str) -> CatalogView:
 class _Runner:
     """One adapter: its thread, its loop, its supervising task."""
 
-    def __init__(self, host: AdapterHost, adapter: Adapter, imports: _Imports) -> None:
+    def __init__(self, host: AdapterHost, adapter: Adapter, imports: AdapterImports) -> None:
         self.host = host
         self.adapter = adapter
         self.imports = imports
@@ -229,8 +155,10 @@ class AdapterHost:
     """The adapters of one registry: started with it, stopped with it (their imports dropped)."""
 
     def __init__(self, catalog: Catalog, adapters: Iterable[Adapter], *, datacenter: str, registry_id: str,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, limits: ImportLimits | None = None) -> None:
         self.catalog = catalog
+        #: Each adapter's own budget (`ImportLimits`: the same numbers for each).
+        self.limits = limits if limits is not None else ImportLimits()
         self.datacenter = datacenter
         self.registry_id = registry_id
         self._loop = loop
@@ -242,7 +170,8 @@ class AdapterHost:
         """Start every adapter's thread (call on the registry's loop, or give ``loop``)."""
         loop = self._loop if self._loop is not None else asyncio.get_running_loop()
         for adapter in self._adapters:
-            self.runners.append(_Runner(self, adapter, _Imports(adapter.name, self.catalog, loop)))
+            imports = AdapterImports(adapter.name, self.catalog, loop, self.limits)
+            self.runners.append(_Runner(self, adapter, imports))
         self._unsubscribe = self.catalog.subscribe(self._changed)
         for r in self.runners:
             r.thread.start()
@@ -265,6 +194,12 @@ class AdapterHost:
                      "counter", [({"adapter": r.adapter.name}, float(r.failures)) for r in self.runners])
         yield Metric("registry_adapter_import_batches_total", "Batches of an adapter's imports applied to the catalog.",
                      "counter", [({"adapter": r.adapter.name}, float(r.imports.flushes)) for r in self.runners])
+        yield Metric("registry_adapter_rejected_total",
+                     "Services an adapter imported that were refused (over a bound), by reason.", "counter",
+                     [({"adapter": r.adapter.name, "reason": why.value}, float(r.imports.rejected[why]))
+                      for r in self.runners for why in Rejected if r.imports.rejected[why]])
+        yield Metric("registry_adapter_pending", "An adapter's calls folded and not applied to the catalog yet.",
+                     "gauge", [({"adapter": r.adapter.name}, float(r.imports.pending())) for r in self.runners])
         yield Metric("registry_adapter_running", "1 while the adapter's thread runs.", "gauge",
                      [({"adapter": r.adapter.name}, float(r.thread.is_alive())) for r in self.runners])
 

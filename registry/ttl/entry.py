@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from registry.limits import MAX_ADDR_BYTES, MAX_NAME_BYTES, MAX_PER_GROUP, MAX_SERVICES, MAX_TAGS_BYTES
+
 __all__ = [
     "RESERVED_TAGS",
     "Entry",
@@ -61,21 +63,22 @@ class Refused(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one registry holds for TTL services (all configurable; these are the defaults).
+    """Bounds on what one registry holds for TTL services (all configurable; the defaults are
+    `registry.limits`', which adapters' imports and mirrors share).
 
     Sized so that the worst case stays small: 100,000 entries of the largest allowed size are
     ~100,000 x (4 KiB doc + 0.5 KiB tags) = ~450 MB, so `max_doc_bytes` is what an operator lowers
     on a small machine; typical entries (an address and a few tags) take ~1 KiB in memory each."""
 
     #: Entries (tombstones included) in all groups together.
-    max_entries: int = 100_000
+    max_entries: int = MAX_SERVICES
     #: Entries (tombstones included) per group; the consistent ring's hard cap is 16,383 members in all.
-    max_per_group: int = 10_000
+    max_per_group: int = MAX_PER_GROUP
     #: UTF-8 bytes of a group name, an id, an addr.
-    max_name_bytes: int = 128
-    max_addr_bytes: int = 256
+    max_name_bytes: int = MAX_NAME_BYTES
+    max_addr_bytes: int = MAX_ADDR_BYTES
     #: Tags, encoded as Serf would (key and value bytes summed): Serf's node metadata limit.
-    max_tags_bytes: int = 512
+    max_tags_bytes: int = MAX_TAGS_BYTES
     #: The JSON object a hera-style PUT stored, as received.
     max_doc_bytes: int = 4096
     #: TTL bounds (ms).
