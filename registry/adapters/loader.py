@@ -88,6 +88,8 @@ def build(name: str, options: Mapping[str, str]) -> Adapter:
         factory = found[0].load()
     except ImportError as e:  # an optional dependency missing (the etcd extra, ...)
         raise AdapterError(f"-adapter {name}: cannot load {found[0].value}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a third party's module or entry point is wrong: still one line
+        raise AdapterError(f"-adapter {name}: cannot load {found[0].value}: {type(e).__name__}: {e}") from None
     try:
         adapter = factory(**options)
     except TypeError as e:  # an unknown or missing key

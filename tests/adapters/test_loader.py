@@ -4,6 +4,8 @@ options. A value may hold commas (an item without "=" continues the previous val
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from registry.adapters.base import AdapterError
@@ -52,3 +54,21 @@ def test_a_comma_value_reaches_the_adapter(capsys: pytest.CaptureFixture[str]) -
     assert main([*BASE, "-adapter", "file:path=a,b,poll=soon"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "-adapter file: poll='soon' is not a number of seconds" in err, err
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("tests.adapters.hang_adapter:NoSuchClass", "cannot load tests.adapters.hang_adapter:NoSuchClass: AttributeError: "),
+    ("tests.adapters.no_such_module:X", "cannot load tests.adapters.no_such_module:X: No module named"),
+], ids=["no-attribute", "no-module"])
+def test_a_wrong_entry_point_is_one_line(value: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A third party's entry point naming a missing object: a usage error naming it, exit 2 (it was an
+    AttributeError, exit 1, found by the example package's test with a misspelt entry point)."""
+    dist = tmp_path / "broken_adapter-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-adapter\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(f"[registry.adapters]\nbroken = {value}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main([*BASE, "-adapter", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"-adapter broken: {words}" in err, err
