@@ -103,6 +103,31 @@ def test_file_adapter_follows_the_file(tmp_path: Path) -> None:
             client.close()
 
 
+def test_a_file_over_max_bytes_is_a_bad_file(tmp_path: Path) -> None:
+    """Checked by stat before reading: a bigger file (valid JSON, more services) keeps the last good
+    services and logs one line naming the file and the bound, however long it stays (and grows)."""
+    path = tmp_path / "services.json"
+    write(path, {"services": [svc("db", "pg1", "10.0.0.1:5432")]})
+    with modules_child(*BASE, "-adapter", f"file:path={path},poll=0.05,max_bytes=1000") as child:
+        client = RpcClient(child.started["grpc"], timeout=10.0)
+        try:
+            wait_for(lambda: set(members(client, "db")) == {"pg1"}, 30, what="loaded")
+            big = {"services": [svc("db", f"pg{i}", f"10.0.0.{i}:5432") for i in range(40)]}
+            for pad in range(5):  # still growing: the same problem, one line
+                write(path, {**big, "pad": "x" * pad})
+                assert path.stat().st_size > 1000
+                wait_for(lambda: "larger than max_bytes=1000" in child.text(), 30, what="the log line")
+            deadline = time.monotonic() + 0.5  # ten polls of the same big file: the last good kept, one line
+            while time.monotonic() < deadline:
+                assert set(members(client, "db")) == {"pg1"}
+            lines = [x for x in child.log if "larger than max_bytes" in x]
+            assert len(lines) == 1 and str(path) in lines[0] and "keeping the last good" in lines[0], lines
+            write(path, {"services": [svc("db", "pg2", "10.0.0.2:5432")]})  # fits again: loaded
+            wait_for(lambda: set(members(client, "db")) == {"pg2"}, 30, what="fixed")
+        finally:
+            client.close()
+
+
 def test_http_lists_imported_services_with_their_origin(tmp_path: Path) -> None:
     path = tmp_path / "services.json"
     write(path, {"services": [svc("db", "pg1", "10.0.0.1:5432", tags={"zone": "a"})]})
@@ -132,8 +157,9 @@ def test_registry_adapters_not_imported_without_the_flag() -> None:
     (["-adapter", "file:pth=x"], "unexpected keyword argument 'pth'"),
     (["-adapter", "file:path=a,path=b"], "-adapter file: path given twice"),
     (["-adapter", "file:path=a,poll=soon"], "-adapter file: poll='soon' is not a number of seconds"),
+    (["-adapter", "file:path=a,max_bytes=big"], "-adapter file: max_bytes='big' is not a number of bytes"),
     (["-adapter", "file:path=a", "-adapter", "file:path=b"], "-adapter file: given twice"),
-], ids=["unknown", "no-path", "no-value", "unknown-key", "key-twice", "bad-poll", "adapter-twice"])
+], ids=["unknown", "no-path", "no-value", "unknown-key", "key-twice", "bad-poll", "bad-max-bytes", "adapter-twice"])
 def test_bad_adapter_flags_are_one_line_exit_2(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*BASE, *args]) == 2
     err = capsys.readouterr().err
