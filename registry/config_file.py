@@ -98,7 +98,7 @@ def file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
         seen[key] = raw_key
         action = flags.get(key)
         if action is None:
-            raise UsageError(f"{where}: unknown key {raw_key!r} (keys are the server's flag names, see `registry -h`)")
+            raise UsageError(f"{where}: unknown key {raw_key!r} (keys are the server's flag names)")
         items += _flag_items(f"{where}: {raw_key}", key, action, value)
     # the values' own checks (choices, numbers) as argparse makes them, but naming the file
     try:

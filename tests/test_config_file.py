@@ -103,7 +103,7 @@ def test_adapter_table_is_loaded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("doc", "words"), [
-    ({"bnd": ":7370"}, "unknown key 'bnd' (keys are the server's flag names"),
+    ({"bnd": ":7370"}, "unknown key 'bnd' (keys are the server's flag names)"),
     ({"config-file": "other.json"}, "unknown key 'config-file'"),
     ({"help": True}, "unknown key 'help'"),
     ({"id": 5}, "id: expected a string, not the number 5"),

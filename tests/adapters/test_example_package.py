@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,33 @@ def test_without_the_package_no_such_adapter(tmp_path: Path, capsys: pytest.Capt
     assert main([*BASE, "-adapter", f"dropdir:dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "-adapter dropdir: no such adapter (installed: " in err, err
+
+
+def test_the_docs_hello_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/adapters.md's "Writing an adapter" example as written there: its module, its entry point, its
+    command line, run by a real registry (so the page cannot drift from what works)."""
+    page = (ROOT / "docs" / "adapters.md").read_text()
+    section = page[page.index("## Writing an adapter"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    entry = re.search(r'^(\w+) = "([\w.]+):(\w+)"$', section.split('[project.entry-points."registry.adapters"]\n', 1)[1],
+                      re.M)
+    assert entry is not None, "no entry point line under the pyproject snippet"
+    name, module, attr = entry.groups()
+    command = re.search(r"`registry -id r1 -adapter (\S+)`", section)
+    assert command is not None, "no registry command line for the example"
+    (tmp_path / f"{module}.py").write_text(code)
+    dist = tmp_path / f"{module}-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(f"[registry.adapters]\n{name} = {module}:{attr}\n")
+    spec = command.group(1)
+    options = dict(item.split("=", 1) for item in spec.split(":", 1)[1].split(","))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with modules_child(*BASE, "-adapter", spec) as child:
+        client = RpcClient(child.started["grpc"], timeout=10.0)
+        try:
+            wait_for(lambda: [(s.id, s.addr, s.kind, s.origin) for s in client.members(options["group"])]
+                     == [("hello", options["addr"], "external", name)], 30, what="the hello adapter's service")
+            wait_for(lambda: any("hello: the catalog holds" in ln for ln in child.log), 30, what="the export log line")
+        finally:
+            client.close()
