@@ -49,7 +49,7 @@ from registry.cliargs import (
     print_error,
     readable_file,
 )
-from registry.config_file import with_config_file
+from registry.config_file import parse_with_config_file
 from registry.datacenter import datacenter_problem
 from registry.logs import LOG_FORMATS, LOG_LEVELS, default_format
 from registry.server_config import HASHES, PROFILES, RPC_ENGINES, ServerConfig
@@ -277,9 +277,11 @@ def _adapters(specs: Sequence[str], tls: bool) -> list[Adapter]:
 
 
 def parse_server_args(argv: Sequence[str]) -> ServerArgs:
-    """Parse and validate every server flag; raises UsageError with a one-line message."""
-    parser = _server_parser()
-    ns = parser.parse_args(with_config_file(argv, parser))
+    """Parse and validate every server flag (-config-file's too); raises UsageError with a one-line message."""
+    return parse_with_config_file(argv, _server_parser(), _server_args)
+
+
+def _server_args(ns: argparse.Namespace) -> ServerArgs:
     if not ns.id.strip():
         raise UsageError("-id is required (the server's unique name in the pool)")
     if any(c.isspace() for c in ns.id):

@@ -7,7 +7,8 @@ and ``-adapter`` (an append flag) is the file's adapters followed by the command
 a name across both is the loader's usual "given twice" error. Only what argparse cannot see is checked
 here, and named after the file: the file itself (unreadable, not UTF-8, malformed: the parser's line and
 column), an unknown key, a value of the wrong JSON/TOML type, an adapter table that cannot be written as
-one ``-adapter`` spec.
+one ``-adapter`` spec. A later check (an address, flags that go together) names the flag and, when only
+the file gave it, the file (`parse_with_config_file`).
 
 The file, JSON::
 
@@ -35,20 +36,53 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from registry.addresses import UsageError
 
-__all__ = ["FLAG", "file_argv", "find_path", "with_config_file"]
+__all__ = ["FLAG", "file_argv", "find_path", "parse_with_config_file", "with_config_file"]
 
 FLAG = "config-file"
 _FORMS = (f"-{FLAG}", f"--{FLAG}")
+T = TypeVar("T")
+
 #: Flags whose value may be a JSON/TOML number: seconds (leave-timeout) or a duration that takes seconds.
 _NUMBERS = frozenset({"leave-timeout", "ttl-default", "wan-mirror-ttl"})
 #: Flags whose value is comma-separated: a list of strings is joined with ",".
 _COMMA_LISTS = frozenset({"registries", "wan-join", "wan-export"})
+
+
+def parse_with_config_file(argv: Sequence[str], parser: argparse.ArgumentParser,
+                           check: Callable[[argparse.Namespace], T]) -> T:
+    """``check(parser.parse_args(argv with the file's flags in front))``, and a `UsageError` of ``check``
+    that names a flag only the file gave says so: ``-bind: bad address ... (from -config-file PATH)``.
+
+    Why: argparse's own errors about the file's values already name the file (`file_argv`), but the
+    checks made after parsing (addresses, flags that go together) only know the flag; an operator who
+    gave that flag nowhere on the command line would look for it there."""
+    path = find_path(argv)
+    ns = parser.parse_args(list(argv) if path is None else [*file_argv(path, parser), *argv])
+    try:
+        return check(ns)
+    except UsageError as exc:
+        flag = re.match(r"-([a-z][a-z0-9-]*)", str(exc))
+        if path is None or flag is None or flag.group(1) not in _file_flags(path, parser) - _given(argv):
+            raise
+        raise UsageError(f"{exc} (from -{FLAG} {path})") from None
+
+
+def _file_flags(path: str, parser: argparse.ArgumentParser) -> set[str]:
+    """The flag names the file sets (read again: the error path only, and the file parsed a moment ago)."""
+    flags = set(_flags(parser))
+    return {k.replace("_", "-") for k in _read(path)} & flags
+
+
+def _given(argv: Sequence[str]) -> set[str]:
+    """The flag names given on the command line (any Go-style spelling)."""
+    return {item.lstrip("-").partition("=")[0] for item in argv if item.startswith("-")}
 
 
 def with_config_file(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:

@@ -188,3 +188,20 @@ def test_a_registry_from_the_file_alone(tmp_path: Path) -> None:
             assert client.match("db", "any-key").id == "pg1"
         finally:
             client.close()
+
+
+@pytest.mark.parametrize(("doc", "args", "words", "blamed"), [
+    ({"bind": "foo:bar"}, [], "-bind: bad address", True),
+    ({"bind": "foo:bar"}, ["-bind", "foo:bar"], "-bind: bad address", False),
+    ({"tls-cert": "c.pem"}, [], "-tls-cert and -tls-key go together", True),
+    ({"adapter": [{"name": "file", "path": "x", "poll": "soon"}]}, [], "-adapter file: poll='soon' is not a number", True),
+    ({"datacenter": "dc1"}, ["-id", ""], "-id is required", False),
+], ids=["file-only", "also-on-command-line", "pair", "adapter-option", "not-in-file"])
+def test_a_later_check_names_the_file_when_only_it_gave_the_flag(
+        tmp_path: Path, doc: Any, args: list[str], words: str, blamed: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checks made after parsing (addresses, flags that go together, adapter options) name the flag; when
+    only the file gave it, the line says where it came from."""
+    path = write(tmp_path, {"id": "x", **doc})
+    assert main(["-config-file", path, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and (f"(from -config-file {path})" in err) == blamed, err
