@@ -35,8 +35,8 @@ class Etcd:
     """One etcd member on loopback ports with its data in ``data``: start, stop (SIGTERM), start again.
     With ``pki`` its client port is TLS and asks for a client certificate signed by the test CA."""
 
-    def __init__(self, data: Path, pki: Pki | None = None) -> None:
-        self.data, self.pki = data, pki
+    def __init__(self, data: Path, pki: Pki | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.data, self.pki, self.extra = data, pki, extra
         self.port, self.peer = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +53,7 @@ class Etcd:
         if self.pki:
             args += ["--cert-file", str(self.pki.server_cert), "--key-file", str(self.pki.server_key)]
             args += ["--trusted-ca-file", str(self.pki.ca), "--client-cert-auth"]
+        args += self.extra
         with open(self.data / "etcd.log", "ab") as log:
             self.proc = subprocess.Popen(["etcd", *args], stdout=subprocess.DEVNULL, stderr=log)
 
