@@ -33,10 +33,6 @@ __all__ = ["Conn", "Endpoints", "LostError"]
 #: HTTP/2 pings while a call is open: a watch on a quiet prefix over a connection that died without a
 #: reset (a cut network) would otherwise wait forever; etcd refuses pings more often than every 5 s.
 _OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
-#: A channel of its own connection: grpc shares connections between channels to the same address by
-#: default, so a new channel to a member that was down inherits the old connection's reconnect backoff
-#: (1 s growing to 2 min) and its calls fail at once until the backoff ends, though the member is back.
-_OPTIONS.append(("grpc.use_local_subchannel_pool", 1))
 #: clientv3's WithRequireLeader (etcd's rpctypes.MetadataRequireLeaderKey).
 _REQUIRE_LEADER = ("hasleader", "true")
 R = TypeVar("R")
