@@ -12,9 +12,11 @@ holds it:
   health and note (the remote's word wins: an older registry routes every live service), `group`
   and `addr`; so in the common case the services handed out are the remote's own, tags and all;
 - by kind: a gossiping service through `apply_many` (keyed by name, as Serf names are unique pool
-  wide), a TTL service through `apply_ttl` (keyed by group and id: `web/1` and `api/1` both exist).
-  The remote never shows a TTL entry that a gossiping member of the same id holds aside, so neither
-  does the copy: before a service of one kind takes an id, the other kind's holder is removed.
+  wide), a TTL service through `apply_ttl` (keyed by group and id: `web/1` and `api/1` both exist), a
+  service an adapter imported there through `apply_external` with the remote's `origin` (so Members
+  of that datacenter says ``external`` and which adapter, as the remote's own Members does).
+  The remote never shows an entry that a service of another kind with the same id holds aside, so
+  neither does the copy: before a service of one kind takes an id, the other kinds' holder is removed.
 
 Snapshots: every sequence of snapshots (the first after `reset`, or the remote's resync of a watcher
 that fell behind) is built into a fresh catalog, off to the side, and published whole at the marker
@@ -100,6 +102,7 @@ class _Copy:
     catalog: Catalog
     versions: dict[str, int] = field(default_factory=dict)
     ttl: dict[str, set[str]] = field(default_factory=dict)  # group -> TTL ids held (the catalog keeps them private)
+    ext: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> external id -> its origin
 
 
 def _new_catalog(ring: pb.RingInfo) -> Catalog:
@@ -131,7 +134,11 @@ def _carry_versions(old: Catalog, new: Catalog) -> None:
 
 
 def _kind(s: pb.Service) -> ServiceKind:
-    return ServiceKind.TTL if s.kind == ServiceKind.TTL.value else ServiceKind.GOSSIP
+    """The remote's kind; what we do not know (a registry older than TTL services sends "") gossips."""
+    try:
+        return ServiceKind(s.kind)
+    except ValueError:
+        return ServiceKind.GOSSIP
 
 
 def _tags(s: pb.Service, catalog: Catalog) -> dict[str, str]:
@@ -338,49 +345,45 @@ class Mirror:
 
     @staticmethod
     def _remove(copy: _Copy, group: str, services: Iterable[pb.Service]) -> None:
-        catalog = copy.catalog
-        ttl = copy.ttl.get(group, set())
-        gossip = [(s.id, None) for s in services if catalog.holds_gossip(group, s.id)]
-        gone = [(group, s.id, None) for s in services if s.id in ttl]
-        if gossip:
-            catalog.apply_many(gossip)
-        if gone:
-            catalog.apply_ttl(gone)
-            ttl.difference_update(id_ for _, id_, _ in gone)
+        _evict(copy, group, [s.id for s in services], None)
 
     def _upsert(self, copy: _Copy, group: str, services: Iterable[pb.Service], *, reinsert: bool = False) -> None:
-        """Upsert in the given order (chash: insert order), in runs of one kind; each id's holder of
-        the other kind leaves first, so the copy never holds an entry aside as the remote might.
+        """Upsert in the given order (chash: insert order), in runs of one kind (and origin); each id's
+        holder of another kind leaves first, so the copy never holds an entry aside as the remote might.
         `reinsert`: each service leaves and comes back in the same batch (moved last, even if equal)."""
         catalog = copy.catalog
         ttl = copy.ttl.setdefault(group, set())
+        ext = copy.ext.setdefault(group, {})
         run: list[tuple[str, Mapping[str, str] | None]] = []
-        run_kind: ServiceKind | None = None
+        run_kind: tuple[ServiceKind, str] | None = None
 
         def flush() -> None:
-            if not run:
+            if not run or run_kind is None:
                 return
-            if run_kind is ServiceKind.TTL:
-                gossip = [(id_, None) for id_, _ in run if catalog.holds_gossip(group, id_)]
-                if gossip:
-                    catalog.apply_many(gossip)
+            kind, origin = run_kind
+            _evict(copy, group, [id_ for id_, _ in run], kind)
+            if kind is ServiceKind.TTL:
                 catalog.apply_ttl([(group, id_, tags) for id_, tags in run])
                 ttl.update(id_ for id_, tags in run if tags is not None)
+            elif kind is ServiceKind.EXTERNAL:
+                catalog.apply_external(origin, [(group, id_, tags) for id_, tags in run])
+                for id_, tags in run:
+                    if tags is None:
+                        ext.pop(id_, None)
+                    else:
+                        ext[id_] = origin
             else:
-                shadowed = [(group, id_, None) for id_, _ in run if id_ in ttl]
-                if shadowed:
-                    catalog.apply_ttl(shadowed)
-                    ttl.difference_update(id_ for _, id_, _ in shadowed)
                 catalog.apply_many(run)
             run.clear()
 
         try:
             for s in services:
                 kind = _kind(s)
-                if kind is not run_kind:
+                key = (kind, s.origin if kind is ServiceKind.EXTERNAL else "")
+                if key != run_kind:
                     flush()
-                    run_kind = kind
-                if reinsert and (s.id in ttl if kind is ServiceKind.TTL else catalog.holds_gossip(group, s.id)):
+                    run_kind = key
+                if reinsert and _holds(copy, group, s.id, kind, key[1]):
                     run.append((s.id, None))
                 run.append((s.id, _tags(s, catalog)))
             flush()
@@ -388,3 +391,38 @@ class Mirror:
             raise _Invalid(Drop.BAD_SERVICE) from None
         if not ttl:
             copy.ttl.pop(group, None)
+        if not ext:
+            copy.ext.pop(group, None)
+
+
+def _holds(copy: _Copy, group: str, id_: str, kind: ServiceKind, origin: str) -> bool:
+    """Whether the copy holds `id_` in `group` as a service of `kind` (external: of `origin`)."""
+    if kind is ServiceKind.TTL:
+        return id_ in copy.ttl.get(group, ())
+    if kind is ServiceKind.EXTERNAL:
+        return copy.ext.get(group, {}).get(id_) == origin
+    return copy.catalog.holds_gossip(group, id_)
+
+
+def _evict(copy: _Copy, group: str, ids: list[str], keep: ServiceKind | None) -> None:
+    """Remove each of `ids` from `group`, whatever kind holds it, unless that kind is `keep` (None: all)."""
+    catalog = copy.catalog
+    if keep is not ServiceKind.GOSSIP:
+        gossip: list[tuple[str, Mapping[str, str] | None]] = [(i, None) for i in ids if catalog.holds_gossip(group, i)]
+        if gossip:
+            catalog.apply_many(gossip)
+    ttl = copy.ttl.get(group)
+    if keep is not ServiceKind.TTL and ttl:
+        gone: list[tuple[str, str, Mapping[str, str] | None]] = [(group, i, None) for i in ids if i in ttl]
+        if gone:
+            catalog.apply_ttl(gone)
+            ttl.difference_update(i for _, i, _ in gone)
+    ext = copy.ext.get(group)
+    if keep is not ServiceKind.EXTERNAL and ext:
+        by_origin: dict[str, list[tuple[str, str, Mapping[str, str] | None]]] = {}
+        for i in ids:
+            origin = ext.pop(i, None)
+            if origin is not None:
+                by_origin.setdefault(origin, []).append((group, i, None))
+        for origin, updates in by_origin.items():
+            catalog.apply_external(origin, updates)

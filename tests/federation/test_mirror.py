@@ -20,11 +20,13 @@ from registry.v1 import registry_pb2 as pb
 GROUPS = ("a", "b", "c")
 NAMES = ("n0", "n1", "n2", "n3", "n4", "n5")
 TTL_IDS = ("n0", "n1", "t0", "t1")  # n0/n1 are also gossip names: a TTL entry held aside on the source
+EXT_IDS = ("n1", "t1", "e0", "e1")  # n1/t1 are also gossip names and TTL ids: held aside on the source
+ORIGINS = ("etcd", "file")
 KEYS = [f"key-{i}" for i in range(64)]
 FENCE = "~fence"
 
 Params = tuple[str | None, str | None, str | None]  # replicas, weight and health tags (None: absent)
-Op = tuple[str, str, str | None, Params]  # kind, name or id, group (None: remove), params
+Op = tuple[str, str, str | None, Params]  # kind (gossip, ttl, ext:<origin>), name or id, group (None: remove), params
 Rounds = list[tuple[list[Op], bool]]  # batches, and whether the follower catches up after each
 
 health = st.sampled_from([None, "passing", "warning", "critical", "bogus"])
@@ -32,7 +34,9 @@ params = st.tuples(st.sampled_from([None, "2", "3", "bad"]), st.sampled_from([No
 gossip_op = st.tuples(st.just("gossip"), st.sampled_from(NAMES), st.sampled_from((*GROUPS, None)), params)
 ttl_op = st.tuples(st.just("ttl"), st.sampled_from(TTL_IDS), st.sampled_from((*GROUPS, None)), params)
 #: (ops of one catalog batch, kind of the batch, whether the follower catches up after it)
-batches = st.lists(st.tuples(st.lists(gossip_op | ttl_op, min_size=1, max_size=4), st.booleans()),
+ext_op = st.tuples(st.sampled_from([f"ext:{o}" for o in ORIGINS]), st.sampled_from(EXT_IDS),
+                   st.sampled_from((*GROUPS, None)), params)
+batches = st.lists(st.tuples(st.lists(gossip_op | ttl_op | ext_op, min_size=1, max_size=4), st.booleans()),
                    min_size=1, max_size=12)
 
 
@@ -51,7 +55,8 @@ def tags_of(group: str, addr: str, p: Params) -> dict[str, str]:
 
 def apply_batch(catalog: Catalog, ops: list[Op],
                 ttl_groups: dict[str, str]) -> None:
-    """One batch on the source: the gossip ops in one apply_many, the TTL ops in one apply_ttl."""
+    """One batch on the source: the gossip ops in one apply_many, the TTL ops in one apply_ttl, then each
+    external op (an adapter's import) in an apply_external of its origin."""
     gossip = [(name, None if g is None else tags_of(g, f"{name}@{g}", p)) for kind, name, g, p in ops
               if kind == "gossip"]
     ttl: list[tuple[str, str, Mapping[str, str] | None]] = []
@@ -69,11 +74,21 @@ def apply_batch(catalog: Catalog, ops: list[Op],
         catalog.apply_many(gossip)
     if ttl:
         catalog.apply_ttl(ttl)
+    for kind, id_, g, p in ops:  # imported by an adapter (issue 18): kind and origin mirrored too
+        if not kind.startswith("ext:"):
+            continue
+        origin = kind[4:]
+        old = ttl_groups.pop(f"{kind}/{id_}", None)
+        if old is not None and old != g:
+            catalog.apply_external(origin, [(old, id_, None)])
+        if g is not None:
+            ttl_groups[f"{kind}/{id_}"] = g
+            catalog.apply_external(origin, [(g, id_, tags_of(g, f"{id_}#{origin}@{g}", p))])
 
 
 def view(catalog: Catalog, s: Service) -> tuple[object, ...]:
     p = service_pb(s, catalog.ring_node(s))
-    return p.id, p.addr, p.kind, p.health, p.health_note, p.replicas, p.weight
+    return p.id, p.addr, p.kind, p.origin, p.health, p.health_note, p.replicas, p.weight
 
 
 def assert_same(source: Catalog, mirror: Catalog) -> None:
@@ -275,3 +290,40 @@ def test_chash_member_changed_and_back_in_one_batch_is_followed() -> None:
             core.close()
 
     asyncio.run(run())
+
+
+async def test_imported_services_of_another_datacenter_keep_their_kind_and_origin() -> None:
+    """dc2 holds services its etcd adapter imported (EXTERNAL, origin "etcd") beside a gossiping one; dc1's
+    mirror of it, served by the native front: Members(datacenter="dc2") says external and etcd (they were
+    mirrored as gossip, origin lost), Match answers them as dc2's catalog does, and a change follows."""
+    from registry.client import AsyncRpcClient
+    from tests.registry.rpc_fixtures import async_wait_for, start_server
+    from tests.registry.test_api_datacenter import Datacenters
+
+    dc2 = Catalog()
+    dc2.apply("g0", {"group": "db", "addr": "10.2.0.1:5432"})
+    dc2.apply_external("etcd", [("db", f"pg{i}", {"group": "db", "addr": f"10.2.1.{i}:5432"}) for i in range(3)])
+    core = RegistryCore(dc2)
+    dcs = Datacenters("dc1")
+    mirror = dcs.follow("dc2", core)
+    server = await start_server(Catalog(), "native")
+    server.core.federation = dcs
+    try:
+        await async_wait_for(lambda: mirror.synced, what="the mirror synced")
+        async with AsyncRpcClient(f"127.0.0.1:{server.port}", timeout=10.0) as c:
+            got = {(s.id, str(s.kind), s.origin) for s in await c.members("db", datacenter="dc2")}
+            assert got == {("g0", "gossip", ""), *((f"pg{i}", "external", "etcd") for i in range(3))}, got
+            for key in KEYS:
+                answer = await c.match("db", key, datacenter="dc2")
+                want = dc2.match("db", key)[0]
+                assert (answer.id, str(answer.kind), answer.origin) == (want.id, str(want.kind), want.origin), key
+            dc2.apply_external("etcd", [("db", "pg0", None)])
+            dc2.apply_external("file", [("db", "static", {"group": "db", "addr": "10.2.2.1:5432"})])
+            await async_wait_for(lambda: {(s.id, s.origin) for s in mirror.catalog.members("db")} == {
+                ("g0", ""), ("pg1", "etcd"), ("pg2", "etcd"), ("static", "file")}, what="the change mirrored")
+            [static] = [s for s in await c.members("db", datacenter="dc2") if s.id == "static"]
+            assert (str(static.kind), static.origin) == ("external", "file")
+    finally:
+        await server.stop(None)
+        await dcs.close()
+        core.close()
