@@ -24,6 +24,11 @@ How each figure is measured (printed again with the results):
   exact share) and the ideal 1/(n+1); leave: one member of n+1 leaves.
 * lookups/s: ``get()`` over 200k distinct precomputed keys, best of 3 (CPU time);
   get_many/s: ``get_many()`` over the same keys in batches of 1000, best of 3.
+* bulk build, hashing: ``Ring.build`` of 2,000 members x 4,096 points (500 with --quick), thread CPU
+  time, three ways in turns: the accelerator with its C hashing (``_ringaccel.xxh3_points``: the
+  points go straight into arrays), the accelerator's build with the points hashed in Python
+  (``xxhash``, one call and int per point: what every build cost before the C hashing), and
+  the pure-Python path (accelerator off).  Median of 3 (the pure path: once, it takes seconds).
 * batch of 20 joins: 20 fresh members (4096 points each) join a 1,000-member ring of
   4096-point members (``Ring.build``): ``with_node`` 20 times in a row vs one
   ``with_nodes`` of the 20 (one merge: what the catalog does with a push of TTL
@@ -39,6 +44,7 @@ import gc
 import statistics
 import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +63,7 @@ from registry.ring import (  # noqa: E402
     Ring,
     RingNode,
 )
+from registry.ring.hashing import xxh3_points  # noqa: E402
 
 KEYS = 200_000
 
@@ -220,6 +227,36 @@ def uhashring_reference(n: int, vnodes: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+BIG_MEMBERS = 2000
+
+
+def big_build(members: int) -> tuple[float, float, float]:
+    """Seconds of ``Ring.build`` of ``members`` 4096-point members: (C hashing, Python hashing + C build, pure)."""
+    nodes = {f"service-{i}": RingNode(DEFAULT_REPLICAS) for i in range(members)}
+    real = ConsistentRing.replica_points
+
+    def python_hashed(node_id: str, node: RingNode) -> array[int]:
+        return array("Q", xxh3_points(node_id, ConsistentRing.count(node)))
+
+    def build_python_hashed() -> float:
+        ConsistentRing.replica_points = staticmethod(python_hashed)  # type: ignore[method-assign]
+        try:
+            return ms(lambda: Ring.build("consistent", nodes))
+        finally:
+            ConsistentRing.replica_points = staticmethod(real)  # type: ignore[method-assign]
+
+    c_hash: list[float] = []
+    py_hash: list[float] = []
+    for _ in range(3):
+        gc.collect()
+        c_hash.append(ms(lambda: Ring.build("consistent", nodes)))
+        gc.collect()
+        py_hash.append(build_python_hashed())
+    gc.collect()
+    pure = pure_python_ms(lambda: Ring.build("consistent", nodes))
+    return statistics.median(c_hash) / 1000, statistics.median(py_hash) / 1000, pure / 1000
+
+
 BATCH_MEMBERS, BATCH_JOINS = 1000, 20
 HOW_BATCH = ("thread CPU time of {what} of {joins} fresh 4096-point members into a {members}-member ring of "
              "4096-point members (Ring.build), incl. hashing; median of {repeat} trials, the two ways in turns")
@@ -349,6 +386,19 @@ def main() -> int:
                   f"{res.lookups[n]:>10.0f} {res.many[n]:>11.0f} {res.memory[n] / 1e6:>7.1f}")
         del res
         gc.collect()
+    if ConsistentRing.accel is not None and hasattr(ConsistentRing.accel, "xxh3_points"):
+        big = 500 if args.quick else BIG_MEMBERS
+        c_s, py_s, pure_s = big_build(big)
+        print()
+        print(f"bulk build of {big} x {DEFAULT_REPLICAS} points (Ring.build, thread CPU s): C hashing {c_s:.2f}, "
+              f"Python hashing + C build {py_s:.2f} ({py_s / c_s:.1f}x), pure Python {pure_s:.2f} ({pure_s / c_s:.1f}x)")
+        how = (f"thread CPU time of Ring.build of {big} members x {DEFAULT_REPLICAS} points, {{what}}; median of 3 "
+               "in turns (pure: once)")
+        for what, v in (("C hashing (registry._ringaccel.xxh3_points) + C build", c_s),
+                        ("points hashed in Python (xxhash) + C build", py_s),
+                        ("pure Python (accelerator off)", pure_s)):
+            recs.append(common.record(f"ring consistent: bulk build of {big} x {DEFAULT_REPLICAS}, {what}", v, "s",
+                                      how.format(what=what)))
     seq_ms, one_ms = batch_join(repeat)
     print()
     print(f"batch of {BATCH_JOINS} joins into a {BATCH_MEMBERS}-member 4096-point ring ({path_name()}): "

@@ -8,7 +8,9 @@
  * touched bucket costs one new array and one memcpy-speed merge.
  *
  * insert() and remove() (a join, a leave), insert_many() (several joins in one merge) and
- * build() (a whole ring at once).  All
+ * build() (a whole ring at once); xxh3_points() hashes a member's points (XXH3-64 of short
+ * inputs, section at the end), so a bulk build makes no Python int per point.  The four
+ * ring functions
  * receive the NEW snapshot's own bucket list and flags (copied by the caller and not yet visible to any reader).  A touched
  * bucket is replaced by a fresh array('Q'); no existing array is ever written to, so
  * older snapshots sharing those arrays see no change (copy-on-write).  On error the
@@ -71,6 +73,68 @@ get_bucket(PyObject *obj, Py_buffer *view)
         return -1;
     }
     return 0;
+}
+
+/* One owner's points as passed in: an array('Q') (any buffer of format "Q": its items are
+ * read as they are; ConsistentRing.replica_points returns one) or any sequence of ints (each
+ * converted and checked: TypeError, OverflowError outside 0..2**64-1). */
+typedef struct {
+    Py_buffer view;  /* view.obj != NULL: the buffer form */
+    PyObject *seq;   /* else PySequence_Fast of the argument */
+    Py_ssize_t n;
+} points_src;
+
+static int
+points_open(PyObject *obj, points_src *p, const char *what)
+{
+    p->view.obj = NULL;
+    p->seq = NULL;
+    if (PyObject_CheckBuffer(obj)) {
+        if (PyObject_GetBuffer(obj, &p->view, PyBUF_FORMAT) < 0) {
+            p->view.obj = NULL;
+            return -1;
+        }
+        if (p->view.itemsize == 8 && p->view.format != NULL && strcmp(p->view.format, "Q") == 0) {
+            p->n = p->view.len / 8;
+            return 0;
+        }
+        PyBuffer_Release(&p->view);  /* another item type: read it as a sequence of ints */
+        p->view.obj = NULL;
+    }
+    p->seq = PySequence_Fast(obj, what);
+    if (p->seq == NULL)
+        return -1;
+    p->n = PySequence_Fast_GET_SIZE(p->seq);
+    return 0;
+}
+
+static int
+points_copy(const points_src *p, uint64_t *dst)
+{
+    if (p->seq == NULL) {
+        memcpy(dst, p->view.buf, (size_t)p->n * 8);
+        return 0;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(p->seq);
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        if (!PyLong_Check(items[i])) {
+            PyErr_SetString(PyExc_TypeError, "points must be ints");
+            return -1;
+        }
+        dst[i] = PyLong_AsUnsignedLongLong(items[i]);  /* OverflowError outside 0..2**64-1 */
+        if (dst[i] == (uint64_t)-1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static void
+points_close(points_src *p)
+{
+    if (p->view.obj != NULL)
+        PyBuffer_Release(&p->view);
+    p->view.obj = NULL;
+    Py_CLEAR(p->seq);
 }
 
 /* Sort the joiner's points: LSD radix, 8 bits per pass.  The points are hashes, so
@@ -249,7 +313,8 @@ update(PyObject *args, int adding)
     if (!ok)
         return NULL;
 
-    PyObject *seq = NULL, *name = NULL, *result = NULL;
+    PyObject *name = NULL, *result = NULL;
+    points_src src = {.view = {.obj = NULL}, .seq = NULL, .n = 0};
     uint64_t *xs = NULL;
     if (flags.len != 2 * NBUCKETS || PyList_GET_SIZE(bk) != NBUCKETS) {
         PyErr_SetString(PyExc_ValueError, "expected 2**14 buckets and 2 * 2**14 flags");
@@ -267,25 +332,17 @@ update(PyObject *args, int adding)
         name = PyList_GET_ITEM(ids, owner);
         Py_INCREF(name);  /* held for the call whatever happens to the list */
     }
-    seq = PySequence_Fast(points, "points must be a sequence of ints");
-    if (seq == NULL)
+    if (points_open(points, &src, "points must be a sequence of ints") < 0)
         goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = src.n;
     xs = PyMem_Malloc(2 * (size_t)(n ? n : 1) * sizeof(uint64_t));
     if (xs == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyLong_Check(items[i])) {
-            PyErr_SetString(PyExc_TypeError, "points must be ints");
-            goto done;
-        }
-        xs[i] = PyLong_AsUnsignedLongLong(items[i]);  /* OverflowError outside 0..2**64-1 */
-        if (xs[i] == (uint64_t)-1 && PyErr_Occurred())
-            goto done;
-    }
+    if (points_copy(&src, xs) < 0)
+        goto done;
+    points_close(&src);
     sort_points(xs, xs + n, n);
     for (Py_ssize_t i = 0, j; i < n; i = j) {
         Py_ssize_t b = (Py_ssize_t)(xs[i] >> LOW_BITS);
@@ -299,7 +356,7 @@ update(PyObject *args, int adding)
     Py_INCREF(result);
 done:
     PyMem_Free(xs);
-    Py_XDECREF(seq);
+    points_close(&src);
     Py_XDECREF(name);
     PyBuffer_Release(&flags);
     return result;
@@ -354,7 +411,7 @@ insert_many(PyObject *Py_UNUSED(self), PyObject *args)
                           &points, &PyList_Type, &owners, &PyList_Type, &ids))
         return NULL;
     PyObject *result = NULL;
-    PyObject **seqs = NULL;
+    points_src *srcs = NULL;
     uint64_t *xs = NULL;
     uint16_t *os = NULL;
     Py_ssize_t m = PyList_GET_SIZE(points), nseq = 0, n = 0;
@@ -366,16 +423,15 @@ insert_many(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "points and owners must have one item per owner");
         goto done;
     }
-    seqs = PyMem_Calloc((size_t)(m ? m : 1), sizeof(PyObject *));
-    if (seqs == NULL) {
+    srcs = PyMem_Calloc((size_t)(m ? m : 1), sizeof(points_src));
+    if (srcs == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (; nseq < m; nseq++) {
-        seqs[nseq] = PySequence_Fast(PyList_GET_ITEM(points, nseq), "points must be sequences of ints");
-        if (seqs[nseq] == NULL)
+        if (points_open(PyList_GET_ITEM(points, nseq), &srcs[nseq], "points must be sequences of ints") < 0)
             goto done;
-        n += PySequence_Fast_GET_SIZE(seqs[nseq]);
+        n += srcs[nseq].n;
     }
     xs = PyMem_Malloc(2 * (size_t)(n ? n : 1) * sizeof(uint64_t));
     os = PyMem_Malloc(2 * (size_t)(n ? n : 1) * sizeof(uint16_t));
@@ -393,18 +449,10 @@ insert_many(PyObject *Py_UNUSED(self), PyObject *args)
             PyErr_SetString(PyExc_ValueError, "each owner must be an index of ids holding a str");
             goto done;
         }
-        Py_ssize_t k = PySequence_Fast_GET_SIZE(seqs[i]);
-        PyObject **items = PySequence_Fast_ITEMS(seqs[i]);
-        for (Py_ssize_t p = 0; p < k; p++, at++) {
-            if (!PyLong_Check(items[p])) {
-                PyErr_SetString(PyExc_TypeError, "points must be ints");
-                goto done;
-            }
-            xs[at] = PyLong_AsUnsignedLongLong(items[p]);  /* OverflowError outside 0..2**64-1 */
-            if (xs[at] == (uint64_t)-1 && PyErr_Occurred())
-                goto done;
+        if (points_copy(&srcs[i], xs + at) < 0)
+            goto done;
+        for (Py_ssize_t p = 0; p < srcs[i].n; p++, at++)
             os[at] = (uint16_t)owner;
-        }
     }
     sort_pairs(xs, os, xs + n, os + n, n);
     for (Py_ssize_t i = 0, j; i < n; i = j) {
@@ -422,8 +470,8 @@ done:
     PyMem_Free(xs);
     PyMem_Free(os);
     for (Py_ssize_t i = 0; i < nseq; i++)
-        Py_DECREF(seqs[i]);
-    PyMem_Free(seqs);
+        points_close(&srcs[i]);
+    PyMem_Free(srcs);
     PyBuffer_Release(&flags);
     return result;
 }
@@ -642,6 +690,251 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ XXH3-64, short inputs
+ *
+ * A "consistent" member's points are xxh3_64(f"{id}-{i}") (uhashring's scheme): ~4,000 short
+ * hashes per member.  Through xxhash.xxh3_64_intdigest each costs a bytes object, a call and an
+ * int (0.3-0.75 us), which made a full ring build cost ~3 ms per member (docs/ring.md).  Here
+ * they are hashed straight into an array('Q') for build().
+ *
+ * XXH3_64bits with seed 0 and the default secret, for 0..240 bytes only: the 0-16, 17-128 and
+ * 129-240 byte paths of Cyan4973/xxHash's xxhash.h (v0.8.x; XXH3's output is frozen since
+ * v0.8.0), restated with the seed fixed at 0 (every "+ seed" / "- seed" vanishes, as does
+ * the seed swap of the 4-8 byte path).  Longer inputs take the long-key path (stripes,
+ * accumulators, scrambling), which is not here: xxh3_points returns None for them and the
+ * caller hashes with the xxhash package.  tests/registry/test_ring_accel.py compares every
+ * length 0..240 with xxhash.xxh3_64_intdigest. */
+
+/* XXH3_kSecret, xxhash.h's default secret (192 bytes, "taken directly from FARSH");
+ * the short paths read its first 136 (XXH3_SECRET_SIZE_MIN). */
+static const uint8_t xxh3_secret[192] = {
+    0xb8, 0xfe, 0x6c, 0x39, 0x23, 0xa4, 0x4b, 0xbe, 0x7c, 0x01, 0x81, 0x2c,
+    0xf7, 0x21, 0xad, 0x1c, 0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90, 0x97, 0xdb,
+    0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f, 0xcb, 0x79, 0xe6, 0x4e,
+    0xcc, 0xc0, 0xe5, 0x78, 0x82, 0x5a, 0xd0, 0x7d, 0xcc, 0xff, 0x72, 0x21,
+    0xb8, 0x08, 0x46, 0x74, 0xf7, 0x43, 0x24, 0x8e, 0xe0, 0x35, 0x90, 0xe6,
+    0x81, 0x3a, 0x26, 0x4c, 0x3c, 0x28, 0x52, 0xbb, 0x91, 0xc3, 0x00, 0xcb,
+    0x88, 0xd0, 0x65, 0x8b, 0x1b, 0x53, 0x2e, 0xa3, 0x71, 0x64, 0x48, 0x97,
+    0xa2, 0x0d, 0xf9, 0x4e, 0x38, 0x19, 0xef, 0x46, 0xa9, 0xde, 0xac, 0xd8,
+    0xa8, 0xfa, 0x76, 0x3f, 0xe3, 0x9c, 0x34, 0x3f, 0xf9, 0xdc, 0xbb, 0xc7,
+    0xc7, 0x0b, 0x4f, 0x1d, 0x8a, 0x51, 0xe0, 0x4b, 0xcd, 0xb4, 0x59, 0x31,
+    0xc8, 0x9f, 0x7e, 0xc9, 0xd9, 0x78, 0x73, 0x64, 0xea, 0xc5, 0xac, 0x83,
+    0x34, 0xd3, 0xeb, 0xc3, 0xc5, 0x81, 0xa0, 0xff, 0xfa, 0x13, 0x63, 0xeb,
+    0x17, 0x0d, 0xdd, 0x51, 0xb7, 0xf0, 0xda, 0x49, 0xd3, 0x16, 0x55, 0x26,
+    0x29, 0xd4, 0x68, 0x9e, 0x2b, 0x16, 0xbe, 0x58, 0x7d, 0x47, 0xa1, 0xfc,
+    0x8f, 0xf8, 0xb8, 0xd1, 0x7a, 0xd0, 0x31, 0xce, 0x45, 0xcb, 0x3a, 0x8f,
+    0x95, 0x16, 0x04, 0x28, 0xaf, 0xd7, 0xfb, 0xca, 0xbb, 0x4b, 0x40, 0x7e,
+};
+
+#define XXH_PRIME64_1 0x9E3779B185EBCA87ULL
+#define XXH_PRIME64_2 0xC2B2AE3D27D4EB4FULL
+#define XXH_PRIME64_3 0x165667B19E3779F9ULL
+#define XXH_PRIME_MX1 0x165667919E3779F9ULL
+#define XXH_PRIME_MX2 0x9FB21C651E98DF25ULL
+#define XXH3_SECRET_SIZE_MIN 136
+#define XXH3_MIDSIZE_MAX 240
+#define XXH3_MIDSIZE_STARTOFFSET 3
+#define XXH3_MIDSIZE_LASTOFFSET 17
+
+/* Little-endian reads on any host (compilers turn these into one load on x86 and ARM). */
+static inline uint32_t
+read32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t
+read64(const uint8_t *p)
+{
+    return (uint64_t)read32(p) | (uint64_t)read32(p + 4) << 32;
+}
+
+static inline uint64_t
+rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t
+swap64(uint64_t x)
+{
+    x = (x & 0x00000000FFFFFFFFULL) << 32 | (x & 0xFFFFFFFF00000000ULL) >> 32;
+    x = (x & 0x0000FFFF0000FFFFULL) << 16 | (x & 0xFFFF0000FFFF0000ULL) >> 16;
+    x = (x & 0x00FF00FF00FF00FFULL) << 8 | (x & 0xFF00FF00FF00FF00ULL) >> 8;
+    return x;
+}
+
+/* The 128-bit product of two 64-bit numbers, low half XOR high half (XXH3_mul128_fold64). */
+static inline uint64_t
+mul128_fold64(uint64_t a, uint64_t b)
+{
+#if defined(__SIZEOF_INT128__)
+    __extension__ typedef unsigned __int128 u128;  /* GCC and Clang on 64-bit hosts */
+    u128 p = (u128)a * b;
+    return (uint64_t)p ^ (uint64_t)(p >> 64);
+#else
+    uint64_t lo_lo = (a & 0xFFFFFFFF) * (b & 0xFFFFFFFF);
+    uint64_t hi_lo = (a >> 32) * (b & 0xFFFFFFFF);
+    uint64_t lo_hi = (a & 0xFFFFFFFF) * (b >> 32);
+    uint64_t hi_hi = (a >> 32) * (b >> 32);
+    uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFF) + lo_hi;
+    uint64_t upper = (hi_lo >> 32) + (cross >> 32) + hi_hi;
+    uint64_t lower = (cross << 32) | (lo_lo & 0xFFFFFFFF);
+    return lower ^ upper;
+#endif
+}
+
+static inline uint64_t
+xxh64_avalanche(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= XXH_PRIME64_2;
+    h ^= h >> 29;
+    h *= XXH_PRIME64_3;
+    h ^= h >> 32;
+    return h;
+}
+
+static inline uint64_t
+xxh3_avalanche(uint64_t h)
+{
+    h ^= h >> 37;
+    h *= XXH_PRIME_MX1;
+    h ^= h >> 32;
+    return h;
+}
+
+static inline uint64_t
+xxh3_rrmxmx(uint64_t h, uint64_t len)
+{
+    h ^= rotl64(h, 49) ^ rotl64(h, 24);
+    h *= XXH_PRIME_MX2;
+    h ^= (h >> 35) + len;
+    h *= XXH_PRIME_MX2;
+    return h ^ (h >> 28);
+}
+
+static inline uint64_t
+xxh3_mix16(const uint8_t *in, const uint8_t *secret)
+{
+    return mul128_fold64(read64(in) ^ read64(secret), read64(in + 8) ^ read64(secret + 8));
+}
+
+/* xxh3_64(in[0:len]) for len <= 240 (the caller checks). */
+static uint64_t
+xxh3_64_short(const uint8_t *in, size_t len)
+{
+    const uint8_t *s = xxh3_secret;
+    if (len <= 16) {
+        if (len > 8) {  /* XXH3_len_9to16_64b */
+            uint64_t lo = read64(in) ^ (read64(s + 24) ^ read64(s + 32));
+            uint64_t hi = read64(in + len - 8) ^ (read64(s + 40) ^ read64(s + 48));
+            return xxh3_avalanche(len + swap64(lo) + hi + mul128_fold64(lo, hi));
+        }
+        if (len >= 4) {  /* XXH3_len_4to8_64b */
+            uint64_t input64 = read32(in + len - 4) + ((uint64_t)read32(in) << 32);
+            return xxh3_rrmxmx(input64 ^ (read64(s + 8) ^ read64(s + 16)), len);
+        }
+        if (len > 0) {  /* XXH3_len_1to3_64b */
+            uint32_t combined = (uint32_t)in[0] << 16 | (uint32_t)in[len >> 1] << 24
+                                | (uint32_t)in[len - 1] | (uint32_t)len << 8;
+            return xxh64_avalanche((uint64_t)combined ^ (uint64_t)(read32(s) ^ read32(s + 4)));
+        }
+        return xxh64_avalanche(read64(s + 56) ^ read64(s + 64));
+    }
+    uint64_t acc = len * XXH_PRIME64_1;
+    if (len <= 128) {  /* XXH3_len_17to128_64b */
+        if (len > 32) {
+            if (len > 64) {
+                if (len > 96) {
+                    acc += xxh3_mix16(in + 48, s + 96);
+                    acc += xxh3_mix16(in + len - 64, s + 112);
+                }
+                acc += xxh3_mix16(in + 32, s + 64);
+                acc += xxh3_mix16(in + len - 48, s + 80);
+            }
+            acc += xxh3_mix16(in + 16, s + 32);
+            acc += xxh3_mix16(in + len - 32, s + 48);
+        }
+        acc += xxh3_mix16(in, s);
+        acc += xxh3_mix16(in + len - 16, s + 16);
+        return xxh3_avalanche(acc);
+    }
+    /* XXH3_len_129to240_64b */
+    size_t rounds = len / 16;
+    for (size_t i = 0; i < 8; i++)
+        acc += xxh3_mix16(in + 16 * i, s + 16 * i);
+    uint64_t acc_end = xxh3_mix16(in + len - 16, s + XXH3_SECRET_SIZE_MIN - XXH3_MIDSIZE_LASTOFFSET);
+    acc = xxh3_avalanche(acc);
+    for (size_t i = 8; i < rounds; i++)
+        acc_end += xxh3_mix16(in + 16 * i, s + 16 * (i - 8) + XXH3_MIDSIZE_STARTOFFSET);
+    return xxh3_avalanche(acc + acc_end);
+}
+
+/* xxh3_64(data) -> int: for tests (the C hash against the xxhash package's). */
+static PyObject *
+xxh3_64(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    Py_buffer in;
+    if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (in.len > XXH3_MIDSIZE_MAX)
+        PyErr_SetString(PyExc_ValueError, "xxh3_64 here hashes at most 240 bytes");
+    else
+        result = PyLong_FromUnsignedLongLong(xxh3_64_short(in.buf, (size_t)in.len));
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* xxh3_points(prefix, count) -> array('Q') of xxh3_64(prefix + b"%d" % i) for i in range(count),
+ * or None when the longest input would pass 240 bytes (the caller then hashes in Python). */
+static PyObject *
+xxh3_points(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer prefix;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*n:xxh3_points", &prefix, &count))
+        return NULL;
+    PyObject *result = NULL;
+    if (count < 0) {
+        PyErr_SetString(PyExc_ValueError, "count must be >= 0");
+        goto done;
+    }
+    int width = 1;  /* digits of count - 1, the longest suffix */
+    for (Py_ssize_t top = count - 1; top >= 10; top /= 10)
+        width++;
+    if (count > 0 && prefix.len > XXH3_MIDSIZE_MAX - width) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_buffer out;
+    result = new_bucket(count, &out);
+    if (result == NULL)
+        goto done;
+    uint8_t key[XXH3_MIDSIZE_MAX];
+    memcpy(key, prefix.buf, (size_t)(count > 0 ? prefix.len : 0));
+    uint8_t *digits = key + (count > 0 ? prefix.len : 0);
+    uint64_t *o = out.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        char rev[24];
+        int k = 0;
+        Py_ssize_t v = i;
+        do {
+            rev[k++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        for (int d = 0; d < k; d++)
+            digits[d] = (uint8_t)rev[k - 1 - d];
+        o[i] = xxh3_64_short(key, (size_t)(digits - key) + (size_t)k);
+    }
+    PyBuffer_Release(&out);
+done:
+    PyBuffer_Release(&prefix);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"insert", insert, METH_VARARGS,
      "insert(buckets, flags, points, owner, ids)\n--\n\n"
@@ -661,6 +954,15 @@ static PyMethodDef methods[] = {
      "Bulk-load an empty ring: points[i] (an array('Q')) are member i's points, ranks[i]\n"
      "its tie order, owner_of_rank[r] the owner index entries of rank r carry.  Replaces\n"
      "every non-empty bucket of `buckets`, sets its flags, returns the number of points."},
+    {"xxh3_64", xxh3_64, METH_O,
+     "xxh3_64(data, /)\n--\n\n"
+     "XXH3-64 (seed 0, default secret) of a bytes-like object of at most 240 bytes, as\n"
+     "xxhash.xxh3_64_intdigest; ValueError beyond 240 bytes."},
+    {"xxh3_points", xxh3_points, METH_VARARGS,
+     "xxh3_points(prefix, count, /)\n--\n\n"
+     "array('Q') of xxh3_64(prefix + b\"%d\" % i) for i in range(count): a member's ring\n"
+     "points (prefix = its id, UTF-8, then b\"-\").  None when an input would be longer\n"
+     "than 240 bytes (the caller then hashes with the xxhash package)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -88,9 +88,7 @@ def point_count(algorithm: str, node: RingNode) -> int:
 
 def node_points(algorithm: str, node_id: str, node: RingNode) -> list[int]:
     """Sorted points of one member (duplicates kept: each is an entry on the ring)."""
-    pts = ring_class(algorithm).replica_points(node_id, node)
-    pts.sort()
-    return pts
+    return sorted(ring_class(algorithm).replica_points(node_id, node))
 
 
 def bucket_runs(per_node: Sequence[list[int]], rank: list[int], rbits: int, shift: int,
@@ -183,8 +181,8 @@ class Ring:
         raise NotImplementedError
 
     @staticmethod
-    def replica_points(node_id: str, node: RingNode) -> list[int]:
-        """Points of one member in replica order (unsorted)."""
+    def replica_points(node_id: str, node: RingNode) -> Sequence[int]:
+        """Points of one member in replica order (unsorted): a list, or ``"consistent"``'s array('Q')."""
         raise NotImplementedError
 
     def _init_storage(self) -> None:
@@ -205,11 +203,11 @@ class Ring:
     def _admit(self, idx: int) -> None:
         """Prepare this clone's storage for owner index ``idx`` (or refuse it)."""
 
-    def _insert_points(self, idx: int, points: list[int]) -> None:
+    def _insert_points(self, idx: int, points: Sequence[int]) -> None:
         """Add owner ``idx``'s entries (``_ids[idx]`` is already set); points in any order."""
         raise NotImplementedError
 
-    def _remove_points(self, idx: int, points: list[int]) -> None:
+    def _remove_points(self, idx: int, points: Sequence[int]) -> None:
         """Drop one entry of owner ``idx`` per point; points in any order."""
         raise NotImplementedError
 
@@ -374,7 +372,7 @@ class Ring:
         new._insert_many([(index[k], self.replica_points(k, nodes[k])) for k in moved])
         return new
 
-    def _insert_many(self, owners: list[tuple[int, list[int]]]) -> None:
+    def _insert_many(self, owners: list[tuple[int, Sequence[int]]]) -> None:
         """Add the entries of several owners (``_ids`` already set); by default one by one."""
         for idx, points in owners:
             self._insert_points(idx, points)

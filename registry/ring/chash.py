@@ -106,7 +106,7 @@ class ChashRing(Ring, algorithm="chash"):
 
     # ------------------------------------------------------------ join/leave
 
-    def _insert_points(self, idx: int, points: list[int]) -> None:
+    def _insert_points(self, idx: int, points: Sequence[int]) -> None:
         # One Python step per point: buckets are copied once per update
         # (sorted input groups them), then bisect + array.insert.
         name = self._ids[idx]
@@ -137,7 +137,7 @@ class ChashRing(Ring, algorithm="chash"):
             merged = sorted([*self._nonempty, *filled])
             self._nonempty = array("I", merged)
 
-    def _remove_points(self, idx: int, points: list[int]) -> None:
+    def _remove_points(self, idx: int, points: Sequence[int]) -> None:
         self._seq.pop(cast(str, self._ids[idx]), None)
         points = sorted(points)
         pts, own = self._pts, self._own

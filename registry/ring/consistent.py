@@ -22,7 +22,7 @@ from typing import ClassVar, cast
 
 from .accel import load
 from .base import MAX_REPLICAS, EmptyRing, Ring, RingNode, bucket_runs
-from .hashing import xxh3_64, xxh3_key, xxh3_points
+from .hashing import xxh3_64, xxh3_key, xxh3_point_array
 
 __all__ = ["MAX_MEMBERS", "ConsistentRing"]
 
@@ -76,8 +76,10 @@ class ConsistentRing(Ring, algorithm="consistent"):
         return min(node.replicas, MAX_REPLICAS) * node.weight
 
     @staticmethod
-    def replica_points(node_id: str, node: RingNode) -> list[int]:
-        return xxh3_points(node_id, ConsistentRing.count(node))
+    def replica_points(node_id: str, node: RingNode) -> array[int]:
+        # An array('Q') on both paths: the C functions read its 8-byte items as they are (no
+        # Python int per point); with the accelerator the hashing is C too (xxh3_point_array).
+        return xxh3_point_array(node_id, ConsistentRing.count(node), ConsistentRing.accel)
 
     def _init_storage(self) -> None:
         self._bk = [array("Q", [_SENT])] * _CN
@@ -110,7 +112,9 @@ class ConsistentRing(Ring, algorithm="consistent"):
             # C: two passes over the points straight into the bucket arrays, sorted without the
             # GIL (the passes below cost seconds at thousands of members: a client cache's first
             # snapshot). Points stay 8-byte array items, not Python ints, and need no per-node sort.
-            points = [array("Q", self.replica_points(node_id, node)) for node_id, node in items]
+            # replica_points gives array('Q') (hashed in C); anything else (a test's forced points) is converted.
+            points = [p if isinstance(p, array) and p.typecode == "Q" else array("Q", p)
+                      for p in (self.replica_points(node_id, node) for node_id, node in items)]
             self._npoints = build(self._bk, self._flags, points, rank, idx_of_rank)
             return
         per_node = [sorted(self.replica_points(node_id, node)) for node_id, node in items]
@@ -132,7 +136,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
 
     # ------------------------------------------------------------ join/leave
 
-    def _insert_points(self, idx: int, points: list[int]) -> None:
+    def _insert_points(self, idx: int, points: Sequence[int]) -> None:
         if self.accel is not None:
             flags = bytearray(self._flags)
             self.accel.insert(self._bk, flags, points, idx, self._ids)
@@ -158,7 +162,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
             self._flags = flags
         self._npoints += len(points)
 
-    def _insert_many(self, owners: list[tuple[int, list[int]]]) -> None:
+    def _insert_many(self, owners: list[tuple[int, Sequence[int]]]) -> None:
         insert_many = getattr(self.accel, "insert_many", None)
         if insert_many is None:  # pure Python, or a .so built before insert_many: one by one
             super()._insert_many(owners)
@@ -172,7 +176,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
         self._flags = flags
         self._npoints += sum(len(pts) for _, pts in owners)
 
-    def _remove_points(self, idx: int, points: list[int]) -> None:
+    def _remove_points(self, idx: int, points: Sequence[int]) -> None:
         if self.accel is not None:
             flags = bytearray(self._flags)
             self.accel.remove(self._bk, flags, points, idx)
@@ -199,7 +203,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
             self._flags = flags
         self._npoints -= len(points)
 
-    def _passes(self, points: list[int], update: Callable[[list[array[int]], list[int]], None]) -> list[int]:
+    def _passes(self, points: Sequence[int], update: Callable[[list[array[int]], list[int]], None]) -> list[int]:
         """Run ``update(arrays, lows)`` over ``points`` as C-level passes; the buckets touched.
 
         One point per bucket per pass (the dict keeps the last one seen); the points
@@ -235,7 +239,7 @@ class ConsistentRing(Ring, algorithm="consistent"):
         return max(128, (1 << 18) // (8 + 8 * self._npoints // _CN))
 
     @staticmethod
-    def _rest(points: list[int], buckets: list[int], chosen: dict[int, int]) -> list[int]:
+    def _rest(points: Sequence[int], buckets: list[int], chosen: dict[int, int]) -> list[int]:
         """``points`` minus one occurrence of each of ``chosen``'s values (bucket -> point)."""
         rest = list(compress(points, map(operator.ne, map(chosen.__getitem__, buckets), points)))
         if len(rest) + len(chosen) == len(points):

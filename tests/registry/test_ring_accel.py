@@ -374,3 +374,66 @@ def test_bulk_build_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         ACCEL.build(list(ring._bk), bytearray(4), [array("Q", [1])], [0], [0])
     assert state(ring) == state(Ring("consistent"))  # the inputs were copies: nothing shared was touched
+
+
+# ------------------------------------------------ points hashed in C (xxh3_points)
+
+#: Ids of many lengths and alphabets: multi-byte UTF-8, lone surrogates (kept by encode's
+#: surrogatepass), and ids too long for the C hashing (over 240 bytes with "-" and the replica
+#: number: hashed in Python, on both paths).
+ODD_IDS = ["", "a", "é", "日本", "\udcff", "x\ud800y", "svc-" + "é" * 60, "i" * 229, "i" * 236,
+           "i" * 237, "é" * 119, "\udcff" * 79, "i" * 400]
+
+
+@needs_accel
+def test_bulk_build_with_odd_ids_same_on_both_paths() -> None:
+    # The C path hashes each member's points into an array('Q') (xxh3_points) for build();
+    # the pure path hashes with the xxhash package: identical rings, entry for entry.
+    rnd = random.Random(7)
+    nodes = {n: RingNode(rnd.choice([1, 40, 4096]), rnd.choice([1, 2])) for n in ODD_IDS}
+    fast, slow = built_both_ways(nodes)
+    assert state(fast) == state(slow)
+    assert answers(fast, shares=False) == answers(slow, shares=False)
+    with path(None):
+        pure = {n: ConsistentRing.replica_points(n, v) for n, v in nodes.items()}
+    with path(ACCEL):
+        for n, v in nodes.items():
+            pts = ConsistentRing.replica_points(n, v)
+            assert isinstance(pts, array) and pts.typecode == "Q" and pts == pure[n], n
+
+
+@needs_accel
+def test_joins_and_leaves_with_odd_ids_same_on_both_paths() -> None:
+    one, big = RingNode(64), RingNode(4096)
+    ops: list[Op] = [("join", n, big if len(n) % 2 else one) for n in ODD_IDS]
+    ops += [("leave", "é", one), ("leave", "i" * 400, one), ("join", "é", RingNode(64, 2)), ("leave", "\udcff", big)]
+    assert_same_histories(ops, compare_answers=False)
+
+
+@needs_accel
+def test_merges_read_point_arrays_as_their_ints() -> None:
+    # insert/insert_many/remove take the array('Q') replica_points returns (its 8-byte items as
+    # they are) or any sequence of ints: both give the same buckets; other item types are ints.
+    assert ACCEL is not None
+    pts = array("Q", ConsistentRing.replica_points("c", RingNode(300)))
+    results = []
+    for given_pts in (pts, pts.tolist(), array("L", pts) if array("L").itemsize == 8 else pts.tolist()):
+        bk, flags, ids = fresh()
+        ACCEL.insert(bk, flags, given_pts, 2, ids)
+        results.append(([a.tolist() for a in bk], bytes(flags)))
+        ACCEL.remove(bk, flags, given_pts, 2)
+        assert sum(map(len, bk)) == sum(map(len, fresh()[0]))
+    assert results[0] == results[1] == results[2]
+    bk, flags, ids = fresh()
+    ACCEL.insert_many(bk, flags, [pts], [2], ids)
+    assert ([a.tolist() for a in bk], bytes(flags)) == results[0]
+    for bad, exc in ((array("q", [5, -1]), OverflowError), (array("d", [1.0]), TypeError), ("abc", TypeError)):
+        bk, flags, ids = fresh()
+        before = [a.tolist() for a in bk]
+        with pytest.raises(exc):
+            ACCEL.insert(bk, flags, bad, 2, ids)
+        with pytest.raises(exc):
+            ACCEL.insert_many(bk, flags, [pts, bad], [2, 2], ids)
+        assert [a.tolist() for a in bk] == before
+    # The merges only read the point array.
+    assert pts == array("Q", ConsistentRing.replica_points("c", RingNode(300)))
