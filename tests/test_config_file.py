@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from registry.client import RpcClient
 from registry.config_file import with_config_file
 from registry.server_config import ServerConfig
 from tests.agentproc import free_port
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import env, wait_for
 from tests.footprint import modules_child
 
 HAS_TOML = sys.version_info >= (3, 11)
@@ -205,3 +206,14 @@ def test_a_later_check_names_the_file_when_only_it_gave_the_flag(
     assert main(["-config-file", path, *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and (f"(from -config-file {path})" in err) == blamed, err
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.11+ reads TOML with tomllib")
+def test_toml_on_310_without_tomli_is_one_line(tmp_path: Path) -> None:
+    """On 3.10 without tomli (hidden here: sys.modules["tomli"] = None makes its import fail)."""
+    path = write(tmp_path, 'id = "a"\n', "registry.toml")
+    code = "import sys; sys.modules['tomli'] = None; from registry.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "-config-file", path], capture_output=True, text=True,
+                       env=env(), timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"-config-file {path}: TOML needs Python 3.11+ or `pip install tomli`; use JSON" in r.stderr, r.stderr
