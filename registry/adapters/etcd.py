@@ -204,14 +204,11 @@ class EtcdAdapter:
         """One warning per outage, not one per retry (an etcd down for an hour is one line, then one
         line when it is back: `_back`)."""
         if not self._outage:
-            others = len(self._members.all) > 1
-            ctx.log.warning(
-                "etcd %s: %s; %s every %gs",
-                endpoint or ",".join(self._members.all),
-                _why(e),
-                "trying the other endpoints, all" if others else "retrying",
-                self.retry,
-            )
+            if len(self._members.all) > 1:
+                how = "trying the next endpoint (each retried every %gs while none answers)"
+            else:
+                how = "retrying every %gs"
+            ctx.log.warning("etcd %s: %s; " + how, endpoint or ",".join(self._members.all), _why(e), self.retry)
             self._outage = True
 
     def _back(self, ctx: AdapterContext, conn: Conn) -> None:

@@ -13,7 +13,7 @@ is independent of how it reaches a member, and the reaching has its own failure 
   moves to another member and resyncs.
 - Auth tokens: etcd's simple tokens expire (``--auth-token-ttl``, 300 s after their last use) and vanish
   when the member restarts.  `Conn.unary` and `Conn.watch` re-authenticate once on ``invalid auth token``
-  (gRPC UNAUTHENTICATED) or on a watch refused with ``permission denied``, and repeat the call: the
+  (gRPC UNAUTHENTICATED; a new watch is canceled with that reason) and repeat the call: the
   open streams, the imports and the export lease stay as they are (no resync, no warning: one INFO line).
 """
 
@@ -82,9 +82,9 @@ class Conn:
         return await method(request, metadata=self.metadata, timeout=self.endpoints.timeout)
 
     async def watch(self, create: Any) -> Any:
-        """A Watch stream with ``create`` registered: returns the call once etcd confirmed the watch.  etcd
-        checks the token only when a watch is created, and refuses an expired one by cancelling the new
-        watch (``permission denied``): then a new token and once again."""
+        """A Watch stream with ``create`` registered, once etcd confirmed the watch.  etcd checks the token
+        only when a watch is created, and refuses an expired one by cancelling the new watch (reason
+        ``... invalid auth token``, etcd 3.4): then a new token and once again."""
         for attempt in (0, 1):
             call = rpc.WatchStub(self.channel).Watch(metadata=self.metadata)
             await call.write(rpc.WatchRequest(create_request=create))
@@ -95,7 +95,7 @@ class Conn:
                 return _Stream(call)
             call.cancel()
             reason = first.cancel_reason or "canceled"
-            if attempt or self.endpoints.user is None or "permission denied" not in reason:
+            if attempt or self.endpoints.user is None or "invalid auth token" not in reason:
                 raise LostError(f"watch canceled: {reason}")
             await self._reauth(f"watch refused ({reason})")
         raise AssertionError("unreachable")

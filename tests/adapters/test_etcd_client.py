@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from registry.adapters.base import AdapterError, CatalogView
+from registry.adapters.etcd_conn import Endpoints
 from tests.adapters.test_etcd import (
     Etcd,
     Recorder,
@@ -158,7 +159,7 @@ async def test_cluster_member_killed_imports_and_exports_continue(
         # The export lease (5 s) must not lapse; a loaded machine gets slack up to it.
         assert exported_gap < 5.0, exported_gap
         lines = [r.getMessage() for r in caplog.records if r.name.startswith("registry.adapters.etcd")]
-        assert sum("trying the other endpoints" in m for m in lines) == 1, lines
+        assert sum("trying the next endpoint" in m for m in lines) == 1, lines
     finally:
         await stop(task)
         await c.close()
@@ -182,7 +183,7 @@ async def test_member_without_quorum_is_left(cluster: Cluster, caplog: pytest.Lo
         cluster.kill(2)
 
         def told() -> bool:
-            return any("trying the other endpoints" in r.getMessage() for r in caplog.records)
+            return any("trying the next endpoint" in r.getMessage() for r in caplog.records)
 
         await until(told, "the lost quorum told", timeout=15)
         assert rec.addrs() == {("api", "a"): "10.0.0.1:80"}  # nothing invented or lost meanwhile
@@ -240,6 +241,9 @@ async def test_expired_auth_token_is_renewed_without_a_resync(tmp_path: Path, ca
         rec, views = Recorder(), Views(CatalogView("dc1", [svc("web", "x", "10.1.0.1:80")]))
         # lease_ttl 6: keepalives every 2 s, so nothing the adapter does keeps its 1 s token fresh
         task = run_adapter(_adapter(endpoint=e.endpoint, user="root", password="pw", lease_ttl="6"), rec, views)
+        # a connection of the adapter's own kind, to create a watch with an expired token below
+        members = Endpoints([e.endpoint], user="root", password="pw", tls=(None, None, None), timeout=5)
+        conn = await members.connect(logging.getLogger("registry.adapters.etcd.conn"))
         async with grpc.aio.insecure_channel(e.endpoint) as ch:
             auth, kv = rpc.AuthStub(ch), rpc.KVStub(ch)
             tok = (await auth.Authenticate(rpc.AuthenticateRequest(name="root", password="pw"))).token
@@ -270,6 +274,10 @@ async def test_expired_auth_token_is_renewed_without_a_resync(tmp_path: Path, ca
                     return False
 
                 await until(expired, "the tokens to expire")
+                # etcd cancels a watch created with an expired token ("invalid auth token"): a new token
+                stream = await conn.watch(rpc.WatchCreateRequest(key=b"/services/"))
+                stream.cancel()
+                assert conn.reauths == 1
                 tok = (await auth.Authenticate(rpc.AuthenticateRequest(name="root", password="pw"))).token
                 md = (("token", tok),)
                 views.set(CatalogView("dc1", [svc("web", "x", "10.1.0.1:80"), svc("web", "y", "10.1.0.2:80")]))
@@ -280,6 +288,7 @@ async def test_expired_auth_token_is_renewed_without_a_resync(tmp_path: Path, ca
                 await until(lambda: len(rec.addrs()) == 2, "imported after the token expired")
             finally:
                 await stop(task)
+                await conn.close()
         lines = [r for r in caplog.records if r.name.startswith("registry.adapters.etcd")]
         assert rec.resyncs == 1, [r.getMessage() for r in lines]
         assert not [r for r in lines if r.levelno >= logging.WARNING], [r.getMessage() for r in lines]
