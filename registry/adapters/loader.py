@@ -62,19 +62,29 @@ def available() -> list[str]:
 def load(spec: str) -> Adapter:
     """The adapter ``spec`` names, built with its options; `AdapterError` (one line) if anything is wrong.
 
-    The option ``isolate`` is the host's, not the adapter's: ``isolate=process`` runs the adapter in a
-    child process (`registry.adapters.process`); it is built here first all the same, so a bad option is
-    still a usage error at start, not a child failing over and over."""
+    The option ``isolate`` is the host's, not the adapter's: ``thread`` runs the adapter on a thread of the
+    registry, ``process`` in a child process (`registry.adapters.process`).  The default depends on whose
+    code it is: the adapters shipped in ``registry.adapters`` (file, etcd) are tested not to spin and run on
+    a thread; anyone else's runs in a child, where a busy loop or a crash can only hurt itself (Match p50
+    next to a busy-loop adapter: x27 on a thread, x1.1 in a child; benchmarks/bench_adapters.py).  It is
+    built here first all the same, so a bad option is a usage error at start, not a child failing over and over."""
     name, options = parse_spec(spec)
-    isolate = options.pop("isolate", "thread")
-    if isolate not in ("thread", "process"):
+    isolate = options.pop("isolate", "")
+    if isolate not in ("", "thread", "process"):
         raise AdapterError(f"-adapter {name}: isolate={isolate!r} must be thread or process")
     adapter = build(name, options)
+    if not isolate:
+        isolate = "thread" if _shipped(adapter) else "process"
     if isolate == "process":
         from registry.adapters.process import ProcessAdapter
 
         return ProcessAdapter(name, options)
     return adapter
+
+
+def _shipped(adapter: Adapter) -> bool:
+    """Whether ``adapter`` is one of ours (its class defined in this package)."""
+    return type(adapter).__module__.startswith(__name__.rpartition(".")[0] + ".")
 
 
 def build(name: str, options: Mapping[str, str]) -> Adapter:

@@ -29,8 +29,8 @@ from registry.adapters.pipe import FrameError, Kind, decode_service, encode_view
 __all__ = ["ProcessAdapter"]
 
 #: Seconds a child has after its stdin closes (it cancels its adapter: an etcd exporter revokes its
-#: lease then) before it is killed.
-STOP_GRACE = 3.0
+#: lease then) before it is killed: inside the host's 2 s wait for an adapter's thread at stop.
+STOP_GRACE = 1.5
 
 
 class ProcessAdapter:

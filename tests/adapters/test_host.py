@@ -96,7 +96,7 @@ def test_hanging_adapter_leaves_match_p99_and_gossip_within_bound(mode: str, iso
 
 
 def test_raising_adapter_is_logged_and_run_again(hang_entry_point: None) -> None:
-    with modules_child("-id", "r", *BASE, "-adapter", "hang:mode=raise") as child:
+    with modules_child("-id", "r", *BASE, "-adapter", "hang:mode=raise,isolate=thread") as child:
         client = RpcClient(child.started["grpc"], timeout=10.0)
         try:
             # runs at 0, 0.5, 1.5 s (backoff doubling): the third run's import shows two restarts

@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_adapter_in_a_child_process_round_trip_restart_and_end(echo_entry_point: None) -> None:
-    with modules_child("-id", "r1", *BASE, "-adapter", "echo:isolate=process") as child:
+    with modules_child("-id", "r1", *BASE, "-adapter", "echo") as child:  # not ours: a child by default
         client = RpcClient(child.started["grpc"], timeout=10.0)
         reg = Register("svc-1", "127.0.0.1:0", "", child.started["gossip"], "web", "127.0.0.1:8081", profile="fast")
         try:
@@ -92,3 +92,24 @@ def test_frames_are_checked_before_they_are_used() -> None:
         decode_service(["g", "i", 5, {}, None, None])
     with pytest.raises(FrameError):
         decode_service(["g", "i", "a", {"k": 1}, None, None])
+
+
+def test_isolation_by_default_ours_on_a_thread_others_in_a_child(echo_entry_point: None) -> None:
+    import sys
+
+    from registry.adapters.base import AdapterError
+    from registry.adapters.file import FileAdapter
+    from registry.adapters.loader import load
+    from registry.adapters.process import ProcessAdapter
+
+    sys.path.insert(0, os.environ["PYTHONPATH"])  # the dist-info, for this process's entry points too
+    try:
+        assert isinstance(load("file:path=/nonexistent.json"), FileAdapter)
+        assert isinstance(load("file:path=/nonexistent.json,isolate=process"), ProcessAdapter)
+        echo = load("echo")
+        assert isinstance(echo, ProcessAdapter) and echo.name == "echo" and echo.options == {}
+        assert type(load("echo:isolate=thread")).__name__ == "EchoAdapter"
+        with pytest.raises(AdapterError, match="isolate='fork' must be thread or process"):
+            load("echo:isolate=fork")
+    finally:
+        sys.path.remove(os.environ["PYTHONPATH"])
