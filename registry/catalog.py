@@ -461,6 +461,11 @@ class Catalog:
             return list(state.services.values())
         return [state.services[k] for k in sorted(state.services)]
 
+    def size(self, group: str) -> int:
+        """Live services of ``group``, whatever their health (0 for an unknown group), without a copy."""
+        state = self._groups.get(group)
+        return 0 if state is None else len(state.services)
+
     def groups(self) -> list[str]:
         """Groups with at least one live service, sorted."""
         return sorted(name for name, state in list(self._groups.items()) if state.services)

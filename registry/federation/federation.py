@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from registry.api_errors import NotSynced, UnknownDatacenter
 from registry.catalog import REGISTRY_GROUP, Catalog, GroupChange, Service
 from registry.federation.follower import Follower
-from registry.federation.mirror import Drop, Mirror
+from registry.federation.mirror import Drop, Mirror, MirrorLimits
 from registry.metrics import Metric
 from registry.serf.member import MemberStatus
 
@@ -132,7 +132,8 @@ class Federation:
                  mirror_ttl: float = MIRROR_TTL, tick: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  client_opts: Mapping[str, Any] | None = None,
-                 follower_opts: Mapping[str, Any] | None = None) -> None:
+                 follower_opts: Mapping[str, Any] | None = None,
+                 mirror_limits: MirrorLimits | None = None) -> None:
         if not 0 < mirror_ttl < math.inf:
             raise ValueError(f"mirror_ttl must be a positive number of seconds, not {mirror_ttl!r}")
         if not tick > 0:
@@ -145,6 +146,8 @@ class Federation:
         self.clock = clock
         self._client_opts = dict(client_opts or {})
         self._follower_opts = dict(follower_opts or {})
+        #: What each remote datacenter's stream may make this registry hold (`MirrorLimits`).
+        self.mirror_limits = mirror_limits if mirror_limits is not None else MirrorLimits()
         self._remotes: dict[str, _Remote] = {}
         #: mirrors dropped after mirror_ttl (by datacenter), for /metrics
         self.dropped_mirrors: dict[str, int] = {}
@@ -210,7 +213,7 @@ class Federation:
                 self._drop(dc, stale)
 
     def _follow(self, dc: str) -> None:
-        mirror = Mirror(dc)
+        mirror = Mirror(dc, self.mirror_limits)
         follower = Follower(mirror, lambda: self._sources(dc), clock=self.clock, **self._follower_opts,
                             **self._client_opts)
         task = asyncio.ensure_future(follower.run())
@@ -351,8 +354,9 @@ class Federation:
     # -- metrics --------------------------------------------------------------------------------
 
     def metrics(self) -> Iterator[Metric]:
-        """Per datacenter followed: mirror size, staleness, synced, follower switches and streams,
-        events dropped by reason; mirrors dropped after -wan-mirror-ttl."""
+        """Per datacenter followed: mirror size (and of a resync being built), staleness, synced, over
+        its bounds, follower switches and streams, events dropped by reason; mirrors dropped after
+        -wan-mirror-ttl."""
         now = self.clock()
         rows = sorted(self._remotes.items())
         yield Metric("registry_federation_mirror_services", "Services in the mirror of each other datacenter.",
@@ -362,6 +366,12 @@ class Federation:
         yield Metric("registry_federation_mirror_synced",
                      "1 once the mirror of a datacenter holds a whole snapshot (answers can be served).", "gauge",
                      [({"datacenter": dc}, float(r.mirror.sequences > 0)) for dc, r in rows])
+        yield Metric("registry_federation_mirror_building_services",
+                     "Services in the catalog a resync of a datacenter builds aside (bounded as the served one).",
+                     "gauge", [({"datacenter": dc}, float(r.mirror.building())) for dc, r in rows])
+        yield Metric("registry_federation_mirror_over_limit",
+                     "1 while a datacenter is over the mirror's bounds (its copy kept as it was, stale).", "gauge",
+                     [({"datacenter": dc}, float(r.mirror.over_limit is not None)) for dc, r in rows])
         yield Metric("registry_federation_stale_seconds",
                      "Seconds since the mirror of a datacenter lost every source (0 while following).", "gauge",
                      [({"datacenter": dc}, r.mirror.stale_for(now) or 0.0) for dc, r in rows])

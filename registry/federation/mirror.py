@@ -36,6 +36,19 @@ than 7adeebf did not report a re-insert without a net change) cannot be followed
 applied as well as it can be, counted (`AMBIGUOUS_ORDER`) and `needs_resync` is set, so the driver asks
 the remote for a fresh snapshot.
 
+Bounds (`MirrorLimits`): the remote is another operator's, and its stream could make us hold any
+number of groups and services, twice while a resync is built aside. Each catalog (the one served and
+the one a sequence builds) is bounded, and an event that would take one past its bounds is refused
+before any of it is applied (`Drop.OVER_LIMIT`): in a snapshot sequence it breaks the sequence (the
+building catalog is dropped), as a delta it ends following (deltas are refused until a snapshot
+sequence). Either way the copy served is the remote exactly as it was before that event, never a
+truncated group, and the mirror reports itself *stale* from that moment (`stale_for`: Groups'
+stale_seconds) with `over_limit` saying why (one warning per episode); `needs_resync` makes the
+driver try again (its backoff paces the retries), and a sequence that fits ends the episode. Why
+stale and not "not synced": not synced would make every group of that datacenter UNAVAILABLE,
+though each still holds an exact past state; stale says what is true, and clients and failover
+already weigh staleness.
+
 Every event is hostile input (another datacenter, possibly another operator): bytes that are no
 WatchEvent, a delta inside a snapshot sequence or before the first one, a delta for a group the copy
 does not hold that removes or updates something, a version not newer than the one applied, a service
@@ -59,11 +72,12 @@ from google.protobuf.message import DecodeError
 from registry.catalog import MAX_REPLICAS_TAG, MAX_WEIGHT, TAG_ADDR, TAG_GROUP, TAG_REPLICAS, TAG_WEIGHT, Catalog
 from registry.catalog_batch import GroupState, parse_int
 from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health, parse_health
-from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, Ring
+from registry.limits import MAX_SERVICES
+from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, Ring
 from registry.service import ServiceKind
 from registry.v1 import registry_pb2 as pb
 
-__all__ = ["Anomaly", "Drop", "Mirror"]
+__all__ = ["Anomaly", "Drop", "Mirror", "MirrorLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,7 @@ class Drop(str, enum.Enum):
     BAD_SERVICE = "bad_service"  # a service of another group, an empty or repeated id, a bad health
     BAD_RING = "bad_ring"  # an unknown ring algorithm, or a sequence whose snapshots disagree on it
     BROKEN_SEQUENCE = "broken_sequence"  # the rest of a snapshot sequence one bad event broke
+    OVER_LIMIT = "over_limit"  # it would take the copy (or the one being built) over `MirrorLimits`
 
 
 class Anomaly(str, enum.Enum):
@@ -87,6 +102,22 @@ class Anomaly(str, enum.Enum):
 
     GAP = "gap"  # a group's version jumped: the source skipped a change it should have sent
     AMBIGUOUS_ORDER = "ambiguous_order"  # "chash": the event does not say the remote's insert order
+
+
+@dataclass(frozen=True)
+class MirrorLimits:
+    """What one remote datacenter's Watch stream can make this registry hold, per catalog: the one
+    served and the one a snapshot sequence builds aside are each bounded by these, so a datacenter costs
+    at most twice ``max_services`` services (and ``max_groups`` groups) while a resync is built.
+
+    ``max_per_group`` defaults to the most a "consistent" ring holds at all (`registry.ring.MAX_MEMBERS`:
+    a remote group cannot legitimately be bigger unless it is "chash"); ``max_services`` and
+    ``max_groups`` to the shared `registry.limits.MAX_SERVICES`."""
+
+    max_services: int = MAX_SERVICES
+    max_per_group: int = MAX_MEMBERS
+    #: Groups the copy keeps a version of (a group with no service left still costs one).
+    max_groups: int = MAX_SERVICES
 
 
 class _Invalid(Exception):
@@ -103,6 +134,12 @@ class _Copy:
     versions: dict[str, int] = field(default_factory=dict)
     ttl: dict[str, set[str]] = field(default_factory=dict)  # group -> TTL ids held (the catalog keeps them private)
     ext: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> external id -> its origin
+    count: int = 0  # services in the catalog, all groups (kept as events apply: the bounds read it)
+
+    def holds(self, group: str, id_: str) -> bool:
+        """Whether a service `id_` of any kind is in `group` (the copy never holds one aside)."""
+        return (self.catalog.holds_gossip(group, id_) or id_ in self.ttl.get(group, ())
+                or id_ in self.ext.get(group, ()))
 
 
 def _new_catalog(ring: pb.RingInfo) -> Catalog:
@@ -187,8 +224,14 @@ class Mirror:
     in place by deltas, as any catalog (its own lock; readers on other threads see whole groups).
     """
 
-    def __init__(self, datacenter: str) -> None:
+    def __init__(self, datacenter: str, limits: MirrorLimits | None = None) -> None:
         self.datacenter = datacenter
+        self.limits = limits if limits is not None else MirrorLimits()
+        #: Why the remote is over `limits` (a line for logs), None while it fits: set by the first event
+        #: refused for the bounds (the copy then stays as it was, stale from that moment), cleared when
+        #: a snapshot sequence that fits is published.
+        self.over_limit: str | None = None
+        self._now = 0.0
         self._copy = _Copy(Catalog())
         #: A sequence of snapshots in progress (built aside), or None.
         self._next: _Copy | None = None
@@ -246,6 +289,7 @@ class Mirror:
     def apply(self, event: bytes | pb.WatchEvent, *, now: float) -> None:
         """Apply one event of a Watch of every group, or drop it (counted in `dropped`)."""
         ev: pb.WatchEvent | None = None
+        self._now = now
         try:
             ev = event if isinstance(event, pb.WatchEvent) else self._parse(event)
             if self._broken:
@@ -267,6 +311,23 @@ class Mirror:
         self.last_event = now
         if ev.snapshot and not ev.group:
             self._lost_at = None
+
+    def building(self) -> int:
+        """Services in the catalog a snapshot sequence builds aside now (0: none is being built)."""
+        return 0 if self._next is None else self._next.count
+
+    def _over(self, why: str) -> _Invalid:
+        """The remote is over the bounds: the copy stays as it was, stale from now (it no longer follows
+        the remote), one warning per episode; the caller raises the returned drop."""
+        self.needs_resync = True
+        if self._lost_at is None:
+            self._lost_at = self._now
+        if self.over_limit is None:
+            log.warning("mirror %s: %s; the copy stays as it was, stale from now, until the datacenter fits "
+                        "again (events refused: registry_federation_dropped_events_total{reason=\"over_limit\"})",
+                        self.datacenter, why)
+        self.over_limit = why
+        return _Invalid(Drop.OVER_LIMIT)
 
     @staticmethod
     def _parse(data: bytes) -> pb.WatchEvent:
@@ -291,9 +352,17 @@ class Mirror:
                 raise _Invalid(Drop.REPEATED_GROUP)
             if not self._fresh and ev.version < self._copy.versions.get(ev.group, 0):
                 raise _Invalid(Drop.OLD_VERSION)  # the same source's versions never go back
+            lim = self.limits
+            if len(ev.services) > lim.max_per_group:
+                raise self._over(f"group {ev.group!r} has {len(ev.services)} services, more than {lim.max_per_group}")
+            if nxt.count + len(ev.services) > lim.max_services:
+                raise self._over(f"more than {lim.max_services} services (snapshot)")
+            if len(nxt.versions) >= lim.max_groups:
+                raise self._over(f"more than {lim.max_groups} groups (snapshot)")
             self._next = nxt
             nxt.versions[ev.group] = ev.version
             self._upsert(nxt, ev.group, ev.services)
+            nxt.count += nxt.catalog.size(ev.group)
             return
         # The marker: publish the sequence whole.
         old = self._copy.catalog
@@ -303,6 +372,9 @@ class Mirror:
         self._fresh = False
         self.synced = True
         self.needs_resync = False
+        if self.over_limit is not None:
+            log.warning("mirror %s: the datacenter fits its bounds again", self.datacenter)
+            self.over_limit = None
         self.sequences += 1
         if self.on_publish is not None:
             try:
@@ -327,15 +399,40 @@ class Mirror:
             raise _Invalid(Drop.OLD_VERSION)
         elif ev.version != known + 1:
             self._anomaly(Anomaly.GAP)
+        self._check_room(copy, ev, known is None)
         if copy.catalog.algorithm == "chash" and (
                 (ev.added and ev.updated) or not (ev.added or ev.removed or ev.updated)):
             self._anomaly(Anomaly.AMBIGUOUS_ORDER)
         copy.versions[ev.group] = ev.version
-        self._remove(copy, ev.group, ev.removed)
-        self._upsert(copy, ev.group, ev.added)
-        # chash: the remote re-inserted each updated service last; ours may hold an equal one (the same
-        # ring parameters after our overrides), which a plain upsert would leave in place.
-        self._upsert(copy, ev.group, ev.updated, reinsert=copy.catalog.algorithm == "chash")
+        before = copy.catalog.size(ev.group)
+        try:
+            self._remove(copy, ev.group, ev.removed)
+            self._upsert(copy, ev.group, ev.added)
+            # chash: the remote re-inserted each updated service last; ours may hold an equal one (the same
+            # ring parameters after our overrides), which a plain upsert would leave in place.
+            self._upsert(copy, ev.group, ev.updated, reinsert=copy.catalog.algorithm == "chash")
+        finally:
+            copy.count += copy.catalog.size(ev.group) - before
+
+    def _check_room(self, copy: _Copy, ev: pb.WatchEvent, new_group: bool) -> None:
+        """Refuse a delta that would grow the copy past its bounds, before anything of it is applied:
+        the copy then no longer follows the remote, so deltas are refused until a snapshot sequence
+        (which is bounded too) replaces it."""
+        lim = self.limits
+        if new_group and len(copy.versions) >= lim.max_groups:
+            self._fresh = True
+            raise self._over(f"more than {lim.max_groups} groups")
+        gone = {s.id for s in ev.removed if copy.holds(ev.group, s.id)}
+        new = {s.id for s in (*ev.added, *ev.updated) if s.id in gone or not copy.holds(ev.group, s.id)}
+        growth = len(new) - len(gone)
+        if growth <= 0:
+            return
+        if copy.catalog.size(ev.group) + growth > lim.max_per_group:
+            self._fresh = True
+            raise self._over(f"group {ev.group!r} would hold more than {lim.max_per_group} services")
+        if copy.count + growth > lim.max_services:
+            self._fresh = True
+            raise self._over(f"more than {lim.max_services} services")
 
     def _anomaly(self, kind: Anomaly) -> None:
         self.anomalies[kind] += 1
