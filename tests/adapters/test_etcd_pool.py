@@ -213,6 +213,7 @@ async def _gone_and_converged(c: Any, r: Registry, key: str) -> bool:
     return key not in prefix and await converged(c, r)
 
 
+@pytest.mark.slow  # three registry restarts: 17 s here idle, 24 s at load 9
 async def test_registry_restarts_converge_without_stale_or_duplicate_keys(etcd: Etcd, tmp_path: Path) -> None:
     """The writer stops (SIGTERM: its lease revoked, another elected at once) and starts again with the same
     id; a non-writer does the same; then the writer is SIGKILLed and restarted within its lease (lease_ttl
