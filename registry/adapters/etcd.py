@@ -99,9 +99,6 @@ def parse_service(group_id: str, value: bytes) -> ExternalService:
     return ExternalService(group, sid, doc["addr"], dict(tags), ints["replicas"], ints["weight"])
 
 
-_Lost = LostError
-
-
 class EtcdAdapter:
     """``-adapter etcd:endpoints=HOST:PORT,...,prefix=/services/,export_prefix=/registry/,...``"""
 
@@ -190,7 +187,7 @@ class EtcdAdapter:
                     if self.do_export:
                         parts.append(self._export(ctx, conn))
                     await _first_failure(parts)
-                except (grpc.aio.AioRpcError, _Lost, asyncio.TimeoutError) as e:
+                except (grpc.aio.AioRpcError, LostError, asyncio.TimeoutError) as e:
                     self._lost(ctx, conn.endpoint, e)
                 finally:
                     await conn.close()
@@ -267,7 +264,7 @@ class EtcdAdapter:
         call = await conn.watch(create)
         async for wr in call:
             if wr.canceled or wr.compact_revision:
-                raise _Lost(f"watch canceled: {wr.cancel_reason or 'compacted'}")
+                raise LostError(f"watch canceled: {wr.cancel_reason or 'compacted'}")
             for ev in wr.events:
                 key = ev.kv.key
                 if self._ours(key):
@@ -279,7 +276,7 @@ class EtcdAdapter:
                 else:
                     group, _, sid = group_id.partition("/")
                     ctx.imports.delete(group, sid)
-        raise _Lost("watch stream ended")
+        raise LostError("watch stream ended")
 
     # ---- export --------------------------------------------------------------------------------------
 
@@ -320,7 +317,7 @@ class EtcdAdapter:
             await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
             resp = await asyncio.wait_for(call.read(), self.lease_ttl)
             if resp is grpc.aio.EOF or resp.TTL <= 0:
-                raise _Lost("lease expired")
+                raise LostError("lease expired")
             await asyncio.sleep(self.lease_ttl / 3)
 
     async def _write_when_elected(self, ctx: AdapterContext, conn: Conn, lease_id: int) -> None:
@@ -358,11 +355,11 @@ class EtcdAdapter:
         call = await conn.watch(rpc.WatchCreateRequest(key=key, start_revision=revision))
         async for wr in call:
             if wr.canceled or wr.compact_revision:
-                raise _Lost("election watch canceled")
+                raise LostError("election watch canceled")
             if any(ev.type == rpc.Event.DELETE for ev in wr.events):
                 call.cancel()
                 return
-        raise _Lost("election watch ended")
+        raise LostError("election watch ended")
 
     def _wanted(self, view: CatalogView) -> dict[bytes, bytes]:
         """The export prefix's keys and values for ``view``: a service equal to the one encoded for the last
@@ -430,7 +427,7 @@ async def _first_failure(coros: list[Any]) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             t.result()
-        raise _Lost("a stream ended")
+        raise LostError("a stream ended")
     finally:
         for t in tasks:
             t.cancel()
