@@ -508,6 +508,65 @@ sort_bucket(uint64_t *a, uint64_t *tmp, Py_ssize_t *count, Py_ssize_t k)
     }
 }
 
+/* Pass 2 of build(): every member's entries "point << 14 | rank" into their bucket arrays,
+ * at fill[b].  Written straight from the members' points, consecutive entries land in any of the
+ * 2**14 arrays, each write a cache and TLB miss: ~30 ns an entry, most of a 2,000-member build.
+ * So the points go through a stage, a round of members (up to cap entries) at a time: grouped
+ * there by their top PART_BITS bits (2**7 write streams), then each group scattered into its own
+ * 2**7 buckets.  Returns 1 if an entry found no room (a point array was written to since the
+ * count; the caller raises), else 0. */
+#define PART_BITS 7
+#define NPARTS (1 << PART_BITS)
+#define STAGE_ENTRIES ((Py_ssize_t)1 << 18)  /* 2 MiB of points + 0.5 MiB of ranks a round */
+
+static int
+scatter(const Py_buffer *src, const uint16_t *rank, Py_ssize_t n, Py_buffer *dstv,
+        const Py_ssize_t *count, Py_ssize_t *fill, uint64_t *stage, uint16_t *stage_r, Py_ssize_t cap)
+{
+    int overflow = 0;
+    for (Py_ssize_t i0 = 0, i1; i0 < n; i0 = i1) {
+        Py_ssize_t m = src[i0].len / 8;  /* <= cap: the caller sizes the stage for the largest member */
+        for (i1 = i0 + 1; i1 < n && m + src[i1].len / 8 <= cap; i1++)
+            m += src[i1].len / 8;
+        Py_ssize_t start[NPARTS + 1] = {0}, pos[NPARTS];
+        for (Py_ssize_t i = i0; i < i1; i++) {
+            const uint64_t *p = src[i].buf;
+            Py_ssize_t k = src[i].len / 8;
+            for (Py_ssize_t j = 0; j < k; j++)
+                start[(p[j] >> (64 - PART_BITS)) + 1]++;
+        }
+        for (int q = 0; q < NPARTS; q++) {
+            start[q + 1] += start[q];
+            pos[q] = start[q];
+        }
+        for (Py_ssize_t i = i0; i < i1; i++) {
+            const uint64_t *p = src[i].buf;
+            Py_ssize_t k = src[i].len / 8;
+            uint16_t r = rank[i];
+            for (Py_ssize_t j = 0; j < k; j++) {
+                Py_ssize_t q = (Py_ssize_t)(p[j] >> (64 - PART_BITS));
+                if (pos[q] < start[q + 1]) {
+                    stage[pos[q]] = p[j];
+                    stage_r[pos[q]++] = r;
+                }
+                else {
+                    overflow = 1;
+                }
+            }
+        }
+        for (int q = 0; q < NPARTS; q++) {
+            for (Py_ssize_t t = start[q]; t < pos[q]; t++) {
+                Py_ssize_t b = (Py_ssize_t)(stage[t] >> LOW_BITS);
+                if (fill[b] < count[b])  /* always, unless a point array changed: stay in bounds anyway */
+                    ((uint64_t *)dstv[b].buf)[fill[b]++] = stage[t] << OWNER_BITS | stage_r[t];
+                else
+                    overflow = 1;
+            }
+        }
+    }
+    return overflow;
+}
+
 /* build(buckets, flags, points, ranks, owner_of_rank) -> number of points.
  *
  * Bulk load of a whole ring (Ring.build: a client cache's Watch snapshot, a registry
@@ -516,7 +575,8 @@ sort_bucket(uint64_t *a, uint64_t *tmp, Py_ssize_t *count, Py_ssize_t k)
  * array('Q') of member i's points (any order); ranks[i] its place in the tie order
  * (smaller first on an equal point); owner_of_rank[r] the owner index an entry of rank r
  * carries.  Two passes over the points: count per bucket, then scatter "low bits << 14 |
- * rank" straight into each new bucket array (no temporary copy of all points); then,
+ * rank" into each new bucket array (scatter(): through a stage of at most 2**18 entries, or
+ * the largest member's count, never a copy of all points); then,
  * without the GIL, sort every bucket (sort_bucket) and swap ranks for owner indexes.  Empty buckets keep
  * the list's existing (shared) empty array.  Writes only into `buckets` and `flags`,
  * which belong to a ring not yet published. */
@@ -532,8 +592,8 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(points), nbufs = 0, nnew = 0;
     Py_buffer *src = NULL, *dstv = NULL;
     Py_ssize_t *count = NULL, *fill = NULL, *digits = NULL;
-    uint64_t *tmp = NULL;
-    uint16_t *rank = NULL, *owner_of = NULL;
+    uint64_t *tmp = NULL, *stage = NULL;
+    uint16_t *rank = NULL, *owner_of = NULL, *stage_r = NULL;
     PyObject **made = NULL;
     int overflow = 0;
 
@@ -615,24 +675,19 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
         biggest = count[b] > biggest ? count[b] : biggest;
     tmp = PyMem_Malloc((size_t)(biggest + 1) * sizeof(uint64_t));
     digits = PyMem_Malloc(((1 << 16) + 1) * sizeof(Py_ssize_t));
-    if (tmp == NULL || digits == NULL) {
+    Py_ssize_t cap = STAGE_ENTRIES;  /* the stage holds the largest member whole */
+    for (Py_ssize_t i = 0; i < n; i++)
+        cap = src[i].len / 8 > cap ? src[i].len / 8 : cap;
+    cap = cap < total ? cap : total;
+    stage = PyMem_Malloc((size_t)(cap ? cap : 1) * sizeof(uint64_t));
+    stage_r = PyMem_Malloc((size_t)(cap ? cap : 1) * sizeof(uint16_t));
+    if (tmp == NULL || digits == NULL || stage == NULL || stage_r == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
     /* Pass 2: scatter the entries, still tagged with the member's rank. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const uint64_t *p = src[i].buf;
-        Py_ssize_t k = src[i].len / 8;
-        uint64_t r = rank[i];
-        for (Py_ssize_t j = 0; j < k; j++) {
-            Py_ssize_t b = (Py_ssize_t)(p[j] >> LOW_BITS);
-            if (fill[b] < count[b])  /* always (the arrays are private to the caller): stay in bounds anyway */
-                ((uint64_t *)dstv[b].buf)[fill[b]++] = p[j] << OWNER_BITS | r;
-            else
-                overflow = 1;
-        }
-    }
+    overflow = scatter(src, rank, n, dstv, count, fill, stage, stage_r, cap);
     for (Py_ssize_t b = 0; b < NBUCKETS; b++) {
         if (made[b] == NULL)
             continue;
@@ -683,6 +738,8 @@ done:
     PyMem_Free(owner_of);
     PyMem_Free(made);
     PyMem_Free(tmp);
+    PyMem_Free(stage);
+    PyMem_Free(stage_r);
     PyMem_Free(digits);
     Py_XDECREF(ranks);
     Py_XDECREF(owners);

@@ -349,6 +349,17 @@ def test_bulk_build_same_on_both_paths(count: int) -> None:
     assert all(gc.is_tracked(a) is False for a in fast._bk if len(a) > 1)  # C arrays: no GC work
 
 
+@needs_accel
+def test_bulk_build_in_rounds_with_a_member_larger_than_a_round() -> None:
+    # build() stages the points a round of members at a time (at most 2**18 entries, or the
+    # largest member whole): many rounds, and one member of 4096 x 70 = 286,720 points alone.
+    nodes = {"heavy": RingNode(4096, 70), "mid": RingNode(4096, 3)}
+    nodes |= {f"m{i}": RingNode(4096 if i % 3 else 40) for i in range(90)}
+    fast, slow = built_both_ways(nodes)
+    assert state(fast) == state(slow)
+    assert fast.point_count > 2 * (1 << 18)
+
+
 @settings(max_examples=60, deadline=None)
 @given(table=st.dictionaries(st.sampled_from(["a", "b", "c", "aa", "é", "z", "\udcff"]),
                              st.lists(st.sampled_from(POOL), min_size=1, max_size=8), min_size=2))
