@@ -25,7 +25,9 @@ Before each size, N services are present: N TTL services registered over HTTP (1
   as fast as 4 keep-alive connections go for a window, then until the prefix settles; keys written per
   change counted too (events on the etcd Watch of /registry/dc1/).
 
-Samples are taken one at a time with a random 10-40 ms pause between them.
+Samples are taken one at a time with a random 10-40 ms pause between them.  ``--no-export`` runs the
+adapter with export=false (import phases only): the import delay without the exporter on the adapter's loop.
+``--sizes 1000,10000`` picks the sizes (default 1,000 and 10,000; ``--quick``: 1,000, 30 samples).
 """
 
 from __future__ import annotations
@@ -256,14 +258,15 @@ async def run(args: Any, etcd_ep: str, http_port: int, rpc_addr: str) -> list[co
             have = n
             deadline = time.monotonic() + 600
             last = f"bgi-{(n - 1) // GROUP_SIZE}"
-            while await count(EXPORT) < n + 1 or not await imp_members(rch, last, n - (n - 1) // GROUP_SIZE * GROUP_SIZE):
-                if time.monotonic() > deadline:  # + 1: the registry itself (registry-group)
+            exported = n + 1 if args.export else 0  # + 1: the registry itself (registry-group)
+            while await count(EXPORT) < exported or not await imp_members(rch, last, n - (n - 1) // GROUP_SIZE * GROUP_SIZE):
+                if time.monotonic() > deadline:
                     common.missing(f"the {n} TTL services were not all exported (or imports not in) within 600 s", args)
                 await asyncio.sleep(0.1)
             await settle()
             print(f"{n} services present: {n} TTL registered over HTTP in {reg_s:.1f}s, {n} keys imported; "
                   f"all exported {time.monotonic() - t0:.1f}s after the first PUT", flush=True)
-            tag = f"{n:,} + {n:,} present"
+            tag = f"{n:,} + {n:,} present" + ("" if args.export else ", export=false")
 
             # -- reference: etcd put -> etcd watch -------------------------------------------------
             ref: list[float] = []
@@ -294,6 +297,8 @@ async def run(args: Any, etcd_ep: str, http_port: int, rpc_addr: str) -> list[co
                                       f"revision delta over the {samples} puts / {samples} (1 = the put itself: "
                                       "no write back)"))
 
+            if not args.export:
+                continue
             # -- export delay -------------------------------------------------------------------------
             exp: list[float] = []
             r0 = await revision()
@@ -370,6 +375,8 @@ async def common_wait(pred: Any, timeout: float, what: str) -> None:
 
 def main() -> int:
     p = common.base_parser(__doc__ or "")
+    p.add_argument("--no-export", dest="export", action="store_false",
+                   help="the adapter imports only (export=false): the import delay without the exporter beside it")
     p.add_argument("--sizes", default="", help="services present, comma-separated (default 1000,10000; --quick 1000)")
     args = p.parse_args()
     common.require_import("registry.adapters.etcd", args)
@@ -384,7 +391,7 @@ def main() -> int:
             gossip, rpc_port, http_port = common.free_ports(3)
             argv = common.registry_argv("r1", gossip, rpc_port, profile="fast")
             argv += ["-http-addr", f"127.0.0.1:{http_port}", "-adapter",
-                     f"etcd:endpoint={etcd.endpoint},lease_ttl=10,retry=0.2"]
+                     f"etcd:endpoint={etcd.endpoint},lease_ttl=10,retry=0.2,export={str(args.export).lower()}"]
             reg = g.add(common.Proc("registry", argv, env=common.repo_env()))
             common.wait_server(reg, "127.0.0.1", http_port, 60)
             recs = asyncio.run(run(args, etcd.endpoint, http_port, f"127.0.0.1:{rpc_port}"))
