@@ -972,19 +972,23 @@ xxh3_points(PyObject *Py_UNUSED(self), PyObject *args)
         goto done;
     uint8_t key[XXH3_MIDSIZE_MAX];
     memcpy(key, prefix.buf, (size_t)(count > 0 ? prefix.len : 0));
-    uint8_t *digits = key + (count > 0 ? prefix.len : 0);
+    size_t first = (size_t)(count > 0 ? prefix.len : 0);  /* key[first:len] is the decimal of i */
+    size_t len = first + 1;
+    key[first] = '0';
     uint64_t *o = out.buf;
     for (Py_ssize_t i = 0; i < count; i++) {
-        char rev[24];
-        int k = 0;
-        Py_ssize_t v = i;
-        do {
-            rev[k++] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        for (int d = 0; d < k; d++)
-            digits[d] = (uint8_t)rev[k - 1 - d];
-        o[i] = xxh3_64_short(key, (size_t)(digits - key) + (size_t)k);
+        o[i] = xxh3_64_short(key, len);
+        /* i + 1 by counting up (no division per point: a fifth of the time here) */
+        size_t j = len;
+        while (j > first && key[j - 1] == '9')
+            key[--j] = '0';
+        if (j > first) {
+            key[j - 1]++;
+        }
+        else if (i + 1 < count) {  /* 9..9 -> 10..0: one digit more, which fits (checked above) */
+            key[first] = '1';
+            key[len++] = '0';
+        }
     }
     PyBuffer_Release(&out);
 done:
