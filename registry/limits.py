@@ -39,6 +39,8 @@ MAX_TAGS_BYTES = 512
 
 def utf8_len(text: str) -> int:
     """`text`'s UTF-8 size; a lone surrogate (not encodable) counts as over any bound."""
+    if text.isascii():  # the common case, without a copy
+        return len(text)
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:

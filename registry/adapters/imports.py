@@ -158,32 +158,29 @@ class AdapterImports:
         valid: dict[_Key, ExternalService] = {}
         refused: Counter[Rejected] = Counter()
         first = ""
+        invalid = self._invalid
         for s in services:
-            why = self._invalid(s)
+            why = invalid(s)
             if why is None:
                 valid[(s.group, s.id)] = s
             else:
                 refused[why] += 1
                 first = first or f"{s.group}/{s.id}"
-        kept: dict[_Key, Mapping[str, str] | None] = {}
-        per_group: Counter[str] = Counter()
-        for key in sorted(valid):
-            why = (Rejected.GROUP_FULL if per_group[key[0]] >= lim.max_per_group
-                   else Rejected.ADAPTER_FULL if len(kept) >= lim.max_services else None)
-            if why is not None:
-                refused[why] += 1
-                first = first or f"{key[0]}/{key[1]}"
-                continue
-            per_group[key[0]] += 1
-            kept[key] = external_tags(valid[key])
+        held: dict[str, set[str]] = {}
+        for g, i in valid:
+            ids = held.get(g)
+            if ids is None:
+                held[g] = ids = set()
+            ids.add(i)
+        if len(valid) > lim.max_services or any(len(ids) > lim.max_per_group for ids in held.values()):
+            valid, held, cut = self._cut(valid, refused)
+            first = first or cut
+        kept: dict[_Key, Mapping[str, str] | None] = {k: external_tags(s) for k, s in valid.items()}
         with self._lock:
             if self._closed:
                 return
             self._pending, self._resync = kept, True
-            self._held = {}
-            for g, i in kept:
-                self._held.setdefault(g, set()).add(i)
-            self._count = len(kept)
+            self._held, self._count = held, len(kept)
             line = None
             if refused:
                 self.rejected.update(refused)
@@ -198,16 +195,47 @@ class AdapterImports:
         if schedule:
             self._call_flush()
 
-    def _invalid(self, s: ExternalService) -> Rejected | None:
+    def _cut(self, valid: dict[_Key, ExternalService], refused: Counter[Rejected]
+             ) -> tuple[dict[_Key, ExternalService], dict[str, set[str]], str]:
+        """What a resync over the bounds keeps (see the class docstring), the rest counted in `refused`;
+        with the first refused, named."""
         lim = self.limits
+        kept: dict[_Key, ExternalService] = {}
+        held: dict[str, set[str]] = {}
+        first = ""
+        for key in sorted(valid):
+            ids = held.get(key[0])
+            why = (Rejected.GROUP_FULL if ids is not None and len(ids) >= lim.max_per_group
+                   else Rejected.ADAPTER_FULL if len(kept) >= lim.max_services else None)
+            if why is not None:
+                refused[why] += 1
+                first = first or f"{key[0]}/{key[1]}"
+                continue
+            held.setdefault(key[0], set()).add(key[1])
+            kept[key] = valid[key]
+        return kept, held, first
+
+    def _invalid(self, s: ExternalService) -> Rejected | None:
+        """Why `s` is out of the size bounds (None: it fits). The common case (str fields, encodable) is
+        checked inline: a resync of 100,000 services pays it 100,000 times."""
+        lim = self.limits
+        try:
+            g, i, a = s.group, s.id, s.addr
+            if not g or not i or len(g.encode()) > lim.max_name_bytes or len(i.encode()) > lim.max_name_bytes:
+                return Rejected.NAME
+            if not a or len(a.encode()) > lim.max_addr_bytes:
+                return Rejected.ADDR
+            if s.tags and sum(len(k.encode()) + len(v.encode()) for k, v in s.tags.items()) > lim.max_tags_bytes:
+                return Rejected.TAGS
+            return None
+        except (AttributeError, UnicodeEncodeError):  # not a str, or a lone surrogate: the careful way
+            pass
         for name in (s.group, s.id):
             if not isinstance(name, str) or not name or _limits.utf8_len(name) > lim.max_name_bytes:
                 return Rejected.NAME
         if not isinstance(s.addr, str) or not s.addr or _limits.utf8_len(s.addr) > lim.max_addr_bytes:
             return Rejected.ADDR
-        if _limits.tags_bytes(s.tags) > lim.max_tags_bytes:
-            return Rejected.TAGS
-        return None
+        return Rejected.TAGS
 
     def _room(self, group: str, id_: str) -> Rejected | None:
         """Whether (group, id) may be held (under the lock): it is already, or both bounds allow one more."""
