@@ -155,27 +155,25 @@ class AdapterImports:
 
     def replace_all(self, services: Iterable[ExternalService]) -> None:
         lim = self.limits
-        valid: dict[_Key, ExternalService] = {}
+        kept: dict[_Key, Mapping[str, str] | None] = {}
+        held: dict[str, set[str]] = {}
         refused: Counter[Rejected] = Counter()
         first = ""
         invalid = self._invalid
         for s in services:
             why = invalid(s)
             if why is None:
-                valid[(s.group, s.id)] = s
+                kept[(s.group, s.id)] = external_tags(s)
+                ids = held.get(s.group)
+                if ids is None:
+                    held[s.group] = ids = set()
+                ids.add(s.id)
             else:
                 refused[why] += 1
                 first = first or f"{s.group}/{s.id}"
-        held: dict[str, set[str]] = {}
-        for g, i in valid:
-            ids = held.get(g)
-            if ids is None:
-                held[g] = ids = set()
-            ids.add(i)
-        if len(valid) > lim.max_services or any(len(ids) > lim.max_per_group for ids in held.values()):
-            valid, held, cut = self._cut(valid, refused)
+        if len(kept) > lim.max_services or any(len(ids) > lim.max_per_group for ids in held.values()):
+            kept, held, cut = self._cut(kept, refused)
             first = first or cut
-        kept: dict[_Key, Mapping[str, str] | None] = {k: external_tags(s) for k, s in valid.items()}
         with self._lock:
             if self._closed:
                 return
@@ -195,12 +193,12 @@ class AdapterImports:
         if schedule:
             self._call_flush()
 
-    def _cut(self, valid: dict[_Key, ExternalService], refused: Counter[Rejected]
-             ) -> tuple[dict[_Key, ExternalService], dict[str, set[str]], str]:
+    def _cut(self, valid: dict[_Key, Mapping[str, str] | None], refused: Counter[Rejected]
+             ) -> tuple[dict[_Key, Mapping[str, str] | None], dict[str, set[str]], str]:
         """What a resync over the bounds keeps (see the class docstring), the rest counted in `refused`;
         with the first refused, named."""
         lim = self.limits
-        kept: dict[_Key, ExternalService] = {}
+        kept: dict[_Key, Mapping[str, str] | None] = {}
         held: dict[str, set[str]] = {}
         first = ""
         for key in sorted(valid):
@@ -225,8 +223,13 @@ class AdapterImports:
                 return Rejected.NAME
             if not a or len(a.encode()) > lim.max_addr_bytes:
                 return Rejected.ADDR
-            if s.tags and sum(len(k.encode()) + len(v.encode()) for k, v in s.tags.items()) > lim.max_tags_bytes:
-                return Rejected.TAGS
+            tags = s.tags
+            if tags:
+                n = 0
+                for k, v in tags.items():
+                    n += len(k.encode()) + len(v.encode())
+                if n > lim.max_tags_bytes:
+                    return Rejected.TAGS
             return None
         except (AttributeError, UnicodeEncodeError):  # not a str, or a lone surrogate: the careful way
             pass
