@@ -23,7 +23,7 @@ that fell behind) is built into a fresh catalog, off to the side, and published 
 that ends it (`{group: "", snapshot: true}`): readers keep the previous copy meanwhile, a group absent
 from the sequence is gone, and a "chash" group gets the remote's insert order and group replicas
 afresh (a difference applied to the old copy could keep a stale order).  A group's version in the
-published copy never goes back across that swap (`_carry_versions`): whoever forwards the copy's
+published copy never goes back across that swap (`carry_versions`): whoever forwards the copy's
 changes (`registry.federation.federation`, a Watch of this datacenter) orders them by version, and
 the fresh catalog would number from 1 again.  `on_publish(old, new)` is called after each swap.
 
@@ -64,16 +64,14 @@ import enum
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from registry.catalog import MAX_REPLICAS_TAG, MAX_WEIGHT, TAG_ADDR, TAG_GROUP, TAG_REPLICAS, TAG_WEIGHT, Catalog
-from registry.catalog_batch import GroupState, parse_int
-from registry.healthtags import TAG_HEALTH, TAG_HEALTH_NOTE, Health, parse_health
+from registry.catalog import Catalog
+from registry.federation.mirror_copy import Copy, carry_versions, evict, holds, kind_of, remote_tags, same_ring
 from registry.limits import MAX_SERVICES
-from registry.ring import ALGORITHMS, CHASH_DEFAULT_REPLICAS, DEFAULT_REPLICAS, MAX_MEMBERS, Ring
+from registry.ring import ALGORITHMS, MAX_MEMBERS
 from registry.service import ServiceKind
 from registry.v1 import registry_pb2 as pb
 
@@ -126,81 +124,11 @@ class _Invalid(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Copy:
-    """One catalog and the remote's version of each of its groups."""
-
-    catalog: Catalog
-    versions: dict[str, int] = field(default_factory=dict)
-    ttl: dict[str, set[str]] = field(default_factory=dict)  # group -> TTL ids held (the catalog keeps them private)
-    ext: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> external id -> its origin
-    count: int = 0  # services in the catalog, all groups (kept as events apply: the bounds read it)
-
-    def holds(self, group: str, id_: str) -> bool:
-        """Whether a service `id_` of any kind is in `group` (the copy never holds one aside)."""
-        return (self.catalog.holds_gossip(group, id_) or id_ in self.ttl.get(group, ())
-                or id_ in self.ext.get(group, ()))
-
-
 def _new_catalog(ring: pb.RingInfo) -> Catalog:
     if ring.algorithm not in ALGORITHMS or ring.default_replicas < 0:
         raise _Invalid(Drop.BAD_RING)
     return Catalog(algorithm=ring.algorithm, default_replicas=ring.default_replicas or None,
                    only_passing=ring.only_passing)
-
-
-def _same_ring(catalog: Catalog, ring: pb.RingInfo) -> bool:
-    default = ring.default_replicas or (CHASH_DEFAULT_REPLICAS if ring.algorithm == "chash" else DEFAULT_REPLICAS)
-    return (catalog.algorithm, catalog.default_replicas, catalog.only_passing) == (
-        ring.algorithm, default, ring.only_passing)
-
-
-def _carry_versions(old: Catalog, new: Catalog) -> None:
-    """Number `new`'s groups after `old`'s: each group's version becomes at least one more than it was
-    in `old`, and a group `old` had that `new` lacks is there empty (as a catalog keeps a group whose
-    last service left), one version on.  `new` is not published yet: no reader, no listener."""
-    with old._lock:
-        before = {name: state.version for name, state in old._groups.items()}
-    groups = new._groups
-    for name, version in before.items():
-        state = groups.get(name)
-        if state is None:
-            groups[name] = GroupState(name, version + 1, None, MappingProxyType({}), Ring(new.algorithm))
-        elif state.version <= version:
-            groups[name] = GroupState(name, version + state.version, state.replicas, state.services, state.ring)
-
-
-def _kind(s: pb.Service) -> ServiceKind:
-    """The remote's kind; what we do not know (a registry older than TTL services sends "") gossips."""
-    try:
-        return ServiceKind(s.kind)
-    except ValueError:
-        return ServiceKind.GOSSIP
-
-
-def _tags(s: pb.Service, catalog: Catalog) -> dict[str, str]:
-    """`s`'s tags, overridden only where our catalog would read them otherwise than the remote did."""
-    tags = dict(s.tags)
-    if tags.get(TAG_GROUP) != s.group:
-        tags[TAG_GROUP] = s.group
-    if tags.get(TAG_ADDR, "") != s.addr:
-        tags[TAG_ADDR] = s.addr
-    replicas, _ = parse_int(tags.get(TAG_REPLICAS), catalog.default_replicas, 1, MAX_REPLICAS_TAG)
-    if s.replicas > 0 and replicas != s.replicas:
-        tags[TAG_REPLICAS] = str(s.replicas)
-    weight, _ = parse_int(tags.get(TAG_WEIGHT), 1, 1, MAX_WEIGHT)
-    if s.weight > 0 and weight != s.weight:
-        tags[TAG_WEIGHT] = str(s.weight)
-    want = Health.from_word(s.health) if s.health else Health.PASSING  # ValueError: caller drops
-    health, note, _ = parse_health(tags)
-    want_note = s.health_note if want is not Health.PASSING else ""
-    if health is not want or note != want_note:
-        tags[TAG_HEALTH] = want.word
-        if want is Health.PASSING:
-            tags.pop(TAG_HEALTH_NOTE, None)
-        else:
-            tags[TAG_HEALTH_NOTE] = want_note
-    return tags
 
 
 def _check(ev: pb.WatchEvent) -> None:
@@ -232,9 +160,9 @@ class Mirror:
         #: a snapshot sequence that fits is published.
         self.over_limit: str | None = None
         self._now = 0.0
-        self._copy = _Copy(Catalog())
+        self._copy = Copy(Catalog())
         #: A sequence of snapshots in progress (built aside), or None.
-        self._next: _Copy | None = None
+        self._next: Copy | None = None
         #: No sequence completed from the current source yet (after `reset`): deltas are refused.
         self._fresh = True
         #: A bad event broke the sequence in progress: drop everything up to its marker.
@@ -343,8 +271,8 @@ class Mirror:
             raise _Invalid(Drop.BAD_SERVICE)
         nxt = self._next
         if nxt is None:  # the first event of a sequence
-            nxt = _Copy(_new_catalog(ev.ring))
-        elif not _same_ring(nxt.catalog, ev.ring):
+            nxt = Copy(_new_catalog(ev.ring))
+        elif not same_ring(nxt.catalog, ev.ring):
             raise _Invalid(Drop.BAD_RING)
         if ev.group:
             _check(ev)
@@ -366,7 +294,7 @@ class Mirror:
             return
         # The marker: publish the sequence whole.
         old = self._copy.catalog
-        _carry_versions(old, nxt.catalog)
+        carry_versions(old, nxt.catalog)
         self._copy = nxt
         self._next = None
         self._fresh = False
@@ -414,7 +342,7 @@ class Mirror:
         finally:
             copy.count += copy.catalog.size(ev.group) - before
 
-    def _check_room(self, copy: _Copy, ev: pb.WatchEvent, new_group: bool) -> None:
+    def _check_room(self, copy: Copy, ev: pb.WatchEvent, new_group: bool) -> None:
         """Refuse a delta that would grow the copy past its bounds, before anything of it is applied:
         the copy then no longer follows the remote, so deltas are refused until a snapshot sequence
         (which is bounded too) replaces it."""
@@ -441,10 +369,10 @@ class Mirror:
     # -- writing the catalog ------------------------------------------------------------------------
 
     @staticmethod
-    def _remove(copy: _Copy, group: str, services: Iterable[pb.Service]) -> None:
-        _evict(copy, group, [s.id for s in services], None)
+    def _remove(copy: Copy, group: str, services: Iterable[pb.Service]) -> None:
+        evict(copy, group, [s.id for s in services], None)
 
-    def _upsert(self, copy: _Copy, group: str, services: Iterable[pb.Service], *, reinsert: bool = False) -> None:
+    def _upsert(self, copy: Copy, group: str, services: Iterable[pb.Service], *, reinsert: bool = False) -> None:
         """Upsert in the given order (chash: insert order), in runs of one kind (and origin); each id's
         holder of another kind leaves first, so the copy never holds an entry aside as the remote might.
         `reinsert`: each service leaves and comes back in the same batch (moved last, even if equal)."""
@@ -458,7 +386,7 @@ class Mirror:
             if not run or run_kind is None:
                 return
             kind, origin = run_kind
-            _evict(copy, group, [id_ for id_, _ in run], kind)
+            evict(copy, group, [id_ for id_, _ in run], kind)
             if kind is ServiceKind.TTL:
                 catalog.apply_ttl([(group, id_, tags) for id_, tags in run])
                 ttl.update(id_ for id_, tags in run if tags is not None)
@@ -475,14 +403,14 @@ class Mirror:
 
         try:
             for s in services:
-                kind = _kind(s)
+                kind = kind_of(s)
                 key = (kind, s.origin if kind is ServiceKind.EXTERNAL else "")
                 if key != run_kind:
                     flush()
                     run_kind = key
-                if reinsert and _holds(copy, group, s.id, kind, key[1]):
+                if reinsert and holds(copy, group, s.id, kind, key[1]):
                     run.append((s.id, None))
-                run.append((s.id, _tags(s, catalog)))
+                run.append((s.id, remote_tags(s, catalog)))
             flush()
         except ValueError:  # a health word _check let through: cannot happen, but never raise out
             raise _Invalid(Drop.BAD_SERVICE) from None
@@ -490,36 +418,3 @@ class Mirror:
             copy.ttl.pop(group, None)
         if not ext:
             copy.ext.pop(group, None)
-
-
-def _holds(copy: _Copy, group: str, id_: str, kind: ServiceKind, origin: str) -> bool:
-    """Whether the copy holds `id_` in `group` as a service of `kind` (external: of `origin`)."""
-    if kind is ServiceKind.TTL:
-        return id_ in copy.ttl.get(group, ())
-    if kind is ServiceKind.EXTERNAL:
-        return copy.ext.get(group, {}).get(id_) == origin
-    return copy.catalog.holds_gossip(group, id_)
-
-
-def _evict(copy: _Copy, group: str, ids: list[str], keep: ServiceKind | None) -> None:
-    """Remove each of `ids` from `group`, whatever kind holds it, unless that kind is `keep` (None: all)."""
-    catalog = copy.catalog
-    if keep is not ServiceKind.GOSSIP:
-        gossip: list[tuple[str, Mapping[str, str] | None]] = [(i, None) for i in ids if catalog.holds_gossip(group, i)]
-        if gossip:
-            catalog.apply_many(gossip)
-    ttl = copy.ttl.get(group)
-    if keep is not ServiceKind.TTL and ttl:
-        gone: list[tuple[str, str, Mapping[str, str] | None]] = [(group, i, None) for i in ids if i in ttl]
-        if gone:
-            catalog.apply_ttl(gone)
-            ttl.difference_update(i for _, i, _ in gone)
-    ext = copy.ext.get(group)
-    if keep is not ServiceKind.EXTERNAL and ext:
-        by_origin: dict[str, list[tuple[str, str, Mapping[str, str] | None]]] = {}
-        for i in ids:
-            origin = ext.pop(i, None)
-            if origin is not None:
-                by_origin.setdefault(origin, []).append((group, i, None))
-        for origin, updates in by_origin.items():
-            catalog.apply_external(origin, updates)
