@@ -52,6 +52,7 @@ from aetcd import rpc  # type: ignore[import-untyped]
 
 from registry.adapters.base import AdapterContext, AdapterError, CatalogView, ExportedService, ExternalService
 from registry.adapters.etcd_conn import Conn, Endpoints, LostError
+from registry.healthtags import truncate_note
 
 __all__ = ["EtcdAdapter"]
 
@@ -79,8 +80,15 @@ def _prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+#: Health words an imported value may carry (an exported one of another pool does).
+_HEALTH = frozenset({"passing", "warning", "critical"})
+
+
 def parse_service(group_id: str, value: bytes) -> ExternalService:
-    """``<group>/<id>`` and a JSON value -> the service; ValueError (one line) if either is bad."""
+    """``<group>/<id>`` and a JSON value -> the service; ValueError (one line) if either is bad.
+
+    ``health`` (and ``health_note``), optional, is honoured: a pool importing another pool's export prefix
+    must not route keys to the services that pool has taken off its rings."""
     group, sep, sid = group_id.partition("/")
     if not sep or not group or not sid:
         raise ValueError(f"key must be <prefix><group>/<id>, got {group_id!r}")
@@ -96,7 +104,13 @@ def parse_service(group_id: str, value: bytes) -> ExternalService:
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"{name} must be a positive integer")
         ints[name] = n
-    return ExternalService(group, sid, doc["addr"], dict(tags), ints["replicas"], ints["weight"])
+    tags = dict(tags)
+    health, note = doc.get("health", "passing"), doc.get("health_note", "")
+    if health not in _HEALTH or not isinstance(note, str):
+        raise ValueError("health must be passing, warning or critical and health_note a string")
+    if health != "passing":  # as a member's health tags say it: a critical import is on no ring
+        tags.update(health=health, health_note=truncate_note(note))
+    return ExternalService(group, sid, doc["addr"], tags, ints["replicas"], ints["weight"])
 
 
 class EtcdAdapter:
@@ -410,10 +424,20 @@ class EtcdAdapter:
         return written
 
 
+#: Member tags the key or the value's own fields say: left out of the value's ``tags``.
+_NOT_TAGS = frozenset({"addr", "group", "dc", "health", "health_note"})
+
+
 def _encode(s: ExportedService) -> bytes:
+    """The export value: ``{"addr", "health", "kind", "tags"}`` plus ``health_note`` when there is one and
+    ``replicas``/``weight`` as integers when set, as the import format has them (so another pool can
+    import our prefix, health included); the tags the key or those fields say are left out."""
     doc: dict[str, Any] = {"addr": s.addr, "health": s.health, "kind": s.kind}
-    tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group")}  # the key and addr say them
-    for ring in ("replicas", "weight"):  # as the import format has them, so a pool can import ours
+    tags = {k: v for k, v in s.tags.items() if k not in _NOT_TAGS}
+    note = s.tags.get("health_note", "")
+    if note and s.health != "passing":
+        doc["health_note"] = note
+    for ring in ("replicas", "weight"):
         if tags.get(ring, "").isdigit():
             doc[ring] = int(tags.pop(ring))
     doc["tags"] = tags

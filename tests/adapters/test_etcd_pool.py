@@ -103,7 +103,8 @@ def _sees(r: Registry, names: set[str]) -> bool:
 
 def expected_export(r: Registry) -> dict[str, dict[str, Any]]:
     """What the export prefix must hold for the catalog ``r`` answers over gRPC now (issue 18's format:
-    ``<group>/<id>`` -> {addr, tags, health, kind}, the addr/group member tags left out, replicas and weight
+    ``<group>/<id>`` -> {addr, tags, health, kind, health_note if not passing}, the member tags the key or
+    those fields say (addr, group, dc, health, health_note) left out, replicas and weight
     lifted out of the tags as integers; imported services not exported)."""
     out: dict[str, dict[str, Any]] = {}
     with r.client() as cl:
@@ -111,8 +112,10 @@ def expected_export(r: Registry) -> dict[str, dict[str, Any]]:
             for s in cl.members(g):
                 if s.origin:
                     continue
-                tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group")}
+                tags = {k: v for k, v in s.tags.items() if k not in ("addr", "group", "dc", "health", "health_note")}
                 doc: dict[str, Any] = {"addr": s.addr, "health": s.health, "kind": s.kind}
+                if s.health != "passing" and s.health_note:
+                    doc["health_note"] = s.health_note
                 for ring in ("replicas", "weight"):
                     if tags.get(ring, "").isdigit():
                         doc[ring] = int(tags.pop(ring))
@@ -155,7 +158,7 @@ async def converged(c: Any, r: Registry, want: Mapping[str, Any] | None = None) 
 
 
 def passing(addr: str, kind: str = "gossip", **tags: str) -> dict[str, Any]:
-    return {"addr": addr, "health": "passing", "kind": kind, "tags": {"dc": DC, **tags}}
+    return {"addr": addr, "health": "passing", "kind": kind, "tags": tags}
 
 
 async def test_export_pool_joins_leaves_failures_and_the_writer_killed(etcd: Etcd, tmp_path: Path) -> None:
