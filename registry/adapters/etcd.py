@@ -388,7 +388,7 @@ class EtcdAdapter:
                 continue
             k = (s.group, s.id)
             hit = cache.get(k)
-            if hit is None or hit[0] != s:
+            if hit is None or (hit[0] is not s and hit[0] != s):  # the view cache reuses records
                 hit = (s, base + f"{s.group}/{s.id}".encode(), _encode(s))
             fresh[k] = hit
             out[hit[1]] = hit[2]

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from registry.adapters.base import ExternalService
 if TYPE_CHECKING:
     from registry.catalog import Catalog
 
-__all__ = ["BURST_QUIET", "AdapterImports", "ImportLimits", "Rejected", "external_tags"]
+__all__ = ["BURST_QUIET", "CHUNK", "AdapterImports", "ImportLimits", "Rejected", "external_tags"]
 
 _Key = tuple[str, str]
 
@@ -67,6 +67,10 @@ class ImportLimits:
     max_tags_bytes: int = _limits.MAX_TAGS_BYTES
 
 
+#: Changes applied to the catalog per turn of the registry's loop (`AdapterImports._drain`): 500 new
+#: services at 4,096 points each hash and merge in ~0.1-0.2 s of the loop; the rest waits one turn.
+CHUNK = 500
+
 #: Refusals closer together than this (seconds) are one burst: one warning line at its first.
 BURST_QUIET = 10.0
 
@@ -105,8 +109,13 @@ class AdapterImports:
         self._count = 0
         self._flushed: set[_Key] = set()  # what the catalog holds of this adapter (as of the last flush)
         self._last_refusal = -math.inf
-        #: Batches applied (for tests and metrics).
+        #: Flushes (batches of calls handed to the loop) and catalog batches applied (a flush is one or
+        #: more `CHUNK`s), for tests and metrics.
         self.flushes = 0
+        self.chunks = 0
+        self._queue: deque[tuple[str, str, Mapping[str, str] | None]] = deque()  # the loop's, to apply
+        self._draining = False
+        self._applied: dict[_Key, Mapping[str, str]] = {}  # the tags last applied, per service (the loop's)
         #: Services refused, by reason.
         self.rejected: Counter[Rejected] = Counter()
         self.log = logging.getLogger(f"registry.adapters.{origin}")
@@ -302,7 +311,15 @@ class AdapterImports:
     # -- the registry's loop ----------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """On the registry's loop: everything pending, in one catalog batch."""
+        """On the registry's loop: everything pending, queued behind what earlier flushes left, and the
+        queue's first `CHUNK` applied now (`_drain`).
+
+        Two costs kept off the loop: a service whose tags are those last applied is skipped (a resync
+        after a reconnect usually changes nothing: 10,000 unchanged services cost dict compares, not
+        10,000 catalog upserts), and a big batch is applied `CHUNK` services per turn of the loop, so the
+        registry answers between chunks while an adapter imports thousands (each new service hashes its
+        ring points). A resync supersedes whatever is still queued: what it deletes is computed from
+        the catalog as it is, and the queued upserts it does not list must not be applied after it."""
         with self._lock:
             if self._closed:
                 return
@@ -316,16 +333,40 @@ class AdapterImports:
                         self._flushed.discard(k)
                     else:
                         self._flushed.add(k)
-        updates: list[tuple[str, str, Mapping[str, str] | None]] = []
-        if resync:  # what the resync (and the calls after it) do not hold goes
-            updates += [(g, i, None) for g, i in self._catalog.external(self._origin) if pending.get((g, i)) is None]
-        updates += [(g, i, tags) for (g, i), tags in pending.items() if tags is not None or not resync]
-        self._catalog.apply_external(self._origin, updates)
         self.flushes += 1
+        if resync:  # what the resync (and the calls after it) do not hold goes
+            self._queue.clear()
+            self._queue.extend((g, i, None) for g, i in self._catalog.external(self._origin)
+                               if pending.get((g, i)) is None)
+        self._queue.extend((g, i, tags) for (g, i), tags in pending.items() if tags is not None or not resync)
+        if not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """(the registry's loop) apply up to `CHUNK` queued changes, then yield the loop for the rest."""
+        queue, applied = self._queue, self._applied
+        batch: list[tuple[str, str, Mapping[str, str] | None]] = []
+        while queue and len(batch) < CHUNK:
+            g, i, tags = queue.popleft()
+            if tags is None:
+                applied.pop((g, i), None)
+            elif applied.get((g, i)) == tags:
+                continue  # unchanged: the catalog holds exactly this
+            else:
+                applied[(g, i)] = tags
+            batch.append((g, i, tags))
+        if batch:
+            self._catalog.apply_external(self._origin, batch)
+            self.chunks += 1
+        self._draining = bool(queue)
+        if queue:
+            self._loop.call_soon(self._drain)
 
     def clear(self) -> None:
         """Drop everything this adapter imported (it stopped): on the registry's loop."""
         with self._lock:
             self._pending, self._resync, self._closed = {}, False, True
             self._held, self._count, self._flushed = {}, 0, set()
+        self._queue.clear()
+        self._applied.clear()
         self._catalog.apply_external(self._origin, [(g, i, None) for g, i in self._catalog.external(self._origin)])
