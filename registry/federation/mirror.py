@@ -70,7 +70,7 @@ from google.protobuf.message import DecodeError
 
 from registry.catalog import Catalog
 from registry.federation.mirror_copy import Copy, carry_versions, evict, holds, kind_of, remote_tags, same_ring
-from registry.limits import MAX_SERVICES
+from registry.limits import MAX_ADDR_BYTES, MAX_NAME_BYTES, MAX_SERVICES, MAX_TAGS_BYTES, tags_bytes, utf8_len
 from registry.ring import ALGORITHMS, MAX_MEMBERS
 from registry.service import ServiceKind
 from registry.v1 import registry_pb2 as pb
@@ -89,7 +89,7 @@ class Drop(str, enum.Enum):
     UNKNOWN_GROUP = "unknown_group"  # a delta removing or updating services of a group not held
     OLD_VERSION = "old_version"  # a version not newer than the group's last applied
     REPEATED_GROUP = "repeated_group"  # a second snapshot of one group in one sequence
-    BAD_SERVICE = "bad_service"  # a service of another group, an empty or repeated id, a bad health
+    BAD_SERVICE = "bad_service"  # a service of another group, an empty or repeated id, a bad health, too big
     BAD_RING = "bad_ring"  # an unknown ring algorithm, or a sequence whose snapshots disagree on it
     BROKEN_SEQUENCE = "broken_sequence"  # the rest of a snapshot sequence one bad event broke
     OVER_LIMIT = "over_limit"  # it would take the copy (or the one being built) over `MirrorLimits`
@@ -131,12 +131,22 @@ def _new_catalog(ring: pb.RingInfo) -> Catalog:
                    only_passing=ring.only_passing)
 
 
+#: A remote service's tags (key and value bytes summed): its own (`MAX_TAGS_BYTES`, Serf's metadata limit)
+#: plus those the remote catalog adds (addr, group, datacenter, health and its note, ring parameters).
+MAX_REMOTE_TAGS_BYTES = MAX_TAGS_BYTES + MAX_ADDR_BYTES + 4 * MAX_NAME_BYTES + 256
+
+
 def _check(ev: pb.WatchEvent) -> None:
-    """The event's services belong to its group, with distinct non-empty ids in each list."""
+    """The event's services belong to its group, with distinct non-empty ids in each list, each of the
+    sizes a registry can hold (`registry.limits`): a remote registry's record is someone else's input."""
     for services in (ev.services, ev.added, ev.removed, ev.updated):
         seen: set[str] = set()
         for s in services:
             if s.group != ev.group or not s.id or s.id in seen:
+                raise _Invalid(Drop.BAD_SERVICE)
+            if (utf8_len(s.id) > MAX_NAME_BYTES or utf8_len(s.group) > MAX_NAME_BYTES
+                    or utf8_len(s.origin) > MAX_NAME_BYTES or utf8_len(s.addr) > MAX_ADDR_BYTES
+                    or tags_bytes(s.tags) > MAX_REMOTE_TAGS_BYTES):
                 raise _Invalid(Drop.BAD_SERVICE)
             if s.health and s.health not in ("passing", "warning", "critical"):
                 raise _Invalid(Drop.BAD_SERVICE)

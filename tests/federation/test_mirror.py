@@ -220,6 +220,14 @@ def test_hostile_events_are_dropped_and_counted() -> None:
         (pb.WatchEvent(group="web", version=6, added=[pb.Service(id="c", group="web", health="sick")]),
          Drop.BAD_SERVICE),
         (pb.WatchEvent(group="", version=6, added=[_svc("c", "")]), Drop.BAD_SERVICE),  # a delta without group
+        # sizes a registry could not hold (registry/limits.py): an id, an addr, an origin, tags
+        (pb.WatchEvent(group="web", version=6, added=[_svc("c" * 129)]), Drop.BAD_SERVICE),
+        (pb.WatchEvent(group="web", version=6, added=[pb.Service(id="c", group="web", addr="h" * 300)]),
+         Drop.BAD_SERVICE),
+        (pb.WatchEvent(group="web", version=6, added=[pb.Service(id="c", group="web", origin="o" * 129)]),
+         Drop.BAD_SERVICE),
+        (pb.WatchEvent(group="web", version=6, added=[pb.Service(id="c", group="web", tags={"k": "v" * 2000})]),
+         Drop.BAD_SERVICE),
     ]
     for event, reason in cases:
         before = dict(m.dropped)
