@@ -18,6 +18,7 @@ the parent's host runs it again with its backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, BinaryIO
 
 import msgpack
@@ -113,7 +114,7 @@ class _Views:
                 yield view
 
 
-def _read_stdin(stream: BinaryIO, views: _Views, loop: asyncio.AbstractEventLoop, stop: Any) -> None:
+def _read_stdin(stream: BinaryIO, views: _Views, loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
     """(a thread) frames from the parent until its end, then stop the adapter."""
     try:
         while True:
@@ -133,7 +134,25 @@ def _read_stdin(stream: BinaryIO, views: _Views, loop: asyncio.AbstractEventLoop
     except Exception as e:  # noqa: BLE001 - a broken parent: stop, said in the log
         logging.getLogger("registry.adapters.child").error("reading the registry's frames: %s", e)
     finally:
-        loop.call_soon_threadsafe(stop)
+        stop()
+
+
+#: Seconds a stopping child gives its adapter to end after the cancel (an etcd exporter revokes its lease
+#: then) before it exits anyway: an adapter that spins or blocks never sees the cancel.
+GRACE = 1.0
+
+
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:
+    """(any thread, or a signal handler) cancel the adapter, and exit after `GRACE` whatever it does.
+
+    Why the timer: the child must end with the registry in every case (its stdin closes when the
+    registry exits, even by SIGKILL); an adapter that spins in pure Python or sleeps in C holds the loop,
+    so a cancel alone left such children running, each eating a core, after their registries were gone."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the child is ending anyway
+        loop.call_soon_threadsafe(task.cancel)
+    timer = threading.Timer(GRACE, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
 
 
 async def _run(spec: dict[str, Any], out: _Out) -> int:
@@ -146,8 +165,14 @@ async def _run(spec: dict[str, Any], out: _Out) -> int:
     ctx = AdapterContext(imports=_Imports(out), exports=views, log=log, datacenter=spec["datacenter"],
                          registry_id=spec["registry_id"])
     task = asyncio.ensure_future(adapter.run(ctx))
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    threading.Thread(target=_read_stdin, args=(sys.stdin.buffer, views, loop, task.cancel), daemon=True).start()
+
+    def stop(*_: object) -> None:
+        _stop(loop, task)
+
+    # signal.signal, not loop.add_signal_handler: a Python handler runs between bytecodes of whatever the
+    # main thread runs, so a SIGTERM reaches an adapter that spins and never returns to its loop.
+    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=_read_stdin, args=(sys.stdin.buffer, views, loop, stop), daemon=True).start()
     try:
         await task
     except asyncio.CancelledError:

@@ -31,7 +31,8 @@ def echo_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     dist = tmp_path / "echo_adapter-0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-adapter\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text("[registry.adapters]\necho = tests.adapters.echo_adapter:EchoAdapter\n")
+    (dist / "entry_points.txt").write_text("[registry.adapters]\necho = tests.adapters.echo_adapter:EchoAdapter\n"
+                                           "hang = tests.adapters.hang_adapter:HangAdapter\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     yield
 
@@ -113,3 +114,34 @@ def test_isolation_by_default_ours_on_a_thread_others_in_a_child(echo_entry_poin
             load("echo:isolate=fork")
     finally:
         sys.path.remove(os.environ["PYTHONPATH"])
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        if int(raw[raw.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.parametrize(("mode", "how"), [("busy", signal.SIGKILL), ("sleep", signal.SIGTERM), ("busy", signal.SIGTERM)])
+def test_a_child_whose_adapter_never_yields_ends_with_its_registry(echo_entry_point: None, mode: str,
+                                                                     how: signal.Signals) -> None:
+    """An adapter that spins (or sleeps in C) never sees a cancel: its child must end all the same when
+    the registry stops or is killed (its stdin closes), within the child's grace. Before, such children ran
+    on after their registries, each eating a core."""
+    with modules_child("-id", "r1", *BASE, "-adapter", f"hang:mode={mode}") as child:
+        client = RpcClient(child.started["grpc"], timeout=10.0)
+        try:
+            wait_for(lambda: client.members("hang"), 30, what="the adapter's import")
+        finally:
+            client.close()
+        kids = wait_for(lambda: _children(child.proc.pid), 10, what="the adapter's child process")
+        child.proc.send_signal(how)
+        child.proc.wait(30)
+    wait_for(lambda: not any(_alive(k) for k in kids), 10, what=f"the {mode} child gone after {how.name}")
