@@ -159,7 +159,10 @@ async def test_cluster_member_killed_imports_and_exports_continue(
         # The export lease (8 s) must not lapse; a loaded machine gets slack up to it.
         assert exported_gap < 8.0, exported_gap
         lines = [r.getMessage() for r in caplog.records if r.name.startswith("registry.adapters.etcd")]
-        assert sum("trying the next endpoint" in m for m in lines) == 1, lines
+        # one warning per failure, no flood: the dead leader's; and, when the adapter reached a follower
+        # while the election was still on, that follower's "leader changed" (seen once in CI under load)
+        moves = [m for m in lines if "trying the next endpoint" in m]
+        assert 1 <= len(moves) <= 2 and all("leader changed" in m for m in moves[1:]), lines
     finally:
         await stop(task)
         await c.close()

@@ -255,7 +255,12 @@ async def test_registry_restarts_converge_without_stale_or_duplicate_keys(etcd: 
                 ).wait_ready()
                 rs[rs.index(r)] = again
                 names = {x.id for x in rs}
-                wait_for(lambda: all(x.ids("registry-group") == names for x in rs), 30, what="the pool whole again")
+                try:
+                    wait_for(lambda: all(x.ids("registry-group") == names for x in rs), 60, what="the pool whole again")
+                except AssertionError:
+                    seen = {x.id: sorted(x.ids("registry-group")) for x in rs}
+                    raise AssertionError(f"after restarting {r.id} ({sig!r}) the registries see {seen}; "
+                                         f"its log:\n{again.proc.output()[-3000:]}") from None
                 return again
 
             for step in ("writer SIGTERM", "non-writer SIGTERM", "writer SIGKILL"):

@@ -35,7 +35,7 @@ async def until(pred: Callable[[], object], timeout: float = 60.0) -> None:
 
 
 def services(n: int, version: str = "1") -> list[ExternalService]:
-    return [ExternalService("bulk", f"s{i:05d}", f"10.0.{i // 250}.{i % 250}:80", {"v": version}, replicas=256)
+    return [ExternalService("bulk", f"s{i:05d}", f"10.0.{i // 250}.{i % 250}:80", {"v": version}, replicas=64)
             for i in range(n)]
 
 
