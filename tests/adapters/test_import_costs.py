@@ -79,7 +79,7 @@ async def test_big_import_in_chunks_and_an_unchanged_resync_costs_no_catalog_bat
         assert imports.chunks == 5 and catalog.version("bulk") == version
         # a resync changing one service and dropping another: one batch, one version
         changed = services(n)
-        changed[3] = ExternalService("bulk", "s00003", "10.9.9.9:80", {"v": "2"}, replicas=256)
+        changed[3] = ExternalService("bulk", "s00003", "10.9.9.9:80", {"v": "2"}, replicas=64)
         await asyncio.to_thread(holder.ctx.imports.replace_all, changed[:-1])
         await until(lambda: len(catalog.members("bulk")) == n - 1)
         assert imports.chunks == 6 and catalog.version("bulk") == version + 1
