@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
@@ -75,6 +76,16 @@ def start(group: common.ProcGroup, kind: str, env: dict[str, str]) -> tuple[comm
     return p, str(started()[0]["grpc"])
 
 
+def imported(client: Any) -> int:
+    """Services of group "bench" the registry lists (0 until the adapter's first import lands)."""
+    from registry.client import NotFound
+
+    try:
+        return len(client.members("bench"))
+    except NotFound:
+        return 0
+
+
 def children_rss(pid: int) -> int:
     """RSS of the direct children of ``pid`` (an isolated adapter's process)."""
     total = 0
@@ -114,7 +125,7 @@ def main() -> int:
             common.wait_for(lambda c=c: c.members("registry-group"), 30, what=f"{k} serving")
             if k != "none":
                 want = CHURN if k.startswith("churn") else 1
-                common.wait_for(lambda c=c, n=want: len(c.members("bench")) >= n, 300, what=f"{k}'s adapter's imports")
+                common.wait_for(lambda c=c, n=want: imported(c) >= n, 300, what=f"{k}'s adapter's imports")
         times: dict[str, list[float]] = {k: [] for k in KINDS}
         end = time.monotonic() + seconds
         i = 0
