@@ -66,7 +66,7 @@ def load(spec: str) -> Adapter:
     registry, ``process`` in a child process (`registry.adapters.process`).  The default depends on whose
     code it is: the adapters shipped in ``registry.adapters`` (file, etcd) are tested not to spin and run on
     a thread; anyone else's runs in a child, where a busy loop or a crash can only hurt itself (Match p50
-    next to a busy-loop adapter: x27 on a thread, x1.1 in a child; benchmarks/bench_adapters.py).  It is
+    next to a busy-loop adapter: x12 on a thread, x1.0 in a child; benchmarks/bench_adapters.py).  It is
     built here first all the same, so a bad option is a usage error at start, not a child failing over and over."""
     name, options = parse_spec(spec)
     isolate = options.pop("isolate", "")
