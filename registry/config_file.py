@@ -37,11 +37,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from registry.addresses import UsageError
+from registry.tomlread import toml_loads
 
 __all__ = ["FLAG", "file_argv", "find_path", "parse_with_config_file", "with_config_file"]
 
@@ -277,7 +277,7 @@ def _read(path: str) -> dict[str, Any]:
         except ValueError as exc:  # json.JSONDecodeError (line and column) or a key given twice
             raise UsageError(f"{where}: not valid JSON: {exc}") from None
     else:
-        loads = _toml_loads()
+        loads = toml_loads()
         if loads is None:
             raise UsageError(f"{where}: TOML needs Python 3.11+ or `pip install tomli`; use JSON")
         try:
@@ -299,14 +299,3 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def _toml_loads() -> Callable[[str], dict[str, Any]] | None:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib.loads
-    try:
-        import tomli  # type: ignore[import-not-found,unused-ignore]  # only on 3.10, if installed
-    except ImportError:
-        return None
-    loads: Callable[[str], dict[str, Any]] = tomli.loads
-    return loads

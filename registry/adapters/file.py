@@ -37,11 +37,11 @@ import asyncio
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from registry.adapters.base import AdapterContext, AdapterError, ExternalService
+from registry.tomlread import toml_loads
 
 __all__ = ["FileAdapter", "FileProblem", "parse_services"]
 
@@ -59,19 +59,6 @@ def _too_large(max_bytes: int) -> str:
     return f"larger than max_bytes={max_bytes}"
 
 
-def _toml_loads() -> Callable[[str], dict[str, Any]] | None:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib.loads
-    try:
-        import tomli  # type: ignore[import-not-found,unused-ignore]  # only on 3.10, if installed
-    except ImportError:
-        return None
-    loads: Callable[[str], dict[str, Any]] = tomli.loads
-    return loads
-
-
 def _positive(entry: Mapping[str, Any], key: str, where: str) -> int | None:
     value = entry.get(key)
     if value is None:
@@ -84,7 +71,7 @@ def _positive(entry: Mapping[str, Any], key: str, where: str) -> int | None:
 def parse_services(text: str, toml: bool) -> list[ExternalService]:
     """The services of a file's text; `FileProblem` names the first thing wrong."""
     if toml:
-        loads = _toml_loads()
+        loads = toml_loads()
         if loads is None:
             raise FileProblem("TOML needs Python 3.11+ or the tomli package; use JSON")
         try:
@@ -145,7 +132,7 @@ class FileAdapter:
             raise AdapterError(f"max_bytes={max_bytes!r} must be at least 1")
         self.path = path
         self.toml = path.lower().endswith(".toml")
-        if self.toml and _toml_loads() is None:
+        if self.toml and toml_loads() is None:
             raise AdapterError("a .toml file needs Python 3.11+ or the tomli package; use JSON")
         self.name = "file"
         #: Loads applied (for tests).
