@@ -52,6 +52,7 @@ from google.protobuf.message import DecodeError
 from registry import api_dc
 from registry.api_dc import Federation, Remote
 from registry.api_errors import Exhausted, Invalid, Missing, NotSynced, UnknownDatacenter
+from registry.api_pb import ring_info, service_pb
 from registry.api_watch import MAX_WATCHERS, WATCH_QUEUE_SIZE, WatchFanOut
 from registry.catalog import TAG_ADDR, TAG_GROUP, Catalog, GroupChange, Service, ServiceKind, UnknownGroup
 from registry.compat import rpcserver_pb2 as compat_pb2
@@ -77,8 +78,6 @@ __all__ = [
     "StreamMethod",
     "UnaryMethod",
     "UnknownDatacenter",
-    "ring_info",
-    "service_pb",
 ]
 
 V1_SERVICE = pb.DESCRIPTOR.services_by_name["Registry"].full_name  # "registry.v1.Registry"
@@ -120,20 +119,6 @@ def _varint(value: int) -> bytes:
 def _field1(payload: bytes) -> bytes:
     """`payload` framed as length-delimited field 1 (the `services` field everywhere)."""
     return b"\x0a" + _varint(len(payload)) + payload
-
-
-def service_pb(s: Service, node: RingNode) -> pb.Service:
-    """`s` with the ring parameters the server's ring uses for it (`node`: `Catalog.ring_node`)
-    and its health."""
-    return pb.Service(id=s.id, group=s.group, addr=s.addr, tags=dict(s.tags), replicas=node.replicas,
-                      weight=node.weight, health=s.health.word, health_note=s.health_note, kind=s.kind.value,
-                      origin=s.origin)
-
-
-def ring_info(catalog: Catalog) -> pb.RingInfo:
-    """How `catalog` builds rings, so caching clients build identical ones."""
-    return pb.RingInfo(algorithm=catalog.algorithm, default_replicas=catalog.default_replicas,
-                       only_passing=catalog.only_passing)
 
 
 class _Encoded:

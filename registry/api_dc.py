@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from registry.api_errors import UnknownDatacenter
+from registry.api_pb import service_pb
 from registry.catalog import Catalog, GroupChange, Service
 from registry.ring import RingNode
 from registry.v1 import registry_pb2 as pb
@@ -162,7 +163,6 @@ class RemoteEncoded:
 
 
 def _service(catalog: Catalog, s: Service) -> pb.Service:
-    from registry.api import service_pb  # registry.api imports this module
 
     return service_pb(s, catalog.ring_node(s))
 

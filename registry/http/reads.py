@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 
 from registry import api_dc
-from registry.api import Invalid, RegistryCore, ring_info, service_pb
+from registry.api import Invalid, RegistryCore
 from registry.api_dc import Remote
+from registry.api_pb import ring_info, service_pb
 from registry.catalog import Service
 from registry.health import Health
 from registry.http.answers import INDEX_HEADER, dumps, from_exception, json_response, message_json

@@ -183,7 +183,11 @@ async def test_pending_calls_stay_bounded_while_the_registry_loop_does_not_flush
         flooded: tuple[Catalog, AdapterHost, Flood]) -> None:
     catalog, host, flood = flooded
     imports = imports_of(host)
-    await run(flood, lambda im: [im.upsert(svc("g", f"keep{i}")) for i in range(10)] and None)
+    def keep(im: Imports) -> None:
+        for i in range(10):
+            im.upsert(svc("g", f"keep{i}"))
+
+    await run(flood, keep)
     await until(lambda: len(ids(catalog, "g")) == 10)
 
     def churn(im: Imports) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def services(child: ModulesChild, client: RpcClient) -> None:
     wait_for(lambda: client.members("hang"), 30, what="the adapter's import")
 
 
+def pool_of_two(c: RpcClient) -> bool:
+    return len(c.members("registry-group")) == 2
+
+
 def gossip_delay(via: str, seen_by: RpcClient, ident: str) -> float:
     """Seconds from a service's join through gossip address ``via`` until ``seen_by`` lists it (its group
     is its id): how long the pool's gossip takes to carry a join from one registry to the other."""
@@ -71,7 +76,7 @@ def test_hanging_adapter_leaves_match_p99_and_gossip_within_bound(mode: str, iso
             services(hung, b)
             assert [s.origin for s in b.members("hang")] == ["hang"]
             for c in (a, b):  # both serve the pool's registry group of two: the same work per Match
-                wait_for(lambda c=c: len(c.members("registry-group")) == 2, 30, what="registry-group of two")
+                wait_for(partial(pool_of_two, c), 30, what="registry-group of two")
             times: dict[str, list[float]] = {"plain": [], "hung": []}
             for i in range(ROWS):  # interleaved: the machine's load falls on both alike
                 for name, c in (("plain", a), ("hung", b)):

@@ -11,7 +11,8 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.api import RegistryCore, service_pb
+from registry.api import RegistryCore
+from registry.api_pb import service_pb
 from registry.catalog import Catalog, UnknownGroup
 from registry.federation import Drop, Mirror
 from registry.service import Service

@@ -168,9 +168,9 @@ def forced_points(mp: pytest.MonkeyPatch, table: dict[str, list[int]]) -> None:
     """Members named in ``table`` own exactly those points (64-bit ties are not findable)."""
     real = ConsistentRing.replica_points
 
-    def fake(node_id: str, node: RingNode) -> list[int]:
+    def fake(node_id: str, node: RingNode) -> array[int]:
         if node_id in table:
-            return list(table[node_id])
+            return array("Q", table[node_id])
         return real(node_id, node)
 
     mp.setattr(ConsistentRing, "replica_points", staticmethod(fake))

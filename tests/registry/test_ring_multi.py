@@ -9,6 +9,7 @@ TTL services must hold the same rings as one applying them one at a time.
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -39,9 +40,9 @@ def path(accel: ModuleType | None, forced: dict[str, list[int]] | None = None) -
     """Ring updates through ``accel`` (None: pure Python); members in ``forced`` own exactly those points."""
     saved, real = ConsistentRing.accel, ConsistentRing.replica_points
 
-    def fake(node_id: str, node: RingNode) -> list[int]:
+    def fake(node_id: str, node: RingNode) -> array[int]:
         if forced is not None and node_id in forced:
-            return list(forced[node_id])
+            return array("Q", forced[node_id])
         return real(node_id, node)
 
     ConsistentRing.accel = accel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 import uhashring
@@ -103,9 +104,9 @@ def tied_points(monkeypatch: pytest.MonkeyPatch, shared: list[int]) -> None:
     """Members named t* own exactly the points in ``shared`` (forces 64-bit ties)."""
     real = ConsistentRing.replica_points
 
-    def fake(node_id: str, node: RingNode) -> list[int]:
+    def fake(node_id: str, node: RingNode) -> array[int]:
         if node_id.startswith("t"):
-            return list(shared)
+            return array("Q", shared)
         return real(node_id, node)
 
     monkeypatch.setattr(ConsistentRing, "replica_points", staticmethod(fake))
