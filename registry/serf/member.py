@@ -60,3 +60,6 @@ class MemberState:
     member: Member
     status_ltime: int = 0
     leave_time: float = 0.0
+    #: A join intent newer than its leave arrived while it is still `left` (it is rejoining; memberlist
+    #: has not said it is alive yet): push/pull must not call it left as of that join's time.
+    rejoining: bool = False

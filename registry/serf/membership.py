@@ -121,6 +121,7 @@ class Membership:
             m = ms.member
             m.status = MemberStatus.ALIVE
             ms.leave_time = 0.0
+            ms.rejoining = False
             m.addr, m.port, m.tags, m.vsn = node.addr, node.port, tags, node.vsn
         self._emit(MemberEvent(EventType.MEMBER_JOIN, [ms.member.copy()]))
 
@@ -185,6 +186,8 @@ class Membership:
         if ms is None:
             return news
         ms.status_ltime = msg.ltime
+        if ms.member.status == MemberStatus.LEFT:
+            ms.rejoining = True  # see left_names
         if ms.member.status == MemberStatus.LEAVING:
             ms.member.status = MemberStatus.ALIVE
             if self.config.leaving_events:
@@ -202,6 +205,7 @@ class Membership:
             self.broadcast_join(self.clock.time())
             return False
         ms.status_ltime = msg.ltime
+        ms.rejoining = False
         status = ms.member.status
         if status == MemberStatus.ALIVE:
             ms.member.status = MemberStatus.LEAVING
@@ -222,7 +226,14 @@ class Membership:
         return {name: ms.status_ltime for name, ms in self._members.items()}
 
     def left_names(self) -> list[str]:
-        return [name for name, ms in self._members.items() if ms.member.status == MemberStatus.LEFT]
+        """Members that left, as push/pull tells peers (each becomes a leave intent one past its status
+        time there). Not one whose newest intent is a join: it left, restarted and rejoined, and we heard
+        its join before memberlist's alive. Go lists it (serf.go's localState), and a peer that already
+        has it alive at that join's time then takes the "leave" one past it as newer and holds a live
+        member `leaving` for good (nothing refutes an intent learnt by push/pull): seen as a restarted
+        registry missing from one peer's catalog for over 60 s under load."""
+        return [name for name, ms in self._members.items()
+                if ms.member.status == MemberStatus.LEFT and not ms.rejoining]
 
     def merge(self, pp: msgs.PushPullState) -> None:
         """A peer's member statuses: its left members as leave intents, the rest as joins."""

@@ -49,16 +49,13 @@ async def test_big_import_in_chunks_and_an_unchanged_resync_costs_no_catalog_bat
         await until(lambda: holder.ctx is not None)
         assert holder.ctx is not None
         imports = host.runners[0].imports
-        gaps: list[float] = []
+        seen: set[int] = set()
         done = asyncio.Event()
 
-        async def ticker() -> None:  # the registry's loop: how long it went without a turn
-            last = time.monotonic()
+        async def ticker() -> None:  # another task on the registry's loop: which chunk counts it saw
             while not done.is_set():
+                seen.add(imports.chunks)
                 await asyncio.sleep(0)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
 
         tick = asyncio.ensure_future(ticker())
         t0 = time.monotonic()
@@ -67,10 +64,9 @@ async def test_big_import_in_chunks_and_an_unchanged_resync_costs_no_catalog_bat
         took = time.monotonic() - t0
         done.set()
         await tick
-        print(f"{n} services imported in {took:.2f} s, {imports.chunks} catalog batches, "
-              f"the loop's longest wait {max(gaps) * 1e3:.0f} ms")
-        assert imports.chunks == 5, imports.chunks  # ceil(n / CHUNK): the loop had a turn between each
-        assert max(gaps) < took / 2, (max(gaps), took)
+        print(f"{n} services imported in {took:.2f} s, {imports.chunks} catalog batches")
+        assert imports.chunks == 5, imports.chunks  # ceil(n / CHUNK)
+        assert {1, 2, 3, 4} <= seen, seen  # the loop ran another task between every two chunks
         version = catalog.version("bulk")
         # a resync that changes nothing (an etcd reconnect): no catalog batch at all
         await asyncio.to_thread(holder.ctx.imports.replace_all, services(n))

@@ -113,7 +113,11 @@ async def test_user_events_both_ways(serf_agent: Any, nodes: list[SerfAgent], tm
     await go.arun("event", "deploy", "v1-payload")
     assert await wait(lambda: any(e.name == "deploy" for e in got), 20)
     ev = next(e for e in got if e.name == "deploy")
-    assert ev.payload == b"v1-payload" and ev.coalesce
+    # `serf event` sets CC (coalesce) by default, but an event sent right after a join can reach us first
+    # through the join's push/pull, whose event buffer carries no CC (Go's MergeRemoteState delivers those
+    # with CC false too): seen once in CI, so only the payload is checked here (CC round trips in
+    # tests/serf/test_messages.py; the real agent's bytes in tests/memberlist/test_captures.py)
+    assert ev.payload == b"v1-payload"
     await py.user_event("from-py", b"hello-go", coalesce=False)
     assert await wait(
         lambda: out.exists() and "user from-py hello-go" in out.read_text(), 20

@@ -121,6 +121,30 @@ def test_push_pull_left_members_become_leave_intents_one_past_their_status_time(
     assert m.left_names() == ["b"] and m.status_ltimes() == {"b": 8}
 
 
+def test_a_left_member_heard_rejoining_is_not_pushed_as_left() -> None:
+    """b left (leave intent 5, then memberlist's death), restarted and gossiped its join intent (9)
+    before memberlist here saw it alive. Our push/pull must not list it as left: a peer that already
+    has b alive as of 9 would take "left" as a leave intent at 10 and hold live b leaving for good."""
+    rig = Rig()
+    here, _, _ = rig.membership()
+    here.notify_join(node("b"))
+    here.handle_leave_intent(M.Leave(5, "b"))
+    here.notify_leave(node("b", NodeState.LEFT))
+    assert here.left_names() == ["b"]
+    here.handle_join_intent(M.Join(9, "b"))
+    assert here.left_names() == [] and here.status_ltimes() == {"b": 9}
+    peer_rig = Rig()
+    peer, _, _ = peer_rig.membership()
+    peer.notify_join(node("b"))
+    peer.handle_join_intent(M.Join(9, "b"))
+    peer.merge(M.PushPullState(20, here.status_ltimes(), here.left_names(), 0, [], 0))
+    assert peer.get("b").member.status == MemberStatus.ALIVE  # type: ignore[union-attr]
+    here.notify_join(node("b"))  # memberlist's alive: an ordinary member again
+    here.handle_leave_intent(M.Leave(12, "b"))
+    here.notify_leave(node("b", NodeState.LEFT))
+    assert here.left_names() == ["b"]
+
+
 # ---------------------------------------------------------------------------- user events
 
 
